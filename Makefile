@@ -1,0 +1,43 @@
+# Rec-Distill: common tasks. `make help` lists them. CI calls `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help install test demo bench lint format data clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml setup.py protos/*.proto
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or make PYTHON=...)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel grpcio-tools
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the project (editable, with dev extras); quick when nothing changed
+
+test: install ## Install, then run the whole test suite (unit, integration, e2e)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: install ## Install, then run the whole distillation loop on MovieLens-100K (`recdistill demo`)
+	$(BIN)/recdistill demo $(DEMO_ARGS)
+
+bench: install ## Install, then run the benchmark suite and write BENCHMARKS.md
+	$(BIN)/python -m benchmarks
+
+lint: install ## ruff
+	$(BIN)/ruff check .
+
+format: install ## ruff format + fixes
+	$(BIN)/ruff check --fix .
+
+data: install ## Prepare MovieLens-100K into data/ml-100k
+	$(BIN)/recdistill data prepare --dataset ml-100k --out data/ml-100k
+
+clean: ## Remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""gRPC stubs generated from `protos/*.proto` at install time (see setup.py); not hand-written."""

@@ -1,0 +1,5 @@
+"""The `recdistill` console script."""
+
+from recdistill.cli.main import app
+
+__all__ = ["app"]

@@ -1,0 +1,22 @@
+"""One base exception for the shared core; services map these to HTTP / gRPC codes in one place."""
+
+
+class RecDistillError(Exception):
+    """Base class of every error raised on purpose by Rec-Distill."""
+
+
+class DataError(RecDistillError):
+    """A dataset could not be fetched, read or validated."""
+
+
+class ValidationError(RecDistillError):
+    """An input (request, row, artifact) is invalid. `field` names the part at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class SchemaMismatchError(RecDistillError):
+    """A model artifact was built for a different feature schema than the one in use."""

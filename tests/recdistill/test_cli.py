@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from recdistill.cli import app
+
+pytestmark = pytest.mark.unit
+
+
+def _commands(typer_app: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    import typer.main
+
+    group = typer.main.get_command(typer_app)
+    found: list[tuple[str, ...]] = [prefix]
+
+    def walk(command: object, path: tuple[str, ...]) -> None:
+        for name, sub in getattr(command, "commands", {}).items():
+            found.append((*path, name))
+            walk(sub, (*path, name))
+
+    walk(group, prefix)
+    return found
+
+
+def test_every_command_has_help() -> None:
+    runner = CliRunner()
+    commands = _commands(app)
+    assert ("data", "prepare") in commands
+    for command in commands:
+        result = runner.invoke(app, [*command, "--help"])
+        assert result.exit_code == 0, (command, result.output)
+        assert "Usage" in result.output
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "recdistill"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0
+    assert "data" in result.stdout
+
+
+def test_prepare_a_user_csv_from_the_command_line(tmp_path: Path) -> None:
+    lines = ["user_id,item_id,timestamp,label"] + [f"{u},{i},{1000 + 10 * u + i},{(u + i) % 2}"
+                                                   for u in range(1, 21) for i in range(1, 11)]
+    (tmp_path / "log.csv").write_text("\n".join(lines))
+    result = CliRunner().invoke(app, ["data", "prepare", "--dataset", f"csv:{tmp_path / 'log.csv'}",
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["stats"]["interactions"] == 200
+
+
+def test_unknown_dataset_is_a_clear_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["data", "prepare", "--dataset", "imagenet", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "unknown dataset 'imagenet'" in result.output

@@ -26,7 +26,8 @@ def gauc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:
     labels, scores, groups = (np.asarray(a).ravel() for a in (labels, scores, groups))
     total, weight = 0.0, 0
     order = np.argsort(groups, kind="stable")
-    bounds = np.flatnonzero(np.diff(groups[order]) != 0) + 1
+    sorted_groups = groups[order]
+    bounds = np.flatnonzero(sorted_groups[1:] != sorted_groups[:-1]) + 1
     for rows in np.split(order, bounds):
         value = auc(labels[rows], scores[rows])
         if not np.isnan(value):

@@ -7,11 +7,12 @@ import logging
 import typer
 from rich.logging import RichHandler
 
-from recdistill.cli import data
+from recdistill.cli import data, teacher
 
 app = typer.Typer(help="Rec-Distill: distil a Triton-served teacher into fast ONNX ranking students.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(data.app, name="data")
+app.add_typer(teacher.app, name="teacher")
 
 
 @app.callback()

@@ -1,0 +1,1 @@
+"""The distill worker: teacher client, debiasing, student training (batch + stream), export, promotion."""

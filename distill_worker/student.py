@@ -1,0 +1,64 @@
+"""The student: small enough for the serving budget (short history, small embeddings).
+
+Decoupled heads share one bottom: the serving head learns observed labels and is the only one
+exported; the auxiliary head learns the teacher's soft labels, so teacher bias reaches served scores
+only through the shared bottom. Plain KD (teacher term on the serving head) remains an option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from recdistill.features.schema import FeatureSchema
+from recdistill.nn import FeatureEmbedding, masked_mean, mlp
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    dim: int = 16
+    user_dim: int = 4
+    hidden: tuple[int, ...] = (64, 32)
+    dropout: float = 0.1
+    oov_dropout: float = 0.05
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self) | {"hidden": list(self.hidden)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> StudentConfig:
+        return cls(**(data | {"hidden": tuple(data["hidden"])}))  # type: ignore[arg-type]
+
+
+class StudentModel(nn.Module):
+    def __init__(self, schema: FeatureSchema, config: StudentConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.dim
+        self.embed = FeatureEmbedding(schema, d, config.user_dim, config.oov_dropout)
+        features = 3 * d + self.embed.user_out + self.embed.num_actions + 1
+        self.bottom = mlp([features, *config.hidden], config.dropout)
+        self.serving_head = nn.Linear(config.hidden[-1], 1)
+        self.teacher_head = nn.Linear(config.hidden[-1], 1)
+
+    def heads(self, user_cat: torch.Tensor, hist_item: torch.Tensor, hist_action: torch.Tensor,
+              hist_recency: torch.Tensor, hist_length: torch.Tensor, cand_item: torch.Tensor,
+              cand_genres: torch.Tensor, cand_year: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(serving logits, teacher-head logits), each [B, C]."""
+        tokens, mask = self.embed.history(hist_item, hist_action, hist_recency)
+        cand = self.embed.candidates(cand_item, cand_genres, cand_year)
+        pooled = masked_mean(tokens, mask)
+        context = torch.cat([pooled, self.embed.user(user_cat), self.embed.action_distribution(hist_action, mask),
+                             hist_length], dim=-1).unsqueeze(1).expand(-1, cand.shape[1], -1)
+        shared = self.bottom(torch.cat([cand, cand * pooled.unsqueeze(1), context], dim=-1))
+        return self.serving_head(shared).squeeze(-1), self.teacher_head(shared).squeeze(-1)
+
+    def forward(self, user_cat: torch.Tensor, hist_item: torch.Tensor, hist_action: torch.Tensor,
+                hist_recency: torch.Tensor, hist_length: torch.Tensor, cand_item: torch.Tensor,
+                cand_genres: torch.Tensor, cand_year: torch.Tensor) -> torch.Tensor:
+        """Serving probabilities [B, C]: the exported graph."""
+        serving, _ = self.heads(user_cat, hist_item, hist_action, hist_recency, hist_length, cand_item,
+                                cand_genres, cand_year)
+        return torch.sigmoid(serving)

@@ -1,0 +1,88 @@
+"""`recdistill teacher ...`: train, serve behind Triton, score a request."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="The teacher: train it, serve it behind Triton, score requests.", no_args_is_help=True)
+console = Console()
+
+
+@app.command("train")
+def train_command(
+    data: Path = typer.Option(Path("data/ml-100k"), help="Prepared dataset directory."),
+    out: Path = typer.Option(..., help="New checkpoint directory (must not exist)."),
+    task: str = typer.Option("ctr", help="ctr or slate."),
+    size: str = typer.Option("medium", help="tiny, medium or large."),
+    epochs: int = typer.Option(8, min=1),
+    batch_size: int = typer.Option(256, min=1),
+    lr: float = typer.Option(1e-3),
+    seed: int = typer.Option(0),
+    max_train_events: int | None = typer.Option(None, help="Train on the most recent N training events only."),
+) -> None:
+    """Train the long-sequence teacher with early stopping on valid AUC and write a checkpoint."""
+    from teacher_service.model import TEACHER_SIZES
+    from teacher_service.train import TeacherTrainConfig, train_teacher
+
+    if task not in ("ctr", "slate"):
+        raise typer.BadParameter("task must be ctr or slate", param_hint="--task")
+    if size not in TEACHER_SIZES:
+        raise typer.BadParameter(f"size must be one of {sorted(TEACHER_SIZES)}", param_hint="--size")
+    config = TeacherTrainConfig(task=task, size=size, epochs=epochs, batch_size=batch_size, lr=lr,  # type: ignore[arg-type]
+                                seed=seed, max_train_events=max_train_events)
+    manifest = train_teacher(data, out, config)
+    table = Table(title=f"{manifest['teacher_version']} ({manifest['parameters']:,} parameters)")
+    for column in ("split", "auc", "gauc", "log_loss", "ece"):
+        table.add_column(column)
+    for split in ("valid", "test"):
+        m = manifest[split]
+        table.add_row(split, *(f"{m[k]:.4f}" for k in ("auc", "gauc", "log_loss", "ece")))
+    console.print(table)
+
+
+@app.command("serve")
+def serve_command(
+    checkpoint: Path = typer.Option(..., help="Teacher checkpoint directory."),
+    http_port: int = typer.Option(8000),
+    grpc_port: int = typer.Option(8001),
+    metrics_port: int = typer.Option(8002),
+    model_name: str = typer.Option("teacher"),
+    instances: int | None = typer.Option(None, help="Model instances (default: cores / 2)."),
+) -> None:
+    """Serve the teacher as a Triton model over gRPC and HTTP until SIGTERM / Ctrl-C."""
+    from teacher_service.serve import serve
+    from teacher_service.settings import TeacherServeSettings
+
+    overrides = {"instances": instances} if instances else {}
+    serve(TeacherServeSettings(checkpoint=checkpoint, http_port=http_port, grpc_port=grpc_port,
+                               metrics_port=metrics_port, model_name=model_name, **overrides))
+
+
+@app.command("score")
+def score_command(
+    request: Path = typer.Option(Path("examples/rank_request.json"), help="A /v1/rank JSON body."),
+    url: str = typer.Option("127.0.0.1:8001", help="Triton gRPC HOST:PORT."),
+    schema: Path = typer.Option(Path("data/ml-100k/features.json"), help="The feature schema (features.json)."),
+    model_name: str = typer.Option("teacher"),
+) -> None:
+    """Encode a ranking request with the shared encoder and print the teacher's score per candidate."""
+    from recdistill.errors import RecDistillError
+    from recdistill.features import Encoder, FeatureSchema, parse_rank_request
+    from teacher_service.client import score
+
+    try:
+        parsed = parse_rank_request(request.read_bytes())
+        tensors, _ = Encoder(FeatureSchema.load(schema), "teacher").encode_requests([parsed])
+    except (OSError, RecDistillError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    probabilities = score(url, tensors, model_name)[0]
+    print(json.dumps({"scores": [
+        {"item_id": str(c.item_id), "score": round(float(p), 6)}
+        for c, p in zip(parsed.candidates, probabilities, strict=True)
+    ]}, indent=1))

@@ -1,0 +1,149 @@
+"""Training plumbing shared by the teacher job and the student trainer: encoded splits, batches,
+a fit loop with early stopping on validation AUC, and batched prediction."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from recdistill.data.dataset import PreparedDataset, Task
+from recdistill.evaluation import evaluate
+from recdistill.features.encoder import Encoder, MappedContext
+
+logger = logging.getLogger(__name__)
+
+
+def to_torch(tensors: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {name: torch.from_numpy(array) for name, array in tensors.items()}
+
+
+@dataclass
+class Batch:
+    inputs: dict[str, torch.Tensor]
+    labels: torch.Tensor  # [B, C]
+    mask: torch.Tensor  # [B, C] bool
+    rows: np.ndarray  # positions in the split
+
+
+@dataclass
+class EncodedSplit:
+    """The mapped contexts of one split, ready to be assembled into batches."""
+
+    task: Task
+    event_ids: np.ndarray
+    contexts: list[MappedContext]
+    labels: np.ndarray  # [N, C]
+    user_ids: np.ndarray  # [N]
+    encoder: Encoder
+
+    @classmethod
+    def build(cls, dataset: PreparedDataset, encoder: Encoder, split: str, task: Task,
+              negatives: int | None = None, limit: int | None = None) -> EncodedSplit:
+        event_ids = dataset.split(split)
+        if limit is not None and limit < event_ids.size:
+            event_ids = event_ids[-limit:]  # the most recent events of the split
+        return cls(
+            task=task,
+            event_ids=event_ids,
+            contexts=dataset.contexts(encoder, event_ids, task, negatives),
+            labels=dataset.labels(event_ids, task, negatives),
+            user_ids=dataset.events["user_id"].to_numpy()[event_ids],
+            encoder=encoder,
+        )
+
+    def __len__(self) -> int:
+        return len(self.contexts)
+
+    def batch(self, rows: np.ndarray) -> Batch:
+        tensors, mask = self.encoder.assemble([self.contexts[i] for i in rows])
+        labels = self.labels[rows][:, : mask.shape[1]]
+        return Batch(to_torch(tensors), torch.from_numpy(labels), torch.from_numpy(mask), rows)
+
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[Batch]:
+        order = np.random.default_rng(seed).permutation(len(self)) if shuffle else np.arange(len(self))
+        for start in range(0, len(order), batch_size):
+            yield self.batch(order[start:start + batch_size])
+
+
+ScoreFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+
+
+@torch.no_grad()
+def predict(score: ScoreFn, split: EncodedSplit, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities [N, C] of `score` (inputs -> probabilities) and the candidate mask."""
+    width = split.labels.shape[1]
+    scores = np.zeros((len(split), width), dtype=np.float32)
+    mask = np.zeros((len(split), width), dtype=bool)
+    for batch in split.batches(batch_size):
+        out = score(batch.inputs).numpy()
+        scores[batch.rows, : out.shape[1]] = out
+        mask[batch.rows, : out.shape[1]] = batch.mask.numpy()
+    return scores, mask
+
+
+def evaluate_split(score: ScoreFn, split: EncodedSplit, batch_size: int = 512) -> dict[str, float]:
+    scores, mask = predict(score, split, batch_size)
+    return evaluate(split.task, split.labels, scores, mask, split.user_ids)
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_valid_auc: float
+    history: list[dict[str, float]]
+
+
+def fit(
+    model: torch.nn.Module,
+    train: EncodedSplit,
+    valid: EncodedSplit,
+    loss_fn: Callable[[torch.nn.Module, Batch], torch.Tensor],
+    score: ScoreFn,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float = 0.0,
+    patience: int = 2,
+    seed: int = 0,
+    label: str = "train",
+    batch_orders: Sequence[int] | None = None,
+) -> FitResult:
+    """Adam, one pass per epoch in a seeded order, keep the weights of the best validation AUC."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    best_auc, best_epoch, best_state = -1.0, -1, copy.deepcopy(model.state_dict())
+    history: list[dict[str, float]] = []
+    steps = (len(train) + batch_size - 1) // batch_size
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[status]}"))
+    with Progress(*columns, transient=True) as progress:
+        for epoch in range(epochs):
+            model.train()
+            bar = progress.add_task(f"{label} epoch {epoch + 1}/{epochs}", total=steps, status="")
+            order_seed = seed * 1_000 + (batch_orders[epoch] if batch_orders else epoch)
+            total, count = 0.0, 0
+            for batch in train.batches(batch_size, shuffle=True, seed=order_seed):
+                loss = loss_fn(model, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total, count = total + loss.item(), count + 1
+                progress.update(bar, advance=1, status=f"loss {total / count:.4f}")
+            progress.remove_task(bar)
+            model.eval()
+            metrics = evaluate_split(score, valid)
+            history.append({"epoch": epoch + 1, "train_loss": total / max(count, 1), **metrics})
+            logger.info("%s epoch %d: train loss %.4f, valid auc %.4f", label, epoch + 1,
+                        total / max(count, 1), metrics["auc"])
+            if metrics["auc"] > best_auc:
+                best_auc, best_epoch, best_state = metrics["auc"], epoch + 1, copy.deepcopy(model.state_dict())
+            elif epoch + 1 - best_epoch >= patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(best_epoch=best_epoch, best_valid_auc=best_auc, history=history)

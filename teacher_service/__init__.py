@@ -1,0 +1,1 @@
+"""The teacher: a long-sequence ranking model, its training job and its Triton serving."""

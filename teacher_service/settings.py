@@ -1,0 +1,41 @@
+"""Settings of the teacher's Triton serving (env prefix TEACHER_, e.g. TEACHER_GRPC_PORT=9001)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from recdistill.features.request import MAX_CANDIDATES, MAX_HISTORY_EVENTS
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class TeacherServeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TEACHER_", extra="ignore")
+
+    checkpoint: Path
+    model_name: str = "teacher"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    # Model instances x torch threads per instance should not exceed the cores.
+    instances: int = Field(default_factory=lambda: max(1, _cores() // 2))
+    threads_per_instance: int = 0  # 0: cores // instances
+    max_batch_size: int = 64
+    max_queue_delay_us: int = 2_000
+    max_candidates: int = MAX_CANDIDATES
+    max_history: int = MAX_HISTORY_EVENTS
+    startup_timeout_s: float = 120.0
+
+    @model_validator(mode="after")
+    def _fill_threads(self) -> TeacherServeSettings:
+        if self.instances < 1:
+            raise ValueError("instances must be at least 1")
+        if self.threads_per_instance <= 0:
+            self.threads_per_instance = max(1, _cores() // self.instances)
+        return self

@@ -1,0 +1,138 @@
+"""The teacher behind a real Triton server, called from a separate tritonclient gRPC client."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from recdistill.data.dataset import PreparedDataset
+from recdistill.data.synthetic import synthetic_requests
+from recdistill.features.encoder import MODEL_INPUTS, Encoder
+from recdistill.features.request import parse_rank_request
+from teacher_service.checkpoint import load_checkpoint
+from teacher_service.client import infer_inputs, score
+from tests.teacher_service.conftest import RunningTriton
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).parents[2]
+# Triton and in-process run the same float32 graph; batching and padding may reorder sums.
+TOLERANCE = 1e-5
+
+
+def _in_process(checkpoint: Path, tensors: dict[str, np.ndarray]) -> np.ndarray:
+    model, _, _ = load_checkpoint(checkpoint)
+    with torch.inference_mode():
+        return model(**{k: torch.from_numpy(v) for k, v in tensors.items()}).numpy()
+
+
+def _slate_tensors(dataset: PreparedDataset, count: int, seed: int = 0) -> dict[str, np.ndarray]:
+    encoder = Encoder(dataset.schema, "teacher")
+    events = np.random.default_rng(seed).choice(dataset.split("test"), count, replace=False)
+    tensors, _ = encoder.assemble(dataset.contexts(encoder, events, "slate"))
+    return tensors
+
+
+def test_metadata_exposes_only_inputs_and_the_probability(triton_teacher: RunningTriton) -> None:
+    with grpcclient.InferenceServerClient(triton_teacher.grpc_url) as client:
+        metadata = client.get_model_metadata("teacher", as_json=True)
+    assert {i["name"] for i in metadata["inputs"]} == set(MODEL_INPUTS)
+    assert [o["name"] for o in metadata["outputs"]] == ["probability"]
+
+
+def test_scores_match_the_model_in_process(triton_teacher: RunningTriton, ml100k: PreparedDataset,
+                                           tiny_teacher: Path) -> None:
+    tensors = _slate_tensors(ml100k, 16)
+    served = score(triton_teacher.grpc_url, tensors)
+    assert served.shape == (16, 21)
+    assert served.dtype == np.float32
+    assert np.all((served >= 0) & (served <= 1))
+    np.testing.assert_allclose(served, _in_process(tiny_teacher, tensors), atol=TOLERANCE, rtol=0)
+
+
+def test_concurrent_clients_all_get_their_own_scores(triton_teacher: RunningTriton, ml100k: PreparedDataset,
+                                                     tiny_teacher: Path) -> None:
+    batches = [_slate_tensors(ml100k, 4, seed) for seed in range(24)]
+    with ThreadPoolExecutor(8) as pool:
+        served = list(pool.map(lambda t: score(triton_teacher.grpc_url, t), batches))
+    for tensors, result in zip(batches, served, strict=True):
+        np.testing.assert_allclose(result, _in_process(tiny_teacher, tensors), atol=TOLERANCE, rtol=0)
+
+
+def test_a_20000_event_history_is_scored(triton_teacher: RunningTriton, ml100k: PreparedDataset,
+                                         tiny_teacher: Path) -> None:
+    (body,) = synthetic_requests(1, history_len=20_000, candidates=100, seed=11)
+    tensors, _ = Encoder(ml100k.schema, "teacher").encode_requests([parse_rank_request(orjson.dumps(body))])
+    served = score(triton_teacher.grpc_url, tensors)
+    assert served.shape == (1, 100)
+    np.testing.assert_allclose(served, _in_process(tiny_teacher, tensors), atol=TOLERANCE, rtol=0)
+
+
+def _bad(tensors: dict[str, np.ndarray], name: str, value: np.ndarray) -> dict[str, np.ndarray]:
+    return tensors | {name: value}
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("wrong_dtype", "data-type"),
+        ("wrong_rank", "shape"),
+        ("mismatched_history", "share one length"),
+        ("too_many_candidates", "candidates"),
+        ("history_too_long", "exceeds the limit"),
+        ("id_out_of_range", "outside"),
+    ],
+)
+def test_bad_input_is_refused_and_the_server_keeps_serving(
+    triton_teacher: RunningTriton, ml100k: PreparedDataset, case: str, expected: str
+) -> None:
+    good = _slate_tensors(ml100k, 2)
+    width = ml100k.schema.num_genres
+    bad = {
+        "wrong_dtype": lambda: _bad(good, "hist_item", good["hist_item"].astype(np.float32)),
+        "wrong_rank": lambda: _bad(good, "user_cat", good["user_cat"][:, :, None]),
+        "mismatched_history": lambda: _bad(good, "hist_action", good["hist_action"][:, :-1]),
+        "too_many_candidates": lambda: {
+            **good, "cand_item": np.ones((2, 1_001), np.int64), "cand_year": np.zeros((2, 1_001), np.float32),
+            "cand_genres": np.zeros((2, 1_001, width), np.float32)},
+        "history_too_long": lambda: {
+            **good, "hist_item": np.ones((2, 20_001), np.int64), "hist_action": np.zeros((2, 20_001), np.int64),
+            "hist_recency": np.zeros((2, 20_001), np.float32)},
+        "id_out_of_range": lambda: _bad(good, "cand_item", good["cand_item"] + 10**6),
+    }[case]()
+    with pytest.raises(InferenceServerException, match=expected):
+        score(triton_teacher.grpc_url, bad)
+    assert score(triton_teacher.grpc_url, good).shape == (2, 21)
+
+
+def test_score_command_prints_one_score_per_candidate(triton_teacher: RunningTriton, ml100k: PreparedDataset) -> None:
+    command = [str(Path(sys.executable).parent / "recdistill"), "teacher", "score", "--url", triton_teacher.grpc_url,
+               "--request", str(ROOT / "examples" / "rank_request.json"),
+               "--schema", str(ml100k.directory / "features.json")]
+    result = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120)
+    scores = json.loads(result.stdout)["scores"]
+    request = json.loads((ROOT / "examples" / "rank_request.json").read_text())
+    assert [s["item_id"] for s in scores] == [str(c["item_id"]) for c in request["candidates"]]
+    assert all(0.0 <= s["score"] <= 1.0 for s in scores)
+
+
+def test_metrics_endpoint_counts_inferences(triton_teacher: RunningTriton, ml100k: PreparedDataset) -> None:
+    import httpx
+
+    score(triton_teacher.grpc_url, _slate_tensors(ml100k, 1))
+    text = httpx.get(f"http://{triton_teacher.metrics_url}/metrics", timeout=10).text
+    assert 'nv_inference_request_success{model="teacher"' in text
+
+
+def test_infer_inputs_follow_the_encoder_order(ml100k: PreparedDataset) -> None:
+    tensors = _slate_tensors(ml100k, 1)
+    assert [i.name() for i in infer_inputs(tensors, grpcclient)] == list(MODEL_INPUTS)

@@ -7,7 +7,7 @@ import hashlib
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,7 @@ def train_teacher(data_dir: Path, out_dir: Path, config: TeacherTrainConfig) -> 
         "dataset": dataset.manifest["dataset"],
         "data_window": {"train_start_ts": int(train_ts.min()), "train_end_ts": int(train_ts.max()),
                         "train_events": len(train)},
-        "train": {k: v for k, v in config.__dict__.items()},
+        "train": asdict(config),
         "best_epoch": result.best_epoch,
         "history": result.history,
         "valid": valid_metrics,

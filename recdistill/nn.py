@@ -70,6 +70,12 @@ class FeatureEmbedding(nn.Module):
         return counts / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
 
 
+def recent_mask(mask: torch.Tensor, last: int) -> torch.Tensor:
+    """The mask of the `last` most recent events (histories are left-aligned, oldest first)."""
+    positions = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0)
+    return mask * (positions >= mask.sum(dim=1, keepdim=True) - last).float()
+
+
 def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (tokens * mask.unsqueeze(-1)).sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
 

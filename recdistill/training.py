@@ -66,9 +66,27 @@ class EncodedSplit:
         return Batch(to_torch(tensors), torch.from_numpy(labels), torch.from_numpy(mask), rows)
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[Batch]:
-        order = np.random.default_rng(seed).permutation(len(self)) if shuffle else np.arange(len(self))
-        for start in range(0, len(order), batch_size):
-            yield self.batch(order[start:start + batch_size])
+        """Batches of similar history length (padding is what long histories cost), in a seeded order.
+
+        Shuffled: a random permutation is cut into windows of 32 batches, each window is sorted by
+        history length and cut into batches, and the batches are shuffled. Not shuffled: sorted by length.
+        """
+        lengths = np.fromiter((len(c.hist_item) for c in self.contexts), dtype=np.int64, count=len(self))
+        if not shuffle:
+            order = np.argsort(lengths, kind="stable")
+            for start in range(0, len(order), batch_size):
+                yield self.batch(order[start:start + batch_size])
+            return
+        rng = np.random.default_rng(seed)
+        permutation = rng.permutation(len(self))
+        window = 32 * batch_size
+        chunks = []
+        for start in range(0, len(permutation), window):
+            part = permutation[start:start + window]
+            part = part[np.argsort(lengths[part], kind="stable")]
+            chunks += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+        for index in rng.permutation(len(chunks)):
+            yield self.batch(chunks[index])
 
 
 ScoreFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from recdistill.features.schema import FeatureSchema
-from recdistill.nn import FeatureEmbedding, masked_mean, mlp
+from recdistill.nn import FeatureEmbedding, masked_mean, mlp, recent_mask
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class TeacherConfig:
     hidden: tuple[int, ...] = (256, 128)
     dropout: float = 0.2
     oov_dropout: float = 0.05
+    recent: int = 10  # the short-term view a student also has, next to the whole history
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self) | {"hidden": list(self.hidden)}
@@ -51,7 +52,7 @@ class TeacherModel(nn.Module):
         self.embed = FeatureEmbedding(schema, d, config.user_dim, config.oov_dropout)
         self.query = nn.Linear(d, d, bias=False)
         self.key = nn.Linear(d, d, bias=False)
-        features = 4 * d + self.embed.user_out + self.embed.num_actions + 1
+        features = 6 * d + self.embed.user_out + 2 * self.embed.num_actions + 1
         self.body = mlp([features, *config.hidden], config.dropout)
         self.head = nn.Linear(config.hidden[-1], 1)
 
@@ -64,13 +65,17 @@ class TeacherModel(nn.Module):
         weights = torch.softmax(scores.masked_fill(mask.unsqueeze(1) == 0, -1e9), dim=-1) * mask.unsqueeze(1)
         attended = weights @ tokens  # [B, C, d]; zeros for an empty history
         c = cand.shape[1]
+        recent = recent_mask(mask, self.config.recent)
+        recent_mean = masked_mean(tokens, recent)
         context = torch.cat([
             masked_mean(tokens, mask),
+            recent_mean,
             self.embed.user(user_cat),
             self.embed.action_distribution(hist_action, mask),
+            self.embed.action_distribution(hist_action, recent),
             hist_length,
         ], dim=-1).unsqueeze(1).expand(-1, c, -1)
-        x = torch.cat([cand, attended, cand * attended, context], dim=-1)
+        x = torch.cat([cand, attended, cand * attended, cand * recent_mean.unsqueeze(1), context], dim=-1)
         return self.head(self.body(x)).squeeze(-1)  # [B, C]
 
     def forward(self, user_cat: torch.Tensor, hist_item: torch.Tensor, hist_action: torch.Tensor,

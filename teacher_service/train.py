@@ -29,7 +29,7 @@ class TeacherTrainConfig:
     size: str = "medium"
     epochs: int = 8
     batch_size: int = 256
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 1e-6
     patience: int = 2
     seed: int = 0

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
 from recdistill.data.dataset import PreparedDataset
+from teacher_service.launcher import teacher_process
 from teacher_service.train import TeacherTrainConfig, train_teacher
-from tests.helpers import free_ports, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -28,30 +26,15 @@ def tiny_teacher(ml100k: PreparedDataset, tmp_path_factory: pytest.TempPathFacto
 @dataclass
 class RunningTriton:
     grpc_url: str
-    http_url: str
     metrics_url: str
-    process: subprocess.Popen
 
 
 @pytest.fixture(scope="session")
-def triton_teacher(tiny_teacher: Path) -> Iterator[RunningTriton]:
-    import tritonclient.grpc as grpcclient
-
-    http, grpc, metrics = free_ports(3)
-    command = [str(Path(sys.executable).parent / "recdistill"), "teacher", "serve", "--checkpoint", str(tiny_teacher),
-               "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
-    env = os.environ | {"LD_LIBRARY_PATH": ""}  # the launcher must fix the library path itself
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{grpc}")
-    try:
-        wait_until(lambda: client.is_model_ready("teacher"), 180, process, "triton teacher")
-        yield RunningTriton(f"127.0.0.1:{grpc}", f"127.0.0.1:{http}", f"127.0.0.1:{metrics}", process)
-    finally:
-        client.close()
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-    assert process.returncode == 0, "teacher serve must exit cleanly on SIGTERM"
+def triton_teacher(tiny_teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTriton]:
+    log = tmp_path_factory.mktemp("triton") / "teacher.log"
+    # The launcher must fix the library path itself: start the server without one.
+    with mock.patch.dict(os.environ, {"LD_LIBRARY_PATH": ""}), teacher_process(tiny_teacher, log_path=log) as (
+        endpoints, process
+    ):
+        yield RunningTriton(endpoints.grpc_url, endpoints.metrics_url)
+    assert process.returncode == 0, f"teacher serve must exit cleanly on SIGTERM; see {log}"

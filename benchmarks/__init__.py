@@ -1,0 +1,1 @@
+"""The benchmark suite (`make bench`): figures measured side by side in one run, written to BENCHMARKS.md."""

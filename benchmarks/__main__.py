@@ -1,0 +1,37 @@
+"""`python -m benchmarks [--quick] [--data DIR]`: run every section and write BENCHMARKS.md + BENCHMARKS.json."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from benchmarks import teacher_bench
+from benchmarks.results import Results
+from recdistill.data.dataset import PreparedDataset
+
+ROOT = Path(__file__).parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "ml-100k")
+    parser.add_argument("--out", type=Path, default=ROOT)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    if not (args.data / "manifest.json").exists():
+        from recdistill.data.movielens import load_movielens_100k
+        from recdistill.data.prepare import prepare
+
+        prepare(load_movielens_100k(), args.data)
+    dataset = PreparedDataset(args.data)
+    results = Results(command="make bench" + (" (--quick)" if args.quick else ""))
+    for section in (teacher_bench,):
+        section.run(results, dataset, args.quick)
+    results.write(args.out / "BENCHMARKS.md", args.out / "BENCHMARKS.json")
+    print((args.out / "BENCHMARKS.md").read_text())  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Teacher: labelling throughput through Triton gRPC vs the same model in-process, and latency by history length."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import orjson
+import torch
+
+from benchmarks.results import Results, Row, percentiles_ms
+from recdistill.data.dataset import PreparedDataset
+from recdistill.data.synthetic import synthetic_requests
+from recdistill.features.encoder import Encoder
+from recdistill.features.request import parse_rank_request
+from teacher_service.checkpoint import save_checkpoint
+from teacher_service.client import score
+from teacher_service.launcher import teacher_process
+from teacher_service.model import TEACHER_SIZES, TeacherModel
+
+SECTION = "Teacher (Triton gRPC vs in-process)"
+COMMAND = "make bench  # benchmarks/teacher_bench.py"
+
+
+def _checkpoint(dataset: PreparedDataset, directory: Path) -> TeacherModel:
+    """A medium-size teacher with untrained weights: speed does not depend on what it learnt."""
+    torch.manual_seed(0)
+    model = TeacherModel(dataset.schema, TEACHER_SIZES["medium"]).eval()
+    save_checkpoint(directory, model, dataset.schema, {
+        "teacher_version": "bench-medium-untrained", "schema_hash": dataset.schema.hash,
+        "config": model.config.to_dict(), "task": "slate",
+    })
+    return model
+
+
+def _timed(fn, inputs: list) -> list[float]:  # noqa: ANN001
+    seconds = []
+    for item in inputs:
+        start = time.perf_counter()
+        fn(item)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
+    torch.set_num_threads(2)
+    encoder = Encoder(dataset.schema, "teacher")
+    rng = np.random.default_rng(0)
+    batches = []
+    for _ in range(8 if quick else 24):
+        events = rng.choice(dataset.split("test"), 64, replace=False)
+        batches.append(encoder.assemble(dataset.contexts(encoder, events, "slate"))[0])
+    candidates = sum(b["cand_item"].size for b in batches)
+    lengths = (100, 1_000, 20_000)
+    per_length = {n: [encoder.encode_requests([parse_rank_request(orjson.dumps(body))])[0]
+                      for body in synthetic_requests(5 if quick and n == 20_000 else 20, n, 100, seed=n)]
+                  for n in lengths}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = _checkpoint(dataset, Path(tmp) / "teacher")
+
+        def in_process(tensors: dict[str, np.ndarray]) -> np.ndarray:
+            with torch.inference_mode():
+                return model(**{k: torch.from_numpy(v) for k, v in tensors.items()}).numpy()
+
+        in_process(batches[0])  # warm-up
+        local_s = sum(_timed(in_process, batches))
+        local_latency = {n: _timed(in_process, reqs) for n, reqs in per_length.items()}
+
+        with teacher_process(Path(tmp) / "teacher", log_path=Path(tmp) / "triton.log") as (endpoints, _):
+            def remote(tensors: dict[str, np.ndarray]) -> np.ndarray:
+                return score(endpoints.grpc_url, tensors)
+
+            remote(batches[0])  # warm-up
+            triton_s = sum(_timed(remote, batches))
+            start = time.perf_counter()
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(remote, batches))
+            triton_concurrent_s = time.perf_counter() - start
+            triton_latency = {n: _timed(remote, reqs) for n, reqs in per_length.items()}
+
+    local_rate = candidates / local_s
+    results.add(Row(SECTION, "labelling throughput, Triton gRPC, 1 client (64 slates x 21 candidates a call)",
+                    candidates / triton_s, "candidates/s", "same model in-process", local_rate, command=COMMAND))
+    results.add(Row(SECTION, "labelling throughput, Triton gRPC, 4 concurrent clients",
+                    candidates / triton_concurrent_s, "candidates/s", "same model in-process", local_rate,
+                    command=COMMAND))
+    for n in lengths:
+        t50, t99 = percentiles_ms(triton_latency[n])
+        l50, l99 = percentiles_ms(local_latency[n])
+        results.add(Row(SECTION, f"latency p50, history {n:,}, 100 candidates", t50, "ms", "in-process p50", l50,
+                        note=f"p99 {t99:.1f} ms vs {l99:.1f} ms in-process; {len(triton_latency[n])} requests",
+                        command=COMMAND))

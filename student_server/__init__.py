@@ -1,0 +1,1 @@
+"""The serving frontend: HTTP + gRPC ranking on ONNX Runtime, model registry with hot swap, sampling."""

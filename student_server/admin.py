@@ -1,0 +1,71 @@
+"""Operator API under /admin (bearer token): list, stage, activate, roll back, delete versions.
+Registry work (loading, probing, warming a session) runs in a thread, never on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from student_server import metrics
+from student_server.errors import AdminDisabledError, UnauthorizedError
+from student_server.registry import ModelRegistry
+from student_server.scoring import Scorer
+
+
+def require_token(request: Request) -> None:
+    token = request.app.state.settings.admin_token
+    if not token:
+        raise AdminDisabledError("the operator API is disabled: set RECDISTILL_ADMIN_TOKEN to enable it")
+    supplied = request.headers.get("authorization", "")
+    if not hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
+        raise UnauthorizedError("missing or wrong bearer token")
+
+
+router = APIRouter(prefix="/admin", tags=["operator"], dependencies=[Depends(require_token)])
+
+
+def _registry(request: Request) -> ModelRegistry:
+    return request.app.state.service.registry
+
+
+def _describe(scorer: Scorer) -> dict[str, Any]:
+    return {"version": scorer.version, "manifest": scorer.manifest}
+
+
+@router.get("/versions", summary="List the versions in the registry")
+async def list_versions(request: Request) -> dict[str, Any]:
+    registry = _registry(request)
+    active = registry.active
+    return {"active": active.version if active else None,
+            "versions": await asyncio.to_thread(registry.list_versions)}
+
+
+@router.post("/versions/{version}/stage", summary="Load, verify (sha256, schema), probe and warm up a version")
+async def stage(version: str, request: Request) -> dict[str, Any]:
+    scorer = await asyncio.to_thread(_registry(request).stage, version)
+    return {"staged": True} | _describe(scorer)
+
+
+@router.post("/versions/{version}/activate", summary="Atomically swap serving to a version (staging it first)")
+async def activate(version: str, request: Request) -> dict[str, Any]:
+    scorer = await asyncio.to_thread(_registry(request).activate, version)
+    metrics.SWAPS.inc()
+    metrics.set_active_version(scorer.version)
+    return {"active": True} | _describe(scorer)
+
+
+@router.post("/rollback", summary="Activate the previously active version")
+async def rollback(request: Request) -> dict[str, Any]:
+    scorer = await asyncio.to_thread(_registry(request).rollback)
+    metrics.ROLLBACKS.inc()
+    metrics.set_active_version(scorer.version)
+    return {"active": True} | _describe(scorer)
+
+
+@router.delete("/versions/{version}", summary="Delete a version that is not active")
+async def delete(version: str, request: Request) -> dict[str, Any]:
+    await asyncio.to_thread(_registry(request).delete, version)
+    return {"deleted": version}

@@ -1,0 +1,104 @@
+"""`create_app(settings)`: the FastAPI app, with the gRPC server, registry follower and sample-log
+writer started and stopped by its lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+
+from recdistill.artifact import read_state
+from recdistill.errors import RecDistillError, ValidationError
+from recdistill.features.encoder import Encoder
+from recdistill.features.schema import FeatureSchema
+from recdistill.samplelog import SampleLog
+from student_server import admin, metrics, routes
+from student_server.errors import error_body, http_status
+from student_server.grpc_service import start_grpc_server
+from student_server.registry import ModelRegistry
+from student_server.sampling import TrafficSampler
+from student_server.service import RankingService
+from student_server.settings import StudentSettings
+
+logger = logging.getLogger(__name__)
+
+
+def _json_error(status: int, body: dict[str, object]) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+async def _follow_registry(service: RankingService, period_s: float) -> None:
+    while True:
+        await asyncio.sleep(period_s)
+        try:
+            if await asyncio.to_thread(service.registry.sync_with_state):
+                metrics.set_active_version(service.registry.active.version)  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - keep serving the current version
+            logger.exception("could not follow the registry's active version")
+
+
+def build_service(settings: StudentSettings, partition: str) -> RankingService:
+    schema = FeatureSchema.load(settings.registry / "features.json")
+    encoder = Encoder(schema, "student")
+    registry = ModelRegistry(settings.registry, encoder, settings.ort_threads, settings.warmup_runs)
+    active = read_state(settings.registry)["active"]
+    if active:
+        registry.activate(active)
+        metrics.set_active_version(active)
+    sampler = TrafficSampler(SampleLog(settings.sample_log / partition), settings.sampling_rate,
+                             settings.sample_queue)
+    return RankingService(settings, encoder, registry, sampler)
+
+
+def create_app(settings: StudentSettings | None = None, partition: str = "p0") -> FastAPI:
+    settings = settings or StudentSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = await asyncio.to_thread(build_service, settings, partition)
+        grpc_server, bound = await start_grpc_server(service, settings.host, settings.grpc_port)
+        app.state.service, app.state.grpc_port = service, bound
+        follower = asyncio.create_task(_follow_registry(service, settings.state_poll_s))
+        logger.info("student server ready: HTTP %s:%d, gRPC %s:%d, active version %s", settings.host,
+                    settings.port, settings.host, bound,
+                    service.registry.active.version if service.registry.active else None)
+        try:
+            yield
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+            await grpc_server.stop(grace=5)
+            service.close()
+
+    app = FastAPI(title="Rec-Distill student server", version="0.1.0", lifespan=lifespan,
+                  description="Low-latency ranking on ONNX Runtime with hot-swappable model versions.")
+    app.state.settings = settings
+    app.include_router(routes.router)
+    app.include_router(admin.router)
+
+    @app.exception_handler(RecDistillError)
+    async def _known_error(request: Request, exc: RecDistillError) -> Response:
+        status = http_status(exc)
+        metrics.REQUESTS.labels(endpoint=request.url.path, protocol="http", status=str(status)).inc()
+        return _json_error(status, error_body(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
+        return _json_error(422, error_body(ValidationError(field, first["msg"])))
+
+    @app.exception_handler(Exception)
+    async def _unknown(request: Request, exc: Exception) -> Response:
+        logger.exception("unhandled error on %s", request.url.path)
+        return _json_error(500, error_body(exc))
+
+    return app

@@ -1,0 +1,42 @@
+"""Prometheus metrics of the student server; aggregated across worker processes when
+PROMETHEUS_MULTIPROC_DIR is set (the launcher sets it for --workers > 1)."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+LATENCY = Histogram("recdistill_request_seconds", "Request latency", ["endpoint", "protocol"],
+                    buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0))
+REQUESTS = Counter("recdistill_requests", "Requests by outcome", ["endpoint", "protocol", "status"])
+CANDIDATES = Histogram("recdistill_candidates_per_request", "Candidates per ranking request",
+                       buckets=(1, 10, 20, 50, 100, 200, 500, 1000))
+ACTIVE_VERSION = Gauge("recdistill_active_version_info", "1 for the active model version", ["version"],
+                       multiprocess_mode="max")
+SWAPS = Counter("recdistill_model_swaps", "Activations of a model version")
+ROLLBACKS = Counter("recdistill_model_rollbacks", "Rollbacks to the previous version")
+SAMPLED = Counter("recdistill_sampled_records", "Records written to the sample log", ["kind"])
+DROPPED = Counter("recdistill_dropped_records", "Records dropped because the sample queue was full", ["kind"])
+
+
+def set_active_version(version: str) -> None:
+    ACTIVE_VERSION.clear()
+    ACTIVE_VERSION.labels(version=version).set(1)
+
+
+def exposition() -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,147 @@
+"""The model registry as the server sees it: stage (verify + load + probe + warm up), activate
+(atomic swap), roll back, delete. `state.json` in the registry is the source of truth for the active
+version, so it survives restarts and reaches every server process (each polls it)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recdistill.artifact import ArtifactError, check_version_name, read_manifest, read_state, sha256_bytes, write_state
+from recdistill.features.encoder import Encoder
+from recdistill.features.request import parse_rank_request
+from student_server.scoring import Scorer
+
+logger = logging.getLogger(__name__)
+
+PROBE_REQUEST = {
+    "user": {"user_id": "probe", "age": 30, "gender": "F", "occupation": "other", "zip_code": "10001"},
+    "history": [{"item_id": str(i), "ts": 880_000_000 + i, "action": 4} for i in range(1, 21)],
+    "candidates": [{"item_id": str(i)} for i in range(100, 200)],
+    "context": {"ts": 880_100_000},
+}
+
+
+class ConflictError(ArtifactError):
+    """The operation conflicts with the registry's state (e.g. deleting the active version)."""
+
+
+class ModelRegistry:
+    def __init__(self, root: Path, encoder: Encoder, ort_threads: int, warmup_runs: int) -> None:
+        self.root = Path(root).resolve()
+        self.encoder = encoder
+        self.ort_threads = ort_threads
+        self.warmup_runs = warmup_runs
+        self._staged: dict[str, Scorer] = {}
+        self._active: Scorer | None = None
+        self._lock = threading.Lock()  # serialises operator actions; requests never take it
+        self._probe, _ = encoder.encode_requests([parse_rank_request(PROBE_REQUEST)])
+
+    @property
+    def active(self) -> Scorer | None:
+        return self._active
+
+    def _version_dir(self, version: str) -> Path:
+        path = (self.root / check_version_name(version)).resolve()
+        if path.parent != self.root:  # never read outside the registry
+            raise ArtifactError(f"version {version!r} resolves outside the registry")
+        return path
+
+    def list_versions(self) -> list[dict[str, Any]]:
+        state = read_state(self.root)
+        out = []
+        for path in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            try:
+                manifest = read_manifest(self.root, path.name)
+            except ArtifactError:
+                continue
+            out.append({"version": path.name, "active": path.name == state["active"],
+                        "staged": path.name in self._staged, "manifest": manifest})
+        return out
+
+    def stage(self, version: str) -> Scorer:
+        with self._lock:
+            return self._stage(version)
+
+    def _stage(self, version: str) -> Scorer:
+        if version in self._staged:
+            return self._staged[version]
+        directory = self._version_dir(version)
+        manifest = read_manifest(self.root, version)
+        model_path = directory / "model.onnx"
+        if not model_path.is_file():
+            raise ArtifactError(f"version {version}: model.onnx is missing")
+        if sha256_bytes(model_path.read_bytes()) != manifest["sha256"]:
+            raise ArtifactError(f"version {version}: model.onnx does not match the sha256 in its manifest")
+        if manifest["schema_hash"] != self.encoder.schema.hash:
+            raise ArtifactError(f"version {version} was built for feature schema {manifest['schema_hash']}, "
+                                f"this server encodes with {self.encoder.schema.hash}")
+        try:
+            scorer = Scorer.load(model_path, version, manifest, self.ort_threads)
+            probe = scorer.run(self._probe)
+        except Exception as exc:  # noqa: BLE001 - any load or probe failure refuses the version
+            raise ArtifactError(f"version {version}: model cannot be loaded or run ({exc})") from None
+        if probe.shape != self._probe["cand_item"].shape or not np.all((probe >= 0) & (probe <= 1)):
+            raise ArtifactError(f"version {version}: probe output has shape {probe.shape} or values outside [0, 1]")
+        for _ in range(self.warmup_runs):
+            scorer.run(self._probe)
+        self._staged[version] = scorer
+        logger.info("staged version %s", version)
+        return scorer
+
+    def activate(self, version: str) -> Scorer:
+        with self._lock:
+            scorer = self._stage(version)
+            state = read_state(self.root)
+            if state["active"] != version:
+                history = [v for v in state["history"] if v != version]
+                if state["active"]:
+                    history.append(state["active"])
+                write_state(self.root, {"active": version, "history": history[-20:]})
+            self._swap(scorer)
+            return scorer
+
+    def _swap(self, scorer: Scorer) -> None:
+        previous = self._active
+        self._active = scorer  # one reference assignment: requests take whichever they read
+        if previous is not None and previous.version != scorer.version:
+            # Unstage the old session; batches still holding it finish on it and then release it.
+            self._staged.pop(previous.version, None)
+        logger.info("active version: %s (was %s)", scorer.version, previous.version if previous else None)
+
+    def rollback(self) -> Scorer:
+        with self._lock:
+            state = read_state(self.root)
+            if not state["history"]:
+                raise ConflictError("no previous version to roll back to")
+            target = state["history"][-1]
+            scorer = self._stage(target)
+            write_state(self.root, {"active": target, "history": state["history"][:-1]})
+            self._swap(scorer)
+            return scorer
+
+    def delete(self, version: str) -> None:
+        with self._lock:
+            directory = self._version_dir(version)
+            state = read_state(self.root)
+            if state["active"] == version:
+                raise ConflictError(f"version {version} is active; activate another one first")
+            if not directory.is_dir():
+                raise ArtifactError(f"version {version} not found in the registry")
+            self._staged.pop(version, None)
+            shutil.rmtree(directory)
+            write_state(self.root, state | {"history": [v for v in state["history"] if v != version]})
+
+    def sync_with_state(self) -> bool:
+        """Follow `state.json` (another process may have activated); returns True on a swap."""
+        active = read_state(self.root)["active"]
+        if active is None or (self._active is not None and self._active.version == active):
+            return False
+        with self._lock:
+            self._swap(self._stage(active))
+        return True

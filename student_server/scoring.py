@@ -1,0 +1,136 @@
+"""ONNX Runtime scoring: a versioned `Scorer` and a micro-batcher that merges concurrent requests
+into one ONNX Runtime call on a dedicated thread, so inference never runs on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from recdistill.features.encoder import Encoder, MappedContext
+
+logger = logging.getLogger(__name__)
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # No busy-spinning threads when idle; no arena that freed sessions would leave behind.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+@dataclass
+class Scorer:
+    """One loaded model version."""
+
+    version: str
+    manifest: dict[str, Any]
+    session: ort.InferenceSession
+
+    @classmethod
+    def load(cls, path: Path, version: str, manifest: dict[str, Any], threads: int) -> Scorer:
+        session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        return cls(version, manifest, session)
+
+    def run(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, tensors)[0]
+
+
+@dataclass
+class _Pending:
+    context: MappedContext
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+
+
+class MicroBatcher:
+    """Scores mapped contexts in batches on one thread; each result is (probabilities, version)."""
+
+    def __init__(self, encoder: Encoder, active: Callable[[], Scorer | None], max_requests: int,
+                 max_wait_us: int) -> None:
+        self.encoder = encoder
+        self.active = active
+        self.max_requests = max_requests
+        self.max_wait_s = max_wait_us / 1e6
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="onnx-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, context: MappedContext) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put(_Pending(context, loop, future))
+        return future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def _collect(self, first: _Pending) -> list[_Pending]:
+        batch = [first]
+        deadline = None
+        while len(batch) < self.max_requests:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                if not self.max_wait_s:
+                    break
+                now = time.perf_counter()
+                deadline = deadline or now + self.max_wait_s
+                if now >= deadline:
+                    break
+                try:
+                    item = self._queue.get(timeout=deadline - now)
+                except queue.Empty:
+                    break
+            if item is None:
+                self._queue.put(None)
+                break
+            batch.append(item)
+        return batch
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = self._collect(first)
+            scorer = self.active()  # one version for the whole batch: a swap never splits a request
+            try:
+                if scorer is None:
+                    raise RuntimeError("no active model")
+                tensors, _ = self.encoder.assemble([p.context for p in batch])
+                probabilities = scorer.run(tensors)
+                results: list[Any] = [
+                    (probabilities[i, : len(p.context.cand_item)], scorer.version) for i, p in enumerate(batch)
+                ]
+            except Exception as exc:  # noqa: BLE001 - delivered to every waiting request
+                logger.exception("scoring a batch of %d failed", len(batch))
+                results = [exc] * len(batch)
+            for pending, result in zip(batch, results, strict=True):
+                pending.loop.call_soon_threadsafe(_resolve, pending.future, result)
+
+
+def _resolve(future: asyncio.Future, result: Any) -> None:
+    if future.done():
+        return
+    if isinstance(result, Exception):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

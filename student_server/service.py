@@ -1,0 +1,91 @@
+"""The ranking core shared by HTTP and gRPC: limits, encoding, micro-batched scoring, sampling."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from recdistill.errors import ValidationError
+from recdistill.features.encoder import Encoder
+from recdistill.features.request import RankRequest, check_limits
+from student_server import metrics
+from student_server.errors import NotReadyError
+from student_server.registry import ModelRegistry
+from student_server.sampling import TrafficSampler
+from student_server.scoring import MicroBatcher
+from student_server.settings import StudentSettings
+
+
+@dataclass
+class RankResult:
+    request_id: str
+    model_version: str
+    item_ids: list[str]
+    scores: np.ndarray
+
+    @property
+    def ranking(self) -> list[str]:
+        return [self.item_ids[i] for i in np.argsort(-self.scores, kind="stable")]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "model_version": self.model_version,
+                "scores": self.scores.tolist(), "ranking": self.ranking}
+
+
+class RankingService:
+    def __init__(self, settings: StudentSettings, encoder: Encoder, registry: ModelRegistry,
+                 sampler: TrafficSampler) -> None:
+        self.settings = settings
+        self.encoder = encoder
+        self.registry = registry
+        self.sampler = sampler
+        self.batcher = MicroBatcher(encoder, lambda: registry.active, settings.max_batch_requests,
+                                    settings.max_batch_wait_us)
+
+    async def rank(self, request: RankRequest) -> RankResult:
+        check_limits(request, self.settings.max_candidates, self.settings.max_history)
+        if self.registry.active is None:
+            raise NotReadyError("no model version is active; stage and activate one through /admin")
+        context = self.encoder.map_request(request)
+        probabilities, version = await self.batcher.submit(context)
+        metrics.CANDIDATES.observe(len(request.candidates))
+        result = RankResult(request.request_id or uuid.uuid4().hex, version,
+                            [str(c.item_id) for c in request.candidates], probabilities)
+        if self.sampler.should_sample():
+            self.sampler.offer(self._sample_record(request, result, context.request_ts))
+        return result
+
+    def _sample_record(self, request: RankRequest, result: RankResult, request_ts: float) -> dict[str, Any]:
+        positions = np.empty(len(result.scores), dtype=np.int64)
+        positions[np.argsort(-result.scores, kind="stable")] = np.arange(len(result.scores))
+        return {
+            "kind": "request",
+            "request_id": result.request_id,
+            "ts": time.time(),
+            "request_ts": request_ts,
+            "model_version": result.model_version,
+            "sampling_probability": self.sampler.rate,
+            "request": request.model_dump(mode="json", exclude_none=True) | {"request_id": result.request_id},
+            "student_view": self.encoder.view_name,
+            "scores": result.scores.tolist(),
+            "positions": positions.tolist(),
+        }
+
+    async def feedback(self, request_id: str, item_id: str, label: float, ts: float | None) -> None:
+        if not request_id:
+            raise ValidationError("request_id", "must not be empty")
+        if not item_id:
+            raise ValidationError("item_id", "must not be empty")
+        if not 0.0 <= label <= 1.0:
+            raise ValidationError("label", "must be between 0 and 1")
+        await self.sampler.write_durably({"kind": "feedback", "request_id": request_id, "item_id": item_id,
+                                          "label": float(label), "ts": time.time() if ts is None else ts,
+                                          "received_ts": time.time()})
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.sampler.close()

@@ -1,0 +1,35 @@
+"""Student server settings (env prefix STUDENT_; the operator token is RECDISTILL_ADMIN_TOKEN)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from recdistill.features.request import MAX_CANDIDATES, MAX_HISTORY_EVENTS
+
+
+class StudentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STUDENT_", extra="ignore", populate_by_name=True)
+
+    registry: Path = Path("registry")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    grpc_port: int = 50051
+    workers: int = 1
+    admin_token: str | None = Field(default=None, validation_alias=AliasChoices("RECDISTILL_ADMIN_TOKEN",
+                                                                                "STUDENT_ADMIN_TOKEN"))
+    max_candidates: int = Field(default=MAX_CANDIDATES, ge=1, le=MAX_CANDIDATES)
+    max_history: int = Field(default=MAX_HISTORY_EVENTS, ge=0, le=MAX_HISTORY_EVENTS)
+    max_body_bytes: int = 4 << 20
+    # ONNX Runtime threads per process: processes x threads should not exceed the cores.
+    ort_threads: int = Field(default=1, ge=1)
+    max_batch_requests: int = Field(default=32, ge=1)
+    max_batch_wait_us: int = Field(default=500, ge=0)
+    warmup_runs: int = 20
+    state_poll_s: float = 0.5
+    # Traffic sampling into the sample log (0 disables it).
+    sampling_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    sample_log: Path = Path("samples")
+    sample_queue: int = 10_000

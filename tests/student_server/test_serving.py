@@ -1,0 +1,154 @@
+"""Ranking over HTTP and gRPC against real uvicorn and grpc.aio servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+
+from recdistill._proto import ranking_pb2, ranking_pb2_grpc
+from recdistill.data.dataset import PreparedDataset
+from recdistill.features.encoder import Encoder
+from recdistill.features.request import parse_rank_request
+from recdistill.samplelog import SampleLog
+from tests.student_server.conftest import TOKEN, make_settings, onnx_scores, run_server
+
+pytestmark = pytest.mark.integration
+EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.json"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def to_proto(body: dict) -> ranking_pb2.RankRequest:
+    user = {k: v for k, v in body["user"].items()} | {"user_id": str(body["user"]["user_id"])}
+    return ranking_pb2.RankRequest(
+        request_id=body.get("request_id", ""),
+        user=ranking_pb2.User(**user),
+        history=[ranking_pb2.HistoryEvent(item_id=str(e["item_id"]), ts=e["ts"], action=str(e["action"]))
+                 for e in body["history"]],
+        candidates=[ranking_pb2.Candidate(item_id=str(c["item_id"])) for c in body["candidates"]],
+        context=ranking_pb2.Context(ts=body["context"]["ts"]),
+    )
+
+
+async def test_http_and_grpc_agree_with_onnx_runtime(registry: Path, tmp_path: Path,
+                                                     ml100k: PreparedDataset) -> None:
+    body = json.loads(EXAMPLE.read_text())
+    async with run_server(make_settings(registry, tmp_path)) as server:
+        async with httpx.AsyncClient(base_url=server.http_url) as client:
+            http = (await client.post("/v1/rank", content=EXAMPLE.read_bytes())).json()
+        async with grpc.aio.insecure_channel(server.grpc_target) as channel:
+            reply = await ranking_pb2_grpc.RankingStub(channel).Rank(to_proto(body))
+    tensors, _ = Encoder(ml100k.schema, "student").encode_requests([parse_rank_request(body)])
+    expected = onnx_scores(registry, "v1", tensors)[0]
+    assert http["model_version"] == reply.model_version == "v1"
+    assert http["request_id"] == reply.request_id == body["request_id"]
+    np.testing.assert_allclose(http["scores"], expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(list(reply.scores), expected, rtol=0, atol=1e-6)
+    assert http["ranking"] == list(reply.ranking)
+    order = np.argsort(-np.asarray(http["scores"]), kind="stable")
+    assert http["ranking"] == [str(body["candidates"][i]["item_id"]) for i in order]
+
+
+async def test_swap_under_load_fails_no_request(registry: Path, tmp_path: Path) -> None:
+    body = EXAMPLE.read_bytes()
+    proto = to_proto(json.loads(body))
+    async with run_server(make_settings(registry, tmp_path)) as server:
+        async with httpx.AsyncClient(base_url=server.http_url, limits=httpx.Limits(max_connections=64),
+                                     timeout=30) as client, \
+                grpc.aio.insecure_channel(server.grpc_target) as channel:
+            stub = ranking_pb2_grpc.RankingStub(channel)
+
+            async def http_call() -> str:
+                response = await client.post("/v1/rank", content=body)
+                assert response.status_code == 200, response.text
+                return response.json()["model_version"]
+
+            async def grpc_call() -> str:
+                return (await stub.Rank(proto)).model_version
+
+            async def swap() -> None:
+                await asyncio.sleep(0.05)
+                response = await client.post("/admin/versions/v2/activate", headers=AUTH)
+                assert response.status_code == 200, response.text
+
+            calls = [http_call() if i % 2 else grpc_call() for i in range(400)]
+            *versions, _ = await asyncio.gather(*calls, swap())
+            after = await http_call()
+    assert set(versions) <= {"v1", "v2"}
+    assert "v1" in versions and "v2" in versions, "the swap must land while requests are in flight"
+    assert after == "v2"
+
+
+async def test_active_version_survives_a_restart(registry: Path, tmp_path: Path) -> None:
+    settings = make_settings(registry, tmp_path)
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.http_url) as client:
+        assert (await client.post("/admin/versions/v2/activate", headers=AUTH)).status_code == 200
+    async with run_server(make_settings(registry, tmp_path)) as server, \
+            httpx.AsyncClient(base_url=server.http_url) as client:
+        ready = await client.get("/readyz")
+        assert ready.json() == {"ready": True, "model_version": "v2"}
+
+
+async def test_not_ready_without_an_active_version(registry: Path, tmp_path: Path) -> None:
+    (registry / "state.json").unlink()
+    async with run_server(make_settings(registry, tmp_path)) as server, \
+            httpx.AsyncClient(base_url=server.http_url) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 503
+        response = await client.post("/v1/rank", content=EXAMPLE.read_bytes())
+        assert response.status_code == 503
+        assert "no model version is active" in response.json()["error"]
+
+
+async def test_sampled_requests_and_feedback_reach_the_sample_log(registry: Path, tmp_path: Path) -> None:
+    settings = make_settings(registry, tmp_path, sampling_rate=1.0)
+    body = json.loads(EXAMPLE.read_text())
+    async with run_server(settings) as server:
+        async with httpx.AsyncClient(base_url=server.http_url) as client:
+            for i in range(5):
+                assert (await client.post("/v1/rank", json=body | {"request_id": f"r{i}"})).status_code == 200
+            feedback = {"request_id": "r3", "item_id": body["candidates"][0]["item_id"], "label": 1, "ts": 5.0}
+            assert (await client.post("/v1/feedback", json=feedback)).status_code == 202
+        async with grpc.aio.insecure_channel(server.grpc_target) as channel:
+            await ranking_pb2_grpc.RankingStub(channel).Feedback(
+                ranking_pb2.FeedbackRequest(request_id="r4", item_id="50", label=0.0))
+    records = [r for _, r in SampleLog(tmp_path / "samples" / "p0").read(0)]
+    requests = [r for r in records if r["kind"] == "request"]
+    feedbacks = [r for r in records if r["kind"] == "feedback"]
+    assert [r["request_id"] for r in requests] == [f"r{i}" for i in range(5)]
+    first = requests[0]
+    assert first["model_version"] == "v1" and first["sampling_probability"] == 1.0
+    assert len(first["scores"]) == len(first["positions"]) == 100
+    assert sorted(first["positions"]) == list(range(100))
+    assert first["request"]["history"][0]["item_id"] == body["history"][0]["item_id"]
+    assert [(f["request_id"], f["label"]) for f in feedbacks] == [("r3", 1.0), ("r4", 0.0)]
+
+
+async def test_metrics_expose_latency_versions_and_samples(registry: Path, tmp_path: Path) -> None:
+    async with run_server(make_settings(registry, tmp_path, sampling_rate=1.0)) as server, \
+            httpx.AsyncClient(base_url=server.http_url) as client:
+        await client.post("/v1/rank", content=EXAMPLE.read_bytes())
+        await client.post("/admin/versions/v2/activate", headers=AUTH)
+        await client.post("/admin/rollback", headers=AUTH)
+        text = (await client.get("/metrics")).text
+    assert 'recdistill_request_seconds_bucket{endpoint="rank",le="0.01",protocol="http"}' in text
+    assert 'recdistill_active_version_info{version="v1"} 1.0' in text
+    assert "recdistill_model_swaps_total" in text and "recdistill_model_rollbacks_total" in text
+    assert "recdistill_candidates_per_request_bucket" in text
+    assert "recdistill_sampled_records_total" in text
+
+
+async def test_openapi_documents_every_endpoint(registry: Path, tmp_path: Path) -> None:
+    async with run_server(make_settings(registry, tmp_path)) as server, \
+            httpx.AsyncClient(base_url=server.http_url) as client:
+        spec = (await client.get("/openapi.json")).json()
+    paths = set(spec["paths"])
+    assert {"/v1/rank", "/v1/feedback", "/healthz", "/readyz", "/metrics", "/admin/versions",
+            "/admin/versions/{version}/stage", "/admin/versions/{version}/activate", "/admin/rollback",
+            "/admin/versions/{version}"} <= paths
+    assert "candidates" in json.dumps(spec["paths"]["/v1/rank"]["post"]["requestBody"])

@@ -24,7 +24,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def to_proto(body: dict) -> ranking_pb2.RankRequest:
-    user = {k: v for k, v in body["user"].items()} | {"user_id": str(body["user"]["user_id"])}
+    user = dict(body["user"].items()) | {"user_id": str(body["user"]["user_id"])}
     return ranking_pb2.RankRequest(
         request_id=body.get("request_id", ""),
         user=ranking_pb2.User(**user),
@@ -57,30 +57,31 @@ async def test_http_and_grpc_agree_with_onnx_runtime(registry: Path, tmp_path: P
 async def test_swap_under_load_fails_no_request(registry: Path, tmp_path: Path) -> None:
     body = EXAMPLE.read_bytes()
     proto = to_proto(json.loads(body))
-    async with run_server(make_settings(registry, tmp_path)) as server:
-        async with httpx.AsyncClient(base_url=server.http_url, limits=httpx.Limits(max_connections=64),
-                                     timeout=30) as client, \
-                grpc.aio.insecure_channel(server.grpc_target) as channel:
-            stub = ranking_pb2_grpc.RankingStub(channel)
+    limits = httpx.Limits(max_connections=64)
+    async with run_server(make_settings(registry, tmp_path)) as server, \
+            httpx.AsyncClient(base_url=server.http_url, limits=limits, timeout=30) as client, \
+            grpc.aio.insecure_channel(server.grpc_target) as channel:
+        stub = ranking_pb2_grpc.RankingStub(channel)
 
-            async def http_call() -> str:
-                response = await client.post("/v1/rank", content=body)
-                assert response.status_code == 200, response.text
-                return response.json()["model_version"]
+        async def http_call() -> str:
+            response = await client.post("/v1/rank", content=body)
+            assert response.status_code == 200, response.text
+            return response.json()["model_version"]
 
-            async def grpc_call() -> str:
-                return (await stub.Rank(proto)).model_version
+        async def grpc_call() -> str:
+            return (await stub.Rank(proto)).model_version
 
-            async def swap() -> None:
-                await asyncio.sleep(0.05)
-                response = await client.post("/admin/versions/v2/activate", headers=AUTH)
-                assert response.status_code == 200, response.text
+        async def swap() -> None:
+            await asyncio.sleep(0.05)
+            response = await client.post("/admin/versions/v2/activate", headers=AUTH)
+            assert response.status_code == 200, response.text
 
-            calls = [http_call() if i % 2 else grpc_call() for i in range(400)]
-            *versions, _ = await asyncio.gather(*calls, swap())
-            after = await http_call()
+        calls = [http_call() if i % 2 else grpc_call() for i in range(400)]
+        *versions, _ = await asyncio.gather(*calls, swap())
+        after = await http_call()
     assert set(versions) <= {"v1", "v2"}
-    assert "v1" in versions and "v2" in versions, "the swap must land while requests are in flight"
+    assert "v1" in versions, "requests before the swap are served by v1"
+    assert "v2" in versions, "the swap must land while requests are in flight"
     assert after == "v2"
 
 
@@ -122,7 +123,8 @@ async def test_sampled_requests_and_feedback_reach_the_sample_log(registry: Path
     feedbacks = [r for r in records if r["kind"] == "feedback"]
     assert [r["request_id"] for r in requests] == [f"r{i}" for i in range(5)]
     first = requests[0]
-    assert first["model_version"] == "v1" and first["sampling_probability"] == 1.0
+    assert first["model_version"] == "v1"
+    assert first["sampling_probability"] == 1.0
     assert len(first["scores"]) == len(first["positions"]) == 100
     assert sorted(first["positions"]) == list(range(100))
     assert first["request"]["history"][0]["item_id"] == body["history"][0]["item_id"]
@@ -138,7 +140,8 @@ async def test_metrics_expose_latency_versions_and_samples(registry: Path, tmp_p
         text = (await client.get("/metrics")).text
     assert 'recdistill_request_seconds_bucket{endpoint="rank",le="0.01",protocol="http"}' in text
     assert 'recdistill_active_version_info{version="v1"} 1.0' in text
-    assert "recdistill_model_swaps_total" in text and "recdistill_model_rollbacks_total" in text
+    assert "recdistill_model_swaps_total" in text
+    assert "recdistill_model_rollbacks_total" in text
     assert "recdistill_candidates_per_request_bucket" in text
     assert "recdistill_sampled_records_total" in text
 

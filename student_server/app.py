@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from recdistill.artifact import read_state
 from recdistill.errors import RecDistillError, ValidationError
 from recdistill.features.encoder import Encoder
+from recdistill.features.request import field_path
 from recdistill.features.schema import FeatureSchema
 from recdistill.samplelog import SampleLog
 from student_server import admin, metrics, routes
@@ -93,7 +94,7 @@ def create_app(settings: StudentSettings | None = None, partition: str = "p0") -
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
+        field = field_path(tuple(p for p in first["loc"] if p != "body"))
         return _json_error(422, error_body(ValidationError(field, first["msg"])))
 
     @app.exception_handler(Exception)

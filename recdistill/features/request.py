@@ -67,7 +67,7 @@ class RankRequest(_Strict):
 _UNION_TAGS = {"str", "int", "float", "bool", "none"}
 
 
-def _field_path(location: tuple[Any, ...]) -> str:
+def field_path(location: tuple[Any, ...]) -> str:
     parts = [str(p) for p in location if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p or "-" in p))]
     return ".".join(parts) or "body"
 
@@ -80,7 +80,7 @@ def parse_rank_request(body: bytes | str | dict[str, Any]) -> RankRequest:
         return RankRequest.model_validate_json(body)
     except pydantic.ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        field = _field_path(first["loc"])
+        field = field_path(first["loc"])
         if first["type"] == "json_invalid":
             field = "body"
         raise ValidationError(field, first["msg"]) from None

@@ -1,0 +1,168 @@
+"""Bad input gets a precise 4xx (gRPC INVALID_ARGUMENT); the operator API is guarded and refuses
+broken versions while the active one keeps serving."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import grpc
+import httpx
+import psutil
+import pytest
+
+from recdistill._proto import ranking_pb2, ranking_pb2_grpc
+from recdistill.artifact import sha256_bytes, write_json_atomic
+from tests.student_server.conftest import TOKEN, make_settings, run_server
+
+pytestmark = pytest.mark.integration
+EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.json"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+GOOD = json.loads(EXAMPLE.read_text())
+SMALL = GOOD | {"candidates": GOOD["candidates"][:10]}  # within the limits the bad-input tests configure
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        (b'{"user": {"user_id": 1}, "candidates": [', 422, "body"),
+        (json.dumps(SMALL | {"candidates": []}).encode(), 422, "candidates"),
+        (json.dumps(SMALL | {"candidates": [{"item_id": 1}] * 51}).encode(), 422, "candidates"),
+        (json.dumps(SMALL | {"history": [{"item_id": 1}] * 61}).encode(), 422, "history"),
+        (json.dumps(SMALL | {"user": {"user_id": [1]}}).encode(), 422, "user.user_id"),
+        (json.dumps(SMALL | {"candidates": [{"item_id": 1, "features": {"genres": "Drama"}}]}).encode(), 422,
+         "candidates.0.features.genres"),
+        (b"x" * 300_000, 413, None),
+    ],
+)
+async def test_bad_rank_requests_get_a_precise_4xx(registry: Path, tmp_path: Path, body: bytes, status: int,
+                                                   field: str | None) -> None:
+    settings = make_settings(registry, tmp_path, max_candidates=50, max_history=60, max_body_bytes=200_000)
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.http_url) as client:
+        response = await client.post("/v1/rank", content=body)
+        assert response.status_code == status, response.text
+        if field:
+            assert response.json()["field"] == field
+        within_limits = SMALL | {"candidates": GOOD["candidates"][:10]}
+        assert (await client.post("/v1/rank", json=within_limits)).status_code == 200, "the server keeps serving"
+
+
+async def test_unknown_ids_are_served_not_refused(registry: Path, tmp_path: Path) -> None:
+    body = GOOD | {"user": {"user_id": "never-seen"}, "candidates": [{"item_id": "new-1"}, {"item_id": 99999}]}
+    async with run_server(make_settings(registry, tmp_path)) as server, \
+            httpx.AsyncClient(base_url=server.http_url) as client:
+        response = await client.post("/v1/rank", json=body)
+    assert response.status_code == 200
+    assert len(response.json()["scores"]) == 2
+
+
+async def test_bad_grpc_requests_are_invalid_argument(registry: Path, tmp_path: Path) -> None:
+    async with run_server(make_settings(registry, tmp_path)) as server, \
+            grpc.aio.insecure_channel(server.grpc_target) as channel:
+        stub = ranking_pb2_grpc.RankingStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Rank(ranking_pb2.RankRequest(user=ranking_pb2.User(user_id="1")))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "candidates" in caught.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Feedback(ranking_pb2.FeedbackRequest(request_id="r", item_id="1", label=3.0))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        reply = await stub.Rank(ranking_pb2.RankRequest(user=ranking_pb2.User(user_id="1"),
+                                                        candidates=[ranking_pb2.Candidate(item_id="50")]))
+        assert len(reply.scores) == 1
+
+
+async def test_bad_feedback_names_the_field(registry: Path, tmp_path: Path) -> None:
+    async with run_server(make_settings(registry, tmp_path)) as server, \
+            httpx.AsyncClient(base_url=server.http_url) as client:
+        response = await client.post("/v1/feedback", json={"request_id": "r", "item_id": "1", "label": "yes"})
+        assert response.status_code == 422
+        assert response.json()["field"] == "label"
+
+
+async def test_operator_api_needs_the_token_and_is_off_without_one(registry: Path, tmp_path: Path) -> None:
+    async with run_server(make_settings(registry, tmp_path)) as server, \
+            httpx.AsyncClient(base_url=server.http_url) as client:
+        assert (await client.get("/admin/versions")).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert (await client.post("/admin/versions/v2/activate", headers=wrong)).status_code == 401
+        listing = (await client.get("/admin/versions", headers=AUTH)).json()
+        assert listing["active"] == "v1"
+        assert [v["version"] for v in listing["versions"]] == ["v1", "v2"]
+    async with run_server(make_settings(registry, tmp_path, admin_token=None)) as server, \
+            httpx.AsyncClient(base_url=server.http_url) as client:
+        response = await client.get("/admin/versions", headers=AUTH)
+        assert response.status_code == 403
+        assert "RECDISTILL_ADMIN_TOKEN" in response.json()["error"]
+
+
+def _break(registry: Path, version: str, how: str) -> None:
+    source = registry / "v2"
+    target = registry / version
+    target.mkdir()
+    model = (source / "model.onnx").read_bytes()
+    manifest = json.loads((source / "manifest.json").read_text()) | {"version": version}
+    if how == "corrupt":
+        model = model[: len(model) // 2]
+        manifest["sha256"] = sha256_bytes(model)
+    elif how == "wrong_sha256":
+        manifest["sha256"] = "0" * 64
+    elif how == "other_schema":
+        manifest["schema_hash"] = "ffffffffffffffff"
+    (target / "model.onnx").write_bytes(model)
+    write_json_atomic(target / "manifest.json", manifest)
+
+
+@pytest.mark.parametrize(("how", "message"), [("corrupt", "cannot be loaded"), ("wrong_sha256", "sha256"),
+                                               ("other_schema", "feature schema")])
+async def test_broken_versions_are_refused_and_the_active_one_keeps_serving(
+    registry: Path, tmp_path: Path, how: str, message: str
+) -> None:
+    _break(registry, "broken", how)
+    async with run_server(make_settings(registry, tmp_path)) as server, \
+            httpx.AsyncClient(base_url=server.http_url) as client:
+        for action in ("stage", "activate"):
+            response = await client.post(f"/admin/versions/broken/{action}", headers=AUTH)
+            assert response.status_code == 422, response.text
+            assert message in response.json()["error"]
+        served = await client.post("/v1/rank", content=EXAMPLE.read_bytes())
+        assert served.json()["model_version"] == "v1"
+
+
+@pytest.mark.parametrize("version", ["..", "..%2F..%2Fetc", "a%2F..%2F..%2Fpasswd", "%2Fetc%2Fpasswd", "x" * 65])
+async def test_no_path_outside_the_registry_is_read(registry: Path, tmp_path: Path, version: str) -> None:
+    async with run_server(make_settings(registry, tmp_path)) as server, \
+            httpx.AsyncClient(base_url=server.http_url) as client:
+        response = await client.post(f"/admin/versions/{version}/stage", headers=AUTH)
+        assert response.status_code in (404, 422), response.text
+
+
+async def test_rollback_and_delete(registry: Path, tmp_path: Path) -> None:
+    async with run_server(make_settings(registry, tmp_path)) as server, \
+            httpx.AsyncClient(base_url=server.http_url) as client:
+        assert (await client.post("/admin/rollback", headers=AUTH)).status_code == 409  # nothing before v1
+        assert (await client.post("/admin/versions/v2/activate", headers=AUTH)).status_code == 200
+        assert (await client.delete("/admin/versions/v2", headers=AUTH)).status_code == 409  # active
+        rolled = await client.post("/admin/rollback", headers=AUTH)
+        assert rolled.json()["version"] == "v1"
+        assert (await client.post("/v1/rank", content=EXAMPLE.read_bytes())).json()["model_version"] == "v1"
+        assert (await client.delete("/admin/versions/v2", headers=AUTH)).status_code == 200
+        assert not (registry / "v2").exists()
+        assert (await client.post("/admin/versions/v2/stage", headers=AUTH)).status_code == 404
+
+
+async def test_memory_stays_bounded_over_50_swaps(registry: Path, tmp_path: Path) -> None:
+    process = psutil.Process(os.getpid())
+    async with run_server(make_settings(registry, tmp_path)) as server, \
+            httpx.AsyncClient(base_url=server.http_url) as client:
+        body = EXAMPLE.read_bytes()
+        for cycle in range(60):
+            if cycle == 10:  # allocator warm-up done: measure from here
+                baseline = process.memory_info().rss
+            version = "v2" if cycle % 2 == 0 else "v1"
+            assert (await client.post(f"/admin/versions/{version}/activate", headers=AUTH)).status_code == 200
+            assert (await client.post("/v1/rank", content=body)).status_code == 200
+        growth_mb = (process.memory_info().rss - baseline) / 2**20
+    print(f"RSS growth over 50 stage/activate cycles: {growth_mb:.1f} MiB")
+    assert growth_mb < 40, f"RSS grew {growth_mb:.1f} MiB over 50 swaps"

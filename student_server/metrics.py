@@ -29,9 +29,15 @@ SAMPLED = Counter("recdistill_sampled_records", "Records written to the sample l
 DROPPED = Counter("recdistill_dropped_records", "Records dropped because the sample queue was full", ["kind"])
 
 
+_shown: set[str] = set()
+
+
 def set_active_version(version: str) -> None:
-    ACTIVE_VERSION.clear()
+    # Zero the others rather than clear(): in multiprocess mode values live in shared files.
+    for other in _shown - {version}:
+        ACTIVE_VERSION.labels(version=other).set(0)
     ACTIVE_VERSION.labels(version=version).set(1)
+    _shown.add(version)
 
 
 def exposition() -> tuple[bytes, str]:

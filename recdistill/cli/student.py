@@ -1,0 +1,91 @@
+"""`recdistill student ...`: run the ranking server and operate its model registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="The student server: HTTP + gRPC ranking with hot-swappable ONNX models.",
+                  no_args_is_help=True)
+models = typer.Typer(help="Operate the model registry of a running server (operator API).", no_args_is_help=True)
+app.add_typer(models, name="models")
+console = Console()
+
+
+@app.command("serve")
+def serve_command(
+    registry: Path = typer.Option(Path("registry"), help="Model registry directory (features.json, versions)."),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8080, help="HTTP port."),
+    grpc_port: int = typer.Option(50051, help="gRPC port."),
+    workers: int = typer.Option(1, min=1, help="Server processes (one per core is the usual choice)."),
+    sampling_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of requests written to the sample log."),
+    sample_log: Path = typer.Option(Path("samples"), help="Sample log directory."),
+) -> None:
+    """Serve ranking requests until SIGTERM / Ctrl-C (the operator token comes from RECDISTILL_ADMIN_TOKEN)."""
+    from student_server.main import serve
+    from student_server.settings import StudentSettings
+
+    if not (registry / "features.json").exists():
+        raise typer.BadParameter(f"{registry} has no features.json: not a model registry", param_hint="--registry")
+    serve(StudentSettings(registry=registry, host=host, port=port, grpc_port=grpc_port, workers=workers,
+                          sampling_rate=sampling_rate, sample_log=sample_log))
+
+
+def _call(method: str, path: str, url: str, token: str | None) -> dict:
+    import httpx
+
+    if not token:
+        raise typer.BadParameter("set RECDISTILL_ADMIN_TOKEN or pass --token", param_hint="--token")
+    response = httpx.request(method, f"{url.rstrip('/')}/admin{path}", headers={"Authorization": f"Bearer {token}"},
+                             timeout=120)
+    if response.status_code >= 400:
+        console.print(f"[red]error {response.status_code}:[/red] {response.json().get('error', response.text)}")
+        raise typer.Exit(1)
+    return response.json()
+
+
+URL = typer.Option("http://127.0.0.1:8080", help="Student server HTTP URL.")
+TOKEN = typer.Option(None, envvar="RECDISTILL_ADMIN_TOKEN", help="Operator bearer token.")
+
+
+@models.command("list")
+def list_command(url: str = URL, token: str | None = TOKEN) -> None:
+    """List versions (active, staged, metrics)."""
+    data = _call("GET", "/versions", url, token)
+    table = Table(title=f"active: {data['active']}")
+    for column in ("version", "active", "staged", "teacher", "created"):
+        table.add_column(column)
+    for v in data["versions"]:
+        manifest = v["manifest"]
+        table.add_row(v["version"], "*" if v["active"] else "", "*" if v["staged"] else "",
+                      str(manifest.get("teacher_version")), str(manifest.get("created_unix")))
+    console.print(table)
+
+
+@models.command("stage")
+def stage_command(version: str, url: str = URL, token: str | None = TOKEN) -> None:
+    """Load, verify (sha256, schema hash), probe and warm up a version."""
+    print(json.dumps(_call("POST", f"/versions/{version}/stage", url, token), indent=1))
+
+
+@models.command("activate")
+def activate_command(version: str, url: str = URL, token: str | None = TOKEN) -> None:
+    """Atomically switch serving to a version."""
+    print(json.dumps(_call("POST", f"/versions/{version}/activate", url, token), indent=1))
+
+
+@models.command("rollback")
+def rollback_command(url: str = URL, token: str | None = TOKEN) -> None:
+    """Switch back to the previously active version."""
+    print(json.dumps(_call("POST", "/rollback", url, token), indent=1))
+
+
+@models.command("delete")
+def delete_command(version: str, url: str = URL, token: str | None = TOKEN) -> None:
+    """Delete a version that is not active."""
+    print(json.dumps(_call("DELETE", f"/versions/{version}", url, token), indent=1))

@@ -1,0 +1,42 @@
+"""Run the student server: one process, or one uvicorn worker per core sharing the HTTP and gRPC
+ports (SO_REUSEPORT), with Prometheus metrics aggregated across them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import tempfile
+
+import uvicorn
+from fastapi import FastAPI
+
+from student_server.app import create_app
+from student_server.settings import StudentSettings
+
+logger = logging.getLogger(__name__)
+
+
+def worker_app() -> FastAPI:
+    """Factory each worker process calls; settings come from the STUDENT_* environment."""
+    return create_app(StudentSettings(), partition=f"{socket.gethostname()}-{os.getpid()}")
+
+
+def serve(settings: StudentSettings) -> None:
+    if settings.workers <= 1:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                    timeout_graceful_shutdown=10)
+        return
+    # Worker processes rebuild the settings from the environment.
+    for name, value in settings.model_dump(exclude_none=True).items():
+        os.environ[f"STUDENT_{name.upper()}"] = str(value)
+    if settings.admin_token:
+        os.environ["RECDISTILL_ADMIN_TOKEN"] = settings.admin_token
+    metrics_dir = tempfile.mkdtemp(prefix="recdistill-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        uvicorn.run("student_server.main:worker_app", factory=True, host=settings.host, port=settings.port,
+                    workers=settings.workers, log_level="info", timeout_graceful_shutdown=10)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

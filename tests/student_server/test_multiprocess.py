@@ -1,0 +1,66 @@
+"""`recdistill student serve --workers 2`: two processes behave as one server."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from recdistill.cli import app
+from teacher_service.launcher import free_port
+from tests.student_server.conftest import TOKEN
+
+pytestmark = pytest.mark.integration
+EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.json"
+
+
+def _wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read() if process.stdout else "server exited"
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("student server not ready")
+
+
+def test_two_workers_share_activation_metrics_and_ports(registry: Path, tmp_path: Path) -> None:
+    port, grpc_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [str(Path(sys.executable).parent / "recdistill"), "student", "serve", "--registry", str(registry),
+               "--port", str(port), "--grpc-port", str(grpc_port), "--workers", "2",
+               "--sample-log", str(tmp_path / "samples")]
+    env = os.environ | {"RECDISTILL_ADMIN_TOKEN": TOKEN, "STUDENT_STATE_POLL_S": "0.2"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    body = EXAMPLE.read_bytes()
+    try:
+        _wait_ready(url, process)
+        fresh = httpx.Limits(max_keepalive_connections=0)  # a new connection each time: both workers serve
+        with httpx.Client(base_url=url, limits=fresh, timeout=30) as client:
+            for _ in range(30):
+                assert client.post("/v1/rank", content=body).json()["model_version"] == "v1"
+            result = CliRunner().invoke(app, ["student", "models", "activate", "v2", "--url", url, "--token", TOKEN])
+            assert result.exit_code == 0, result.output
+            time.sleep(1.0)  # > the registry poll period of every worker
+            versions = {client.post("/v1/rank", content=body).json()["model_version"] for _ in range(40)}
+            metrics_text = client.get("/metrics").text
+        assert versions == {"v2"}, "the activation must reach every worker process"
+        counts = re.findall(r'recdistill_request_seconds_count\{endpoint="rank",protocol="http"\} (\S+)',
+                            metrics_text)
+        assert sum(float(c) for c in counts) == 70, "metrics aggregate requests served by both processes"
+        pids = {p.pid for p in __import__("psutil").Process(process.pid).children(recursive=True)}
+        assert len(pids) >= 2
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)

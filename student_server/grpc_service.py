@@ -52,6 +52,24 @@ def request_to_dict(message: ranking_pb2.RankRequest) -> dict[str, Any]:
     return body
 
 
+def request_from_dict(body: dict[str, Any]) -> ranking_pb2.RankRequest:
+    """The gRPC message for a `/v1/rank` JSON body (clients, load tests); ids and actions become strings."""
+    user = body["user"]
+    message = ranking_pb2.RankRequest(
+        user=ranking_pb2.User(**{k: (str(v) if k in ("user_id",) else v) for k, v in user.items()}),
+        history=[ranking_pb2.HistoryEvent(**{k: (str(v) if k in ("item_id", "action") else v)
+                                             for k, v in event.items()}) for event in body.get("history", [])],
+        candidates=[ranking_pb2.Candidate(item_id=str(c["item_id"]),
+                                          features=ranking_pb2.ItemFeatures(**c["features"]) if "features" in c
+                                          else None) for c in body["candidates"]],
+    )
+    if "request_id" in body:
+        message.request_id = body["request_id"]
+    if body.get("context", {}).get("ts") is not None:
+        message.context.ts = body["context"]["ts"]
+    return message
+
+
 class RankingServicer(ranking_pb2_grpc.RankingServicer):
     def __init__(self, service: RankingService) -> None:
         self.service = service

@@ -16,23 +16,12 @@ from recdistill.data.dataset import PreparedDataset
 from recdistill.features.encoder import Encoder
 from recdistill.features.request import parse_rank_request
 from recdistill.samplelog import SampleLog
+from student_server.grpc_service import request_from_dict
 from tests.student_server.conftest import TOKEN, make_settings, onnx_scores, run_server
 
 pytestmark = pytest.mark.integration
 EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.json"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def to_proto(body: dict) -> ranking_pb2.RankRequest:
-    user = dict(body["user"].items()) | {"user_id": str(body["user"]["user_id"])}
-    return ranking_pb2.RankRequest(
-        request_id=body.get("request_id", ""),
-        user=ranking_pb2.User(**user),
-        history=[ranking_pb2.HistoryEvent(item_id=str(e["item_id"]), ts=e["ts"], action=str(e["action"]))
-                 for e in body["history"]],
-        candidates=[ranking_pb2.Candidate(item_id=str(c["item_id"])) for c in body["candidates"]],
-        context=ranking_pb2.Context(ts=body["context"]["ts"]),
-    )
 
 
 async def test_http_and_grpc_agree_with_onnx_runtime(registry: Path, tmp_path: Path,
@@ -42,7 +31,7 @@ async def test_http_and_grpc_agree_with_onnx_runtime(registry: Path, tmp_path: P
         async with httpx.AsyncClient(base_url=server.http_url) as client:
             http = (await client.post("/v1/rank", content=EXAMPLE.read_bytes())).json()
         async with grpc.aio.insecure_channel(server.grpc_target) as channel:
-            reply = await ranking_pb2_grpc.RankingStub(channel).Rank(to_proto(body))
+            reply = await ranking_pb2_grpc.RankingStub(channel).Rank(request_from_dict(body))
     tensors, _ = Encoder(ml100k.schema, "student").encode_requests([parse_rank_request(body)])
     expected = onnx_scores(registry, "v1", tensors)[0]
     assert http["model_version"] == reply.model_version == "v1"
@@ -56,7 +45,7 @@ async def test_http_and_grpc_agree_with_onnx_runtime(registry: Path, tmp_path: P
 
 async def test_swap_under_load_fails_no_request(registry: Path, tmp_path: Path) -> None:
     body = EXAMPLE.read_bytes()
-    proto = to_proto(json.loads(body))
+    proto = request_from_dict(json.loads(body))
     limits = httpx.Limits(max_connections=64)
     async with run_server(make_settings(registry, tmp_path)) as server, \
             httpx.AsyncClient(base_url=server.http_url, limits=limits, timeout=30) as client, \

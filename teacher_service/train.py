@@ -27,11 +27,11 @@ logger = logging.getLogger(__name__)
 class TeacherTrainConfig:
     task: Task = "ctr"
     size: str = "medium"
-    epochs: int = 8
+    epochs: int = 20
     batch_size: int = 256
     lr: float = 2e-3
-    weight_decay: float = 1e-6
-    patience: int = 2
+    weight_decay: float = 1e-5
+    patience: int = 3
     seed: int = 0
     train_negatives: int = 8  # slate task: negatives per training event (evaluation uses all)
     max_train_events: int | None = None  # the most recent N training events (quick runs, tests)

@@ -19,9 +19,9 @@ def train_command(
     out: Path = typer.Option(..., help="New checkpoint directory (must not exist)."),
     task: str = typer.Option("ctr", help="ctr or slate."),
     size: str = typer.Option("medium", help="tiny, medium or large."),
-    epochs: int = typer.Option(8, min=1),
+    epochs: int = typer.Option(20, min=1, help="At most; early stopping on valid AUC (patience 3)."),
     batch_size: int = typer.Option(256, min=1),
-    lr: float = typer.Option(1e-3),
+    lr: float = typer.Option(2e-3),
     seed: int = typer.Option(0),
     max_train_events: int | None = typer.Option(None, help="Train on the most recent N training events only."),
 ) -> None:

@@ -88,7 +88,8 @@ def create_app(settings: StudentSettings | None = None, partition: str = "p0") -
     @app.exception_handler(RecDistillError)
     async def _known_error(request: Request, exc: RecDistillError) -> Response:
         status = http_status(exc)
-        metrics.REQUESTS.labels(endpoint=request.url.path, protocol="http", status=str(status)).inc()
+        endpoint = request.url.path.rsplit("/", 1)[-1] if request.url.path.startswith("/v1/") else "admin"
+        metrics.REQUESTS.labels(endpoint=endpoint, protocol="http", status=str(status)).inc()
         return _json_error(status, error_body(exc))
 
     @app.exception_handler(RequestValidationError)

@@ -58,6 +58,7 @@ async def rank(request: Request) -> Response:
         result = await _service(request).rank(parse_rank_request(await _body(request)))
     finally:
         metrics.LATENCY.labels(endpoint="rank", protocol="http").observe(time.perf_counter() - started)
+    metrics.REQUESTS.labels(endpoint="rank", protocol="http", status="200").inc()
     return Response(orjson.dumps(result.to_json()), media_type="application/json")
 
 
@@ -68,6 +69,7 @@ async def feedback(body: Feedback, request: Request) -> dict[str, bool]:
         await _service(request).feedback(body.request_id, str(body.item_id), float(body.label), body.ts)
     finally:
         metrics.LATENCY.labels(endpoint="feedback", protocol="http").observe(time.perf_counter() - started)
+    metrics.REQUESTS.labels(endpoint="feedback", protocol="http", status="202").inc()
     return {"accepted": True}
 
 

@@ -3,9 +3,9 @@
 Each candidate attends over the user's whole history (scaled dot-product target attention, as in
 DIN but with a dot product instead of a per-pair MLP), next to the mean of the whole history and of
 its most recent events (the short-term view a student has), the action distribution (e.g. rating
-habits) over both, log(1 + history length) and the user's features; an MLP scores every candidate. Cost is linear in the history length L for a fixed
-model: O(B * C * L * d) for attention, O(B * L * d) for the tokens, so 20,000 events stay practical
-on a CPU (see `benchmarks/` for the measured curve).
+habits) over both, log(1 + history length) and the user's features; an MLP scores every candidate.
+Cost is linear in the history length L for a fixed model: O(B * C * L * d) for attention,
+O(B * L * d) for the tokens, so 20,000 events stay practical on a CPU (`make bench` measures it).
 """
 
 from __future__ import annotations

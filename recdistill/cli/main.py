@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import typer
-from rich.logging import RichHandler
 
 from recdistill.cli import data, student, teacher
 
@@ -17,9 +16,11 @@ app.add_typer(student.app, name="student")
 
 
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(show_path=False, rich_tracebacks=True)],
-    )
+def main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    log_json: bool = typer.Option(False, "--log-json", envvar="RECDISTILL_LOG_JSON",
+                                  help="Structured logs: one JSON object per line."),
+) -> None:
+    from recdistill.logs import configure_logging
+
+    configure_logging(logging.DEBUG if verbose else logging.INFO, json_lines=log_json)

@@ -60,3 +60,15 @@ def test_unknown_dataset_is_a_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["data", "prepare", "--dataset", "imagenet", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "unknown dataset 'imagenet'" in result.output
+
+
+def test_json_logs_are_one_object_per_line() -> None:
+    import logging
+
+    from recdistill.logs import JsonFormatter
+
+    record = logging.LogRecord("recdistill.x", logging.WARNING, __file__, 1, "refused %s", ("v3",), None)
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["level"] == "warning"
+    assert entry["logger"] == "recdistill.x"
+    assert entry["message"] == "refused v3"

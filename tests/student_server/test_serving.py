@@ -128,6 +128,7 @@ async def test_metrics_expose_latency_versions_and_samples(registry: Path, tmp_p
         await client.post("/admin/rollback", headers=AUTH)
         text = (await client.get("/metrics")).text
     assert 'recdistill_request_seconds_bucket{endpoint="rank",le="0.01",protocol="http"}' in text
+    assert 'recdistill_requests_total{endpoint="rank",protocol="http",status="200"}' in text
     assert 'recdistill_active_version_info{version="v1"} 1.0' in text
     assert "recdistill_model_swaps_total" in text
     assert "recdistill_model_rollbacks_total" in text

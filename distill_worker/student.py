@@ -7,29 +7,22 @@ only through the shared bottom. Plain KD (teacher term on the serving head) rema
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from recdistill.features.schema import FeatureSchema
-from recdistill.nn import FeatureEmbedding, masked_mean, mlp
+from recdistill.nn import FeatureEmbedding, ModelConfig, masked_mean, mlp
 
 
 @dataclass(frozen=True)
-class StudentConfig:
+class StudentConfig(ModelConfig):
     dim: int = 16
     user_dim: int = 4
     hidden: tuple[int, ...] = (64, 32)
     dropout: float = 0.1
     oov_dropout: float = 0.05
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self) | {"hidden": list(self.hidden)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> StudentConfig:
-        return cls(**(data | {"hidden": tuple(data["hidden"])}))  # type: ignore[arg-type]
 
 
 class StudentModel(nn.Module):

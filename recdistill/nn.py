@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from typing import Any, Self
+
 import torch
 from torch import nn
 
 from recdistill.features.schema import OOV_INDEX, USER_CATEGORICALS, FeatureSchema
 
 RECENCY_BUCKETS = 16
+
+
+class ModelConfig:
+    """Mixin for a model's frozen dataclass config: JSON round trip (tuples become lists and back)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 def recency_bucket(hist_recency: torch.Tensor) -> torch.Tensor:

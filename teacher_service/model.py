@@ -11,17 +11,17 @@ O(B * L * d) for the tokens, so 20,000 events stay practical on a CPU (`make ben
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from recdistill.features.schema import FeatureSchema
-from recdistill.nn import FeatureEmbedding, masked_mean, mlp, recent_mask
+from recdistill.nn import FeatureEmbedding, ModelConfig, masked_mean, mlp, recent_mask
 
 
 @dataclass(frozen=True)
-class TeacherConfig:
+class TeacherConfig(ModelConfig):
     # Strong regularisation matters more than width on MovieLens-100K: d=64 with dropout 0.2 overfit
     # by epoch 4 and scored below the 10-event student (slate test AUC 0.841 vs 0.847); this setting
     # reached 0.858.
@@ -31,13 +31,6 @@ class TeacherConfig:
     dropout: float = 0.3
     oov_dropout: float = 0.1
     recent: int = 10  # the short-term view a student also has, next to the whole history
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self) | {"hidden": list(self.hidden)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> TeacherConfig:
-        return cls(**(data | {"hidden": tuple(data["hidden"])}))  # type: ignore[arg-type]
 
 
 TEACHER_SIZES = {

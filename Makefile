@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install test demo bench lint format data clean
+.PHONY: help install test demo bench soak lint format data clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ demo: install ## Install, then run the whole distillation loop on MovieLens-100K
 
 bench: install ## Install, then run the benchmark suite and write BENCHMARKS.md
 	$(BIN)/python -m benchmarks
+
+soak: install ## Install, then a 5-minute fixed-rate soak of the student server (errors, RSS growth)
+	$(BIN)/python -m benchmarks.soak --minutes 5
 
 lint: install ## ruff
 	$(BIN)/ruff check .

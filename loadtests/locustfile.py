@@ -3,6 +3,7 @@
 - RankHttpUser: POST /v1/rank with real MovieLens-100K histories and 20-200 candidates.
 - RankGrpcUser: gRPC Rank on RECDISTILL_GRPC_TARGET (default 127.0.0.1:50051), reported to Locust's stats.
 - OperatorUser: every 20-40 s, activates another registry version (token: RECDISTILL_ADMIN_TOKEN).
+- SoakHttpUser: like RankHttpUser at a fixed rate (`python -m benchmarks.soak` drives it).
 Requests come from the prepared dataset in RECDISTILL_DATA (default data/ml-100k), or from
 examples/rank_request.json when none is prepared. Pick users with `locust ... RankHttpUser`.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import orjson
-from locust import FastHttpUser, User, between, constant, events, task
+from locust import FastHttpUser, User, between, constant, constant_throughput, events, task
 
 from recdistill._proto import ranking_pb2_grpc
 from student_server.grpc_service import request_from_dict
@@ -71,6 +72,13 @@ class RankHttpUser(FastHttpUser):
                               name="/v1/rank", catch_response=True) as response:
             if response.status_code != 200:
                 response.failure(f"{response.status_code}: {response.text[:200]}")
+
+
+class SoakHttpUser(RankHttpUser):
+    """Fixed rate for soak runs: RECDISTILL_SOAK_RATE requests/s per user (select it by name)."""
+
+    wait_time = constant_throughput(float(os.environ.get("RECDISTILL_SOAK_RATE", "10")))
+    weight = 0
 
 
 class RankGrpcUser(User):

@@ -32,12 +32,12 @@ class TeacherEndpoints:
 
 @contextmanager
 def teacher_process(checkpoint: Path, model_name: str = "teacher", ready_timeout_s: float = 180.0,
-                    log_path: Path | None = None, instances: int | None = None
+                    log_path: Path | None = None, instances: int | None = None, grpc_port: int | None = None
                     ) -> Iterator[tuple[TeacherEndpoints, subprocess.Popen]]:
-    """Start Triton serving `checkpoint` on free ports; SIGTERM it on exit (also on error / Ctrl-C)."""
+    """Start Triton serving `checkpoint` (on free ports unless `grpc_port` is given); SIGTERM it on exit."""
     import tritonclient.grpc as grpcclient
 
-    http, grpc, metrics = free_port(), free_port(), free_port()
+    http, grpc, metrics = free_port(), grpc_port or free_port(), free_port()
     command = [str(Path(sys.executable).parent / "recdistill"), "teacher", "serve", "--checkpoint", str(checkpoint),
                "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
                "--model-name", model_name]

@@ -1,0 +1,86 @@
+"""Soft labels: a persistent, write-once store keyed by (example, candidate, teacher version), so one
+labelling pass serves several students and a restart never pays for a label twice."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from prometheus_client import Counter
+
+from distill_worker.teacher_client import TeacherClient
+from recdistill.features.encoder import MappedContext
+
+LABEL_LOOKUPS = Counter("recdistill_worker_label_lookups", "Soft-label lookups by result", ["result"])
+
+
+@dataclass(frozen=True)
+class LabelRequest:
+    example_id: str
+    candidates: Sequence[str]  # candidate item ids, in the order of the context's candidates
+    context: MappedContext  # encoded for the teacher's view
+
+
+class LabelStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS soft_labels (example_id TEXT NOT NULL, candidate TEXT NOT NULL, "
+            "teacher_version TEXT NOT NULL, probability REAL NOT NULL, created_unix REAL NOT NULL, "
+            "PRIMARY KEY (example_id, candidate, teacher_version))")
+        self.hits = 0
+        self.misses = 0
+
+    def close(self) -> None:
+        self._db.close()
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else float("nan")
+
+    def get(self, example_id: str, candidates: Sequence[str], teacher_version: str) -> np.ndarray | None:
+        rows = dict(self._db.execute(
+            "SELECT candidate, probability FROM soft_labels WHERE example_id = ? AND teacher_version = ?",
+            (example_id, teacher_version)).fetchall())
+        if not all(c in rows for c in candidates):
+            return None
+        return np.array([rows[c] for c in candidates], dtype=np.float32)
+
+    def put(self, example_id: str, candidates: Sequence[str], teacher_version: str, probabilities: np.ndarray) -> None:
+        """Write-once: a label already stored for the same key is kept, never overwritten."""
+        now = time.time()
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            "INSERT OR IGNORE INTO soft_labels VALUES (?, ?, ?, ?, ?)",
+            [(example_id, c, teacher_version, float(p), now) for c, p in zip(candidates, probabilities, strict=True)])
+        self._db.execute("COMMIT")
+
+    def count(self, teacher_version: str | None = None) -> int:
+        if teacher_version is None:
+            return self._db.execute("SELECT COUNT(*) FROM soft_labels").fetchone()[0]
+        return self._db.execute("SELECT COUNT(*) FROM soft_labels WHERE teacher_version = ?",
+                                (teacher_version,)).fetchone()[0]
+
+    async def label(self, requests: Sequence[LabelRequest], teacher: TeacherClient) -> list[np.ndarray]:
+        """Soft labels for every request: from the store when present, else from the teacher (then stored)."""
+        version = teacher.settings.teacher_version
+        found = [self.get(r.example_id, r.candidates, version) for r in requests]
+        missing = [i for i, labels in enumerate(found) if labels is None]
+        self.hits += len(requests) - len(missing)
+        self.misses += len(missing)
+        LABEL_LOOKUPS.labels(result="hit").inc(len(requests) - len(missing))
+        LABEL_LOOKUPS.labels(result="miss").inc(len(missing))
+        scored = await asyncio.gather(*(teacher.score(requests[i].context) for i in missing))
+        for i, probabilities in zip(missing, scored, strict=True):
+            self.put(requests[i].example_id, requests[i].candidates, version, probabilities)
+            found[i] = probabilities
+        return found  # type: ignore[return-value]

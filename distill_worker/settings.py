@@ -1,0 +1,34 @@
+"""Distill worker settings (env prefix WORKER_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TeacherClientSettings(BaseSettings):
+    """How the worker talks to the teacher: Triton gRPC, batched, bounded, retried, with a breaker."""
+
+    model_config = SettingsConfigDict(env_prefix="WORKER_TEACHER_", extra="ignore")
+
+    url: str = "127.0.0.1:8001"
+    model_name: str = "teacher"
+    # The teacher is a black box: its version is what the operator says it serves.
+    teacher_version: str = "unknown"
+    max_batch_rows: int = Field(default=64, ge=1)
+    max_wait_ms: float = Field(default=5.0, ge=0)
+    max_concurrency: int = Field(default=4, ge=1)
+    timeout_s: float = Field(default=30.0, gt=0)
+    retries: int = Field(default=6, ge=0)
+    backoff_base_s: float = Field(default=0.2, gt=0)
+    backoff_max_s: float = Field(default=5.0, gt=0)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_reset_s: float = Field(default=10.0, gt=0)
+
+
+class LabelStoreSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WORKER_LABELS_", extra="ignore")
+
+    path: Path = Path("labels.sqlite")

@@ -1,0 +1,136 @@
+"""The worker's view of the teacher: a black box behind Triton's gRPC API (tritonclient aio).
+
+Concurrent `score` calls are merged into one Triton request of up to `max_batch_rows` contexts or
+whatever arrived within `max_wait_ms`; at most `max_concurrency` requests are in flight; each is
+retried with jittered exponential backoff on transient errors (UNAVAILABLE, DEADLINE_EXCEEDED,
+model not loaded yet, ...); the model's own errors (INTERNAL: e.g. input it refused) are not retried;
+a circuit breaker fails fast while the teacher keeps failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from prometheus_client import Counter, Histogram
+
+from distill_worker.breaker import CircuitBreaker
+from distill_worker.settings import TeacherClientSettings
+from recdistill.errors import RecDistillError
+from recdistill.features.encoder import Encoder, MappedContext
+from teacher_service.client import infer_inputs
+from teacher_service.inference import OUTPUT
+
+logger = logging.getLogger(__name__)
+
+TEACHER_LATENCY = Histogram("recdistill_worker_teacher_seconds", "Latency of one Triton request")
+TEACHER_ROWS = Counter("recdistill_worker_teacher_rows", "Contexts sent to the teacher")
+TEACHER_RETRIES = Counter("recdistill_worker_teacher_retries", "Retried Triton requests")
+RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED")
+# While Triton (re)starts, the port answers before the model is loaded; a wrong model name ends up
+# here too and fails after the retries with this message.
+NOT_LOADED = "has no available versions"
+
+
+class TeacherError(RecDistillError):
+    """The teacher refused a request or stayed unreachable through every retry."""
+
+
+@dataclass
+class _Pending:
+    context: MappedContext
+    future: asyncio.Future
+
+
+class TeacherClient:
+    def __init__(self, settings: TeacherClientSettings, encoder: Encoder) -> None:
+        import tritonclient.grpc.aio as aioclient
+
+        self.settings = settings
+        self.encoder = encoder
+        self._aio = aioclient
+        self._client = aioclient.InferenceServerClient(settings.url)
+        self._pending: list[_Pending] = []
+        self._flush_task: asyncio.Task | None = None
+        self._in_flight = asyncio.Semaphore(settings.max_concurrency)
+        self._tasks: set[asyncio.Task] = set()
+        self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
+        self.requests_sent = 0
+
+    async def close(self) -> None:
+        if self._pending:
+            await self._flush()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._client.close()
+
+    async def score(self, context: MappedContext) -> np.ndarray:
+        """The teacher's probability for each candidate of one context."""
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(context, future))
+        if len(self._pending) >= self.settings.max_batch_rows:
+            await self._flush()
+        elif self._flush_task is None:
+            self._flush_task = asyncio.create_task(self._flush_later())
+        return await future
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.settings.max_wait_ms / 1e3)
+        self._flush_task = None
+        await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if self._flush_task is not None:
+            self._flush_task.cancel()
+            self._flush_task = None
+        if batch:
+            task = asyncio.create_task(self._send(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[_Pending]) -> None:
+        async with self._in_flight:
+            try:
+                tensors, _ = self.encoder.assemble([p.context for p in batch])
+                probabilities = await self._infer_with_retries(tensors)
+                for row, pending in enumerate(batch):
+                    if not pending.future.done():
+                        pending.future.set_result(probabilities[row, : len(pending.context.cand_item)])
+            except Exception as exc:  # noqa: BLE001 - every waiting caller gets the error
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(exc)
+
+    async def _infer_with_retries(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
+        from tritonclient.utils import InferenceServerException
+
+        settings = self.settings
+        for attempt in range(settings.retries + 1):
+            self.breaker.check()
+            started = time.perf_counter()
+            try:
+                result = await self._client.infer(
+                    settings.model_name, infer_inputs(tensors, self._aio),
+                    outputs=[self._aio.InferRequestedOutput(OUTPUT)], client_timeout=settings.timeout_s)
+            except InferenceServerException as exc:
+                status = str(exc.status() or "")
+                if not any(code in status for code in RETRYABLE) and NOT_LOADED not in (exc.message() or ""):
+                    raise TeacherError(f"teacher refused the request: {exc.message()}") from None
+                self.breaker.failure()
+                if attempt == settings.retries:
+                    raise TeacherError(f"teacher unreachable after {attempt + 1} attempts: {exc.message()}") from None
+                delay = min(settings.backoff_max_s, settings.backoff_base_s * 2**attempt) * random.uniform(0.5, 1.0)
+                TEACHER_RETRIES.inc()
+                logger.warning("teacher request failed (%s); retry %d in %.2fs", status, attempt + 1, delay)
+                await asyncio.sleep(delay)
+                continue
+            self.breaker.success()
+            TEACHER_LATENCY.observe(time.perf_counter() - started)
+            TEACHER_ROWS.inc(tensors["cand_item"].shape[0])
+            self.requests_sent += 1
+            return result.as_numpy(OUTPUT)
+        raise AssertionError("unreachable")

@@ -32,3 +32,21 @@ class LabelStoreSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WORKER_LABELS_", extra="ignore")
 
     path: Path = Path("labels.sqlite")
+
+
+class WorkerSettings(BaseSettings):
+    """What the worker trains on and where it publishes (env prefix WORKER_)."""
+
+    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore", populate_by_name=True)
+
+    data: Path = Path("data/ml-100k")
+    registry: Path = Path("registry")
+    state_dir: Path = Path("worker-state")
+    server_url: str | None = None  # student server to promote to; None: publish to the registry only
+    admin_token: str | None = Field(default=None, validation_alias="RECDISTILL_ADMIN_TOKEN")
+    task: str = "slate"
+    observed_negatives: int = 4  # sampled negatives with a hard label (0)
+    teacher_negatives: int = 4  # further never-rated items that get only a teacher label
+    max_train_events: int | None = None
+    calibration: str = "platt"  # none | platt | isotonic
+    version_prefix: str = "student"

@@ -23,6 +23,9 @@ class StudentConfig(ModelConfig):
     hidden: tuple[int, ...] = (64, 32)
     dropout: float = 0.1
     oov_dropout: float = 0.05
+    # A train-only tower that absorbs the logged position's effect on labels; not exported.
+    position_tower: bool = False
+    max_positions: int = 1_000
 
 
 class StudentModel(nn.Module):
@@ -35,6 +38,14 @@ class StudentModel(nn.Module):
         self.bottom = mlp([features, *config.hidden], config.dropout)
         self.serving_head = nn.Linear(config.hidden[-1], 1)
         self.teacher_head = nn.Linear(config.hidden[-1], 1)
+        # Position 0 means "unknown" (e.g. historical logs); logged positions are stored as 1 + rank.
+        self.position_bias = nn.Embedding(config.max_positions + 1, 1, padding_idx=0) if config.position_tower \
+            else None
+
+    def position_logit(self, positions: torch.Tensor) -> torch.Tensor:
+        if self.position_bias is None:
+            return torch.zeros(positions.shape, dtype=torch.float32)
+        return self.position_bias(positions.clamp(0, self.config.max_positions)).squeeze(-1)
 
     def heads(self, user_cat: torch.Tensor, hist_item: torch.Tensor, hist_action: torch.Tensor,
               hist_recency: torch.Tensor, hist_length: torch.Tensor, cand_item: torch.Tensor,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from recdistill.errors import RecDistillError
+from recdistill.features.schema import FeatureSchema
 
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -45,6 +46,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(handle.name, path)
+
+
+def ensure_registry(registry: Path, schema: FeatureSchema) -> None:
+    """Create the registry with its feature schema, or check that it holds the same one."""
+    registry.mkdir(parents=True, exist_ok=True)
+    path = registry / "features.json"
+    if path.exists():
+        FeatureSchema.load(path).require_hash(schema.hash, f"registry {registry}")
+    else:
+        schema.save(path)
 
 
 def publish_version(registry: Path, version: str, onnx_model: bytes, manifest: dict[str, Any]) -> Path:

@@ -6,7 +6,11 @@ import json
 import logging
 import time
 
+from rich.console import Console
 from rich.logging import RichHandler
+
+# Logs and progress bars go to stderr: stdout is for a command's results (JSON, tables).
+STDERR = Console(stderr=True)
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,6 +32,6 @@ def configure_logging(level: int = logging.INFO, json_lines: bool = False) -> No
         handler: logging.Handler = logging.StreamHandler()
         handler.setFormatter(JsonFormatter())
     else:
-        handler = RichHandler(show_path=False, rich_tracebacks=True)
+        handler = RichHandler(console=STDERR, show_path=False, rich_tracebacks=True)
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)

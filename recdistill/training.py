@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from recdistill.data.dataset import PreparedDataset, Task
 from recdistill.evaluation import evaluate
 from recdistill.features.encoder import Encoder, MappedContext
+from recdistill.logs import STDERR
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class Batch:
     labels: torch.Tensor  # [B, C]
     mask: torch.Tensor  # [B, C] bool
     rows: np.ndarray  # positions in the split
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # row-aligned extras, e.g. soft labels
 
 
 @dataclass
@@ -41,6 +43,9 @@ class EncodedSplit:
     labels: np.ndarray  # [N, C]
     user_ids: np.ndarray  # [N]
     encoder: Encoder
+    # Row-aligned arrays carried into every batch ([N, C] ones are cut to the batch's candidates):
+    # teacher soft labels, sample weights, logged positions.
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def build(cls, dataset: PreparedDataset, encoder: Encoder, split: str, task: Task,
@@ -62,8 +67,11 @@ class EncodedSplit:
 
     def batch(self, rows: np.ndarray) -> Batch:
         tensors, mask = self.encoder.assemble([self.contexts[i] for i in rows])
-        labels = self.labels[rows][:, : mask.shape[1]]
-        return Batch(to_torch(tensors), torch.from_numpy(labels), torch.from_numpy(mask), rows)
+        width = mask.shape[1]
+        labels = self.labels[rows][:, :width]
+        extras = {name: torch.from_numpy(np.ascontiguousarray(a[rows][:, :width] if a.ndim == 2 else a[rows]))
+                  for name, a in self.extras.items()}
+        return Batch(to_torch(tensors), torch.from_numpy(labels), torch.from_numpy(mask), rows, extras)
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[Batch]:
         """Batches of similar history length (padding is what long histories cost), in a seeded order.
@@ -139,7 +147,7 @@ def fit(
     steps = (len(train) + batch_size - 1) // batch_size
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[status]}"))
-    with Progress(*columns, transient=True) as progress:
+    with Progress(*columns, transient=True, console=STDERR) as progress:
         for epoch in range(epochs):
             model.train()
             bar = progress.add_task(f"{label} epoch {epoch + 1}/{epochs}", total=steps, status="")

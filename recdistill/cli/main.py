@@ -6,13 +6,14 @@ import logging
 
 import typer
 
-from recdistill.cli import data, student, teacher
+from recdistill.cli import data, student, teacher, worker
 
 app = typer.Typer(help="Rec-Distill: distil a Triton-served teacher into fast ONNX ranking students.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(data.app, name="data")
 app.add_typer(teacher.app, name="teacher")
 app.add_typer(student.app, name="student")
+app.add_typer(worker.app, name="worker")
 
 
 @app.callback()

@@ -1,0 +1,108 @@
+"""The gate every exported student passes before it serves (ONNX parity, holdout quality against the
+active version, ONNX Runtime latency), and promotion through the student server's operator API."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import orjson
+import torch
+
+from distill_worker.export import PARITY_TOLERANCE, parity
+from recdistill.artifact import read_state
+from recdistill.data.synthetic import synthetic_requests
+from recdistill.evaluation import evaluate
+from recdistill.features.encoder import Encoder
+from recdistill.features.request import parse_rank_request
+from recdistill.training import EncodedSplit
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    auc_tolerance: float = 0.002
+    latency_budget_ms: float = 5.0  # p99 of ONNX Runtime on the standard request, 1 thread
+    latency_runs: int = 200
+
+
+@dataclass
+class GateResult:
+    accepted: bool
+    reasons: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _session(model: bytes | Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def onnx_metrics(model: bytes | Path, holdout: EncodedSplit) -> dict[str, float]:
+    session = _session(model)
+    width = holdout.labels.shape[1]
+    scores = np.zeros((len(holdout), width), dtype=np.float32)
+    mask = np.zeros((len(holdout), width), dtype=bool)
+    for batch in holdout.batches(512):
+        out = session.run(None, {k: v.numpy() for k, v in batch.inputs.items()})[0]
+        scores[batch.rows, : out.shape[1]] = out
+        mask[batch.rows, : out.shape[1]] = batch.mask.numpy()
+    return evaluate(holdout.task, holdout.labels, scores, mask, holdout.user_ids)
+
+
+def standard_request(encoder: Encoder) -> dict[str, np.ndarray]:
+    """100 candidates, a history as long as the student's view: the request the latency budget is for."""
+    (body,) = synthetic_requests(1, history_len=encoder.history_len, candidates=100, seed=7)
+    tensors, _ = encoder.encode_requests([parse_rank_request(orjson.dumps(body))])
+    return tensors
+
+
+def gate(onnx_model: bytes, model: torch.nn.Module, probe: dict[str, np.ndarray], holdout: EncodedSplit,
+         registry: Path, config: GateConfig) -> GateResult:
+    result = GateResult(accepted=True)
+    difference = parity(onnx_model, model, probe)
+    result.metrics["parity_max_abs_diff"] = difference
+    if difference > PARITY_TOLERANCE:
+        result.reasons.append(f"ONNX parity {difference:.2e} > {PARITY_TOLERANCE:.0e}")
+    candidate = onnx_metrics(onnx_model, holdout)
+    result.metrics["holdout"] = candidate
+    active = read_state(registry)["active"]
+    if active:
+        active_metrics = onnx_metrics(registry / active / "model.onnx", holdout)
+        result.metrics["active_version"] = active
+        result.metrics["active_holdout"] = active_metrics
+        if candidate["auc"] < active_metrics["auc"] - config.auc_tolerance:
+            result.reasons.append(f"holdout AUC {candidate['auc']:.4f} < active {active} "
+                                  f"{active_metrics['auc']:.4f} - {config.auc_tolerance}")
+    session, request = _session(onnx_model), standard_request(holdout.encoder)
+    timings = []
+    for _ in range(config.latency_runs):
+        started = time.perf_counter()
+        session.run(None, request)
+        timings.append(time.perf_counter() - started)
+    p99 = float(np.percentile(timings, 99) * 1e3)
+    result.metrics["latency_p99_ms"] = p99
+    if p99 > config.latency_budget_ms:
+        result.reasons.append(f"ONNX Runtime p99 {p99:.2f} ms > budget {config.latency_budget_ms} ms")
+    result.accepted = not result.reasons
+    return result
+
+
+def promote(server_url: str, token: str, version: str) -> None:
+    """Stage then activate `version` on the student server; raises with the server's reason."""
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=server_url, headers=headers, timeout=120) as client:
+        for action in ("stage", "activate"):
+            response = client.post(f"/admin/versions/{version}/{action}")
+            if response.status_code != 200:
+                raise RuntimeError(f"{action} {version} refused ({response.status_code}): {response.text[:500]}")
+    logger.info("promoted %s on %s", version, server_url)

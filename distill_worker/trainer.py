@@ -1,0 +1,62 @@
+"""Student training: labels on the serving head plus a weighted distillation term against the
+teacher's soft labels, on the auxiliary head (decoupled, the default) or on the serving head (plain
+KD, for the ablation). With the teacher switched off the same code trains the baseline student.
+
+Batch extras (see `recdistill.training.EncodedSplit.extras`):
+  soft_label [B, C]  the teacher's (debiased) probability per candidate
+  observed   [B, C]  1 where an observed label exists (0: candidates with teacher labels only)
+  weight     [B]     per-example weight (inverse sampling probability)
+  position   [B, C]  logged position + 1 (0: unknown), for the train-only position tower
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from distill_worker.student import StudentModel
+from recdistill.training import Batch
+
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    use_teacher: bool = True
+    head: Literal["aux", "serving"] = "aux"
+    kd_weight: float = 1.0  # free: not tied to sum to one with the label loss
+    kd_loss: Literal["ce", "mse"] = "ce"  # "mse": on logits; its gradient vanishes when predictions saturate
+    unexposed_weight: float = 1.0  # weight of teacher labels on candidates without an observed label
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 2e-3
+    patience: int = 3
+    seed: int = 0
+
+
+def _masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    return (values * weights).sum() / weights.sum().clamp(min=_EPS)
+
+
+def distill_loss(model: StudentModel, batch: Batch, config: DistillConfig) -> torch.Tensor:
+    serving, teacher_head = model.heads(**batch.inputs)
+    mask = batch.mask.float()
+    observed = batch.extras.get("observed", mask) * mask
+    example_weight = batch.extras.get("weight", torch.ones(mask.shape[0])).unsqueeze(1)
+    positions = batch.extras.get("position")
+    serving_train = serving if positions is None else serving + model.position_logit(positions)
+    label_loss = F.binary_cross_entropy_with_logits(serving_train, batch.labels, reduction="none")
+    loss = _masked_mean(label_loss, observed * example_weight)
+    if not config.use_teacher:
+        return loss
+    soft = batch.extras["soft_label"].clamp(_EPS, 1 - _EPS)
+    logits = teacher_head if config.head == "aux" else serving
+    if config.kd_loss == "ce":
+        kd = F.binary_cross_entropy_with_logits(logits, soft, reduction="none")
+    else:
+        kd = (logits - torch.log(soft / (1 - soft))) ** 2
+    kd_weight = torch.where(observed > 0, 1.0, config.unexposed_weight) * mask * example_weight
+    return loss + config.kd_weight * _masked_mean(kd, kd_weight)

@@ -1,0 +1,48 @@
+"""`recdistill worker ...`: the distill worker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="The distill worker: teacher labels -> debiasing -> student training -> promotion.",
+                  no_args_is_help=True)
+
+
+@app.command("run")
+def run_command(
+    mode: str = typer.Option("batch", help="batch (the stream phase is not built yet)."),
+    data: Path = typer.Option(Path("data/ml-100k"), help="Prepared dataset directory."),
+    registry: Path = typer.Option(Path("registry"), help="Model registry to publish into."),
+    state_dir: Path = typer.Option(Path("worker-state"), help="Worker state: soft-label store, checkpoints."),
+    teacher_url: str = typer.Option("127.0.0.1:8001", help="Teacher Triton gRPC HOST:PORT."),
+    teacher_version: str = typer.Option(..., help="Version of the teacher behind that URL (labels are keyed by it)."),
+    server_url: str | None = typer.Option(None, help="Student server to promote to (token: RECDISTILL_ADMIN_TOKEN)."),
+    no_teacher: bool = typer.Option(False, "--no-teacher", help="Train the baseline student on labels only."),
+    head: str = typer.Option("aux", help="aux (decoupled head) or serving (plain KD)."),
+    calibration: str = typer.Option("platt", help="none, platt or isotonic."),
+    max_train_events: int | None = typer.Option(None, help="Only the most recent N training events."),
+    epochs: int = typer.Option(20, min=1),
+    seed: int = typer.Option(0),
+) -> None:
+    """Run a phase of the worker and print its report (JSON)."""
+    from distill_worker.batch import run_batch
+    from distill_worker.settings import TeacherClientSettings, WorkerSettings
+    from distill_worker.trainer import DistillConfig
+
+    if mode != "batch":
+        raise typer.BadParameter("only --mode batch is available so far", param_hint="--mode")
+    if head not in ("aux", "serving"):
+        raise typer.BadParameter("head must be aux or serving", param_hint="--head")
+    if calibration not in ("none", "platt", "isotonic"):
+        raise typer.BadParameter("calibration must be none, platt or isotonic", param_hint="--calibration")
+    settings = WorkerSettings(data=data, registry=registry, state_dir=state_dir, server_url=server_url,
+                              calibration=calibration, max_train_events=max_train_events,
+                              version_prefix="baseline" if no_teacher else "student")
+    teacher = TeacherClientSettings(url=teacher_url, teacher_version=teacher_version)
+    distill = DistillConfig(use_teacher=not no_teacher, head=head, epochs=epochs, seed=seed)  # type: ignore[arg-type]
+    report = asyncio.run(run_batch(settings, teacher, distill))
+    print(json.dumps(report, indent=1, default=str))

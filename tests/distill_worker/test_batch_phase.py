@@ -1,0 +1,87 @@
+"""The batch phase against a real Triton teacher and a real student server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from distill_worker.batch import publish_and_promote, run_batch
+from distill_worker.promote import GateConfig
+from distill_worker.settings import TeacherClientSettings, WorkerSettings
+from distill_worker.student import StudentConfig, StudentModel
+from distill_worker.trainer import DistillConfig
+from recdistill.artifact import read_manifest, read_state
+from recdistill.data.dataset import PreparedDataset
+from recdistill.features.encoder import Encoder
+from recdistill.training import EncodedSplit
+from tests.student_server.conftest import TOKEN, make_settings, run_server
+from tests.teacher_service.conftest import RunningTriton
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_batch_phase_labels_trains_gates_and_promotes(
+    triton_teacher: RunningTriton, ml100k: PreparedDataset, registry: Path, tmp_path: Path
+) -> None:
+    settings = WorkerSettings(data=ml100k.directory, registry=registry, state_dir=tmp_path / "state",
+                              max_train_events=3_000, admin_token=TOKEN)
+    teacher = TeacherClientSettings(url=triton_teacher.grpc_url, teacher_version="tiny-1")
+    distill = DistillConfig(epochs=2, patience=1)
+    async with run_server(make_settings(registry, tmp_path)) as server, \
+            httpx.AsyncClient(base_url=server.http_url) as client:
+        settings.server_url = server.http_url
+        report = await run_batch(settings, teacher, distill, StudentConfig(), GateConfig(auc_tolerance=1.0))
+        version = report["published"]
+        assert version is not None, report["gate"]
+        served = await client.post("/v1/rank", content=(Path(__file__).parents[2] / "examples" /
+                                                        "rank_request.json").read_bytes())
+        assert served.json()["model_version"] == version
+    assert read_state(registry)["active"] == version
+    manifest = read_manifest(registry, version)
+    assert manifest["teacher_version"] == "tiny-1"
+    assert manifest["metrics"]["parity_max_abs_diff"] <= 1e-5
+    assert report["gate"]["accepted"]
+    assert report["label_hit_rate"] == 0.0
+    assert np.isfinite(report["calibration"]["ece_after"])
+    assert np.isfinite(report["test"]["auc"])
+
+    # A second labelling pass (another student, or a restart) is served from the store.
+    again = await run_batch(settings.model_copy(update={"server_url": None}), teacher,
+                            DistillConfig(epochs=1, patience=1), StudentConfig(), GateConfig(auc_tolerance=1.0))
+    assert again["label_hit_rate"] == 1.0
+
+
+def test_a_worse_model_is_not_promoted(ml100k: PreparedDataset, registry: Path, tmp_path: Path) -> None:
+    holdout = EncodedSplit.build(ml100k, Encoder(ml100k.schema, "student"), "valid", "slate", limit=2_000)
+    settings = WorkerSettings(data=ml100k.directory, registry=registry, state_dir=tmp_path / "state")
+    state_before = read_state(registry)
+    # Worse than the active v1 by construction: every candidate gets the same score.
+    torch.manual_seed(0)
+    constant = StudentModel(ml100k.schema, StudentConfig())
+    with torch.no_grad():
+        for parameter in constant.serving_head.parameters():
+            parameter.zero_()
+    report: dict = {}
+    version = publish_and_promote(settings, constant.eval(), holdout, report, GateConfig(auc_tolerance=0.0))
+    active_auc = report["gate"]["metrics"]["active_holdout"]["auc"]
+    assert active_auc > 0.5, "the active version ranks better than chance on the holdout"
+    assert version is None
+    assert any("holdout AUC" in reason for reason in report["gate"]["reasons"])
+    assert read_state(registry) == state_before
+    assert sorted(p.name for p in registry.iterdir() if p.is_dir()) == ["v1", "v2"]
+
+
+def test_the_latency_gate_refuses_a_slow_model(ml100k: PreparedDataset, registry: Path, tmp_path: Path) -> None:
+    holdout = EncodedSplit.build(ml100k, Encoder(ml100k.schema, "student"), "valid", "slate", limit=500)
+    settings = WorkerSettings(data=ml100k.directory, registry=tmp_path / "empty-registry",
+                              state_dir=tmp_path / "state")
+    report: dict = {}
+    model = StudentModel(ml100k.schema, StudentConfig()).eval()
+    assert publish_and_promote(settings, model, holdout, report, GateConfig(latency_budget_ms=1e-6)) is None
+    assert any("p99" in reason for reason in report["gate"]["reasons"])
+    assert json.dumps(report["gate"])  # the reason is reportable as it is

@@ -3,6 +3,7 @@ labels, train the student, export it, gate it and promote it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -63,7 +64,8 @@ async def run_batch(settings: WorkerSettings, teacher: TeacherClientSettings, di
     dataset = PreparedDataset(settings.data)
     negatives = settings.observed_negatives + settings.teacher_negatives
     train = _student_split(dataset, "train", negatives, settings.max_train_events)
-    valid = _student_split(dataset, "valid", None)  # all logged negatives, as the teacher is evaluated
+    # All logged negatives, as the teacher is evaluated.
+    valid = _student_split(dataset, "valid", None, settings.max_holdout_events)
     observed = np.zeros(train.labels.shape, dtype=np.float32)
     observed[:, : 1 + settings.observed_negatives] = 1.0
     train.extras["observed"] = observed
@@ -85,7 +87,16 @@ async def run_batch(settings: WorkerSettings, teacher: TeacherClientSettings, di
         report["calibration"] = {"method": calibration.method, "ece_before": calibration.ece_before,
                                  "ece_after": calibration.ece_after}
     model = StudentModel(dataset.schema, student_config or StudentConfig())
+    # Training, export and gating are CPU work: off the event loop.
+    await asyncio.to_thread(_train_and_publish, settings, dataset, model, train, valid, distill, report,
+                            gate_config or GateConfig())
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    return report
 
+
+def _train_and_publish(settings: WorkerSettings, dataset: PreparedDataset, model: StudentModel,
+                       train: EncodedSplit, valid: EncodedSplit, distill: DistillConfig, report: dict[str, Any],
+                       gate_config: GateConfig) -> None:
     def score(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(**inputs)
 
@@ -94,10 +105,8 @@ async def run_batch(settings: WorkerSettings, teacher: TeacherClientSettings, di
                  label="student" if distill.use_teacher else "baseline student")
     report["best_epoch"] = result.best_epoch
     report["valid"] = evaluate_split(score, valid)
-    report["test"] = evaluate_split(score, _student_split(dataset, "test", None))
-    report["published"] = publish_and_promote(settings, model, valid, report, gate_config or GateConfig())
-    report["seconds"] = round(time.perf_counter() - started, 1)
-    return report
+    report["test"] = evaluate_split(score, _student_split(dataset, "test", None, settings.max_holdout_events))
+    report["published"] = publish_and_promote(settings, model, valid, report, gate_config)
 
 
 def publish_and_promote(settings: WorkerSettings, model: StudentModel, holdout: EncodedSplit,

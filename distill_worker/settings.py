@@ -48,5 +48,6 @@ class WorkerSettings(BaseSettings):
     observed_negatives: int = 4  # sampled negatives with a hard label (0)
     teacher_negatives: int = 4  # further never-rated items that get only a teacher label
     max_train_events: int | None = None
+    max_holdout_events: int | None = None  # the most recent N events of the valid and test windows
     calibration: str = "platt"  # none | platt | isotonic
     version_prefix: str = "student"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -13,6 +17,8 @@ from distill_worker.student import StudentConfig, StudentModel
 from recdistill.artifact import write_state
 from recdistill.data.dataset import PreparedDataset
 from recdistill.features.encoder import Encoder
+from teacher_service.launcher import teacher_process
+from teacher_service.train import TeacherTrainConfig, train_teacher
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +56,28 @@ def registry(registry_template: Path, tmp_path: Path) -> Path:
     target = tmp_path / "registry"
     shutil.copytree(registry_template, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(ml100k: PreparedDataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("teacher") / "checkpoint"
+    train_teacher(ml100k.directory, out, TeacherTrainConfig(task="slate", size="tiny", epochs=1,
+                                                           max_train_events=3_000, train_negatives=4))
+    return out
+
+
+@dataclass
+class RunningTriton:
+    grpc_url: str
+    metrics_url: str
+
+
+@pytest.fixture(scope="session")
+def triton_teacher(tiny_teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTriton]:
+    log = tmp_path_factory.mktemp("triton") / "teacher.log"
+    # The launcher must fix the library path itself: start the server without one.
+    with mock.patch.dict(os.environ, {"LD_LIBRARY_PATH": ""}), teacher_process(tiny_teacher, log_path=log) as (
+        endpoints, process
+    ):
+        yield RunningTriton(endpoints.grpc_url, endpoints.metrics_url)
+    assert process.returncode == 0, f"teacher serve must exit cleanly on SIGTERM; see {log}"

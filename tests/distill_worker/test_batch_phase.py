@@ -19,8 +19,8 @@ from recdistill.artifact import read_manifest, read_state
 from recdistill.data.dataset import PreparedDataset
 from recdistill.features.encoder import Encoder
 from recdistill.training import EncodedSplit
+from tests.conftest import RunningTriton
 from tests.student_server.conftest import TOKEN, make_settings, run_server
-from tests.teacher_service.conftest import RunningTriton
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +29,7 @@ async def test_batch_phase_labels_trains_gates_and_promotes(
     triton_teacher: RunningTriton, ml100k: PreparedDataset, registry: Path, tmp_path: Path
 ) -> None:
     settings = WorkerSettings(data=ml100k.directory, registry=registry, state_dir=tmp_path / "state",
-                              max_train_events=3_000, admin_token=TOKEN)
+                              max_train_events=3_000, max_holdout_events=2_000, admin_token=TOKEN)
     teacher = TeacherClientSettings(url=triton_teacher.grpc_url, teacher_version="tiny-1")
     distill = DistillConfig(epochs=2, patience=1)
     async with run_server(make_settings(registry, tmp_path)) as server, \

@@ -18,7 +18,7 @@ from recdistill.data.dataset import PreparedDataset
 from recdistill.features.encoder import Encoder, MappedContext
 from teacher_service.checkpoint import load_checkpoint
 from teacher_service.launcher import free_port, teacher_process
-from tests.teacher_service.conftest import RunningTriton
+from tests.conftest import RunningTriton
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from recdistill.features.encoder import MODEL_INPUTS, Encoder
 from recdistill.features.request import parse_rank_request
 from teacher_service.checkpoint import load_checkpoint
 from teacher_service.client import infer_inputs, score
-from tests.teacher_service.conftest import RunningTriton
+from tests.conftest import RunningTriton
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]

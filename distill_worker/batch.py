@@ -9,6 +9,7 @@ import os
 import time
 import uuid
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from recdistill.training import EncodedSplit, evaluate_split, fit
 
 logger = logging.getLogger(__name__)
 LABEL_CHUNK = 4_096
+BATCH_STUDENT = "student-batch.pt"
 
 
 async def teacher_labels(dataset: PreparedDataset, event_ids: np.ndarray, negatives: int,
@@ -107,6 +109,24 @@ def _train_and_publish(settings: WorkerSettings, dataset: PreparedDataset, model
     report["valid"] = evaluate_split(score, valid)
     report["test"] = evaluate_split(score, _student_split(dataset, "test", None, settings.max_holdout_events))
     report["published"] = publish_and_promote(settings, model, valid, report, gate_config)
+    save_student(settings.state_dir / BATCH_STUDENT, model)
+
+
+def save_student(path: Path, model: StudentModel) -> None:
+    """The batch phase's student, from which the streaming phase continues."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"config": model.config.to_dict(), "model": model.state_dict()}, tmp)
+    os.replace(tmp, path)
+
+
+def load_student(path: Path, dataset: PreparedDataset) -> StudentModel | None:
+    if not path.exists():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    model = StudentModel(dataset.schema, StudentConfig.from_dict(saved["config"]))
+    model.load_state_dict(saved["model"])
+    return model
 
 
 def publish_and_promote(settings: WorkerSettings, model: StudentModel, holdout: EncodedSplit,

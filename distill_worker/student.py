@@ -24,7 +24,7 @@ class StudentConfig(ModelConfig):
     dropout: float = 0.1
     oov_dropout: float = 0.05
     # A train-only tower that absorbs the logged position's effect on labels; not exported.
-    position_tower: bool = False
+    position_tower: bool = True
     max_positions: int = 1_000
 
 

@@ -14,7 +14,11 @@ app = typer.Typer(help="The distill worker: teacher labels -> debiasing -> stude
 
 @app.command("run")
 def run_command(
-    mode: str = typer.Option("batch", help="batch (the stream phase is not built yet)."),
+    mode: str = typer.Option("batch", help="batch (historical window) or stream (sampled live traffic)."),
+    samples: Path = typer.Option(Path("samples"), help="stream: the student server's sample log directory."),
+    steps: int | None = typer.Option(None, help="stream: stop after N steps (default: until Ctrl-C)."),
+    join_window_s: float = typer.Option(60.0, help="stream: how long feedback is awaited after a request."),
+    export_every: int = typer.Option(1_000, help="stream: trained examples between export attempts."),
     data: Path = typer.Option(Path("data/ml-100k"), help="Prepared dataset directory."),
     registry: Path = typer.Option(Path("registry"), help="Model registry to publish into."),
     state_dir: Path = typer.Option(Path("worker-state"), help="Worker state: soft-label store, checkpoints."),
@@ -33,8 +37,8 @@ def run_command(
     from distill_worker.settings import TeacherClientSettings, WorkerSettings
     from distill_worker.trainer import DistillConfig
 
-    if mode != "batch":
-        raise typer.BadParameter("only --mode batch is available so far", param_hint="--mode")
+    if mode not in ("batch", "stream"):
+        raise typer.BadParameter("mode must be batch or stream", param_hint="--mode")
     if head not in ("aux", "serving"):
         raise typer.BadParameter("head must be aux or serving", param_hint="--head")
     if calibration not in ("none", "platt", "isotonic"):
@@ -44,5 +48,11 @@ def run_command(
                               version_prefix="baseline" if no_teacher else "student")
     teacher = TeacherClientSettings(url=teacher_url, teacher_version=teacher_version)
     distill = DistillConfig(use_teacher=not no_teacher, head=head, epochs=epochs, seed=seed)  # type: ignore[arg-type]
-    report = asyncio.run(run_batch(settings, teacher, distill))
+    if mode == "batch":
+        report = asyncio.run(run_batch(settings, teacher, distill))
+    else:
+        from distill_worker.stream import StreamConfig, stream_main
+
+        report = asyncio.run(stream_main(settings, teacher, distill, samples, steps,
+                                         StreamConfig(join_window_s=join_window_s, export_every=export_every)))
     print(json.dumps(report, indent=1, default=str))

@@ -1,0 +1,126 @@
+"""The streaming phase on real sampled traffic: a real student server writes the sample log, a real
+Triton teacher labels, the worker trains incrementally, survives kills, and promotes."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import httpx
+import pytest
+
+from distill_worker.batch import publish_and_promote
+from distill_worker.labels import LabelStore
+from distill_worker.promote import GateConfig
+from distill_worker.settings import TeacherClientSettings, WorkerSettings
+from distill_worker.stream import CONSUMER, StreamConfig, StreamWorker, stream_main
+from distill_worker.teacher_client import TeacherClient
+from distill_worker.trainer import DistillConfig
+from recdistill.artifact import read_state
+from recdistill.data.dataset import PreparedDataset
+from recdistill.features.encoder import Encoder
+from recdistill.samplelog import SampleLog
+from recdistill.training import EncodedSplit
+from tests.conftest import RunningTriton
+from tests.student_server.conftest import TOKEN, make_settings, run_server
+
+pytestmark = pytest.mark.e2e
+FAR_FUTURE = math.inf
+
+
+async def _replay(client: httpx.AsyncClient, dataset: PreparedDataset, events: list[int],
+                  feedback_for: set[int]) -> None:
+    for event in events:
+        body = dataset.to_request(event, "slate", negatives=9)
+        assert (await client.post("/v1/rank", json=body)).status_code == 200
+        if event in feedback_for:
+            item = body["candidates"][0]["item_id"]
+            feedback = {"request_id": body["request_id"], "item_id": item, "label": 1}
+            assert (await client.post("/v1/feedback", json=feedback)).status_code == 202
+
+
+def _total_records(root: Path) -> int:
+    return sum(SampleLog(p).end_offset() for p in root.iterdir() if p.is_dir())
+
+
+async def test_stream_trains_each_record_once_across_kills_and_promotes(
+    triton_teacher: RunningTriton, ml100k: PreparedDataset, registry: Path, tmp_path: Path
+) -> None:
+    events = ml100k.split("test")[:60].tolist()
+    first, second = events[:30], events[30:]
+    samples, state_dir = tmp_path / "samples", tmp_path / "worker"
+    teacher = TeacherClient(TeacherClientSettings(url=triton_teacher.grpc_url, teacher_version="tiny-1"),
+                            Encoder(ml100k.schema, "teacher"))
+    store = LabelStore(state_dir / "labels.sqlite")
+    distill, config = DistillConfig(), StreamConfig(join_window_s=0.0, export_every=50)
+    holdout = EncodedSplit.build(ml100k, Encoder(ml100k.schema, "student"), "valid", "slate", limit=1_000)
+    settings = make_settings(registry, tmp_path, sampling_rate=1.0)
+    worker_settings = WorkerSettings(data=ml100k.directory, registry=registry, state_dir=state_dir,
+                                     server_url=f"http://{settings.host}:{settings.port}",
+                                     admin_token=TOKEN)
+
+    def publisher(model):  # noqa: ANN001, ANN202
+        return publish_and_promote(worker_settings, model, holdout, {}, GateConfig(auc_tolerance=1.0))
+
+    def new_worker() -> StreamWorker:
+        return StreamWorker(ml100k, samples, state_dir, teacher, store, distill, config, publisher=publisher)
+
+    try:
+        async with run_server(settings) as server, httpx.AsyncClient(base_url=server.http_url) as client:
+            await _replay(client, ml100k, first, feedback_for=set(first[:10]))
+            worker = new_worker()
+            step = await worker.step(now=FAR_FUTURE)
+            assert step["trained"] == 30
+            assert worker.state.feedback_joined == 10
+
+            await _replay(client, ml100k, second, feedback_for=set(second[:5]))
+            # Killed after training but before its checkpoint: the next worker redoes that work.
+            crashed = new_worker()
+            crashed.consume()
+            await crashed.train_ready(FAR_FUTURE)
+            del crashed
+            # Killed after the checkpoint but before committing the offsets to the log.
+            resumed = new_worker()
+            assert resumed.state.examples_trained == 30
+            resumed.consume()
+            assert await resumed.train_ready(FAR_FUTURE) == 30
+            resumed.checkpoint()
+            del resumed
+            final = new_worker()
+            step = await final.step(now=FAR_FUTURE)
+            assert step["read"] == 0
+            assert step["trained"] == 0
+            state = final.state
+            assert state.examples_trained == 60, "every sampled request trained exactly once"
+            assert state.records_consumed == _total_records(samples) == 60 + 15
+            assert state.feedback_joined == 15
+            assert state.waiting == {}
+            for partition, offset in state.offsets.items():
+                assert SampleLog(samples / partition).committed(CONSUMER) == offset
+
+            # Feedback for a request that was trained already is counted as late, not silently joined.
+            late = {"request_id": f"event-{first[-1]}", "item_id": "1", "label": 1}
+            assert (await client.post("/v1/feedback", json=late)).status_code == 202
+            await final.step(now=FAR_FUTURE)
+            assert final.state.late_feedback == 1
+
+            # 60 trained examples >= export_every: a version was exported, gated, published and promoted.
+            published = await final.step(now=FAR_FUTURE)
+            versions = final.state.versions_promoted
+            assert versions, published
+            check = ml100k.to_request(events[0], "slate") | {"request_id": "after-promotion"}
+            served = await client.post("/v1/rank", json=check)
+            assert served.json()["model_version"] == versions[-1] == read_state(registry)["active"]
+    finally:
+        await teacher.close()
+        store.close()
+
+    # The CLI's entry point, from scratch on the same log (labels come from the store written above).
+    fresh = worker_settings.model_copy(update={"state_dir": tmp_path / "worker-2", "server_url": None,
+                                               "max_holdout_events": 500})
+    (tmp_path / "worker-2").mkdir()
+    (state_dir / "labels.sqlite").rename(tmp_path / "worker-2" / "labels.sqlite")
+    report = await stream_main(fresh, TeacherClientSettings(url=triton_teacher.grpc_url, teacher_version="tiny-1"),
+                               distill, samples, steps=1, config=StreamConfig(join_window_s=0.0))
+    assert report["examples_trained"] == 61  # the 60 replayed requests and the check after the promotion
+    assert report["label_hit_rate"] == pytest.approx(60 / 61)  # only the check request is new to the store

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
-from distill_worker.debias import Calibration
+from distill_worker.debias import Calibration, to_sampled_space
 from distill_worker.export import export_onnx
 from distill_worker.labels import LabelRequest, LabelStore
 from distill_worker.promote import GateConfig, gate, promote
@@ -85,7 +85,12 @@ async def run_batch(settings: WorkerSettings, teacher: TeacherClientSettings, di
             report["label_hit_rate"] = store.hit_rate
             store.close()
         calibration = Calibration(settings.calibration, teacher.teacher_version).fit(fresh, valid.labels)  # type: ignore[arg-type]
-        train.extras["soft_label"] = calibration.transform(soft)
+        soft = calibration.transform(soft)
+        if settings.sampling_correction:
+            keep_rate = settings.observed_negatives / dataset.manifest["slate_negatives"]
+            soft = to_sampled_space(soft, keep_rate)
+            report["sampling_correction"] = {"negative_keep_rate": keep_rate}
+        train.extras["soft_label"] = soft
         report["calibration"] = {"method": calibration.method, "ece_before": calibration.ece_before,
                                  "ece_after": calibration.ece_after}
     model = StudentModel(dataset.schema, student_config or StudentConfig())

@@ -50,4 +50,6 @@ class WorkerSettings(BaseSettings):
     max_train_events: int | None = None
     max_holdout_events: int | None = None  # the most recent N events of the valid and test windows
     calibration: str = "platt"  # none | platt | isotonic
+    # Map calibrated teacher probabilities (full slates) into the student's negative-sampled space.
+    sampling_correction: bool = True
     version_prefix: str = "student"

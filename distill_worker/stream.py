@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from prometheus_client import Counter, Gauge
 
 from distill_worker.debias import inverse_propensity_weights
 from distill_worker.labels import LabelRequest, LabelStore
@@ -36,6 +37,9 @@ from recdistill.training import Batch, to_torch
 
 logger = logging.getLogger(__name__)
 CONSUMER = "distill-worker"
+RECORDS = Counter("recdistill_worker_records_consumed", "Sample-log records consumed", ["kind"])
+TRAIN_LOSS = Gauge("recdistill_worker_train_loss", "Loss of the last incremental update")
+PROMOTIONS = Counter("recdistill_worker_promotions", "Exported students by gate outcome", ["outcome"])
 
 
 @dataclass
@@ -121,6 +125,7 @@ class StreamWorker:
         return read
 
     def _take(self, record: dict[str, Any]) -> None:
+        RECORDS.labels(kind=record["kind"]).inc()
         if record["kind"] == "request":
             self.state.waiting[record["request_id"]] = record
         elif record["kind"] == "feedback":
@@ -188,6 +193,7 @@ class StreamWorker:
             loss.backward()
             self.optimizer.step()
             self.model.eval()
+            TRAIN_LOSS.set(loss.item())
             for record in chunk:
                 request_id = record["request_id"]
                 self.state.waiting.pop(request_id)
@@ -207,6 +213,7 @@ class StreamWorker:
         if self.publisher is not None and self.state.since_export >= self.config.export_every:
             version = await asyncio.to_thread(self.publisher, self.model)
             self.state.since_export = 0
+            PROMOTIONS.labels(outcome="promoted" if version else "refused").inc()
             if version:
                 self.state.versions_promoted.append(version)
         self.checkpoint()

@@ -122,3 +122,22 @@ async def test_label_store_is_write_once_and_survives_a_restart(
         restarted.close()
     finally:
         await client.close()
+
+
+def test_debiasing_pieces_do_what_they_say() -> None:
+    from distill_worker.debias import Calibration, inverse_propensity_weights, to_sampled_space
+    from recdistill.metrics import ece
+
+    rng = np.random.default_rng(0)
+    truth = rng.random(20_000)
+    labels = (rng.random(20_000) < truth).astype(float)
+    overconfident = np.clip(truth**3, 1e-4, 1)  # a mis-calibrated teacher
+    for method in ("platt", "isotonic"):
+        calibration = Calibration(method, "t").fit(overconfident, labels)
+        assert calibration.ece_after < calibration.ece_before / 2
+        assert ece(labels, calibration.transform(overconfident)) == pytest.approx(calibration.ece_after)
+    weights = inverse_propensity_weights(np.array([0.1, 0.5, 1.0]))
+    assert weights.mean() == pytest.approx(1.0)
+    assert weights[0] / weights[2] == pytest.approx(10.0)
+    # With negatives kept at rate r the odds grow by 1 / r.
+    assert to_sampled_space(np.array([0.2]), 0.25)[0] == pytest.approx(0.5)

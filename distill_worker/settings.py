@@ -17,6 +17,8 @@ class TeacherClientSettings(BaseSettings):
     model_name: str = "teacher"
     # The teacher is a black box: its version is what the operator says it serves.
     teacher_version: str = "unknown"
+    # End of the teacher's training window (unix seconds), from its manifest: the lag metric's origin.
+    teacher_data_end_ts: float | None = None
     max_batch_rows: int = Field(default=64, ge=1)
     max_wait_ms: float = Field(default=5.0, ge=0)
     max_concurrency: int = Field(default=4, ge=1)

@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 CONSUMER = "distill-worker"
 RECORDS = Counter("recdistill_worker_records_consumed", "Sample-log records consumed", ["kind"])
 TRAIN_LOSS = Gauge("recdistill_worker_train_loss", "Loss of the last incremental update")
+TEACHER_LAG = Gauge("recdistill_worker_teacher_lag_seconds",
+                    "Time between the end of the teacher's training window and the newest request labelled")
 PROMOTIONS = Counter("recdistill_worker_promotions", "Exported students by gate outcome", ["outcome"])
 
 
@@ -183,6 +185,8 @@ class StreamWorker:
             batch, label_requests = self._examples(chunk)
             if self.distill.use_teacher:
                 soft = await self.store.label(label_requests, self.teacher)
+                if self.teacher.settings.teacher_data_end_ts is not None:
+                    TEACHER_LAG.set(chunk[-1]["request_ts"] - self.teacher.settings.teacher_data_end_ts)
                 padded = np.zeros(batch.labels.shape, dtype=np.float32)
                 for row, values in enumerate(soft):
                     padded[row, : len(values)] = values

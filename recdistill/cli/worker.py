@@ -24,6 +24,8 @@ def run_command(
     state_dir: Path = typer.Option(Path("worker-state"), help="Worker state: soft-label store, checkpoints."),
     teacher_url: str = typer.Option("127.0.0.1:8001", help="Teacher Triton gRPC HOST:PORT."),
     teacher_version: str = typer.Option(..., help="Version of the teacher behind that URL (labels are keyed by it)."),
+    teacher_data_end_ts: float | None = typer.Option(None, help="End of the teacher's training window (its "
+                                                     "manifest's data_window.train_end_ts), for the lag metric."),
     server_url: str | None = typer.Option(None, help="Student server to promote to (token: RECDISTILL_ADMIN_TOKEN)."),
     no_teacher: bool = typer.Option(False, "--no-teacher", help="Train the baseline student on labels only."),
     head: str = typer.Option("aux", help="aux (decoupled head) or serving (plain KD)."),
@@ -46,7 +48,8 @@ def run_command(
     settings = WorkerSettings(data=data, registry=registry, state_dir=state_dir, server_url=server_url,
                               calibration=calibration, max_train_events=max_train_events,
                               version_prefix="baseline" if no_teacher else "student")
-    teacher = TeacherClientSettings(url=teacher_url, teacher_version=teacher_version)
+    teacher = TeacherClientSettings(url=teacher_url, teacher_version=teacher_version,
+                                    teacher_data_end_ts=teacher_data_end_ts)
     distill = DistillConfig(use_teacher=not no_teacher, head=head, epochs=epochs, seed=seed)  # type: ignore[arg-type]
     if mode == "batch":
         report = asyncio.run(run_batch(settings, teacher, distill))

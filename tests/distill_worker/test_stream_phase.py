@@ -21,6 +21,7 @@ from recdistill.data.dataset import PreparedDataset
 from recdistill.features.encoder import Encoder
 from recdistill.samplelog import SampleLog
 from recdistill.training import EncodedSplit
+from teacher_service.launcher import free_port
 from tests.conftest import RunningTriton
 from tests.student_server.conftest import TOKEN, make_settings, run_server
 
@@ -124,3 +125,40 @@ async def test_stream_trains_each_record_once_across_kills_and_promotes(
                                distill, samples, steps=1, config=StreamConfig(join_window_s=0.0))
     assert report["examples_trained"] == 61  # the 60 replayed requests and the check after the promotion
     assert report["label_hit_rate"] == pytest.approx(60 / 61)  # only the check request is new to the store
+
+
+async def test_teacher_down_fails_the_step_and_loses_nothing(
+    triton_teacher: RunningTriton, ml100k: PreparedDataset, registry: Path, tmp_path: Path
+) -> None:
+    from distill_worker.teacher_client import TeacherError
+
+    events = ml100k.split("test")[100:120].tolist()
+    samples, state_dir = tmp_path / "samples", tmp_path / "worker"
+    async with run_server(make_settings(registry, tmp_path, sampling_rate=1.0)) as server, \
+            httpx.AsyncClient(base_url=server.http_url) as client:
+        await _replay(client, ml100k, events, feedback_for=set(events[:4]))
+    store = LabelStore(state_dir / "labels.sqlite")
+    encoder = Encoder(ml100k.schema, "teacher")
+    dead = TeacherClient(TeacherClientSettings(url=f"127.0.0.1:{free_port()}", retries=1, backoff_base_s=0.05,
+                                               timeout_s=2), encoder)
+    config = StreamConfig(join_window_s=0.0)
+    worker = StreamWorker(ml100k, samples, state_dir, dead, store, DistillConfig(), config)
+    with pytest.raises(TeacherError):
+        await worker.step(now=FAR_FUTURE)
+    await dead.close()
+    assert not (state_dir / "stream.pt").exists(), "a failed step leaves no checkpoint behind"
+    live = TeacherClient(TeacherClientSettings(url=triton_teacher.grpc_url, teacher_version="tiny-1",
+                                               teacher_data_end_ts=0.0), encoder)
+    try:
+        recovered = StreamWorker(ml100k, samples, state_dir, live, store, DistillConfig(), config)
+        step = await recovered.step(now=FAR_FUTURE)
+    finally:
+        await live.close()
+        store.close()
+    assert step["trained"] == 20
+    assert recovered.state.records_consumed == _total_records(samples) == 24
+    assert recovered.state.feedback_joined == 4
+    from distill_worker.stream import TEACHER_LAG
+
+    newest = max(ml100k.events["timestamp"].to_numpy()[events])
+    assert TEACHER_LAG._value.get() == pytest.approx(newest)  # lag from a training window ending at 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 import uuid
@@ -107,6 +108,11 @@ def _train_and_publish(settings: WorkerSettings, dataset: PreparedDataset, model
     def score(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(**inputs)
 
+    # The student's output gets the same sampling correction as the teacher's labels (a constant
+    # logit shift: rankings and AUC are unchanged, calibration on full slates is restored).
+    if settings.sampling_correction:
+        keep_rate = settings.observed_negatives / dataset.manifest["slate_negatives"]
+        model.serving_logit_offset.fill_(math.log(keep_rate))
     result = fit(model, train, valid, lambda m, b: distill_loss(m, b, distill), score, epochs=distill.epochs,
                  batch_size=distill.batch_size, lr=distill.lr, patience=distill.patience, seed=distill.seed,
                  label="student" if distill.use_teacher else "baseline student")

@@ -38,6 +38,9 @@ class StudentModel(nn.Module):
         self.bottom = mlp([features, *config.hidden], config.dropout)
         self.serving_head = nn.Linear(config.hidden[-1], 1)
         self.teacher_head = nn.Linear(config.hidden[-1], 1)
+        # Added to the serving logit in the exported graph only: maps a student trained on
+        # negative-sampled data back to the full traffic (log of the negative keep rate).
+        self.register_buffer("serving_logit_offset", torch.zeros(()))
         # Position 0 means "unknown" (e.g. historical logs); logged positions are stored as 1 + rank.
         self.position_bias = nn.Embedding(config.max_positions + 1, 1, padding_idx=0) if config.position_tower \
             else None
@@ -65,4 +68,4 @@ class StudentModel(nn.Module):
         """Serving probabilities [B, C]: the exported graph."""
         serving, _ = self.heads(user_cat, hist_item, hist_action, hist_recency, hist_length, cand_item,
                                 cand_genres, cand_year)
-        return torch.sigmoid(serving)
+        return torch.sigmoid(serving + self.serving_logit_offset)

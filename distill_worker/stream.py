@@ -25,6 +25,7 @@ from prometheus_client import Counter, Gauge
 
 from distill_worker.debias import inverse_propensity_weights
 from distill_worker.labels import LabelRequest, LabelStore
+from distill_worker.promote import GateConfig
 from distill_worker.settings import TeacherClientSettings, WorkerSettings
 from distill_worker.student import StudentConfig, StudentModel
 from distill_worker.teacher_client import TeacherClient
@@ -235,10 +236,10 @@ async def run_stream(worker: StreamWorker, steps: int | None, idle_s: float = 1.
 
 
 async def stream_main(settings: WorkerSettings, teacher_settings: TeacherClientSettings, distill: DistillConfig,
-                      samples: Path, steps: int | None, config: StreamConfig) -> dict[str, Any]:
+                      samples: Path, steps: int | None, config: StreamConfig,
+                      gate_config: GateConfig | None = None) -> dict[str, Any]:
     """The `worker run --mode stream` job: continue from the batch student (or the last checkpoint)."""
     from distill_worker.batch import BATCH_STUDENT, load_student, publish_and_promote
-    from distill_worker.promote import GateConfig
     from recdistill.training import EncodedSplit
 
     dataset = PreparedDataset(settings.data)
@@ -251,7 +252,7 @@ async def stream_main(settings: WorkerSettings, teacher_settings: TeacherClientS
         initial_model=load_student(settings.state_dir / BATCH_STUDENT, dataset),
         publisher=lambda model: publish_and_promote(settings, model, holdout,
                                                     {"teacher_version": teacher_settings.teacher_version},
-                                                    GateConfig()),
+                                                    gate_config or GateConfig()),
     )
     try:
         await run_stream(worker, steps)

@@ -31,9 +31,10 @@ TEACHER_LATENCY = Histogram("recdistill_worker_teacher_seconds", "Latency of one
 TEACHER_ROWS = Counter("recdistill_worker_teacher_rows", "Contexts sent to the teacher")
 TEACHER_RETRIES = Counter("recdistill_worker_teacher_retries", "Retried Triton requests")
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED")
-# While Triton (re)starts, the port answers before the model is loaded; a wrong model name ends up
-# here too and fails after the retries with this message.
-NOT_LOADED = "has no available versions"
+# While Triton (re)starts, the port answers before the model is registered ("... is not found") or
+# loaded ("... has no available versions"); a wrong model name ends up here too and fails after the
+# retries with this message.
+NOT_LOADED = "Request for unknown model"
 
 
 class TeacherError(RecDistillError):

@@ -162,3 +162,31 @@ async def test_teacher_down_fails_the_step_and_loses_nothing(
 
     newest = max(ml100k.events["timestamp"].to_numpy()[events])
     assert TEACHER_LAG._value.get() == pytest.approx(newest)  # lag from a training window ending at 0
+
+
+async def test_batch_then_stream_promotes_twice(
+    triton_teacher: RunningTriton, ml100k: PreparedDataset, registry: Path, tmp_path: Path
+) -> None:
+    from distill_worker.batch import BATCH_STUDENT, run_batch
+
+    state_dir = tmp_path / "worker"
+    server_settings = make_settings(registry, tmp_path, sampling_rate=1.0)
+    url = f"http://{server_settings.host}:{server_settings.port}"
+    settings = WorkerSettings(data=ml100k.directory, registry=registry, state_dir=state_dir, server_url=url,
+                              admin_token=TOKEN, max_train_events=2_000, max_holdout_events=1_000)
+    teacher = TeacherClientSettings(url=triton_teacher.grpc_url, teacher_version="tiny-1")
+    async with run_server(server_settings) as server, httpx.AsyncClient(base_url=server.http_url) as client:
+        batch = await run_batch(settings, teacher, DistillConfig(epochs=1, patience=1), gate_config=GateConfig(
+            auc_tolerance=1.0))
+        assert batch["published"] is not None
+        assert (state_dir / BATCH_STUDENT).exists()
+        await _replay(client, ml100k, ml100k.split("test")[200:230].tolist(), feedback_for=set())
+        report = await stream_main(settings, teacher, DistillConfig(), tmp_path / "samples", steps=1,
+                                   config=StreamConfig(join_window_s=0.0, export_every=20),
+                                   gate_config=GateConfig(auc_tolerance=1.0))
+        served = (await client.post("/v1/rank", json=ml100k.to_request(0, "slate") | {"request_id": "x"})).json()
+    assert report["examples_trained"] == 30
+    versions = report["versions_promoted"]
+    assert len(versions) == 1
+    assert versions[0] != batch["published"]
+    assert served["model_version"] == versions[0] == read_state(registry)["active"]

@@ -3,7 +3,7 @@
 - RankHttpUser: POST /v1/rank with real MovieLens-100K histories and 20-200 candidates.
 - RankGrpcUser: gRPC Rank on RECDISTILL_GRPC_TARGET (default 127.0.0.1:50051), reported to Locust's stats.
 - OperatorUser: every 20-40 s, activates another registry version (token: RECDISTILL_ADMIN_TOKEN).
-- SoakHttpUser: like RankHttpUser at a fixed rate (`python -m benchmarks.soak` drives it).
+- SoakHttpUser (only with RECDISTILL_SOAK_RATE set): RankHttpUser at a fixed rate (`make soak`).
 Requests come from the prepared dataset in RECDISTILL_DATA (default data/ml-100k), or from
 examples/rank_request.json when none is prepared. Pick users with `locust ... RankHttpUser`.
 """
@@ -74,11 +74,12 @@ class RankHttpUser(FastHttpUser):
                 response.failure(f"{response.status_code}: {response.text[:200]}")
 
 
-class SoakHttpUser(RankHttpUser):
-    """Fixed rate for soak runs: RECDISTILL_SOAK_RATE requests/s per user (select it by name)."""
+if os.environ.get("RECDISTILL_SOAK_RATE"):  # defined only for soak runs, so the default mix is unchanged
 
-    wait_time = constant_throughput(float(os.environ.get("RECDISTILL_SOAK_RATE", "10")))
-    weight = 0
+    class SoakHttpUser(RankHttpUser):
+        """Fixed rate for soak runs: RECDISTILL_SOAK_RATE requests/s per user."""
+
+        wait_time = constant_throughput(float(os.environ["RECDISTILL_SOAK_RATE"]))
 
 
 class RankGrpcUser(User):

@@ -48,12 +48,13 @@ class Results:
             "figures measured side by side in that run. The machine is shared: read trends, not digits.", "",
         ]
         for section in dict.fromkeys(r.section for r in self.rows):
-            lines += [f"## {section}", "", "| measurement | value | reference | ratio | note |",
-                      "|---|---|---|---|---|"]
+            lines += [f"## {section}", "", "| measurement | value | reference | ratio | note | command |",
+                      "|---|---|---|---|---|---|"]
             for r in (r for r in self.rows if r.section == section):
                 reference = f"{r.reference}: {fmt(r.reference_value)} {r.unit}" if r.reference else ""
                 ratio = f"{r.ratio:.2f}x" if r.ratio is not None else ""
-                lines.append(f"| {r.name} | {fmt(r.value)} {r.unit} | {reference} | {ratio} | {r.note} |")
+                cells = [r.name, f"{fmt(r.value)} {r.unit}", reference, ratio, r.note, f"`{r.command}`"]
+                lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
         markdown.write_text("\n".join(lines))
 

@@ -52,6 +52,7 @@ class StreamConfig:
     max_records: int = 5_000  # per partition and step
     lr: float = 1e-3
     export_every: int = 1_000  # trained examples between export attempts
+    inverse_propensity: bool = True  # weight examples by 1 / sampling probability
 
 
 @dataclass
@@ -173,7 +174,10 @@ class StreamWorker:
                 if item in given:
                     labels[row, column] = given[item]
                     observed[row, column] = 1.0  # feedback is an observation, whatever the position
-        weights = inverse_propensity_weights(np.array([r["sampling_probability"] for r in records]))
+        if self.config.inverse_propensity:
+            weights = inverse_propensity_weights(np.array([r["sampling_probability"] for r in records]))
+        else:
+            weights = np.ones(len(records), dtype=np.float32)
         extras = {"observed": observed, "position": positions, "weight": weights}
         batch = Batch(to_torch(tensors), torch.from_numpy(labels), torch.from_numpy(mask),
                       np.arange(len(records)), {k: torch.from_numpy(v) for k, v in extras.items()})

@@ -19,6 +19,11 @@ def run_command(
     steps: int | None = typer.Option(None, help="stream: stop after N steps (default: until Ctrl-C)."),
     join_window_s: float = typer.Option(60.0, help="stream: how long feedback is awaited after a request."),
     export_every: int = typer.Option(1_000, help="stream: trained examples between export attempts."),
+    no_ipw: bool = typer.Option(False, "--no-ipw", help="stream: no inverse sampling-probability weights."),
+    no_sampling_correction: bool = typer.Option(False, "--no-sampling-correction",
+                                                help="batch: no sampling-space correction of labels and output."),
+    unexposed_weight: float = typer.Option(1.0, help="Weight of teacher labels on candidates without a label "
+                                                     "(0 switches them off)."),
     data: Path = typer.Option(Path("data/ml-100k"), help="Prepared dataset directory."),
     registry: Path = typer.Option(Path("registry"), help="Model registry to publish into."),
     state_dir: Path = typer.Option(Path("worker-state"), help="Worker state: soft-label store, checkpoints."),
@@ -47,15 +52,18 @@ def run_command(
         raise typer.BadParameter("calibration must be none, platt or isotonic", param_hint="--calibration")
     settings = WorkerSettings(data=data, registry=registry, state_dir=state_dir, server_url=server_url,
                               calibration=calibration, max_train_events=max_train_events,
+                              sampling_correction=not no_sampling_correction,
                               version_prefix="baseline" if no_teacher else "student")
     teacher = TeacherClientSettings(url=teacher_url, teacher_version=teacher_version,
                                     teacher_data_end_ts=teacher_data_end_ts)
-    distill = DistillConfig(use_teacher=not no_teacher, head=head, epochs=epochs, seed=seed)  # type: ignore[arg-type]
+    distill = DistillConfig(use_teacher=not no_teacher, head=head, epochs=epochs, seed=seed,  # type: ignore[arg-type]
+                            unexposed_weight=unexposed_weight)
     if mode == "batch":
         report = asyncio.run(run_batch(settings, teacher, distill))
     else:
         from distill_worker.stream import StreamConfig, stream_main
 
         report = asyncio.run(stream_main(settings, teacher, distill, samples, steps,
-                                         StreamConfig(join_window_s=join_window_s, export_every=export_every)))
+                                         StreamConfig(join_window_s=join_window_s, export_every=export_every,
+                                                      inverse_propensity=not no_ipw)))
     print(json.dumps(report, indent=1, default=str))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -138,7 +138,6 @@ def fit(
     patience: int = 2,
     seed: int = 0,
     label: str = "train",
-    batch_orders: Sequence[int] | None = None,
 ) -> FitResult:
     """Adam, one pass per epoch in a seeded order, keep the weights of the best validation AUC."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -151,7 +150,7 @@ def fit(
         for epoch in range(epochs):
             model.train()
             bar = progress.add_task(f"{label} epoch {epoch + 1}/{epochs}", total=steps, status="")
-            order_seed = seed * 1_000 + (batch_orders[epoch] if batch_orders else epoch)
+            order_seed = seed * 1_000 + epoch  # paired runs (same seed) see the same batch order
             total, count = 0.0, 0
             for batch in train.batches(batch_size, shuffle=True, seed=order_seed):
                 loss = loss_fn(model, batch)

@@ -30,7 +30,6 @@ class TeacherServeSettings(BaseSettings):
     max_queue_delay_us: int = 2_000
     max_candidates: int = MAX_CANDIDATES
     max_history: int = MAX_HISTORY_EVENTS
-    startup_timeout_s: float = 120.0
 
     @model_validator(mode="after")
     def _fill_threads(self) -> TeacherServeSettings:

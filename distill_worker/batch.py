@@ -54,6 +54,11 @@ async def teacher_labels(dataset: PreparedDataset, event_ids: np.ndarray, negati
     return out
 
 
+def negative_keep_rate(settings: WorkerSettings, dataset: PreparedDataset) -> float:
+    """Share of a slate's logged negatives the student trains on with hard labels."""
+    return settings.observed_negatives / dataset.manifest["slate_negatives"]
+
+
 def _student_split(dataset: PreparedDataset, split: str, negatives: int, limit: int | None = None) -> EncodedSplit:
     return EncodedSplit.build(dataset, Encoder(dataset.schema, "student"), split, "slate", negatives, limit)
 
@@ -88,9 +93,8 @@ async def run_batch(settings: WorkerSettings, teacher: TeacherClientSettings, di
         calibration = Calibration(settings.calibration, teacher.teacher_version).fit(fresh, valid.labels)  # type: ignore[arg-type]
         soft = calibration.transform(soft)
         if settings.sampling_correction:
-            keep_rate = settings.observed_negatives / dataset.manifest["slate_negatives"]
-            soft = to_sampled_space(soft, keep_rate)
-            report["sampling_correction"] = {"negative_keep_rate": keep_rate}
+            soft = to_sampled_space(soft, negative_keep_rate(settings, dataset))
+            report["sampling_correction"] = {"negative_keep_rate": negative_keep_rate(settings, dataset)}
         train.extras["soft_label"] = soft
         report["calibration"] = {"method": calibration.method, "ece_before": calibration.ece_before,
                                  "ece_after": calibration.ece_after}
@@ -111,8 +115,7 @@ def _train_and_publish(settings: WorkerSettings, dataset: PreparedDataset, model
     # The student's output gets the same sampling correction as the teacher's labels (a constant
     # logit shift: rankings and AUC are unchanged, calibration on full slates is restored).
     if settings.sampling_correction:
-        keep_rate = settings.observed_negatives / dataset.manifest["slate_negatives"]
-        model.serving_logit_offset.fill_(math.log(keep_rate))
+        model.serving_logit_offset.fill_(math.log(negative_keep_rate(settings, dataset)))
     result = fit(model, train, valid, lambda m, b: distill_loss(m, b, distill), score, epochs=distill.epochs,
                  batch_size=distill.batch_size, lr=distill.lr, patience=distill.patience, seed=distill.seed,
                  label="student" if distill.use_teacher else "baseline student")

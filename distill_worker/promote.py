@@ -18,10 +18,10 @@ import torch
 from distill_worker.export import PARITY_TOLERANCE, parity
 from recdistill.artifact import read_state
 from recdistill.data.synthetic import synthetic_requests
-from recdistill.evaluation import evaluate
 from recdistill.features.encoder import Encoder
 from recdistill.features.request import parse_rank_request
-from recdistill.training import EncodedSplit
+from recdistill.training import EncodedSplit, evaluate_split
+from student_server.scoring import session_options
 
 logger = logging.getLogger(__name__)
 
@@ -41,22 +41,18 @@ class GateResult:
 
 
 def _session(model: bytes | Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    """A session configured as the student server configures its own (one thread)."""
     source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(source, session_options(1), providers=["CPUExecutionProvider"])
 
 
 def onnx_metrics(model: bytes | Path, holdout: EncodedSplit) -> dict[str, float]:
     session = _session(model)
-    width = holdout.labels.shape[1]
-    scores = np.zeros((len(holdout), width), dtype=np.float32)
-    mask = np.zeros((len(holdout), width), dtype=bool)
-    for batch in holdout.batches(512):
-        out = session.run(None, {k: v.numpy() for k, v in batch.inputs.items()})[0]
-        scores[batch.rows, : out.shape[1]] = out
-        mask[batch.rows, : out.shape[1]] = batch.mask.numpy()
-    return evaluate(holdout.task, holdout.labels, scores, mask, holdout.user_ids)
+
+    def score(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {name: t.numpy() for name, t in inputs.items()})[0])
+
+    return evaluate_split(score, holdout)
 
 
 def standard_request(encoder: Encoder) -> dict[str, np.ndarray]:

@@ -9,7 +9,7 @@ import math
 import os
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,118 +29,171 @@ from recdistill.artifact import ensure_registry, publish_version
 from recdistill.data.dataset import PreparedDataset
 from recdistill.features.encoder import Encoder
 from recdistill.logs import STDERR
-from recdistill.training import EncodedSplit, evaluate_split, fit
+from recdistill.training import EncodedSplit, FitResult, evaluate_split, fit
 
 logger = logging.getLogger(__name__)
 LABEL_CHUNK = 4_096
 BATCH_STUDENT = "student-batch.pt"
+BATCH_CALIBRATION = "teacher-calibration.pkl"
 
 
-async def teacher_labels(dataset: PreparedDataset, event_ids: np.ndarray, negatives: int,
+async def teacher_labels(dataset: PreparedDataset, split: EncodedSplit, negatives: int | None,
                          client: TeacherClient, store: LabelStore, what: str) -> np.ndarray:
-    """Soft labels [N, 1 + negatives] for the slate of each event (store first, then the teacher)."""
+    """Soft labels [N, C] of the teacher for each event's candidates (store first, then the teacher)."""
     encoder = Encoder(dataset.schema, "teacher")
-    out = np.zeros((len(event_ids), 1 + negatives), dtype=np.float32)
+    out = np.zeros(split.labels.shape, dtype=np.float32)
     with Progress(transient=True, console=STDERR) as progress:
-        bar = progress.add_task(f"teacher labels ({what})", total=len(event_ids))
-        for start in range(0, len(event_ids), LABEL_CHUNK):
-            chunk = event_ids[start:start + LABEL_CHUNK]
-            contexts = dataset.contexts(encoder, chunk, "slate", negatives)
-            requests = [LabelRequest(f"{dataset.manifest['dataset']}:{e}", dataset.candidates(int(e), "slate",
-                                                                                             negatives), c)
+        bar = progress.add_task(f"teacher labels ({what})", total=len(split))
+        for start in range(0, len(split), LABEL_CHUNK):
+            chunk = split.event_ids[start:start + LABEL_CHUNK]
+            contexts = dataset.contexts(encoder, chunk, split.task, negatives)
+            requests = [LabelRequest(f"{dataset.manifest['dataset']}:{split.task}:{e}",
+                                     dataset.candidates(int(e), split.task, negatives), c)
                         for e, c in zip(chunk, contexts, strict=True)]
             out[start:start + len(chunk)] = np.stack(await store.label(requests, client))
             progress.update(bar, advance=len(chunk))
     return out
 
 
-def negative_keep_rate(settings: WorkerSettings, dataset: PreparedDataset) -> float:
-    """Share of a slate's logged negatives the student trains on with hard labels."""
+def negative_keep_rate(settings: WorkerSettings, dataset: PreparedDataset) -> float | None:
+    """Share of a slate's logged negatives the student trains on with hard labels (None: no sampling)."""
+    if settings.task != "slate" or not settings.sampling_correction:
+        return None
     return settings.observed_negatives / dataset.manifest["slate_negatives"]
 
 
-def _student_split(dataset: PreparedDataset, split: str, negatives: int, limit: int | None = None) -> EncodedSplit:
-    return EncodedSplit.build(dataset, Encoder(dataset.schema, "student"), split, "slate", negatives, limit)
+@dataclass
+class BatchData:
+    """What the batch phase trains and validates on; built once, shared by every run over it."""
+
+    dataset: PreparedDataset
+    train: EncodedSplit  # with an `observed` extra: 0 on candidates that only get a teacher label
+    valid: EncodedSplit
+    train_negatives: int  # never-rated items per training event (slate: observed + teacher-only)
+
+    @classmethod
+    def build(cls, settings: WorkerSettings) -> BatchData:
+        dataset = PreparedDataset(settings.data)
+        encoder = Encoder(dataset.schema, "student")
+        task = settings.task
+        observed_negatives = settings.observed_negatives if task == "slate" else 0
+        negatives = observed_negatives + settings.teacher_negatives
+        train = EncodedSplit.build(dataset, encoder, "train", task, negatives, settings.max_train_events)
+        observed = np.zeros(train.labels.shape, dtype=np.float32)
+        observed[:, : 1 + observed_negatives] = 1.0
+        train.extras["observed"] = observed
+        # Holdouts as the teacher is evaluated: every logged negative (slate), impressions only (ctr).
+        valid = EncodedSplit.build(dataset, encoder, "valid", task, None, settings.max_holdout_events)
+        return cls(dataset, train, valid, negatives)
+
+    def holdout(self, split: str, settings: WorkerSettings) -> EncodedSplit:
+        return EncodedSplit.build(self.dataset, self.valid.encoder, split, self.valid.task, None,
+                                  settings.max_holdout_events)
+
+
+async def label_with_teacher(data: BatchData, client: TeacherClient, store: LabelStore
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """Raw teacher probabilities on the training slates and on the (fresher) valid window."""
+    soft = await teacher_labels(data.dataset, data.train, data.train_negatives, client, store, "train")
+    fresh = await teacher_labels(data.dataset, data.valid, None, client, store, "valid, for calibration")
+    return soft, fresh
+
+
+def debias_soft_labels(settings: WorkerSettings, data: BatchData, soft: np.ndarray, fresh: np.ndarray,
+                       teacher_version: str, report: dict[str, Any]) -> tuple[np.ndarray, Calibration]:
+    """Calibrate on the valid window, then map into the student's negative-sampled space."""
+    calibration = Calibration(settings.calibration, teacher_version).fit(fresh, data.valid.labels)  # type: ignore[arg-type]
+    soft = calibration.transform(soft)
+    report["calibration"] = {"method": calibration.method, "ece_before": calibration.ece_before,
+                             "ece_after": calibration.ece_after}
+    keep_rate = negative_keep_rate(settings, data.dataset)
+    if keep_rate is not None:
+        soft = to_sampled_space(soft, keep_rate)
+        report["sampling_correction"] = {"negative_keep_rate": keep_rate}
+    return soft, calibration
+
+
+def train_student(settings: WorkerSettings, data: BatchData, distill: DistillConfig,
+                  soft_labels: np.ndarray | None, student_config: StudentConfig | None = None,
+                  label: str | None = None) -> tuple[StudentModel, FitResult]:
+    """Train one student (the baseline when `soft_labels` is None); seeded, so paired runs match."""
+    torch.manual_seed(distill.seed)
+    model = StudentModel(data.dataset.schema, student_config or StudentConfig())
+    extras = dict(data.train.extras)
+    if soft_labels is not None:
+        extras["soft_label"] = soft_labels
+    keep_rate = negative_keep_rate(settings, data.dataset)
+    # The student's output gets the same sampling correction as the teacher's labels (a constant
+    # logit shift: rankings and AUC are unchanged, calibration on full slates is restored).
+    if keep_rate is not None:
+        model.serving_logit_offset.fill_(math.log(keep_rate))
+    result = fit(model, data.train.with_extras(**extras), data.valid, lambda m, b: distill_loss(m, b, distill),
+                 lambda inputs: model(**inputs), epochs=distill.epochs, batch_size=distill.batch_size,
+                 lr=distill.lr, patience=distill.patience, seed=distill.seed,
+                 label=label or ("student" if distill.use_teacher else "baseline student"))
+    return model, result
 
 
 async def run_batch(settings: WorkerSettings, teacher: TeacherClientSettings, distill: DistillConfig,
                     student_config: StudentConfig | None = None, gate_config: GateConfig | None = None
                     ) -> dict[str, Any]:
-    torch.manual_seed(distill.seed)
+    """The `worker run --mode batch` job."""
     torch.set_num_threads(os.cpu_count() or 1)
     started = time.perf_counter()
-    dataset = PreparedDataset(settings.data)
-    negatives = settings.observed_negatives + settings.teacher_negatives
-    train = _student_split(dataset, "train", negatives, settings.max_train_events)
-    # All logged negatives, as the teacher is evaluated.
-    valid = _student_split(dataset, "valid", None, settings.max_holdout_events)
-    observed = np.zeros(train.labels.shape, dtype=np.float32)
-    observed[:, : 1 + settings.observed_negatives] = 1.0
-    train.extras["observed"] = observed
-    report: dict[str, Any] = {"teacher_version": teacher.teacher_version, "train_events": len(train),
-                              "distill": asdict(distill)}
+    data = await asyncio.to_thread(BatchData.build, settings)
+    report: dict[str, Any] = {"task": settings.task, "teacher_version": teacher.teacher_version,
+                              "train_events": len(data.train), "distill": asdict(distill)}
+    soft, calibration = None, None
     if distill.use_teacher:
-        client = TeacherClient(teacher, Encoder(dataset.schema, "teacher"))
+        client = TeacherClient(teacher, Encoder(data.dataset.schema, "teacher"))
         store = LabelStore(settings.state_dir / "labels.sqlite")
         try:
-            soft = await teacher_labels(dataset, train.event_ids, negatives, client, store, "train")
-            fresh = await teacher_labels(dataset, valid.event_ids, dataset.manifest["slate_negatives"], client,
-                                         store, "valid, for calibration")
+            raw, fresh = await label_with_teacher(data, client, store)
         finally:
             await client.close()
             report["label_hit_rate"] = store.hit_rate
             store.close()
-        calibration = Calibration(settings.calibration, teacher.teacher_version).fit(fresh, valid.labels)  # type: ignore[arg-type]
-        soft = calibration.transform(soft)
-        if settings.sampling_correction:
-            soft = to_sampled_space(soft, negative_keep_rate(settings, dataset))
-            report["sampling_correction"] = {"negative_keep_rate": negative_keep_rate(settings, dataset)}
-        train.extras["soft_label"] = soft
-        report["calibration"] = {"method": calibration.method, "ece_before": calibration.ece_before,
-                                 "ece_after": calibration.ece_after}
-    model = StudentModel(dataset.schema, student_config or StudentConfig())
+        soft, calibration = debias_soft_labels(settings, data, raw, fresh, teacher.teacher_version, report)
     # Training, export and gating are CPU work: off the event loop.
-    await asyncio.to_thread(_train_and_publish, settings, dataset, model, train, valid, distill, report,
-                            gate_config or GateConfig())
+    model, result = await asyncio.to_thread(train_student, settings, data, distill, soft, student_config)
+    report["best_epoch"] = result.best_epoch
+    report["valid"] = evaluate_split(lambda inputs: model(**inputs), data.valid)
+    report["test"] = evaluate_split(lambda inputs: model(**inputs), data.holdout("test", settings))
+    report["published"] = await asyncio.to_thread(publish_and_promote, settings, model, data.valid, report,
+                                                  gate_config or GateConfig())
+    save_student(settings.state_dir, model, calibration)
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report
 
 
-def _train_and_publish(settings: WorkerSettings, dataset: PreparedDataset, model: StudentModel,
-                       train: EncodedSplit, valid: EncodedSplit, distill: DistillConfig, report: dict[str, Any],
-                       gate_config: GateConfig) -> None:
-    def score(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return model(**inputs)
-
-    # The student's output gets the same sampling correction as the teacher's labels (a constant
-    # logit shift: rankings and AUC are unchanged, calibration on full slates is restored).
-    if settings.sampling_correction:
-        model.serving_logit_offset.fill_(math.log(negative_keep_rate(settings, dataset)))
-    result = fit(model, train, valid, lambda m, b: distill_loss(m, b, distill), score, epochs=distill.epochs,
-                 batch_size=distill.batch_size, lr=distill.lr, patience=distill.patience, seed=distill.seed,
-                 label="student" if distill.use_teacher else "baseline student")
-    report["best_epoch"] = result.best_epoch
-    report["valid"] = evaluate_split(score, valid)
-    report["test"] = evaluate_split(score, _student_split(dataset, "test", None, settings.max_holdout_events))
-    report["published"] = publish_and_promote(settings, model, valid, report, gate_config)
-    save_student(settings.state_dir / BATCH_STUDENT, model)
-
-
-def save_student(path: Path, model: StudentModel) -> None:
-    """The batch phase's student, from which the streaming phase continues."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_student(state_dir: Path, model: StudentModel, calibration: Calibration | None) -> None:
+    """The batch phase's student and teacher calibration, from which the streaming phase continues."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / BATCH_STUDENT
     tmp = path.with_suffix(".tmp")
     torch.save({"config": model.config.to_dict(), "model": model.state_dict()}, tmp)
     os.replace(tmp, path)
+    calibration_path = state_dir / BATCH_CALIBRATION
+    if calibration is None:
+        calibration_path.unlink(missing_ok=True)
+    else:
+        calibration_path.with_suffix(".tmp").write_bytes(calibration.to_bytes())
+        os.replace(calibration_path.with_suffix(".tmp"), calibration_path)
 
 
-def load_student(path: Path, dataset: PreparedDataset) -> StudentModel | None:
+def load_student(state_dir: Path, dataset: PreparedDataset, config: StudentConfig | None = None
+                 ) -> tuple[StudentModel | None, Calibration | None]:
+    """The batch student (its config, unless `config` overrides it) and calibration, if there are any."""
+    path = state_dir / BATCH_STUDENT
     if not path.exists():
-        return None
+        return None, None
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    model = StudentModel(dataset.schema, StudentConfig.from_dict(saved["config"]))
-    model.load_state_dict(saved["model"])
-    return model
+    model = StudentModel(dataset.schema, config or StudentConfig.from_dict(saved["config"]))
+    # A config without the position tower drops its (train-only) weights.
+    model.load_state_dict(saved["model"], strict=model.position_bias is not None)
+    calibration_path = state_dir / BATCH_CALIBRATION
+    calibration = Calibration.from_bytes(calibration_path.read_bytes()) if calibration_path.exists() else None
+    return model, calibration
 
 
 def publish_and_promote(settings: WorkerSettings, model: StudentModel, holdout: EncodedSplit,

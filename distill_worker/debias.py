@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -54,6 +55,17 @@ class Calibration:
         else:
             out = p.ravel()
         return out.reshape(p.shape).astype(np.float32)
+
+    def to_bytes(self) -> bytes:
+        """For the batch checkpoint: the streaming phase applies the same calibration."""
+        return pickle.dumps(self)
+
+    @staticmethod
+    def from_bytes(data: bytes) -> Calibration:
+        calibration = pickle.loads(data)  # noqa: S301 - our own checkpoint, written by to_bytes
+        if not isinstance(calibration, Calibration):
+            raise TypeError("not a pickled Calibration")
+        return calibration
 
 
 def inverse_propensity_weights(sampling_probability: np.ndarray, max_weight: float = 100.0) -> np.ndarray:

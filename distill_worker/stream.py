@@ -64,7 +64,7 @@ class StreamState:
     records_consumed: int = 0
     examples_trained: int = 0
     feedback_joined: int = 0
-    late_feedback: int = 0  # feedback whose request was trained before it came (counted, kept out)
+    unmatched_feedback: int = 0  # feedback with no waiting request: not sampled, or came after training
     since_export: int = 0
     versions_promoted: list[str] = field(default_factory=list)
 
@@ -73,13 +73,15 @@ class StreamWorker:
     def __init__(self, dataset: PreparedDataset, sample_log_root: Path, state_dir: Path, teacher: TeacherClient,
                  store: LabelStore, distill: DistillConfig, config: StreamConfig,
                  initial_model: StudentModel | None = None,
-                 publisher: Callable[[StudentModel], str | None] | None = None) -> None:
+                 publisher: Callable[[StudentModel], str | None] | None = None,
+                 soft_transform: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.dataset = dataset
         self.root = sample_log_root
         self.state_path = state_dir / "stream.pt"
         state_dir.mkdir(parents=True, exist_ok=True)
         self.teacher, self.store, self.distill, self.config = teacher, store, distill, config
         self.publisher = publisher  # export + gate + publish + promote; returns the version or None
+        self.soft_transform = soft_transform  # the batch phase's teacher calibration, if any
         self.student_encoder = Encoder(dataset.schema, "student")
         self.teacher_encoder = Encoder(dataset.schema, "teacher")
         self.model = initial_model or StudentModel(dataset.schema, StudentConfig())
@@ -143,7 +145,7 @@ class StreamWorker:
         horizon = 2 * self.config.join_window_s
         for request_id, seen in list(self.state.feedback_seen.items()):
             if request_id not in self.state.waiting and now - seen >= horizon:
-                self.state.late_feedback += len(self.state.feedback.pop(request_id, {}))
+                self.state.unmatched_feedback += len(self.state.feedback.pop(request_id, {}))
                 del self.state.feedback_seen[request_id]
 
     def ready(self, now: float) -> list[dict[str, Any]]:
@@ -194,7 +196,7 @@ class StreamWorker:
                     TEACHER_LAG.set(chunk[-1]["request_ts"] - self.teacher.settings.teacher_data_end_ts)
                 padded = np.zeros(batch.labels.shape, dtype=np.float32)
                 for row, values in enumerate(soft):
-                    padded[row, : len(values)] = values
+                    padded[row, : len(values)] = values if self.soft_transform is None else self.soft_transform(values)
                 batch.extras["soft_label"] = torch.from_numpy(padded)
             self.model.train()
             loss = distill_loss(self.model, batch, self.distill)
@@ -243,7 +245,7 @@ async def stream_main(settings: WorkerSettings, teacher_settings: TeacherClientS
                       samples: Path, steps: int | None, config: StreamConfig,
                       gate_config: GateConfig | None = None) -> dict[str, Any]:
     """The `worker run --mode stream` job: continue from the batch student (or the last checkpoint)."""
-    from distill_worker.batch import BATCH_STUDENT, load_student, publish_and_promote
+    from distill_worker.batch import load_student, publish_and_promote
     from recdistill.training import EncodedSplit
 
     dataset = PreparedDataset(settings.data)
@@ -251,9 +253,10 @@ async def stream_main(settings: WorkerSettings, teacher_settings: TeacherClientS
                                  settings.max_holdout_events)
     teacher = TeacherClient(teacher_settings, Encoder(dataset.schema, "teacher"))
     store = LabelStore(settings.state_dir / "labels.sqlite")
+    model, calibration = load_student(settings.state_dir, dataset)
     worker = StreamWorker(
-        dataset, samples, settings.state_dir, teacher, store, distill, config,
-        initial_model=load_student(settings.state_dir / BATCH_STUDENT, dataset),
+        dataset, samples, settings.state_dir, teacher, store, distill, config, initial_model=model,
+        soft_transform=calibration.transform if calibration else None,
         publisher=lambda model: publish_and_promote(settings, model, holdout,
                                                     {"teacher_version": teacher_settings.teacher_version},
                                                     gate_config or GateConfig()),

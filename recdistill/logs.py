@@ -35,3 +35,5 @@ def configure_logging(level: int = logging.INFO, json_lines: bool = False) -> No
         handler = RichHandler(console=STDERR, show_path=False, rich_tracebacks=True)
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # One line per HTTP call of the operator client would drown everything else.
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from recdistill.features.encoder import Encoder, MappedContext
 from recdistill.logs import STDERR
 
 logger = logging.getLogger(__name__)
+DENSE_HISTORY_LEN = 64
 
 
 def to_torch(tensors: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -46,6 +47,8 @@ class EncodedSplit:
     # Row-aligned arrays carried into every batch ([N, C] ones are cut to the batch's candidates):
     # teacher soft labels, sample weights, logged positions.
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    # Short views (the student's) are assembled once for the whole split; batches are then slices.
+    _dense: tuple[dict[str, np.ndarray], np.ndarray] | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, dataset: PreparedDataset, encoder: Encoder, split: str, task: Task,
@@ -65,8 +68,20 @@ class EncodedSplit:
     def __len__(self) -> int:
         return len(self.contexts)
 
+    def with_extras(self, **extras: np.ndarray) -> EncodedSplit:
+        """The same split (sharing its contexts and assembled tensors) with other extras."""
+        return replace(self, extras=extras)
+
+    def _assemble(self, rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        if self._dense is None and self.encoder.history_len <= DENSE_HISTORY_LEN:
+            self._dense = self.encoder.assemble(self.contexts)
+        if self._dense is None:
+            return self.encoder.assemble([self.contexts[i] for i in rows])
+        tensors, mask = self._dense
+        return {name: array[rows] for name, array in tensors.items()}, mask[rows]
+
     def batch(self, rows: np.ndarray) -> Batch:
-        tensors, mask = self.encoder.assemble([self.contexts[i] for i in rows])
+        tensors, mask = self._assemble(rows)
         width = mask.shape[1]
         labels = self.labels[rows][:, :width]
         extras = {name: torch.from_numpy(np.ascontiguousarray(a[rows][:, :width] if a.ndim == 2 else a[rows]))

@@ -54,7 +54,8 @@ def build_service(settings: StudentSettings, partition: str) -> RankingService:
         registry.activate(active)
         metrics.set_active_version(active)
     sampler = TrafficSampler(SampleLog(settings.sample_log / partition), settings.sampling_rate,
-                             settings.sample_queue)
+                             settings.sample_queue, long_history_rate=settings.sampling_rate_long_history,
+                             long_history_events=settings.long_history_events)
     return RankingService(settings, encoder, registry, sampler)
 
 

@@ -25,16 +25,22 @@ class _Item:
 
 
 class TrafficSampler:
-    def __init__(self, log: SampleLog, rate: float, capacity: int, seed: int | None = None) -> None:
+    def __init__(self, log: SampleLog, rate: float, capacity: int, seed: int | None = None,
+                 long_history_rate: float | None = None, long_history_events: int = 100) -> None:
         self.log = log
         self.rate = rate
+        self.long_history_rate = rate if long_history_rate is None else long_history_rate
+        self.long_history_events = long_history_events
         self._random = random.Random(seed)
         self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=capacity)
         self._thread = threading.Thread(target=self._run, name="sample-log-writer", daemon=True)
         self._thread.start()
 
-    def should_sample(self) -> bool:
-        return self.rate > 0 and self._random.random() < self.rate
+    def probability(self, history_events: int) -> float:
+        return self.long_history_rate if history_events >= self.long_history_events else self.rate
+
+    def should_sample(self, probability: float) -> bool:
+        return probability > 0 and self._random.random() < probability
 
     def offer(self, record: dict[str, Any]) -> bool:
         """Queue a sampled request without ever blocking; False (and counted) when the queue is full."""

@@ -55,11 +55,13 @@ class RankingService:
         metrics.CANDIDATES.observe(len(request.candidates))
         result = RankResult(request.request_id or uuid.uuid4().hex, version,
                             [str(c.item_id) for c in request.candidates], probabilities)
-        if self.sampler.should_sample():
-            self.sampler.offer(self._sample_record(request, result, context.request_ts))
+        probability = self.sampler.probability(len(request.history))
+        if self.sampler.should_sample(probability):
+            self.sampler.offer(self._sample_record(request, result, context.request_ts, probability))
         return result
 
-    def _sample_record(self, request: RankRequest, result: RankResult, request_ts: float) -> dict[str, Any]:
+    def _sample_record(self, request: RankRequest, result: RankResult, request_ts: float,
+                       probability: float) -> dict[str, Any]:
         positions = np.empty(len(result.scores), dtype=np.int64)
         positions[np.argsort(-result.scores, kind="stable")] = np.arange(len(result.scores))
         return {
@@ -68,7 +70,7 @@ class RankingService:
             "ts": time.time(),
             "request_ts": request_ts,
             "model_version": result.model_version,
-            "sampling_probability": self.sampler.rate,
+            "sampling_probability": probability,
             "request": request.model_dump(mode="json", exclude_none=True) | {"request_id": result.request_id},
             "student_view": self.encoder.view_name,
             "scores": result.scores.tolist(),

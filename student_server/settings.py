@@ -31,5 +31,9 @@ class StudentSettings(BaseSettings):
     state_poll_s: float = 0.5
     # Traffic sampling into the sample log (0 disables it).
     sampling_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    # Heavy users dominate raw traffic; a lower rate for them keeps the sample diverse. Each record
+    # carries its probability, and the worker weights by its inverse. None: `sampling_rate` for all.
+    sampling_rate_long_history: float | None = Field(default=None, ge=0.0, le=1.0)
+    long_history_events: int = Field(default=100, ge=1)
     sample_log: Path = Path("samples")
     sample_queue: int = 10_000

@@ -24,6 +24,8 @@ def serve_command(
     grpc_port: int = typer.Option(50051, help="gRPC port."),
     workers: int = typer.Option(1, min=1, help="Server processes (one per core is the usual choice)."),
     sampling_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of requests written to the sample log."),
+    sampling_rate_long_history: float | None = typer.Option(
+        None, min=0.0, max=1.0, help="Sampling rate for users with long histories (default: --sampling-rate)."),
     sample_log: Path = typer.Option(Path("samples"), help="Sample log directory."),
 ) -> None:
     """Serve ranking requests until SIGTERM / Ctrl-C (the operator token comes from RECDISTILL_ADMIN_TOKEN)."""
@@ -33,7 +35,8 @@ def serve_command(
     if not (registry / "features.json").exists():
         raise typer.BadParameter(f"{registry} has no features.json: not a model registry", param_hint="--registry")
     serve(StudentSettings(registry=registry, host=host, port=port, grpc_port=grpc_port, workers=workers,
-                          sampling_rate=sampling_rate, sample_log=sample_log))
+                          sampling_rate=sampling_rate, sampling_rate_long_history=sampling_rate_long_history,
+                          sample_log=sample_log))
 
 
 def _call(method: str, path: str, url: str, token: str | None) -> dict:

@@ -72,18 +72,24 @@ class PreparedDataset:
         return self._mapped[key]
 
     def candidates(self, event_id: int, task: Task, negatives: int | None = None) -> list[str]:
+        """The event's item first, then never-rated items: all logged ones (slate, `negatives=None`) or the
+        first `negatives`. For ctr, `negatives=None` means none: the impression alone."""
         row = self.events.iloc[event_id]
-        if task == "ctr":
+        if task == "ctr" and not negatives:
             return [row["item_id"]]
         negs = list(row["slate_negatives"])
         return [row["item_id"], *(negs if negatives is None else negs[:negatives])]
 
     def labels(self, event_ids: Sequence[int], task: Task, negatives: int | None = None) -> np.ndarray:
-        """Labels [B, C]: the impression label (ctr) or 1 for the real item then 0s (slate)."""
+        """Labels [B, C]: the impression label (ctr) or 1 for the real item (slate), then 0s for the
+        never-rated items (for ctr these have no observed label: the trainer masks them)."""
+        ids = np.asarray(event_ids)
         if task == "ctr":
-            return self.events["label"].to_numpy()[np.asarray(event_ids)].astype(np.float32)[:, None]
+            labels = np.zeros((len(ids), 1 + (negatives or 0)), dtype=np.float32)
+            labels[:, 0] = self.events["label"].to_numpy()[ids]
+            return labels
         width = 1 + (self.manifest["slate_negatives"] if negatives is None else negatives)
-        labels = np.zeros((len(event_ids), width), dtype=np.float32)
+        labels = np.zeros((len(ids), width), dtype=np.float32)
         labels[:, 0] = 1.0
         return labels
 

@@ -103,7 +103,7 @@ async def test_stream_trains_each_record_once_across_kills_and_promotes(
             late = {"request_id": f"event-{first[-1]}", "item_id": "1", "label": 1}
             assert (await client.post("/v1/feedback", json=late)).status_code == 202
             await final.step(now=FAR_FUTURE)
-            assert final.state.late_feedback == 1
+            assert final.state.unmatched_feedback == 1
 
             # 60 trained examples >= export_every: a version was exported, gated, published and promoted.
             published = await final.step(now=FAR_FUTURE)

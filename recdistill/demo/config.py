@@ -1,0 +1,55 @@
+"""What one demo run does: sizes, seeds, replay pacing. Two presets: the full run and `--quick`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from recdistill.data.dataset import Task
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    seeds: int = 3
+    tasks: tuple[Task, ...] = ("slate", "ctr")
+    # Teacher (trained once per content hash, then reused).
+    teacher_size: str = "medium"
+    teacher_epochs: int = 20
+    teacher_max_train_events: int | None = None
+    # Students (batch phase).
+    student_epochs: int = 20
+    student_patience: int = 3
+    max_train_events: int | None = None
+    max_holdout_events: int | None = None  # the most recent N events of the valid and test windows
+    ablation_seeds: int = 3  # seeds for each ablation and control row (at most `seeds`)
+    # Live replay of the valid window (slate) against the student server.
+    replay_events: int | None = None  # None: the whole valid window except the gate holdout
+    gate_holdout_events: int = 2_000  # the last events of the valid window: never replayed, gate only
+    replay_rate: float = 200.0  # requests per second, open loop
+    replay_concurrency: int = 16
+    feedback_delay_s: float = 0.5
+    join_window_s: float = 2.0
+    export_every: int = 1_500  # streamed examples between export attempts
+    sampling_rate: float = 1.0
+    sampling_rate_long_history: float = 0.25  # users with >= 100 events: sampled less, weighted by 1/p
+    # Statistics.
+    bootstrap_samples: int = 300
+    min_teacher_gain: float = 0.003  # below this (the seed noise of AUC here), no transferability ratio
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FULL = DemoConfig()
+QUICK = DemoConfig(
+    seeds=1, teacher_size="tiny", teacher_epochs=2, teacher_max_train_events=20_000, student_epochs=2,
+    student_patience=1, max_train_events=20_000, max_holdout_events=3_000, ablation_seeds=1, replay_events=1_500,
+    gate_holdout_events=1_000, replay_rate=100.0, export_every=300, bootstrap_samples=50,
+)
+
+
+def preset(quick: bool, seeds: int | None) -> DemoConfig:
+    config = QUICK if quick else FULL
+    if seeds is not None:
+        config = replace(config, seeds=seeds, ablation_seeds=min(config.ablation_seeds, seeds))
+    return config

@@ -1,0 +1,159 @@
+"""Replay a window of the timeline as live traffic: ranking requests over HTTP and gRPC (alternating),
+open-loop at a fixed rate, and the real item's label posted as feedback after a delay.
+
+The replay is another party (the service's clients): it runs in its own process, so it neither shares
+an interpreter lock with the training worker nor is slowed down by it beyond the machine's cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import time
+from dataclasses import asdict, dataclass
+from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+
+from recdistill._proto import ranking_pb2, ranking_pb2_grpc
+from recdistill.data.dataset import PreparedDataset
+from student_server.grpc_service import request_from_dict
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    data_dir: Path
+    event_ids: list[int]
+    http_url: str
+    grpc_target: str
+    rate: float
+    concurrency: int
+    feedback_delay_s: float
+    out_path: Path  # one JSON line per request: what the client saw
+
+
+@dataclass(frozen=True)
+class Served:
+    sent_s: float  # since the replay started
+    latency_ms: float
+    protocol: str
+    version: str | None
+    error: str | None = None
+
+
+class ReplayProcess:
+    """Start the replay in a child process; watch its progress; read what it recorded."""
+
+    def __init__(self, plan: ReplayPlan) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.plan = plan
+        self.sent: Synchronized = context.Value("i", 0)  # type: ignore[assignment]
+        self.started_unix: Synchronized = context.Value("d", 0.0)  # type: ignore[assignment]
+        self.process = context.Process(target=_main, args=(plan, self.sent, self.started_unix),
+                                       name="traffic-replay", daemon=True)
+
+    @property
+    def total(self) -> int:
+        return len(self.plan.event_ids)
+
+    def start(self) -> None:
+        self.process.start()
+
+    def done(self) -> bool:
+        return not self.process.is_alive()
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join(timeout=30)
+
+    def results(self) -> tuple[list[Served], int]:
+        """(what each request saw, feedback errors); raises if the replay died."""
+        if self.process.exitcode != 0:
+            raise RuntimeError(f"the traffic replay exited with {self.process.exitcode}")
+        served, feedback_errors = [], 0
+        for line in self.plan.out_path.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("kind") == "summary":
+                feedback_errors = record["feedback_errors"]
+            else:
+                served.append(Served(**record))
+        return served, feedback_errors
+
+
+def _main(plan: ReplayPlan, sent: Synchronized, started_unix: Synchronized) -> None:
+    asyncio.run(_Replay(plan, sent, started_unix).run())
+
+
+class _Replay:
+    def __init__(self, plan: ReplayPlan, sent: Synchronized, started_unix: Synchronized) -> None:
+        self.plan, self.sent, self.started_unix = plan, sent, started_unix
+        self.dataset = PreparedDataset(plan.data_dir)
+        self.served: list[Served] = []
+        self.feedback_errors = 0
+
+    async def run(self) -> None:
+        plan = self.plan
+        bodies = [self.dataset.to_request(e, "slate") for e in plan.event_ids]  # before the clock starts
+        async with httpx.AsyncClient(base_url=plan.http_url, timeout=30,
+                                     limits=httpx.Limits(max_connections=plan.concurrency)) as http, \
+                grpc.aio.insecure_channel(plan.grpc_target) as channel:
+            stub = ranking_pb2_grpc.RankingStub(channel)
+            gate = asyncio.Semaphore(plan.concurrency)
+            tasks: set[asyncio.Task] = set()
+            start = time.perf_counter()
+            self.started_unix.value = time.time()
+            for index, body in enumerate(bodies):
+                delay = start + index / plan.rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await gate.acquire()
+                task = asyncio.create_task(self._one(http, stub, body, "grpc" if index % 2 else "http", start, gate))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                self.sent.value = index + 1
+            await asyncio.gather(*tasks)
+        with plan.out_path.open("w") as out:
+            for served in self.served:
+                out.write(json.dumps(asdict(served)) + "\n")
+            out.write(json.dumps({"kind": "summary", "feedback_errors": self.feedback_errors}) + "\n")
+
+    async def _one(self, http: httpx.AsyncClient, stub: ranking_pb2_grpc.RankingStub, body: dict[str, Any],
+                   protocol: str, start: float, gate: asyncio.Semaphore) -> None:
+        sent = time.perf_counter()
+        version, error = None, None
+        try:
+            if protocol == "http":
+                response = await http.post("/v1/rank", json=body)
+                if response.status_code == 200:
+                    version = response.json()["model_version"]
+                else:
+                    error = f"HTTP {response.status_code}"
+            else:
+                version = (await stub.Rank(request_from_dict(body), timeout=30)).model_version
+        except (httpx.HTTPError, grpc.RpcError) as exc:
+            error = type(exc).__name__
+        finally:
+            gate.release()
+        self.served.append(Served(round(sent - start, 4), round((time.perf_counter() - sent) * 1e3, 3), protocol,
+                                  version, error))
+        if error is None:
+            await asyncio.sleep(self.plan.feedback_delay_s)  # the click comes later than the response
+            await self._feedback(http, stub, body["request_id"], str(body["candidates"][0]["item_id"]), protocol)
+
+    async def _feedback(self, http: httpx.AsyncClient, stub: ranking_pb2_grpc.RankingStub, request_id: str,
+                        item_id: str, protocol: str) -> None:
+        try:
+            if protocol == "http":
+                response = await http.post("/v1/feedback", json={"request_id": request_id, "item_id": item_id,
+                                                                  "label": 1.0})
+                response.raise_for_status()
+            else:
+                await stub.Feedback(ranking_pb2.FeedbackRequest(request_id=request_id, item_id=item_id, label=1.0),
+                                    timeout=30)
+        except (httpx.HTTPError, grpc.RpcError):
+            self.feedback_errors += 1

@@ -1,0 +1,298 @@
+"""The demo's report: report.json (every figure), report.md (tables), PNG plots, a terminal summary."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from recdistill.data.dataset import PreparedDataset
+from recdistill.demo.config import DemoConfig
+from recdistill.demo.experiments import VARIANTS, BatchExperiment
+from recdistill.demo.live import LiveResult
+from recdistill.demo.plots import plot_auc_per_version, plot_calibration, plot_latency
+from recdistill.demo.stats import bootstrap_transferability, transferability
+from recdistill.demo.streaming import STREAM_VARIANTS
+
+METRICS = ("auc", "gauc", "log_loss", "ece", "ndcg@10")
+
+
+@dataclass
+class StreamRun:
+    test: dict[str, float]
+    scores: np.ndarray
+
+
+@dataclass
+class TaskResults:
+    task: str
+    teacher_manifest: dict[str, Any]
+    teacher_reused: bool
+    experiment: BatchExperiment | None = None
+    live: LiveResult | None = None
+    live_versions: list[dict[str, Any]] = field(default_factory=list)
+    stream_runs: dict[tuple[str, int], StreamRun] = field(default_factory=dict)
+
+
+def _mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = [k for k in METRICS if k in rows[0]]
+    out = {k: round(float(np.mean([r[k] for r in rows])), 6) for k in keys}
+    out |= {f"{k}_std": round(float(np.std([r[k] for r in rows])), 6) for k in keys}
+    return out | {"seeds": len(rows)}
+
+
+def _ratios(teacher_auc: float, pairs: list[tuple[float, float]], min_gain: float) -> list[float | None]:
+    return [transferability(teacher_auc, base, student, min_gain) for base, student in pairs]
+
+
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    defined = [v for v in values if v is not None]
+    if not defined:
+        return None, None
+    return round(float(np.mean(defined)), 4), round(float(np.std(defined)), 4)
+
+
+def _variant_rows(result: TaskResults, names: list[str], teacher_auc: float, config: DemoConfig
+                  ) -> list[dict[str, Any]]:
+    """One row per variant: AUC over its seeds and transferability against the same-seed baseline."""
+    experiment = result.experiment
+    assert experiment is not None
+    full = {s: r.test["auc"] for (v, s), r in experiment.runs.items() if v == "distilled"}
+    rows = []
+    for name in names:
+        runs = sorted((r for (v, _), r in experiment.runs.items() if v == name), key=lambda r: r.seed)
+        if not runs:
+            continue
+        pairs = [(experiment.runs[("baseline", r.seed)].test["auc"], r.test["auc"]) for r in runs]
+        ratio, ratio_std = _mean_std(_ratios(teacher_auc, pairs, config.min_teacher_gain))
+        rows.append({"name": name, "description": VARIANTS[name], **_mean_metrics([r.test for r in runs]),
+                     "transferability": ratio, "transferability_std": ratio_std,
+                     "auc_minus_full_method": round(float(np.mean([r.test["auc"] - full[r.seed] for r in runs])), 6)})
+    return rows
+
+
+def _stream_rows(result: TaskResults) -> list[dict[str, Any]]:
+    rows = []
+    for name, description in STREAM_VARIANTS.items():
+        runs = [run.test for (v, _), run in sorted(result.stream_runs.items()) if v == name]
+        if runs:
+            rows.append({"name": name, "description": description, **_mean_metrics(runs)})
+    return rows
+
+
+def _serving(live: LiveResult) -> dict[str, Any]:
+    latencies = np.array([s.latency_ms for s in live.served if s.error is None])
+    per_protocol = {}
+    for protocol in ("http", "grpc"):
+        values = np.array([s.latency_ms for s in live.served if s.protocol == protocol and s.error is None])
+        if values.size:
+            per_protocol[protocol] = {"requests": int(values.size),
+                                      "p50_ms": round(float(np.percentile(values, 50)), 2),
+                                      "p99_ms": round(float(np.percentile(values, 99)), 2)}
+    errors = [s for s in live.served if s.error is not None]
+    return {
+        "requests": len(live.served), "errors": len(errors),
+        "error_kinds": sorted({s.error for s in errors if s.error}),
+        "p50_ms": round(float(np.percentile(latencies, 50)), 2) if latencies.size else None,
+        "p99_ms": round(float(np.percentile(latencies, 99)), 2) if latencies.size else None,
+        "per_protocol": per_protocol,
+        "duration_s": live.duration_s,
+        "swaps": len(live.swaps) - 1,  # the first entry is the baseline serving from the start
+        "refused_by_gate": live.refused,
+        "versions_served": sorted({s.version for s in live.served if s.version}),
+        "feedback_errors": live.feedback_errors,
+        "stream": live.stream_state,
+    }
+
+
+def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
+    experiment = result.experiment
+    if experiment is None or experiment.teacher_test_scores is None:
+        raise RuntimeError(f"task {result.task}: no experiment ran")
+    teacher = experiment.teacher_test_metrics()
+    seeds = sorted(s for v, s in experiment.runs if v == "distilled")
+    baselines = [experiment.runs[("baseline", s)] for s in seeds]
+    students = [experiment.runs[("distilled", s)] for s in seeds]
+    ratios = _ratios(teacher["auc"], [(b.test["auc"], d.test["auc"]) for b, d in zip(baselines, students,
+                                                                                         strict=True)],
+                     config.min_teacher_gain)
+    ratio, ratio_std = _mean_std(ratios)
+    test = experiment.test
+    manifest = result.teacher_manifest
+    summary: dict[str, Any] = {
+        "teacher": teacher | {"version": manifest["teacher_version"], "parameters": manifest["parameters"],
+                              "history_events": "all (up to 20,000)", "reused": result.teacher_reused,
+                              "train_seconds": manifest["seconds"]},
+        "student_baseline": _mean_metrics([b.test for b in baselines]) | {"per_seed": [b.summary() for b in baselines]},
+        "student_distilled": _mean_metrics([d.test for d in students]) | {"per_seed": [d.summary() for d in students]},
+        "teacher_gain_auc": round(teacher["auc"] - float(np.mean([b.test["auc"] for b in baselines])), 6),
+        "transferability": ratio,
+        "transferability_std": ratio_std,
+        "transferability_per_seed": [None if r is None else round(r, 4) for r in ratios],
+        "transferability_ci95": bootstrap_transferability(
+            test.labels, np.ones(test.labels.shape, dtype=bool), experiment.teacher_test_scores,
+            [b.test_scores for b in baselines], [d.test_scores for d in students], config.bootstrap_samples,
+            config.min_teacher_gain),
+        "transferability_note": (f"(distilled - baseline) / (teacher - baseline) on test AUC, per paired seed; "
+                                 f"undefined when the teacher's gain is below {config.min_teacher_gain}"),
+        "teacher_calibration": experiment.debias_report.get("distilled", {}).get("calibration"),
+        "test_events": len(test),
+    }
+    if result.task == "slate":
+        summary["ablations"] = _variant_rows(result, ["plain_kd", "no_calibration", "no_unexposed_labels"],
+                                             teacher["auc"], config)
+        summary["controls"] = _variant_rows(result, ["self_distillation", "label_smoothing"], teacher["auc"], config)
+        summary["stream"] = _stream_rows(result)
+        summary["ablations"] += [row | {"phase": "stream"} for row in summary["stream"]
+                                 if row["name"] in ("batch_only", "stream_no_ipw", "stream_no_position_tower")]
+        summary["promoted_versions"] = result.live_versions
+    return summary
+
+
+def _finite(value: Any, path: str = "") -> list[str]:
+    """Paths of non-finite floats (a report must not carry NaN or inf)."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [path]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _finite(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _finite(v, f"{path}[{i}]")]
+    return []
+
+
+def write_report(out: Path, dataset: PreparedDataset, config: DemoConfig, results: dict[str, TaskResults],
+                 timings: dict[str, float], seconds: float) -> dict[str, Any]:
+    tasks = {task: summarize_task(result, config) for task, result in results.items()}
+    headline = tasks.get("slate") or next(iter(tasks.values()))
+    live = results["slate"].live if "slate" in results else None
+    report: dict[str, Any] = {
+        "dataset": {"name": dataset.manifest["dataset"], "stats": dataset.manifest["stats"],
+                    "split": dataset.manifest["split"]["counts"]},
+        "headline_task": "slate" if "slate" in tasks else next(iter(tasks)),
+        **{k: headline[k] for k in ("teacher", "student_baseline", "student_distilled", "transferability",
+                                    "transferability_std", "transferability_ci95")},
+        "ablations": headline.get("ablations", []),
+        "controls": headline.get("controls", []),
+        "serving": _serving(live) if live else None,
+        "tasks": tasks,
+        "config": config.to_dict(),
+        "stage_seconds": timings,
+        "total_seconds": round(seconds, 1),
+        "artifacts": {"registry": "registry/", "teacher": "teacher/", "sample_log": "samples/", "logs": "logs/"},
+    }
+    report["plots"] = _plots(out, results, live)
+    bad = _finite(report)
+    if bad:
+        report["non_finite"] = bad
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(render_markdown(report))
+    print_summary(report)
+    return report
+
+
+def _plots(out: Path, results: dict[str, TaskResults], live: LiveResult | None) -> list[str]:
+    written = [plot_calibration(out / "calibration.png", {task: r.experiment for task, r in results.items()
+                                                          if r.experiment})]
+    if live and "slate" in results:
+        slate = results["slate"]
+        assert slate.experiment is not None
+        baseline_auc = float(np.mean([r.test["auc"] for (v, _), r in slate.experiment.runs.items()
+                                      if v == "baseline"]))
+        written.append(plot_auc_per_version(out / "auc_per_version.png", slate.live_versions,
+                                            slate.experiment.teacher_test_metrics()["auc"], baseline_auc))
+        written.append(plot_latency(out / "latency.png", live))
+    return [p.name for p in written]
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _metric_row(name: str, metrics: dict[str, Any], keys: tuple[str, ...]) -> str:
+    cells = []
+    for key in keys:
+        value = metrics.get(key)
+        std = metrics.get(f"{key}_std")
+        cells.append(_fmt(value) + (f" ± {std:.4f}" if std else ""))
+    return f"| {name} | " + " | ".join(cells) + " |"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = ["# Rec-Distill demo report", "",
+             f"Dataset: {report['dataset']['name']} ({report['dataset']['stats']['interactions']:,} interactions; "
+             f"train / valid / test events {report['dataset']['split']}). Total {report['total_seconds']} s.", ""]
+    for task, summary in report["tasks"].items():
+        keys = tuple(k for k in METRICS if k in summary["teacher"])
+        lines += [f"## Task `{task}`{' (headline: the serving scenario)' if task == report['headline_task'] else ''}",
+                  "", "| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|",
+                  _metric_row(f"teacher ({summary['teacher']['parameters']:,} params, full history)",
+                              summary["teacher"], keys),
+                  _metric_row(f"baseline student ({summary['student_baseline']['seeds']} seeds)",
+                              summary["student_baseline"], keys),
+                  _metric_row(f"distilled student ({summary['student_distilled']['seeds']} seeds)",
+                              summary["student_distilled"], keys), ""]
+        ci = summary["transferability_ci95"]
+        lines += [f"Teacher gain over the baseline: {_fmt(summary['teacher_gain_auc'])} test AUC. "
+                  f"**Transferability {_fmt(summary['transferability'], 3)} ± {_fmt(summary['transferability_std'], 3)}"
+                  f"** (mean ± std over seeds; per seed {summary['transferability_per_seed']}; bootstrap 95% "
+                  f"interval of the seed-mean [{_fmt(ci['low'], 3)}, {_fmt(ci['high'], 3)}] over "
+                  f"{ci['samples']} resamples of test events).", ""]
+        for title, rows in (("Ablations", summary.get("ablations")), ("Controls", summary.get("controls"))):
+            if not rows:
+                continue
+            lines += [f"### {title}", "", "| variant | test AUC | AUC - full method | transferability | what |",
+                      "|---|---|---|---|---|"]
+            for row in rows:
+                lines.append(f"| {row['name']} | {_fmt(row['auc'])} ± {row['auc_std']:.4f} ({row['seeds']} seeds) | "
+                             f"{_fmt(row.get('auc_minus_full_method'))} | {_fmt(row.get('transferability'), 3)} | "
+                             f"{row['description']} |")
+            lines.append("")
+        if summary.get("stream"):
+            lines += ["### Batch only vs batch + stream (test window, after the replayed valid window)", "",
+                      "| variant | test AUC | ECE |", "|---|---|---|"]
+            lines += [f"| {r['name']} | {_fmt(r['auc'])} ± {r['auc_std']:.4f} | {_fmt(r['ece'])} |"
+                      for r in summary["stream"]]
+            lines.append("")
+        if summary.get("promoted_versions"):
+            lines += ["### Versions served during the replay", "", "| at (s) | phase | version | test AUC |",
+                      "|---|---|---|---|"]
+            lines += [f"| {v['at_s']} | {v['phase']} | {v['version']} | {_fmt(v['test']['auc'])} |"
+                      for v in summary["promoted_versions"]]
+            lines.append("")
+    serving = report["serving"]
+    if serving:
+        lines += ["## Serving during the replay", "",
+                  f"{serving['requests']:,} requests (HTTP and gRPC alternating) in {serving['duration_s']} s, "
+                  f"{serving['errors']} errors, p50 {serving['p50_ms']} ms, p99 {serving['p99_ms']} ms, "
+                  f"{serving['swaps']} hot swaps, {serving['refused_by_gate']} exports refused by the gate, "
+                  f"{serving['feedback_errors']} feedback errors. Latency is measured by the replay client on the "
+                  "same 2 cores as the server, Triton and the training worker.", ""]
+    lines += ["## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]] + [""]
+    return "\n".join(lines)
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    table = Table(title="Rec-Distill demo: test window")
+    for column in ("task", "teacher AUC", "baseline AUC", "distilled AUC", "transferability", "95% CI"):
+        table.add_column(column, justify="right")
+    for task, s in report["tasks"].items():
+        ci = s["transferability_ci95"]
+        table.add_row(task, _fmt(s["teacher"]["auc"]), _fmt(s["student_baseline"]["auc"]),
+                      _fmt(s["student_distilled"]["auc"]),
+                      f"{_fmt(s['transferability'], 3)} ± {_fmt(s['transferability_std'], 3)}",
+                      f"[{_fmt(ci['low'], 3)}, {_fmt(ci['high'], 3)}]")
+    Console().print(table)
+    if report["serving"]:
+        serving = report["serving"]
+        Console().print(f"serving: {serving['requests']:,} requests, {serving['errors']} errors, "
+                     f"p50 {serving['p50_ms']} ms, p99 {serving['p99_ms']} ms, {serving['swaps']} hot swaps")

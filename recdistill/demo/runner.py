@@ -1,0 +1,170 @@
+"""The demo's stages, in order; every service it starts is stopped on the way out (also on Ctrl-C)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import os
+import shutil
+import time
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distill_worker.batch import publish_and_promote
+from distill_worker.promote import GateConfig, onnx_metrics
+from distill_worker.settings import TeacherClientSettings, WorkerSettings
+from distill_worker.stream import StreamConfig
+from distill_worker.trainer import DistillConfig
+from recdistill.artifact import write_state
+from recdistill.data.dataset import PreparedDataset, Task
+from recdistill.data.prepare import prepare
+from recdistill.demo.config import DemoConfig
+from recdistill.demo.experiments import BatchExperiment
+from recdistill.demo.live import live_stage, student_server_process
+from recdistill.demo.report import StreamRun, TaskResults, write_report
+from recdistill.demo.streaming import STREAM_VARIANTS, rerun_stream
+from recdistill.demo.teachers import train_or_reuse
+from recdistill.evaluation import evaluate
+from recdistill.features.encoder import Encoder
+from recdistill.logs import STDERR
+from recdistill.training import EncodedSplit, predict
+from teacher_service.launcher import teacher_process
+from teacher_service.train import TeacherTrainConfig
+
+logger = logging.getLogger(__name__)
+ABLATIONS = ("plain_kd", "no_calibration", "no_unexposed_labels")
+CONTROLS = ("self_distillation", "label_smoothing")
+
+
+class Stages:
+    """Numbered stage headers on the console, with the time each took."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.index, self.started = total, 0, time.perf_counter()
+        self.timings: dict[str, float] = {}
+        self._current: tuple[str, float] | None = None
+
+    def __call__(self, name: str) -> None:
+        self.finish()
+        self.index += 1
+        STDERR.rule(f"[bold]stage {self.index}/{self.total}: {name}")
+        self._current = (name, time.perf_counter())
+
+    def finish(self) -> None:
+        if self._current:
+            name, started = self._current
+            self.timings[name] = round(time.perf_counter() - started, 1)
+            self._current = None
+
+
+def load_dataset(spec: str, out: Path) -> PreparedDataset:
+    from recdistill.cli.data import load_log
+
+    prepare(load_log(spec), out)
+    return PreparedDataset(out)
+
+
+def run_demo(out: Path, dataset_spec: str, config: DemoConfig) -> dict[str, Any]:
+    torch.set_num_threads(os.cpu_count() or 1)
+    for leftover in ("registry", "worker", "samples", "logs"):  # a rerun into the same directory starts clean
+        shutil.rmtree(out / leftover, ignore_errors=True)
+    (out / "logs").mkdir(parents=True)
+    stages = Stages(total=2 + 3 * len(config.tasks) + (2 if "slate" in config.tasks else 0) + 1)
+    started = time.perf_counter()
+    stages(f"prepare {dataset_spec}")
+    dataset = load_dataset(dataset_spec, out / "data")
+    results: dict[str, TaskResults] = {}
+    for task in config.tasks:
+        stages(f"teacher ({task}): train or reuse")
+        teacher_config = TeacherTrainConfig(task=task, size=config.teacher_size, epochs=config.teacher_epochs,
+                                            max_train_events=config.teacher_max_train_events)
+        manifest, reused = train_or_reuse(dataset, teacher_config, out.parent / ".cache", out / "teacher" / task)
+        results[task] = TaskResults(task=task, teacher_manifest=manifest, teacher_reused=reused)
+    for task in config.tasks:
+        asyncio.run(_task_stages(task, dataset, config, out, results[task], stages))
+    stages("report")
+    report = write_report(out, dataset, config, results, stages.timings, time.perf_counter() - started)
+    stages.finish()
+    return report
+
+
+async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig, out: Path, result: TaskResults,
+                       stages: Stages) -> None:
+    settings = WorkerSettings(data=dataset.directory, registry=out / "registry", state_dir=out / "worker" / task,
+                              task=task, max_train_events=config.max_train_events,
+                              max_holdout_events=config.max_holdout_events)
+    distill = DistillConfig(epochs=config.student_epochs, patience=config.student_patience)
+    with ExitStack() as services:
+        stages(f"{task}: start Triton with the teacher, label the training window")
+        endpoints, _ = services.enter_context(teacher_process(
+            out / "teacher" / task, log_path=out / "logs" / f"triton-{task}.log"))
+        teacher = TeacherClientSettings(url=endpoints.grpc_url, teacher_version=result.teacher_manifest[
+            "teacher_version"], teacher_data_end_ts=result.teacher_manifest["data_window"]["train_end_ts"])
+        experiment = await asyncio.to_thread(BatchExperiment, settings, distill)
+        await experiment.label(teacher)
+        result.experiment = experiment
+        stages(f"{task}: batch phase, {config.seeds} paired seeds + ablations and controls")
+        variants = [(v, s) for s in range(config.seeds) for v in ("baseline", "distilled")]
+        if task == "slate":
+            variants += [(v, s) for s in range(config.ablation_seeds) for v in (*ABLATIONS, *CONTROLS)]
+        for variant, seed in variants:
+            await asyncio.to_thread(experiment.run, variant, seed)
+        if task == "slate":
+            stages("slate: serve, replay the valid window live, stream and hot-swap")
+            await _live(dataset, config, settings, teacher, distill, experiment, out, result)
+            stages("slate: stream ablations (offline reruns over the recorded sample log)")
+            await _stream_ablations(dataset, config, teacher, distill, experiment, out, result)
+
+
+
+async def _live(dataset: PreparedDataset, config: DemoConfig, settings: WorkerSettings,
+                teacher: TeacherClientSettings, distill: DistillConfig, experiment: BatchExperiment, out: Path,
+                result: TaskResults) -> None:
+    """Baseline active at start-up, then the replay, the batch student's promotion and the stream."""
+    gate_holdout = EncodedSplit.build(dataset, Encoder(dataset.schema, "student"), "valid", "slate", None,
+                                      config.gate_holdout_events)
+    valid_ids = dataset.split("valid")
+    pool = valid_ids[: max(0, len(valid_ids) - config.gate_holdout_events)]
+    replay_ids = pool[-config.replay_events:] if config.replay_events else pool
+    baseline, distilled = experiment.run("baseline", 0), experiment.run("distilled", 0)
+    registry = settings.registry
+    baseline_version = publish_and_promote(settings.model_copy(update={"version_prefix": "baseline"}),
+                                           baseline.model, gate_holdout, {}, GateConfig())
+    assert baseline_version, "the first version has nothing to be compared with: the gate accepts it"
+    write_state(registry, {"active": baseline_version, "history": []})  # what the server starts with
+    batch_report: dict[str, Any] = {"teacher_version": teacher.teacher_version}
+    batch_version = publish_and_promote(settings.model_copy(update={"version_prefix": "student-batch"}),
+                                        distilled.model, gate_holdout, batch_report, GateConfig())
+    if not batch_version:
+        logger.warning("the gate refused the batch student: %s", batch_report["gate"]["reasons"])
+    with student_server_process(registry, out / "samples", config, out / "logs" / "student-server.log") as server:
+        result.live = await live_stage(dataset, config, settings, teacher, replace(distill, seed=0), server,
+                                       [int(e) for e in replay_ids], gate_holdout, baseline_version, batch_version,
+                                       copy.deepcopy(distilled.model), experiment.calibration,
+                                       settings.state_dir / "live", out / "logs" / "replay.jsonl")
+    for swap in result.live.swaps:
+        result.live_versions.append({"version": swap.version, "phase": swap.phase, "at_s": round(swap.at_s, 2),
+                                     "test": onnx_metrics(registry / swap.version / "model.onnx", experiment.test)})
+
+
+async def _stream_ablations(dataset: PreparedDataset, config: DemoConfig, teacher: TeacherClientSettings,
+                            distill: DistillConfig, experiment: BatchExperiment, out: Path,
+                            result: TaskResults) -> None:
+    stream_config = StreamConfig(join_window_s=config.join_window_s)
+    labels_db = experiment.settings.state_dir / "live" / "labels.sqlite"
+    for seed in range(config.ablation_seeds):
+        batch_model = experiment.run("distilled", seed).model
+        for variant in STREAM_VARIANTS:
+            model = await rerun_stream(variant, dataset, out / "samples", labels_db,
+                                       experiment.settings.state_dir / "rerun", teacher, replace(distill, seed=seed),
+                                       stream_config, batch_model, experiment.calibration, seed)
+            with torch.no_grad():
+                scores, mask = predict(lambda inputs, m=model: m(**inputs), experiment.test)
+            test = experiment.test
+            result.stream_runs[(variant, seed)] = StreamRun(
+                evaluate(test.task, test.labels, scores, mask, test.user_ids), scores)

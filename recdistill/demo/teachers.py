@@ -1,0 +1,40 @@
+"""Train the teacher of a task, or reuse the one already trained on the same data with the same config."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from recdistill.data.dataset import PreparedDataset
+from teacher_service.train import TeacherTrainConfig, train_teacher
+
+logger = logging.getLogger(__name__)
+
+
+def content_key(dataset: PreparedDataset, config: TeacherTrainConfig) -> str:
+    """Everything the teacher's weights depend on: the source data, the schema, the split, the config."""
+    manifest = dataset.manifest
+    payload = {"source": manifest.get("source_sha256"), "schema": dataset.schema.hash, "split": manifest["split"],
+               "slate_negatives": manifest.get("slate_negatives"), "seed": manifest.get("seed"),
+               "train": asdict(config)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train_or_reuse(dataset: PreparedDataset, config: TeacherTrainConfig, cache: Path, dest: Path
+                   ) -> tuple[dict[str, Any], bool]:
+    """The teacher checkpoint at `dest` (copied from the cache); returns (its manifest, reused?)."""
+    cached = cache / f"teacher-{config.task}-{content_key(dataset, config)}"
+    reused = (cached / "manifest.json").exists()
+    if reused:
+        logger.info("reusing teacher %s (same data and config)", cached.name)
+    else:
+        train_teacher(dataset.directory, cached, config)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(cached, dest)
+    return json.loads((dest / "manifest.json").read_text()), reused

@@ -44,6 +44,9 @@ class StudentModel(nn.Module):
         # Position 0 means "unknown" (e.g. historical logs); logged positions are stored as 1 + rank.
         self.position_bias = nn.Embedding(config.max_positions + 1, 1, padding_idx=0) if config.position_tower \
             else None
+        if self.position_bias is not None:
+            # No position effect until the logs show one (a random start would add noise to every label loss).
+            nn.init.zeros_(self.position_bias.weight)
 
     def position_logit(self, positions: torch.Tensor) -> torch.Tensor:
         if self.position_bias is None:

@@ -86,6 +86,11 @@ def student_server_process(registry: Path, sample_log: Path, config: DemoConfig,
                     process.wait()
 
 
+def stream_config(config: DemoConfig) -> StreamConfig:
+    return StreamConfig(join_window_s=config.join_window_s, export_every=config.export_every, lr=config.stream_lr,
+                        exposed_positions=config.exposed_positions)
+
+
 @dataclass
 class Swap:
     at_s: float  # since the replay started
@@ -116,7 +121,7 @@ async def live_stage(dataset: PreparedDataset, config: DemoConfig, settings: Wor
     until the replay ends and every sampled request's feedback window has closed."""
     replay = ReplayProcess(ReplayPlan(dataset.directory, replay_events, server.http_url, server.grpc_target,
                                       config.replay_rate, config.replay_concurrency, config.feedback_delay_s,
-                                      replay_log))
+                                      config.exposed_positions, replay_log))
     replay.start()
     swaps = [Swap(0.0, baseline_version, "baseline")]
     refused = 0
@@ -140,7 +145,7 @@ async def live_stage(dataset: PreparedDataset, config: DemoConfig, settings: Wor
     client = TeacherClient(teacher, Encoder(dataset.schema, "teacher"))
     store = LabelStore(state_dir / "labels.sqlite")
     worker = StreamWorker(dataset, server.sample_log, state_dir, client, store, distill,
-                          StreamConfig(join_window_s=config.join_window_s, export_every=config.export_every),
+                          stream_config(config),
                           initial_model=batch_model, publisher=publisher,
                           soft_transform=calibration.transform if calibration else None)
     started = time.perf_counter()

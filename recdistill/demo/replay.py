@@ -1,5 +1,9 @@
 """Replay a window of the timeline as live traffic: ranking requests over HTTP and gRPC (alternating),
-open-loop at a fixed rate, and the real item's label posted as feedback after a delay.
+open-loop at a fixed rate, and clicks posted as feedback after a delay.
+
+Clicks follow a position-based model: the user sees the top `exposed_positions` of the served ranking
+and examines position p (0-based) with probability 1 / log2(p + 2); the real next item is clicked
+when it is shown and examined. Nothing else is clicked, and nothing below the fold ever is.
 
 The replay is another party (the service's clients): it runs in its own process, so it neither shares
 an interpreter lock with the training worker nor is slowed down by it beyond the machine's cores.
@@ -9,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import multiprocessing
+import random
 import time
 from dataclasses import asdict, dataclass
 from multiprocessing.sharedctypes import Synchronized
@@ -33,6 +39,7 @@ class ReplayPlan:
     rate: float
     concurrency: int
     feedback_delay_s: float
+    exposed_positions: int
     out_path: Path  # one JSON line per request: what the client saw
 
 
@@ -43,6 +50,8 @@ class Served:
     protocol: str
     version: str | None
     error: str | None = None
+    real_item_rank: int | None = None  # where the served ranking put the item the user chose
+    clicked: bool = False
 
 
 class ReplayProcess:
@@ -125,25 +134,31 @@ class _Replay:
     async def _one(self, http: httpx.AsyncClient, stub: ranking_pb2_grpc.RankingStub, body: dict[str, Any],
                    protocol: str, start: float, gate: asyncio.Semaphore) -> None:
         sent = time.perf_counter()
-        version, error = None, None
+        version, error, ranking = None, None, []
         try:
             if protocol == "http":
                 response = await http.post("/v1/rank", json=body)
                 if response.status_code == 200:
-                    version = response.json()["model_version"]
+                    served = response.json()
+                    version, ranking = served["model_version"], served["ranking"]
                 else:
                     error = f"HTTP {response.status_code}"
             else:
-                version = (await stub.Rank(request_from_dict(body), timeout=30)).model_version
+                reply = await stub.Rank(request_from_dict(body), timeout=30)
+                version, ranking = reply.model_version, list(reply.ranking)
         except (httpx.HTTPError, grpc.RpcError) as exc:
             error = type(exc).__name__
         finally:
             gate.release()
-        self.served.append(Served(round(sent - start, 4), round((time.perf_counter() - sent) * 1e3, 3), protocol,
-                                  version, error))
-        if error is None:
+        latency_ms = round((time.perf_counter() - sent) * 1e3, 3)
+        real_item = str(body["candidates"][0]["item_id"])
+        rank = ranking.index(real_item) if real_item in ranking else None
+        clicked = rank is not None and rank < self.plan.exposed_positions and \
+            random.Random(body["request_id"]).random() < 1.0 / math.log2(rank + 2)
+        self.served.append(Served(round(sent - start, 4), latency_ms, protocol, version, error, rank, clicked))
+        if clicked:
             await asyncio.sleep(self.plan.feedback_delay_s)  # the click comes later than the response
-            await self._feedback(http, stub, body["request_id"], str(body["candidates"][0]["item_id"]), protocol)
+            await self._feedback(http, stub, body["request_id"], real_item, protocol)
 
     async def _feedback(self, http: httpx.AsyncClient, stub: ranking_pb2_grpc.RankingStub, request_id: str,
                         item_id: str, protocol: str) -> None:

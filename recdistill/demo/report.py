@@ -96,6 +96,13 @@ def _serving(live: LiveResult) -> dict[str, Any]:
                                       "p50_ms": round(float(np.percentile(values, 50)), 2),
                                       "p99_ms": round(float(np.percentile(values, 99)), 2)}
     errors = [s for s in live.served if s.error is not None]
+    online: dict[str, dict[str, float | int]] = {}  # what each served version did for the replayed users
+    for version in sorted({s.version for s in live.served if s.version}):
+        mine = [s for s in live.served if s.version == version]
+        online[version] = {"requests": len(mine),
+                            "real_item_in_top10": round(float(np.mean([s.real_item_rank is not None and
+                                                                       s.real_item_rank < 10 for s in mine])), 4),
+                            "click_rate": round(float(np.mean([s.clicked for s in mine])), 4)}
     return {
         "requests": len(live.served), "errors": len(errors),
         "error_kinds": sorted({s.error for s in errors if s.error}),
@@ -105,7 +112,8 @@ def _serving(live: LiveResult) -> dict[str, Any]:
         "duration_s": live.duration_s,
         "swaps": len(live.swaps) - 1,  # the first entry is the baseline serving from the start
         "refused_by_gate": live.refused,
-        "versions_served": sorted({s.version for s in live.served if s.version}),
+        "clicks": sum(s.clicked for s in live.served),
+        "online_by_version": online,
         "feedback_errors": live.feedback_errors,
         "stream": live.stream_state,
     }

@@ -18,14 +18,13 @@ import torch
 from distill_worker.batch import publish_and_promote
 from distill_worker.promote import GateConfig, onnx_metrics
 from distill_worker.settings import TeacherClientSettings, WorkerSettings
-from distill_worker.stream import StreamConfig
 from distill_worker.trainer import DistillConfig
 from recdistill.artifact import write_state
 from recdistill.data.dataset import PreparedDataset, Task
 from recdistill.data.prepare import prepare
 from recdistill.demo.config import DemoConfig
 from recdistill.demo.experiments import BatchExperiment
-from recdistill.demo.live import live_stage, student_server_process
+from recdistill.demo.live import live_stage, stream_config, student_server_process
 from recdistill.demo.report import StreamRun, TaskResults, write_report
 from recdistill.demo.streaming import STREAM_VARIANTS, rerun_stream
 from recdistill.demo.teachers import train_or_reuse
@@ -98,7 +97,8 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
     settings = WorkerSettings(data=dataset.directory, registry=out / "registry", state_dir=out / "worker" / task,
                               task=task, max_train_events=config.max_train_events,
                               max_holdout_events=config.max_holdout_events)
-    distill = DistillConfig(epochs=config.student_epochs, patience=config.student_patience)
+    distill = DistillConfig(epochs=config.student_epochs, patience=config.student_patience,
+                            batch_size=config.student_batch_size, lr=config.student_lr)
     with ExitStack() as services:
         stages(f"{task}: start Triton with the teacher, label the training window")
         endpoints, _ = services.enter_context(teacher_process(
@@ -155,14 +155,14 @@ async def _live(dataset: PreparedDataset, config: DemoConfig, settings: WorkerSe
 async def _stream_ablations(dataset: PreparedDataset, config: DemoConfig, teacher: TeacherClientSettings,
                             distill: DistillConfig, experiment: BatchExperiment, out: Path,
                             result: TaskResults) -> None:
-    stream_config = StreamConfig(join_window_s=config.join_window_s)
+    streaming = stream_config(config)
     labels_db = experiment.settings.state_dir / "live" / "labels.sqlite"
     for seed in range(config.ablation_seeds):
         batch_model = experiment.run("distilled", seed).model
         for variant in STREAM_VARIANTS:
             model = await rerun_stream(variant, dataset, out / "samples", labels_db,
                                        experiment.settings.state_dir / "rerun", teacher, replace(distill, seed=seed),
-                                       stream_config, batch_model, experiment.calibration, seed)
+                                       streaming, batch_model, experiment.calibration, seed)
             with torch.no_grad():
                 scores, mask = predict(lambda inputs, m=model: m(**inputs), experiment.test)
             test = experiment.test

@@ -120,6 +120,24 @@ async def test_sampled_requests_and_feedback_reach_the_sample_log(registry: Path
     assert [(f["request_id"], f["label"]) for f in feedbacks] == [("r3", 1.0), ("r4", 0.0)]
 
 
+async def test_long_histories_are_sampled_at_their_own_rate_and_say_so(registry: Path, tmp_path: Path) -> None:
+    settings = make_settings(registry, tmp_path, sampling_rate=1.0, sampling_rate_long_history=0.5,
+                             long_history_events=40)
+    body = json.loads(EXAMPLE.read_text())  # 44 history events: a long history here
+    short = body | {"history": body["history"][:10]}
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.http_url) as client:
+        for i in range(200):
+            request = (short if i % 2 else body) | {"request_id": f"r{i}"}
+            assert (await client.post("/v1/rank", json=request)).status_code == 200
+    requests = [r for _, r in SampleLog(tmp_path / "samples" / "p0").read(0) if r["kind"] == "request"]
+    long_sampled = [r for r in requests if len(r["request"]["history"]) == 44]
+    short_sampled = [r for r in requests if len(r["request"]["history"]) == 10]
+    assert len(short_sampled) == 100
+    assert {r["sampling_probability"] for r in short_sampled} == {1.0}
+    assert {r["sampling_probability"] for r in long_sampled} == {0.5}
+    assert 25 <= len(long_sampled) <= 75  # Binomial(100, 0.5): outside this with probability < 1e-6
+
+
 async def test_metrics_expose_latency_versions_and_samples(registry: Path, tmp_path: Path) -> None:
     async with run_server(make_settings(registry, tmp_path, sampling_rate=1.0)) as server, \
             httpx.AsyncClient(base_url=server.http_url) as client:

@@ -1,0 +1,109 @@
+"""`recdistill demo --quick`, run as a user runs it: the whole loop, then the report's structure."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+RECDISTILL = str(Path(sys.executable).parent / "recdistill")
+
+
+def _numbers(value: Any, path: str = "") -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        return [n for k, v in value.items() for n in _numbers(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [n for i, v in enumerate(value) for n in _numbers(v, f"{path}[{i}]")]
+    return [(path, value)] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
+
+
+def _services_of(out: Path) -> list[psutil.Process]:
+    """Processes (Triton, the student server) still running for this demo's directory."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(str(out) in part for part in (process.info["cmdline"] or [])):
+            found.append(process)
+    return found
+
+
+def test_quick_demo_writes_a_complete_report(tmp_path: Path) -> None:
+    out = tmp_path / "runs" / "quick"
+    started = time.monotonic()
+    finished = subprocess.run([RECDISTILL, "demo", "--quick", "--out", str(out)], capture_output=True, text=True,
+                              timeout=400)
+    seconds = time.monotonic() - started
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    print(f"demo --quick took {seconds:.0f}s")
+    report = json.loads((out / "report.json").read_text())
+
+    for key in ("auc", "gauc", "log_loss", "ece", "ndcg@10"):
+        for model in ("teacher", "student_baseline", "student_distilled"):
+            assert 0.0 <= report[model][key] <= 10.0, (model, key)
+    assert "non_finite" not in report
+    for path, number in _numbers(report):
+        assert math.isfinite(number), path
+    for task in ("slate", "ctr"):
+        summary = report["tasks"][task]
+        assert summary["teacher"]["auc"] > 0.5
+        # The ratio is either defined, or withheld because the teacher's gain is below the noise.
+        if summary["transferability"] is None:
+            assert summary["teacher_gain_auc"] < report["config"]["min_teacher_gain"]
+        else:
+            assert math.isfinite(summary["transferability"])
+    names = {row["name"] for row in report["ablations"]}
+    assert {"plain_kd", "no_calibration", "no_unexposed_labels", "batch_only", "stream_no_ipw",
+            "stream_no_position_tower"} <= names
+    assert {row["name"] for row in report["controls"]} == {"self_distillation", "label_smoothing"}
+    assert {row["name"] for row in report["tasks"]["slate"]["stream"]} >= {"batch_only", "stream"}
+
+    serving = report["serving"]
+    assert serving["requests"] == report["config"]["replay_events"]
+    assert serving["errors"] == 0
+    assert serving["per_protocol"]["http"]["requests"] > 0
+    assert serving["per_protocol"]["grpc"]["requests"] > 0
+    assert serving["stream"]["examples_trained"] > 0
+    assert serving["stream"]["feedback_joined"] > 0
+
+    versions = report["tasks"]["slate"]["promoted_versions"]
+    assert versions[0]["phase"] == "baseline"
+    registry = {p.name for p in (out / "registry").iterdir() if p.is_dir()}
+    assert {v["version"] for v in versions} <= registry
+    assert (out / "teacher" / "slate" / "manifest.json").exists()
+    assert (out / "teacher" / "ctr" / "manifest.json").exists()
+    for plot in ("calibration.png", "auc_per_version.png", "latency.png"):
+        assert (out / plot).stat().st_size > 1_000
+    assert "Transferability" in (out / "report.md").read_text()
+    assert not _services_of(out), "services left running after the demo"
+
+
+def test_ctrl_c_stops_every_service(tmp_path: Path) -> None:
+    out = tmp_path / "runs" / "interrupted"
+    demo = subprocess.Popen([RECDISTILL, "demo", "--quick", "--out", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=os.environ | {"COLUMNS": "200"})
+    try:
+        deadline = time.monotonic() + 240
+        # Wait until Triton serves the teacher (a child with the run directory on its command line).
+        while not any("teacher" in " ".join(p.cmdline()) for p in _services_of(out)):
+            assert demo.poll() is None, demo.stderr.read()[-3000:] if demo.stderr else ""
+            assert time.monotonic() < deadline, "Triton never started"
+            time.sleep(0.5)
+        demo.send_signal(signal.SIGINT)
+        demo.wait(timeout=90)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode != 0
+    deadline = time.monotonic() + 30
+    while _services_of(out) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _services_of(out), "services left running after Ctrl-C"

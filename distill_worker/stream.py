@@ -199,7 +199,7 @@ class StreamWorker:
                     padded[row, : len(values)] = values if self.soft_transform is None else self.soft_transform(values)
                 batch.extras["soft_label"] = torch.from_numpy(padded)
             self.model.train()
-            loss = distill_loss(self.model, batch, self.distill)
+            loss = distill_loss(self.model, batch, self.distill, full_traffic=True)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

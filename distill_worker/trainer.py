@@ -41,8 +41,13 @@ def _masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (values * weights).sum() / weights.sum().clamp(min=_EPS)
 
 
-def distill_loss(model: StudentModel, batch: Batch, config: DistillConfig) -> torch.Tensor:
+def distill_loss(model: StudentModel, batch: Batch, config: DistillConfig, full_traffic: bool = False
+                 ) -> torch.Tensor:
+    """`full_traffic`: the batch holds whole served slates (the stream), not negative-sampled ones, so
+    both heads are trained through the exported logit offset, in the space the served scores live in."""
     serving, teacher_head = model.heads(**batch.inputs)
+    if full_traffic:
+        serving, teacher_head = serving + model.serving_logit_offset, teacher_head + model.serving_logit_offset
     mask = batch.mask.float()
     observed = batch.extras.get("observed", mask) * mask
     example_weight = batch.extras.get("weight", torch.ones(mask.shape[0])).unsqueeze(1)

@@ -14,7 +14,9 @@ class DemoConfig:
     tasks: tuple[Task, ...] = ("slate", "ctr")
     # Teacher (trained once per content hash, then reused).
     teacher_size: str = "medium"
-    teacher_epochs: int = 20
+    teacher_epochs: int = 30
+    teacher_batch_size: int = 512
+    teacher_lr: float = 4e-3
     teacher_max_train_events: int | None = None
     # Students (batch phase).
     # A large batch with a high rate: the baseline converges (early-stops) within the epoch budget, so
@@ -25,7 +27,7 @@ class DemoConfig:
     student_lr: float = 8e-3
     max_train_events: int | None = None
     max_holdout_events: int | None = None  # the most recent N events of the valid and test windows
-    ablation_seeds: int = 3  # seeds for each ablation and control row (at most `seeds`)
+    ablation_seeds: int = 2  # seeds for each ablation and control row (at most `seeds`)
     # Live replay of the valid window (slate) against the student server.
     replay_events: int | None = None  # None: the whole valid window except the gate holdout
     gate_holdout_events: int = 2_000  # the last events of the valid window: never replayed, gate only
@@ -33,7 +35,7 @@ class DemoConfig:
     replay_concurrency: int = 16
     feedback_delay_s: float = 0.5
     exposed_positions: int = 10  # the user sees the top 10 of the served ranking (see demo.replay)
-    stream_lr: float = 1e-4
+    stream_lr: float = 1e-3
     join_window_s: float = 2.0
     export_every: int = 1_500  # streamed examples between export attempts
     sampling_rate: float = 1.0

@@ -81,6 +81,7 @@ def run_demo(out: Path, dataset_spec: str, config: DemoConfig) -> dict[str, Any]
     for task in config.tasks:
         stages(f"teacher ({task}): train or reuse")
         teacher_config = TeacherTrainConfig(task=task, size=config.teacher_size, epochs=config.teacher_epochs,
+                                            batch_size=config.teacher_batch_size, lr=config.teacher_lr,
                                             max_train_events=config.teacher_max_train_events)
         manifest, reused = train_or_reuse(dataset, teacher_config, out.parent / ".cache", out / "teacher" / task)
         results[task] = TaskResults(task=task, teacher_manifest=manifest, teacher_reused=reused)

@@ -26,7 +26,7 @@ def worker_app() -> FastAPI:
 def serve(settings: StudentSettings) -> None:
     if settings.workers <= 1:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                    timeout_graceful_shutdown=10)
+                    access_log=settings.access_log, timeout_graceful_shutdown=10)
         return
     # Worker processes rebuild the settings from the environment.
     for name, value in settings.model_dump(exclude_none=True).items():
@@ -37,6 +37,7 @@ def serve(settings: StudentSettings) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         uvicorn.run("student_server.main:worker_app", factory=True, host=settings.host, port=settings.port,
-                    workers=settings.workers, log_level="info", timeout_graceful_shutdown=10)
+                    workers=settings.workers, log_level="info", access_log=settings.access_log,
+                    timeout_graceful_shutdown=10)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

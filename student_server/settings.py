@@ -18,6 +18,8 @@ class StudentSettings(BaseSettings):
     port: int = 8080
     grpc_port: int = 50051
     workers: int = 1
+    # One log line per request costs a noticeable share of a small request's CPU; /metrics counts them.
+    access_log: bool = False
     admin_token: str | None = Field(default=None, validation_alias=AliasChoices("RECDISTILL_ADMIN_TOKEN",
                                                                                 "STUDENT_ADMIN_TOKEN"))
     max_candidates: int = Field(default=MAX_CANDIDATES, ge=1, le=MAX_CANDIDATES)

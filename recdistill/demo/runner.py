@@ -99,7 +99,7 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
                               task=task, max_train_events=config.max_train_events,
                               max_holdout_events=config.max_holdout_events)
     distill = DistillConfig(epochs=config.student_epochs, patience=config.student_patience,
-                            batch_size=config.student_batch_size, lr=config.student_lr)
+                            batch_size=config.student_batch_size, lr=config.student_lr, kd_weight=config.kd_weight)
     with ExitStack() as services:
         stages(f"{task}: start Triton with the teacher, label the training window")
         endpoints, _ = services.enter_context(teacher_process(

@@ -137,6 +137,7 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
         "teacher": teacher | {"version": manifest["teacher_version"], "parameters": manifest["parameters"],
                               "history_events": "all (up to 20,000)", "reused": result.teacher_reused,
                               "train_seconds": manifest["seconds"]},
+        "student_parameters": sum(p.numel() for p in baselines[0].model.parameters()),
         "student_baseline": _mean_metrics([b.test for b in baselines]) | {"per_seed": [b.summary() for b in baselines]},
         "student_distilled": _mean_metrics([d.test for d in students]) | {"per_seed": [d.summary() for d in students]},
         "teacher_gain_auc": round(teacher["auc"] - float(np.mean([b.test["auc"] for b in baselines])), 6),
@@ -238,14 +239,16 @@ def _metric_row(name: str, metrics: dict[str, Any], keys: tuple[str, ...]) -> st
 def render_markdown(report: dict[str, Any]) -> str:
     lines = ["# Rec-Distill demo report", "",
              f"Dataset: {report['dataset']['name']} ({report['dataset']['stats']['interactions']:,} interactions; "
-             f"train / valid / test events {report['dataset']['split']}). Total {report['total_seconds']} s.", ""]
+             "train / valid / test events " + " / ".join(f"{n:,}" for n in report['dataset']['split'].values())
+             + f"). Total {report['total_seconds']} s.", ""]
     for task, summary in report["tasks"].items():
         keys = tuple(k for k in METRICS if k in summary["teacher"])
         lines += [f"## Task `{task}`{' (headline: the serving scenario)' if task == report['headline_task'] else ''}",
                   "", "| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|",
                   _metric_row(f"teacher ({summary['teacher']['parameters']:,} params, full history)",
                               summary["teacher"], keys),
-                  _metric_row(f"baseline student ({summary['student_baseline']['seeds']} seeds)",
+                  _metric_row(f"baseline student ({summary['student_parameters']:,} params, last 10 events, "
+                              f"{summary['student_baseline']['seeds']} seeds)",
                               summary["student_baseline"], keys),
                   _metric_row(f"distilled student ({summary['student_distilled']['seeds']} seeds)",
                               summary["student_distilled"], keys), ""]

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -30,9 +27,9 @@ from recdistill.artifact import write_state
 from recdistill.data.dataset import PreparedDataset
 from recdistill.features.encoder import Encoder
 from recdistill.features.request import parse_rank_request
+from recdistill.processes import child_process, free_port
 from student_server.grpc_service import request_from_dict
 from student_server.scoring import session_options
-from teacher_service.launcher import free_port
 
 SECTION = "Student server (100 candidates, 16 connections)"
 COMMAND = "make bench  # benchmarks/student_bench.py"
@@ -54,30 +51,10 @@ def _registry(dataset: PreparedDataset, root: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-@contextmanager
-def _process(command: list[str], ready_url: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=os.environ | (env or {}))
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{command[:4]} exited with {process.returncode}")
-            try:
-                if httpx.get(ready_url, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{command[:4]} not ready")
-            time.sleep(0.25)
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+def _process(command: list[str], ready_url: str, env: dict[str, str] | None = None
+             ) -> AbstractContextManager[subprocess.Popen]:
+    return child_process(command, lambda: httpx.get(ready_url, timeout=1).status_code == 200, " ".join(command[:4]),
+                         env=env, stop_timeout_s=30)
 
 
 def _load(kind: str, target: str, body: Path, seconds: float) -> dict[str, float]:

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import logging
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from recdistill.processes import child_process, free_port
+
 logger = logging.getLogger(__name__)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -43,33 +36,9 @@ def teacher_process(checkpoint: Path, model_name: str = "teacher", ready_timeout
                "--model-name", model_name]
     if instances:
         command += ["--instances", str(instances)]
-    log = log_path.open("w") if log_path else subprocess.DEVNULL
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     endpoints = TeacherEndpoints(f"127.0.0.1:{grpc}", f"127.0.0.1:{http}", f"127.0.0.1:{metrics}", model_name)
-    try:
-        with grpcclient.InferenceServerClient(endpoints.grpc_url) as client:
-            deadline = time.monotonic() + ready_timeout_s
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"teacher serve exited with {process.returncode} before it was ready"
-                                       + (f"; see {log_path}" if log_path else ""))
-                try:
-                    if client.is_model_ready(model_name):
-                        break
-                except Exception:  # noqa: BLE001 - not listening yet
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"teacher not ready after {ready_timeout_s}s")
-                time.sleep(0.25)
+    with grpcclient.InferenceServerClient(endpoints.grpc_url) as client, \
+            child_process(command, lambda: client.is_model_ready(model_name), "teacher serve", ready_timeout_s,
+                          log_path) as process:
         logger.info("teacher ready on %s (pid %d)", endpoints.grpc_url, process.pid)
         yield endpoints, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if log_path:
-            log.close()  # type: ignore[union-attr]

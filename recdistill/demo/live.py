@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +31,8 @@ from recdistill.demo.config import DemoConfig
 from recdistill.demo.replay import ReplayPlan, ReplayProcess, Served
 from recdistill.features.encoder import Encoder
 from recdistill.logs import STDERR
+from recdistill.processes import child_process, free_port
 from recdistill.training import EncodedSplit
-from teacher_service.launcher import free_port
 
 logger = logging.getLogger(__name__)
 
@@ -59,31 +56,10 @@ def student_server_process(registry: Path, sample_log: Path, config: DemoConfig,
                "--sampling-rate", str(config.sampling_rate),
                "--sampling-rate-long-history", str(config.sampling_rate_long_history)]
     server = StudentServer(f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", token, sample_log)
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   env=os.environ | {"RECDISTILL_ADMIN_TOKEN": token})
-        try:
-            deadline = time.monotonic() + ready_timeout_s
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"student serve exited with {process.returncode}; see {log_path}")
-                try:
-                    if httpx.get(f"{server.http_url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"student server not up after {ready_timeout_s}s; see {log_path}")
-                time.sleep(0.2)
-            yield server
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+    with child_process(command, lambda: httpx.get(f"{server.http_url}/healthz", timeout=1).status_code == 200,
+                       "student serve", ready_timeout_s, log_path, {"RECDISTILL_ADMIN_TOKEN": token},
+                       stop_timeout_s=30):
+        yield server
 
 
 def stream_config(config: DemoConfig) -> StreamConfig:
@@ -105,11 +81,7 @@ class LiveResult:
     refused: int
     stream_state: dict[str, Any]
     feedback_errors: int
-    server_metrics: str
-    final_model: StudentModel
     duration_s: float
-    replayed_events: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 async def live_stage(dataset: PreparedDataset, config: DemoConfig, settings: WorkerSettings,
@@ -181,10 +153,10 @@ async def live_stage(dataset: PreparedDataset, config: DemoConfig, settings: Wor
         await client.close()
         store.close()
     served, feedback_errors = replay.results()
-    metrics_text = httpx.get(f"{server.http_url}/metrics", timeout=10).text
+    # The server's own view of the replay (latency histograms, swap counters), kept with the logs.
+    replay_log.with_name("student-server-metrics.prom").write_text(
+        httpx.get(f"{server.http_url}/metrics", timeout=10).text)
     return LiveResult(served=served, swaps=swaps, refused=refused,
                       stream_state={k: v for k, v in vars(worker.state).items()
                                     if k not in ("waiting", "feedback", "feedback_seen", "offsets")},
-                      feedback_errors=feedback_errors, server_metrics=metrics_text,
-                      final_model=worker.model, duration_s=round(time.perf_counter() - started, 1),
-                      replayed_events=len(replay_events))
+                      feedback_errors=feedback_errors, duration_s=round(time.perf_counter() - started, 1))

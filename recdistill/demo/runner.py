@@ -134,9 +134,11 @@ async def _live(dataset: PreparedDataset, config: DemoConfig, settings: WorkerSe
     replay_ids = pool[-config.replay_events:] if config.replay_events else pool
     baseline, distilled = experiment.run("baseline", 0), experiment.run("distilled", 0)
     registry = settings.registry
+    baseline_report: dict[str, Any] = {}
     baseline_version = publish_and_promote(settings.model_copy(update={"version_prefix": "baseline"}),
-                                           baseline.model, gate_holdout, {}, GateConfig())
-    assert baseline_version, "the first version has nothing to be compared with: the gate accepts it"
+                                           baseline.model, gate_holdout, baseline_report, GateConfig())
+    if not baseline_version:
+        raise RuntimeError(f"the gate refused the baseline student: {baseline_report['gate']['reasons']}")
     write_state(registry, {"active": baseline_version, "history": []})  # what the server starts with
     batch_report: dict[str, Any] = {"teacher_version": teacher.teacher_version}
     batch_version = publish_and_promote(settings.model_copy(update={"version_prefix": "student-batch"}),

@@ -181,16 +181,14 @@ def save_student(state_dir: Path, model: StudentModel, calibration: Calibration 
         os.replace(calibration_path.with_suffix(".tmp"), calibration_path)
 
 
-def load_student(state_dir: Path, dataset: PreparedDataset, config: StudentConfig | None = None
-                 ) -> tuple[StudentModel | None, Calibration | None]:
-    """The batch student (its config, unless `config` overrides it) and calibration, if there are any."""
+def load_student(state_dir: Path, dataset: PreparedDataset) -> tuple[StudentModel | None, Calibration | None]:
+    """The batch student and the teacher calibration it was trained with, if there are any."""
     path = state_dir / BATCH_STUDENT
     if not path.exists():
         return None, None
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    model = StudentModel(dataset.schema, config or StudentConfig.from_dict(saved["config"]))
-    # A config without the position tower drops its (train-only) weights.
-    model.load_state_dict(saved["model"], strict=model.position_bias is not None)
+    model = StudentModel(dataset.schema, StudentConfig.from_dict(saved["config"]))
+    model.load_state_dict(saved["model"])
     calibration_path = state_dir / BATCH_CALIBRATION
     calibration = Calibration.from_bytes(calibration_path.read_bytes()) if calibration_path.exists() else None
     return model, calibration

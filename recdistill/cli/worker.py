@@ -15,6 +15,7 @@ app = typer.Typer(help="The distill worker: teacher labels -> debiasing -> stude
 @app.command("run")
 def run_command(
     mode: str = typer.Option("batch", help="batch (historical window) or stream (sampled live traffic)."),
+    task: str = typer.Option("slate", help="batch: slate (the serving scenario) or ctr."),
     samples: Path = typer.Option(Path("samples"), help="stream: the student server's sample log directory."),
     steps: int | None = typer.Option(None, help="stream: stop after N steps (default: until Ctrl-C)."),
     join_window_s: float = typer.Option(60.0, help="stream: how long feedback is awaited after a request."),
@@ -46,11 +47,13 @@ def run_command(
 
     if mode not in ("batch", "stream"):
         raise typer.BadParameter("mode must be batch or stream", param_hint="--mode")
+    if task not in ("slate", "ctr") or (mode == "stream" and task != "slate"):
+        raise typer.BadParameter("task must be slate or ctr (batch); the stream serves slates", param_hint="--task")
     if head not in ("aux", "serving"):
         raise typer.BadParameter("head must be aux or serving", param_hint="--head")
     if calibration not in ("none", "platt", "isotonic"):
         raise typer.BadParameter("calibration must be none, platt or isotonic", param_hint="--calibration")
-    settings = WorkerSettings(data=data, registry=registry, state_dir=state_dir, server_url=server_url,
+    settings = WorkerSettings(data=data, registry=registry, state_dir=state_dir, server_url=server_url, task=task,
                               calibration=calibration, max_train_events=max_train_events,
                               sampling_correction=not no_sampling_correction,
                               version_prefix="baseline" if no_teacher else "student")

@@ -194,9 +194,12 @@ class StreamWorker:
                 soft = await self.store.label(label_requests, self.teacher)
                 if self.teacher.settings.teacher_data_end_ts is not None:
                     TEACHER_LAG.set(chunk[-1]["request_ts"] - self.teacher.settings.teacher_data_end_ts)
+                if self.soft_transform is not None:  # one call for the whole batch
+                    lengths = np.cumsum([len(values) for values in soft])[:-1]
+                    soft = np.split(self.soft_transform(np.concatenate(soft)), lengths)
                 padded = np.zeros(batch.labels.shape, dtype=np.float32)
                 for row, values in enumerate(soft):
-                    padded[row, : len(values)] = values if self.soft_transform is None else self.soft_transform(values)
+                    padded[row, : len(values)] = values
                 batch.extras["soft_label"] = torch.from_numpy(padded)
             self.model.train()
             loss = distill_loss(self.model, batch, self.distill, full_traffic=True)

@@ -70,11 +70,15 @@ class EncodedSplit:
 
     def with_extras(self, **extras: np.ndarray) -> EncodedSplit:
         """The same split (sharing its contexts and assembled tensors) with other extras."""
+        self._assemble_all()  # before the copy, so every copy shares one assembly
         return replace(self, extras=extras)
 
-    def _assemble(self, rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def _assemble_all(self) -> None:
         if self._dense is None and self.encoder.history_len <= DENSE_HISTORY_LEN:
             self._dense = self.encoder.assemble(self.contexts)
+
+    def _assemble(self, rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        self._assemble_all()
         if self._dense is None:
             return self.encoder.assemble([self.contexts[i] for i in rows])
         tensors, mask = self._dense

@@ -67,6 +67,7 @@ class BatchExperiment:
         self.teacher_test_scores: np.ndarray | None = None  # ... on the test window (for the report)
         self.debias_report: dict[str, Any] = {}
         self.calibration: Calibration | None = None  # the full method's, which the stream phase reuses
+        self._debiased: dict[str, tuple[np.ndarray, Calibration, dict[str, Any]]] = {}  # by calibration method
         self.runs: dict[tuple[str, int], RunResult] = {}
 
     async def label(self, teacher: TeacherClientSettings) -> None:
@@ -102,10 +103,14 @@ class BatchExperiment:
             return debias_soft_labels(self.settings, self.data, raw, fresh, f"baseline-seed{seed}", {})[0]
         if self.raw_soft is None or self.raw_fresh is None:
             raise RuntimeError("label() first")
-        settings = self.settings.model_copy(update={"calibration": "none"}) if variant == "no_calibration" \
-            else self.settings
-        soft, calibration = debias_soft_labels(settings, self.data, self.raw_soft, self.raw_fresh,
-                                               self.teacher_version, self.debias_report.setdefault(variant, {}))
+        method = "none" if variant == "no_calibration" else self.settings.calibration
+        if method not in self._debiased:  # the same for every seed and for the other teacher variants
+            report: dict[str, Any] = {}
+            settings = self.settings.model_copy(update={"calibration": method})
+            soft, calibration = debias_soft_labels(settings, self.data, self.raw_soft, self.raw_fresh,
+                                                   self.teacher_version, report)
+            self._debiased[method] = (soft, calibration, report)
+        soft, calibration, self.debias_report[variant] = self._debiased[method]
         if variant == "distilled":
             self.calibration = calibration
         return soft

@@ -13,23 +13,35 @@ from contextlib import asynccontextmanager
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
+from starlette.routing import Route
 
 from recdistill.artifact import read_state
 from recdistill.errors import RecDistillError, ValidationError
 from recdistill.features.encoder import Encoder
-from recdistill.features.request import field_path
 from recdistill.features.schema import FeatureSchema
 from recdistill.samplelog import SampleLog
 from student_server import admin, metrics, routes
 from student_server.errors import error_body, http_status
 from student_server.grpc_service import start_grpc_server
+from student_server.rank_http import RankEndpoint, openapi_path_item
 from student_server.registry import ModelRegistry
 from student_server.sampling import TrafficSampler
 from student_server.service import RankingService
 from student_server.settings import StudentSettings
 
 logger = logging.getLogger(__name__)
+
+
+# Pydantic adds the union member tried ("str", "int", ...) to error locations; they are not fields.
+_UNION_TAGS = {"str", "int", "float", "bool", "none"}
+
+
+def _pydantic_field(location: tuple[object, ...]) -> str:
+    parts = [str(p) for p in location
+             if p != "body" and not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p or "-" in p))]
+    return ".".join(parts) or "body"
 
 
 def _json_error(status: int, body: dict[str, object]) -> Response:
@@ -88,8 +100,21 @@ def create_app(settings: StudentSettings | None = None, partition: str = "p0") -
     app = FastAPI(title="Rec-Distill student server", version="0.1.0", lifespan=lifespan,
                   description="Low-latency ranking on ONNX Runtime with hot-swappable model versions.")
     app.state.settings = settings
+    # First in the routing table: the hot path skips FastAPI's per-request machinery (see rank_http).
+    app.router.routes.insert(0, Route("/v1/rank", RankEndpoint(settings.max_body_bytes), methods=["POST"]))
     app.include_router(routes.router)
     app.include_router(admin.router)
+
+    def openapi() -> dict[str, object]:
+        if app.openapi_schema is None:
+            spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            rank_item, components = openapi_path_item()
+            spec["paths"] = {"/v1/rank": rank_item} | spec["paths"]
+            spec.setdefault("components", {}).setdefault("schemas", {}).update(components)
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(RecDistillError)
     async def _known_error(request: Request, exc: RecDistillError) -> Response:
@@ -101,7 +126,7 @@ def create_app(settings: StudentSettings | None = None, partition: str = "p0") -
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0]
-        field = field_path(tuple(p for p in first["loc"] if p != "body"))
+        field = _pydantic_field(tuple(first["loc"]))
         return _json_error(422, error_body(ValidationError(field, first["msg"])))
 
     @app.exception_handler(Exception)

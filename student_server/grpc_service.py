@@ -9,7 +9,18 @@ from typing import Any
 import grpc
 
 from recdistill._proto import ranking_pb2, ranking_pb2_grpc
-from recdistill.features.request import parse_rank_request
+from recdistill.errors import ValidationError
+from recdistill.features.request import (
+    MAX_CANDIDATES,
+    MAX_HISTORY_EVENTS,
+    REQUEST_ID_MAX_LENGTH,
+    Candidate,
+    HistoryEvent,
+    ItemFeatures,
+    RankRequest,
+    RequestContext,
+    User,
+)
 from student_server import metrics
 from student_server.errors import error_body, grpc_status, http_status
 from student_server.service import RankingService
@@ -17,39 +28,48 @@ from student_server.service import RankingService
 logger = logging.getLogger(__name__)
 
 
-def request_to_dict(message: ranking_pb2.RankRequest) -> dict[str, Any]:
-    """The JSON-shaped body of a gRPC request, so both protocols validate and encode identically."""
-    user: dict[str, Any] = {"user_id": message.user.user_id}
-    for name in ("age", "gender", "occupation", "zip_code"):
-        if message.user.HasField(name):
-            user[name] = getattr(message.user, name)
-    history = []
-    for event in message.history:
-        item: dict[str, Any] = {"item_id": event.item_id}
-        if event.HasField("ts"):
-            item["ts"] = event.ts
-        if event.HasField("action"):
-            item["action"] = event.action
-        history.append(item)
-    candidates = []
-    for candidate in message.candidates:
-        entry: dict[str, Any] = {"item_id": candidate.item_id}
-        if candidate.HasField("features"):
-            features: dict[str, Any] = {}
-            if candidate.features.genres:
-                features["genres"] = list(candidate.features.genres)
-            if candidate.features.HasField("release_year"):
-                features["release_year"] = candidate.features.release_year
-            entry["features"] = features
-        candidates.append(entry)
-    body: dict[str, Any] = {"user": user, "history": history, "candidates": candidates}
-    if message.HasField("request_id"):
-        body["request_id"] = message.request_id
-    if message.HasField("context") and message.context.HasField("ts"):
-        body["context"] = {"ts": message.context.ts}
+def request_from_message(message: ranking_pb2.RankRequest) -> RankRequest:
+    """The ranking request a gRPC message carries, built without a JSON-shaped detour.
+
+    Protobuf has already typed every field; what is left to check are the constraints the JSON
+    decoder applies from `RankRequest`'s declaration (the server's own limits come after, in
+    `check_limits`, as for HTTP).
+    """
     if not message.HasField("user"):
-        body.pop("user")
-    return body
+        raise ValidationError("user", "missing")
+    if not message.candidates:
+        raise ValidationError("candidates", "at least one candidate is required")
+    if len(message.candidates) > MAX_CANDIDATES:
+        raise ValidationError("candidates", f"{len(message.candidates)} candidates, at most {MAX_CANDIDATES}")
+    if len(message.history) > MAX_HISTORY_EVENTS:
+        raise ValidationError("history", f"{len(message.history)} events, at most {MAX_HISTORY_EVENTS}")
+    if message.HasField("request_id") and len(message.request_id) > REQUEST_ID_MAX_LENGTH:
+        raise ValidationError("request_id", f"longer than {REQUEST_ID_MAX_LENGTH} characters")
+    user = message.user
+    return RankRequest(
+        user=User(user_id=user.user_id,
+                  age=user.age if user.HasField("age") else None,
+                  gender=user.gender if user.HasField("gender") else None,
+                  occupation=user.occupation if user.HasField("occupation") else None,
+                  zip_code=user.zip_code if user.HasField("zip_code") else None),
+        history=[HistoryEvent(item_id=event.item_id,
+                              ts=event.ts if event.HasField("ts") else None,
+                              action=event.action if event.HasField("action") else None)
+                 for event in message.history],
+        candidates=[Candidate(item_id=candidate.item_id, features=_features(candidate))
+                    for candidate in message.candidates],
+        request_id=message.request_id if message.HasField("request_id") else None,
+        context=RequestContext(ts=message.context.ts if message.context.HasField("ts") else None)
+        if message.HasField("context") else None,
+    )
+
+
+def _features(candidate: ranking_pb2.Candidate) -> ItemFeatures | None:
+    if not candidate.HasField("features"):
+        return None
+    features = candidate.features
+    return ItemFeatures(genres=list(features.genres) or None,
+                        release_year=features.release_year if features.HasField("release_year") else None)
 
 
 def request_from_dict(body: dict[str, Any]) -> ranking_pb2.RankRequest:
@@ -86,7 +106,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         started = time.perf_counter()
         status = "ok"
         try:
-            result = await self.service.rank(parse_rank_request(request_to_dict(request)))
+            result = await self.service.rank(request_from_message(request))
             return ranking_pb2.RankResponse(request_id=result.request_id, model_version=result.model_version,
                                             scores=result.scores.tolist(), ranking=result.ranking)
         except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
@@ -94,7 +114,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
             await self._fail(context, exc)
             raise
         finally:
-            metrics.LATENCY.labels(endpoint="rank", protocol="grpc").observe(time.perf_counter() - started)
+            metrics.RANK_GRPC_LATENCY.observe(time.perf_counter() - started)
             metrics.REQUESTS.labels(endpoint="rank", protocol="grpc", status=status).inc()
 
     async def Feedback(self, request: ranking_pb2.FeedbackRequest,  # noqa: N802 - gRPC method name

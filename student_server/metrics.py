@@ -26,6 +26,9 @@ ACTIVE_VERSION = Gauge("recdistill_active_version_info", "1 for the active model
 SWAPS = Counter("recdistill_model_swaps", "Activations of a model version")
 ROLLBACKS = Counter("recdistill_model_rollbacks", "Rollbacks to the previous version")
 SAMPLED = Counter("recdistill_sampled_records", "Records written to the sample log", ["kind"])
+# The ranking paths' latency children, bound once (a labels() lookup per request is measurable).
+RANK_HTTP_LATENCY = LATENCY.labels(endpoint="rank", protocol="http")
+RANK_GRPC_LATENCY = LATENCY.labels(endpoint="rank", protocol="grpc")
 DROPPED = Counter("recdistill_dropped_records", "Records dropped because the sample queue was full", ["kind"])
 
 

@@ -1,4 +1,4 @@
-"""Public HTTP endpoints: ranking, feedback, health, readiness, metrics."""
+"""Public HTTP endpoints on FastAPI: feedback, health, readiness, metrics (ranking: `rank_http`)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,10 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field, StrictFloat, StrictInt, StrictStr
 
-from recdistill.features.request import RankRequest, parse_rank_request
 from student_server import metrics
-from student_server.errors import PayloadTooLargeError
 from student_server.service import RankingService
 
 router = APIRouter()
-
-
-class RankResponse(BaseModel):
-    request_id: str
-    model_version: str
-    scores: list[float] = Field(description="one per candidate, in request order")
-    ranking: list[str] = Field(description="candidate item ids, best first")
 
 
 class Feedback(BaseModel):
@@ -32,34 +23,6 @@ class Feedback(BaseModel):
 
 def _service(request: Request) -> RankingService:
     return request.app.state.service
-
-
-async def _body(request: Request) -> bytes:
-    limit = request.app.state.settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"body of {declared} bytes exceeds the limit of {limit}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLargeError(f"body exceeds the limit of {limit} bytes")
-    return bytes(body)
-
-
-@router.post(
-    "/v1/rank", response_model=RankResponse, summary="Score and rank candidates for a user",
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": RankRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}},
-)
-async def rank(request: Request) -> Response:
-    started = time.perf_counter()
-    try:
-        result = await _service(request).rank(parse_rank_request(await _body(request)))
-    finally:
-        metrics.LATENCY.labels(endpoint="rank", protocol="http").observe(time.perf_counter() - started)
-    metrics.REQUESTS.labels(endpoint="rank", protocol="http", status="200").inc()
-    return Response(orjson.dumps(result.to_json()), media_type="application/json")
 
 
 @router.post("/v1/feedback", status_code=202, summary="Record a delayed label for a served request and item")

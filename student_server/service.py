@@ -11,7 +11,7 @@ import numpy as np
 
 from recdistill.errors import ValidationError
 from recdistill.features.encoder import Encoder
-from recdistill.features.request import RankRequest, check_limits
+from recdistill.features.request import RankRequest, check_limits, request_to_builtins
 from student_server import metrics
 from student_server.errors import NotReadyError
 from student_server.registry import ModelRegistry
@@ -71,7 +71,7 @@ class RankingService:
             "request_ts": request_ts,
             "model_version": result.model_version,
             "sampling_probability": probability,
-            "request": request.model_dump(mode="json", exclude_none=True) | {"request_id": result.request_id},
+            "request": request_to_builtins(request) | {"request_id": result.request_id},
             "student_view": self.encoder.view_name,
             "scores": result.scores.tolist(),
             "positions": positions.tolist(),

@@ -162,4 +162,8 @@ async def test_openapi_documents_every_endpoint(registry: Path, tmp_path: Path) 
     assert {"/v1/rank", "/v1/feedback", "/healthz", "/readyz", "/metrics", "/admin/versions",
             "/admin/versions/{version}/stage", "/admin/versions/{version}/activate", "/admin/rollback",
             "/admin/versions/{version}"} <= paths
-    assert "candidates" in json.dumps(spec["paths"]["/v1/rank"]["post"]["requestBody"])
+    body_ref = spec["paths"]["/v1/rank"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    request_schema = spec["components"]["schemas"][body_ref.rsplit("/", 1)[-1]]
+    assert {"user", "candidates"} <= set(request_schema["required"])
+    assert "HistoryEvent" in json.dumps(request_schema["properties"]["history"])
+    assert "RankResponse" in json.dumps(spec["paths"]["/v1/rank"]["post"]["responses"]["200"])

@@ -1,0 +1,108 @@
+"""`POST /v1/rank` as a bare ASGI app.
+
+Ranking is the one hot path: a request is a few tens of microseconds of real work (decode, encode,
+one share of an ONNX Runtime batch), and FastAPI's per-request machinery (request object,
+dependency solving, exception middleware) cost about as much again. This endpoint reads the body,
+calls the ranking core and writes the response itself; every other route stays on FastAPI. Its
+OpenAPI entry is added by `openapi_path_item`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, Field
+from starlette.types import Receive, Scope, Send
+
+from recdistill.errors import RecDistillError
+from recdistill.features.request import parse_rank_request, rank_request_json_schema
+from student_server import metrics
+from student_server.errors import PayloadTooLargeError, error_body, http_status
+from student_server.service import RankingService
+
+logger = logging.getLogger(__name__)
+_CONTENT_TYPE = (b"content-type", b"application/json")
+
+
+class RankResponse(BaseModel):
+    request_id: str
+    model_version: str
+    scores: list[float] = Field(description="one per candidate, in request order")
+    ranking: list[str] = Field(description="candidate item ids, best first")
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    field: str | None = Field(default=None, description="the request field at fault, e.g. candidates.0.item_id")
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise PayloadTooLargeError(f"body of {value.decode()} bytes exceeds the limit of {limit}")
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    buffer = bytearray(body)
+    while message.get("more_body", False):
+        message = await receive()
+        buffer += message.get("body", b"")
+        if len(buffer) > limit:
+            raise PayloadTooLargeError(f"body exceeds the limit of {limit} bytes")
+    return bytes(buffer)
+
+
+class RankEndpoint:
+    """Mounted as a Starlette `Route`; finds the service on the app's state (set by the lifespan)."""
+
+    def __init__(self, max_body_bytes: int) -> None:
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        service: RankingService = scope["app"].state.service
+        status = 200
+        try:
+            result = await service.rank(parse_rank_request(await read_body(scope, receive, self.max_body_bytes)))
+            payload = orjson.dumps(result.to_json())
+        except RecDistillError as exc:
+            status = http_status(exc)
+            payload = orjson.dumps(error_body(exc))
+        except Exception as exc:  # noqa: BLE001 - a 500 without internals; the log has the traceback
+            logger.exception("ranking request failed")
+            status = 500
+            payload = orjson.dumps(error_body(exc))
+        metrics.RANK_HTTP_LATENCY.observe(time.perf_counter() - started)
+        metrics.REQUESTS.labels(endpoint="rank", protocol="http", status=str(status)).inc()
+        headers = [_CONTENT_TYPE, (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def openapi_path_item(ref_template: str = "#/components/schemas/{name}") -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the OpenAPI path item of POST /v1/rank, the component schemas it refers to)."""
+    request_schema, components = rank_request_json_schema(ref_template)
+    for model in (RankResponse, ErrorResponse):
+        components[model.__name__] = model.model_json_schema(ref_template=ref_template.replace("{name}", "{model}"))
+
+    def response(description: str, model: type[BaseModel]) -> dict[str, Any]:
+        return {"description": description,
+                "content": {"application/json": {"schema": {"$ref": ref_template.format(name=model.__name__)}}}}
+
+    operation = {
+        "summary": "Score and rank candidates for a user",
+        "operationId": "rank_v1_rank_post",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": request_schema}}},
+        "responses": {
+            "200": response("Scores in request order, the ranking, the version that served it", RankResponse),
+            "413": response("Body larger than the configured limit", ErrorResponse),
+            "422": response("Malformed JSON, a wrong type, too many candidates or events (`field` names it)",
+                            ErrorResponse),
+            "503": response("No model version is active", ErrorResponse),
+        },
+    }
+    return {"post": operation}, components

@@ -1,19 +1,20 @@
-"""Reference servers for the student benchmark, each around the same ONNX model:
-a plain FastAPI + pydantic endpoint, and Triton (PyTriton) serving the ONNX session.
-`python -m benchmarks.references plain|triton --registry DIR --version V --port P`."""
+"""Reference servers for the student benchmark: a plain FastAPI + pydantic endpoint and Triton
+(PyTriton) around the same ONNX model, and two protocol floors that do no work at all (a bare
+uvicorn ASGI app, a grpc.aio server), each answering with a fixed body of a ranking response's size.
+`python -m benchmarks.references plain|triton|echo-http|echo-grpc --port P [--registry DIR --version V]`."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 from fastapi import FastAPI
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 from recdistill.features.encoder import Encoder
-from recdistill.features.request import RankRequest
 from recdistill.features.schema import FeatureSchema
 from student_server.scoring import session_options
 
@@ -23,6 +24,48 @@ def _load(registry: Path, version: str) -> tuple[Encoder, ort.InferenceSession]:
     session = ort.InferenceSession(str(registry / version / "model.onnx"), session_options(1),
                                    providers=["CPUExecutionProvider"])
     return encoder, session
+
+
+# What a first version usually looks like: the request as pydantic models (the shipped server decodes
+# the same shape with msgspec, recdistill.features.request). The encoder reads either by attribute.
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PlainUser(_Strict):
+    user_id: StrictStr | StrictInt
+    age: StrictInt | StrictFloat | None = None
+    gender: StrictStr | None = None
+    occupation: StrictStr | None = None
+    zip_code: StrictStr | None = None
+
+
+class PlainEvent(_Strict):
+    item_id: StrictStr | StrictInt
+    ts: StrictInt | StrictFloat | None = None
+    action: StrictStr | StrictInt | StrictFloat | None = None
+
+
+class PlainFeatures(_Strict):
+    genres: list[StrictStr] | None = None
+    release_year: StrictInt | StrictFloat | None = None
+
+
+class PlainCandidate(_Strict):
+    item_id: StrictStr | StrictInt
+    features: PlainFeatures | None = None
+
+
+class PlainContext(BaseModel):
+    ts: StrictInt | StrictFloat | None = None
+
+
+class PlainRequest(_Strict):
+    user: PlainUser
+    history: list[PlainEvent] = Field(default=[], max_length=20_000)
+    candidates: list[PlainCandidate] = Field(min_length=1, max_length=1_000)
+    request_id: StrictStr | None = None
+    context: PlainContext | None = None
 
 
 class PlainResponse(BaseModel):
@@ -37,8 +80,8 @@ def plain_app(registry: Path, version: str) -> FastAPI:
     app = FastAPI()
 
     @app.post("/v1/rank", response_model=PlainResponse)
-    def rank(request: RankRequest) -> PlainResponse:
-        tensors, _ = encoder.encode_requests([request])
+    def rank(request: PlainRequest) -> PlainResponse:
+        tensors, _ = encoder.encode_requests([request])  # type: ignore[list-item]
         scores = session.run(None, tensors)[0][0]
         ids = [str(c.item_id) for c in request.candidates]
         return PlainResponse(request_id=request.request_id, scores=scores.tolist(),
@@ -49,6 +92,29 @@ def plain_app(registry: Path, version: str) -> FastAPI:
         return {"ready": True}
 
     return app
+
+
+def triton_request_bodies(tensors: dict[str, np.ndarray]) -> tuple[bytes, int, bytes]:
+    """The same inference request for Triton as KServe v2 HTTP with binary tensors (body, JSON header
+    length) and as a serialised gRPC ModelInferRequest, so clients send it without per-call work."""
+    import tritonclient.http as triton_http
+    from tritonclient.grpc import service_pb2
+    from tritonclient.utils import np_to_triton_dtype
+
+    inputs = []
+    grpc_request = service_pb2.ModelInferRequest(model_name="student")
+    for name, array in tensors.items():
+        datatype = np_to_triton_dtype(array.dtype)
+        http_input = triton_http.InferInput(name, list(array.shape), datatype)
+        http_input.set_data_from_numpy(array, binary_data=True)
+        inputs.append(http_input)
+        grpc_input = grpc_request.inputs.add(name=name, datatype=datatype)
+        grpc_input.shape.extend(array.shape)
+        grpc_request.raw_input_contents.append(np.ascontiguousarray(array).tobytes())
+    grpc_request.outputs.add(name="probability")
+    output = triton_http.InferRequestedOutput("probability", binary_data=True)
+    http_body, json_size = triton_http.InferenceServerClient.generate_request_body(inputs, outputs=[output])
+    return http_body, json_size or len(http_body), grpc_request.SerializeToString()
 
 
 def serve_triton(registry: Path, version: str, grpc_port: int, http_port: int, metrics_port: int) -> None:
@@ -73,18 +139,66 @@ def serve_triton(registry: Path, version: str, grpc_port: int, http_port: int, m
         triton.serve()
 
 
+ECHO_BODY = b"{" + b" " * 2_000 + b"}"  # about the size of a 100-candidate ranking response
+
+
+def serve_echo_http(port: int) -> None:
+    import uvicorn
+
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(ECHO_BODY)).encode())]
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        message = await receive()
+        while message.get("more_body", False):
+            message = await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": ECHO_BODY})
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
+
+
+def serve_echo_grpc(port: int) -> None:
+    """Answers the ranking method path with fixed bytes (no (de)serialisation) on grpc.aio + uvloop,
+    the stack the student server runs its gRPC on."""
+    import asyncio
+
+    import grpc
+    import uvloop
+
+    async def rank(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return ECHO_BODY
+
+    async def serve() -> None:
+        server = grpc.aio.server()
+        handler = grpc.method_handlers_generic_handler(
+            "recdistill.v1.Ranking", {"Rank": grpc.unary_unary_rpc_method_handler(rank)})
+        server.add_generic_rpc_handlers([handler])
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    uvloop.install()
+    asyncio.run(serve())
+
+
 def main() -> None:
     import uvicorn
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["plain", "triton"])
-    parser.add_argument("--registry", type=Path, required=True)
-    parser.add_argument("--version", required=True)
+    parser.add_argument("kind", choices=["plain", "triton", "echo-http", "echo-grpc"])
+    parser.add_argument("--registry", type=Path)
+    parser.add_argument("--version")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--http-port", type=int, default=0)
     parser.add_argument("--metrics-port", type=int, default=0)
     args = parser.parse_args()
-    if args.kind == "plain":
+    if args.kind == "echo-http":
+        serve_echo_http(args.port)
+    elif args.kind == "echo-grpc":
+        serve_echo_grpc(args.port)
+    elif args.kind == "plain":
         uvicorn.run(plain_app(args.registry, args.version), host="127.0.0.1", port=args.port, log_level="warning")
     else:
         serve_triton(args.registry, args.version, args.port, args.http_port, args.metrics_port)

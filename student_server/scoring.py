@@ -123,14 +123,19 @@ class MicroBatcher:
             except Exception as exc:  # noqa: BLE001 - delivered to every waiting request
                 logger.exception("scoring a batch of %d failed", len(batch))
                 results = [exc] * len(batch)
+            # One wake-up per event loop and batch, not one per request.
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any]]] = {}
             for pending, result in zip(batch, results, strict=True):
-                pending.loop.call_soon_threadsafe(_resolve, pending.future, result)
+                by_loop.setdefault(pending.loop, []).append((pending.future, result))
+            for loop, outcomes in by_loop.items():
+                loop.call_soon_threadsafe(_resolve, outcomes)
 
 
-def _resolve(future: asyncio.Future, result: Any) -> None:
-    if future.done():
-        return
-    if isinstance(result, Exception):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
+def _resolve(outcomes: list[tuple[asyncio.Future, Any]]) -> None:
+    for future, result in outcomes:
+        if future.done():
+            continue
+        if isinstance(result, Exception):
+            future.set_exception(result)
+        else:
+            future.set_result(result)

@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 
@@ -66,11 +67,16 @@ class Encoder:
         self._item_index = _vocab_index(schema.item_vocab)
         self._action_index = _vocab_index(schema.action_vocab)
         self._genre_index = {genre: i for i, genre in enumerate(schema.genre_vocab)}
-        # Row 0 of the side-feature tables is "unknown item".
-        self._catalogue_row = {item: row + 1 for row, item in enumerate(schema.item_table)}
-        self._genre_table = np.zeros((len(schema.item_table) + 1, schema.num_genres), dtype=np.float32)
-        self._year_table = np.zeros(len(schema.item_table) + 1, dtype=np.float32)
-        for row, (genres, year) in enumerate(schema.item_table.values(), start=1):
+        # Candidates are looked up once: every id known to the vocabulary or the catalogue gets a row
+        # of these tables (row 0: unknown id, no side features).
+        known = list(dict.fromkeys([*schema.item_vocab, *schema.item_table]))
+        self._candidate_row = {item: row for row, item in enumerate(known, start=1)}
+        self._candidate_item = np.array([OOV_INDEX] + [self._item_index.get(i, OOV_INDEX) for i in known],
+                                        dtype=np.int64)
+        self._genre_table = np.zeros((len(known) + 1, schema.num_genres), dtype=np.float32)
+        self._year_table = np.zeros(len(known) + 1, dtype=np.float32)
+        for item, (genres, year) in schema.item_table.items():
+            row = self._candidate_row[item]
             self._genre_table[row] = self._genres(genres)
             self._year_table[row] = self._year(year)
 
@@ -89,8 +95,8 @@ class Encoder:
         return (year - self.schema.release_year_mean) / self.schema.release_year_std
 
     def map_items(self, item_ids: Sequence[str]) -> np.ndarray:
-        index = self._item_index
-        return np.fromiter((index.get(i, OOV_INDEX) for i in item_ids), dtype=np.int64, count=len(item_ids))
+        return np.fromiter(map(self._item_index.get, item_ids, repeat(OOV_INDEX)), dtype=np.int64,
+                           count=len(item_ids))
 
     def map_actions(self, actions: Sequence[str]) -> np.ndarray:
         index = self._action_index
@@ -111,7 +117,7 @@ class Encoder:
     def map_candidates(
         self, item_ids: Sequence[str], overrides: Sequence[Candidate] | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows = np.fromiter((self._catalogue_row.get(i, 0) for i in item_ids), dtype=np.int64, count=len(item_ids))
+        rows = np.fromiter(map(self._candidate_row.get, item_ids, repeat(0)), dtype=np.int64, count=len(item_ids))
         genres, years = self._genre_table[rows], self._year_table[rows]
         for position, candidate in enumerate(overrides or ()):
             if candidate.features is not None:
@@ -119,7 +125,7 @@ class Encoder:
                     genres[position] = self._genres(candidate.features.genres)
                 if candidate.features.release_year is not None:
                     years[position] = self._year(float(candidate.features.release_year))
-        return self.map_items(item_ids), genres, years
+        return self._candidate_item[rows], genres, years
 
     def map_request(self, request: RankRequest, now: float | None = None) -> MappedContext:
         user = request.user

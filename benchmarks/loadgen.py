@@ -8,7 +8,8 @@ It shares the machine's two cores with the server under test, so it is kept lean
 HTTP/1.1 keep-alive client on uvloop (~20 us of CPU a request), gRPC sends raw bytes through
 grpcio (no protobuf work per call; grpcio itself costs ~100 us a call). Every server of one
 protocol is measured with the same client. Prints one JSON line: requests, errors, seconds,
-throughput, p50_ms, p99_ms, client_cpu_us (CPU seconds of this process per request).
+throughput, p50_ms, p99_ms, client_cpu_us (this process's CPU per request) and, with --server-pid,
+server_cpu_us (the CPU of that process and all its descendants per request, e.g. Triton's).
 """
 
 from __future__ import annotations
@@ -115,6 +116,20 @@ async def _grpc(args: argparse.Namespace, body: bytes, seconds: float) -> _Stats
     return stats
 
 
+def _tree_cpu_seconds(pid: int) -> float:
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def main() -> None:
     import uvloop
 
@@ -129,18 +144,23 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4, help="gRPC connections the calls spread over")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--server-pid", type=int, help="also report this process tree's CPU per request")
     args = parser.parse_args()
     body = args.body.read_bytes()
     run = _http if args.protocol == "http" else _grpc
     uvloop.install()
     asyncio.run(run(args, body, args.warmup))
+    server_started = _tree_cpu_seconds(args.server_pid) if args.server_pid else 0.0
     cpu_started, started = time.process_time(), time.perf_counter()
     stats = asyncio.run(run(args, body, args.seconds))
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     values = np.asarray(stats.latencies) * 1e3
-    print(json.dumps({"requests": len(values), "errors": stats.errors, "seconds": elapsed,  # noqa: T201
-                      "throughput": len(values) / elapsed, "p50_ms": float(np.percentile(values, 50)),
-                      "p99_ms": float(np.percentile(values, 99)), "client_cpu_us": cpu / len(values) * 1e6}))
+    result = {"requests": len(values), "errors": stats.errors, "seconds": elapsed,
+              "throughput": len(values) / elapsed, "p50_ms": float(np.percentile(values, 50)),
+              "p99_ms": float(np.percentile(values, 99)), "client_cpu_us": cpu / len(values) * 1e6}
+    if args.server_pid:
+        result["server_cpu_us"] = (_tree_cpu_seconds(args.server_pid) - server_started) / len(values) * 1e6
+    print(json.dumps(result))  # noqa: T201
 
 
 if __name__ == "__main__":

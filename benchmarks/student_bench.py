@@ -74,12 +74,14 @@ def _process(command: list[str], ready_url: str, env: dict[str, str] | None = No
     return child_process(command, lambda: _http_ready(ready_url), " ".join(command[:4]), env=env, stop_timeout_s=30)
 
 
-def _load(protocol: str, target: str, body: Path, seconds: float, repeats: int, *extra: str) -> dict[str, float]:
+def _load(protocol: str, target: str, body: Path, seconds: float, repeats: int, server_pid: int,
+          *extra: str) -> dict[str, float]:
     """The median-throughput run of `repeats` (its latencies too), with the lowest and highest throughput."""
     runs = []
     for _ in range(repeats):
         out = subprocess.run([sys.executable, "-m", "benchmarks.loadgen", protocol, "--target", target,
-                              "--body", str(body), "--seconds", str(seconds), "--concurrency", "16", *extra],
+                              "--body", str(body), "--seconds", str(seconds), "--concurrency", "16",
+                              "--server-pid", str(server_pid), *extra],
                              capture_output=True, text=True, check=True, cwd=ROOT)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     runs.sort(key=lambda run: run["throughput"])
@@ -123,8 +125,8 @@ def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
     recdistill = str(Path(sys.executable).parent / "recdistill")
     measured: dict[str, dict[str, float]] = {}
 
-    def load(name: str, protocol: str, target: str, body: Path, *extra: str) -> None:
-        measured[name] = _load(protocol, target, body, seconds, repeats, *extra)
+    def load(name: str, server: subprocess.Popen, protocol: str, target: str, body: Path, *extra: str) -> None:
+        measured[name] = _load(protocol, target, body, seconds, repeats, server.pid, *extra)
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -143,37 +145,37 @@ def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
 
         server, port, grpc_port = ours(1)
         with server as process:
-            load("http", "http", f"http://127.0.0.1:{port}/v1/rank", bodies.json)
-            load("grpc", "grpc", f"127.0.0.1:{grpc_port}", bodies.proto)
+            load("http", process, "http", f"http://127.0.0.1:{port}/v1/rank", bodies.json)
+            load("grpc", process, "grpc", f"127.0.0.1:{grpc_port}", bodies.proto)
             rss_under_load = psutil.Process(process.pid).memory_info().rss / 2**20
-            swapping = _during_swaps(port, bodies.json, seconds)
+            swapping = _during_swaps(port, process.pid, bodies.json, seconds)
         # One process per core: the layout the issue asks for (the load generator shares the cores).
         server, port, grpc_port = ours(2)
-        with server:
-            load("http2", "http", f"http://127.0.0.1:{port}/v1/rank", bodies.json)
-            load("grpc2", "grpc", f"127.0.0.1:{grpc_port}", bodies.proto)
+        with server as process:
+            load("http2", process, "http", f"http://127.0.0.1:{port}/v1/rank", bodies.json)
+            load("grpc2", process, "grpc", f"127.0.0.1:{grpc_port}", bodies.proto)
         plain_port = free_port()
         plain_cmd = [sys.executable, "-m", "benchmarks.references", "plain", "--registry", str(registry),
                      "--version", "v1", "--port", str(plain_port)]
-        with _process(plain_cmd, f"http://127.0.0.1:{plain_port}/readyz"):
-            load("plain", "http", f"http://127.0.0.1:{plain_port}/v1/rank", bodies.json)
+        with _process(plain_cmd, f"http://127.0.0.1:{plain_port}/readyz") as process:
+            load("plain", process, "http", f"http://127.0.0.1:{plain_port}/v1/rank", bodies.json)
         t_grpc, t_http, t_metrics = free_port(), free_port(), free_port()
         triton_cmd = [sys.executable, "-m", "benchmarks.references", "triton", "--registry", str(registry),
                       "--version", "v1", "--port", str(t_grpc), "--http-port", str(t_http),
                       "--metrics-port", str(t_metrics)]
-        with _process(triton_cmd, f"http://127.0.0.1:{t_http}/v2/models/student/ready"):
-            load("triton_http", "http", f"http://127.0.0.1:{t_http}/v2/models/student/infer", bodies.triton_http,
-                 "--content-type", "application/octet-stream",
+        with _process(triton_cmd, f"http://127.0.0.1:{t_http}/v2/models/student/ready") as process:
+            load("triton_http", process, "http", f"http://127.0.0.1:{t_http}/v2/models/student/infer",
+                 bodies.triton_http, "--content-type", "application/octet-stream",
                  "--header", f"Inference-Header-Content-Length: {bodies.triton_json_size}")
-            load("triton_grpc", "grpc", f"127.0.0.1:{t_grpc}", bodies.triton_grpc, "--method", TRITON_METHOD)
+            load("triton_grpc", process, "grpc", f"127.0.0.1:{t_grpc}", bodies.triton_grpc, "--method", TRITON_METHOD)
         echo_port = free_port()
         echo_cmd = [sys.executable, "-m", "benchmarks.references", "echo-http", "--port", str(echo_port)]
         with child_process(echo_cmd, lambda: httpx.post(f"http://127.0.0.1:{echo_port}/").status_code == 200,
-                           "echo-http"):
-            load("echo_http", "http", f"http://127.0.0.1:{echo_port}/v1/rank", bodies.json)
+                           "echo-http") as process:
+            load("echo_http", process, "http", f"http://127.0.0.1:{echo_port}/v1/rank", bodies.json)
         echo_cmd = [sys.executable, "-m", "benchmarks.references", "echo-grpc", "--port", str(echo_port)]
-        with child_process(echo_cmd, lambda: _grpc_ready(f"127.0.0.1:{echo_port}"), "echo-grpc"):
-            load("echo_grpc", "grpc", f"127.0.0.1:{echo_port}", bodies.proto)
+        with child_process(echo_cmd, lambda: _grpc_ready(f"127.0.0.1:{echo_port}"), "echo-grpc") as process:
+            load("echo_grpc", process, "grpc", f"127.0.0.1:{echo_port}", bodies.proto)
 
     _rows(results, measured, repeats, raw, swapping, rss_under_load)
 
@@ -184,7 +186,8 @@ def _rows(results: Results, m: dict[str, dict[str, float]], repeats: int, raw: d
         run = m[key]
         spread = f"median of {repeats} runs ({run['low']:,.0f}-{run['high']:,.0f}); " if repeats > 1 else ""
         note = (f"req/s, {spread}p50 {run['p50_ms']:.2f} ms, p99 {run['p99_ms']:.2f} ms, {int(run['errors'])} "
-                f"errors; client {run['client_cpu_us']:.0f} us CPU/req")
+                f"errors; CPU per request: server {run['server_cpu_us']:.0f} us (reference "
+                f"{m[reference_key]['server_cpu_us']:.0f} us), client {run['client_cpu_us']:.0f} us")
         results.add(Row(SECTION, name, run["throughput"], "req/s", reference, m[reference_key]["throughput"],
                         note=note, command=COMMAND))
 
@@ -198,6 +201,10 @@ def _rows(results: Results, m: dict[str, dict[str, float]], repeats: int, raw: d
     add("gRPC vs HTTP, 2 server processes", "grpc2", "our HTTP, 2 processes", "http2")
     add("protocol floor: grpc.aio server doing no work", "echo_grpc", "bare uvicorn ASGI app doing no work",
         "echo_http")
+    results.add(Row(SECTION, "server CPU per request, gRPC vs HTTP, 1 process", m["grpc"]["server_cpu_us"], "us",
+                    "HTTP", m["http"]["server_cpu_us"],
+                    note=f"protocol floors: grpc.aio {m['echo_grpc']['server_cpu_us']:.0f} us, bare uvicorn "
+                         f"{m['echo_http']['server_cpu_us']:.0f} us", command=COMMAND))
     for key, label in (("http", "1 process"), ("http2", "2 processes")):
         results.add(Row(SECTION, f"HTTP p99 latency, {label}", m[key]["p99_ms"], "ms", "plain FastAPI p99",
                         m["plain"]["p99_ms"], command=COMMAND))
@@ -210,7 +217,7 @@ def _rows(results: Results, m: dict[str, dict[str, float]], repeats: int, raw: d
     results.add(Row(SECTION, "server RSS after the load runs", rss_under_load, "MiB", command=COMMAND))
 
 
-def _during_swaps(port: int, body: Path, seconds: float) -> dict[str, float]:
+def _during_swaps(port: int, server_pid: int, body: Path, seconds: float) -> dict[str, float]:
     stop = threading.Event()
     swaps = 0
 
@@ -226,7 +233,7 @@ def _during_swaps(port: int, body: Path, seconds: float) -> dict[str, float]:
     thread = threading.Thread(target=swapper)
     thread.start()
     try:
-        result = _load("http", f"http://127.0.0.1:{port}/v1/rank", body, seconds, 1)
+        result = _load("http", f"http://127.0.0.1:{port}/v1/rank", body, seconds, 1, server_pid)
     finally:
         stop.set()
         thread.join()

@@ -13,6 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from student_server.app import create_app
+from student_server.http_protocol import CoalescingHttpToolsProtocol
 from student_server.settings import StudentSettings
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ def worker_app() -> FastAPI:
 def serve(settings: StudentSettings) -> None:
     if settings.workers <= 1:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                    access_log=settings.access_log, timeout_graceful_shutdown=10)
+                    access_log=settings.access_log, timeout_graceful_shutdown=10, http=CoalescingHttpToolsProtocol)
         return
     # Worker processes rebuild the settings from the environment.
     for name, value in settings.model_dump(exclude_none=True).items():
@@ -38,6 +39,6 @@ def serve(settings: StudentSettings) -> None:
     try:
         uvicorn.run("student_server.main:worker_app", factory=True, host=settings.host, port=settings.port,
                     workers=settings.workers, log_level="info", access_log=settings.access_log,
-                    timeout_graceful_shutdown=10)
+                    timeout_graceful_shutdown=10, http=CoalescingHttpToolsProtocol)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

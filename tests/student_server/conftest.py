@@ -12,6 +12,7 @@ import numpy as np
 import uvicorn
 
 from student_server.app import create_app
+from student_server.http_protocol import CoalescingHttpToolsProtocol
 from student_server.settings import StudentSettings
 from teacher_service.launcher import free_port
 
@@ -29,7 +30,7 @@ class RunningServer:
 @asynccontextmanager
 async def run_server(settings: StudentSettings) -> AsyncIterator[RunningServer]:
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                            lifespan="on")
+                            lifespan="on", http=CoalescingHttpToolsProtocol)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -29,6 +29,7 @@ SAMPLED = Counter("recdistill_sampled_records", "Records written to the sample l
 # The ranking paths' latency children, bound once (a labels() lookup per request is measurable).
 RANK_HTTP_LATENCY = LATENCY.labels(endpoint="rank", protocol="http")
 RANK_GRPC_LATENCY = LATENCY.labels(endpoint="rank", protocol="grpc")
+RANK_HTTP_OK = REQUESTS.labels(endpoint="rank", protocol="http", status="200")
 DROPPED = Counter("recdistill_dropped_records", "Records dropped because the sample queue was full", ["kind"])
 
 

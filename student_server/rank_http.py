@@ -77,7 +77,10 @@ class RankEndpoint:
             status = 500
             payload = orjson.dumps(error_body(exc))
         metrics.RANK_HTTP_LATENCY.observe(time.perf_counter() - started)
-        metrics.REQUESTS.labels(endpoint="rank", protocol="http", status=str(status)).inc()
+        if status == 200:
+            metrics.RANK_HTTP_OK.inc()
+        else:
+            metrics.REQUESTS.labels(endpoint="rank", protocol="http", status=str(status)).inc()
         headers = [_CONTENT_TYPE, (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})

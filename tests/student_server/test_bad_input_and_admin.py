@@ -48,6 +48,17 @@ async def test_bad_rank_requests_get_a_precise_4xx(registry: Path, tmp_path: Pat
         assert (await client.post("/v1/rank", json=within_limits)).status_code == 200, "the server keeps serving"
 
 
+async def test_rank_answers_only_post_and_counts_refusals(registry: Path, tmp_path: Path) -> None:
+    async with run_server(make_settings(registry, tmp_path)) as server, \
+            httpx.AsyncClient(base_url=server.http_url) as client:
+        assert (await client.get("/v1/rank")).status_code == 405
+        refused = await client.post("/v1/rank", content=b"{}")
+        assert refused.status_code == 422
+        assert refused.headers["content-type"] == "application/json"
+        metrics = (await client.get("/metrics")).text
+    assert 'recdistill_requests_total{endpoint="rank",protocol="http",status="422"}' in metrics
+
+
 async def test_unknown_ids_are_served_not_refused(registry: Path, tmp_path: Path) -> None:
     body = GOOD | {"user": {"user_id": "never-seen"}, "candidates": [{"item_id": "new-1"}, {"item_id": 99999}]}
     async with run_server(make_settings(registry, tmp_path)) as server, \

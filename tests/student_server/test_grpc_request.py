@@ -1,0 +1,54 @@
+"""A gRPC message becomes the same ranking request, and the same tensors, as its JSON twin; the
+constraints the JSON decoder applies are applied to messages too."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recdistill._proto import ranking_pb2
+from recdistill.errors import ValidationError
+from recdistill.features.encoder import Encoder
+from recdistill.features.request import MAX_CANDIDATES, parse_rank_request, request_to_builtins
+from recdistill.features.schema import FeatureSchema
+from student_server.grpc_service import request_from_dict, request_from_message
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.json"
+
+
+def test_message_and_json_encode_to_the_same_tensors(ml100k_dir: Path) -> None:
+    body = json.loads(EXAMPLE.read_text())
+    body["candidates"][0]["features"] = {"genres": ["Drama"], "release_year": 2001}
+    from_json = parse_rank_request(body)
+    from_message = request_from_message(request_from_dict(body))
+    assert len(from_message.history) == len(from_json.history)
+    assert from_message.candidates[0].features.genres == ["Drama"]
+    assert from_message.candidates[1].features is None
+    encoder = Encoder(FeatureSchema.load(ml100k_dir / "features.json"), "student")
+    json_tensors, _ = encoder.encode_requests([from_json], now=1.0)
+    message_tensors, _ = encoder.encode_requests([from_message], now=1.0)
+    for name, array in json_tensors.items():
+        np.testing.assert_array_equal(message_tensors[name], array, err_msg=name)
+    # What the sample log stores for a gRPC request parses back as a JSON request would.
+    assert parse_rank_request(request_to_builtins(from_message)) == from_message
+
+
+@pytest.mark.parametrize(
+    ("message", "field"),
+    [
+        (ranking_pb2.RankRequest(candidates=[ranking_pb2.Candidate(item_id="1")]), "user"),
+        (ranking_pb2.RankRequest(user=ranking_pb2.User(user_id="1")), "candidates"),
+        (ranking_pb2.RankRequest(user=ranking_pb2.User(user_id="1"),
+                                 candidates=[ranking_pb2.Candidate(item_id="1")] * (MAX_CANDIDATES + 1)),
+         "candidates"),
+        (ranking_pb2.RankRequest(user=ranking_pb2.User(user_id="1"), candidates=[ranking_pb2.Candidate(item_id="1")],
+                                 request_id="r" * 129), "request_id"),
+    ],
+)
+def test_message_constraints_name_the_field(message: ranking_pb2.RankRequest, field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        request_from_message(message)
+    assert caught.value.field == field

@@ -141,11 +141,13 @@ def main() -> None:
     parser.add_argument("--header", action="append", default=[], help="extra HTTP header 'Name: value'")
     parser.add_argument("--content-type", default="application/json")
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--connections", type=int, default=4, help="gRPC connections the calls spread over")
+    parser.add_argument("--connections", type=int, help="gRPC connections the calls spread over (default: one per "
+                        "concurrent call, as HTTP has)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--server-pid", type=int, help="also report this process tree's CPU per request")
     args = parser.parse_args()
+    args.connections = args.connections or args.concurrency
     body = args.body.read_bytes()
     run = _http if args.protocol == "http" else _grpc
     uvloop.install()

@@ -1,5 +1,5 @@
-"""`create_app(settings)`: the FastAPI app, with the gRPC server, registry follower and sample-log
-writer started and stopped by its lifespan."""
+"""`create_app(settings)`: the server's ASGI app (FastAPI behind the ranking fast path), with the gRPC
+server, registry follower and sample-log writer started and stopped by its lifespan."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from recdistill.samplelog import SampleLog
 from student_server import admin, metrics, routes
 from student_server.errors import error_body, http_status
 from student_server.grpc_service import start_grpc_server
-from student_server.rank_http import RankEndpoint, openapi_path_item
+from student_server.rank_http import RankEndpoint, RankFastPath, openapi_path_item
 from student_server.registry import ModelRegistry
 from student_server.sampling import TrafficSampler
 from student_server.service import RankingService
@@ -72,7 +72,8 @@ def build_service(settings: StudentSettings, partition: str) -> RankingService:
     return RankingService(settings, encoder, registry, sampler)
 
 
-def create_app(settings: StudentSettings | None = None, partition: str = "p0") -> FastAPI:
+def create_app(settings: StudentSettings | None = None, partition: str = "p0") -> RankFastPath:
+    """The server's ASGI app: FastAPI (`.api`) behind the ranking fast path."""
     settings = settings or StudentSettings()
 
     @asynccontextmanager
@@ -100,8 +101,9 @@ def create_app(settings: StudentSettings | None = None, partition: str = "p0") -
     app = FastAPI(title="Rec-Distill student server", version="0.1.0", lifespan=lifespan,
                   description="Low-latency ranking on ONNX Runtime with hot-swappable model versions.")
     app.state.settings = settings
-    # First in the routing table: the hot path skips FastAPI's per-request machinery (see rank_http).
-    app.router.routes.insert(0, Route("/v1/rank", RankEndpoint(settings.max_body_bytes), methods=["POST"]))
+    rank_endpoint = RankEndpoint(settings.max_body_bytes)
+    # Also a route of its own (first in the table): other methods get a 405 from Starlette.
+    app.router.routes.insert(0, Route("/v1/rank", rank_endpoint, methods=["POST"]))
     app.include_router(routes.router)
     app.include_router(admin.router)
 
@@ -134,4 +136,4 @@ def create_app(settings: StudentSettings | None = None, partition: str = "p0") -
         logger.exception("unhandled error on %s", request.url.path)
         return _json_error(500, error_body(exc))
 
-    return app
+    return RankFastPath(app, rank_endpoint)

@@ -10,16 +10,16 @@ import socket
 import tempfile
 
 import uvicorn
-from fastapi import FastAPI
 
 from student_server.app import create_app
 from student_server.http_protocol import CoalescingHttpToolsProtocol
+from student_server.rank_http import RankFastPath
 from student_server.settings import StudentSettings
 
 logger = logging.getLogger(__name__)
 
 
-def worker_app() -> FastAPI:
+def worker_app() -> RankFastPath:
     """Factory each worker process calls; settings come from the STUDENT_* environment."""
     return create_app(StudentSettings(), partition=f"{socket.gethostname()}-{os.getpid()}")
 

@@ -1,10 +1,11 @@
-"""`POST /v1/rank` as a bare ASGI app.
+"""`POST /v1/rank` as a bare ASGI app, and the app in front of FastAPI that sends it there.
 
 Ranking is the one hot path: a request is a few tens of microseconds of real work (decode, encode,
 one share of an ONNX Runtime batch), and FastAPI's per-request machinery (request object,
-dependency solving, exception middleware) cost about as much again. This endpoint reads the body,
-calls the ranking core and writes the response itself; every other route stays on FastAPI. Its
-OpenAPI entry is added by `openapi_path_item`.
+dependency solving, middleware, route matching) cost about as much again. `RankFastPath` hands
+`POST /v1/rank` straight to `RankEndpoint`, which reads the body, calls the ranking core and writes
+the response itself; everything else (other routes, other methods, lifespan) goes to FastAPI, which
+also mounts the endpoint as an ordinary route. Its OpenAPI entry is added by `openapi_path_item`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel, Field
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from recdistill.errors import RecDistillError
 from recdistill.features.request import parse_rank_request, rank_request_json_schema
@@ -84,6 +85,21 @@ class RankEndpoint:
         headers = [_CONTENT_TYPE, (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+
+
+class RankFastPath:
+    """The ASGI app the server runs: `POST /v1/rank` to `endpoint`, everything else to `api`."""
+
+    def __init__(self, api: ASGIApp, endpoint: RankEndpoint) -> None:
+        self.api = api
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/rank" and scope["method"] == "POST":
+            scope["app"] = self.api  # where the endpoint finds the service, as under Starlette
+            await self.endpoint(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
 
 
 def openapi_path_item(ref_template: str = "#/components/schemas/{name}") -> tuple[dict[str, Any], dict[str, Any]]:

@@ -29,7 +29,8 @@ class RankResult:
 
     @property
     def ranking(self) -> list[str]:
-        return [self.item_ids[i] for i in np.argsort(-self.scores, kind="stable")]
+        item_ids = self.item_ids
+        return [item_ids[i] for i in np.argsort(-self.scores, kind="stable").tolist()]
 
     def to_json(self) -> dict[str, Any]:
         return {"request_id": self.request_id, "model_version": self.model_version,
@@ -50,11 +51,11 @@ class RankingService:
         check_limits(request, self.settings.max_candidates, self.settings.max_history)
         if self.registry.active is None:
             raise NotReadyError("no model version is active; stage and activate one through /admin")
-        context = self.encoder.map_request(request)
+        item_ids = [str(c.item_id) for c in request.candidates]
+        context = self.encoder.map_request(request, candidate_ids=item_ids)
         probabilities, version = await self.batcher.submit(context)
-        metrics.CANDIDATES.observe(len(request.candidates))
-        result = RankResult(request.request_id or uuid.uuid4().hex, version,
-                            [str(c.item_id) for c in request.candidates], probabilities)
+        metrics.CANDIDATES.observe(len(item_ids))
+        result = RankResult(request.request_id or uuid.uuid4().hex, version, item_ids, probabilities)
         probability = self.sampler.probability(len(request.history))
         if self.sampler.should_sample(probability):
             self.sampler.offer(self._sample_record(request, result, context.request_ts, probability))

@@ -127,12 +127,15 @@ class Encoder:
                     years[position] = self._year(float(candidate.features.release_year))
         return self._candidate_item[rows], genres, years
 
-    def map_request(self, request: RankRequest, now: float | None = None) -> MappedContext:
+    def map_request(self, request: RankRequest, now: float | None = None,
+                    candidate_ids: Sequence[str] | None = None) -> MappedContext:
+        """`candidate_ids`: the candidates' ids as strings, when the caller has them already."""
         user = request.user
         window = request.history[-self.history_len:] if self.history_len else []
         request_ts = request.context.ts if request.context and request.context.ts is not None else None
         cand_item, cand_genres, cand_year = self.map_candidates(
-            [str(c.item_id) for c in request.candidates], request.candidates
+            candidate_ids if candidate_ids is not None else [str(c.item_id) for c in request.candidates],
+            request.candidates,
         )
         return MappedContext(
             user_cat=self.map_user(

@@ -58,7 +58,8 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 
 class RankEndpoint:
-    """Mounted as a Starlette `Route`; finds the service on the app's state (set by the lifespan)."""
+    """Reached through `RankFastPath` (and as a Starlette `Route`); finds the service on the FastAPI
+    app's state, which the lifespan sets."""
 
     def __init__(self, max_body_bytes: int) -> None:
         self.max_body_bytes = max_body_bytes

@@ -18,7 +18,7 @@ import psutil
 
 from benchmarks.student_bench import ROOT, TOKEN, _process, _registry
 from recdistill.data.dataset import PreparedDataset
-from teacher_service.launcher import free_port
+from recdistill.processes import free_port
 
 
 def main() -> None:

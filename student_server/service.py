@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -27,10 +28,15 @@ class RankResult:
     item_ids: list[str]
     scores: np.ndarray
 
+    @cached_property
+    def order(self) -> np.ndarray:
+        """Candidate indices, best first (ties keep request order)."""
+        return np.argsort(-self.scores, kind="stable")
+
     @property
     def ranking(self) -> list[str]:
         item_ids = self.item_ids
-        return [item_ids[i] for i in np.argsort(-self.scores, kind="stable").tolist()]
+        return [item_ids[i] for i in self.order.tolist()]
 
     def to_json(self) -> dict[str, Any]:
         return {"request_id": self.request_id, "model_version": self.model_version,
@@ -64,7 +70,7 @@ class RankingService:
     def _sample_record(self, request: RankRequest, result: RankResult, request_ts: float,
                        probability: float) -> dict[str, Any]:
         positions = np.empty(len(result.scores), dtype=np.int64)
-        positions[np.argsort(-result.scores, kind="stable")] = np.arange(len(result.scores))
+        positions[result.order] = np.arange(len(result.scores))
         return {
             "kind": "request",
             "request_id": result.request_id,

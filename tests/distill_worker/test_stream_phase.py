@@ -19,9 +19,9 @@ from distill_worker.trainer import DistillConfig
 from recdistill.artifact import read_state
 from recdistill.data.dataset import PreparedDataset
 from recdistill.features.encoder import Encoder
+from recdistill.processes import free_port
 from recdistill.samplelog import SampleLog
 from recdistill.training import EncodedSplit
-from teacher_service.launcher import free_port
 from tests.conftest import RunningTriton
 from tests.student_server.conftest import TOKEN, make_settings, run_server
 

@@ -16,8 +16,9 @@ from distill_worker.settings import TeacherClientSettings
 from distill_worker.teacher_client import TeacherClient, TeacherError
 from recdistill.data.dataset import PreparedDataset
 from recdistill.features.encoder import Encoder, MappedContext
+from recdistill.processes import free_port
 from teacher_service.checkpoint import load_checkpoint
-from teacher_service.launcher import free_port, teacher_process
+from teacher_service.launcher import teacher_process
 from tests.conftest import RunningTriton
 
 pytestmark = pytest.mark.integration

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import uvicorn
 
+from recdistill.processes import free_port
 from student_server.app import create_app
 from student_server.http_protocol import CoalescingHttpToolsProtocol
 from student_server.settings import StudentSettings
-from teacher_service.launcher import free_port
 
 TOKEN = "test-operator-token"
 

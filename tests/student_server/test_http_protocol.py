@@ -13,8 +13,8 @@ from starlette.applications import Starlette
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
+from recdistill.processes import free_port
 from student_server.http_protocol import CoalescingHttpToolsProtocol, _CoalescingTransport
-from teacher_service.launcher import free_port
 
 
 class _CountingTransport:

@@ -1,4 +1,4 @@
-"""Generates the gRPC stubs from protos/ into recdistill/_proto at build / install time."""
+"""Generates the gRPC stubs from protos/ into recdistill/core/_proto at build / install time."""
 
 from pathlib import Path
 
@@ -11,7 +11,7 @@ ROOT = Path(__file__).parent
 def generate_stubs() -> None:
     from grpc_tools import protoc
 
-    out = ROOT / "recdistill" / "_proto"
+    out = ROOT / "recdistill" / "core" / "_proto"
     for proto in sorted((ROOT / "protos").glob("*.proto")):
         args = ["protoc", f"-I{ROOT / 'protos'}", f"--python_out={out}", f"--pyi_out={out}",
                 f"--grpc_python_out={out}", str(proto)]

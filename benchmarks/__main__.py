@@ -8,7 +8,7 @@ from pathlib import Path
 
 from benchmarks import student_bench, teacher_bench, worker_bench
 from benchmarks.results import Results
-from recdistill.data.dataset import PreparedDataset
+from recdistill.core.data.dataset import PreparedDataset
 
 ROOT = Path(__file__).parents[1]
 
@@ -21,8 +21,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     if not (args.data / "manifest.json").exists():
-        from recdistill.data.movielens import load_movielens_100k
-        from recdistill.data.prepare import prepare
+        from recdistill.core.data.movielens import load_movielens_100k
+        from recdistill.core.data.prepare import prepare
 
         prepare(load_movielens_100k(), args.data)
     dataset = PreparedDataset(args.data)

@@ -14,8 +14,8 @@ import onnxruntime as ort
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-from recdistill.features.encoder import Encoder
-from recdistill.features.schema import FeatureSchema
+from recdistill.core.features.encoder import Encoder
+from recdistill.core.features.schema import FeatureSchema
 from student_server.scoring import session_options
 
 
@@ -27,7 +27,7 @@ def _load(registry: Path, version: str) -> tuple[Encoder, ort.InferenceSession]:
 
 
 # What a first version usually looks like: the request as pydantic models (the shipped server decodes
-# the same shape with msgspec, recdistill.features.request). The encoder reads either by attribute.
+# the same shape with msgspec, recdistill.core.features.request). The encoder reads either by attribute.
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -121,7 +121,7 @@ def serve_triton(registry: Path, version: str, grpc_port: int, http_port: int, m
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
-    from teacher_service.inference import input_specs
+    from recdistill.core.contracts.teacher import TeacherTensorSpec
     from teacher_service.serve import ensure_libpython_on_library_path
 
     ensure_libpython_on_library_path()
@@ -133,7 +133,8 @@ def serve_triton(registry: Path, version: str, grpc_port: int, http_port: int, m
     config = TritonConfig(http_address="127.0.0.1", http_port=http_port, grpc_address="127.0.0.1",
                           grpc_port=grpc_port, metrics_address="127.0.0.1", metrics_port=metrics_port)
     with Triton(config=config) as triton:
-        triton.bind("student", infer, [Tensor(name=n, dtype=d, shape=s) for n, d, s in input_specs(encoder.schema)],
+        spec = TeacherTensorSpec.from_schema(encoder.schema)  # the same tensors as the teacher's
+        triton.bind("student", infer, [Tensor(name=t.name, dtype=t.numpy_dtype, shape=t.dims) for t in spec.inputs],
                     [Tensor(name="probability", dtype=np.float32, shape=(-1,))],
                     config=ModelConfig(max_batch_size=64, batcher=DynamicBatcher(max_queue_delay_microseconds=500)))
         triton.serve()

@@ -17,8 +17,8 @@ from pathlib import Path
 import psutil
 
 from benchmarks.student_bench import ROOT, TOKEN, _process, _registry
-from recdistill.data.dataset import PreparedDataset
-from recdistill.processes import free_port
+from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.processes import free_port
 
 
 def main() -> None:

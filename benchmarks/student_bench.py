@@ -27,15 +27,16 @@ import torch
 
 from benchmarks.references import triton_request_bodies
 from benchmarks.results import Results, Row, percentiles_ms
-from distill_worker.export import publish_student
+from distill_worker.export import export_onnx
 from distill_worker.student import StudentConfig, StudentModel
-from recdistill.artifact import write_state
-from recdistill.data.dataset import PreparedDataset
-from recdistill.features.encoder import Encoder
-from recdistill.features.request import parse_rank_request
-from recdistill.processes import child_process, free_port
-from student_server.grpc_service import request_from_dict
-from student_server.scoring import session_options
+from recdistill.core.artifact import publish_version, write_state
+from recdistill.core.contracts.onnx import session_options
+from recdistill.core.contracts.rank_grpc import request_from_dict
+from recdistill.core.contracts.registry import RegistryState
+from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.features.encoder import Encoder
+from recdistill.core.features.request import parse_rank_request
+from recdistill.core.processes import child_process, free_port
 
 SECTION = "Student server (100 candidates, 16 connections)"
 COMMAND = "make bench  # benchmarks/student_bench.py"
@@ -52,9 +53,9 @@ def _registry(dataset: PreparedDataset, root: Path) -> dict[str, np.ndarray]:
     probe, _ = encoder.assemble(dataset.contexts(encoder, dataset.split("test")[:32], "slate"))
     for seed in (1, 2):
         torch.manual_seed(seed)
-        publish_student(root, f"v{seed}", StudentModel(dataset.schema, StudentConfig()).eval(), dataset.schema,
-                        probe, {"teacher_version": None})
-    write_state(root, {"active": "v1", "history": []})
+        model = StudentModel(dataset.schema, StudentConfig()).eval()
+        publish_version(root, f"v{seed}", export_onnx(model, probe), dataset.schema.hash)
+    write_state(root, RegistryState(active="v1"))
     tensors, _ = encoder.encode_requests([parse_rank_request(EXAMPLE.read_bytes())])
     return tensors
 

@@ -12,10 +12,10 @@ import orjson
 import torch
 
 from benchmarks.results import Results, Row, percentiles_ms
-from recdistill.data.dataset import PreparedDataset
-from recdistill.data.synthetic import synthetic_requests
-from recdistill.features.encoder import Encoder
-from recdistill.features.request import parse_rank_request
+from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.data.synthetic import synthetic_requests
+from recdistill.core.features.encoder import Encoder
+from recdistill.core.features.request import parse_rank_request
 from teacher_service.checkpoint import save_checkpoint
 from teacher_service.client import score
 from teacher_service.launcher import teacher_process

@@ -10,9 +10,9 @@ import torch
 from benchmarks.results import Results, Row
 from distill_worker.student import StudentConfig, StudentModel
 from distill_worker.trainer import DistillConfig, distill_loss
-from recdistill.data.dataset import PreparedDataset
-from recdistill.features.encoder import Encoder
-from recdistill.training import EncodedSplit
+from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.features.encoder import Encoder
+from recdistill.core.training import EncodedSplit
 
 SECTION = "Worker (student training, 2 threads)"
 COMMAND = "make bench  # benchmarks/worker_bench.py"

@@ -20,16 +20,17 @@ from rich.progress import Progress
 from distill_worker.debias import Calibration, to_sampled_space
 from distill_worker.export import export_onnx
 from distill_worker.labels import LabelRequest, LabelStore
-from distill_worker.promote import GateConfig, gate, promote
-from distill_worker.settings import TeacherClientSettings, WorkerSettings
+from distill_worker.promote import gate, promote
+from distill_worker.settings import CalibrationMethod, DistillConfig, WorkerSettings
 from distill_worker.student import StudentConfig, StudentModel
 from distill_worker.teacher_client import TeacherClient
-from distill_worker.trainer import DistillConfig, distill_loss
-from recdistill.artifact import ensure_registry, publish_version
-from recdistill.data.dataset import PreparedDataset
-from recdistill.features.encoder import Encoder
-from recdistill.logs import STDERR
-from recdistill.training import EncodedSplit, FitResult, evaluate_split, fit
+from distill_worker.trainer import distill_loss
+from recdistill.core.artifact import ensure_registry, publish_version
+from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.features.encoder import Encoder
+from recdistill.core.fileio import atomic_write_bytes, atomic_write_with
+from recdistill.core.logs import STDERR
+from recdistill.core.training import EncodedSplit, FitResult, evaluate_split, fit
 
 logger = logging.getLogger(__name__)
 LABEL_CHUNK = 4_096
@@ -91,76 +92,116 @@ class BatchData:
                                   settings.max_holdout_events)
 
 
-async def label_with_teacher(data: BatchData, client: TeacherClient, store: LabelStore
-                             ) -> tuple[np.ndarray, np.ndarray]:
-    """Raw teacher probabilities on the training slates and on the (fresher) valid window."""
-    soft = await teacher_labels(data.dataset, data.train, data.train_negatives, client, store, "train")
-    fresh = await teacher_labels(data.dataset, data.valid, None, client, store, "valid, for calibration")
-    return soft, fresh
+class BatchPhase:
+    """The batch phase's steps, on one `BatchData`: label with the teacher, debias, train, evaluate,
+    publish. `run_batch` (the `recdistill worker run --mode batch` job) runs them once; an experiment
+    (the demo's paired seeds, ablations and controls) runs `train` many times over the same labels."""
 
+    def __init__(self, settings: WorkerSettings, data: BatchData | None = None) -> None:
+        self.settings = settings
+        self.data = data or BatchData.build(settings)
+        self.raw_soft: np.ndarray | None = None  # teacher probabilities on the training slates
+        self.raw_fresh: np.ndarray | None = None  # ... on the (fresher) valid window, for calibration
+        self.label_hit_rate = float("nan")
+        self._debiased: dict[str, tuple[np.ndarray, Calibration, dict[str, Any]]] = {}
 
-def debias_soft_labels(settings: WorkerSettings, data: BatchData, soft: np.ndarray, fresh: np.ndarray,
-                       teacher_version: str, report: dict[str, Any]) -> tuple[np.ndarray, Calibration]:
-    """Calibrate on the valid window, then map into the student's negative-sampled space."""
-    calibration = Calibration(settings.calibration, teacher_version).fit(fresh, data.valid.labels)  # type: ignore[arg-type]
-    soft = calibration.transform(soft)
-    report["calibration"] = {"method": calibration.method, "ece_before": calibration.ece_before,
-                             "ece_after": calibration.ece_after}
-    keep_rate = negative_keep_rate(settings, data.dataset)
-    if keep_rate is not None:
-        soft = to_sampled_space(soft, keep_rate)
-        report["sampling_correction"] = {"negative_keep_rate": keep_rate}
-    return soft, calibration
-
-
-def train_student(settings: WorkerSettings, data: BatchData, distill: DistillConfig,
-                  soft_labels: np.ndarray | None, student_config: StudentConfig | None = None,
-                  label: str | None = None) -> tuple[StudentModel, FitResult]:
-    """Train one student (the baseline when `soft_labels` is None); seeded, so paired runs match."""
-    torch.manual_seed(distill.seed)
-    model = StudentModel(data.dataset.schema, student_config or StudentConfig())
-    extras = dict(data.train.extras)
-    if soft_labels is not None:
-        extras["soft_label"] = soft_labels
-    keep_rate = negative_keep_rate(settings, data.dataset)
-    # The student's output gets the same sampling correction as the teacher's labels (a constant
-    # logit shift: rankings and AUC are unchanged, calibration on full slates is restored).
-    if keep_rate is not None:
-        model.serving_logit_offset.fill_(math.log(keep_rate))
-    result = fit(model, data.train.with_extras(**extras), data.valid, lambda m, b: distill_loss(m, b, distill),
-                 lambda inputs: model(**inputs), epochs=distill.epochs, batch_size=distill.batch_size,
-                 lr=distill.lr, patience=distill.patience, seed=distill.seed,
-                 label=label or ("student" if distill.use_teacher else "baseline student"))
-    return model, result
-
-
-async def run_batch(settings: WorkerSettings, teacher: TeacherClientSettings, distill: DistillConfig,
-                    student_config: StudentConfig | None = None, gate_config: GateConfig | None = None
-                    ) -> dict[str, Any]:
-    """The `worker run --mode batch` job."""
-    torch.set_num_threads(os.cpu_count() or 1)
-    started = time.perf_counter()
-    data = await asyncio.to_thread(BatchData.build, settings)
-    report: dict[str, Any] = {"task": settings.task, "teacher_version": teacher.teacher_version,
-                              "train_events": len(data.train), "distill": asdict(distill)}
-    soft, calibration = None, None
-    if distill.use_teacher:
-        client = TeacherClient(teacher, Encoder(data.dataset.schema, "teacher"))
-        store = LabelStore(settings.state_dir / "labels.sqlite")
+    async def label(self, extra: dict[str, EncodedSplit] | None = None) -> dict[str, np.ndarray]:
+        """Ask the teacher (a black box behind Triton) for soft labels on the training and valid windows,
+        and for its scores on each `extra` split (returned by name); the label store makes a rerun free."""
+        teacher = self.settings.teacher
+        client = TeacherClient(teacher, Encoder(self.data.dataset.schema, "teacher"))
+        store = LabelStore(self.settings.state_dir / "labels.sqlite")
         try:
-            raw, fresh = await label_with_teacher(data, client, store)
+            data = self.data
+            self.raw_soft = await teacher_labels(data.dataset, data.train, data.train_negatives, client, store,
+                                                 "train")
+            self.raw_fresh = await teacher_labels(data.dataset, data.valid, None, client, store,
+                                                  "valid, for calibration")
+            scores = {name: await teacher_labels(data.dataset, split, None, client, store, name)
+                      for name, split in (extra or {}).items()}
         finally:
             await client.close()
-            report["label_hit_rate"] = store.hit_rate
+            self.label_hit_rate = store.hit_rate
             store.close()
-        soft, calibration = debias_soft_labels(settings, data, raw, fresh, teacher.teacher_version, report)
+        self._debiased.clear()
+        return scores
+
+    def debiased(self, method: CalibrationMethod | None = None) -> tuple[np.ndarray, Calibration, dict[str, Any]]:
+        """(soft labels, calibration, report): calibrated on the valid window with `method` (default: the
+        settings'), then mapped into the student's negative-sampled space. Computed once per method."""
+        method = method or self.settings.calibration
+        if self.raw_soft is None or self.raw_fresh is None:
+            raise RuntimeError("label() first")
+        if method not in self._debiased:
+            self._debiased[method] = self.debias(self.raw_soft, self.raw_fresh, self.settings.teacher.teacher_version,
+                                                 method)
+        return self._debiased[method]
+
+    def debias(self, soft: np.ndarray, fresh: np.ndarray, teacher_version: str,
+               method: CalibrationMethod | None = None) -> tuple[np.ndarray, Calibration, dict[str, Any]]:
+        """Debias any teacher's raw probabilities (the real one's, or a control's)."""
+        calibration = Calibration(method or self.settings.calibration, teacher_version).fit(fresh,
+                                                                                           self.data.valid.labels)
+        soft = calibration.transform(soft)
+        report: dict[str, Any] = {"calibration": {"method": calibration.method, "ece_before": calibration.ece_before,
+                                                  "ece_after": calibration.ece_after}}
+        keep_rate = negative_keep_rate(self.settings, self.data.dataset)
+        if keep_rate is not None:
+            soft = to_sampled_space(soft, keep_rate)
+            report["sampling_correction"] = {"negative_keep_rate": keep_rate}
+        return soft, calibration, report
+
+    def train(self, distill: DistillConfig, soft_labels: np.ndarray | None,
+              student_config: StudentConfig | None = None, label: str | None = None
+              ) -> tuple[StudentModel, FitResult]:
+        """Train one student (the baseline when `soft_labels` is None); seeded, so paired runs match."""
+        torch.manual_seed(distill.seed)
+        data = self.data
+        model = StudentModel(data.dataset.schema, student_config or StudentConfig())
+        extras = dict(data.train.extras)
+        if soft_labels is not None:
+            extras["soft_label"] = soft_labels
+        keep_rate = negative_keep_rate(self.settings, data.dataset)
+        # The student's output gets the same sampling correction as the teacher's labels (a constant
+        # logit shift: rankings and AUC are unchanged, calibration on full slates is restored).
+        if keep_rate is not None:
+            model.serving_logit_offset.fill_(math.log(keep_rate))
+        result = fit(model, data.train.with_extras(**extras), data.valid,
+                     lambda m, b: distill_loss(m, b, distill), lambda inputs: model(**inputs),
+                     epochs=distill.epochs, batch_size=distill.batch_size, lr=distill.lr,
+                     patience=distill.patience, seed=distill.seed,
+                     label=label or ("student" if distill.use_teacher else "baseline student"))
+        return model, result
+
+    def publish(self, model: StudentModel, report: dict[str, Any], holdout: EncodedSplit | None = None,
+                version_prefix: str | None = None) -> str | None:
+        """Export, gate, publish and (with a server URL) promote; the version, or None if the gate refused."""
+        settings = self.settings
+        if version_prefix:
+            settings = settings.model_copy(update={"version_prefix": version_prefix})
+        return publish_and_promote(settings, model, holdout or self.data.valid, report)
+
+
+async def run_batch(settings: WorkerSettings, student_config: StudentConfig | None = None) -> dict[str, Any]:
+    """The `worker run --mode batch` job: label, debias, train, evaluate, publish, save for the stream."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    started = time.perf_counter()
+    phase = await asyncio.to_thread(BatchPhase, settings)
+    distill = settings.distill
+    report: dict[str, Any] = {"task": settings.task, "teacher_version": settings.teacher.teacher_version,
+                              "train_events": len(phase.data.train), "distill": asdict(distill)}
+    soft, calibration = None, None
+    if distill.use_teacher:
+        await phase.label()
+        report["label_hit_rate"] = phase.label_hit_rate
+        soft, calibration, debias_report = phase.debiased()
+        report |= debias_report
     # Training, export and gating are CPU work: off the event loop.
-    model, result = await asyncio.to_thread(train_student, settings, data, distill, soft, student_config)
+    model, result = await asyncio.to_thread(phase.train, distill, soft, student_config)
     report["best_epoch"] = result.best_epoch
-    report["valid"] = evaluate_split(lambda inputs: model(**inputs), data.valid)
-    report["test"] = evaluate_split(lambda inputs: model(**inputs), data.holdout("test", settings))
-    report["published"] = await asyncio.to_thread(publish_and_promote, settings, model, data.valid, report,
-                                                  gate_config or GateConfig())
+    report["valid"] = evaluate_split(lambda inputs: model(**inputs), phase.data.valid)
+    report["test"] = evaluate_split(lambda inputs: model(**inputs), phase.data.holdout("test", settings))
+    report["published"] = await asyncio.to_thread(phase.publish, model, report)
     save_student(settings.state_dir, model, calibration)
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report
@@ -169,16 +210,13 @@ async def run_batch(settings: WorkerSettings, teacher: TeacherClientSettings, di
 def save_student(state_dir: Path, model: StudentModel, calibration: Calibration | None) -> None:
     """The batch phase's student and teacher calibration, from which the streaming phase continues."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    path = state_dir / BATCH_STUDENT
-    tmp = path.with_suffix(".tmp")
-    torch.save({"config": model.config.to_dict(), "model": model.state_dict()}, tmp)
-    os.replace(tmp, path)
+    saved = {"config": model.config.to_dict(), "model": model.state_dict()}
+    atomic_write_with(state_dir / BATCH_STUDENT, lambda handle: torch.save(saved, handle))
     calibration_path = state_dir / BATCH_CALIBRATION
     if calibration is None:
         calibration_path.unlink(missing_ok=True)
     else:
-        calibration_path.with_suffix(".tmp").write_bytes(calibration.to_bytes())
-        os.replace(calibration_path.with_suffix(".tmp"), calibration_path)
+        atomic_write_bytes(calibration_path, calibration.to_bytes())
 
 
 def load_student(state_dir: Path, dataset: PreparedDataset) -> tuple[StudentModel | None, Calibration | None]:
@@ -195,22 +233,21 @@ def load_student(state_dir: Path, dataset: PreparedDataset) -> tuple[StudentMode
 
 
 def publish_and_promote(settings: WorkerSettings, model: StudentModel, holdout: EncodedSplit,
-                        report: dict[str, Any], gate_config: GateConfig) -> str | None:
+                        report: dict[str, Any]) -> str | None:
     """Export, gate, publish and (with a server URL) promote; returns the version, or None if refused."""
     probe, _ = holdout.encoder.assemble(holdout.contexts[:64])
     onnx_model = export_onnx(model, probe)
-    verdict = gate(onnx_model, model, probe, holdout, settings.registry, gate_config)
+    verdict = gate(onnx_model, model, probe, holdout, settings.registry, settings.gate)
     report["gate"] = {"accepted": verdict.accepted, "reasons": verdict.reasons, "metrics": verdict.metrics}
     if not verdict.accepted:
         logger.warning("candidate refused, the active version keeps serving: %s", "; ".join(verdict.reasons))
         return None
     version = f"{settings.version_prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     ensure_registry(settings.registry, holdout.encoder.schema)
-    publish_version(settings.registry, version, onnx_model, {
-        "schema_hash": holdout.encoder.schema.hash, "teacher_version": report.get("teacher_version"),
-        "data_window": {"train_events": report.get("train_events")}, "metrics": verdict.metrics,
-        "config": model.config.to_dict(), "distill": report.get("distill"),
-    })
+    publish_version(settings.registry, version, onnx_model, holdout.encoder.schema.hash,
+                    teacher_version=settings.teacher.teacher_version,
+                    data_window={"train_events": report.get("train_events")}, metrics=verdict.metrics,
+                    config=model.config.to_dict(), distill=report.get("distill") or {})
     if settings.server_url and settings.admin_token:
         promote(settings.server_url, settings.admin_token, version)
     return version

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from recdistill.errors import RecDistillError
+from recdistill.core.errors import RecDistillError
 
 
 class CircuitOpenError(RecDistillError):

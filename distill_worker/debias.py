@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-from recdistill.metrics import ece
+from recdistill.core.metrics import ece
 
 CalibrationMethod = Literal["none", "platt", "isotonic"]
 _EPS = 1e-6

@@ -1,20 +1,15 @@
-"""Export the student's serving graph to ONNX and publish it as a registry version, after a parity
-check of ONNX Runtime against torch."""
+"""Export the student's serving graph to ONNX and check ONNX Runtime against torch on it (parity)."""
 
 from __future__ import annotations
 
 import io
 import warnings
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import torch
 
-from recdistill.artifact import ArtifactError, publish_version
-from recdistill.features.encoder import MODEL_INPUTS
-from recdistill.features.schema import FeatureSchema
+from recdistill.core.features.encoder import MODEL_INPUTS
 
 OUTPUT = "probability"
 PARITY_TOLERANCE = 1e-5
@@ -43,15 +38,3 @@ def parity(onnx_model: bytes, model: torch.nn.Module, probe: dict[str, np.ndarra
     with torch.inference_mode():
         reference = model(**{name: torch.from_numpy(probe[name]) for name in MODEL_INPUTS}).numpy()
     return float(np.max(np.abs(served - reference)))
-
-
-def publish_student(registry: Path, version: str, model: torch.nn.Module, schema: FeatureSchema,
-                    probe: dict[str, np.ndarray], manifest: dict[str, Any]) -> Path:
-    onnx_model = export_onnx(model, probe)
-    difference = parity(onnx_model, model, probe)
-    if difference > PARITY_TOLERANCE:
-        raise ArtifactError(f"ONNX parity failed for {version}: max |onnx - torch| = {difference:.2e}")
-    return publish_version(registry, version, onnx_model, manifest | {
-        "schema_hash": schema.hash, "parity_max_abs_diff": difference,
-        "config": getattr(model, "config", None) and model.config.to_dict(),
-    })

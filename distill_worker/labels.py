@@ -14,7 +14,7 @@ import numpy as np
 from prometheus_client import Counter
 
 from distill_worker.teacher_client import TeacherClient
-from recdistill.features.encoder import MappedContext
+from recdistill.core.features.encoder import MappedContext
 
 LABEL_LOOKUPS = Counter("recdistill_worker_label_lookups", "Soft-label lookups by result", ["result"])
 

@@ -11,26 +11,19 @@ from typing import Any
 
 import httpx
 import numpy as np
-import onnxruntime as ort
 import orjson
 import torch
 
 from distill_worker.export import PARITY_TOLERANCE, parity
-from recdistill.artifact import read_state
-from recdistill.data.synthetic import synthetic_requests
-from recdistill.features.encoder import Encoder
-from recdistill.features.request import parse_rank_request
-from recdistill.training import EncodedSplit, evaluate_split
-from student_server.scoring import session_options
+from distill_worker.settings import GateConfig
+from recdistill.core.artifact import read_state
+from recdistill.core.contracts.onnx import serving_session
+from recdistill.core.data.synthetic import synthetic_requests
+from recdistill.core.features.encoder import Encoder
+from recdistill.core.features.request import parse_rank_request
+from recdistill.core.training import EncodedSplit, evaluate_split
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    auc_tolerance: float = 0.002
-    latency_budget_ms: float = 5.0  # p99 of ONNX Runtime on the standard request, 1 thread
-    latency_runs: int = 200
 
 
 @dataclass
@@ -40,14 +33,8 @@ class GateResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def _session(model: bytes | Path) -> ort.InferenceSession:
-    """A session configured as the student server configures its own (one thread)."""
-    source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, session_options(1), providers=["CPUExecutionProvider"])
-
-
 def onnx_metrics(model: bytes | Path, holdout: EncodedSplit) -> dict[str, float]:
-    session = _session(model)
+    session = serving_session(model)
 
     def score(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {name: t.numpy() for name, t in inputs.items()})[0])
@@ -71,7 +58,7 @@ def gate(onnx_model: bytes, model: torch.nn.Module, probe: dict[str, np.ndarray]
         result.reasons.append(f"ONNX parity {difference:.2e} > {PARITY_TOLERANCE:.0e}")
     candidate = onnx_metrics(onnx_model, holdout)
     result.metrics["holdout"] = candidate
-    active = read_state(registry)["active"]
+    active = read_state(registry).active
     if active:
         active_metrics = onnx_metrics(registry / active / "model.onnx", holdout)
         result.metrics["active_version"] = active
@@ -79,7 +66,7 @@ def gate(onnx_model: bytes, model: torch.nn.Module, probe: dict[str, np.ndarray]
         if candidate["auc"] < active_metrics["auc"] - config.auc_tolerance:
             result.reasons.append(f"holdout AUC {candidate['auc']:.4f} < active {active} "
                                   f"{active_metrics['auc']:.4f} - {config.auc_tolerance}")
-    session, request = _session(onnx_model), standard_request(holdout.encoder)
+    session, request = serving_session(onnx_model), standard_request(holdout.encoder)
     timings = []
     for _ in range(config.latency_runs):
         started = time.perf_counter()

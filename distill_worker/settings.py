@@ -1,17 +1,27 @@
-"""Distill worker settings (env prefix WORKER_)."""
+"""Distill worker settings: one model with nested sections (teacher, distill, stream, gate).
+
+Precedence (see `recdistill.core.settings.load_settings`): defaults < the `[worker]` table of a TOML
+config file (`--config`) < the environment < flags given on the command line. Environment names:
+WORKER_<FIELD> for top-level fields, WORKER_<SECTION>__<FIELD> for a section's field (for example
+WORKER_TEACHER__URL, WORKER_GATE__AUC_TOLERANCE, WORKER_STREAM__EXPORT_EVERY), and
+RECDISTILL_ADMIN_TOKEN for the operator token.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+Task = Literal["slate", "ctr"]
+CalibrationMethod = Literal["none", "platt", "isotonic"]
 
-class TeacherClientSettings(BaseSettings):
+
+class TeacherClientSettings(BaseModel):
     """How the worker talks to the teacher: Triton gRPC, batched, bounded, retried, with a breaker."""
-
-    model_config = SettingsConfigDict(env_prefix="WORKER_TEACHER_", extra="ignore")
 
     url: str = "127.0.0.1:8001"
     model_name: str = "teacher"
@@ -30,28 +40,68 @@ class TeacherClientSettings(BaseSettings):
     breaker_reset_s: float = Field(default=10.0, gt=0)
 
 
-class LabelStoreSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="WORKER_LABELS_", extra="ignore")
+@dataclass(frozen=True)
+class DistillConfig:
+    """The student's training objective and schedule (batch phase; the stream reuses the objective)."""
 
-    path: Path = Path("labels.sqlite")
+    use_teacher: bool = True
+    head: Literal["aux", "serving"] = "aux"
+    kd_weight: float = 1.0  # free: not tied to sum to one with the label loss
+    kd_loss: Literal["ce", "mse"] = "ce"  # "mse": on logits; its gradient vanishes when predictions saturate
+    unexposed_weight: float = 1.0  # weight of teacher labels on candidates without an observed label
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 2e-3
+    patience: int = 3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """The streaming phase: joining delayed feedback, incremental updates, export cadence."""
+
+    join_window_s: float = 60.0  # feedback arriving later than this after the request is "late"
+    exposed_positions: int = 10  # candidates ranked above this were shown: unlabelled ones count as 0
+    max_records: int = 5_000  # per partition and step
+    lr: float = 1e-3
+    batch_size: int = 256  # examples per incremental update
+    export_every: int = 1_000  # trained examples between export attempts
+    inverse_propensity: bool = True  # weight examples by 1 / sampling probability
+    idle_s: float = 1.0  # pause after a step that found nothing to do
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """What an exported student must pass before it serves."""
+
+    auc_tolerance: float = 0.002
+    latency_budget_ms: float = 5.0  # p99 of ONNX Runtime on the standard request, 1 thread
+    latency_runs: int = 200
 
 
 class WorkerSettings(BaseSettings):
-    """What the worker trains on and where it publishes (env prefix WORKER_)."""
+    """What the worker trains on, where it reads traffic and publishes, and its sections."""
 
-    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix="WORKER_", env_nested_delimiter="__", extra="ignore",
+                                      populate_by_name=True)
 
     data: Path = Path("data/ml-100k")
     registry: Path = Path("registry")
     state_dir: Path = Path("worker-state")
+    samples: Path = Path("samples")  # the student servers' sample log (one directory per partition)
     server_url: str | None = None  # student server to promote to; None: publish to the registry only
-    admin_token: str | None = Field(default=None, validation_alias="RECDISTILL_ADMIN_TOKEN")
-    task: str = "slate"
-    observed_negatives: int = 4  # sampled negatives with a hard label (0)
-    teacher_negatives: int = 4  # further never-rated items that get only a teacher label
+    admin_token: str | None = Field(default=None, validation_alias=AliasChoices("RECDISTILL_ADMIN_TOKEN",
+                                                                                "admin_token"))
+    task: Task = "slate"
+    observed_negatives: int = Field(default=4, ge=0)  # sampled negatives with a hard label (0)
+    teacher_negatives: int = Field(default=4, ge=0)  # further never-rated items that get only a teacher label
     max_train_events: int | None = None
     max_holdout_events: int | None = None  # the most recent N events of the valid and test windows
-    calibration: str = "platt"  # none | platt | isotonic
+    calibration: CalibrationMethod = "platt"
     # Map calibrated teacher probabilities (full slates) into the student's negative-sampled space.
     sampling_correction: bool = True
     version_prefix: str = "student"
+    teacher: TeacherClientSettings = TeacherClientSettings()
+    distill: DistillConfig = DistillConfig()
+    stream: StreamConfig = StreamConfig()
+    gate: GateConfig = GateConfig()

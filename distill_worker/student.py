@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from recdistill.features.schema import FeatureSchema
-from recdistill.nn import FeatureEmbedding, ModelConfig, masked_mean, mlp
+from recdistill.core.features.schema import FeatureSchema
+from recdistill.core.nn import FeatureEmbedding, ModelConfig, masked_mean, mlp
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class StudentConfig(ModelConfig):
 class StudentModel(nn.Module):
     def __init__(self, schema: FeatureSchema, config: StudentConfig) -> None:
         super().__init__()
+        self.schema = schema
         self.config = config
         d = config.dim
         self.embed = FeatureEmbedding(schema, d, config.user_dim, config.oov_dropout)

@@ -20,10 +20,9 @@ from prometheus_client import Counter, Histogram
 
 from distill_worker.breaker import CircuitBreaker
 from distill_worker.settings import TeacherClientSettings
-from recdistill.errors import RecDistillError
-from recdistill.features.encoder import Encoder, MappedContext
-from teacher_service.client import infer_inputs
-from teacher_service.inference import OUTPUT
+from recdistill.core.contracts.teacher import TEACHER_OUTPUT, infer_inputs
+from recdistill.core.errors import RecDistillError
+from recdistill.core.features.encoder import Encoder, MappedContext
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +115,7 @@ class TeacherClient:
             try:
                 result = await self._client.infer(
                     settings.model_name, infer_inputs(tensors, self._aio),
-                    outputs=[self._aio.InferRequestedOutput(OUTPUT)], client_timeout=settings.timeout_s)
+                    outputs=[self._aio.InferRequestedOutput(TEACHER_OUTPUT)], client_timeout=settings.timeout_s)
             except InferenceServerException as exc:
                 status = str(exc.status() or "")
                 if not any(code in status for code in RETRYABLE) and NOT_LOADED not in (exc.message() or ""):
@@ -133,5 +132,5 @@ class TeacherClient:
             TEACHER_LATENCY.observe(time.perf_counter() - started)
             TEACHER_ROWS.inc(tensors["cand_item"].shape[0])
             self.requests_sent += 1
-            return result.as_numpy(OUTPUT)
+            return result.as_numpy(TEACHER_OUTPUT)
         raise AssertionError("unreachable")

@@ -2,7 +2,7 @@
 teacher's soft labels, on the auxiliary head (decoupled, the default) or on the serving head (plain
 KD, for the ablation). With the teacher switched off the same code trains the baseline student.
 
-Batch extras (see `recdistill.training.EncodedSplit.extras`):
+Batch extras (see `recdistill.core.training.EncodedSplit.extras`):
   soft_label [B, C]  the teacher's (debiased) probability per candidate
   observed   [B, C]  1 where an observed label exists (0: candidates with teacher labels only)
   weight     [B]     per-example weight (inverse sampling probability)
@@ -11,30 +11,14 @@ Batch extras (see `recdistill.training.EncodedSplit.extras`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 
+from distill_worker.settings import DistillConfig
 from distill_worker.student import StudentModel
-from recdistill.training import Batch
+from recdistill.core.training import Batch
 
 _EPS = 1e-6
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    use_teacher: bool = True
-    head: Literal["aux", "serving"] = "aux"
-    kd_weight: float = 1.0  # free: not tied to sum to one with the label loss
-    kd_loss: Literal["ce", "mse"] = "ce"  # "mse": on logits; its gradient vanishes when predictions saturate
-    unexposed_weight: float = 1.0  # weight of teacher labels on candidates without an observed label
-    epochs: int = 20
-    batch_size: int = 256
-    lr: float = 2e-3
-    patience: int = 3
-    seed: int = 0
 
 
 def _masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

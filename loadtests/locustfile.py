@@ -21,8 +21,8 @@ import numpy as np
 import orjson
 from locust import FastHttpUser, User, between, constant, constant_throughput, events, task
 
-from recdistill._proto import ranking_pb2_grpc
-from student_server.grpc_service import request_from_dict
+from recdistill.core._proto import ranking_pb2_grpc
+from recdistill.core.contracts.rank_grpc import request_from_dict
 
 ROOT = Path(__file__).parents[1]
 
@@ -44,7 +44,7 @@ def request_mix(count: int, seed: int = 0) -> RequestMix:
         example = json.loads((ROOT / "examples" / "rank_request.json").read_text())
         sizes = rng.integers(20, len(example["candidates"]) + 1, count)
         return RequestMix([example | {"candidates": example["candidates"][:n]} for n in sizes])
-    from recdistill.data.dataset import PreparedDataset
+    from recdistill.core.data.dataset import PreparedDataset
 
     dataset = PreparedDataset(data)
     events = rng.choice(dataset.split("test"), count, replace=False)

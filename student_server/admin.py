@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
+from recdistill.core.contracts.registry import to_builtins
 from student_server import metrics
 from student_server.errors import AdminDisabledError, UnauthorizedError
 from student_server.registry import ModelRegistry
@@ -32,7 +33,7 @@ def _registry(request: Request) -> ModelRegistry:
 
 
 def _describe(scorer: Scorer) -> dict[str, Any]:
-    return {"version": scorer.version, "manifest": scorer.manifest}
+    return {"version": scorer.version, "manifest": to_builtins(scorer.manifest)}
 
 
 @router.get("/versions", summary="List the versions in the registry")

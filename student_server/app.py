@@ -17,13 +17,13 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from starlette.routing import Route
 
-from recdistill.artifact import read_state
-from recdistill.errors import RecDistillError, ValidationError
-from recdistill.features.encoder import Encoder
-from recdistill.features.schema import FeatureSchema
-from recdistill.samplelog import SampleLog
+from recdistill.core.artifact import read_state
+from recdistill.core.errors import RecDistillError, ValidationError
+from recdistill.core.features.encoder import Encoder
+from recdistill.core.features.schema import FeatureSchema
+from recdistill.core.samplelog import SampleLog, claim_partition
 from student_server import admin, metrics, routes
-from student_server.errors import error_body, http_status
+from student_server.errors import error_body, error_headers, http_status
 from student_server.grpc_service import start_grpc_server
 from student_server.rank_http import RankEndpoint, RankFastPath, openapi_path_item
 from student_server.registry import ModelRegistry
@@ -44,8 +44,8 @@ def _pydantic_field(location: tuple[object, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def _json_error(status: int, body: dict[str, object]) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+def _json_error(status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
 async def _follow_registry(service: RankingService, period_s: float) -> None:
@@ -58,27 +58,31 @@ async def _follow_registry(service: RankingService, period_s: float) -> None:
             logger.exception("could not follow the registry's active version")
 
 
-def build_service(settings: StudentSettings, partition: str) -> RankingService:
+def build_service(settings: StudentSettings) -> RankingService:
     schema = FeatureSchema.load(settings.registry / "features.json")
     encoder = Encoder(schema, "student")
     registry = ModelRegistry(settings.registry, encoder, settings.ort_threads, settings.warmup_runs)
-    active = read_state(settings.registry)["active"]
+    active = read_state(settings.registry).active
     if active:
         registry.activate(active)
         metrics.set_active_version(active)
-    sampler = TrafficSampler(SampleLog(settings.sample_log / partition), settings.sampling_rate,
-                             settings.sample_queue, long_history_rate=settings.sampling_rate_long_history,
-                             long_history_events=settings.long_history_events)
+    # A partition per live process, named by the stable server id: a restart appends to its own again.
+    partition, lock = claim_partition(settings.sample_log, settings.server_id)
+    log = SampleLog(settings.sample_log / partition, min_segments=settings.sample_log_min_segments)
+    logger.info("sampled traffic goes to partition %s", partition)
+    sampler = TrafficSampler(log, settings.sampling_rate, settings.sample_queue,
+                             long_history_rate=settings.sampling_rate_long_history,
+                             long_history_events=settings.long_history_events, partition_lock=lock)
     return RankingService(settings, encoder, registry, sampler)
 
 
-def create_app(settings: StudentSettings | None = None, partition: str = "p0") -> RankFastPath:
+def create_app(settings: StudentSettings | None = None) -> RankFastPath:
     """The server's ASGI app: FastAPI (`.api`) behind the ranking fast path."""
     settings = settings or StudentSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = await asyncio.to_thread(build_service, settings, partition)
+        service = await asyncio.to_thread(build_service, settings)
         grpc_server, bound = await start_grpc_server(service, settings.host, settings.grpc_port)
         app.state.service, app.state.grpc_port = service, bound
         follower = asyncio.create_task(_follow_registry(service, settings.state_poll_s))
@@ -123,7 +127,7 @@ def create_app(settings: StudentSettings | None = None, partition: str = "p0") -
         status = http_status(exc)
         endpoint = request.url.path.rsplit("/", 1)[-1] if request.url.path.startswith("/v1/") else "admin"
         metrics.REQUESTS.labels(endpoint=endpoint, protocol="http", status=str(status)).inc()
-        return _json_error(status, error_body(exc))
+        return _json_error(status, error_body(exc), error_headers(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:

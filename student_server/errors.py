@@ -1,11 +1,12 @@
-"""Exceptions of the serving path and the one place that maps them to HTTP statuses and gRPC codes."""
+"""Exceptions of the serving path and the one place that maps them, by type only, to HTTP statuses
+and gRPC codes."""
 
 from __future__ import annotations
 
 import grpc
 
-from recdistill.artifact import ArtifactError
-from recdistill.errors import RecDistillError, ValidationError
+from recdistill.core.artifact import ArtifactError
+from recdistill.core.errors import NotFoundError, OverloadedError, RecDistillError, ValidationError
 from student_server.registry import ConflictError
 
 
@@ -25,38 +26,46 @@ class UnauthorizedError(RecDistillError):
     """Missing or wrong bearer token."""
 
 
+# Most specific first: the first type an exception is an instance of decides.
+_STATUSES: tuple[tuple[type[Exception], int, grpc.StatusCode], ...] = (
+    (ValidationError, 422, grpc.StatusCode.INVALID_ARGUMENT),
+    (PayloadTooLargeError, 413, grpc.StatusCode.INVALID_ARGUMENT),
+    (UnauthorizedError, 401, grpc.StatusCode.UNAUTHENTICATED),
+    (AdminDisabledError, 403, grpc.StatusCode.PERMISSION_DENIED),
+    (NotFoundError, 404, grpc.StatusCode.NOT_FOUND),
+    (ConflictError, 409, grpc.StatusCode.FAILED_PRECONDITION),
+    (ArtifactError, 422, grpc.StatusCode.FAILED_PRECONDITION),
+    (OverloadedError, 503, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (NotReadyError, 503, grpc.StatusCode.UNAVAILABLE),
+)
+
+
+def _lookup(exc: Exception) -> tuple[int, grpc.StatusCode]:
+    for kind, status, code in _STATUSES:
+        if isinstance(exc, kind):
+            return status, code
+    return 500, grpc.StatusCode.INTERNAL
+
+
 def http_status(exc: Exception) -> int:
-    if isinstance(exc, ValidationError):
-        return 422
-    if isinstance(exc, PayloadTooLargeError):
-        return 413
-    if isinstance(exc, UnauthorizedError):
-        return 401
-    if isinstance(exc, AdminDisabledError):
-        return 403
-    if isinstance(exc, ConflictError):
-        return 409
-    if isinstance(exc, ArtifactError):
-        return 404 if "not found" in str(exc) else 422
-    if isinstance(exc, NotReadyError):
-        return 503
-    return 500
+    return _lookup(exc)[0]
 
 
 def grpc_status(exc: Exception) -> grpc.StatusCode:
-    return {
-        422: grpc.StatusCode.INVALID_ARGUMENT, 413: grpc.StatusCode.INVALID_ARGUMENT,
-        401: grpc.StatusCode.UNAUTHENTICATED, 403: grpc.StatusCode.PERMISSION_DENIED,
-        409: grpc.StatusCode.FAILED_PRECONDITION, 404: grpc.StatusCode.NOT_FOUND,
-        503: grpc.StatusCode.UNAVAILABLE,
-    }.get(http_status(exc), grpc.StatusCode.INTERNAL)
+    return _lookup(exc)[1]
+
+
+def error_headers(exc: Exception) -> dict[str, str]:
+    """Extra response headers: `Retry-After` when the server asks the client to come back later."""
+    if isinstance(exc, OverloadedError):
+        return {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+    return {}
 
 
 def error_body(exc: Exception) -> dict[str, object]:
     """What the client sees; unknown errors never leak internals."""
     if http_status(exc) == 500:
         return {"error": "internal error"}
-    body: dict[str, object] = {"error": str(exc)}
     if isinstance(exc, ValidationError):
-        body = {"error": exc.message, "field": exc.field}
-    return body
+        return {"error": exc.message, "field": exc.field}
+    return {"error": str(exc)}

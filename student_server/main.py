@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
 import tempfile
 
 import uvicorn
@@ -21,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 def worker_app() -> RankFastPath:
     """Factory each worker process calls; settings come from the STUDENT_* environment."""
-    return create_app(StudentSettings(), partition=f"{socket.gethostname()}-{os.getpid()}")
+    return create_app(StudentSettings())
 
 
 def serve(settings: StudentSettings) -> None:

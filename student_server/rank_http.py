@@ -18,8 +18,8 @@ import orjson
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from recdistill.errors import RecDistillError
-from recdistill.features.request import parse_rank_request, rank_request_json_schema
+from recdistill.core.errors import RecDistillError
+from recdistill.core.features.request import parse_rank_request, rank_request_json_schema
 from student_server import metrics
 from student_server.errors import PayloadTooLargeError, error_body, http_status
 from student_server.service import RankingService

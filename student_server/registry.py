@@ -12,9 +12,18 @@ from typing import Any
 
 import numpy as np
 
-from recdistill.artifact import ArtifactError, check_version_name, read_manifest, read_state, sha256_bytes, write_state
-from recdistill.features.encoder import Encoder
-from recdistill.features.request import parse_rank_request
+from recdistill.core.artifact import (
+    ArtifactError,
+    VersionNotFoundError,
+    check_version_name,
+    read_manifest,
+    read_state,
+    sha256_bytes,
+    write_state,
+)
+from recdistill.core.contracts.registry import to_builtins
+from recdistill.core.features.encoder import Encoder
+from recdistill.core.features.request import parse_rank_request
 from student_server.scoring import Scorer
 
 logger = logging.getLogger(__name__)
@@ -60,8 +69,8 @@ class ModelRegistry:
                 manifest = read_manifest(self.root, path.name)
             except ArtifactError:
                 continue
-            out.append({"version": path.name, "active": path.name == state["active"],
-                        "staged": path.name in self._staged, "manifest": manifest})
+            out.append({"version": path.name, "active": path.name == state.active,
+                        "staged": path.name in self._staged, "manifest": to_builtins(manifest)})
         return out
 
     def stage(self, version: str) -> Scorer:
@@ -76,10 +85,10 @@ class ModelRegistry:
         model_path = directory / "model.onnx"
         if not model_path.is_file():
             raise ArtifactError(f"version {version}: model.onnx is missing")
-        if sha256_bytes(model_path.read_bytes()) != manifest["sha256"]:
+        if sha256_bytes(model_path.read_bytes()) != manifest.sha256:
             raise ArtifactError(f"version {version}: model.onnx does not match the sha256 in its manifest")
-        if manifest["schema_hash"] != self.encoder.schema.hash:
-            raise ArtifactError(f"version {version} was built for feature schema {manifest['schema_hash']}, "
+        if manifest.schema_hash != self.encoder.schema.hash:
+            raise ArtifactError(f"version {version} was built for feature schema {manifest.schema_hash}, "
                                 f"this server encodes with {self.encoder.schema.hash}")
         try:
             scorer = Scorer.load(model_path, version, manifest, self.ort_threads)
@@ -98,11 +107,8 @@ class ModelRegistry:
         with self._lock:
             scorer = self._stage(version)
             state = read_state(self.root)
-            if state["active"] != version:
-                history = [v for v in state["history"] if v != version]
-                if state["active"]:
-                    history.append(state["active"])
-                write_state(self.root, {"active": version, "history": history[-20:]})
+            if state.active != version:
+                write_state(self.root, state.activated(version))
             self._swap(scorer)
             return scorer
 
@@ -117,11 +123,10 @@ class ModelRegistry:
     def rollback(self) -> Scorer:
         with self._lock:
             state = read_state(self.root)
-            if not state["history"]:
+            if not state.history:
                 raise ConflictError("no previous version to roll back to")
-            target = state["history"][-1]
-            scorer = self._stage(target)
-            write_state(self.root, {"active": target, "history": state["history"][:-1]})
+            scorer = self._stage(state.history[-1])
+            write_state(self.root, state.rolled_back())
             self._swap(scorer)
             return scorer
 
@@ -129,17 +134,17 @@ class ModelRegistry:
         with self._lock:
             directory = self._version_dir(version)
             state = read_state(self.root)
-            if state["active"] == version:
+            if state.active == version:
                 raise ConflictError(f"version {version} is active; activate another one first")
             if not directory.is_dir():
-                raise ArtifactError(f"version {version} not found in the registry")
+                raise VersionNotFoundError(f"version {version} not found in the registry")
             self._staged.pop(version, None)
             shutil.rmtree(directory)
-            write_state(self.root, state | {"history": [v for v in state["history"] if v != version]})
+            write_state(self.root, state.without(version))
 
     def sync_with_state(self) -> bool:
         """Follow `state.json` (another process may have activated); returns True on a swap."""
-        active = read_state(self.root)["active"]
+        active = read_state(self.root).active
         if active is None or (self._active is not None and self._active.version == active):
             return False
         with self._lock:

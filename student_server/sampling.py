@@ -10,9 +10,11 @@ import queue
 import random
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import IO
 
-from recdistill.samplelog import SampleLog
+from recdistill.core.contracts.records import SampleRecord, encode_record
+from recdistill.core.errors import OverloadedError, ValidationError
+from recdistill.core.samplelog import SampleLog
 from student_server import metrics
 
 logger = logging.getLogger(__name__)
@@ -20,14 +22,16 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class _Item:
-    record: dict[str, Any]
+    record: SampleRecord
     done: tuple[asyncio.AbstractEventLoop, asyncio.Future] | None = None
 
 
 class TrafficSampler:
     def __init__(self, log: SampleLog, rate: float, capacity: int, seed: int | None = None,
-                 long_history_rate: float | None = None, long_history_events: int = 100) -> None:
+                 long_history_rate: float | None = None, long_history_events: int = 100,
+                 partition_lock: IO | None = None) -> None:
         self.log = log
+        self._partition_lock = partition_lock  # held (open) while this process writes the partition
         self.rate = rate
         self.long_history_rate = rate if long_history_rate is None else long_history_rate
         self.long_history_events = long_history_events
@@ -42,30 +46,32 @@ class TrafficSampler:
     def should_sample(self, probability: float) -> bool:
         return probability > 0 and self._random.random() < probability
 
-    def offer(self, record: dict[str, Any]) -> bool:
+    def offer(self, record: SampleRecord) -> bool:
         """Queue a sampled request without ever blocking; False (and counted) when the queue is full."""
         try:
             self._queue.put_nowait(_Item(record))
         except queue.Full:
-            metrics.DROPPED.labels(kind=record["kind"]).inc()
+            metrics.DROPPED.labels(kind=_kind(record)).inc()
             return False
         return True
 
-    async def write_durably(self, record: dict[str, Any]) -> None:
-        """Queue a record and wait until it is on disk (feedback)."""
+    async def write_durably(self, record: SampleRecord) -> None:
+        """Queue a record and wait until it is on disk (feedback); `OverloadedError` when the queue is full."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         try:
             self._queue.put_nowait(_Item(record, (loop, future)))
         except queue.Full:
-            metrics.DROPPED.labels(kind=record["kind"]).inc()
-            raise
+            metrics.DROPPED.labels(kind=_kind(record)).inc()
+            raise OverloadedError("the sample-log queue is full; retry later", retry_after_s=1.0) from None
         await future
 
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=10)
         self.log.close()
+        if self._partition_lock is not None:
+            self._partition_lock.close()
 
     def _run(self) -> None:
         stopping = False
@@ -84,20 +90,34 @@ class TrafficSampler:
                 batch.append(item)
             if not batch:
                 continue
-            error: Exception | None = None
+            # Encoded one by one: a record msgpack cannot hold is refused alone, not with its batch.
+            errors: dict[int, Exception] = {}
+            payloads = []
+            for index, item in enumerate(batch):
+                try:
+                    payloads.append(encode_record(item.record))
+                except (TypeError, ValueError, OverflowError) as exc:
+                    errors[index] = ValidationError("body", f"cannot be stored in the sample log: {exc}")
+                    metrics.DROPPED.labels(kind=_kind(item.record)).inc()
+            written = [item for index, item in enumerate(batch) if index not in errors]
             try:
-                self.log.append([item.record for item in batch])
-                for item in batch:
-                    metrics.SAMPLED.labels(kind=item.record["kind"]).inc()
+                if payloads:
+                    self.log.append(payloads)
+                for item in written:
+                    metrics.SAMPLED.labels(kind=_kind(item.record)).inc()
             except Exception as exc:  # noqa: BLE001 - reported to the waiters, logged
-                logger.exception("writing %d records to the sample log failed", len(batch))
-                error = exc
-            for item in batch:
+                logger.error("writing %d records to the sample log failed: %s", len(payloads), exc)
+                errors |= {index: exc for index, item in enumerate(batch) if index not in errors}
+            for index, item in enumerate(batch):
                 if item.done:
                     loop, future = item.done
-                    loop.call_soon_threadsafe(_finish, future, error)
+                    loop.call_soon_threadsafe(_finish, future, errors.get(index))
 
 
 def _finish(future: asyncio.Future, error: Exception | None) -> None:
     if not future.done():
         future.set_exception(error) if error else future.set_result(None)
+
+
+def _kind(record: SampleRecord) -> str:
+    return type(record).__struct_config__.tag  # type: ignore[attr-defined]

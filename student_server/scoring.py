@@ -16,23 +16,11 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from recdistill.features.encoder import Encoder, MappedContext
+from recdistill.core.contracts.onnx import serving_session
+from recdistill.core.contracts.registry import Manifest
+from recdistill.core.features.encoder import Encoder, MappedContext
 
 logger = logging.getLogger(__name__)
-
-
-def session_options(threads: int) -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # No busy-spinning threads when idle; no arena that freed sessions would leave behind.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    options.enable_cpu_mem_arena = False
-    options.enable_mem_pattern = False
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return options
 
 
 @dataclass
@@ -40,13 +28,12 @@ class Scorer:
     """One loaded model version."""
 
     version: str
-    manifest: dict[str, Any]
+    manifest: Manifest
     session: ort.InferenceSession
 
     @classmethod
-    def load(cls, path: Path, version: str, manifest: dict[str, Any], threads: int) -> Scorer:
-        session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
-        return cls(version, manifest, session)
+    def load(cls, path: Path, version: str, manifest: Manifest, threads: int) -> Scorer:
+        return cls(version, manifest, serving_session(path, threads))
 
     def run(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(None, tensors)[0]

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import msgspec
 import numpy as np
 
-from recdistill.errors import ValidationError
-from recdistill.features.encoder import Encoder
-from recdistill.features.request import RankRequest, check_limits, request_to_builtins
+from recdistill.core.contracts.records import FeedbackRecord, SampledRequest
+from recdistill.core.errors import ValidationError
+from recdistill.core.features.encoder import Encoder
+from recdistill.core.features.request import RankRequest, check_limits
 from student_server import metrics
 from student_server.errors import NotReadyError
 from student_server.registry import ModelRegistry
@@ -68,21 +70,13 @@ class RankingService:
         return result
 
     def _sample_record(self, request: RankRequest, result: RankResult, request_ts: float,
-                       probability: float) -> dict[str, Any]:
+                       probability: float) -> SampledRequest:
         positions = np.empty(len(result.scores), dtype=np.int64)
         positions[result.order] = np.arange(len(result.scores))
-        return {
-            "kind": "request",
-            "request_id": result.request_id,
-            "ts": time.time(),
-            "request_ts": request_ts,
-            "model_version": result.model_version,
-            "sampling_probability": probability,
-            "request": request_to_builtins(request) | {"request_id": result.request_id},
-            "student_view": self.encoder.view_name,
-            "scores": result.scores.tolist(),
-            "positions": positions.tolist(),
-        }
+        return SampledRequest(
+            request_id=result.request_id, ts=time.time(), request_ts=request_ts, model_version=result.model_version,
+            sampling_probability=probability, request=msgspec.structs.replace(request, request_id=result.request_id),
+            student_view=self.encoder.view_name, scores=result.scores.tolist(), positions=positions.tolist())
 
     async def feedback(self, request_id: str, item_id: str, label: float, ts: float | None) -> None:
         if not request_id:
@@ -91,9 +85,9 @@ class RankingService:
             raise ValidationError("item_id", "must not be empty")
         if not 0.0 <= label <= 1.0:
             raise ValidationError("label", "must be between 0 and 1")
-        await self.sampler.write_durably({"kind": "feedback", "request_id": request_id, "item_id": item_id,
-                                          "label": float(label), "ts": time.time() if ts is None else ts,
-                                          "received_ts": time.time()})
+        now = time.time()
+        await self.sampler.write_durably(FeedbackRecord(request_id=request_id, item_id=item_id, label=float(label),
+                                                        ts=now if ts is None else ts, received_ts=now))
 
     def close(self) -> None:
         self.batcher.close()

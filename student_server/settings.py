@@ -1,13 +1,18 @@
-"""Student server settings (env prefix STUDENT_; the operator token is RECDISTILL_ADMIN_TOKEN)."""
+"""Student server settings.
+
+Precedence (see `recdistill.core.settings.load_settings`): defaults < the `[student]` table of a TOML
+config file (`--config`) < the environment (STUDENT_<FIELD>, e.g. STUDENT_SAMPLING_RATE=0.1; the
+operator token is RECDISTILL_ADMIN_TOKEN) < flags given on the command line."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from recdistill.features.request import MAX_CANDIDATES, MAX_HISTORY_EVENTS
+from recdistill.core.features.request import MAX_CANDIDATES, MAX_HISTORY_EVENTS
 
 
 class StudentSettings(BaseSettings):
@@ -41,4 +46,9 @@ class StudentSettings(BaseSettings):
     sampling_rate_long_history: float | None = Field(default=None, ge=0.0, le=1.0)
     long_history_events: int = Field(default=100, ge=1)
     sample_log: Path = Path("samples")
-    sample_queue: int = 10_000
+    sample_queue: int = Field(default=10_000, ge=1)
+    # Names this server's sample-log partitions (`<server_id>-<n>`, one per live process): keep it
+    # stable across restarts (the default, the host name, is; in Kubernetes use the pod's stable name).
+    server_id: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    # Retention never deletes the newest N segments of a partition, whatever the consumers committed.
+    sample_log_min_segments: int = Field(default=2, ge=1)

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from recdistill.errors import DataError
-from recdistill.features.schema import FeatureSchema
+from recdistill.core.errors import DataError
+from recdistill.core.features.schema import FeatureSchema
 from teacher_service.model import TeacherConfig, TeacherModel
 
 

@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from recdistill.features.encoder import MODEL_INPUTS
-from recdistill.features.schema import USER_CATEGORICALS, FeatureSchema
+from recdistill.core.contracts.teacher import TEACHER_OUTPUT
+from recdistill.core.features.encoder import MODEL_INPUTS
+from recdistill.core.features.schema import USER_CATEGORICALS, FeatureSchema
 from teacher_service.model import TeacherModel
 
 logger = logging.getLogger(__name__)
 
-OUTPUT = "probability"
 HISTORY_INPUTS = ("hist_item", "hist_action", "hist_recency")
 CANDIDATE_INPUTS = ("cand_item", "cand_genres", "cand_year")
 FIXED_WIDTH_INPUTS = ("user_cat", "hist_length")
@@ -27,13 +27,6 @@ FIXED_WIDTH_INPUTS = ("user_cat", "hist_length")
 
 class BadTeacherInput(ValueError):
     """A request Triton accepted by dtype and rank but whose content the teacher cannot score."""
-
-
-def input_specs(schema: FeatureSchema) -> list[tuple[str, type, tuple[int, ...]]]:
-    """(name, dtype, shape without the batch dimension) of every input, in encoder order."""
-    shapes = {"user_cat": (len(USER_CATEGORICALS),), "hist_length": (1,), "cand_genres": (-1, schema.num_genres)}
-    dtypes = {"user_cat": np.int64, "hist_item": np.int64, "hist_action": np.int64, "cand_item": np.int64}
-    return [(name, dtypes.get(name, np.float32), shapes.get(name, (-1,))) for name in MODEL_INPUTS]
 
 
 class TeacherInference:
@@ -91,7 +84,7 @@ class TeacherInference:
                 logger.warning("refused a teacher request: %s", exc)
                 raise
         if len(requests) == 1:
-            return [{OUTPUT: self.score(requests[0].data)}]
+            return [{TEACHER_OUTPUT: self.score(requests[0].data)}]
         merged = {}
         for name in MODEL_INPUTS:
             parts = [r.data[name] for r in requests]
@@ -100,6 +93,6 @@ class TeacherInference:
         out, start = [], 0
         for request in requests:
             rows, count = request.data["cand_item"].shape
-            out.append({OUTPUT: scores[start:start + rows, :count]})
+            out.append({TEACHER_OUTPUT: scores[start:start + rows, :count]})
             start += rows
         return out

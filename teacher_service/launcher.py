@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from recdistill.processes import child_process, free_port
+from recdistill.core.processes import child_process, free_port
 
 logger = logging.getLogger(__name__)
 

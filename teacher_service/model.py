@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from recdistill.features.schema import FeatureSchema
-from recdistill.nn import FeatureEmbedding, ModelConfig, masked_mean, mlp, recent_mask
+from recdistill.core.features.schema import FeatureSchema
+from recdistill.core.nn import FeatureEmbedding, ModelConfig, masked_mean, mlp, recent_mask
 
 
 @dataclass(frozen=True)

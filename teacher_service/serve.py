@@ -9,11 +9,11 @@ import sysconfig
 import threading
 from types import FrameType
 
-import numpy as np
 import torch
 
+from recdistill.core.contracts.teacher import TeacherTensorSpec
 from teacher_service.checkpoint import load_checkpoint
-from teacher_service.inference import OUTPUT, TeacherInference, input_specs
+from teacher_service.inference import TeacherInference
 from teacher_service.settings import TeacherServeSettings
 
 logger = logging.getLogger(__name__)
@@ -44,11 +44,12 @@ def build_triton(settings: TeacherServeSettings):  # -> pytriton.triton.Triton
         allow_metrics=True, exit_timeout_secs=10,
     )
     triton = Triton(config=config)
+    spec = TeacherTensorSpec.from_schema(schema)
     triton.bind(
         model_name=settings.model_name,
         infer_func=infer_funcs,
-        inputs=[Tensor(name=name, dtype=dtype, shape=shape) for name, dtype, shape in input_specs(schema)],
-        outputs=[Tensor(name=OUTPUT, dtype=np.float32, shape=(-1,))],
+        inputs=[Tensor(name=t.name, dtype=t.numpy_dtype, shape=t.dims) for t in spec.inputs],
+        outputs=[Tensor(name=spec.output.name, dtype=spec.output.numpy_dtype, shape=spec.output.dims)],
         config=ModelConfig(
             max_batch_size=settings.max_batch_size,
             batcher=DynamicBatcher(max_queue_delay_microseconds=settings.max_queue_delay_us),

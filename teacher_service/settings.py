@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from recdistill.features.request import MAX_CANDIDATES, MAX_HISTORY_EVENTS
+from recdistill.core.features.request import MAX_CANDIDATES, MAX_HISTORY_EVENTS
 
 
 def _cores() -> int:
@@ -18,7 +18,7 @@ def _cores() -> int:
 class TeacherServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TEACHER_", extra="ignore")
 
-    checkpoint: Path
+    checkpoint: Path  # required: a flag, the config file or TEACHER_CHECKPOINT
     model_name: str = "teacher"
     http_port: int = 8000
     grpc_port: int = 8001

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from recdistill.data.dataset import PreparedDataset, Task
-from recdistill.features.encoder import Encoder
-from recdistill.training import Batch, EncodedSplit, evaluate_split, fit
+from recdistill.core.data.dataset import PreparedDataset, Task
+from recdistill.core.features.encoder import Encoder
+from recdistill.core.training import Batch, EncodedSplit, evaluate_split, fit
 from teacher_service.checkpoint import save_checkpoint
 from teacher_service.model import TEACHER_SIZES, TeacherModel
 

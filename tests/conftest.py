@@ -12,19 +12,20 @@ from unittest import mock
 import pytest
 import torch
 
-from distill_worker.export import publish_student
+from distill_worker.export import export_onnx
 from distill_worker.student import StudentConfig, StudentModel
-from recdistill.artifact import write_state
-from recdistill.data.dataset import PreparedDataset
-from recdistill.features.encoder import Encoder
+from recdistill.core.artifact import publish_version, write_state
+from recdistill.core.contracts.registry import RegistryState
+from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.features.encoder import Encoder
 from teacher_service.launcher import teacher_process
 from teacher_service.train import TeacherTrainConfig, train_teacher
 
 
 @pytest.fixture(scope="session")
 def ml100k_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from recdistill.data.movielens import load_movielens_100k
-    from recdistill.data.prepare import prepare
+    from recdistill.core.data.movielens import load_movielens_100k
+    from recdistill.core.data.prepare import prepare
 
     out = tmp_path_factory.mktemp("ml-100k")
     prepare(load_movielens_100k(), out)
@@ -46,8 +47,8 @@ def registry_template(ml100k: PreparedDataset, tmp_path_factory: pytest.TempPath
     for seed, version in ((1, "v1"), (2, "v2")):
         torch.manual_seed(seed)
         model = StudentModel(ml100k.schema, StudentConfig()).eval()
-        publish_student(root, version, model, ml100k.schema, probe, {"teacher_version": None, "metrics": {}})
-    write_state(root, {"active": "v1", "history": []})
+        publish_version(root, version, export_onnx(model, probe), ml100k.schema.hash)
+    write_state(root, RegistryState(active="v1"))
     return root
 
 

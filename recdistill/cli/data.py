@@ -9,24 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from recdistill.data.log import InteractionLog
-from recdistill.errors import DataError
+from recdistill.core.data.sources import load_log
+from recdistill.core.errors import DataError
 
 app = typer.Typer(help="Prepare datasets (MovieLens-100K or your own interaction log).", no_args_is_help=True)
 console = Console()
-
-
-def load_log(dataset: str) -> InteractionLog:
-    """`ml-100k`, `csv:PATH` or `parquet:PATH`."""
-    from recdistill.data.movielens import load_movielens_100k
-    from recdistill.data.userlog import load_user_log
-
-    if dataset == "ml-100k":
-        return load_movielens_100k()
-    kind, _, path = dataset.partition(":")
-    if kind in ("csv", "parquet") and path:
-        return load_user_log(kind, Path(path))
-    raise DataError(f"unknown dataset '{dataset}': use ml-100k, csv:PATH or parquet:PATH")
 
 
 def print_stats(manifest: dict[str, Any]) -> None:
@@ -49,7 +36,7 @@ def prepare_command(
     out: Path = typer.Option(Path("data/ml-100k"), help="Output directory of the prepared dataset."),
 ) -> None:
     """Fetch a dataset, split it by global time, build histories, slates and the feature schema."""
-    from recdistill.data.prepare import prepare
+    from recdistill.core.data.prepare import prepare
 
     try:
         manifest = prepare(load_log(dataset), out)

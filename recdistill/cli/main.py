@@ -23,6 +23,6 @@ def main(
     log_json: bool = typer.Option(False, "--log-json", envvar="RECDISTILL_LOG_JSON",
                                   help="Structured logs: one JSON object per line."),
 ) -> None:
-    from recdistill.logs import configure_logging
+    from recdistill.core.logs import configure_logging
 
     configure_logging(logging.DEBUG if verbose else logging.INFO, json_lines=log_json)

@@ -16,27 +16,41 @@ app.add_typer(models, name="models")
 console = Console()
 
 
+CONFIG = typer.Option(None, "--config", help="TOML config file (its [student] table); precedence: defaults < "
+                                          "config file < environment (STUDENT_*) < flags given here.")
+
+
 @app.command("serve")
 def serve_command(
-    registry: Path = typer.Option(Path("registry"), help="Model registry directory (features.json, versions)."),
-    host: str = typer.Option("127.0.0.1"),
-    port: int = typer.Option(8080, help="HTTP port."),
-    grpc_port: int = typer.Option(50051, help="gRPC port."),
-    workers: int = typer.Option(1, min=1, help="Server processes (one per core is the usual choice)."),
-    sampling_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of requests written to the sample log."),
+    config: Path | None = CONFIG,
+    registry: Path | None = typer.Option(None, help="Model registry directory (features.json, versions) "
+                                                    "[default: registry]."),
+    host: str | None = typer.Option(None, help="[default: 127.0.0.1]"),
+    port: int | None = typer.Option(None, help="HTTP port [default: 8080]."),
+    grpc_port: int | None = typer.Option(None, help="gRPC port [default: 50051]."),
+    workers: int | None = typer.Option(None, min=1, help="Server processes (one per core is the usual choice) "
+                                                         "[default: 1]."),
+    sampling_rate: float | None = typer.Option(None, min=0.0, max=1.0, help="Share of requests written to the "
+                                                                           "sample log [default: 0]."),
     sampling_rate_long_history: float | None = typer.Option(
         None, min=0.0, max=1.0, help="Sampling rate for users with long histories (default: --sampling-rate)."),
-    sample_log: Path = typer.Option(Path("samples"), help="Sample log directory."),
+    sample_log: Path | None = typer.Option(None, help="Sample log directory [default: samples]."),
+    server_id: str | None = typer.Option(None, help="Stable name of this server's sample-log partitions "
+                                                    "[default: the host name]."),
 ) -> None:
     """Serve ranking requests until SIGTERM / Ctrl-C (the operator token comes from RECDISTILL_ADMIN_TOKEN)."""
+    from recdistill.cli.common import settings_from_cli
     from student_server.main import serve
     from student_server.settings import StudentSettings
 
-    if not (registry / "features.json").exists():
-        raise typer.BadParameter(f"{registry} has no features.json: not a model registry", param_hint="--registry")
-    serve(StudentSettings(registry=registry, host=host, port=port, grpc_port=grpc_port, workers=workers,
-                          sampling_rate=sampling_rate, sampling_rate_long_history=sampling_rate_long_history,
-                          sample_log=sample_log))
+    settings = settings_from_cli(StudentSettings, config, "student", registry=registry, host=host, port=port,
+                             grpc_port=grpc_port, workers=workers, sampling_rate=sampling_rate,
+                             sampling_rate_long_history=sampling_rate_long_history, sample_log=sample_log,
+                             server_id=server_id)
+    if not (settings.registry / "features.json").exists():
+        raise typer.BadParameter(f"{settings.registry} has no features.json: not a model registry",
+                                 param_hint="--registry")
+    serve(settings)
 
 
 def _call(method: str, path: str, url: str, token: str | None) -> dict:

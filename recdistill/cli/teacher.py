@@ -47,20 +47,47 @@ def train_command(
 
 @app.command("serve")
 def serve_command(
-    checkpoint: Path = typer.Option(..., help="Teacher checkpoint directory."),
-    http_port: int = typer.Option(8000),
-    grpc_port: int = typer.Option(8001),
-    metrics_port: int = typer.Option(8002),
-    model_name: str = typer.Option("teacher"),
-    instances: int | None = typer.Option(None, help="Model instances (default: cores / 2)."),
+    checkpoint: Path | None = typer.Option(None, help="Teacher checkpoint directory (or TEACHER_CHECKPOINT)."),
+    config: Path | None = typer.Option(None, "--config", help="TOML config file (its [teacher] table); "
+                                       "precedence: defaults < config file < environment (TEACHER_*) < flags."),
+    http_port: int | None = typer.Option(None, help="[default: 8000]"),
+    grpc_port: int | None = typer.Option(None, help="[default: 8001]"),
+    metrics_port: int | None = typer.Option(None, help="[default: 8002]"),
+    model_name: str | None = typer.Option(None, help="[default: teacher]"),
+    instances: int | None = typer.Option(None, min=1, help="Model instances (default: cores / 2)."),
 ) -> None:
     """Serve the teacher as a Triton model over gRPC and HTTP until SIGTERM / Ctrl-C."""
+    from recdistill.cli.common import settings_from_cli
     from teacher_service.serve import serve
     from teacher_service.settings import TeacherServeSettings
 
-    overrides = {"instances": instances} if instances else {}
-    serve(TeacherServeSettings(checkpoint=checkpoint, http_port=http_port, grpc_port=grpc_port,
-                               metrics_port=metrics_port, model_name=model_name, **overrides))
+    settings = settings_from_cli(TeacherServeSettings, config, "teacher", checkpoint=checkpoint, http_port=http_port,
+                                 grpc_port=grpc_port, metrics_port=metrics_port, model_name=model_name,
+                                 instances=instances)
+    serve(settings)
+
+
+@app.command("triton-config")
+def triton_config_command(
+    schema: Path = typer.Option(Path("data/ml-100k/features.json"), help="The feature schema (features.json)."),
+    out: Path | None = typer.Option(None, help="Write here (e.g. deploy/triton/teacher/config.pbtxt); "
+                                               "default: print."),
+    model_name: str = typer.Option("teacher"),
+    max_batch_size: int = typer.Option(64, min=1),
+    instance_kind: str = typer.Option("KIND_GPU", help="KIND_GPU or KIND_CPU."),
+) -> None:
+    """Generate the stand-alone Triton model config from the teacher's tensor spec (never edit it by hand)."""
+    from recdistill.core.contracts.teacher import TeacherTensorSpec, triton_model_config
+    from recdistill.core.features.schema import FeatureSchema
+    from recdistill.core.fileio import atomic_write_text
+
+    text = triton_model_config(TeacherTensorSpec.from_schema(FeatureSchema.load(schema)), model_name,
+                               max_batch_size, instance_kind=instance_kind)
+    if out is None:
+        print(text, end="")
+    else:
+        atomic_write_text(out, text)
+        console.print(f"wrote {out}")
 
 
 @app.command("score")
@@ -71,8 +98,8 @@ def score_command(
     model_name: str = typer.Option("teacher"),
 ) -> None:
     """Encode a ranking request with the shared encoder and print the teacher's score per candidate."""
-    from recdistill.errors import RecDistillError
-    from recdistill.features import Encoder, FeatureSchema, parse_rank_request
+    from recdistill.core.errors import RecDistillError
+    from recdistill.core.features import Encoder, FeatureSchema, parse_rank_request
     from teacher_service.client import score
 
     try:

@@ -15,58 +15,69 @@ app = typer.Typer(help="The distill worker: teacher labels -> debiasing -> stude
 @app.command("run")
 def run_command(
     mode: str = typer.Option("batch", help="batch (historical window) or stream (sampled live traffic)."),
-    task: str = typer.Option("slate", help="batch: slate (the serving scenario) or ctr."),
-    samples: Path = typer.Option(Path("samples"), help="stream: the student server's sample log directory."),
+    config: Path | None = typer.Option(None, "--config", help="TOML config file (its [worker] table, with "
+                                       "[worker.teacher], [worker.distill], [worker.stream], [worker.gate]); "
+                                       "precedence: defaults < config file < environment (WORKER_*, "
+                                       "WORKER_<SECTION>__<FIELD>) < flags given here."),
+    task: str | None = typer.Option(None, help="batch: slate (the serving scenario) or ctr [default: slate]."),
+    samples: Path | None = typer.Option(None, help="stream: the student servers' sample log [default: samples]."),
     steps: int | None = typer.Option(None, help="stream: stop after N steps (default: until Ctrl-C)."),
-    join_window_s: float = typer.Option(60.0, help="stream: how long feedback is awaited after a request."),
-    export_every: int = typer.Option(1_000, help="stream: trained examples between export attempts."),
-    no_ipw: bool = typer.Option(False, "--no-ipw", help="stream: no inverse sampling-probability weights."),
-    no_sampling_correction: bool = typer.Option(False, "--no-sampling-correction",
-                                                help="batch: no sampling-space correction of labels and output."),
-    unexposed_weight: float = typer.Option(1.0, help="Weight of teacher labels on candidates without a label "
-                                                     "(0 switches them off)."),
-    data: Path = typer.Option(Path("data/ml-100k"), help="Prepared dataset directory."),
-    registry: Path = typer.Option(Path("registry"), help="Model registry to publish into."),
-    state_dir: Path = typer.Option(Path("worker-state"), help="Worker state: soft-label store, checkpoints."),
-    teacher_url: str = typer.Option("127.0.0.1:8001", help="Teacher Triton gRPC HOST:PORT."),
-    teacher_version: str = typer.Option(..., help="Version of the teacher behind that URL (labels are keyed by it)."),
+    join_window_s: float | None = typer.Option(None, help="stream: how long feedback is awaited after a request "
+                                                          "[default: 60]."),
+    export_every: int | None = typer.Option(None, help="stream: trained examples between export attempts "
+                                                       "[default: 1000]."),
+    ipw: bool | None = typer.Option(None, "--ipw/--no-ipw", help="stream: inverse sampling-probability weights "
+                                                                 "[default: on]."),
+    sampling_correction: bool | None = typer.Option(None, "--sampling-correction/--no-sampling-correction",
+                                                    help="batch: sampling-space correction of labels and output "
+                                                         "[default: on]."),
+    unexposed_weight: float | None = typer.Option(None, help="Weight of teacher labels on candidates without a "
+                                                             "label (0 switches them off) [default: 1]."),
+    data: Path | None = typer.Option(None, help="Prepared dataset directory [default: data/ml-100k]."),
+    registry: Path | None = typer.Option(None, help="Model registry to publish into [default: registry]."),
+    state_dir: Path | None = typer.Option(None, help="Worker state: soft-label store, checkpoints "
+                                                     "[default: worker-state]."),
+    teacher_url: str | None = typer.Option(None, help="Teacher Triton gRPC HOST:PORT [default: 127.0.0.1:8001]."),
+    teacher_version: str | None = typer.Option(None, help="Version of the teacher behind that URL (labels are "
+                                                          "keyed by it)."),
     teacher_data_end_ts: float | None = typer.Option(None, help="End of the teacher's training window (its "
                                                      "manifest's data_window.train_end_ts), for the lag metric."),
     server_url: str | None = typer.Option(None, help="Student server to promote to (token: RECDISTILL_ADMIN_TOKEN)."),
-    no_teacher: bool = typer.Option(False, "--no-teacher", help="Train the baseline student on labels only."),
-    head: str = typer.Option("aux", help="aux (decoupled head) or serving (plain KD)."),
-    calibration: str = typer.Option("platt", help="none, platt or isotonic."),
+    teacher: bool | None = typer.Option(None, "--teacher/--no-teacher", help="--no-teacher: train the baseline "
+                                                                              "student on labels only."),
+    head: str | None = typer.Option(None, help="aux (decoupled head) or serving (plain KD) [default: aux]."),
+    calibration: str | None = typer.Option(None, help="none, platt or isotonic [default: platt]."),
     max_train_events: int | None = typer.Option(None, help="Only the most recent N training events."),
-    epochs: int = typer.Option(20, min=1),
-    seed: int = typer.Option(0),
+    epochs: int | None = typer.Option(None, min=1, help="[default: 20]"),
+    seed: int | None = typer.Option(None, help="[default: 0]"),
 ) -> None:
     """Run a phase of the worker and print its report (JSON)."""
     from distill_worker.batch import run_batch
-    from distill_worker.settings import TeacherClientSettings, WorkerSettings
-    from distill_worker.trainer import DistillConfig
+    from distill_worker.settings import WorkerSettings
+    from distill_worker.stream import stream_main
+    from recdistill.cli.common import settings_from_cli
 
     if mode not in ("batch", "stream"):
         raise typer.BadParameter("mode must be batch or stream", param_hint="--mode")
-    if task not in ("slate", "ctr") or (mode == "stream" and task != "slate"):
-        raise typer.BadParameter("task must be slate or ctr (batch); the stream serves slates", param_hint="--task")
-    if head not in ("aux", "serving"):
-        raise typer.BadParameter("head must be aux or serving", param_hint="--head")
-    if calibration not in ("none", "platt", "isotonic"):
-        raise typer.BadParameter("calibration must be none, platt or isotonic", param_hint="--calibration")
-    settings = WorkerSettings(data=data, registry=registry, state_dir=state_dir, server_url=server_url, task=task,
-                              calibration=calibration, max_train_events=max_train_events,
-                              sampling_correction=not no_sampling_correction,
-                              version_prefix="baseline" if no_teacher else "student")
-    teacher = TeacherClientSettings(url=teacher_url, teacher_version=teacher_version,
-                                    teacher_data_end_ts=teacher_data_end_ts)
-    distill = DistillConfig(use_teacher=not no_teacher, head=head, epochs=epochs, seed=seed,  # type: ignore[arg-type]
-                            unexposed_weight=unexposed_weight)
-    if mode == "batch":
-        report = asyncio.run(run_batch(settings, teacher, distill))
-    else:
-        from distill_worker.stream import StreamConfig, stream_main
 
-        report = asyncio.run(stream_main(settings, teacher, distill, samples, steps,
-                                         StreamConfig(join_window_s=join_window_s, export_every=export_every,
-                                                      inverse_propensity=not no_ipw)))
+    def section(**values: object) -> dict[str, object] | None:
+        given = {k: v for k, v in values.items() if v is not None}
+        return given or None  # a partial section: the other fields keep their file / env / default values
+
+    settings = settings_from_cli(
+        WorkerSettings, config, "worker", data=data, registry=registry, state_dir=state_dir, samples=samples,
+        server_url=server_url, task=task, calibration=calibration, max_train_events=max_train_events,
+        sampling_correction=sampling_correction, version_prefix=None if teacher is not False else "baseline",
+        teacher=section(url=teacher_url, teacher_version=teacher_version, teacher_data_end_ts=teacher_data_end_ts),
+        distill=section(use_teacher=teacher, head=head, epochs=epochs, seed=seed, unexposed_weight=unexposed_weight),
+        stream=section(join_window_s=join_window_s, export_every=export_every, inverse_propensity=ipw))
+    if settings.distill.use_teacher and settings.teacher.teacher_version == "unknown":
+        raise typer.BadParameter("give the version of the teacher behind --teacher-url (labels are keyed by it)",
+                                 param_hint="--teacher-version")
+    if mode == "batch":
+        report = asyncio.run(run_batch(settings))
+    else:
+        if settings.task != "slate":
+            raise typer.BadParameter("the stream serves slates: --task slate", param_hint="--task")
+        report, _ = asyncio.run(stream_main(settings, steps=steps))
     print(json.dumps(report, indent=1, default=str))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from recdistill.data.dataset import Task
+from recdistill.core.data.dataset import Task
 
 
 @dataclass(frozen=True)

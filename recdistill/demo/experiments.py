@@ -11,16 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from distill_worker.batch import BatchData, debias_soft_labels, label_with_teacher, teacher_labels, train_student
+from distill_worker.batch import BatchPhase
 from distill_worker.debias import Calibration
-from distill_worker.labels import LabelStore
-from distill_worker.settings import TeacherClientSettings, WorkerSettings
+from distill_worker.settings import DistillConfig, WorkerSettings
 from distill_worker.student import StudentModel
-from distill_worker.teacher_client import TeacherClient
-from distill_worker.trainer import DistillConfig
-from recdistill.evaluation import evaluate
-from recdistill.features.encoder import Encoder
-from recdistill.training import EncodedSplit, predict
+from recdistill.core.evaluation import evaluate
+from recdistill.core.training import EncodedSplit, predict
 
 logger = logging.getLogger(__name__)
 LABEL_SMOOTHING = 0.1
@@ -56,33 +52,24 @@ class RunResult:
 
 
 class BatchExperiment:
-    def __init__(self, settings: WorkerSettings, distill: DistillConfig) -> None:
+    """The demo's experiment design over the worker's batch phase (`BatchPhase`): which students to
+    train, with which soft labels and objective; labelling, debiasing and training are the worker's."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
-        self.distill = distill
-        self.data = BatchData.build(settings)
+        self.distill = settings.distill
+        self.phase = BatchPhase(settings)
+        self.data = self.phase.data
         self.test: EncodedSplit = self.data.holdout("test", settings)
-        self.teacher_version = ""
-        self.raw_soft: np.ndarray | None = None  # teacher probabilities on the training slates
-        self.raw_fresh: np.ndarray | None = None  # ... on the valid window (for calibration)
-        self.teacher_test_scores: np.ndarray | None = None  # ... on the test window (for the report)
+        self.teacher_test_scores: np.ndarray | None = None  # the teacher's scores on the test window
         self.debias_report: dict[str, Any] = {}
         self.calibration: Calibration | None = None  # the full method's, which the stream phase reuses
-        self._debiased: dict[str, tuple[np.ndarray, Calibration, dict[str, Any]]] = {}  # by calibration method
         self.runs: dict[tuple[str, int], RunResult] = {}
 
-    async def label(self, teacher: TeacherClientSettings) -> None:
-        """Ask the teacher (through Triton: a black box) for soft labels on the training and valid
-        windows, and for its scores on the test window; the store makes a rerun free."""
-        self.teacher_version = teacher.teacher_version
-        client = TeacherClient(teacher, Encoder(self.data.dataset.schema, "teacher"))
-        store = LabelStore(self.settings.state_dir / "labels.sqlite")
-        try:
-            self.raw_soft, self.raw_fresh = await label_with_teacher(self.data, client, store)
-            self.teacher_test_scores = await teacher_labels(self.data.dataset, self.test, None, client, store,
-                                                            "test, for the report")
-        finally:
-            await client.close()
-            store.close()
+    async def label(self) -> None:
+        """Teacher soft labels on the training and valid windows, and its scores on the test window."""
+        scores = await self.phase.label({"test, for the report": self.test})
+        self.teacher_test_scores = scores["test, for the report"]
 
     def teacher_test_metrics(self) -> dict[str, float]:
         assert self.teacher_test_scores is not None, "label() first"
@@ -100,17 +87,9 @@ class BatchExperiment:
             baseline = self.run("baseline", seed).model
             raw = predict(lambda inputs: baseline(**inputs), self.data.train)[0]
             fresh = predict(lambda inputs: baseline(**inputs), self.data.valid)[0]
-            return debias_soft_labels(self.settings, self.data, raw, fresh, f"baseline-seed{seed}", {})[0]
-        if self.raw_soft is None or self.raw_fresh is None:
-            raise RuntimeError("label() first")
-        method = "none" if variant == "no_calibration" else self.settings.calibration
-        if method not in self._debiased:  # the same for every seed and for the other teacher variants
-            report: dict[str, Any] = {}
-            settings = self.settings.model_copy(update={"calibration": method})
-            soft, calibration = debias_soft_labels(settings, self.data, self.raw_soft, self.raw_fresh,
-                                                   self.teacher_version, report)
-            self._debiased[method] = (soft, calibration, report)
-        soft, calibration, self.debias_report[variant] = self._debiased[method]
+            return self.phase.debias(raw, fresh, f"baseline-seed{seed}")[0]
+        soft, calibration, self.debias_report[variant] = self.phase.debiased(
+            "none" if variant == "no_calibration" else None)
         if variant == "distilled":
             self.calibration = calibration
         return soft
@@ -131,8 +110,8 @@ class BatchExperiment:
             raise ValueError(f"unknown variant {variant!r}; one of {sorted(VARIANTS)}")
         started = time.perf_counter()
         soft = self._soft_labels(variant, seed)
-        model, fit = train_student(self.settings, self.data, self._distill_config(variant, seed), soft,
-                                   label=f"{self.settings.task} {variant} seed {seed}")
+        model, fit = self.phase.train(self._distill_config(variant, seed), soft,
+                                      label=f"{self.settings.task} {variant} seed {seed}")
         with torch.no_grad():
             scores, mask = predict(lambda inputs: model(**inputs), self.test)
         test = evaluate(self.test.task, self.test.labels, scores, mask, self.test.user_ids)

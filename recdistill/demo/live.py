@@ -17,22 +17,16 @@ from typing import Any
 import httpx
 from rich.progress import Progress
 
-from distill_worker.batch import publish_and_promote
 from distill_worker.debias import Calibration
-from distill_worker.labels import LabelStore
-from distill_worker.promote import GateConfig, promote
-from distill_worker.settings import TeacherClientSettings, WorkerSettings
-from distill_worker.stream import StreamConfig, StreamWorker
+from distill_worker.promote import promote
+from distill_worker.settings import StreamConfig, WorkerSettings
+from distill_worker.stream import StepResult, StreamState, stream_main
 from distill_worker.student import StudentModel
-from distill_worker.teacher_client import TeacherClient
-from distill_worker.trainer import DistillConfig
-from recdistill.data.dataset import PreparedDataset
+from recdistill.core.logs import STDERR
+from recdistill.core.processes import child_process, free_port
+from recdistill.core.training import EncodedSplit
 from recdistill.demo.config import DemoConfig
 from recdistill.demo.replay import ReplayPlan, ReplayProcess, Served
-from recdistill.features.encoder import Encoder
-from recdistill.logs import STDERR
-from recdistill.processes import child_process, free_port
-from recdistill.training import EncodedSplit
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +58,7 @@ def student_server_process(registry: Path, sample_log: Path, config: DemoConfig,
 
 def stream_config(config: DemoConfig) -> StreamConfig:
     return StreamConfig(join_window_s=config.join_window_s, export_every=config.export_every, lr=config.stream_lr,
-                        exposed_positions=config.exposed_positions)
+                        exposed_positions=config.exposed_positions, idle_s=0.5)
 
 
 @dataclass
@@ -84,42 +78,29 @@ class LiveResult:
     duration_s: float
 
 
-async def live_stage(dataset: PreparedDataset, config: DemoConfig, settings: WorkerSettings,
-                     teacher: TeacherClientSettings, distill: DistillConfig, server: StudentServer,
-                     replay_events: list[int], gate_holdout: EncodedSplit, baseline_version: str,
-                     batch_version: str | None, batch_model: StudentModel, calibration: Calibration | None,
-                     state_dir: Path, replay_log: Path) -> LiveResult:
-    """Serve the baseline (active at start-up), start the replay, promote the batch student, then stream
-    until the replay ends and every sampled request's feedback window has closed."""
-    replay = ReplayProcess(ReplayPlan(dataset.directory, replay_events, server.http_url, server.grpc_target,
+async def live_stage(config: DemoConfig, settings: WorkerSettings, server: StudentServer, replay_events: list[int],
+                     gate_holdout: EncodedSplit, baseline_version: str, batch_version: str | None,
+                     batch_model: StudentModel, calibration: Calibration | None, replay_log: Path) -> LiveResult:
+    """Serve the baseline (active at start-up), start the replay, promote the batch student, then run the
+    worker's stream phase (the same driver as `recdistill worker run --mode stream`) until the replay
+    has ended and every sampled request's feedback window has closed."""
+    replay = ReplayProcess(ReplayPlan(settings.data, replay_events, server.http_url, server.grpc_target,
                                       config.replay_rate, config.replay_concurrency, config.feedback_delay_s,
                                       config.exposed_positions, replay_log))
     replay.start()
     swaps = [Swap(0.0, baseline_version, "baseline")]
-    refused = 0
     worker_settings = settings.model_copy(update={"server_url": server.http_url, "admin_token": server.token,
-                                                  "version_prefix": "student-stream"})
+                                                  "version_prefix": "student-stream", "samples": server.sample_log,
+                                                  "stream": stream_config(config)})
 
     def since_start() -> float:
         started_unix = replay.started_unix.value
         return time.time() - started_unix if started_unix else 0.0
 
-    def publisher(model: StudentModel) -> str | None:
-        nonlocal refused
-        report: dict[str, Any] = {"teacher_version": teacher.teacher_version}
-        version = publish_and_promote(worker_settings, model, gate_holdout, report, GateConfig())
+    def on_publish(version: str | None) -> None:
         if version:
             swaps.append(Swap(since_start(), version, "stream"))
-        else:
-            refused += 1
-        return version
 
-    client = TeacherClient(teacher, Encoder(dataset.schema, "teacher"))
-    store = LabelStore(state_dir / "labels.sqlite")
-    worker = StreamWorker(dataset, server.sample_log, state_dir, client, store, distill,
-                          stream_config(config),
-                          initial_model=batch_model, publisher=publisher,
-                          soft_transform=calibration.transform if calibration else None)
     started = time.perf_counter()
     try:
         with Progress(transient=True, console=STDERR) as bars:
@@ -131,32 +112,22 @@ async def live_stage(dataset: PreparedDataset, config: DemoConfig, settings: Wor
             if batch_version:
                 await asyncio.to_thread(promote, server.http_url, server.token, batch_version)
                 swaps.append(Swap(since_start(), batch_version, "batch"))
-            # Stream while the replay runs, then until every request's feedback window has closed.
-            while True:
-                replay_over = replay.done()  # all feedback acknowledged (hence durable) by then
-                result = await worker.step()
+
+            def on_step(_: StepResult, state: StreamState) -> None:
                 bars.update(bar, completed=replay.sent.value,
-                            description=f"replay + streaming: {worker.state.examples_trained} streamed, "
+                            description=f"replay + streaming: {state.examples_trained} streamed, "
                                         f"{len(swaps) - 1} swaps")
-                if replay_over and not result["read"] and not worker.state.waiting:
-                    break
-                if not result["read"] and not result["trained"]:
-                    await asyncio.sleep(0.5)
-            if worker.state.since_export:  # the last partial interval
-                version = await asyncio.to_thread(publisher, worker.model)
-                if version:
-                    worker.state.versions_promoted.append(version)
-                worker.state.since_export = 0
-                worker.checkpoint()
+
+            # Until the replay is over (all its feedback acknowledged, hence durable) and drained.
+            stream_report, _ = await stream_main(worker_settings, until=replay.done, on_publish=on_publish,
+                                                 initial_model=batch_model, calibration=calibration,
+                                                 on_step=on_step, holdout=gate_holdout)
     finally:
         replay.stop()
-        await client.close()
-        store.close()
     served, feedback_errors = replay.results()
     # The server's own view of the replay (latency histograms, swap counters), kept with the logs.
     replay_log.with_name("student-server-metrics.prom").write_text(
         httpx.get(f"{server.http_url}/metrics", timeout=10).text)
-    return LiveResult(served=served, swaps=swaps, refused=refused,
-                      stream_state={k: v for k, v in vars(worker.state).items()
-                                    if k not in ("waiting", "feedback", "feedback_seen", "offsets")},
+    return LiveResult(served=served, swaps=swaps, refused=stream_report["exports_refused"],
+                      stream_state={k: v for k, v in stream_report.items() if k != "offsets"},
                       feedback_errors=feedback_errors, duration_s=round(time.perf_counter() - started, 1))

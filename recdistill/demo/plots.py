@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
 import numpy as np  # noqa: E402
 
-from recdistill.metrics import calibration_bins  # noqa: E402
+from recdistill.core.metrics import calibration_bins  # noqa: E402
 
 if TYPE_CHECKING:
     from recdistill.demo.experiments import BatchExperiment

@@ -25,9 +25,9 @@ from typing import Any
 import grpc
 import httpx
 
-from recdistill._proto import ranking_pb2, ranking_pb2_grpc
-from recdistill.data.dataset import PreparedDataset
-from student_server.grpc_service import request_from_dict
+from recdistill.core._proto import ranking_pb2, ranking_pb2_grpc
+from recdistill.core.contracts.rank_grpc import request_from_dict
+from recdistill.core.data.dataset import PreparedDataset
 
 
 @dataclass(frozen=True)

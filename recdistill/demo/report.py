@@ -12,7 +12,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from recdistill.data.dataset import PreparedDataset
+from recdistill.core.data.dataset import PreparedDataset
 from recdistill.demo.config import DemoConfig
 from recdistill.demo.experiments import VARIANTS, BatchExperiment
 from recdistill.demo.live import LiveResult

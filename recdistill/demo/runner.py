@@ -15,23 +15,23 @@ from typing import Any
 
 import torch
 
-from distill_worker.batch import publish_and_promote
-from distill_worker.promote import GateConfig, onnx_metrics
-from distill_worker.settings import TeacherClientSettings, WorkerSettings
-from distill_worker.trainer import DistillConfig
-from recdistill.artifact import write_state
-from recdistill.data.dataset import PreparedDataset, Task
-from recdistill.data.prepare import prepare
+from distill_worker.promote import onnx_metrics
+from distill_worker.settings import DistillConfig, TeacherClientSettings, WorkerSettings
+from recdistill.core.artifact import write_state
+from recdistill.core.contracts.registry import RegistryState
+from recdistill.core.data.dataset import PreparedDataset, Task
+from recdistill.core.data.prepare import prepare
+from recdistill.core.data.sources import load_log
+from recdistill.core.evaluation import evaluate
+from recdistill.core.features.encoder import Encoder
+from recdistill.core.logs import STDERR
+from recdistill.core.training import EncodedSplit, predict
 from recdistill.demo.config import DemoConfig
 from recdistill.demo.experiments import BatchExperiment
 from recdistill.demo.live import live_stage, stream_config, student_server_process
 from recdistill.demo.report import StreamRun, TaskResults, write_report
 from recdistill.demo.streaming import STREAM_VARIANTS, rerun_stream
 from recdistill.demo.teachers import train_or_reuse
-from recdistill.evaluation import evaluate
-from recdistill.features.encoder import Encoder
-from recdistill.logs import STDERR
-from recdistill.training import EncodedSplit, predict
 from teacher_service.launcher import teacher_process
 from teacher_service.train import TeacherTrainConfig
 
@@ -62,8 +62,6 @@ class Stages:
 
 
 def load_dataset(spec: str, out: Path) -> PreparedDataset:
-    from recdistill.cli.data import load_log
-
     prepare(load_log(spec), out)
     return PreparedDataset(out)
 
@@ -95,19 +93,20 @@ def run_demo(out: Path, dataset_spec: str, config: DemoConfig) -> dict[str, Any]
 
 async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig, out: Path, result: TaskResults,
                        stages: Stages) -> None:
-    settings = WorkerSettings(data=dataset.directory, registry=out / "registry", state_dir=out / "worker" / task,
-                              task=task, max_train_events=config.max_train_events,
-                              max_holdout_events=config.max_holdout_events)
     distill = DistillConfig(epochs=config.student_epochs, patience=config.student_patience,
                             batch_size=config.student_batch_size, lr=config.student_lr, kd_weight=config.kd_weight)
     with ExitStack() as services:
         stages(f"{task}: start Triton with the teacher, label the training window")
         endpoints, _ = services.enter_context(teacher_process(
             out / "teacher" / task, log_path=out / "logs" / f"triton-{task}.log"))
-        teacher = TeacherClientSettings(url=endpoints.grpc_url, teacher_version=result.teacher_manifest[
-            "teacher_version"], teacher_data_end_ts=result.teacher_manifest["data_window"]["train_end_ts"])
-        experiment = await asyncio.to_thread(BatchExperiment, settings, distill)
-        await experiment.label(teacher)
+        manifest = result.teacher_manifest
+        teacher = TeacherClientSettings(url=endpoints.grpc_url, teacher_version=manifest["teacher_version"],
+                                        teacher_data_end_ts=manifest["data_window"]["train_end_ts"])
+        settings = WorkerSettings(data=dataset.directory, registry=out / "registry", state_dir=out / "worker" / task,
+                                  task=task, max_train_events=config.max_train_events,
+                                  max_holdout_events=config.max_holdout_events, teacher=teacher, distill=distill)
+        experiment = await asyncio.to_thread(BatchExperiment, settings)
+        await experiment.label()
         result.experiment = experiment
         stages(f"{task}: batch phase, {config.seeds} paired seeds + ablations and controls")
         variants = [(v, s) for s in range(config.seeds) for v in ("baseline", "distilled")]
@@ -117,16 +116,15 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
             await asyncio.to_thread(experiment.run, variant, seed)
         if task == "slate":
             stages("slate: serve, replay the valid window live, stream and hot-swap")
-            await _live(dataset, config, settings, teacher, distill, experiment, out, result)
+            await _live(dataset, config, experiment, out, result)
             stages("slate: stream ablations (offline reruns over the recorded sample log)")
-            await _stream_ablations(dataset, config, teacher, distill, experiment, out, result)
+            await _stream_ablations(config, experiment, out, result)
 
 
-
-async def _live(dataset: PreparedDataset, config: DemoConfig, settings: WorkerSettings,
-                teacher: TeacherClientSettings, distill: DistillConfig, experiment: BatchExperiment, out: Path,
+async def _live(dataset: PreparedDataset, config: DemoConfig, experiment: BatchExperiment, out: Path,
                 result: TaskResults) -> None:
     """Baseline active at start-up, then the replay, the batch student's promotion and the stream."""
+    settings = experiment.settings
     gate_holdout = EncodedSplit.build(dataset, Encoder(dataset.schema, "student"), "valid", "slate", None,
                                       config.gate_holdout_events)
     valid_ids = dataset.split("valid")
@@ -135,37 +133,34 @@ async def _live(dataset: PreparedDataset, config: DemoConfig, settings: WorkerSe
     baseline, distilled = experiment.run("baseline", 0), experiment.run("distilled", 0)
     registry = settings.registry
     baseline_report: dict[str, Any] = {}
-    baseline_version = publish_and_promote(settings.model_copy(update={"version_prefix": "baseline"}),
-                                           baseline.model, gate_holdout, baseline_report, GateConfig())
+    baseline_version = experiment.phase.publish(baseline.model, baseline_report, gate_holdout, "baseline")
     if not baseline_version:
         raise RuntimeError(f"the gate refused the baseline student: {baseline_report['gate']['reasons']}")
-    write_state(registry, {"active": baseline_version, "history": []})  # what the server starts with
-    batch_report: dict[str, Any] = {"teacher_version": teacher.teacher_version}
-    batch_version = publish_and_promote(settings.model_copy(update={"version_prefix": "student-batch"}),
-                                        distilled.model, gate_holdout, batch_report, GateConfig())
+    write_state(registry, RegistryState(active=baseline_version))  # what the server starts with
+    batch_report: dict[str, Any] = {}
+    batch_version = experiment.phase.publish(distilled.model, batch_report, gate_holdout, "student-batch")
     if not batch_version:
         logger.warning("the gate refused the batch student: %s", batch_report["gate"]["reasons"])
     with student_server_process(registry, out / "samples", config, out / "logs" / "student-server.log") as server:
-        result.live = await live_stage(dataset, config, settings, teacher, replace(distill, seed=0), server,
-                                       [int(e) for e in replay_ids], gate_holdout, baseline_version, batch_version,
-                                       copy.deepcopy(distilled.model), experiment.calibration,
-                                       settings.state_dir / "live", out / "logs" / "replay.jsonl")
+        live_settings = settings.model_copy(update={"state_dir": settings.state_dir / "live",
+                                                    "distill": replace(settings.distill, seed=0)})
+        result.live = await live_stage(config, live_settings, server, [int(e) for e in replay_ids], gate_holdout,
+                                       baseline_version, batch_version, copy.deepcopy(distilled.model),
+                                       experiment.calibration, out / "logs" / "replay.jsonl")
     for swap in result.live.swaps:
         result.live_versions.append({"version": swap.version, "phase": swap.phase, "at_s": round(swap.at_s, 2),
                                      "test": onnx_metrics(registry / swap.version / "model.onnx", experiment.test)})
 
 
-async def _stream_ablations(dataset: PreparedDataset, config: DemoConfig, teacher: TeacherClientSettings,
-                            distill: DistillConfig, experiment: BatchExperiment, out: Path,
-                            result: TaskResults) -> None:
-    streaming = stream_config(config)
+async def _stream_ablations(config: DemoConfig, experiment: BatchExperiment, out: Path, result: TaskResults) -> None:
+    settings = experiment.settings.model_copy(update={"stream": stream_config(config)})
     labels_db = experiment.settings.state_dir / "live" / "labels.sqlite"
     for seed in range(config.ablation_seeds):
         batch_model = experiment.run("distilled", seed).model
         for variant in STREAM_VARIANTS:
-            model = await rerun_stream(variant, dataset, out / "samples", labels_db,
-                                       experiment.settings.state_dir / "rerun", teacher, replace(distill, seed=seed),
-                                       streaming, batch_model, experiment.calibration, seed)
+            model = await rerun_stream(variant, settings, out / "samples", labels_db,
+                                       experiment.settings.state_dir / "rerun", batch_model, experiment.calibration,
+                                       seed)
             with torch.no_grad():
                 scores, mask = predict(lambda inputs, m=model: m(**inputs), experiment.test)
             test = experiment.test

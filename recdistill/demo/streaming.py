@@ -11,14 +11,9 @@ from pathlib import Path
 import torch
 
 from distill_worker.debias import Calibration
-from distill_worker.labels import LabelStore
-from distill_worker.settings import TeacherClientSettings
-from distill_worker.stream import StreamConfig, StreamWorker
+from distill_worker.settings import WorkerSettings
+from distill_worker.stream import stream_main
 from distill_worker.student import StudentModel
-from distill_worker.teacher_client import TeacherClient
-from distill_worker.trainer import DistillConfig
-from recdistill.data.dataset import PreparedDataset
-from recdistill.features.encoder import Encoder
 
 STREAM_VARIANTS: dict[str, str] = {
     "batch_only": "batch phase only (no streaming)",
@@ -28,34 +23,28 @@ STREAM_VARIANTS: dict[str, str] = {
 }
 
 
-async def rerun_stream(variant: str, dataset: PreparedDataset, samples: Path, labels_db: Path, work_dir: Path,
-                       teacher: TeacherClientSettings, distill: DistillConfig, config: StreamConfig,
+async def rerun_stream(variant: str, settings: WorkerSettings, samples: Path, labels_db: Path, work_dir: Path,
                        batch_model: StudentModel, calibration: Calibration | None, seed: int) -> StudentModel:
-    """The stream worker over a copy of `samples`, from a copy of `batch_model`; nothing is published."""
+    """The worker's stream phase over a copy of `samples`, from a copy of `batch_model`, with the
+    live stage's teacher labels (no new teacher calls); nothing is published."""
     if variant == "batch_only":
         return batch_model
     torch.manual_seed(seed)
     if work_dir.exists():
         shutil.rmtree(work_dir)
     shutil.copytree(samples, work_dir / "samples")  # the worker commits consumer offsets into the log
-    shutil.copy(labels_db, work_dir / "labels.sqlite")  # the live stage's teacher labels: no new calls
+    (work_dir / "state").mkdir(parents=True)
+    shutil.copy(labels_db, work_dir / "state" / "labels.sqlite")
     model = copy.deepcopy(batch_model)
     if variant == "stream_no_position_tower":
-        model = StudentModel(dataset.schema, replace(batch_model.config, position_tower=False))
+        model = StudentModel(batch_model.schema, replace(batch_model.config, position_tower=False))
         model.load_state_dict(batch_model.state_dict(), strict=False)
-    # All of the log in one read: each request is trained with all of its feedback.
-    config = replace(config, max_records=1 << 30, inverse_propensity=variant != "stream_no_ipw")
-    client = TeacherClient(teacher, Encoder(dataset.schema, "teacher"))
-    store = LabelStore(work_dir / "labels.sqlite")
-    worker = StreamWorker(dataset, work_dir / "samples", work_dir / "state", client, store, distill, config,
-                          initial_model=model, soft_transform=calibration.transform if calibration else None)
-    try:
-        while True:
-            result = await worker.step(now=float("inf"))
-            if not result["read"] and not result["trained"]:
-                break
-    finally:
-        await client.close()
-        store.close()
+    # All of the log in one read, every join window closed: each request is trained with all its feedback.
+    rerun = settings.model_copy(update={
+        "samples": work_dir / "samples", "state_dir": work_dir / "state",
+        "stream": replace(settings.stream, max_records=1 << 30, inverse_propensity=variant != "stream_no_ipw"),
+        "distill": replace(settings.distill, seed=seed)})
+    _, model = await stream_main(rerun, until=lambda: True, clock=lambda: float("inf"), initial_model=model,
+                                 calibration=calibration, publish=False)
     shutil.rmtree(work_dir, ignore_errors=True)
-    return worker.model
+    return model

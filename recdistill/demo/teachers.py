@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from recdistill.data.dataset import PreparedDataset
+from recdistill.core.data.dataset import PreparedDataset
 from teacher_service.train import TeacherTrainConfig, train_teacher
 
 logger = logging.getLogger(__name__)

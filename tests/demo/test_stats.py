@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recdistill import metrics
+from recdistill.core import metrics
 from recdistill.demo.stats import _Ranked, bootstrap_transferability, transferability
 
 pytestmark = pytest.mark.unit

@@ -15,10 +15,10 @@ from distill_worker.promote import GateConfig
 from distill_worker.settings import TeacherClientSettings, WorkerSettings
 from distill_worker.student import StudentConfig, StudentModel
 from distill_worker.trainer import DistillConfig
-from recdistill.artifact import read_manifest, read_state
-from recdistill.data.dataset import PreparedDataset
-from recdistill.features.encoder import Encoder
-from recdistill.training import EncodedSplit
+from recdistill.core.artifact import read_manifest, read_state
+from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.features.encoder import Encoder
+from recdistill.core.training import EncodedSplit
 from tests.conftest import RunningTriton
 from tests.student_server.conftest import TOKEN, make_settings, run_server
 

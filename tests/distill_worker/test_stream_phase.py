@@ -16,12 +16,12 @@ from distill_worker.settings import TeacherClientSettings, WorkerSettings
 from distill_worker.stream import CONSUMER, StreamConfig, StreamWorker, stream_main
 from distill_worker.teacher_client import TeacherClient
 from distill_worker.trainer import DistillConfig
-from recdistill.artifact import read_state
-from recdistill.data.dataset import PreparedDataset
-from recdistill.features.encoder import Encoder
-from recdistill.processes import free_port
-from recdistill.samplelog import SampleLog
-from recdistill.training import EncodedSplit
+from recdistill.core.artifact import read_state
+from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.features.encoder import Encoder
+from recdistill.core.processes import free_port
+from recdistill.core.samplelog import SampleLog
+from recdistill.core.training import EncodedSplit
 from tests.conftest import RunningTriton
 from tests.student_server.conftest import TOKEN, make_settings, run_server
 

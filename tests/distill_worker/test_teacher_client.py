@@ -14,9 +14,9 @@ from distill_worker.breaker import CircuitOpenError
 from distill_worker.labels import LabelRequest, LabelStore
 from distill_worker.settings import TeacherClientSettings
 from distill_worker.teacher_client import TeacherClient, TeacherError
-from recdistill.data.dataset import PreparedDataset
-from recdistill.features.encoder import Encoder, MappedContext
-from recdistill.processes import free_port
+from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.features.encoder import Encoder, MappedContext
+from recdistill.core.processes import free_port
 from teacher_service.checkpoint import load_checkpoint
 from teacher_service.launcher import teacher_process
 from tests.conftest import RunningTriton
@@ -127,7 +127,7 @@ async def test_label_store_is_write_once_and_survives_a_restart(
 
 def test_debiasing_pieces_do_what_they_say() -> None:
     from distill_worker.debias import Calibration, inverse_propensity_weights, to_sampled_space
-    from recdistill.metrics import ece
+    from recdistill.core.metrics import ece
 
     rng = np.random.default_rng(0)
     truth = rng.random(20_000)

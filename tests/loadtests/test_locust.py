@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from recdistill.processes import free_port
+from recdistill.core.processes import free_port
 from tests.student_server.conftest import TOKEN
 
 pytestmark = pytest.mark.e2e

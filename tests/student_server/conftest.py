@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import uvicorn
 
-from recdistill.processes import free_port
+from recdistill.core.processes import free_port
 from student_server.app import create_app
 from student_server.http_protocol import CoalescingHttpToolsProtocol
 from student_server.settings import StudentSettings

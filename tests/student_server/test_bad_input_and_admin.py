@@ -12,8 +12,9 @@ import httpx
 import psutil
 import pytest
 
-from recdistill._proto import ranking_pb2, ranking_pb2_grpc
-from recdistill.artifact import sha256_bytes, write_json_atomic
+from recdistill.core._proto import ranking_pb2, ranking_pb2_grpc
+from recdistill.core.artifact import sha256_bytes
+from recdistill.core.fileio import atomic_write_text
 from tests.student_server.conftest import TOKEN, make_settings, run_server
 
 pytestmark = pytest.mark.integration
@@ -122,7 +123,7 @@ def _break(registry: Path, version: str, how: str) -> None:
     elif how == "other_schema":
         manifest["schema_hash"] = "ffffffffffffffff"
     (target / "model.onnx").write_bytes(model)
-    write_json_atomic(target / "manifest.json", manifest)
+    atomic_write_text(target / "manifest.json", json.dumps(manifest))
 
 
 @pytest.mark.parametrize(("how", "message"), [("corrupt", "cannot be loaded"), ("wrong_sha256", "sha256"),

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recdistill._proto import ranking_pb2
-from recdistill.errors import ValidationError
-from recdistill.features.encoder import Encoder
-from recdistill.features.request import MAX_CANDIDATES, parse_rank_request, request_to_builtins
-from recdistill.features.schema import FeatureSchema
-from student_server.grpc_service import request_from_dict, request_from_message
+from recdistill.core._proto import ranking_pb2
+from recdistill.core.contracts.rank_grpc import request_from_dict, request_from_message
+from recdistill.core.errors import ValidationError
+from recdistill.core.features.encoder import Encoder
+from recdistill.core.features.request import MAX_CANDIDATES, parse_rank_request, request_to_builtins
+from recdistill.core.features.schema import FeatureSchema
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.json"
 

@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from recdistill.processes import free_port
+from recdistill.core.processes import free_port
 from student_server.http_protocol import CoalescingHttpToolsProtocol, _CoalescingTransport
 
 

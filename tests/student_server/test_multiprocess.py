@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from recdistill.cli import app
-from recdistill.processes import free_port
+from recdistill.core.processes import free_port
 from tests.student_server.conftest import TOKEN
 
 pytestmark = pytest.mark.integration

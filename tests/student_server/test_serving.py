@@ -11,12 +11,12 @@ import httpx
 import numpy as np
 import pytest
 
-from recdistill._proto import ranking_pb2, ranking_pb2_grpc
-from recdistill.data.dataset import PreparedDataset
-from recdistill.features.encoder import Encoder
-from recdistill.features.request import parse_rank_request
-from recdistill.samplelog import SampleLog
-from student_server.grpc_service import request_from_dict
+from recdistill.core._proto import ranking_pb2, ranking_pb2_grpc
+from recdistill.core.contracts.rank_grpc import request_from_dict
+from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.features.encoder import Encoder
+from recdistill.core.features.request import parse_rank_request
+from recdistill.core.samplelog import SampleLog
 from tests.student_server.conftest import TOKEN, make_settings, onnx_scores, run_server
 
 pytestmark = pytest.mark.integration

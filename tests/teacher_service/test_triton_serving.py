@@ -15,12 +15,13 @@ import torch
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from recdistill.data.dataset import PreparedDataset
-from recdistill.data.synthetic import synthetic_requests
-from recdistill.features.encoder import MODEL_INPUTS, Encoder
-from recdistill.features.request import parse_rank_request
+from recdistill.core.contracts.teacher import infer_inputs
+from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.data.synthetic import synthetic_requests
+from recdistill.core.features.encoder import MODEL_INPUTS, Encoder
+from recdistill.core.features.request import parse_rank_request
 from teacher_service.checkpoint import load_checkpoint
-from teacher_service.client import infer_inputs, score
+from teacher_service.client import score
 from tests.conftest import RunningTriton
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from recdistill.features.encoder import MODEL_INPUTS
+from recdistill.core.features.encoder import MODEL_INPUTS
 from teacher_service.checkpoint import load_checkpoint
-from teacher_service.inference import OUTPUT, TeacherInference
+from recdistill.core.contracts.teacher import TEACHER_OUTPUT
+from teacher_service.inference import TeacherInference
 
 
 
@@ -37,7 +38,7 @@ class TritonPythonModel:
                 with torch.inference_mode():
                     inputs = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in data.items()}
                     probabilities = self.inference.model(**inputs).cpu().numpy()
-                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(OUTPUT, probabilities)]))
+                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(TEACHER_OUTPUT, probabilities)]))
             except ValueError as exc:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
         return responses

@@ -20,3 +20,15 @@ class ValidationError(RecDistillError):
 
 class SchemaMismatchError(RecDistillError):
     """A model artifact was built for a different feature schema than the one in use."""
+
+
+class NotFoundError(RecDistillError):
+    """The thing asked for does not exist (a model version, a dataset file)."""
+
+
+class OverloadedError(RecDistillError):
+    """A bounded queue is full: the caller should retry later (`retry_after_s`)."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

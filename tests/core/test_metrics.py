@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import log_loss as sk_log_loss
 from sklearn.metrics import ndcg_score, roc_auc_score
 
-from recdistill import metrics
+from recdistill.core import metrics
 
 pytestmark = pytest.mark.unit
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recdistill.data.log import InteractionLog
-from recdistill.features.schema import ModelView, build_schema, canonical_action
-from recdistill.settings import DataSettings
+from recdistill.core.data.log import InteractionLog
+from recdistill.core.features.schema import ModelView, build_schema, canonical_action
+from recdistill.core.fileio import atomic_write_text, atomic_write_with
+from recdistill.core.settings import DataSettings
 
 logger = logging.getLogger(__name__)
 
@@ -87,9 +87,7 @@ def _slate_negatives(events: pd.DataFrame, catalogue: np.ndarray, k: int, seed: 
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write_with(path, lambda handle: frame.to_parquet(handle, index=False))
 
 
 def prepare(log: InteractionLog, out_dir: Path, settings: DataSettings | None = None,
@@ -142,8 +140,6 @@ def prepare(log: InteractionLog, out_dir: Path, settings: DataSettings | None = 
         "files": ["events.parquet", "timelines.parquet", "users.parquet", "items.parquet", "features.json"],
         "seconds": round(time.perf_counter() - started, 2),
     }
-    tmp = out_dir / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, out_dir / "manifest.json")
+    atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2))
     logger.info("prepared %s into %s in %.1fs", log.name, out_dir, manifest["seconds"])
     return manifest

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from recdistill.data.dataset import PreparedDataset, Task
-from recdistill.evaluation import evaluate
-from recdistill.features.encoder import Encoder, MappedContext
-from recdistill.logs import STDERR
+from recdistill.core.data.dataset import PreparedDataset, Task
+from recdistill.core.evaluation import evaluate
+from recdistill.core.features.encoder import Encoder, MappedContext
+from recdistill.core.logs import STDERR
 
 logger = logging.getLogger(__name__)
 DENSE_HISTORY_LEN = 64

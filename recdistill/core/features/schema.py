@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recdistill.errors import DataError, SchemaMismatchError
+from recdistill.core.errors import DataError, SchemaMismatchError
+from recdistill.core.fileio import atomic_write_text
 
 MISSING_INDEX = 0
 OOV_INDEX = 1
@@ -108,10 +107,7 @@ class FeatureSchema:
 
     def save(self, path: Path) -> None:
         data = self._to_dict() | {"hash": self.hash}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-            json.dump(data, handle)
-        os.replace(handle.name, path)
+        atomic_write_text(path, json.dumps(data))
 
     @classmethod
     def load(cls, path: Path) -> FeatureSchema:

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recdistill.data.dataset import PreparedDataset
-from recdistill.data.prepare import prepare
-from recdistill.data.userlog import load_user_log
-from recdistill.errors import DataError
+from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.data.prepare import prepare
+from recdistill.core.data.userlog import load_user_log
+from recdistill.core.errors import DataError
 
 pytestmark = pytest.mark.unit
 

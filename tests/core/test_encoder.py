@@ -7,12 +7,12 @@ import numpy as np
 import orjson
 import pytest
 
-from recdistill.data.dataset import PreparedDataset
-from recdistill.data.synthetic import synthetic_requests
-from recdistill.errors import DataError, SchemaMismatchError, ValidationError
-from recdistill.features.encoder import MODEL_INPUTS, Encoder
-from recdistill.features.request import check_limits, parse_rank_request
-from recdistill.features.schema import MISSING_INDEX, OOV_INDEX, FeatureSchema
+from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.data.synthetic import synthetic_requests
+from recdistill.core.errors import DataError, SchemaMismatchError, ValidationError
+from recdistill.core.features.encoder import MODEL_INPUTS, Encoder
+from recdistill.core.features.request import check_limits, parse_rank_request
+from recdistill.core.features.schema import MISSING_INDEX, OOV_INDEX, FeatureSchema
 
 pytestmark = pytest.mark.unit
 EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.json"

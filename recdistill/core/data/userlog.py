@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recdistill.data.log import USER_FEATURE_COLUMNS, InteractionLog, normalise_items, normalise_users
-from recdistill.data.movielens import sha256_file
-from recdistill.errors import DataError
+from recdistill.core.data.log import USER_FEATURE_COLUMNS, InteractionLog, normalise_items, normalise_users
+from recdistill.core.data.movielens import sha256_file
+from recdistill.core.errors import DataError
 
 REQUIRED_COLUMNS = ("user_id", "item_id", "timestamp", "label")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recdistill import metrics
+from recdistill.core import metrics
 
 
 def evaluate(task: str, labels: np.ndarray, scores: np.ndarray, mask: np.ndarray,

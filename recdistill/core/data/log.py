@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from recdistill.errors import DataError
+from recdistill.core.errors import DataError
 
 USER_FEATURE_COLUMNS = ("age", "gender", "occupation", "zip_code")
 ITEM_FEATURE_COLUMNS = ("genres", "release_year")

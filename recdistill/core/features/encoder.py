@@ -23,8 +23,8 @@ from itertools import repeat
 
 import numpy as np
 
-from recdistill.features.request import Candidate, RankRequest
-from recdistill.features.schema import (
+from recdistill.core.features.request import Candidate, RankRequest
+from recdistill.core.features.schema import (
     FIRST_KNOWN_INDEX,
     MISSING_INDEX,
     OOV_INDEX,

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recdistill.data.log import InteractionLog, normalise_items, normalise_users
-from recdistill.errors import DataError
-from recdistill.settings import DataSettings
+from recdistill.core.data.log import InteractionLog, normalise_items, normalise_users
+from recdistill.core.errors import DataError
+from recdistill.core.settings import DataSettings
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from recdistill.errors import DataError
-from recdistill.features.encoder import Encoder, MappedContext
-from recdistill.features.schema import FeatureSchema
+from recdistill.core.errors import DataError
+from recdistill.core.features.encoder import Encoder, MappedContext
+from recdistill.core.features.schema import FeatureSchema
 
 Task = Literal["ctr", "slate"]
 TASKS: tuple[Task, ...] = ("ctr", "slate")

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta, Struct
 
-from recdistill.errors import ValidationError
+from recdistill.core.errors import ValidationError
 
 Id = str | int
 Number = int | float

@@ -65,7 +65,7 @@ def test_unknown_dataset_is_a_clear_error(tmp_path: Path) -> None:
 def test_json_logs_are_one_object_per_line() -> None:
     import logging
 
-    from recdistill.logs import JsonFormatter
+    from recdistill.core.logs import JsonFormatter
 
     record = logging.LogRecord("recdistill.x", logging.WARNING, __file__, 1, "refused %s", ("v3",), None)
     entry = json.loads(JsonFormatter().format(record))

@@ -8,7 +8,7 @@ from typing import Any, Self
 import torch
 from torch import nn
 
-from recdistill.features.schema import OOV_INDEX, USER_CATEGORICALS, FeatureSchema
+from recdistill.core.features.schema import OOV_INDEX, USER_CATEGORICALS, FeatureSchema
 
 RECENCY_BUCKETS = 16
 

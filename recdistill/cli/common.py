@@ -1,0 +1,29 @@
+"""What every command shares: settings built with one precedence, their errors shown as a usage error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
+from recdistill.core.errors import DataError
+from recdistill.core.settings import load_settings
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def settings_from_cli(cls: type[S], config: Path | None, table: str, **flags: Any) -> S:
+    """`load_settings`, with a bad value (from a flag, the config file or the environment) reported as a
+    usage error that names the option."""
+    try:
+        return load_settings(cls, config, table, **flags)
+    except DataError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--config") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][-1]) if first["loc"] else "config"
+        raise typer.BadParameter(f"{first['msg']} (got {first.get('input')!r})",
+                                 param_hint=f"--{name.replace('_', '-')}") from None

@@ -1,0 +1,112 @@
+"""Model versions in a registry directory: the format the worker writes and the server reads.
+
+registry/
+  features.json            the feature schema the server encodes with
+  state.json               `RegistryState`: the active version and the versions it replaced
+  <version>/model.onnx     the serving graph (inputs: the encoder's tensors; output: probability [B, C])
+  <version>/manifest.json  `Manifest`: version, schema hash, sha256 of model.onnx, teacher, metrics, ...
+Versions are written to a temporary directory and renamed into place: never half-visible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from recdistill.core.contracts.registry import MANIFEST_FORMAT, STATE_FORMAT, Manifest, RegistryState, to_json
+from recdistill.core.errors import NotFoundError, RecDistillError
+from recdistill.core.features.schema import FeatureSchema
+from recdistill.core.fileio import atomic_write_bytes, fsync_directory
+
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class ArtifactError(RecDistillError):
+    """A model version or the registry's state is malformed, corrupt or built for another schema."""
+
+
+class VersionNotFoundError(ArtifactError, NotFoundError):
+    """The registry has no such version."""
+
+
+def check_version_name(version: str) -> str:
+    if not VERSION_PATTERN.fullmatch(version) or ".." in version:
+        raise ArtifactError(f"invalid version name {version!r}: letters, digits, '.', '_', '-' (max 64)")
+    return version
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def ensure_registry(registry: Path, schema: FeatureSchema) -> None:
+    """Create the registry with its feature schema, or check that it holds the same one."""
+    registry.mkdir(parents=True, exist_ok=True)
+    path = registry / "features.json"
+    if path.exists():
+        FeatureSchema.load(path).require_hash(schema.hash, f"registry {registry}")
+    else:
+        schema.save(path)
+
+
+def publish_version(registry: Path, version: str, onnx_model: bytes, schema_hash: str, **fields: Any) -> Path:
+    """Write a new version directory atomically; the manifest gets version, sha256 and creation time."""
+    check_version_name(version)
+    registry.mkdir(parents=True, exist_ok=True)
+    target = registry / version
+    if target.exists():
+        raise ArtifactError(f"version {version} already exists in {registry}")
+    manifest = Manifest(version=version, schema_hash=schema_hash, sha256=sha256_bytes(onnx_model),
+                        created_unix=fields.pop("created_unix", time.time()), **fields)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=registry))
+    try:
+        atomic_write_bytes(tmp / "model.onnx", onnx_model)
+        atomic_write_bytes(tmp / "manifest.json", to_json(manifest))
+        os.replace(tmp, target)
+        fsync_directory(registry)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def read_manifest(registry: Path, version: str) -> Manifest:
+    path = registry / check_version_name(version) / "manifest.json"
+    if not path.is_file():
+        raise VersionNotFoundError(f"version {version} not found in the registry")
+    try:
+        data = path.read_bytes()
+        found = msgspec.json.decode(data, type=dict).get("format", MANIFEST_FORMAT)
+        if found != MANIFEST_FORMAT:
+            raise ArtifactError(f"version {version}: manifest format {found} is not supported "
+                                f"(this reader knows {MANIFEST_FORMAT})")
+        return msgspec.json.decode(data, type=Manifest)
+    except (OSError, msgspec.DecodeError) as exc:
+        raise ArtifactError(f"version {version}: unreadable manifest ({exc})") from None
+
+
+def read_state(registry: Path) -> RegistryState:
+    path = registry / "state.json"
+    if not path.exists():
+        return RegistryState()
+    try:
+        data = path.read_bytes()
+        found = msgspec.json.decode(data, type=dict).get("format", STATE_FORMAT)
+        if found != STATE_FORMAT:
+            raise ArtifactError(f"{path}: registry state format {found} is not supported "
+                                f"(this reader knows {STATE_FORMAT})")
+        return msgspec.json.decode(data, type=RegistryState)
+    except (OSError, msgspec.DecodeError) as exc:
+        raise ArtifactError(f"{path}: unreadable registry state ({exc})") from None
+
+
+def write_state(registry: Path, state: RegistryState) -> None:
+    atomic_write_bytes(registry / "state.json", to_json(state))

@@ -1,0 +1,82 @@
+"""Sample-log records: sampled ranking requests and delayed feedback, msgpack-encoded, versioned.
+
+Every record carries `format`; a reader that meets a format it does not know stops with
+`RecordFormatError` naming it (never guesses). A new field with a default is a compatible change
+(old readers ignore it, new readers fill the default); anything else bumps `RECORD_FORMAT`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta, Struct
+
+from recdistill.core.errors import RecDistillError
+from recdistill.core.features.request import RankRequest
+
+RECORD_FORMAT = 1
+
+
+class RecordFormatError(RecDistillError):
+    """A sample-log record is in a format this reader does not know, or is not a record at all."""
+
+
+class SampledRequest(Struct, tag="request", tag_field="kind", frozen=True):
+    """A served ranking request the sampler kept, with what the student answered."""
+
+    request_id: str
+    ts: float  # when it was served (unix seconds, server clock)
+    request_ts: float  # the request's own time (its context.ts, else `ts`)
+    model_version: str
+    sampling_probability: Annotated[float, Meta(gt=0, le=1)]
+    request: RankRequest
+    student_view: str
+    scores: list[float]  # per candidate, request order
+    positions: list[int]  # 0-based rank of each candidate in the served ranking, request order
+    format: int = RECORD_FORMAT
+
+
+class FeedbackRecord(Struct, tag="feedback", tag_field="kind", frozen=True):
+    """A delayed label for one served request and item."""
+
+    request_id: str
+    item_id: str
+    label: Annotated[float, Meta(ge=0, le=1)]
+    ts: float  # when it happened
+    received_ts: float  # when the server got it
+    format: int = RECORD_FORMAT
+
+
+SampleRecord = SampledRequest | FeedbackRecord
+
+
+class _Envelope(Struct):
+    """What every format has: read first, so an unknown format is named rather than mis-decoded."""
+
+    format: int
+    kind: str
+
+
+_encoder = msgspec.msgpack.Encoder()
+_envelope = msgspec.msgpack.Decoder(_Envelope)
+_decoder = msgspec.msgpack.Decoder(SampleRecord)  # type: ignore[arg-type]
+
+
+def encode_record(record: SampleRecord) -> bytes:
+    """msgpack bytes of a record; raises (TypeError, OverflowError, ...) for content msgpack cannot hold."""
+    return _encoder.encode(record)
+
+
+def decode_record(payload: bytes) -> SampleRecord:
+    try:
+        envelope = _envelope.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise RecordFormatError(f"not a sample-log record ({exc})") from None
+    if envelope.format != RECORD_FORMAT:
+        raise RecordFormatError(f"sample-log record format {envelope.format} (kind {envelope.kind!r}) is not "
+                                f"supported: this reader knows format {RECORD_FORMAT}; upgrade the reader")
+    try:
+        return _decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise RecordFormatError(f"invalid sample-log record of format {RECORD_FORMAT}: {exc}") from None

@@ -1,0 +1,63 @@
+"""The model registry's files: each version's `manifest.json` and the registry's `state.json`.
+
+Both carry `format`; a reader that meets another format stops with an error naming it. Unknown extra
+fields are ignored, so adding an optional field is a compatible change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from msgspec import Struct
+
+MANIFEST_FORMAT = 1
+STATE_FORMAT = 1
+STATE_HISTORY = 20  # previously active versions kept for roll-backs
+
+
+class Manifest(Struct, frozen=True, kw_only=True):
+    """What a version is: its ONNX file's digest, the schema it encodes with, where it came from."""
+
+    version: str
+    schema_hash: str
+    sha256: str  # of model.onnx
+    created_unix: float
+    teacher_version: str | None = None
+    data_window: dict[str, Any] = {}
+    # The gate's verdict inputs (parity, holdout metrics, latency), the model and training configs:
+    # free-form reports for people, never read by the serving path.
+    metrics: dict[str, Any] = {}
+    config: dict[str, Any] = {}
+    distill: dict[str, Any] = {}
+    format: int = MANIFEST_FORMAT
+
+
+class RegistryState(Struct, frozen=True, kw_only=True):
+    """The active-version pointer and the versions it replaced (oldest first), for roll-backs."""
+
+    active: str | None = None
+    history: list[str] = []
+    format: int = STATE_FORMAT
+
+    def activated(self, version: str) -> RegistryState:
+        if self.active == version:
+            return self
+        history = [v for v in self.history if v != version]
+        if self.active:
+            history.append(self.active)
+        return RegistryState(active=version, history=history[-STATE_HISTORY:])
+
+    def rolled_back(self) -> RegistryState:
+        return RegistryState(active=self.history[-1], history=self.history[:-1])
+
+    def without(self, version: str) -> RegistryState:
+        return RegistryState(active=self.active, history=[v for v in self.history if v != version])
+
+
+def to_json(value: Struct) -> bytes:
+    return msgspec.json.format(msgspec.json.encode(value), indent=2)
+
+
+def to_builtins(value: Struct) -> dict[str, Any]:
+    return msgspec.to_builtins(value)

@@ -1,0 +1,96 @@
+"""The teacher's black-box contract: the Triton model's input tensors (the shared encoder's tensors for
+the teacher's view) and its one output, probabilities per candidate. The embedded PyTriton server binds
+these, the worker's client sends them, and the stand-alone Triton model config is generated from them
+(`triton_model_config`), so no copy of the spec is kept by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from msgspec import Struct
+
+from recdistill.core.features.encoder import MODEL_INPUTS
+from recdistill.core.features.schema import USER_CATEGORICALS, FeatureSchema
+
+TEACHER_MODEL_NAME = "teacher"
+TEACHER_OUTPUT = "probability"
+_TRITON_DTYPES = {"INT64": np.int64, "FP32": np.float32}
+
+
+class TensorSpec(Struct, frozen=True):
+    name: str
+    dtype: str  # Triton's name: INT64 or FP32
+    dims: tuple[int, ...]  # without the batch dimension; -1 is variable
+
+    @property
+    def numpy_dtype(self) -> type:
+        return _TRITON_DTYPES[self.dtype]
+
+
+class TeacherTensorSpec(Struct, frozen=True):
+    inputs: tuple[TensorSpec, ...]
+    output: TensorSpec
+
+    @classmethod
+    def from_schema(cls, schema: FeatureSchema) -> TeacherTensorSpec:
+        dims = {"user_cat": (len(USER_CATEGORICALS),), "hist_length": (1,), "cand_genres": (-1, schema.num_genres)}
+        integer = {"user_cat", "hist_item", "hist_action", "cand_item"}
+        inputs = tuple(TensorSpec(name, "INT64" if name in integer else "FP32", dims.get(name, (-1,)))
+                       for name in MODEL_INPUTS)
+        return cls(inputs, TensorSpec(TEACHER_OUTPUT, "FP32", (-1,)))
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.inputs)
+
+
+def infer_inputs(tensors: dict[str, np.ndarray], client_module: object, names: Sequence[str] = MODEL_INPUTS
+                 ) -> list[object]:
+    """tritonclient `InferInput`s for encoder tensors (`client_module`: tritonclient.grpc or .grpc.aio)."""
+    from tritonclient.utils import np_to_triton_dtype
+
+    inputs = []
+    for name in names:
+        array = np.ascontiguousarray(tensors[name])
+        tensor = client_module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))  # type: ignore[attr-defined]
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return inputs
+
+
+def triton_model_config(spec: TeacherTensorSpec, model_name: str = TEACHER_MODEL_NAME, max_batch_size: int = 64,
+                        max_queue_delay_us: int = 2_000, instance_kind: str = "KIND_GPU", instances: int = 1,
+                        checkpoint: str = "/models/teacher-checkpoint") -> str:
+    """`config.pbtxt` of a stand-alone Triton (Python backend) serving a teacher checkpoint."""
+    def tensor(t: TensorSpec) -> str:
+        return f'  {{ name: "{t.name}" data_type: TYPE_{t.dtype} dims: [ {", ".join(map(str, t.dims))} ] }}'
+
+    lines = [
+        "# Generated from recdistill.core.contracts.teacher.TeacherTensorSpec: do not edit by hand",
+        "# (`recdistill teacher triton-config`). The same tensors as the embedded PyTriton server.",
+        f'name: "{model_name}"',
+        'backend: "python"',
+        f"max_batch_size: {max_batch_size}",
+        "",
+        "input [",
+        ",\n".join(tensor(t) for t in spec.inputs),
+        "]",
+        "output [",
+        tensor(spec.output),
+        "]",
+        "",
+        "dynamic_batching {",
+        f"  max_queue_delay_microseconds: {max_queue_delay_us}",
+        "}",
+        "",
+        "instance_group [",
+        f"  {{ count: {instances} kind: {instance_kind} }}",
+        "]",
+        "",
+        "parameters: {",
+        '  key: "checkpoint"',
+        f'  value: {{ string_value: "{checkpoint}" }}',
+        "}",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from recdistill.core.contracts.records import (
+    RECORD_FORMAT,
+    FeedbackRecord,
+    RecordFormatError,
+    decode_record,
+    encode_record,
+)
+from recdistill.core.samplelog import SampleLog, claim_partition
+
+pytestmark = pytest.mark.unit
+
+
+def _records(start: int, count: int) -> list[bytes]:
+    return [msgpack.packb({"request_id": f"r{i}", "scores": [0.5, float(i)]}) for i in range(start, start + count)]
+
+
+def _ids(records: list[tuple[int, bytes]]) -> list[str]:
+    return [msgpack.unpackb(payload)["request_id"] for _, payload in records]
+
+
+def test_append_read_and_rotate(tmp_path: Path) -> None:
+    log = SampleLog(tmp_path, segment_bytes=2_000)
+    for start in range(0, 300, 30):
+        log.append(_records(start, 30))
+    log.close()
+    assert len(list(tmp_path.glob("segment-*.log"))) > 3
+    reader = SampleLog(tmp_path)
+    records = reader.read(0, max_records=1_000)
+    assert [offset for offset, _ in records] == list(range(300))
+    assert _ids(records) == [f"r{i}" for i in range(300)]
+    assert [o for o, _ in reader.read(123, max_records=5)] == [123, 124, 125, 126, 127]
+    assert reader.end_offset() == 300
+
+
+def test_torn_tail_is_skipped_by_readers_and_truncated_by_the_next_writer(tmp_path: Path) -> None:
+    log = SampleLog(tmp_path)
+    log.append(_records(0, 10))
+    log.close()
+    (segment,) = tmp_path.glob("segment-*.log")
+    intact = segment.read_bytes()
+    # A crash in the middle of the 11th record: its header and half its payload reached the disk.
+    log = SampleLog(tmp_path)
+    log.append(_records(10, 1))
+    log.close()
+    segment.write_bytes(segment.read_bytes()[: len(intact) + 12])
+    assert [o for o, _ in SampleLog(tmp_path).read(0)] == list(range(10))
+    writer = SampleLog(tmp_path)
+    writer.append(_records(10, 5))
+    writer.close()
+    records = SampleLog(tmp_path).read(0)
+    assert [o for o, _ in records] == list(range(15))
+    assert _ids(records)[10:] == [f"r{i}" for i in range(10, 15)]
+
+
+def test_a_corrupt_record_stops_the_reader_instead_of_returning_garbage(tmp_path: Path) -> None:
+    log = SampleLog(tmp_path)
+    log.append(_records(0, 5))
+    log.close()
+    (segment,) = tmp_path.glob("segment-*.log")
+    data = bytearray(segment.read_bytes())
+    data[-3] ^= 0xFF  # flip a byte of the last payload
+    segment.write_bytes(bytes(data))
+    assert [o for o, _ in SampleLog(tmp_path).read(0)] == [0, 1, 2, 3]
+
+
+def test_consumer_offsets_are_committed_per_name(tmp_path: Path) -> None:
+    log = SampleLog(tmp_path)
+    log.append(_records(0, 20))
+    assert log.committed("worker") == 0
+    log.commit("worker", 12)
+    log.commit("audit", 3)
+    reopened = SampleLog(tmp_path)
+    assert (reopened.committed("worker"), reopened.committed("audit")) == (12, 3)
+    assert reopened.read(reopened.committed("worker"))[0][0] == 12
+    with pytest.raises(ValueError, match="consumer"):
+        reopened.commit("../escape", 1)
+
+
+def test_a_reader_reads_only_what_is_new(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = SampleLog(tmp_path)
+    log.append(_records(0, 1_000))
+    reader = SampleLog(tmp_path)
+    assert len(reader.read(0, max_records=10_000)) == 1_000
+    log.append(_records(1_000, 3))
+    sizes: list[int] = []
+    real_read = Path.open
+
+    def counting_open(self: Path, *args: object, **kwargs: object):  # noqa: ANN202
+        handle = real_read(self, *args, **kwargs)
+        original = handle.read
+
+        def read(size: int = -1) -> bytes:
+            data = original(size)
+            sizes.append(len(data))
+            return data
+
+        handle.read = read
+        return handle
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    assert [o for o, _ in reader.read(1_000)] == [1_000, 1_001, 1_002]
+    assert sum(sizes) == sum(len(p) + 12 for p in _records(1_000, 3))  # the new frames, nothing before them
+
+
+def test_retention_deletes_segments_every_consumer_has_passed(tmp_path: Path) -> None:
+    log = SampleLog(tmp_path, segment_bytes=2_000, min_segments=2)
+    for start in range(0, 600, 30):
+        log.append(_records(start, 30))
+    segments = sorted(tmp_path.glob("segment-*.log"))
+    size_before = sum(p.stat().st_size for p in segments)
+    assert log.retain() == 0, "no consumer registered: nothing may be deleted"
+    log.commit("worker", 600)
+    log.commit("audit", 250)
+    freed = log.retain()
+    left = sorted(tmp_path.glob("segment-*.log"))
+    assert freed > 0
+    assert sum(p.stat().st_size for p in left) == size_before - freed
+    # Every record the slowest consumer still needs is there; older ones are gone.
+    assert [o for o, _ in SampleLog(tmp_path).read(250, max_records=10_000)] == list(range(250, 600))
+    first_left = int(left[0].stem.split("-")[1])
+    assert 0 < first_left <= 250
+    with pytest.raises(ValueError, match="deleted by retention"):
+        SampleLog(tmp_path).read(0)
+    log.commit("audit", 600)
+    log.retain()
+    assert len(list(tmp_path.glob("segment-*.log"))) == 2, "the floor keeps the newest segments"
+
+
+def test_a_restarted_writer_claims_its_own_partition_again(tmp_path: Path) -> None:
+    first, lock = claim_partition(tmp_path, "server-a")
+    second, other_lock = claim_partition(tmp_path, "server-a")  # a second live process of the same server
+    assert (first, second) == ("server-a-0", "server-a-1")
+    lock.close()  # the first process ends (or is killed: the OS releases its lock)
+    again, lock_again = claim_partition(tmp_path, "server-a")
+    assert again == "server-a-0"
+    other_lock.close()
+    lock_again.close()
+
+
+def test_an_unknown_record_format_is_refused_with_its_version() -> None:
+    record = FeedbackRecord(request_id="r1", item_id="7", label=1.0, ts=1.0, received_ts=2.0)
+    assert decode_record(encode_record(record)) == record
+    future = msgpack.packb({"kind": "feedback", "format": RECORD_FORMAT + 1, "request_id": "r1"})
+    with pytest.raises(RecordFormatError, match=f"format {RECORD_FORMAT + 1}.*knows format {RECORD_FORMAT}"):
+        decode_record(future)
+    with pytest.raises(RecordFormatError, match="not a sample-log record"):
+        decode_record(b"\x01\x02")

@@ -286,10 +286,8 @@ class StreamPhase:
             self.on_publish(version)
         return version
 
-    async def step(self, now: float | None = None) -> StepResult:
-        """Consume, train what is due, maybe publish, checkpoint, commit. Safe to kill at any point."""
-        now = time.time() if now is None else now
-        read = self.consumer.consume()
+    async def train_due(self, now: float) -> int:
+        """Train every request whose join window has closed, in chunks; returns how many."""
         due = self.consumer.due(now)
         for start in range(0, len(due), self.config.batch_size):
             chunk = due[start:start + self.config.batch_size]
@@ -297,8 +295,15 @@ class StreamPhase:
             self.consumer.release(chunk)
             self.state.examples_trained += len(chunk)
             self.state.since_export += len(chunk)
+        return len(due)
+
+    async def step(self, now: float | None = None) -> StepResult:
+        """Consume, train what is due, maybe publish, checkpoint, commit. Safe to kill at any point."""
+        now = time.time() if now is None else now
+        read = self.consumer.consume()
+        trained = await self.train_due(now)
         self.consumer.prune_feedback(now)
-        result = StepResult(read, len(due))
+        result = StepResult(read, trained)
         if self.publisher is not None and self.state.since_export >= self.config.export_every:
             result.published = await self._publish()
             result.refused = result.published is None

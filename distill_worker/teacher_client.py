@@ -2,8 +2,8 @@
 
 Concurrent `score` calls are merged into one Triton request of up to `max_batch_rows` contexts or
 whatever arrived within `max_wait_ms`; at most `max_concurrency` requests are in flight; each is
-retried with jittered exponential backoff on transient errors (UNAVAILABLE, DEADLINE_EXCEEDED,
-model not loaded yet, ...); the model's own errors (INTERNAL: e.g. input it refused) are not retried;
+retried with jittered exponential backoff on transient status codes (UNAVAILABLE, DEADLINE_EXCEEDED,
+NOT_FOUND while the model registers, ...); the model's own errors (INTERNAL: e.g. input it refused) are not retried;
 a circuit breaker fails fast while the teacher keeps failing.
 """
 
@@ -29,11 +29,9 @@ logger = logging.getLogger(__name__)
 TEACHER_LATENCY = Histogram("recdistill_worker_teacher_seconds", "Latency of one Triton request")
 TEACHER_ROWS = Counter("recdistill_worker_teacher_rows", "Contexts sent to the teacher")
 TEACHER_RETRIES = Counter("recdistill_worker_teacher_retries", "Retried Triton requests")
-RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED")
-# While Triton (re)starts, the port answers before the model is registered ("... is not found") or
-# loaded ("... has no available versions"); a wrong model name ends up here too and fails after the
-# retries with this message.
-NOT_LOADED = "Request for unknown model"
+# Retried by gRPC status code: transient transport or load states. NOT_FOUND too: while Triton (re)starts,
+# its port answers before the model is registered; a wrong model name fails after the retries.
+RETRYABLE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "NOT_FOUND"})
 
 
 class TeacherError(RecDistillError):
@@ -117,8 +115,8 @@ class TeacherClient:
                     settings.model_name, infer_inputs(tensors, self._aio),
                     outputs=[self._aio.InferRequestedOutput(TEACHER_OUTPUT)], client_timeout=settings.timeout_s)
             except InferenceServerException as exc:
-                status = str(exc.status() or "")
-                if not any(code in status for code in RETRYABLE) and NOT_LOADED not in (exc.message() or ""):
+                status = str(exc.status() or "").rsplit(".", 1)[-1]  # "StatusCode.UNAVAILABLE" -> "UNAVAILABLE"
+                if status not in RETRYABLE:
                     raise TeacherError(f"teacher refused the request: {exc.message()}") from None
                 self.breaker.failure()
                 if attempt == settings.retries:

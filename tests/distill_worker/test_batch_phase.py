@@ -11,10 +11,8 @@ import pytest
 import torch
 
 from distill_worker.batch import publish_and_promote, run_batch
-from distill_worker.promote import GateConfig
-from distill_worker.settings import TeacherClientSettings, WorkerSettings
+from distill_worker.settings import DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings
 from distill_worker.student import StudentConfig, StudentModel
-from distill_worker.trainer import DistillConfig
 from recdistill.core.artifact import read_manifest, read_state
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
@@ -29,36 +27,37 @@ async def test_batch_phase_labels_trains_gates_and_promotes(
     triton_teacher: RunningTriton, ml100k: PreparedDataset, registry: Path, tmp_path: Path
 ) -> None:
     settings = WorkerSettings(data=ml100k.directory, registry=registry, state_dir=tmp_path / "state",
-                              max_train_events=3_000, max_holdout_events=2_000, admin_token=TOKEN)
-    teacher = TeacherClientSettings(url=triton_teacher.grpc_url, teacher_version="tiny-1")
-    distill = DistillConfig(epochs=2, patience=1)
+                              max_train_events=3_000, max_holdout_events=2_000, admin_token=TOKEN,
+                              teacher=TeacherClientSettings(url=triton_teacher.grpc_url, teacher_version="tiny-1"),
+                              distill=DistillConfig(epochs=2, patience=1), gate=GateConfig(auc_tolerance=1.0))
     async with run_server(make_settings(registry, tmp_path)) as server, \
             httpx.AsyncClient(base_url=server.http_url) as client:
         settings.server_url = server.http_url
-        report = await run_batch(settings, teacher, distill, StudentConfig(), GateConfig(auc_tolerance=1.0))
+        report = await run_batch(settings, StudentConfig())
         version = report["published"]
         assert version is not None, report["gate"]
         served = await client.post("/v1/rank", content=(Path(__file__).parents[2] / "examples" /
                                                         "rank_request.json").read_bytes())
         assert served.json()["model_version"] == version
-    assert read_state(registry)["active"] == version
+    assert read_state(registry).active == version
     manifest = read_manifest(registry, version)
-    assert manifest["teacher_version"] == "tiny-1"
-    assert manifest["metrics"]["parity_max_abs_diff"] <= 1e-5
+    assert manifest.teacher_version == "tiny-1"
+    assert manifest.metrics["parity_max_abs_diff"] <= 1e-5
     assert report["gate"]["accepted"]
     assert report["label_hit_rate"] == 0.0
     assert np.isfinite(report["calibration"]["ece_after"])
     assert np.isfinite(report["test"]["auc"])
 
     # A second labelling pass (another student, or a restart) is served from the store.
-    again = await run_batch(settings.model_copy(update={"server_url": None}), teacher,
-                            DistillConfig(epochs=1, patience=1), StudentConfig(), GateConfig(auc_tolerance=1.0))
+    again = await run_batch(settings.model_copy(update={"server_url": None,
+                                                        "distill": DistillConfig(epochs=1, patience=1)}))
     assert again["label_hit_rate"] == 1.0
 
 
 def test_a_worse_model_is_not_promoted(ml100k: PreparedDataset, registry: Path, tmp_path: Path) -> None:
     holdout = EncodedSplit.build(ml100k, Encoder(ml100k.schema, "student"), "valid", "slate", limit=2_000)
-    settings = WorkerSettings(data=ml100k.directory, registry=registry, state_dir=tmp_path / "state")
+    settings = WorkerSettings(data=ml100k.directory, registry=registry, state_dir=tmp_path / "state",
+                              gate=GateConfig(auc_tolerance=0.0))
     state_before = read_state(registry)
     # Worse than the active v1 by construction: every candidate gets the same score.
     torch.manual_seed(0)
@@ -67,7 +66,7 @@ def test_a_worse_model_is_not_promoted(ml100k: PreparedDataset, registry: Path, 
         for parameter in constant.serving_head.parameters():
             parameter.zero_()
     report: dict = {}
-    version = publish_and_promote(settings, constant.eval(), holdout, report, GateConfig(auc_tolerance=0.0))
+    version = publish_and_promote(settings, constant.eval(), holdout, report)
     active_auc = report["gate"]["metrics"]["active_holdout"]["auc"]
     assert active_auc > 0.5, "the active version ranks better than chance on the holdout"
     assert version is None
@@ -79,9 +78,9 @@ def test_a_worse_model_is_not_promoted(ml100k: PreparedDataset, registry: Path, 
 def test_the_latency_gate_refuses_a_slow_model(ml100k: PreparedDataset, registry: Path, tmp_path: Path) -> None:
     holdout = EncodedSplit.build(ml100k, Encoder(ml100k.schema, "student"), "valid", "slate", limit=500)
     settings = WorkerSettings(data=ml100k.directory, registry=tmp_path / "empty-registry",
-                              state_dir=tmp_path / "state")
+                              state_dir=tmp_path / "state", gate=GateConfig(latency_budget_ms=1e-6))
     report: dict = {}
     model = StudentModel(ml100k.schema, StudentConfig()).eval()
-    assert publish_and_promote(settings, model, holdout, report, GateConfig(latency_budget_ms=1e-6)) is None
+    assert publish_and_promote(settings, model, holdout, report) is None
     assert any("p99" in reason for reason in report["gate"]["reasons"])
     assert json.dumps(report["gate"])  # the reason is reportable as it is

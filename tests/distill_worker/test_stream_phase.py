@@ -11,11 +11,9 @@ import pytest
 
 from distill_worker.batch import publish_and_promote
 from distill_worker.labels import LabelStore
-from distill_worker.promote import GateConfig
-from distill_worker.settings import TeacherClientSettings, WorkerSettings
-from distill_worker.stream import CONSUMER, StreamConfig, StreamWorker, stream_main
+from distill_worker.settings import DistillConfig, GateConfig, StreamConfig, TeacherClientSettings, WorkerSettings
+from distill_worker.stream import CONSUMER, StreamPhase, stream_main
 from distill_worker.teacher_client import TeacherClient
-from distill_worker.trainer import DistillConfig
 from recdistill.core.artifact import read_state
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
@@ -57,40 +55,41 @@ async def test_stream_trains_each_record_once_across_kills_and_promotes(
     holdout = EncodedSplit.build(ml100k, Encoder(ml100k.schema, "student"), "valid", "slate", limit=1_000)
     settings = make_settings(registry, tmp_path, sampling_rate=1.0)
     worker_settings = WorkerSettings(data=ml100k.directory, registry=registry, state_dir=state_dir,
-                                     server_url=f"http://{settings.host}:{settings.port}",
-                                     admin_token=TOKEN)
+                                     server_url=f"http://{settings.host}:{settings.port}", admin_token=TOKEN,
+                                     samples=samples, gate=GateConfig(auc_tolerance=1.0),
+                                     teacher=teacher.settings)
 
     def publisher(model):  # noqa: ANN001, ANN202
-        return publish_and_promote(worker_settings, model, holdout, {}, GateConfig(auc_tolerance=1.0))
+        return publish_and_promote(worker_settings, model, holdout, {})
 
-    def new_worker() -> StreamWorker:
-        return StreamWorker(ml100k, samples, state_dir, teacher, store, distill, config, publisher=publisher)
+    def new_worker() -> StreamPhase:
+        return StreamPhase(ml100k, samples, state_dir, distill, config, teacher, store, publisher=publisher)
 
     try:
         async with run_server(settings) as server, httpx.AsyncClient(base_url=server.http_url) as client:
             await _replay(client, ml100k, first, feedback_for=set(first[:10]))
             worker = new_worker()
             step = await worker.step(now=FAR_FUTURE)
-            assert step["trained"] == 30
+            assert step.trained == 30
             assert worker.state.feedback_joined == 10
 
             await _replay(client, ml100k, second, feedback_for=set(second[:5]))
             # Killed after training but before its checkpoint: the next worker redoes that work.
             crashed = new_worker()
-            crashed.consume()
-            await crashed.train_ready(FAR_FUTURE)
+            crashed.consumer.consume()
+            await crashed.train_due(FAR_FUTURE)
             del crashed
             # Killed after the checkpoint but before committing the offsets to the log.
             resumed = new_worker()
             assert resumed.state.examples_trained == 30
-            resumed.consume()
-            assert await resumed.train_ready(FAR_FUTURE) == 30
+            resumed.consumer.consume()
+            assert await resumed.train_due(FAR_FUTURE) == 30
             resumed.checkpoint()
             del resumed
             final = new_worker()
             step = await final.step(now=FAR_FUTURE)
-            assert step["read"] == 0
-            assert step["trained"] == 0
+            assert step.read == 0
+            assert step.trained == 0
             state = final.state
             assert state.examples_trained == 60, "every sampled request trained exactly once"
             assert state.records_consumed == _total_records(samples) == 60 + 15
@@ -111,7 +110,7 @@ async def test_stream_trains_each_record_once_across_kills_and_promotes(
             assert versions, published
             check = ml100k.to_request(events[0], "slate") | {"request_id": "after-promotion"}
             served = await client.post("/v1/rank", json=check)
-            assert served.json()["model_version"] == versions[-1] == read_state(registry)["active"]
+            assert served.json()["model_version"] == versions[-1] == read_state(registry).active
     finally:
         await teacher.close()
         store.close()
@@ -121,8 +120,7 @@ async def test_stream_trains_each_record_once_across_kills_and_promotes(
                                                "max_holdout_events": 500})
     (tmp_path / "worker-2").mkdir()
     (state_dir / "labels.sqlite").rename(tmp_path / "worker-2" / "labels.sqlite")
-    report = await stream_main(fresh, TeacherClientSettings(url=triton_teacher.grpc_url, teacher_version="tiny-1"),
-                               distill, samples, steps=1, config=StreamConfig(join_window_s=0.0))
+    report, _ = await stream_main(fresh.model_copy(update={"stream": StreamConfig(join_window_s=0.0)}), steps=1)
     assert report["examples_trained"] == 61  # the 60 replayed requests and the check after the promotion
     assert report["label_hit_rate"] == pytest.approx(60 / 61)  # only the check request is new to the store
 
@@ -142,7 +140,7 @@ async def test_teacher_down_fails_the_step_and_loses_nothing(
     dead = TeacherClient(TeacherClientSettings(url=f"127.0.0.1:{free_port()}", retries=1, backoff_base_s=0.05,
                                                timeout_s=2), encoder)
     config = StreamConfig(join_window_s=0.0)
-    worker = StreamWorker(ml100k, samples, state_dir, dead, store, DistillConfig(), config)
+    worker = StreamPhase(ml100k, samples, state_dir, DistillConfig(), config, dead, store)
     with pytest.raises(TeacherError):
         await worker.step(now=FAR_FUTURE)
     await dead.close()
@@ -150,12 +148,12 @@ async def test_teacher_down_fails_the_step_and_loses_nothing(
     live = TeacherClient(TeacherClientSettings(url=triton_teacher.grpc_url, teacher_version="tiny-1",
                                                teacher_data_end_ts=0.0), encoder)
     try:
-        recovered = StreamWorker(ml100k, samples, state_dir, live, store, DistillConfig(), config)
+        recovered = StreamPhase(ml100k, samples, state_dir, DistillConfig(), config, live, store)
         step = await recovered.step(now=FAR_FUTURE)
     finally:
         await live.close()
         store.close()
-    assert step["trained"] == 20
+    assert step.trained == 20
     assert recovered.state.records_consumed == _total_records(samples) == 24
     assert recovered.state.feedback_joined == 4
     from distill_worker.stream import TEACHER_LAG
@@ -173,20 +171,20 @@ async def test_batch_then_stream_promotes_twice(
     server_settings = make_settings(registry, tmp_path, sampling_rate=1.0)
     url = f"http://{server_settings.host}:{server_settings.port}"
     settings = WorkerSettings(data=ml100k.directory, registry=registry, state_dir=state_dir, server_url=url,
-                              admin_token=TOKEN, max_train_events=2_000, max_holdout_events=1_000)
-    teacher = TeacherClientSettings(url=triton_teacher.grpc_url, teacher_version="tiny-1")
+                              admin_token=TOKEN, max_train_events=2_000, max_holdout_events=1_000,
+                              samples=tmp_path / "samples", gate=GateConfig(auc_tolerance=1.0),
+                              teacher=TeacherClientSettings(url=triton_teacher.grpc_url, teacher_version="tiny-1"),
+                              distill=DistillConfig(epochs=1, patience=1),
+                              stream=StreamConfig(join_window_s=0.0, export_every=20))
     async with run_server(server_settings) as server, httpx.AsyncClient(base_url=server.http_url) as client:
-        batch = await run_batch(settings, teacher, DistillConfig(epochs=1, patience=1), gate_config=GateConfig(
-            auc_tolerance=1.0))
+        batch = await run_batch(settings)
         assert batch["published"] is not None
         assert (state_dir / BATCH_STUDENT).exists()
         await _replay(client, ml100k, ml100k.split("test")[200:230].tolist(), feedback_for=set())
-        report = await stream_main(settings, teacher, DistillConfig(), tmp_path / "samples", steps=1,
-                                   config=StreamConfig(join_window_s=0.0, export_every=20),
-                                   gate_config=GateConfig(auc_tolerance=1.0))
+        report, _ = await stream_main(settings, steps=1)
         served = (await client.post("/v1/rank", json=ml100k.to_request(0, "slate") | {"request_id": "x"})).json()
     assert report["examples_trained"] == 30
     versions = report["versions_promoted"]
     assert len(versions) == 1
     assert versions[0] != batch["published"]
-    assert served["model_version"] == versions[0] == read_state(registry)["active"]
+    assert served["model_version"] == versions[0] == read_state(registry).active

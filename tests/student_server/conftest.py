@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import uvicorn
 
+from recdistill.core.contracts.records import SampleRecord, decode_record
 from recdistill.core.processes import free_port
+from recdistill.core.samplelog import SampleLog
 from student_server.app import create_app
 from student_server.http_protocol import CoalescingHttpToolsProtocol
 from student_server.settings import StudentSettings
@@ -48,7 +50,7 @@ async def run_server(settings: StudentSettings) -> AsyncIterator[RunningServer]:
 def make_settings(registry: Path, tmp_path: Path, **overrides: object) -> StudentSettings:
     values: dict[str, object] = {
         "registry": registry, "port": free_port(), "grpc_port": free_port(), "admin_token": TOKEN,
-        "sample_log": tmp_path / "samples", "warmup_runs": 2, "state_poll_s": 0.2,
+        "sample_log": tmp_path / "samples", "warmup_runs": 2, "state_poll_s": 0.2, "server_id": "test",
     }
     return StudentSettings(**(values | overrides))
 
@@ -58,3 +60,8 @@ def onnx_scores(registry: Path, version: str, tensors: dict[str, np.ndarray]) ->
 
     session = ort.InferenceSession(str(registry / version / "model.onnx"), providers=["CPUExecutionProvider"])
     return session.run(None, tensors)[0]
+
+
+def sampled_records(sample_log: Path, partition: str = "test-0") -> list[SampleRecord]:
+    """Every record one partition of the sample log holds, decoded as the worker decodes them."""
+    return [decode_record(payload) for _, payload in SampleLog(sample_log / partition).read(0, 1 << 30)]

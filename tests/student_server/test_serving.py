@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 
 import grpc
@@ -13,11 +14,12 @@ import pytest
 
 from recdistill.core._proto import ranking_pb2, ranking_pb2_grpc
 from recdistill.core.contracts.rank_grpc import request_from_dict
+from recdistill.core.contracts.records import RECORD_FORMAT, FeedbackRecord, SampledRequest
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.features.request import parse_rank_request
 from recdistill.core.samplelog import SampleLog
-from tests.student_server.conftest import TOKEN, make_settings, onnx_scores, run_server
+from tests.student_server.conftest import TOKEN, make_settings, onnx_scores, run_server, sampled_records
 
 pytestmark = pytest.mark.integration
 EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.json"
@@ -107,17 +109,18 @@ async def test_sampled_requests_and_feedback_reach_the_sample_log(registry: Path
         async with grpc.aio.insecure_channel(server.grpc_target) as channel:
             await ranking_pb2_grpc.RankingStub(channel).Feedback(
                 ranking_pb2.FeedbackRequest(request_id="r4", item_id="50", label=0.0))
-    records = [r for _, r in SampleLog(tmp_path / "samples" / "p0").read(0)]
-    requests = [r for r in records if r["kind"] == "request"]
-    feedbacks = [r for r in records if r["kind"] == "feedback"]
-    assert [r["request_id"] for r in requests] == [f"r{i}" for i in range(5)]
+    records = sampled_records(tmp_path / "samples")
+    requests = [r for r in records if isinstance(r, SampledRequest)]
+    feedbacks = [r for r in records if isinstance(r, FeedbackRecord)]
+    assert [r.request_id for r in requests] == [f"r{i}" for i in range(5)]
     first = requests[0]
-    assert first["model_version"] == "v1"
-    assert first["sampling_probability"] == 1.0
-    assert len(first["scores"]) == len(first["positions"]) == 100
-    assert sorted(first["positions"]) == list(range(100))
-    assert first["request"]["history"][0]["item_id"] == body["history"][0]["item_id"]
-    assert [(f["request_id"], f["label"]) for f in feedbacks] == [("r3", 1.0), ("r4", 0.0)]
+    assert first.model_version == "v1"
+    assert first.format == RECORD_FORMAT
+    assert first.sampling_probability == 1.0
+    assert len(first.scores) == len(first.positions) == 100
+    assert sorted(first.positions) == list(range(100))
+    assert first.request.history[0].item_id == body["history"][0]["item_id"]
+    assert [(f.request_id, f.label) for f in feedbacks] == [("r3", 1.0), ("r4", 0.0)]
 
 
 async def test_long_histories_are_sampled_at_their_own_rate_and_say_so(registry: Path, tmp_path: Path) -> None:
@@ -129,12 +132,12 @@ async def test_long_histories_are_sampled_at_their_own_rate_and_say_so(registry:
         for i in range(200):
             request = (short if i % 2 else body) | {"request_id": f"r{i}"}
             assert (await client.post("/v1/rank", json=request)).status_code == 200
-    requests = [r for _, r in SampleLog(tmp_path / "samples" / "p0").read(0) if r["kind"] == "request"]
-    long_sampled = [r for r in requests if len(r["request"]["history"]) == 44]
-    short_sampled = [r for r in requests if len(r["request"]["history"]) == 10]
+    requests = [r for r in sampled_records(tmp_path / "samples") if isinstance(r, SampledRequest)]
+    long_sampled = [r for r in requests if len(r.request.history) == 44]
+    short_sampled = [r for r in requests if len(r.request.history) == 10]
     assert len(short_sampled) == 100
-    assert {r["sampling_probability"] for r in short_sampled} == {1.0}
-    assert {r["sampling_probability"] for r in long_sampled} == {0.5}
+    assert {r.sampling_probability for r in short_sampled} == {1.0}
+    assert {r.sampling_probability for r in long_sampled} == {0.5}
     assert 25 <= len(long_sampled) <= 75  # Binomial(100, 0.5): outside this with probability < 1e-6
 
 
@@ -167,3 +170,54 @@ async def test_openapi_documents_every_endpoint(registry: Path, tmp_path: Path) 
     assert {"user", "candidates"} <= set(request_schema["required"])
     assert "HistoryEvent" in json.dumps(request_schema["properties"]["history"])
     assert "RankResponse" in json.dumps(spec["paths"]["/v1/rank"]["post"]["responses"]["200"])
+
+
+async def test_a_full_feedback_queue_answers_503_with_retry_after(registry: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injected: a disk so slow that the sample-log writer is stuck in its first write."""
+    entered, release = threading.Event(), threading.Event()
+    real_append = SampleLog.append
+
+    def stuck_append(self: SampleLog, payloads: list[bytes]) -> int:
+        entered.set()
+        release.wait(30)
+        return real_append(self, payloads)
+
+    monkeypatch.setattr(SampleLog, "append", stuck_append)
+    settings = make_settings(registry, tmp_path, sample_queue=2)
+    feedback = {"request_id": "r", "item_id": "1", "label": 1}
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.http_url, timeout=30) as client:
+        sampler = server.server.config.loaded_app.app.api.state.service.sampler  # type: ignore[union-attr]
+        first = asyncio.create_task(client.post("/v1/feedback", json=feedback | {"item_id": "0"}))
+        assert await asyncio.to_thread(entered.wait, 10)
+        queued = [asyncio.create_task(client.post("/v1/feedback", json=feedback | {"item_id": str(i)}))
+                  for i in (1, 2)]
+        while sampler._queue.qsize() < 2:
+            await asyncio.sleep(0.01)
+        refused = await client.post("/v1/feedback", json=feedback | {"item_id": "3"})
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert "retry later" in refused.json()["error"]
+        async with grpc.aio.insecure_channel(server.grpc_target) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await ranking_pb2_grpc.RankingStub(channel).Feedback(
+                    ranking_pb2.FeedbackRequest(request_id="r", item_id="4", label=1.0))
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        release.set()
+        accepted = [await task for task in (first, *queued)]
+        assert [r.status_code for r in accepted] == [202, 202, 202]
+    monkeypatch.setattr(SampleLog, "append", real_append)
+    stored = [r for r in sampled_records(tmp_path / "samples") if isinstance(r, FeedbackRecord)]
+    # Every acknowledged record is stored, every refused one is not: 3 written = 3 read, 2 refused.
+    assert sorted(r.item_id for r in stored) == ["0", "1", "2"]
+
+
+async def test_a_restarted_server_appends_to_its_own_partition(registry: Path, tmp_path: Path) -> None:
+    body = json.loads(EXAMPLE.read_text())
+    for round_ in range(2):
+        settings = make_settings(registry, tmp_path, sampling_rate=1.0)
+        async with run_server(settings) as server, httpx.AsyncClient(base_url=server.http_url) as client:
+            assert (await client.post("/v1/rank", json=body | {"request_id": f"run{round_}"})).status_code == 200
+    partitions = sorted(p.name for p in (tmp_path / "samples").iterdir() if p.is_dir())
+    assert partitions == ["test-0"]
+    assert [r.request_id for r in sampled_records(tmp_path / "samples")] == ["run0", "run1"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -89,3 +90,17 @@ async def test_streamed_and_closing_responses_arrive_whole() -> None:
     finally:
         server.should_exit = True
         await task
+
+
+def test_uvicorn_is_pinned_below_the_next_minor_release() -> None:
+    """`CoalescingHttpToolsProtocol` subclasses a non-public uvicorn class: the dependency is bounded above,
+    and the installed uvicorn (the one these tests exercised) lies inside the bound."""
+    import tomllib
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    (requirement,) = [Requirement(r) for r in pyproject["project"]["dependencies"] if r.startswith("uvicorn")]
+    assert any(spec.operator == "<" for spec in requirement.specifier), "uvicorn needs an upper bound"
+    assert requirement.specifier.contains(version("uvicorn"))

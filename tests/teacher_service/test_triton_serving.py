@@ -15,7 +15,7 @@ import torch
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from recdistill.core.contracts.teacher import infer_inputs
+from recdistill.core.contracts.teacher import TeacherTensorSpec, infer_inputs, triton_model_config
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.synthetic import synthetic_requests
 from recdistill.core.features.encoder import MODEL_INPUTS, Encoder
@@ -43,11 +43,24 @@ def _slate_tensors(dataset: PreparedDataset, count: int, seed: int = 0) -> dict[
     return tensors
 
 
-def test_metadata_exposes_only_inputs_and_the_probability(triton_teacher: RunningTriton) -> None:
+def test_metadata_exposes_only_inputs_and_the_probability(triton_teacher: RunningTriton,
+                                                          ml100k: PreparedDataset) -> None:
     with grpcclient.InferenceServerClient(triton_teacher.grpc_url) as client:
         metadata = client.get_model_metadata("teacher", as_json=True)
     assert {i["name"] for i in metadata["inputs"]} == set(MODEL_INPUTS)
     assert [o["name"] for o in metadata["outputs"]] == ["probability"]
+    # What Triton serves is the tensor spec the contract declares (batch dimension first).
+    spec = TeacherTensorSpec.from_schema(ml100k.schema)
+    served = {i["name"]: (i["datatype"], [int(d) for d in i["shape"]]) for i in metadata["inputs"]}
+    assert served == {s.name: (s.dtype, [-1, *s.dims]) for s in spec.inputs}
+
+
+def test_the_deploy_model_config_is_generated_from_the_tensor_spec(ml100k: PreparedDataset) -> None:
+    """deploy/triton/teacher/config.pbtxt is `recdistill teacher triton-config` output, kept current."""
+    deployed = (Path(__file__).parents[2] / "deploy" / "triton" / "teacher" / "config.pbtxt").read_text()
+    assert deployed == triton_model_config(TeacherTensorSpec.from_schema(ml100k.schema)), \
+        "regenerate it: recdistill teacher triton-config --schema data/ml-100k/features.json " \
+        "--out deploy/triton/teacher/config.pbtxt"
 
 
 def test_scores_match_the_model_in_process(triton_teacher: RunningTriton, ml100k: PreparedDataset,

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from benchmarks import student_bench, teacher_bench, worker_bench
+from benchmarks import samplelog_bench, student_bench, teacher_bench, worker_bench
 from benchmarks.results import Results
 from recdistill.core.data.dataset import PreparedDataset
 
@@ -27,7 +27,7 @@ def main() -> None:
         prepare(load_movielens_100k(), args.data)
     dataset = PreparedDataset(args.data)
     results = Results(command="make bench" + (" (--quick)" if args.quick else ""))
-    for section in (student_bench, teacher_bench, worker_bench):
+    for section in (student_bench, teacher_bench, worker_bench, samplelog_bench):
         section.run(results, dataset, args.quick)
     results.write(args.out / "BENCHMARKS.md", args.out / "BENCHMARKS.json")
     print((args.out / "BENCHMARKS.md").read_text())  # noqa: T201

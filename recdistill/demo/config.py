@@ -52,10 +52,14 @@ class DemoConfig:
 
 
 FULL = DemoConfig()
+# The loop in about a minute and a half: the serving scenario (slate) only, a tiny teacher trained at a
+# high rate (valid AUC ~0.76 after 5 epochs on 20k events, well above the quick baseline student's), one
+# seed, a short replay.
 QUICK = DemoConfig(
-    seeds=1, teacher_size="tiny", teacher_epochs=2, teacher_max_train_events=20_000, student_epochs=4,
-    student_patience=1, student_batch_size=512, max_train_events=20_000, max_holdout_events=3_000, ablation_seeds=1,
-    replay_events=1_500, gate_holdout_events=1_000, replay_rate=100.0, export_every=300, bootstrap_samples=50,
+    seeds=1, tasks=("slate",), teacher_size="tiny", teacher_epochs=5, teacher_lr=8e-3,
+    teacher_max_train_events=20_000, student_epochs=4, student_patience=1, student_batch_size=512,
+    max_train_events=12_000, max_holdout_events=2_000, ablation_seeds=1, replay_events=1_000,
+    gate_holdout_events=1_000, replay_rate=100.0, export_every=300, bootstrap_samples=50,
 )
 
 

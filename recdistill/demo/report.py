@@ -144,7 +144,8 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
         "transferability": ratio,
         "transferability_std": ratio_std,
         "transferability_per_seed": [None if r is None else round(r, 4) for r in ratios],
-        "transferability_ci95": bootstrap_transferability(
+        # No interval around a ratio that is undefined (a teacher gain under the noise floor).
+        "transferability_ci95": None if ratio is None else bootstrap_transferability(
             test.labels, np.ones(test.labels.shape, dtype=bool), experiment.teacher_test_scores,
             [b.test_scores for b in baselines], [d.test_scores for d in students], config.bootstrap_samples,
             config.min_teacher_gain),
@@ -253,11 +254,17 @@ def render_markdown(report: dict[str, Any]) -> str:
                   _metric_row(f"distilled student ({summary['student_distilled']['seeds']} seeds)",
                               summary["student_distilled"], keys), ""]
         ci = summary["transferability_ci95"]
-        lines += [f"Teacher gain over the baseline: {_fmt(summary['teacher_gain_auc'])} test AUC. "
-                  f"**Transferability {_fmt(summary['transferability'], 3)} ± {_fmt(summary['transferability_std'], 3)}"
-                  f"** (mean ± std over seeds; per seed {summary['transferability_per_seed']}; bootstrap 95% "
-                  f"interval of the seed-mean [{_fmt(ci['low'], 3)}, {_fmt(ci['high'], 3)}] over "
-                  f"{ci['samples']} resamples of test events).", ""]
+        if ci is None:
+            lines += [f"Teacher gain over the baseline: {_fmt(summary['teacher_gain_auc'])} test AUC, under the "
+                      f"noise floor of {report['config']['min_teacher_gain']}: **transferability undefined** (no "
+                      "ratio and no interval are reported).", ""]
+        else:
+            lines += [f"Teacher gain over the baseline: {_fmt(summary['teacher_gain_auc'])} test AUC. "
+                      f"**Transferability {_fmt(summary['transferability'], 3)} ± "
+                      f"{_fmt(summary['transferability_std'], 3)}** (mean ± std over seeds; per seed "
+                      f"{summary['transferability_per_seed']}; bootstrap 95% interval of the seed-mean "
+                      f"[{_fmt(ci['low'], 3)}, {_fmt(ci['high'], 3)}] over {ci['samples']} resamples of test "
+                      "events).", ""]
         for title, rows in (("Ablations", summary.get("ablations")), ("Controls", summary.get("controls"))):
             if not rows:
                 continue
@@ -301,7 +308,7 @@ def print_summary(report: dict[str, Any]) -> None:
         table.add_row(task, _fmt(s["teacher"]["auc"]), _fmt(s["student_baseline"]["auc"]),
                       _fmt(s["student_distilled"]["auc"]),
                       f"{_fmt(s['transferability'], 3)} ± {_fmt(s['transferability_std'], 3)}",
-                      f"[{_fmt(ci['low'], 3)}, {_fmt(ci['high'], 3)}]")
+                      "n/a" if ci is None else f"[{_fmt(ci['low'], 3)}, {_fmt(ci['high'], 3)}]")
     Console().print(table)
     if report["serving"]:
         serving = report["serving"]

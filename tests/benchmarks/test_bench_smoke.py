@@ -20,10 +20,11 @@ def test_quick_bench_writes_every_section(ml100k_dir: Path, tmp_path: Path) -> N
                    cwd=ROOT, check=True, capture_output=True, text=True, timeout=600)
     results = json.loads((tmp_path / "BENCHMARKS.json").read_text())
     sections = {row["section"] for row in results["rows"]}
-    assert len(sections) == 3
+    assert len(sections) == 4
     for row in results["rows"]:
         assert math.isfinite(row["value"]), row
         assert row["command"], row
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
     assert "plain FastAPI" in markdown
     assert "history 20,000" in markdown
+    assert "64 MiB segment" in markdown

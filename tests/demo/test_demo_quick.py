@@ -52,14 +52,13 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path) -> None:
     assert "non_finite" not in report
     for path, number in _numbers(report):
         assert math.isfinite(number), path
-    for task in ("slate", "ctr"):
-        summary = report["tasks"][task]
-        assert summary["teacher"]["auc"] > 0.5
-        # The ratio is either defined, or withheld because the teacher's gain is below the noise.
-        if summary["transferability"] is None:
-            assert summary["teacher_gain_auc"] < report["config"]["min_teacher_gain"]
-        else:
-            assert math.isfinite(summary["transferability"])
+    assert list(report["tasks"]) == ["slate"], "quick mode runs the serving scenario only"
+    summary = report["tasks"]["slate"]
+    # The loop it advertises: a teacher that beats the baseline student, so a ratio that is defined.
+    assert summary["teacher_gain_auc"] >= report["config"]["min_teacher_gain"], summary["teacher_gain_auc"]
+    assert math.isfinite(summary["transferability"])
+    ci = summary["transferability_ci95"]
+    assert ci["low"] <= ci["high"]
     names = {row["name"] for row in report["ablations"]}
     assert {"plain_kd", "no_calibration", "no_unexposed_labels", "batch_only", "stream_no_ipw",
             "stream_no_position_tower"} <= names
@@ -76,10 +75,14 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path) -> None:
 
     versions = report["tasks"]["slate"]["promoted_versions"]
     assert versions[0]["phase"] == "baseline"
+    # At least one distilled version (the batch student or a streamed one) passed the gate and was
+    # hot-swapped in while the replay was being served, without a failed request.
+    swapped = [v for v in versions[1:] if v["phase"] in ("batch", "stream") and v["at_s"] > 0]
+    assert swapped, versions
+    assert serving["swaps"] == len(versions) - 1 >= 1
     registry = {p.name for p in (out / "registry").iterdir() if p.is_dir()}
     assert {v["version"] for v in versions} <= registry
     assert (out / "teacher" / "slate" / "manifest.json").exists()
-    assert (out / "teacher" / "ctr" / "manifest.json").exists()
     for plot in ("calibration.png", "auc_per_version.png", "latency.png"):
         assert (out / plot).stat().st_size > 1_000
     assert "Transferability" in (out / "report.md").read_text()

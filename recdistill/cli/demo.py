@@ -8,8 +8,8 @@ import typer
 
 
 def demo_command(
-    quick: bool = typer.Option(False, "--quick", help="A small run (the slate task, a tiny teacher, one seed, short replay): "
-                                                      "closes the loop end to end in about 90 seconds."),
+    quick: bool = typer.Option(False, "--quick", help="A small run (the slate task, a tiny teacher, one seed, "
+                                                      "a short replay): the loop end to end in about 90 seconds."),
     seeds: int | None = typer.Option(None, min=1, help="Paired seeds (baseline and distilled); default 3, "
                                                         "1 with --quick."),
     dataset: str = typer.Option("ml-100k", help="ml-100k, csv:PATH or parquet:PATH"),

@@ -14,9 +14,9 @@ import onnxruntime as ort
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
+from recdistill.core.contracts.onnx import session_options
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.features.schema import FeatureSchema
-from student_server.scoring import session_options
 
 
 def _load(registry: Path, version: str) -> tuple[Encoder, ort.InferenceSession]:

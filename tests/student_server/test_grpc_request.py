@@ -11,9 +11,10 @@ import pytest
 
 from recdistill.core._proto import ranking_pb2
 from recdistill.core.contracts.rank_grpc import request_from_dict, request_from_message
+from recdistill.core.contracts.records import SampledRequest, decode_record, encode_record
 from recdistill.core.errors import ValidationError
 from recdistill.core.features.encoder import Encoder
-from recdistill.core.features.request import MAX_CANDIDATES, parse_rank_request, request_to_builtins
+from recdistill.core.features.request import MAX_CANDIDATES, parse_rank_request
 from recdistill.core.features.schema import FeatureSchema
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.json"
@@ -32,8 +33,10 @@ def test_message_and_json_encode_to_the_same_tensors(ml100k_dir: Path) -> None:
     message_tensors, _ = encoder.encode_requests([from_message], now=1.0)
     for name, array in json_tensors.items():
         np.testing.assert_array_equal(message_tensors[name], array, err_msg=name)
-    # What the sample log stores for a gRPC request parses back as a JSON request would.
-    assert parse_rank_request(request_to_builtins(from_message)) == from_message
+    # What the sample log stores for a gRPC request decodes back to the same request.
+    record = SampledRequest(request_id="r", ts=1.0, request_ts=1.0, model_version="v", sampling_probability=1.0,
+                            request=from_message, student_view="student", scores=[], positions=[])
+    assert decode_record(encode_record(record)).request == from_message
 
 
 @pytest.mark.parametrize(

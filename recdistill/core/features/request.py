@@ -96,11 +96,6 @@ def parse_rank_request(body: bytes | str | dict[str, Any]) -> RankRequest:
         raise ValidationError("body", f"not valid JSON: {exc}") from None
 
 
-def request_to_builtins(request: RankRequest) -> dict[str, Any]:
-    """The request as JSON-ready builtins (absent optional fields left out), e.g. for the sample log."""
-    return msgspec.to_builtins(request)
-
-
 def rank_request_json_schema(ref_template: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(schema of RankRequest, the component schemas it refers to) for OpenAPI documents."""
     (schema,), components = msgspec.json.schema_components([RankRequest], ref_template=ref_template)

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -78,34 +78,33 @@ def publish_version(registry: Path, version: str, onnx_model: bytes, schema_hash
     return target
 
 
+T = TypeVar("T", Manifest, RegistryState)
+
+
+def _read_versioned(path: Path, kind: type[T], known_format: int, what: str) -> T:
+    """Decode a versioned registry file; a format this reader does not know is refused by name."""
+    try:
+        data = path.read_bytes()
+        found = msgspec.json.decode(data, type=dict).get("format", known_format)
+        if found != known_format:
+            raise ArtifactError(f"{what}: format {found} is not supported (this reader knows {known_format})")
+        return msgspec.json.decode(data, type=kind)
+    except (OSError, msgspec.DecodeError) as exc:
+        raise ArtifactError(f"{what}: unreadable ({exc})") from None
+
+
 def read_manifest(registry: Path, version: str) -> Manifest:
     path = registry / check_version_name(version) / "manifest.json"
     if not path.is_file():
         raise VersionNotFoundError(f"version {version} not found in the registry")
-    try:
-        data = path.read_bytes()
-        found = msgspec.json.decode(data, type=dict).get("format", MANIFEST_FORMAT)
-        if found != MANIFEST_FORMAT:
-            raise ArtifactError(f"version {version}: manifest format {found} is not supported "
-                                f"(this reader knows {MANIFEST_FORMAT})")
-        return msgspec.json.decode(data, type=Manifest)
-    except (OSError, msgspec.DecodeError) as exc:
-        raise ArtifactError(f"version {version}: unreadable manifest ({exc})") from None
+    return _read_versioned(path, Manifest, MANIFEST_FORMAT, f"version {version}: manifest")
 
 
 def read_state(registry: Path) -> RegistryState:
     path = registry / "state.json"
     if not path.exists():
         return RegistryState()
-    try:
-        data = path.read_bytes()
-        found = msgspec.json.decode(data, type=dict).get("format", STATE_FORMAT)
-        if found != STATE_FORMAT:
-            raise ArtifactError(f"{path}: registry state format {found} is not supported "
-                                f"(this reader knows {STATE_FORMAT})")
-        return msgspec.json.decode(data, type=RegistryState)
-    except (OSError, msgspec.DecodeError) as exc:
-        raise ArtifactError(f"{path}: unreadable registry state ({exc})") from None
+    return _read_versioned(path, RegistryState, STATE_FORMAT, f"{path}: registry state")
 
 
 def write_state(registry: Path, state: RegistryState) -> None:

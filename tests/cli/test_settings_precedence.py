@@ -68,7 +68,8 @@ def test_a_config_file_sits_between_the_defaults_and_the_environment(recorded: d
     assert recorded.pop("teacher").grpc_port == 9200
 
 
-def test_worker_sections_come_from_the_environment_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_sections_come_from_the_file_the_environment_and_flags(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
     from distill_worker.settings import WorkerSettings
     from recdistill.core.settings import load_settings
 
@@ -81,6 +82,13 @@ def test_worker_sections_come_from_the_environment_and_flags(monkeypatch: pytest
     assert settings.gate.auc_tolerance == 0.01
     assert (settings.stream.export_every, settings.stream.lr) == (77, 0.5)  # env and flag merge in a section
     assert settings.teacher.url == "10.0.0.1:8001"
+    config = tmp_path / "recdistill.toml"
+    config.write_text('[worker]\ncalibration = "isotonic"\n[worker.gate]\nauc_tolerance = 0.5\nlatency_runs = 9\n')
+    from_file = load_settings(WorkerSettings, config, "worker", gate={"latency_budget_ms": 7.0})
+    assert from_file.calibration == "isotonic"
+    # Within a section: the environment beats the file, a flag adds to both, the rest stays default.
+    assert (from_file.gate.auc_tolerance, from_file.gate.latency_runs, from_file.gate.latency_budget_ms) == \
+        (0.01, 9, 7.0)
 
 
 def test_a_bad_choice_is_a_usage_error_naming_the_option(tmp_path: Path) -> None:

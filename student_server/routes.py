@@ -8,6 +8,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field, StrictFloat, StrictInt, StrictStr
 
+from recdistill.core.features.request import REQUEST_ID_MAX_LENGTH, TS_MAX
 from student_server import metrics
 from student_server.service import RankingService
 
@@ -15,10 +16,11 @@ router = APIRouter()
 
 
 class Feedback(BaseModel):
-    request_id: StrictStr
-    item_id: StrictStr | StrictInt
-    label: StrictFloat | StrictInt = Field(description="0 or 1 (or a probability)")
-    ts: StrictFloat | StrictInt | None = Field(default=None, description="when it happened, unix seconds")
+    request_id: StrictStr = Field(min_length=1, max_length=REQUEST_ID_MAX_LENGTH)
+    item_id: StrictStr | StrictInt = Field(union_mode="left_to_right")
+    label: StrictFloat | StrictInt = Field(ge=0, le=1, allow_inf_nan=False, description="0 or 1 (or a probability)")
+    ts: StrictFloat | StrictInt | None = Field(default=None, ge=0, le=TS_MAX, allow_inf_nan=False,
+                                               description="when it happened, unix seconds")
 
 
 def _service(request: Request) -> RankingService:

@@ -35,6 +35,16 @@ SMALL = GOOD | {"candidates": GOOD["candidates"][:10]}  # within the limits the 
         (json.dumps(SMALL | {"candidates": [{"item_id": 1, "features": {"genres": "Drama"}}]}).encode(), 422,
          "candidates.0.features.genres"),
         (b"x" * 300_000, 413, None),
+        # Valid JSON that no encoder can use: refused at the edge, never a 500 or a null score.
+        (json.dumps(SMALL | {"user": {"user_id": 1, "age": 10**400}}).encode(), 422, "user.age"),
+        (json.dumps(SMALL | {"user": {"user_id": 2**64}}).encode(), 422, "user.user_id"),
+        (json.dumps(SMALL | {"context": {"ts": 10**400}}).encode(), 422, "context.ts"),
+        (json.dumps(SMALL | {"history": [{"item_id": 1, "ts": -1}]}).encode(), 422, "history.0.ts"),
+        (json.dumps(SMALL).replace('"candidates": [', '"candidates": [{"item_id": 1, "features": '
+                                   '{"release_year": 1e999}}, ', 1).encode(), 422,
+         "candidates.0.features.release_year"),
+        (json.dumps(SMALL)[:-1].encode() + b', "context": {"x": ' + b"[" * 2_000 + b"]" * 2_000 + b"}}", 422,
+         "body"),
     ],
 )
 async def test_bad_rank_requests_get_a_precise_4xx(registry: Path, tmp_path: Path, body: bytes, status: int,
@@ -91,6 +101,19 @@ async def test_bad_feedback_names_the_field(registry: Path, tmp_path: Path) -> N
         response = await client.post("/v1/feedback", json={"request_id": "r", "item_id": "1", "label": "yes"})
         assert response.status_code == 422
         assert response.json()["field"] == "label"
+        good = {"request_id": "r", "item_id": "1", "label": 1}
+        for bad, field in ((b'"label": ' + b"9" * 401, "label"), (b'"ts": -1', "ts"), (b'"ts": 1e999', "ts"),
+                           (b'"request_id": "' + b"r" * 200 + b'"', "request_id")):
+            body = json.dumps(good)[:-1].encode() + b", " + bad + b"}"
+            response = await client.post("/v1/feedback", content=body,
+                                         headers={"content-type": "application/json"})
+            assert response.status_code == 422, (bad[:20], response.text)
+            assert response.json()["field"] == field
+        # A lone surrogate cannot be stored: refused alone, the next feedback is stored.
+        lone = b'{"request_id": "r\\ud800", "item_id": "1", "label": 1}'
+        response = await client.post("/v1/feedback", content=lone, headers={"content-type": "application/json"})
+        assert response.status_code == 422, response.text
+        assert (await client.post("/v1/feedback", json=good)).status_code == 202
 
 
 async def test_operator_api_needs_the_token_and_is_off_without_one(registry: Path, tmp_path: Path) -> None:

@@ -49,6 +49,15 @@ def test_message_and_json_encode_to_the_same_tensors(ml100k_dir: Path) -> None:
          "candidates"),
         (ranking_pb2.RankRequest(user=ranking_pb2.User(user_id="1"), candidates=[ranking_pb2.Candidate(item_id="1")],
                                  request_id="r" * 129), "request_id"),
+        (ranking_pb2.RankRequest(user=ranking_pb2.User(user_id="1", age=float("nan")),
+                                 candidates=[ranking_pb2.Candidate(item_id="1")]), "user.age"),
+        (ranking_pb2.RankRequest(user=ranking_pb2.User(user_id="1"), candidates=[ranking_pb2.Candidate(
+            item_id="1", features=ranking_pb2.ItemFeatures(release_year=float("inf")))]),
+         "candidates.0.features.release_year"),
+        (ranking_pb2.RankRequest(user=ranking_pb2.User(user_id="1"), candidates=[ranking_pb2.Candidate(item_id="1")],
+                                 history=[ranking_pb2.HistoryEvent(item_id="2", ts=-1.0)]), "history.0.ts"),
+        (ranking_pb2.RankRequest(user=ranking_pb2.User(user_id="1"), candidates=[ranking_pb2.Candidate(item_id="1")],
+                                 context=ranking_pb2.Context(ts=1e300)), "context.ts"),
     ],
 )
 def test_message_constraints_name_the_field(message: ranking_pb2.RankRequest, field: str) -> None:

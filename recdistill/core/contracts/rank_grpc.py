@@ -11,7 +11,9 @@ from recdistill.core.errors import ValidationError
 from recdistill.core.features.request import (
     MAX_CANDIDATES,
     MAX_HISTORY_EVENTS,
+    NUMBER_BOUND,
     REQUEST_ID_MAX_LENGTH,
+    TS_MAX,
     Candidate,
     HistoryEvent,
     ItemFeatures,
@@ -41,28 +43,38 @@ def request_from_message(message: ranking_pb2.RankRequest) -> RankRequest:
     user = message.user
     return RankRequest(
         user=User(user_id=user.user_id,
-                  age=user.age if user.HasField("age") else None,
+                  age=_bounded(user.age, "user.age", -NUMBER_BOUND) if user.HasField("age") else None,
                   gender=user.gender if user.HasField("gender") else None,
                   occupation=user.occupation if user.HasField("occupation") else None,
                   zip_code=user.zip_code if user.HasField("zip_code") else None),
         history=[HistoryEvent(item_id=event.item_id,
-                              ts=event.ts if event.HasField("ts") else None,
+                              ts=_bounded(event.ts, f"history.{i}.ts", 0, TS_MAX) if event.HasField("ts") else None,
                               action=event.action if event.HasField("action") else None)
-                 for event in message.history],
-        candidates=[Candidate(item_id=candidate.item_id, features=_features(candidate))
-                    for candidate in message.candidates],
+                 for i, event in enumerate(message.history)],
+        candidates=[Candidate(item_id=candidate.item_id, features=_features(candidate, i))
+                    for i, candidate in enumerate(message.candidates)],
         request_id=message.request_id if message.HasField("request_id") else None,
-        context=RequestContext(ts=message.context.ts if message.context.HasField("ts") else None)
+        context=RequestContext(ts=_bounded(message.context.ts, "context.ts", 0, TS_MAX)
+                               if message.context.HasField("ts") else None)
         if message.HasField("context") else None,
     )
 
 
-def _features(candidate: ranking_pb2.Candidate) -> ItemFeatures | None:
+def _bounded(value: float, field: str, low: float, high: float = NUMBER_BOUND) -> float:
+    """The JSON decoder's numeric bounds, for a protobuf double (which may also be NaN or infinite)."""
+    if not low <= value <= high:  # also false for NaN
+        raise ValidationError(field, f"{value} is not a finite number in [{low:g}, {high:g}]")
+    return value
+
+
+def _features(candidate: ranking_pb2.Candidate, index: int) -> ItemFeatures | None:
     if not candidate.HasField("features"):
         return None
     features = candidate.features
+    year = features.release_year if features.HasField("release_year") else None
     return ItemFeatures(genres=list(features.genres) or None,
-                        release_year=features.release_year if features.HasField("release_year") else None)
+                        release_year=None if year is None else _bounded(
+                            year, f"candidates.{index}.features.release_year", -NUMBER_BOUND))
 
 
 def request_from_dict(body: dict[str, Any]) -> ranking_pb2.RankRequest:

@@ -19,8 +19,15 @@ from msgspec import Meta, Struct
 
 from recdistill.core.errors import ValidationError
 
-Id = str | int
-Number = int | float
+# Numbers are bounded at the edge: a value the encoder or the teacher cannot use (an integer beyond
+# 64 bits, a float that overflows to infinity, a timestamp before 1970) is refused with its field named.
+_INT64 = Meta(ge=-(2**63), le=2**63 - 1)
+NUMBER_BOUND = 10**15
+TS_MAX = 10**11  # unix seconds, year 5138
+Id = str | Annotated[int, _INT64]
+Number = Annotated[int, Meta(ge=-NUMBER_BOUND, le=NUMBER_BOUND)] | Annotated[float, Meta(ge=-NUMBER_BOUND,
+                                                                                         le=NUMBER_BOUND)]
+Timestamp = Annotated[int, Meta(ge=0, le=TS_MAX)] | Annotated[float, Meta(ge=0, le=TS_MAX)]
 # Protocol limits; servers may configure lower ones (see `check_limits`).
 MAX_HISTORY_EVENTS = 20_000
 MAX_CANDIDATES = 1_000
@@ -41,7 +48,7 @@ class User(_Strict):
 
 class HistoryEvent(_Strict):
     item_id: Id
-    ts: Annotated[Number, Meta(description="unix seconds")] | None = None
+    ts: Annotated[Timestamp, Meta(description="unix seconds")] | None = None
     action: Annotated[str | Number, Meta(description="e.g. the rating given")] | None = None
 
 
@@ -57,7 +64,7 @@ class Candidate(_Strict):
 
 
 class RequestContext(Struct, frozen=True, omit_defaults=True):
-    ts: Annotated[Number, Meta(description="request time, unix seconds; default: now")] | None = None
+    ts: Annotated[Timestamp, Meta(description="request time, unix seconds; default: now")] | None = None
 
 
 class RankRequest(_Strict):
@@ -94,6 +101,8 @@ def parse_rank_request(body: bytes | str | dict[str, Any]) -> RankRequest:
         raise ValidationError(field_path(message), _LOCATION.sub("", message)) from None
     except msgspec.DecodeError as exc:
         raise ValidationError("body", f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValidationError("body", "nested too deeply") from None
 
 
 def rank_request_json_schema(ref_template: str) -> tuple[dict[str, Any], dict[str, Any]]:

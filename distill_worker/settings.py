@@ -68,6 +68,7 @@ class StreamConfig:
     export_every: int = 1_000  # trained examples between export attempts
     inverse_propensity: bool = True  # weight examples by 1 / sampling probability
     idle_s: float = 1.0  # pause after a step that found nothing to do
+    outage_backoff_max_s: float = 30.0  # longest pause between tries while the teacher is unavailable
 
 
 @dataclass(frozen=True)

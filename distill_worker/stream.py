@@ -17,6 +17,8 @@ last checkpoint: every record is trained on once, none is lost.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import math
 import time
@@ -31,13 +33,20 @@ import torch
 from prometheus_client import Counter, Gauge
 
 from distill_worker.batch import load_student, publish_and_promote
+from distill_worker.breaker import CircuitOpenError
 from distill_worker.debias import Calibration, inverse_propensity_weights
 from distill_worker.labels import LabelRequest, LabelStore
 from distill_worker.settings import DistillConfig, StreamConfig, WorkerSettings
 from distill_worker.student import StudentConfig, StudentModel
-from distill_worker.teacher_client import TeacherClient
+from distill_worker.teacher_client import TeacherClient, TeacherRefusedError, TeacherUnavailableError
 from distill_worker.trainer import distill_loss
-from recdistill.core.contracts.records import FeedbackRecord, SampledRequest, decode_record
+from recdistill.core.contracts.records import (
+    FeedbackRecord,
+    InvalidRecordError,
+    SampledRequest,
+    decode_record,
+    encode_record,
+)
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.fileio import atomic_write_with
@@ -51,6 +60,8 @@ TRAIN_LOSS = Gauge("recdistill_worker_train_loss", "Loss of the last incremental
 TEACHER_LAG = Gauge("recdistill_worker_teacher_lag_seconds",
                     "Time between the end of the teacher's training window and the newest request labelled")
 PROMOTIONS = Counter("recdistill_worker_promotions", "Exported students by gate outcome", ["outcome"])
+DEAD_LETTERED = Counter("recdistill_worker_dead_lettered", "Sampled requests the teacher refused (not trained)")
+TEACHER_UP = Gauge("recdistill_worker_teacher_up", "1 while the teacher answers, 0 while the worker waits for it")
 _request_decoder = msgspec.msgpack.Decoder(SampledRequest)
 
 
@@ -66,6 +77,7 @@ class StreamState:
     examples_trained: int = 0
     feedback_joined: int = 0
     unmatched_feedback: int = 0  # feedback with no waiting request: not sampled, or came after training
+    dead_lettered: int = 0  # unreadable records and requests the teacher refused: in dead-letter.jsonl
     since_export: int = 0
     versions_promoted: list[str] = field(default_factory=list)
     exports_refused: int = 0
@@ -86,10 +98,12 @@ class StepResult:
 class SampleConsumer:
     """Reads every partition of the sample log from the state's offsets and joins feedback to requests."""
 
-    def __init__(self, root: Path, state: StreamState, config: StreamConfig) -> None:
+    def __init__(self, root: Path, state: StreamState, config: StreamConfig,
+                 dead_letter: Callable[[bytes, str, str], None]) -> None:
         self.root = root
         self.state = state
         self.config = config
+        self.dead_letter = dead_letter  # (payload, request id or "", reason)
         self._logs: dict[str, SampleLog] = {}  # kept open: a reader's cost per poll is the new data
 
     def _log(self, partition: str) -> SampleLog:
@@ -114,7 +128,11 @@ class SampleConsumer:
         return read
 
     def _take(self, payload: bytes) -> None:
-        record = decode_record(payload)  # an unknown format stops the worker with an error naming it
+        try:
+            record = decode_record(payload)  # an unknown format stops the worker with an error naming it
+        except InvalidRecordError as exc:
+            self.dead_letter(payload, "", str(exc))
+            return
         if isinstance(record, SampledRequest):
             RECORDS.labels(kind="request").inc()
             self.state.waiting[record.request_id] = payload
@@ -162,25 +180,23 @@ class StreamTrainer:
         self.teacher_encoder = Encoder(dataset.schema, "teacher")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
 
-    def examples(self, records: list[SampledRequest], feedback: dict[str, dict[str, float]]
-                 ) -> tuple[Batch, list[LabelRequest]]:
-        contexts, requests = [], []
-        for record in records:
-            contexts.append(self.student_encoder.map_request(record.request, now=record.request_ts))
-            teacher_context = self.teacher_encoder.map_request(record.request, now=record.request_ts)
-            requests.append(LabelRequest(record.request_id, [str(c.item_id) for c in record.request.candidates],
-                                         teacher_context))
+    def label_request(self, record: SampledRequest) -> LabelRequest:
+        return LabelRequest(record.request_id, [str(c.item_id) for c in record.request.candidates],
+                            self.teacher_encoder.map_request(record.request, now=record.request_ts))
+
+    def examples(self, records: list[SampledRequest], feedback: dict[str, dict[str, float]]) -> Batch:
+        contexts = [self.student_encoder.map_request(r.request, now=r.request_ts) for r in records]
         tensors, mask = self.student_encoder.assemble(contexts)
         width = mask.shape[1]
         labels = np.zeros((len(records), width), dtype=np.float32)
         observed = np.zeros_like(labels)
         positions = np.zeros((len(records), width), dtype=np.int64)
-        for row, (record, label_request) in enumerate(zip(records, requests, strict=True)):
+        for row, record in enumerate(records):
             logged = np.asarray(record.positions)
             positions[row, : len(logged)] = logged + 1
             observed[row, : len(logged)] = logged < self.config.exposed_positions
             given = feedback.get(record.request_id, {})
-            for column, item in enumerate(label_request.candidates):
+            for column, item in enumerate(str(c.item_id) for c in record.request.candidates):
                 if item in given:
                     labels[row, column] = given[item]
                     observed[row, column] = 1.0  # feedback is an observation, whatever the position
@@ -189,24 +205,32 @@ class StreamTrainer:
         else:
             weights = np.ones(len(records), dtype=np.float32)
         extras = {"observed": observed, "position": positions, "weight": weights}
-        batch = Batch(to_torch(tensors), torch.from_numpy(labels), torch.from_numpy(mask),
-                      np.arange(len(records)), {k: torch.from_numpy(v) for k, v in extras.items()})
-        return batch, requests
+        return Batch(to_torch(tensors), torch.from_numpy(labels), torch.from_numpy(mask),
+                     np.arange(len(records)), {k: torch.from_numpy(v) for k, v in extras.items()})
 
-    async def label(self, batch: Batch, label_requests: list[LabelRequest], newest_request_ts: float) -> None:
-        """Teacher soft labels (from the store, else from Triton) for every candidate, calibrated."""
+    async def label(self, records: list[SampledRequest]) -> tuple[list[np.ndarray], dict[int, str]]:
+        """Teacher soft labels (from the store, else from Triton) for every candidate, calibrated; and the
+        records the teacher refused (index -> reason). A refused batch is retried one record at a time,
+        so one bad record never costs the others their labels."""
         assert self.teacher is not None
         assert self.store is not None
-        soft = await self.store.label(label_requests, self.teacher)
+        requests = [self.label_request(r) for r in records]
+        refused: dict[int, str] = {}
+        try:
+            soft = await self.store.label(requests, self.teacher)
+        except TeacherRefusedError:
+            soft = []
+            for index, request in enumerate(requests):
+                try:
+                    soft += await self.store.label([request], self.teacher)
+                except TeacherRefusedError as exc:
+                    refused[index] = str(exc)
         if self.teacher.settings.teacher_data_end_ts is not None:
-            TEACHER_LAG.set(newest_request_ts - self.teacher.settings.teacher_data_end_ts)
-        if self.soft_transform is not None:  # one call for the whole batch
+            TEACHER_LAG.set(records[-1].request_ts - self.teacher.settings.teacher_data_end_ts)
+        if self.soft_transform is not None and soft:  # one call for the whole batch
             lengths = np.cumsum([len(values) for values in soft])[:-1]
             soft = np.split(self.soft_transform(np.concatenate(soft)), lengths)
-        padded = np.zeros(batch.labels.shape, dtype=np.float32)
-        for row, values in enumerate(soft):
-            padded[row, : len(values)] = values
-        batch.extras["soft_label"] = torch.from_numpy(padded)
+        return soft, refused
 
     def update(self, batch: Batch) -> float:
         self.model.train()
@@ -218,11 +242,24 @@ class StreamTrainer:
         TRAIN_LOSS.set(loss.item())
         return loss.item()
 
-    async def train(self, records: list[SampledRequest], feedback: dict[str, dict[str, float]]) -> None:
-        batch, label_requests = self.examples(records, feedback)
+    async def train(self, records: list[SampledRequest], feedback: dict[str, dict[str, float]]
+                    ) -> dict[int, str]:
+        """One update on the records; returns those the teacher refused (index -> reason), not trained."""
+        refused: dict[int, str] = {}
+        soft: list[np.ndarray] = []
         if self.distill.use_teacher:
-            await self.label(batch, label_requests, records[-1].request_ts)
+            soft, refused = await self.label(records)
+            records = [r for index, r in enumerate(records) if index not in refused]
+        if not records:
+            return refused
+        batch = self.examples(records, feedback)
+        if self.distill.use_teacher:
+            padded = np.zeros(batch.labels.shape, dtype=np.float32)
+            for row, values in enumerate(soft):
+                padded[row, : len(values)] = values
+            batch.extras["soft_label"] = torch.from_numpy(padded)
         self.update(batch)
+        return refused
 
 
 Publisher = Callable[[StudentModel], str | None]
@@ -242,6 +279,7 @@ class StreamPhase:
         if distill.use_teacher and (teacher is None or store is None):
             raise ValueError("distillation needs a teacher client and a label store")
         self.state_path = state_dir / "stream.pt"
+        self.dead_letter_path = state_dir / "dead-letter.jsonl"
         state_dir.mkdir(parents=True, exist_ok=True)
         self.config = config
         self.publisher = publisher
@@ -252,7 +290,7 @@ class StreamPhase:
                                      calibration.transform if calibration else None)
         if self.state_path.exists():
             self._restore()
-        self.consumer = SampleConsumer(samples, self.state, config)
+        self.consumer = SampleConsumer(samples, self.state, config, self._dead_letter)
 
     @property
     def model(self) -> StudentModel:
@@ -287,15 +325,32 @@ class StreamPhase:
         return version
 
     async def train_due(self, now: float) -> int:
-        """Train every request whose join window has closed, in chunks; returns how many."""
+        """Train every request whose join window has closed, in chunks; returns how many were trained
+        (records the teacher refused go to the dead-letter file instead)."""
         due = self.consumer.due(now)
+        trained = 0
         for start in range(0, len(due), self.config.batch_size):
             chunk = due[start:start + self.config.batch_size]
-            await self.trainer.train(chunk, self.state.feedback)
+            refused = await self.trainer.train(chunk, self.state.feedback)
+            for index, reason in refused.items():
+                self._dead_letter(encode_record(chunk[index]), chunk[index].request_id, reason)
             self.consumer.release(chunk)
-            self.state.examples_trained += len(chunk)
-            self.state.since_export += len(chunk)
-        return len(due)
+            trained += len(chunk) - len(refused)
+        self.state.examples_trained += trained
+        self.state.since_export += trained
+        return trained
+
+    def _dead_letter(self, payload: bytes, request_id: str, reason: str) -> None:
+        """Set aside a record that cannot be trained (unreadable, or refused by the teacher), with the reason,
+        for a person to look at; never retried. After a crash a line may repeat (the file is written before
+        the checkpoint); the counter in the checkpoint counts each record once."""
+        line = {"request_id": request_id, "reason": reason, "dead_lettered_unix": time.time(),
+                "record_msgpack_b64": base64.b64encode(payload).decode()}
+        with self.dead_letter_path.open("a") as handle:
+            handle.write(json.dumps(line) + "\n")
+        self.state.dead_lettered += 1
+        DEAD_LETTERED.inc()
+        logger.warning("dead-lettered a sample-log record %s: %s", request_id or "(unreadable)", reason)
 
     async def step(self, now: float | None = None) -> StepResult:
         """Consume, train what is due, maybe publish, checkpoint, commit. Safe to kill at any point."""
@@ -317,10 +372,22 @@ class StreamPhase:
         """Steps until `until()`, checked before a step, was true and that step found nothing more to read
         or train (so whatever was written before `until()` turned true is trained), or after `steps`.
         The last partial export interval is exported before returning."""
-        done = 0
+        done, outage = 0, 0
         while steps is None or done < steps:
             stop_requested = until()
-            result = await self.step(clock())
+            try:
+                result = await self.step(clock())
+            except (TeacherUnavailableError, CircuitOpenError) as exc:
+                # An outage is not a reason to stop: what was trained stays trained, what was not stays
+                # waiting (in memory and in the log from the last checkpoint); try again after a pause.
+                outage += 1
+                TEACHER_UP.set(0)
+                pause = min(self.config.outage_backoff_max_s, self.config.idle_s * 2 ** min(outage, 8))
+                logger.warning("teacher unavailable (%s); the stream waits %.1fs and tries again", exc, pause)
+                await asyncio.sleep(pause)
+                continue
+            outage = 0
+            TEACHER_UP.set(1)
             done += 1
             if on_step is not None:
                 on_step(result, self.state)

@@ -38,6 +38,14 @@ class TeacherError(RecDistillError):
     """The teacher refused a request or stayed unreachable through every retry."""
 
 
+class TeacherRefusedError(TeacherError):
+    """The teacher answered, and refused the input (not retried: the same input fails again)."""
+
+
+class TeacherUnavailableError(TeacherError):
+    """The teacher could not be reached through every retry; a later call may succeed."""
+
+
 @dataclass
 class _Pending:
     context: MappedContext
@@ -117,10 +125,11 @@ class TeacherClient:
             except InferenceServerException as exc:
                 status = str(exc.status() or "").rsplit(".", 1)[-1]  # "StatusCode.UNAVAILABLE" -> "UNAVAILABLE"
                 if status not in RETRYABLE:
-                    raise TeacherError(f"teacher refused the request: {exc.message()}") from None
+                    raise TeacherRefusedError(f"teacher refused the request: {exc.message()}") from None
                 self.breaker.failure()
                 if attempt == settings.retries:
-                    raise TeacherError(f"teacher unreachable after {attempt + 1} attempts: {exc.message()}") from None
+                    raise TeacherUnavailableError(f"teacher unreachable after {attempt + 1} attempts: "
+                                                  f"{exc.message()}") from None
                 delay = min(settings.backoff_max_s, settings.backoff_base_s * 2**attempt) * random.uniform(0.5, 1.0)
                 TEACHER_RETRIES.inc()
                 logger.warning("teacher request failed (%s); retry %d in %.2fs", status, attempt + 1, delay)

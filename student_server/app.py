@@ -17,7 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from starlette.routing import Route
 
-from recdistill.core.artifact import read_state
+from recdistill.core.artifact import ArtifactError, read_state
 from recdistill.core.errors import RecDistillError, ValidationError
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.features.schema import FeatureSchema
@@ -61,11 +61,15 @@ async def _follow_registry(service: RankingService, period_s: float) -> None:
 def build_service(settings: StudentSettings) -> RankingService:
     schema = FeatureSchema.load(settings.registry / "features.json")
     encoder = Encoder(schema, "student")
-    registry = ModelRegistry(settings.registry, encoder, settings.ort_threads, settings.warmup_runs)
-    active = read_state(settings.registry).active
-    if active:
-        registry.activate(active)
-        metrics.set_active_version(active)
+    registry = ModelRegistry(settings.registry, encoder, settings.ort_threads, settings.warmup_runs,
+                             settings.max_candidates)
+    try:
+        active = read_state(settings.registry).active
+        if active:
+            registry.activate(active)
+            metrics.set_active_version(active)
+    except ArtifactError as exc:  # serve nothing rather than not start: /readyz says so, /admin can fix it
+        logger.error("no version is active at start-up: %s", exc)
     # A partition per live process, named by the stable server id: a restart appends to its own again.
     partition, lock = claim_partition(settings.sample_log, settings.server_id)
     log = SampleLog(settings.sample_log / partition, min_segments=settings.sample_log_min_segments)

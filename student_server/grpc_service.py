@@ -6,6 +6,7 @@ import logging
 import time
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from recdistill.core._proto import ranking_pb2, ranking_pb2_grpc
 from recdistill.core.contracts.rank_grpc import request_from_message
@@ -54,9 +55,37 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         return ranking_pb2.FeedbackResponse(accepted=True)
 
 
+def _handlers(servicer: RankingServicer) -> grpc.GenericRpcHandler:
+    """The service's methods with the request decoded inside the handler, so that a malformed message is
+    answered INVALID_ARGUMENT (grpcio answers a failed deserializer with a bare UNKNOWN)."""
+
+    def parsed(method, message_type):  # noqa: ANN001, ANN202
+        async def handler(payload: bytes, context: grpc.aio.ServicerContext):  # noqa: ANN202
+            try:
+                request = message_type.FromString(payload)
+            except DecodeError as exc:
+                metrics.REQUESTS.labels(endpoint=method.__name__.lower(), protocol="grpc",
+                                        status="INVALID_ARGUMENT").inc()
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"body: not a valid {message_type.DESCRIPTOR.full_name} message ({exc})")
+            return await method(request, context)
+        return handler
+
+    methods = {
+        "Rank": grpc.unary_unary_rpc_method_handler(
+            parsed(servicer.Rank, ranking_pb2.RankRequest),
+            response_serializer=ranking_pb2.RankResponse.SerializeToString),
+        "Feedback": grpc.unary_unary_rpc_method_handler(
+            parsed(servicer.Feedback, ranking_pb2.FeedbackRequest),
+            response_serializer=ranking_pb2.FeedbackResponse.SerializeToString),
+    }
+    return grpc.method_handlers_generic_handler(ranking_pb2.DESCRIPTOR.services_by_name["Ranking"].full_name,
+                                                methods)
+
+
 async def start_grpc_server(service: RankingService, host: str, port: int) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", 8 << 20)])
-    ranking_pb2_grpc.add_RankingServicer_to_server(RankingServicer(service), server)
+    server.add_generic_rpc_handlers((_handlers(RankingServicer(service)),))
     bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
     return server, bound

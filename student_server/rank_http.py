@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel, Field
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recdistill.core.errors import RecDistillError
 from recdistill.core.features.request import parse_rank_request, rank_request_json_schema
@@ -89,7 +89,8 @@ class RankEndpoint:
 
 
 class RankFastPath:
-    """The ASGI app the server runs: `POST /v1/rank` to `endpoint`, everything else to `api`."""
+    """The ASGI app the server runs: `POST /v1/rank` to `endpoint`, everything else to `api`, with the
+    same body limit (`max_body_bytes`) on every request."""
 
     def __init__(self, api: ASGIApp, endpoint: RankEndpoint) -> None:
         self.api = api
@@ -99,8 +100,33 @@ class RankFastPath:
         if scope["type"] == "http" and scope["path"] == "/v1/rank" and scope["method"] == "POST":
             scope["app"] = self.api  # where the endpoint finds the service, as under Starlette
             await self.endpoint(scope, receive, send)
-        else:
-            await self.api(scope, receive, send)
+            return
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            # The same body limit for every route: the body is read here, at most `max_body_bytes` of it.
+            try:
+                body = await read_body(scope, receive, self.endpoint.max_body_bytes)
+            except PayloadTooLargeError as exc:
+                payload = orjson.dumps(error_body(exc))
+                await send({"type": "http.response.start", "status": 413,
+                            "headers": [_CONTENT_TYPE, (b"content-length", str(len(payload)).encode())]})
+                await send({"type": "http.response.body", "body": payload})
+                return
+            receive = _replay(body, receive)
+        await self.api(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """`receive` that hands the body already read, then whatever the connection says next."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def openapi_path_item(ref_template: str = "#/components/schemas/{name}") -> tuple[dict[str, Any], dict[str, Any]]:

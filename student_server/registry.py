@@ -28,12 +28,14 @@ from student_server.scoring import Scorer
 
 logger = logging.getLogger(__name__)
 
-PROBE_REQUEST = {
-    "user": {"user_id": "probe", "age": 30, "gender": "F", "occupation": "other", "zip_code": "10001"},
-    "history": [{"item_id": str(i), "ts": 880_000_000 + i, "action": 4} for i in range(1, 21)],
-    "candidates": [{"item_id": str(i)} for i in range(100, 200)],
-    "context": {"ts": 880_100_000},
-}
+def probe_request(candidates: int) -> dict[str, Any]:
+    """A ranking request with `candidates` candidates and a 20-event history, for staging probes."""
+    return {
+        "user": {"user_id": "probe", "age": 30, "gender": "F", "occupation": "other", "zip_code": "10001"},
+        "history": [{"item_id": str(i), "ts": 880_000_000 + i, "action": 4} for i in range(1, 21)],
+        "candidates": [{"item_id": str(100 + i)} for i in range(candidates)],
+        "context": {"ts": 880_100_000},
+    }
 
 
 class ConflictError(ArtifactError):
@@ -41,7 +43,8 @@ class ConflictError(ArtifactError):
 
 
 class ModelRegistry:
-    def __init__(self, root: Path, encoder: Encoder, ort_threads: int, warmup_runs: int) -> None:
+    def __init__(self, root: Path, encoder: Encoder, ort_threads: int, warmup_runs: int,
+                 max_candidates: int = 100) -> None:
         self.root = Path(root).resolve()
         self.encoder = encoder
         self.ort_threads = ort_threads
@@ -49,14 +52,21 @@ class ModelRegistry:
         self._staged: dict[str, Scorer] = {}
         self._active: Scorer | None = None
         self._lock = threading.Lock()  # serialises operator actions; requests never take it
-        self._probe, _ = encoder.encode_requests([parse_rank_request(PROBE_REQUEST)])
+        # Staging probes several request shapes: one candidate, a few, the usual 100, the most allowed.
+        usual = min(100, max_candidates)
+        self._probes = {n: encoder.encode_requests([parse_rank_request(probe_request(n))])[0]
+                        for n in sorted({1, min(7, max_candidates), usual, max_candidates})}
+        self._warmup = self._probes[usual]
 
     @property
     def active(self) -> Scorer | None:
         return self._active
 
     def _version_dir(self, version: str) -> Path:
-        path = (self.root / check_version_name(version)).resolve()
+        link = self.root / check_version_name(version)
+        if link.is_symlink():  # versions are real directories; a link could alias (and delete) another
+            raise ArtifactError(f"version {version!r} is a symbolic link, not a version directory")
+        path = link.resolve()
         if path.parent != self.root:  # never read outside the registry
             raise ArtifactError(f"version {version!r} resolves outside the registry")
         return path
@@ -92,13 +102,17 @@ class ModelRegistry:
                                 f"this server encodes with {self.encoder.schema.hash}")
         try:
             scorer = Scorer.load(model_path, version, manifest, self.ort_threads)
-            probe = scorer.run(self._probe)
+            outputs = [scorer.run(probe) for probe in self._probes.values()]
         except Exception as exc:  # noqa: BLE001 - any load or probe failure refuses the version
             raise ArtifactError(f"version {version}: model cannot be loaded or run ({exc})") from None
-        if probe.shape != self._probe["cand_item"].shape or not np.all((probe >= 0) & (probe <= 1)):
-            raise ArtifactError(f"version {version}: probe output has shape {probe.shape} or values outside [0, 1]")
+        for probe, output in zip(self._probes.values(), outputs, strict=True):
+            expected = probe["cand_item"].shape
+            if output.shape != expected or not np.all(np.isfinite(output) & (output >= 0) & (output <= 1)):
+                raise ArtifactError(f"version {version}: on a probe of {expected[1]} candidates the output has "
+                                    f"shape {output.shape} (want {expected}) or values that are not finite "
+                                    "probabilities in [0, 1]")
         for _ in range(self.warmup_runs):
-            scorer.run(self._probe)
+            scorer.run(self._warmup)
         self._staged[version] = scorer
         logger.info("staged version %s", version)
         return scorer

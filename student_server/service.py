@@ -14,7 +14,7 @@ import numpy as np
 from recdistill.core.contracts.records import FeedbackRecord, SampledRequest
 from recdistill.core.errors import ValidationError
 from recdistill.core.features.encoder import Encoder
-from recdistill.core.features.request import RankRequest, check_limits
+from recdistill.core.features.request import TS_MAX, RankRequest, check_limits
 from student_server import metrics
 from student_server.errors import NotReadyError
 from student_server.registry import ModelRegistry
@@ -83,8 +83,10 @@ class RankingService:
             raise ValidationError("request_id", "must not be empty")
         if not item_id:
             raise ValidationError("item_id", "must not be empty")
-        if not 0.0 <= label <= 1.0:
+        if not 0.0 <= label <= 1.0:  # also refuses NaN
             raise ValidationError("label", "must be between 0 and 1")
+        if ts is not None and not 0.0 <= ts <= TS_MAX:
+            raise ValidationError("ts", f"must be unix seconds in [0, {TS_MAX:g}]")
         now = time.time()
         await self.sampler.write_durably(FeedbackRecord(request_id=request_id, item_id=item_id, label=float(label),
                                                         ts=now if ts is None else ts, received_ts=now))

@@ -8,6 +8,7 @@ import pytest
 from recdistill.core.contracts.records import (
     RECORD_FORMAT,
     FeedbackRecord,
+    InvalidRecordError,
     RecordFormatError,
     decode_record,
     encode_record,
@@ -150,5 +151,5 @@ def test_an_unknown_record_format_is_refused_with_its_version() -> None:
     future = msgpack.packb({"kind": "feedback", "format": RECORD_FORMAT + 1, "request_id": "r1"})
     with pytest.raises(RecordFormatError, match=f"format {RECORD_FORMAT + 1}.*knows format {RECORD_FORMAT}"):
         decode_record(future)
-    with pytest.raises(RecordFormatError, match="not a sample-log record"):
+    with pytest.raises(InvalidRecordError, match="not a sample-log record"):
         decode_record(b"\x01\x02")

@@ -5,15 +5,24 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import httpx
 import psutil
 import pytest
+import torch
 
+from distill_worker.export import export_onnx
+from distill_worker.student import StudentConfig, StudentModel
 from recdistill.core._proto import ranking_pb2, ranking_pb2_grpc
-from recdistill.core.artifact import sha256_bytes
+from recdistill.core.artifact import publish_version, sha256_bytes
+from recdistill.core.contracts.rank_grpc import request_from_dict
+from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.features.encoder import Encoder
+from recdistill.core.features.request import parse_rank_request
 from recdistill.core.fileio import atomic_write_text
 from tests.student_server.conftest import TOKEN, make_settings, run_server
 
@@ -201,3 +210,100 @@ async def test_memory_stays_bounded_over_50_swaps(registry: Path, tmp_path: Path
         growth_mb = (process.memory_info().rss - baseline) / 2**20
     print(f"RSS growth over 50 stage/activate cycles: {growth_mb:.1f} MiB")
     assert growth_mb < 40, f"RSS grew {growth_mb:.1f} MiB over 50 swaps"
+
+
+class _Misbehaving(torch.nn.Module):
+    """A real student whose exported graph is wrong only for some request shapes."""
+
+    def __init__(self, student: StudentModel, how: str) -> None:
+        super().__init__()
+        self.student, self.how = student, how
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        probabilities = self.student(*inputs)
+        if self.how == "cut_to_100":
+            return probabilities[:, :100]
+        columns = torch.arange(probabilities.shape[1]).unsqueeze(0)
+        return torch.where(columns >= 100, torch.full_like(probabilities, float("nan")), probabilities)
+
+
+@pytest.mark.parametrize("how", ["cut_to_100", "nan_above_100"])
+async def test_staging_probes_several_shapes(registry: Path, tmp_path: Path, ml100k: PreparedDataset,
+                                            how: str) -> None:
+    encoder = Encoder(ml100k.schema, "student")
+    example, _ = encoder.encode_requests([parse_rank_request(EXAMPLE.read_bytes())])
+    model = _Misbehaving(StudentModel(ml100k.schema, StudentConfig()).eval(), how).eval()
+    publish_version(registry, "shapes", export_onnx(model, example), ml100k.schema.hash)
+    async with run_server(make_settings(registry, tmp_path, max_candidates=150)) as server, \
+            httpx.AsyncClient(base_url=server.http_url) as client:
+        response = await client.post("/admin/versions/shapes/activate", headers=AUTH)
+        assert response.status_code == 422, response.text
+        assert "150 candidates" in response.json()["error"]
+        served = await client.post("/v1/rank", content=EXAMPLE.read_bytes())
+        assert served.json()["model_version"] == "v1"
+
+
+async def test_deleting_a_symlinked_alias_never_removes_the_active_version(registry: Path, tmp_path: Path) -> None:
+    (registry / "alias").symlink_to(registry / "v1", target_is_directory=True)
+    async with run_server(make_settings(registry, tmp_path)) as server, \
+            httpx.AsyncClient(base_url=server.http_url) as client:
+        response = await client.delete("/admin/versions/alias", headers=AUTH)
+        assert response.status_code == 422, response.text
+        assert "symbolic link" in response.json()["error"]
+        assert (registry / "v1" / "model.onnx").exists()
+        assert (await client.post("/v1/rank", content=EXAMPLE.read_bytes())).json()["model_version"] == "v1"
+
+
+@pytest.mark.parametrize("damage", ["corrupt_state", "missing_active"])
+async def test_a_damaged_registry_starts_not_ready_and_can_be_repaired(registry: Path, tmp_path: Path,
+                                                                      damage: str) -> None:
+    if damage == "corrupt_state":
+        (registry / "state.json").write_text("{not json")
+    else:
+        shutil.rmtree(registry / "v1")  # state.json still names v1 active
+    async with run_server(make_settings(registry, tmp_path)) as server, \
+            httpx.AsyncClient(base_url=server.http_url) as client:
+        assert (await client.get("/readyz")).status_code == 503
+        assert (await client.post("/v1/rank", content=EXAMPLE.read_bytes())).status_code == 503
+        if damage == "corrupt_state":
+            listed = await client.get("/admin/versions", headers=AUTH)
+            assert listed.status_code == 422
+            assert "registry state" in listed.json()["error"]
+            (registry / "state.json").unlink()  # the operator removes the damaged file
+        assert (await client.post("/admin/versions/v2/activate", headers=AUTH)).status_code == 200
+        assert (await client.post("/v1/rank", content=EXAMPLE.read_bytes())).json()["model_version"] == "v2"
+
+
+async def test_feedback_bodies_are_limited_like_ranking_bodies(registry: Path, tmp_path: Path) -> None:
+    huge = json.dumps({"request_id": "r", "item_id": "1", "label": 1, "pad": "x" * 300_000}).encode()
+
+    async def chunked() -> AsyncIterator[bytes]:  # no content-length: the limit counts what arrives
+        for start in range(0, len(huge), 65_536):
+            yield huge[start:start + 65_536]
+
+    async with run_server(make_settings(registry, tmp_path, max_body_bytes=200_000)) as server, \
+            httpx.AsyncClient(base_url=server.http_url) as client:
+        response = await client.post("/v1/feedback", content=huge, headers={"content-type": "application/json"})
+        assert response.status_code == 413, response.text
+        response = await client.post("/v1/feedback", content=chunked(), headers={"content-type": "application/json"})
+        assert response.status_code == 413, response.text
+        good = {"request_id": "r", "item_id": "1", "label": 1}
+        assert (await client.post("/v1/feedback", json=good)).status_code == 202
+
+
+async def test_malformed_grpc_messages_are_invalid_argument(registry: Path, tmp_path: Path) -> None:
+    async with run_server(make_settings(registry, tmp_path)) as server, \
+            grpc.aio.insecure_channel(server.grpc_target) as channel:
+        for method in ("Rank", "Feedback"):
+            raw = channel.unary_unary(f"/recdistill.v1.Ranking/{method}")  # bytes in, bytes out
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await raw(b"\xff\xff\xff\xff not protobuf")
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+        stub = ranking_pb2_grpc.RankingStub(channel)
+        for request in (ranking_pb2.FeedbackRequest(request_id="r", item_id="1", label=float("nan")),
+                        ranking_pb2.FeedbackRequest(request_id="r", item_id="1", label=1.0, ts=-5.0)):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Feedback(request)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        reply = await stub.Rank(request_from_dict(json.loads(EXAMPLE.read_text())))
+        assert reply.model_version == "v1"

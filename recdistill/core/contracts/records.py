@@ -19,7 +19,12 @@ RECORD_FORMAT = 1
 
 
 class RecordFormatError(RecDistillError):
-    """A sample-log record is in a format this reader does not know, or is not a record at all."""
+    """A sample-log record is in a format this reader does not know: stop, upgrade the reader."""
+
+
+class InvalidRecordError(RecDistillError):
+    """A sample-log record that cannot be read as any record (garbage, or content out of its bounds):
+    one bad record, to be set aside, not a reason to stop."""
 
 
 class SampledRequest(Struct, tag="request", tag_field="kind", frozen=True):
@@ -72,11 +77,11 @@ def decode_record(payload: bytes) -> SampleRecord:
     try:
         envelope = _envelope.decode(payload)
     except msgspec.DecodeError as exc:
-        raise RecordFormatError(f"not a sample-log record ({exc})") from None
+        raise InvalidRecordError(f"not a sample-log record ({exc})") from None
     if envelope.format != RECORD_FORMAT:
         raise RecordFormatError(f"sample-log record format {envelope.format} (kind {envelope.kind!r}) is not "
                                 f"supported: this reader knows format {RECORD_FORMAT}; upgrade the reader")
     try:
         return _decoder.decode(payload)
     except msgspec.DecodeError as exc:
-        raise RecordFormatError(f"invalid sample-log record of format {RECORD_FORMAT}: {exc}") from None
+        raise InvalidRecordError(f"invalid sample-log record of format {RECORD_FORMAT}: {exc}") from None

@@ -1,0 +1,99 @@
+"""The stream worker under faults, with real components: a poison record in the log, a record the real
+teacher refuses, the teacher stopped and restarted. Each ends with the worker alive and counts that add
+up: records written = consumed, and every sampled request is trained once or dead-lettered once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from pathlib import Path
+
+import httpx
+import pytest
+
+from distill_worker.labels import LabelStore
+from distill_worker.settings import DistillConfig, StreamConfig, TeacherClientSettings
+from distill_worker.stream import StreamPhase
+from distill_worker.teacher_client import TeacherClient
+from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.features.encoder import Encoder
+from recdistill.core.processes import free_port
+from recdistill.core.samplelog import SampleLog
+from teacher_service.launcher import teacher_process
+from tests.student_server.conftest import make_settings, run_server, sampled_records
+
+pytestmark = pytest.mark.e2e
+FAR_FUTURE = math.inf
+
+
+async def _serve_requests(registry: Path, tmp_path: Path, dataset: PreparedDataset, events: list[int],
+                          candidates: dict[int, int] | None = None) -> None:
+    """Real sampled traffic: each event's slate (`candidates[event]` negatives, default 9) through the server."""
+    async with run_server(make_settings(registry, tmp_path, sampling_rate=1.0)) as server, \
+            httpx.AsyncClient(base_url=server.http_url) as client:
+        for event in events:
+            body = dataset.to_request(event, "slate", negatives=(candidates or {}).get(event, 9))
+            assert (await client.post("/v1/rank", json=body)).status_code == 200
+
+
+def _client(dataset: PreparedDataset, url: str, **overrides: object) -> TeacherClient:
+    return TeacherClient(TeacherClientSettings(url=url, teacher_version="tiny-1", **overrides),
+                         Encoder(dataset.schema, "teacher"))
+
+
+async def test_a_poison_record_and_a_refused_request_are_dead_lettered(
+    tiny_teacher: Path, ml100k: PreparedDataset, registry: Path, tmp_path: Path
+) -> None:
+    events = ml100k.split("test")[300:320].tolist()
+    # Two requests with 30 candidates, which this teacher (at most 20) refuses; the others have 10.
+    await _serve_requests(registry, tmp_path, ml100k, events, {events[3]: 29, events[11]: 29})
+    samples = tmp_path / "samples"
+    SampleLog(samples / "test-0").append([b"\x93garbage that is no record"])  # a poison record
+    written = sum(len(SampleLog(p).read(0, 1 << 20)) for p in samples.iterdir() if p.is_dir())
+    state_dir = tmp_path / "worker"
+    with teacher_process(tiny_teacher, log_path=tmp_path / "triton.log",
+                         env={"TEACHER_MAX_CANDIDATES": "20"}) as (endpoints, _):
+        client, store = _client(ml100k, endpoints.grpc_url), LabelStore(state_dir / "labels.sqlite")
+        try:
+            phase = StreamPhase(ml100k, samples, state_dir, DistillConfig(), StreamConfig(join_window_s=0.0),
+                                client, store)
+            state = await phase.run(until=lambda: True, clock=lambda: FAR_FUTURE)
+        finally:
+            await client.close()
+            store.close()
+    assert state.records_consumed == written == 21
+    assert state.examples_trained == 18
+    assert state.dead_lettered == 3
+    assert state.waiting == {}
+    lines = [json.loads(line) for line in (state_dir / "dead-letter.jsonl").read_text().splitlines()]
+    assert sorted(line["request_id"] for line in lines) == ["", f"event-{events[3]}", f"event-{events[11]}"]
+    assert any("refused" in line["reason"] for line in lines)
+    assert any("not a sample-log record" in line["reason"] for line in lines)
+
+
+async def test_the_stream_waits_out_a_teacher_outage_and_resumes(
+    tiny_teacher: Path, ml100k: PreparedDataset, registry: Path, tmp_path: Path
+) -> None:
+    events = ml100k.split("test")[400:430].tolist()
+    await _serve_requests(registry, tmp_path, ml100k, events)
+    samples, state_dir, port = tmp_path / "samples", tmp_path / "worker", free_port()
+    client = _client(ml100k, f"127.0.0.1:{port}", retries=1, backoff_base_s=0.05, timeout_s=2, breaker_failures=2,
+                     breaker_reset_s=0.5)
+    store = LabelStore(state_dir / "labels.sqlite")
+    phase = StreamPhase(ml100k, samples, state_dir, DistillConfig(),
+                        StreamConfig(join_window_s=0.0, idle_s=0.1, outage_backoff_max_s=0.5), client, store)
+    try:
+        # The teacher is down when the stream starts: the worker keeps trying instead of dying.
+        stream = asyncio.create_task(phase.run(until=lambda: True, clock=lambda: FAR_FUTURE))
+        await asyncio.sleep(3)
+        assert not stream.done(), "the worker must outlive a teacher outage"
+        assert phase.state.examples_trained == 0
+        with teacher_process(tiny_teacher, grpc_port=port, log_path=tmp_path / "triton.log"):
+            state = await asyncio.wait_for(stream, timeout=120)
+    finally:
+        await client.close()
+        store.close()
+    assert state.examples_trained == 30, "every sampled request trained once, after the teacher came back"
+    assert state.records_consumed == len(sampled_records(samples)) == 30
+    assert state.dead_lettered == 0

@@ -42,6 +42,7 @@ MAGIC = b"RDL1"
 HEADER = struct.Struct("<4sII")
 SEGMENT_GLOB = "segment-*.log"
 READ_CHUNK = 1 << 20
+MAX_FRAME = 64 << 20  # a larger length field is corruption, not a record
 
 
 def _segment_name(first_offset: int) -> str:
@@ -52,21 +53,41 @@ def frame(payload: bytes) -> bytes:
     return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
-def _frames(data: bytes | memoryview, start: int = 0) -> Iterator[tuple[int, bytes]]:
-    """(end position, payload) of every intact frame from `start`, stopping at the first torn or corrupt one."""
-    position = start
+def _intact(data: bytes, position: int) -> tuple[int, bytes] | None:
+    """(end, payload) of the frame at `position` if it is whole and its checksum holds."""
+    if position + HEADER.size > len(data):
+        return None
+    magic, length, crc = HEADER.unpack_from(data, position)
+    end = position + HEADER.size + length
+    if magic != MAGIC or length > MAX_FRAME or end > len(data):
+        return None
+    payload = bytes(data[position + HEADER.size:end])
+    return (end, payload) if zlib.crc32(payload) == crc else None
+
+
+def _scan(data: bytes, final: bool) -> Iterator[tuple[int, bytes | None]]:
+    """(end, payload) of each record from the start of `data`; payload None for a corrupt record, skipped by
+    resynchronising on the next frame marker that starts an intact frame (it keeps its offset, so the
+    offsets of the records after it never change). Stops before bytes it cannot decide on: an incomplete
+    frame with no intact frame after it is a torn or in-progress tail. `final`: no more bytes will come
+    (otherwise a corrupt-looking frame may just be incomplete, and the scan waits for more)."""
+    position = 0
     while position + HEADER.size <= len(data):
-        magic, length, crc = HEADER.unpack_from(data, position)
-        end = position + HEADER.size + length
-        if magic != MAGIC or end > len(data):
-            return
-        payload = bytes(data[position + HEADER.size:end])
-        if zlib.crc32(payload) != crc:
-            return
-        yield end, payload
-        position = end
-
-
+        frame_ = _intact(data, position)
+        if frame_ is not None:
+            yield frame_
+            position = frame_[0]
+            continue
+        magic, length, _ = HEADER.unpack_from(data, position)
+        if magic == MAGIC and length <= MAX_FRAME and position + HEADER.size + length > len(data) and not final:
+            return  # perhaps only incomplete: wait for the rest
+        following = data.find(MAGIC, position + 1)
+        while following >= 0 and _intact(data, following) is None:
+            following = data.find(MAGIC, following + 1)
+        if following < 0:
+            return  # nothing intact after it: a tail
+        yield following, None
+        position = following
 class PartitionBusyError(RuntimeError):
     """Every partition name tried is held by another live writer."""
 
@@ -100,6 +121,7 @@ class SampleLog:
         self._next_offset: int | None = None
         # Reader position cache: segment first offset -> (next offset, byte position of that offset).
         self._positions: dict[int, tuple[int, int]] = {}
+        self.corrupt_records = 0  # records this reader skipped because their bytes were damaged
 
     # ---- segments ----------------------------------------------------------------------------
     def _segments(self) -> list[tuple[int, Path]]:
@@ -120,8 +142,11 @@ class SampleLog:
         first, path = segments[-1]
         data = path.read_bytes()
         count, good_end = 0, 0
-        for good_end, _ in _frames(data):  # noqa: B007 - the last end is what we need
+        for good_end, payload in _scan(data, final=True):  # noqa: B007 - the last end is what we need
             count += 1
+            if payload is None:
+                logger.error("sample log %s: a corrupt record (offset %d) is skipped, the records after it "
+                             "are kept", path, first + count - 1)
         if good_end < len(data):
             logger.warning("sample log %s: truncating a torn tail of %d bytes", path, len(data) - good_end)
             with path.open("r+b") as handle:
@@ -189,27 +214,33 @@ class SampleLog:
             return out
         if from_offset < segments[0][0]:
             raise ValueError(f"offset {from_offset} was deleted by retention (the log starts at {segments[0][0]})")
-        for first, path in segments[self._segment_holding(from_offset, segments):]:
+        held = segments[self._segment_holding(from_offset, segments):]
+        for index, (first, path) in enumerate(held):
             offset, position = self._positions.get(first, (first, 0))
             if offset > from_offset:  # an older position than cached: scan this segment from its start
                 offset, position = first, 0
+            rotated = index + 1 < len(held)  # complete: nothing more will be appended to it
             with path.open("rb") as handle:
                 handle.seek(position)
                 buffer = b""
                 while len(out) < max_records:
                     chunk = handle.read(READ_CHUNK)
-                    if not chunk:
-                        break
+                    at_end = not chunk
                     buffer += chunk
                     consumed = 0
-                    for end, payload in _frames(buffer):
-                        if offset >= from_offset:
+                    for end, payload in _scan(buffer, final=at_end and rotated):
+                        if payload is None:
+                            self.corrupt_records += 1
+                            logger.error("sample log %s: skipped the corrupt record at offset %d", path, offset)
+                        elif offset >= from_offset:
                             out.append((offset, payload))
                         offset, consumed = offset + 1, end
                         if len(out) >= max_records:
                             break
                     buffer = buffer[consumed:]
                     position += consumed
+                    if at_end:
+                        break
             self._positions[first] = (offset, position)
             if len(out) >= max_records:
                 break

@@ -153,3 +153,47 @@ def test_an_unknown_record_format_is_refused_with_its_version() -> None:
         decode_record(future)
     with pytest.raises(InvalidRecordError, match="not a sample-log record"):
         decode_record(b"\x01\x02")
+
+
+@pytest.mark.parametrize("where", ["payload", "header"])
+def test_a_flipped_byte_mid_segment_loses_one_record_and_no_offset_moves(tmp_path: Path, where: str) -> None:
+    log = SampleLog(tmp_path)
+    payloads = _records(0, 10)
+    log.append(payloads)
+    log.close()
+    (segment,) = tmp_path.glob("segment-*.log")
+    data = bytearray(segment.read_bytes())
+    fifth = sum(len(p) + 12 for p in payloads[:5])  # where the record at offset 5 starts
+    data[fifth + (20 if where == "payload" else 1)] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    reader = SampleLog(tmp_path)
+    records = reader.read(0)
+    assert [o for o, _ in records] == [0, 1, 2, 3, 4, 6, 7, 8, 9]  # the others keep their offsets
+    assert _ids(records) == [f"r{i}" for i in (0, 1, 2, 3, 4, 6, 7, 8, 9)]
+    assert reader.corrupt_records == 1
+    # The next writer keeps every intact record (nothing truncated) and never reuses an offset.
+    writer = SampleLog(tmp_path)
+    assert writer.append(_records(10, 2)) == 12
+    writer.close()
+    assert [o for o, _ in SampleLog(tmp_path).read(0)] == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11]
+    assert segment.stat().st_size == len(data) + sum(len(p) + 12 for p in _records(10, 2))
+
+
+def test_a_failed_append_leaves_no_partial_frame(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injected: the disk fills up while a batch is made durable (fsync raises ENOSPC)."""
+    log = SampleLog(tmp_path)
+    log.append(_records(0, 3))
+    real_fsync = __import__("os").fsync
+
+    def full_disk(descriptor: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("recdistill.core.samplelog.os.fsync", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        log.append(_records(3, 5))
+    monkeypatch.setattr("recdistill.core.samplelog.os.fsync", real_fsync)
+    assert log.append(_records(8, 2)) == 5  # space is back: the next batch follows the last durable record
+    log.close()
+    records = SampleLog(tmp_path).read(0)
+    assert [o for o, _ in records] == [0, 1, 2, 3, 4]
+    assert _ids(records) == ["r0", "r1", "r2", "r8", "r9"]

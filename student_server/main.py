@@ -10,6 +10,7 @@ import tempfile
 
 import uvicorn
 
+from recdistill.core.logs import configure_logging
 from student_server.app import create_app
 from student_server.http_protocol import CoalescingHttpToolsProtocol
 from student_server.rank_http import RankFastPath
@@ -20,13 +21,15 @@ logger = logging.getLogger(__name__)
 
 def worker_app() -> RankFastPath:
     """Factory each worker process calls; settings come from the STUDENT_* environment."""
+    configure_logging(json_lines=True)
     return create_app(StudentSettings())
 
 
 def serve(settings: StudentSettings) -> None:
     if settings.workers <= 1:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                    access_log=settings.access_log, timeout_graceful_shutdown=10, http=CoalescingHttpToolsProtocol)
+                    access_log=settings.access_log, timeout_graceful_shutdown=10, http=CoalescingHttpToolsProtocol,
+                    log_config=None)  # uvicorn's records go to the handlers `recdistill` configured
         return
     # Worker processes rebuild the settings from the environment.
     for name, value in settings.model_dump(exclude_none=True).items():

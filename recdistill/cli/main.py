@@ -19,10 +19,14 @@ app.command("demo")(demo.demo_command)
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
-    log_json: bool = typer.Option(False, "--log-json", envvar="RECDISTILL_LOG_JSON",
-                                  help="Structured logs: one JSON object per line."),
+    log_json: bool | None = typer.Option(None, "--log-json/--log-text", envvar="RECDISTILL_LOG_JSON",
+                                         help="Structured logs (one JSON object per line; the default of "
+                                              "`student serve`) or text for a terminal (the others' default)."),
 ) -> None:
     from recdistill.core.logs import configure_logging
 
-    configure_logging(logging.DEBUG if verbose else logging.INFO, json_lines=log_json)
+    level = logging.DEBUG if verbose else logging.INFO
+    ctx.obj = {"log_level": level, "log_json": log_json}
+    configure_logging(level, json_lines=bool(log_json))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import typer
@@ -22,6 +23,7 @@ CONFIG = typer.Option(None, "--config", help="TOML config file (its [student] ta
 
 @app.command("serve")
 def serve_command(
+    ctx: typer.Context,
     config: Path | None = CONFIG,
     registry: Path | None = typer.Option(None, help="Model registry directory (features.json, versions) "
                                                     "[default: registry]."),
@@ -50,6 +52,11 @@ def serve_command(
     if not (settings.registry / "features.json").exists():
         raise typer.BadParameter(f"{settings.registry} has no features.json: not a model registry",
                                  param_hint="--registry")
+    options = ctx.find_root().obj or {}
+    if options.get("log_json") is None:  # a server logs JSON lines unless told otherwise
+        from recdistill.core.logs import configure_logging
+
+        configure_logging(options.get("log_level", logging.INFO), json_lines=True)
     serve(settings)
 
 

@@ -82,6 +82,11 @@ class StreamState:
     versions_promoted: list[str] = field(default_factory=list)
     exports_refused: int = 0
 
+    def progress(self) -> tuple[int, ...]:
+        """Changes whenever a step changed anything a checkpoint holds."""
+        return (self.records_consumed, self.examples_trained, self.dead_lettered, self.unmatched_feedback,
+                self.since_export, len(self.versions_promoted), self.exports_refused)
+
     def counters(self) -> dict[str, Any]:
         """The state without its working sets: what a report shows."""
         return {k: v for k, v in asdict(self).items() if k not in ("waiting", "feedback", "feedback_seen")}
@@ -105,6 +110,7 @@ class SampleConsumer:
         self.config = config
         self.dead_letter = dead_letter  # (payload, request id or "", reason)
         self._logs: dict[str, SampleLog] = {}  # kept open: a reader's cost per poll is the new data
+        self._committed: dict[str, int] = {}
 
     def _log(self, partition: str) -> SampleLog:
         if partition not in self._logs:
@@ -163,8 +169,11 @@ class SampleConsumer:
             self.state.feedback_seen.pop(record.request_id, None)
 
     def commit(self) -> None:
+        """Commit the checkpointed offsets to the log (each only when it moved since this consumer last did)."""
         for partition, offset in self.state.offsets.items():
-            self._log(partition).commit(CONSUMER, offset)
+            if self._committed.get(partition) != offset:
+                self._log(partition).commit(CONSUMER, offset)
+                self._committed[partition] = offset
 
 
 class StreamTrainer:
@@ -355,6 +364,7 @@ class StreamPhase:
     async def step(self, now: float | None = None) -> StepResult:
         """Consume, train what is due, maybe publish, checkpoint, commit. Safe to kill at any point."""
         now = time.time() if now is None else now
+        before = self.state.progress()
         read = self.consumer.consume()
         trained = await self.train_due(now)
         self.consumer.prune_feedback(now)
@@ -362,7 +372,8 @@ class StreamPhase:
         if self.publisher is not None and self.state.since_export >= self.config.export_every:
             result.published = await self._publish()
             result.refused = result.published is None
-        self.checkpoint()
+        if self.state.progress() != before:  # an idle step rewrites nothing
+            self.checkpoint()
         self.consumer.commit()
         return result
 

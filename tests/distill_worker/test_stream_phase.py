@@ -97,6 +97,10 @@ async def test_stream_trains_each_record_once_across_kills_and_promotes(
             assert state.waiting == {}
             for partition, offset in state.offsets.items():
                 assert SampleLog(samples / partition).committed(CONSUMER) == offset
+            stamp = (state_dir / "stream.pt").stat().st_mtime_ns
+            idle = await final.step(now=FAR_FUTURE)
+            assert (idle.read, idle.trained) == (0, 0)
+            assert (state_dir / "stream.pt").stat().st_mtime_ns == stamp, "an idle step rewrites nothing"
 
             # Feedback for a request that was trained already is counted as late, not silently joined.
             late = {"request_id": f"event-{first[-1]}", "item_id": "1", "label": 1}

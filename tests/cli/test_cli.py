@@ -65,11 +65,11 @@ def test_unknown_dataset_is_a_clear_error(tmp_path: Path) -> None:
 def test_json_logs_are_one_object_per_line() -> None:
     import logging
 
-    from recdistill.core.logs import JsonFormatter
+    from recdistill.core.logs import json_formatter
 
     record = logging.LogRecord("recdistill.x", logging.WARNING, __file__, 1, "refused %s", ("v3",), None)
-    entry = json.loads(JsonFormatter().format(record))
-    assert entry["level"] == "warning"
+    entry = json.loads(json_formatter().format(record))
+    assert entry["level"] == "WARNING"
     assert entry["logger"] == "recdistill.x"
     assert entry["message"] == "refused v3"
 

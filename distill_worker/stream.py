@@ -41,7 +41,6 @@ from distill_worker.student import StudentConfig, StudentModel
 from distill_worker.teacher_client import TeacherClient, TeacherRefusedError, TeacherUnavailableError
 from distill_worker.trainer import distill_loss
 from recdistill.core.contracts.records import (
-    FeedbackRecord,
     InvalidRecordError,
     SampledRequest,
     decode_record,
@@ -111,6 +110,7 @@ class SampleConsumer:
         self.dead_letter = dead_letter  # (payload, request id or "", reason)
         self._logs: dict[str, SampleLog] = {}  # kept open: a reader's cost per poll is the new data
         self._committed: dict[str, int] = {}
+        self._behind: dict[str, float] = {}  # partition -> server time of the newest record read from it
 
     def _log(self, partition: str) -> SampleLog:
         if partition not in self._logs:
@@ -126,30 +126,44 @@ class SampleConsumer:
         for partition in self.partitions():
             log = self._log(partition)
             records = log.read(self.state.offsets.get(partition, 0), self.config.max_records)
+            last_ts = None
             for offset, payload in records:
-                self._take(payload)
+                last_ts = self._take(payload) or last_ts
                 self.state.offsets[partition] = offset + 1
             read += len(records)
+            if len(records) < self.config.max_records:
+                self._behind.pop(partition, None)  # caught up: nothing older can still arrive from it
+            elif last_ts is not None:
+                self._behind[partition] = last_ts
         self.state.records_consumed += read
         return read
 
-    def _take(self, payload: bytes) -> None:
+    def event_time(self, now: float) -> float:
+        """How far event time has surely got: `now`, held back to the newest record read from any partition
+        the worker has not caught up with (a backlog). Join windows close in event time, so a click still
+        in the backlog is never outrun by the training of its request."""
+        return min([now, *self._behind.values()])
+
+    def _take(self, payload: bytes) -> float | None:
+        """Take one record into the state; returns its server time."""
         try:
             record = decode_record(payload)  # an unknown format stops the worker with an error naming it
         except InvalidRecordError as exc:
             self.dead_letter(payload, "", str(exc))
-            return
+            return None
         if isinstance(record, SampledRequest):
             RECORDS.labels(kind="request").inc()
             self.state.waiting[record.request_id] = payload
-        elif isinstance(record, FeedbackRecord):
-            RECORDS.labels(kind="feedback").inc()
-            # Feedback may come before its request record (the sampler writes asynchronously): keep it.
-            self.state.feedback.setdefault(record.request_id, {})[record.item_id] = record.label
-            self.state.feedback_seen.setdefault(record.request_id, record.received_ts)
+            return record.ts
+        RECORDS.labels(kind="feedback").inc()
+        # Feedback may come before its request record (the sampler writes asynchronously): keep it.
+        self.state.feedback.setdefault(record.request_id, {})[record.item_id] = record.label
+        self.state.feedback_seen.setdefault(record.request_id, record.received_ts)
+        return record.received_ts
 
     def prune_feedback(self, now: float) -> None:
         """Feedback that matched no waiting request for two windows arrived after its request was trained."""
+        now = self.event_time(now)
         horizon = 2 * self.config.join_window_s
         for request_id, seen in list(self.state.feedback_seen.items()):
             if request_id not in self.state.waiting and now - seen >= horizon:
@@ -157,7 +171,8 @@ class SampleConsumer:
                 del self.state.feedback_seen[request_id]
 
     def due(self, now: float) -> list[SampledRequest]:
-        """Requests whose feedback window has closed, oldest first."""
+        """Requests whose feedback window has closed in event time, oldest first."""
+        now = self.event_time(now)
         waiting = [_request_decoder.decode(payload) for payload in self.state.waiting.values()]
         return sorted((r for r in waiting if now - r.ts >= self.config.join_window_s), key=lambda r: r.ts)
 

@@ -16,8 +16,10 @@ from distill_worker.labels import LabelStore
 from distill_worker.settings import DistillConfig, StreamConfig, TeacherClientSettings
 from distill_worker.stream import StreamPhase
 from distill_worker.teacher_client import TeacherClient
+from recdistill.core.contracts.records import FeedbackRecord, SampledRequest, encode_record
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
+from recdistill.core.features.request import parse_rank_request
 from recdistill.core.processes import free_port
 from recdistill.core.samplelog import SampleLog
 from teacher_service.launcher import teacher_process
@@ -97,3 +99,39 @@ async def test_the_stream_waits_out_a_teacher_outage_and_resumes(
     assert state.examples_trained == 30, "every sampled request trained once, after the teacher came back"
     assert state.records_consumed == len(sampled_records(samples)) == 30
     assert state.dead_lettered == 0
+
+
+def test_a_backlog_never_turns_clicks_into_negatives(ml100k: PreparedDataset, tmp_path: Path) -> None:
+    """A worker 2x behind (a step reads 10 records of a 120-record backlog): a request is trained only when
+    its join window has closed in event time, so every click that arrived within it is joined."""
+    samples = tmp_path / "samples"
+    log = SampleLog(samples / "server-0")
+    events = ml100k.split("test")[500:560].tolist()
+    payloads, clicks = [], []
+    for i, event in enumerate(events):
+        body = ml100k.to_request(event, "slate", negatives=9)
+        served = 1_000.0 + i  # one request a second; each click comes 1.5 s after its request
+        payloads.append(encode_record(SampledRequest(
+            request_id=body["request_id"], ts=served, request_ts=served, model_version="v1",
+            sampling_probability=1.0, request=parse_rank_request(body), student_view="student",
+            scores=[0.5] * 10, positions=list(range(10)))))
+        clicks.append((served + 1.5, encode_record(FeedbackRecord(
+            request_id=body["request_id"], item_id=str(body["candidates"][0]["item_id"]), label=1.0,
+            ts=served + 1.5, received_ts=served + 1.5))))
+        payloads += [click for when, click in clicks if when <= served]  # in arrival order
+        clicks = [(when, click) for when, click in clicks if when > served]
+    payloads += [click for _, click in clicks]
+    log.append(payloads)
+    phase = StreamPhase(ml100k, samples, tmp_path / "worker", DistillConfig(use_teacher=False),
+                        StreamConfig(join_window_s=2.0, max_records=10))
+    steps = 0
+    while steps < 100:
+        result = asyncio.run(phase.step(now=FAR_FUTURE))
+        steps += 1
+        if not result.read and not phase.state.waiting:
+            break
+    state = phase.state
+    assert state.records_consumed == len(payloads) == 120
+    assert state.examples_trained == 60
+    assert (state.feedback_joined, state.unmatched_feedback) == (60, 0), "no click outrun by its request's training"
+    assert steps >= 12, "the backlog was read 10 records at a time"

@@ -3,9 +3,13 @@ ports (SO_REUSEPORT), with Prometheus metrics aggregated across them."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import shutil
+import signal
+import sys
 import tempfile
 
 import uvicorn
@@ -17,10 +21,24 @@ from student_server.rank_http import RankFastPath
 from student_server.settings import StudentSettings
 
 logger = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1
+_SUPERVISOR_PID = int(os.environ.get("RECDISTILL_SUPERVISOR_PID", "0"))
+
+
+def _exit_with_parent() -> None:
+    """Ask Linux to SIGTERM this worker when the supervising process dies, also by kill -9: no worker is
+    left serving on the port, and a restart can bind it again."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+            logger.warning("could not tie this worker to its supervisor (errno %d)", ctypes.get_errno())
+        if _SUPERVISOR_PID and os.getppid() != _SUPERVISOR_PID:  # it died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def worker_app() -> RankFastPath:
     """Factory each worker process calls; settings come from the STUDENT_* environment."""
+    _exit_with_parent()
     configure_logging(json_lines=True)
     return create_app(StudentSettings())
 
@@ -36,6 +54,7 @@ def serve(settings: StudentSettings) -> None:
         os.environ[f"STUDENT_{name.upper()}"] = str(value)
     if settings.admin_token:
         os.environ["RECDISTILL_ADMIN_TOKEN"] = settings.admin_token
+    os.environ["RECDISTILL_SUPERVISOR_PID"] = str(os.getpid())
     metrics_dir = tempfile.mkdtemp(prefix="recdistill-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:

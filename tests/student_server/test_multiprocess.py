@@ -64,3 +64,35 @@ def test_two_workers_share_activation_metrics_and_ports(registry: Path, tmp_path
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def test_kill_9_of_the_supervisor_takes_its_workers_down(registry: Path, tmp_path: Path) -> None:
+    import psutil
+
+    port, grpc_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [str(Path(sys.executable).parent / "recdistill"), "student", "serve", "--registry", str(registry),
+               "--port", str(port), "--grpc-port", str(grpc_port), "--workers", "2",
+               "--sample-log", str(tmp_path / "samples")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_ready(url, process)
+        workers = psutil.Process(process.pid).children(recursive=True)
+        assert workers
+        process.kill()  # SIGKILL: the supervisor gets no chance to stop its workers
+        process.wait(timeout=10)
+        gone, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, f"workers still serving after their supervisor died: {[p.pid for p in alive]}"
+    finally:
+        for worker in psutil.Process().children(recursive=True):
+            if worker.pid != process.pid and str(registry) in " ".join(worker.cmdline()):
+                worker.kill()
+    # The port is free again: a restart binds it and serves.
+    one_process = [part for part in command if part not in ("--workers", "2")]
+    restart = subprocess.Popen(one_process, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_ready(url, restart)
+        assert httpx.post(f"{url}/v1/rank", content=EXAMPLE.read_bytes(), timeout=30).status_code == 200
+    finally:
+        restart.send_signal(signal.SIGTERM)
+        restart.wait(timeout=30)

@@ -75,17 +75,19 @@ def test_kill_9_of_the_supervisor_takes_its_workers_down(registry: Path, tmp_pat
                "--port", str(port), "--grpc-port", str(grpc_port), "--workers", "2",
                "--sample-log", str(tmp_path / "samples")]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    workers: list[psutil.Process] = []
     try:
         _wait_ready(url, process)
         workers = psutil.Process(process.pid).children(recursive=True)
         assert workers
         process.kill()  # SIGKILL: the supervisor gets no chance to stop its workers
         process.wait(timeout=10)
-        gone, alive = psutil.wait_procs(workers, timeout=30)
+        _, alive = psutil.wait_procs(workers, timeout=30)
         assert not alive, f"workers still serving after their supervisor died: {[p.pid for p in alive]}"
     finally:
-        for worker in psutil.Process().children(recursive=True):
-            if worker.pid != process.pid and str(registry) in " ".join(worker.cmdline()):
+        process.kill()
+        for worker in workers:  # whatever the outcome, nothing is left running
+            if worker.is_running():
                 worker.kill()
     # The port is free again: a restart binds it and serves.
     one_process = [part for part in command if part not in ("--workers", "2")]

@@ -109,7 +109,7 @@ def create_app(settings: StudentSettings | None = None) -> RankFastPath:
     app = FastAPI(title="Rec-Distill student server", version="0.1.0", lifespan=lifespan,
                   description="Low-latency ranking on ONNX Runtime with hot-swappable model versions.")
     app.state.settings = settings
-    rank_endpoint = RankEndpoint(settings.max_body_bytes)
+    rank_endpoint = RankEndpoint(settings.max_body_bytes, settings.body_timeout_s)
     # Also a route of its own (first in the table): other methods get a 405 from Starlette.
     app.router.routes.insert(0, Route("/v1/rank", rank_endpoint, methods=["POST"]))
     app.include_router(routes.router)

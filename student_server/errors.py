@@ -18,6 +18,10 @@ class PayloadTooLargeError(RecDistillError):
     """The request body exceeds the configured limit."""
 
 
+class RequestTimeoutError(RecDistillError):
+    """The request body did not arrive in time."""
+
+
 class AdminDisabledError(RecDistillError):
     """The operator API is off because no token is configured."""
 
@@ -30,6 +34,7 @@ class UnauthorizedError(RecDistillError):
 _STATUSES: tuple[tuple[type[Exception], int, grpc.StatusCode], ...] = (
     (ValidationError, 422, grpc.StatusCode.INVALID_ARGUMENT),
     (PayloadTooLargeError, 413, grpc.StatusCode.INVALID_ARGUMENT),
+    (RequestTimeoutError, 408, grpc.StatusCode.DEADLINE_EXCEEDED),
     (UnauthorizedError, 401, grpc.StatusCode.UNAUTHENTICATED),
     (AdminDisabledError, 403, grpc.StatusCode.PERMISSION_DENIED),
     (NotFoundError, 404, grpc.StatusCode.NOT_FOUND),

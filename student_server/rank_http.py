@@ -10,6 +10,7 @@ also mounts the endpoint as an ordinary route. Its OpenAPI entry is added by `op
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -21,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from recdistill.core.errors import RecDistillError
 from recdistill.core.features.request import parse_rank_request, rank_request_json_schema
 from student_server import metrics
-from student_server.errors import PayloadTooLargeError, error_body, http_status
+from student_server.errors import PayloadTooLargeError, RequestTimeoutError, error_body, http_status
 from student_server.service import RankingService
 
 logger = logging.getLogger(__name__)
@@ -40,36 +41,44 @@ class ErrorResponse(BaseModel):
     field: str | None = Field(default=None, description="the request field at fault, e.g. candidates.0.item_id")
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int, timeout_s: float) -> bytes:
+    """The whole body, at most `limit` bytes, arriving within `timeout_s` (a client that trickles its body
+    holds a connection and a descriptor: it gets a 408 instead)."""
     for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit() and int(value) > limit:
             raise PayloadTooLargeError(f"body of {value.decode()} bytes exceeds the limit of {limit}")
-    message = await receive()
-    body = message.get("body", b"")
-    if not message.get("more_body", False):
-        return body
-    buffer = bytearray(body)
-    while message.get("more_body", False):
-        message = await receive()
-        buffer += message.get("body", b"")
-        if len(buffer) > limit:
-            raise PayloadTooLargeError(f"body exceeds the limit of {limit} bytes")
-    return bytes(buffer)
+    try:
+        async with asyncio.timeout(timeout_s):
+            message = await receive()
+            body = message.get("body", b"")
+            if not message.get("more_body", False):
+                return body
+            buffer = bytearray(body)
+            while message.get("more_body", False):
+                message = await receive()
+                buffer += message.get("body", b"")
+                if len(buffer) > limit:
+                    raise PayloadTooLargeError(f"body exceeds the limit of {limit} bytes")
+            return bytes(buffer)
+    except TimeoutError:
+        raise RequestTimeoutError(f"the request body did not arrive within {timeout_s:g} s") from None
 
 
 class RankEndpoint:
     """Reached through `RankFastPath` (and as a Starlette `Route`); finds the service on the FastAPI
     app's state, which the lifespan sets."""
 
-    def __init__(self, max_body_bytes: int) -> None:
+    def __init__(self, max_body_bytes: int, body_timeout_s: float) -> None:
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         service: RankingService = scope["app"].state.service
         status = 200
         try:
-            result = await service.rank(parse_rank_request(await read_body(scope, receive, self.max_body_bytes)))
+            result = await service.rank(parse_rank_request(await read_body(scope, receive, self.max_body_bytes,
+                                                                                  self.body_timeout_s)))
             payload = orjson.dumps(result.to_json())
         except RecDistillError as exc:
             status = http_status(exc)
@@ -104,10 +113,10 @@ class RankFastPath:
         if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
             # The same body limit for every route: the body is read here, at most `max_body_bytes` of it.
             try:
-                body = await read_body(scope, receive, self.endpoint.max_body_bytes)
-            except PayloadTooLargeError as exc:
+                body = await read_body(scope, receive, self.endpoint.max_body_bytes, self.endpoint.body_timeout_s)
+            except (PayloadTooLargeError, RequestTimeoutError) as exc:
                 payload = orjson.dumps(error_body(exc))
-                await send({"type": "http.response.start", "status": 413,
+                await send({"type": "http.response.start", "status": http_status(exc),
                             "headers": [_CONTENT_TYPE, (b"content-length", str(len(payload)).encode())]})
                 await send({"type": "http.response.body", "body": payload})
                 return
@@ -145,6 +154,7 @@ def openapi_path_item(ref_template: str = "#/components/schemas/{name}") -> tupl
         "requestBody": {"required": True, "content": {"application/json": {"schema": request_schema}}},
         "responses": {
             "200": response("Scores in request order, the ranking, the version that served it", RankResponse),
+            "408": response("The body did not arrive within the configured time", ErrorResponse),
             "413": response("Body larger than the configured limit", ErrorResponse),
             "422": response("Malformed JSON, a wrong type, too many candidates or events (`field` names it)",
                             ErrorResponse),

@@ -3,6 +3,7 @@ broken versions while the active one keeps serving."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -307,3 +308,18 @@ async def test_malformed_grpc_messages_are_invalid_argument(registry: Path, tmp_
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         reply = await stub.Rank(request_from_dict(json.loads(EXAMPLE.read_text())))
         assert reply.model_version == "v1"
+
+
+@pytest.mark.parametrize("path", ["/v1/rank", "/v1/feedback"])
+async def test_a_trickled_body_gets_408_and_frees_the_connection(registry: Path, tmp_path: Path, path: str) -> None:
+    settings = make_settings(registry, tmp_path, body_timeout_s=0.5)
+    async with run_server(settings) as server:
+        reader, writer = await asyncio.open_connection(settings.host, settings.port)
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 1000\r\n\r\n{\"user\": ".encode())  # then nothing more
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), timeout=10)
+        assert b" 408 " in status_line, status_line
+        writer.close()
+        async with httpx.AsyncClient(base_url=server.http_url) as client:
+            assert (await client.post("/v1/rank", content=EXAMPLE.read_bytes())).status_code == 200

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
 import uvicorn
 
@@ -65,3 +68,17 @@ def onnx_scores(registry: Path, version: str, tensors: dict[str, np.ndarray]) ->
 def sampled_records(sample_log: Path, partition: str = "test-0") -> list[SampleRecord]:
     """Every record one partition of the sample log holds, decoded as the worker decodes them."""
     return [decode_record(payload) for _, payload in SampleLog(sample_log / partition).read(0, 1 << 30)]
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 60) -> None:
+    """Poll /readyz of a server process until it answers 200 (it must not exit meanwhile)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read() if process.stdout else "server exited"
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("student server not ready")

@@ -16,23 +16,10 @@ from typer.testing import CliRunner
 
 from recdistill.cli import app
 from recdistill.core.processes import free_port
-from tests.student_server.conftest import TOKEN
+from tests.student_server.conftest import TOKEN, wait_ready
 
 pytestmark = pytest.mark.integration
 EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.json"
-
-
-def _wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read() if process.stdout else "server exited"
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError("student server not ready")
 
 
 def test_two_workers_share_activation_metrics_and_ports(registry: Path, tmp_path: Path) -> None:
@@ -45,7 +32,7 @@ def test_two_workers_share_activation_metrics_and_ports(registry: Path, tmp_path
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     body = EXAMPLE.read_bytes()
     try:
-        _wait_ready(url, process)
+        wait_ready(url, process)
         fresh = httpx.Limits(max_keepalive_connections=0)  # a new connection each time: both workers serve
         with httpx.Client(base_url=url, limits=fresh, timeout=30) as client:
             for _ in range(30):
@@ -77,7 +64,7 @@ def test_kill_9_of_the_supervisor_takes_its_workers_down(registry: Path, tmp_pat
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     workers: list[psutil.Process] = []
     try:
-        _wait_ready(url, process)
+        wait_ready(url, process)
         workers = psutil.Process(process.pid).children(recursive=True)
         assert workers
         process.kill()  # SIGKILL: the supervisor gets no chance to stop its workers
@@ -93,7 +80,7 @@ def test_kill_9_of_the_supervisor_takes_its_workers_down(registry: Path, tmp_pat
     one_process = [part for part in command if part not in ("--workers", "2")]
     restart = subprocess.Popen(one_process, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_ready(url, restart)
+        wait_ready(url, restart)
         assert httpx.post(f"{url}/v1/rank", content=EXAMPLE.read_bytes(), timeout=30).status_code == 200
     finally:
         restart.send_signal(signal.SIGTERM)

@@ -105,9 +105,14 @@ class TrafficSampler:
                     self.log.append(payloads)
                 for item in written:
                     metrics.SAMPLED.labels(kind=_kind(item.record)).inc()
-            except Exception as exc:  # noqa: BLE001 - reported to the waiters, logged
+            except OSError as exc:  # disk full, file too large, I/O error: nothing of the batch was kept
                 logger.error("writing %d records to the sample log failed: %s", len(payloads), exc)
-                errors |= {index: exc for index, item in enumerate(batch) if index not in errors}
+                unavailable = OverloadedError(f"the sample log cannot be written now ({exc.strerror or exc}); "
+                                              "retry later", retry_after_s=5.0)
+                for index, item in enumerate(batch):
+                    if index not in errors:
+                        errors[index] = unavailable
+                        metrics.DROPPED.labels(kind=_kind(item.record)).inc()
             for index, item in enumerate(batch):
                 if item.done:
                     loop, future = item.done

@@ -1,0 +1,87 @@
+"""Property-based fuzzing, bounded, against a real server: schemathesis over /openapi.json (0 responses
+5xx, every response as documented, so no null score) and random gRPC messages (never UNKNOWN)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recdistill.core._proto import ranking_pb2
+from recdistill.core.processes import free_port
+from tests.student_server.conftest import TOKEN, make_settings, run_server, wait_ready
+
+pytestmark = pytest.mark.integration
+SCHEMATHESIS = str(Path(sys.executable).parent / "st")
+
+
+async def test_schemathesis_finds_no_server_error_and_no_undocumented_response(registry: Path,
+                                                                               tmp_path: Path) -> None:
+    settings = make_settings(registry, tmp_path, sampling_rate=1.0)
+    async with run_server(settings) as server:
+        process = await asyncio.create_subprocess_exec(
+            SCHEMATHESIS, "run", f"{server.http_url}/openapi.json", "--checks",
+            "not_a_server_error,response_schema_conformance", "--max-examples", "40", "--seed", "1",
+            "--header", f"Authorization: Bearer {TOKEN}", "--workers", "1",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env=os.environ | {"NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""})
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=300)
+    text = output.decode(errors="replace")
+    assert process.returncode == 0, text[-6000:]
+
+
+_text = st.text(max_size=40)
+_double = st.floats(allow_nan=True, allow_infinity=True) | st.floats(-1e20, 1e20)
+_messages = st.builds(
+    ranking_pb2.RankRequest,
+    user=st.builds(ranking_pb2.User, user_id=_text, age=_double, gender=_text, occupation=_text, zip_code=_text),
+    history=st.lists(st.builds(ranking_pb2.HistoryEvent, item_id=_text, ts=_double, action=_text), max_size=30),
+    candidates=st.lists(st.builds(ranking_pb2.Candidate, item_id=_text, features=st.builds(
+        ranking_pb2.ItemFeatures, genres=st.lists(_text, max_size=3), release_year=_double)), max_size=60),
+    request_id=st.text(max_size=200),
+    context=st.builds(ranking_pb2.Context, ts=_double),
+).map(lambda m: m.SerializeToString()) | st.binary(max_size=300)
+
+
+@pytest.fixture(scope="module")
+def grpc_server(registry_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    registry = tmp_path_factory.mktemp("fuzz") / "registry"
+    shutil.copytree(registry_template, registry)
+    port, grpc_port = free_port(), free_port()
+    command = [str(Path(sys.executable).parent / "recdistill"), "student", "serve", "--registry", str(registry),
+               "--port", str(port), "--grpc-port", str(grpc_port), "--sample-log", str(registry.parent / "samples")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process)
+        yield f"127.0.0.1:{grpc_port}"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=_messages)
+def test_random_grpc_messages_never_get_unknown_or_internal(grpc_server: str, payload: bytes) -> None:
+    code, detail, reply = grpc.StatusCode.OK, "", ranking_pb2.RankResponse()
+    with grpc.insecure_channel(grpc_server) as channel:
+        rank = channel.unary_unary("/recdistill.v1.Ranking/Rank")  # bytes in, bytes out
+        try:
+            reply = ranking_pb2.RankResponse.FromString(rank(payload, timeout=30))
+        except grpc.RpcError as exc:
+            code, detail = exc.code(), exc.details()
+    if code != grpc.StatusCode.OK:
+        assert code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION), (code, detail)
+        return
+    assert all(math.isfinite(score) and 0 <= score <= 1 for score in reply.scores)
+    assert len(reply.scores) == len(ranking_pb2.RankRequest.FromString(payload).candidates)

@@ -150,6 +150,7 @@ def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
             load("grpc", process, "grpc", f"127.0.0.1:{grpc_port}", bodies.proto)
             rss_under_load = psutil.Process(process.pid).memory_info().rss / 2**20
             swapping = _during_swaps(port, process.pid, bodies.json, seconds)
+            erring = _during_errors(port, process.pid, bodies.json, seconds)
         # One process per core: the layout the issue asks for (the load generator shares the cores).
         server, port, grpc_port = ours(2)
         with server as process:
@@ -178,11 +179,11 @@ def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
         with child_process(echo_cmd, lambda: _grpc_ready(f"127.0.0.1:{echo_port}"), "echo-grpc") as process:
             load("echo_grpc", process, "grpc", f"127.0.0.1:{echo_port}", bodies.proto)
 
-    _rows(results, measured, repeats, raw, swapping, rss_under_load)
+    _rows(results, measured, repeats, raw, swapping, erring, rss_under_load)
 
 
 def _rows(results: Results, m: dict[str, dict[str, float]], repeats: int, raw: dict[str, float],
-          swapping: dict[str, float], rss_under_load: float) -> None:
+          swapping: dict[str, float], erring: dict[str, float], rss_under_load: float) -> None:
     def add(name: str, key: str, reference: str, reference_key: str) -> None:
         run = m[key]
         spread = f"median of {repeats} runs ({run['low']:,.0f}-{run['high']:,.0f}); " if repeats > 1 else ""
@@ -215,6 +216,10 @@ def _rows(results: Results, m: dict[str, dict[str, float]], repeats: int, raw: d
     results.add(Row(SECTION, "HTTP p99 while a swap happens every 0.5 s, 1 process", swapping["p99_ms"], "ms",
                     "steady-state HTTP p99, 1 process", m["http"]["p99_ms"],
                     note=f"{int(swapping['swaps'])} swaps, {int(swapping['errors'])} errors", command=COMMAND))
+    results.add(Row(SECTION, "HTTP p99 while a client sends 10 error-causing requests/s, 1 process",
+                    erring["p99_ms"], "ms", "steady-state HTTP p99, 1 process", m["http"]["p99_ms"],
+                    note=f"{int(erring['bad_requests'])} bad requests (4xx: {int(erring['client_errors'])}, "
+                         f"5xx: {int(erring['server_errors'])}); goal: within 1.5x", command=COMMAND))
     results.add(Row(SECTION, "server RSS after the load runs", rss_under_load, "MiB", command=COMMAND))
 
 
@@ -239,3 +244,41 @@ def _during_swaps(port: int, server_pid: int, body: Path, seconds: float) -> dic
         stop.set()
         thread.join()
     return result | {"swaps": swaps}
+
+
+# Requests a careless or hostile client sends: each must be refused quickly, without a traceback on the
+# event loop or a 5xx (unknown version, bad JSON, a number no encoder can use, a bad label, a huge body).
+_BAD_REQUESTS: list[tuple[str, str, bytes]] = [
+    ("POST", "/v1/rank", b'{"user": {"user_id": 1}, "candidates": ['),
+    ("POST", "/v1/rank", b'{"user": {"user_id": 1, "age": 1' + b"0" * 400 + b'}, "candidates": [{"item_id": 1}]}'),
+    ("POST", "/v1/feedback", b'{"request_id": "r", "item_id": "1", "label": "yes"}'),
+    ("POST", "/v1/feedback", b'{"request_id": "r", "item_id": "1", "label": 1, "ts": -1}'),
+    ("POST", "/admin/versions/no-such-version/activate", b""),
+    ("POST", "/v1/feedback", b"x" * (5 << 20)),
+]
+
+
+def _during_errors(port: int, server_pid: int, body: Path, seconds: float) -> dict[str, float]:
+    """HTTP ranking under load while another client sends 10 bad requests a second."""
+    stop = threading.Event()
+    counts = {"bad_requests": 0, "client_errors": 0, "server_errors": 0}
+
+    def pest() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}",
+                                                                       "content-type": "application/json"},
+                          timeout=30) as client:
+            while not stop.wait(0.1):
+                method, path, content = _BAD_REQUESTS[counts["bad_requests"] % len(_BAD_REQUESTS)]
+                status = client.request(method, path, content=content).status_code
+                counts["bad_requests"] += 1
+                counts["client_errors"] += 400 <= status < 500
+                counts["server_errors"] += status >= 500
+
+    thread = threading.Thread(target=pest)
+    thread.start()
+    try:
+        result = _load("http", f"http://127.0.0.1:{port}/v1/rank", body, seconds, 1, server_pid)
+    finally:
+        stop.set()
+        thread.join()
+    return result | counts

@@ -33,8 +33,9 @@ bench: install ## Install, then run the benchmark suite and write BENCHMARKS.md
 soak: install ## Install, then a 5-minute fixed-rate soak of the student server (errors, RSS growth)
 	$(BIN)/python -m benchmarks.soak --minutes 5
 
-lint: install ## ruff
+lint: install ## ruff and the layer contracts (lint-imports)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 format: install ## ruff format + fixes
 	$(BIN)/ruff check --fix .

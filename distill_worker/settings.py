@@ -102,6 +102,9 @@ class WorkerSettings(BaseSettings):
     # Map calibrated teacher probabilities (full slates) into the student's negative-sampled space.
     sampling_correction: bool = True
     version_prefix: str = "student"
+    # Prometheus metrics of the worker (teacher up, records, dead letters, promotions) on this port; None: off.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     teacher: TeacherClientSettings = TeacherClientSettings()
     distill: DistillConfig = DistillConfig()
     stream: StreamConfig = StreamConfig()

@@ -50,6 +50,7 @@ def run_command(
     max_train_events: int | None = typer.Option(None, help="Only the most recent N training events."),
     epochs: int | None = typer.Option(None, min=1, help="[default: 20]"),
     seed: int | None = typer.Option(None, help="[default: 0]"),
+    metrics_port: int | None = typer.Option(None, help="Serve the worker's Prometheus metrics on this port."),
 ) -> None:
     """Run a phase of the worker and print its report (JSON)."""
     from distill_worker.batch import run_batch
@@ -68,12 +69,17 @@ def run_command(
         WorkerSettings, config, "worker", data=data, registry=registry, state_dir=state_dir, samples=samples,
         server_url=server_url, task=task, calibration=calibration, max_train_events=max_train_events,
         sampling_correction=sampling_correction, version_prefix=None if teacher is not False else "baseline",
+        metrics_port=metrics_port,
         teacher=section(url=teacher_url, teacher_version=teacher_version, teacher_data_end_ts=teacher_data_end_ts),
         distill=section(use_teacher=teacher, head=head, epochs=epochs, seed=seed, unexposed_weight=unexposed_weight),
         stream=section(join_window_s=join_window_s, export_every=export_every, inverse_propensity=ipw))
     if settings.distill.use_teacher and settings.teacher.teacher_version == "unknown":
         raise typer.BadParameter("give the version of the teacher behind --teacher-url (labels are keyed by it)",
                                  param_hint="--teacher-version")
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
     if mode == "batch":
         report = asyncio.run(run_batch(settings))
     else:

@@ -14,7 +14,7 @@ import pytest
 
 from distill_worker.labels import LabelStore
 from distill_worker.settings import DistillConfig, StreamConfig, TeacherClientSettings
-from distill_worker.stream import StreamPhase
+from distill_worker.stream import TEACHER_UP, StreamPhase
 from distill_worker.teacher_client import TeacherClient
 from recdistill.core.contracts.records import FeedbackRecord, SampledRequest, encode_record
 from recdistill.core.data.dataset import PreparedDataset
@@ -91,12 +91,14 @@ async def test_the_stream_waits_out_a_teacher_outage_and_resumes(
         await asyncio.sleep(3)
         assert not stream.done(), "the worker must outlive a teacher outage"
         assert phase.state.examples_trained == 0
+        assert TEACHER_UP._value.get() == 0, "the outage is reported"
         with teacher_process(tiny_teacher, grpc_port=port, log_path=tmp_path / "triton.log"):
             state = await asyncio.wait_for(stream, timeout=120)
     finally:
         await client.close()
         store.close()
     assert state.examples_trained == 30, "every sampled request trained once, after the teacher came back"
+    assert TEACHER_UP._value.get() == 1
     assert state.records_consumed == len(sampled_records(samples)) == 30
     assert state.dead_lettered == 0
 

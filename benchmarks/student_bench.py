@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -223,27 +224,35 @@ def _rows(results: Results, m: dict[str, dict[str, float]], repeats: int, raw: d
     results.add(Row(SECTION, "server RSS after the load runs", rss_under_load, "MiB", command=COMMAND))
 
 
-def _during_swaps(port: int, server_pid: int, body: Path, seconds: float) -> dict[str, float]:
+def _load_while(port: int, server_pid: int, body: Path, seconds: float, every_s: float,
+                action: Callable[[httpx.Client], None]) -> dict[str, float]:
+    """HTTP ranking under load while another client calls `action` every `every_s` seconds."""
     stop = threading.Event()
-    swaps = 0
 
-    def swapper() -> None:
-        nonlocal swaps
+    def side() -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"},
                           timeout=30) as client:
-            while not stop.wait(0.5):
-                version = "v2" if swaps % 2 == 0 else "v1"
-                client.post(f"/admin/versions/{version}/activate").raise_for_status()
-                swaps += 1
+            while not stop.wait(every_s):
+                action(client)
 
-    thread = threading.Thread(target=swapper)
+    thread = threading.Thread(target=side)
     thread.start()
     try:
-        result = _load("http", f"http://127.0.0.1:{port}/v1/rank", body, seconds, 1, server_pid)
+        return _load("http", f"http://127.0.0.1:{port}/v1/rank", body, seconds, 1, server_pid)
     finally:
         stop.set()
         thread.join()
-    return result | {"swaps": swaps}
+
+
+def _during_swaps(port: int, server_pid: int, body: Path, seconds: float) -> dict[str, float]:
+    swaps = 0
+
+    def swap(client: httpx.Client) -> None:
+        nonlocal swaps
+        client.post(f"/admin/versions/{'v2' if swaps % 2 == 0 else 'v1'}/activate").raise_for_status()
+        swaps += 1
+
+    return _load_while(port, server_pid, body, seconds, 0.5, swap) | {"swaps": swaps}
 
 
 # Requests a careless or hostile client sends: each must be refused quickly, without a traceback on the
@@ -260,25 +269,14 @@ _BAD_REQUESTS: list[tuple[str, str, bytes]] = [
 
 def _during_errors(port: int, server_pid: int, body: Path, seconds: float) -> dict[str, float]:
     """HTTP ranking under load while another client sends 10 bad requests a second."""
-    stop = threading.Event()
     counts = {"bad_requests": 0, "client_errors": 0, "server_errors": 0}
 
-    def pest() -> None:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}",
-                                                                       "content-type": "application/json"},
-                          timeout=30) as client:
-            while not stop.wait(0.1):
-                method, path, content = _BAD_REQUESTS[counts["bad_requests"] % len(_BAD_REQUESTS)]
-                status = client.request(method, path, content=content).status_code
-                counts["bad_requests"] += 1
-                counts["client_errors"] += 400 <= status < 500
-                counts["server_errors"] += status >= 500
+    def pester(client: httpx.Client) -> None:
+        method, path, content = _BAD_REQUESTS[counts["bad_requests"] % len(_BAD_REQUESTS)]
+        status = client.request(method, path, content=content,
+                                headers={"content-type": "application/json"}).status_code
+        counts["bad_requests"] += 1
+        counts["client_errors"] += 400 <= status < 500
+        counts["server_errors"] += status >= 500
 
-    thread = threading.Thread(target=pest)
-    thread.start()
-    try:
-        result = _load("http", f"http://127.0.0.1:{port}/v1/rank", body, seconds, 1, server_pid)
-    finally:
-        stop.set()
-        thread.join()
-    return result | counts
+    return _load_while(port, server_pid, body, seconds, 0.1, pester) | counts

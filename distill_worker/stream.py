@@ -359,9 +359,10 @@ class StreamPhase:
             for index, reason in refused.items():
                 self._dead_letter(encode_record(chunk[index]), chunk[index].request_id, reason)
             self.consumer.release(chunk)
+            # Counted chunk by chunk: if a later chunk fails (teacher outage), the counts still add up.
+            self.state.examples_trained += len(chunk) - len(refused)
+            self.state.since_export += len(chunk) - len(refused)
             trained += len(chunk) - len(refused)
-        self.state.examples_trained += trained
-        self.state.since_export += trained
         return trained
 
     def _dead_letter(self, payload: bytes, request_id: str, reason: str) -> None:

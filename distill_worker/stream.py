@@ -110,6 +110,7 @@ class SampleConsumer:
         self.dead_letter = dead_letter  # (payload, request id or "", reason)
         self._logs: dict[str, SampleLog] = {}  # kept open: a reader's cost per poll is the new data
         self._committed: dict[str, int] = {}
+        self._decoded: dict[str, SampledRequest] = {}  # the waiting requests, decoded (the state keeps bytes)
         self._behind: dict[str, float] = {}  # partition -> server time of the newest record read from it
 
     def _log(self, partition: str) -> SampleLog:
@@ -154,6 +155,7 @@ class SampleConsumer:
         if isinstance(record, SampledRequest):
             RECORDS.labels(kind="request").inc()
             self.state.waiting[record.request_id] = payload
+            self._decoded[record.request_id] = record
             return record.ts
         RECORDS.labels(kind="feedback").inc()
         # Feedback may come before its request record (the sampler writes asynchronously): keep it.
@@ -173,13 +175,16 @@ class SampleConsumer:
     def due(self, now: float) -> list[SampledRequest]:
         """Requests whose feedback window has closed in event time, oldest first."""
         now = self.event_time(now)
-        waiting = [_request_decoder.decode(payload) for payload in self.state.waiting.values()]
+        waiting = [self._decoded.get(request_id) or self._decoded.setdefault(
+                       request_id, _request_decoder.decode(payload))  # decoded once (restored state: lazily)
+                   for request_id, payload in self.state.waiting.items()]
         return sorted((r for r in waiting if now - r.ts >= self.config.join_window_s), key=lambda r: r.ts)
 
     def release(self, records: list[SampledRequest]) -> None:
         """Trained: forget the requests and the feedback joined to them."""
         for record in records:
             self.state.waiting.pop(record.request_id)
+            self._decoded.pop(record.request_id, None)
             self.state.feedback_joined += len(self.state.feedback.pop(record.request_id, {}))
             self.state.feedback_seen.pop(record.request_id, None)
 

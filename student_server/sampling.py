@@ -105,10 +105,11 @@ class TrafficSampler:
                     self.log.append(payloads)
                 for item in written:
                     metrics.SAMPLED.labels(kind=_kind(item.record)).inc()
-            except OSError as exc:  # disk full, file too large, I/O error: nothing of the batch was kept
+            except Exception as exc:  # noqa: BLE001 - disk full, file too large, I/O: nothing of the batch kept
                 logger.error("writing %d records to the sample log failed: %s", len(payloads), exc)
-                unavailable = OverloadedError(f"the sample log cannot be written now ({exc.strerror or exc}); "
-                                              "retry later", retry_after_s=5.0)
+                reason = getattr(exc, "strerror", None) or exc
+                unavailable = OverloadedError(f"the sample log cannot be written now ({reason}); retry later",
+                                              retry_after_s=5.0)
                 for index, item in enumerate(batch):
                     if index not in errors:
                         errors[index] = unavailable

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 from pathlib import Path
 
 import httpx
@@ -74,32 +75,47 @@ async def test_a_poison_record_and_a_refused_request_are_dead_lettered(
     assert any("not a sample-log record" in line["reason"] for line in lines)
 
 
-async def test_the_stream_waits_out_a_teacher_outage_and_resumes(
+async def test_the_stream_waits_out_a_30_s_teacher_outage_and_resumes(
     tiny_teacher: Path, ml100k: PreparedDataset, registry: Path, tmp_path: Path
 ) -> None:
-    events = ml100k.split("test")[400:430].tolist()
-    await _serve_requests(registry, tmp_path, ml100k, events)
+    events = ml100k.split("test")[400:460].tolist()
     samples, state_dir, port = tmp_path / "samples", tmp_path / "worker", free_port()
     client = _client(ml100k, f"127.0.0.1:{port}", retries=1, backoff_base_s=0.05, timeout_s=2, breaker_failures=2,
                      breaker_reset_s=0.5)
     store = LabelStore(state_dir / "labels.sqlite")
     phase = StreamPhase(ml100k, samples, state_dir, DistillConfig(),
-                        StreamConfig(join_window_s=0.0, idle_s=0.1, outage_backoff_max_s=0.5), client, store)
+                        StreamConfig(join_window_s=0.0, idle_s=0.1, outage_backoff_max_s=2.0), client, store)
+    traffic_over = asyncio.Event()
+
+    async def wait_for(condition, what: str, timeout_s: float = 120) -> None:  # noqa: ANN001
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.1)
+
     try:
-        # The teacher is down when the stream starts: the worker keeps trying instead of dying.
-        stream = asyncio.create_task(phase.run(until=lambda: True, clock=lambda: FAR_FUTURE))
-        await asyncio.sleep(3)
-        assert not stream.done(), "the worker must outlive a teacher outage"
-        assert phase.state.examples_trained == 0
+        stream = asyncio.create_task(phase.run(until=traffic_over.is_set, clock=lambda: FAR_FUTURE))
+        with teacher_process(tiny_teacher, grpc_port=port, log_path=tmp_path / "triton-1.log"):
+            await _serve_requests(registry, tmp_path, ml100k, events[:30])
+            await wait_for(lambda: phase.state.examples_trained == 30, "the first half is trained")
+        # The teacher is stopped for 30 s while traffic keeps arriving: the worker waits instead of dying.
+        stopped = time.monotonic()
+        await _serve_requests(registry, tmp_path, ml100k, events[30:])
+        while time.monotonic() - stopped < 30:
+            assert not stream.done(), "the worker must outlive a teacher outage"
+            await asyncio.sleep(0.5)
+        assert phase.state.examples_trained == 30, "nothing is trained without its teacher labels"
+        assert phase.state.records_consumed == 60, "the log is still read during the outage"
         assert TEACHER_UP._value.get() == 0, "the outage is reported"
-        with teacher_process(tiny_teacher, grpc_port=port, log_path=tmp_path / "triton.log"):
+        with teacher_process(tiny_teacher, grpc_port=port, log_path=tmp_path / "triton-2.log"):
+            traffic_over.set()
             state = await asyncio.wait_for(stream, timeout=120)
     finally:
         await client.close()
         store.close()
-    assert state.examples_trained == 30, "every sampled request trained once, after the teacher came back"
+    assert state.examples_trained == 60, "every sampled request trained once, after the teacher came back"
     assert TEACHER_UP._value.get() == 1
-    assert state.records_consumed == len(sampled_records(samples)) == 30
+    assert state.records_consumed == len(sampled_records(samples)) == 60
     assert state.dead_lettered == 0
 
 

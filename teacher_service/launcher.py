@@ -26,9 +26,10 @@ class TeacherEndpoints:
 @contextmanager
 def teacher_process(checkpoint: Path, model_name: str = "teacher", ready_timeout_s: float = 180.0,
                     log_path: Path | None = None, instances: int | None = None, grpc_port: int | None = None,
-                    env: dict[str, str] | None = None) -> Iterator[tuple[TeacherEndpoints, subprocess.Popen]]:
+                    env: dict[str, str] | None = None, niceness: int = 0
+                    ) -> Iterator[tuple[TeacherEndpoints, subprocess.Popen]]:
     """Start Triton serving `checkpoint` (on free ports unless `grpc_port` is given; `env`: e.g. TEACHER_*
-    settings); SIGTERM it on exit."""
+    settings; `niceness`: a lower CPU priority, beside serving); SIGTERM it on exit."""
     import tritonclient.grpc as grpcclient
 
     http, grpc, metrics = free_port(), grpc_port or free_port(), free_port()
@@ -40,6 +41,6 @@ def teacher_process(checkpoint: Path, model_name: str = "teacher", ready_timeout
     endpoints = TeacherEndpoints(f"127.0.0.1:{grpc}", f"127.0.0.1:{http}", f"127.0.0.1:{metrics}", model_name)
     with grpcclient.InferenceServerClient(endpoints.grpc_url) as client, \
             child_process(command, lambda: client.is_model_ready(model_name), "teacher serve", ready_timeout_s,
-                          log_path, env) as process:
+                          log_path, env, niceness=niceness) as process:
         logger.info("teacher ready on %s (pid %d)", endpoints.grpc_url, process.pid)
         yield endpoints, process

@@ -22,10 +22,13 @@ def free_port() -> int:
 @contextmanager
 def child_process(command: list[str], is_ready: Callable[[], bool], what: str, ready_timeout_s: float = 120.0,
                   log_path: Path | None = None, env: dict[str, str] | None = None,
-                  stop_timeout_s: float = 60.0) -> Iterator[subprocess.Popen]:
-    """Run `command` until the block exits; `is_ready` is polled (its exceptions mean "not yet")."""
+                  stop_timeout_s: float = 60.0, niceness: int = 0) -> Iterator[subprocess.Popen]:
+    """Run `command` until the block exits; `is_ready` is polled (its exceptions mean "not yet").
+    `niceness` > 0 runs it at a lower CPU priority (`nice -n`), e.g. background work beside serving."""
     log = log_path.open("w") if log_path else subprocess.DEVNULL
     where = f"; see {log_path}" if log_path else ""
+    if niceness:
+        command = ["nice", "-n", str(niceness), *command]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ | (env or {}))
     try:
         deadline = time.monotonic() + ready_timeout_s
@@ -51,3 +54,18 @@ def child_process(command: list[str], is_ready: Callable[[], bool], what: str, r
                 process.wait()
         if log_path:
             log.close()  # type: ignore[union-attr]
+
+
+def lower_priority(niceness: int) -> None:
+    """Lower this process's CPU priority by `niceness`, every thread it has now included (on Linux the nice
+    value is per thread; threads started later inherit it from the thread that starts them)."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        os.nice(niceness)
+        return
+    for task in tasks.iterdir():
+        try:
+            tid = int(task.name)
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
+        except (ProcessLookupError, ValueError):
+            continue  # a thread that ended meanwhile

@@ -43,6 +43,9 @@ class DemoConfig:
     export_every: int = 1_500  # streamed examples between export attempts
     sampling_rate: float = 1.0
     sampling_rate_long_history: float = 0.25  # users with >= 100 events: sampled less, weighted by 1/p
+    # Serving comes first: Triton, and this process (the worker) from the live replay on, run at this lower
+    # CPU priority, so on a small shared machine the student server and the replay client win the cores.
+    background_niceness: int = 10
     # Statistics.
     bootstrap_samples: int = 300
     min_teacher_gain: float = 0.003  # below this (the seed noise of AUC here), no transferability ratio

@@ -23,7 +23,7 @@ from distill_worker.settings import StreamConfig, WorkerSettings
 from distill_worker.stream import StepResult, StreamState, stream_main
 from distill_worker.student import StudentModel
 from recdistill.core.logs import STDERR
-from recdistill.core.processes import child_process, free_port
+from recdistill.core.processes import child_process, free_port, lower_priority
 from recdistill.core.training import EncodedSplit
 from recdistill.demo.config import DemoConfig
 from recdistill.demo.replay import ReplayPlan, ReplayProcess, Served
@@ -88,6 +88,10 @@ async def live_stage(config: DemoConfig, settings: WorkerSettings, server: Stude
                                       config.replay_rate, config.replay_concurrency, config.feedback_delay_s,
                                       config.exposed_positions, replay_log))
     replay.start()
+    # From here this process is the worker beside serving: it yields the cores to the server and the replay
+    # (started above, at the normal priority). Client CPU per request is ~2x on HTTP (httpx, pure Python)
+    # than on gRPC (C core), so a starved client inflated the HTTP latency it measured far more.
+    lower_priority(config.background_niceness)
     swaps = [Swap(0.0, baseline_version, "baseline")]
     worker_settings = settings.model_copy(update={"server_url": server.http_url, "admin_token": server.token,
                                                   "version_prefix": "student-stream", "samples": server.sample_log,

@@ -98,7 +98,8 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
     with ExitStack() as services:
         stages(f"{task}: start Triton with the teacher, label the training window")
         endpoints, _ = services.enter_context(teacher_process(
-            out / "teacher" / task, log_path=out / "logs" / f"triton-{task}.log"))
+            out / "teacher" / task, log_path=out / "logs" / f"triton-{task}.log",
+            niceness=config.background_niceness))
         manifest = result.teacher_manifest
         teacher = TeacherClientSettings(url=endpoints.grpc_url, teacher_version=manifest["teacher_version"],
                                         teacher_data_end_ts=manifest["data_window"]["train_end_ts"])

@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("protocol", choices=["http", "grpc"])
     parser.add_argument("--target", required=True, help="URL (http) or host:port (grpc)")
     parser.add_argument("--body", type=Path, required=True, help="the request bytes, sent as they are")
-    parser.add_argument("--method", default="/recdistill.v1.Ranking/Rank", help="gRPC method path")
+    parser.add_argument("--method", default="/recdistill.v2.Ranking/Rank", help="gRPC method path")
     parser.add_argument("--header", action="append", default=[], help="extra HTTP header 'Name: value'")
     parser.add_argument("--content-type", default="application/json")
     parser.add_argument("--concurrency", type=int, default=16)

@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, create_model
 
 from recdistill.core.contracts.onnx import session_options
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.features.schema import FeatureSchema
+from recdistill.core.features.spec import SchemaSpec
 
 
 def _load(registry: Path, version: str) -> tuple[Encoder, ort.InferenceSession]:
@@ -26,46 +27,42 @@ def _load(registry: Path, version: str) -> tuple[Encoder, ort.InferenceSession]:
     return encoder, session
 
 
-# What a first version usually looks like: the request as pydantic models (the shipped server decodes
-# the same shape with msgspec, recdistill.core.features.request). The encoder reads either by attribute.
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+# What a first version usually looks like: the request as pydantic models, here built from the same
+# schema file (the shipped server decodes the same shape with msgspec, recdistill.core.features.request).
+# The encoder reads either by attribute.
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+_NUMBER = StrictInt | StrictFloat
 
 
-class PlainUser(_Strict):
-    user_id: StrictStr | StrictInt
-    age: StrictInt | StrictFloat | None = None
-    gender: StrictStr | None = None
-    occupation: StrictStr | None = None
-    zip_code: StrictStr | None = None
+def _column_type(spec: SchemaSpec, entity: str, column: str) -> Any:
+    kinds = {f.kind for f in spec.entity_features(entity) if f.source == column}  # type: ignore[arg-type]
+    if "multi_categorical" in kinds:
+        return list[StrictStr]
+    return _NUMBER if kinds & {"numeric", "bucketized"} else StrictStr | _NUMBER
 
 
-class PlainEvent(_Strict):
-    item_id: StrictStr | StrictInt
-    ts: StrictInt | StrictFloat | None = None
-    action: StrictStr | StrictInt | StrictFloat | None = None
+def _columns(spec: SchemaSpec, entity: str) -> dict[str, Any]:
+    return {column: (_column_type(spec, entity, column) | None, None)
+            for column in dict.fromkeys(f.source for f in spec.entity_features(entity))}  # type: ignore[arg-type]
 
 
-class PlainFeatures(_Strict):
-    genres: list[StrictStr] | None = None
-    release_year: StrictInt | StrictFloat | None = None
-
-
-class PlainCandidate(_Strict):
-    item_id: StrictStr | StrictInt
-    features: PlainFeatures | None = None
-
-
-class PlainContext(BaseModel):
-    ts: StrictInt | StrictFloat | None = None
-
-
-class PlainRequest(_Strict):
-    user: PlainUser
-    history: list[PlainEvent] = Field(default=[], max_length=20_000)
-    candidates: list[PlainCandidate] = Field(min_length=1, max_length=1_000)
-    request_id: StrictStr | None = None
-    context: PlainContext | None = None
+def plain_request_model(spec: SchemaSpec) -> type[BaseModel]:
+    user = create_model("PlainUser", __config__=_STRICT, user_id=(StrictStr | StrictInt, ...), **_columns(spec, "user"))
+    event_fields: dict[str, Any] = {"item_id": (StrictStr | StrictInt, ...), "ts": (_NUMBER | None, None)}
+    if spec.source.action and spec.sequence.action:
+        event_fields["action"] = (StrictStr | _NUMBER | None, None)
+    if spec.sequence.value:
+        event_fields["value"] = (_NUMBER | None, None)
+    event = create_model("PlainEvent", __config__=_STRICT, **event_fields)
+    features = create_model("PlainFeatures", __config__=_STRICT, **_columns(spec, "item"))
+    candidate = create_model("PlainCandidate", __config__=_STRICT, item_id=(StrictStr | StrictInt, ...),
+                             features=(features | None, None))
+    context = create_model("PlainContext", __config__=_STRICT, ts=(_NUMBER | None, None), **_columns(spec, "context"))
+    return create_model(
+        "PlainRequest", __config__=_STRICT, user=(user, ...),
+        history=(list[event], Field(default=[], max_length=20_000)),  # type: ignore[valid-type]
+        candidates=(list[candidate], Field(min_length=1, max_length=1_000)),  # type: ignore[valid-type]
+        request_id=(StrictStr | None, None), context=(context | None, None))
 
 
 class PlainResponse(BaseModel):
@@ -78,14 +75,17 @@ def plain_app(registry: Path, version: str) -> FastAPI:
     """What a first version usually looks like: pydantic body, sync endpoint, one session."""
     encoder, session = _load(registry, version)
     app = FastAPI()
+    request_model = plain_request_model(encoder.schema.spec_model)
 
-    @app.post("/v1/rank", response_model=PlainResponse)
-    def rank(request: PlainRequest) -> PlainResponse:
-        tensors, _ = encoder.encode_requests([request])  # type: ignore[list-item]
+    def rank(request: Any) -> PlainResponse:
+        tensors, _ = encoder.encode_requests([request])
         scores = session.run(None, tensors)[0][0]
-        ids = [str(c.item_id) for c in request.candidates]
-        return PlainResponse(request_id=request.request_id, scores=scores.tolist(),
+        ids = [str(c.item_id) for c in request.candidates]  # type: ignore[attr-defined]
+        return PlainResponse(request_id=request.request_id, scores=scores.tolist(),  # type: ignore[attr-defined]
                              ranking=[ids[i] for i in np.argsort(-scores)])
+
+    rank.__annotations__ = {"request": request_model, "return": PlainResponse}  # the schema's model, for FastAPI
+    app.post("/v1/rank", response_model=PlainResponse)(rank)
 
     @app.get("/readyz")
     def ready() -> dict[str, bool]:
@@ -174,7 +174,7 @@ def serve_echo_grpc(port: int) -> None:
     async def serve() -> None:
         server = grpc.aio.server()
         handler = grpc.method_handlers_generic_handler(
-            "recdistill.v1.Ranking", {"Rank": grpc.unary_unary_rpc_method_handler(rank)})
+            "recdistill.v2.Ranking", {"Rank": grpc.unary_unary_rpc_method_handler(rank)})
         server.add_generic_rpc_handlers([handler])
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()

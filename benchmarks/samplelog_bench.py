@@ -11,7 +11,6 @@ from pathlib import Path
 from benchmarks.results import Results, Row
 from recdistill.core.contracts.records import FeedbackRecord, SampledRequest, decode_record, encode_record
 from recdistill.core.data.dataset import PreparedDataset
-from recdistill.core.features.request import parse_rank_request
 from recdistill.core.samplelog import SampleLog
 
 SECTION = "Sample log (embedded, local segment files)"
@@ -21,11 +20,11 @@ NEW_PER_POLL = 10
 
 def _payloads(dataset: PreparedDataset, count: int) -> list[bytes]:
     """Realistic records: sampled slate requests (10 candidates) with their feedback, encoded as served."""
-    events = dataset.split("valid")[:count]
+    events = dataset.split("valid", "slate")[:count]
     out = []
     for event in events:
         body = dataset.to_request(int(event), "slate", negatives=9)
-        request = parse_rank_request(body)
+        request = dataset.schema.parse_request(body)
         out.append(encode_record(SampledRequest(
             request_id=body["request_id"], ts=1.0, request_ts=1.0, model_version="v1", sampling_probability=1.0,
             request=request, student_view="student", scores=[0.5] * 10, positions=list(range(10)))))

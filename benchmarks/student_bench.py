@@ -35,8 +35,8 @@ from recdistill.core.contracts.onnx import session_options
 from recdistill.core.contracts.rank_grpc import request_from_dict
 from recdistill.core.contracts.registry import RegistryState
 from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.data.synthetic import synthetic_requests
 from recdistill.core.features.encoder import Encoder
-from recdistill.core.features.request import parse_rank_request
 from recdistill.core.processes import child_process, free_port
 
 SECTION = "Student server (100 candidates, 16 connections)"
@@ -51,14 +51,23 @@ TRITON_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 def _registry(dataset: PreparedDataset, root: Path) -> dict[str, np.ndarray]:
     dataset.schema.save(root / "features.json")
     encoder = Encoder(dataset.schema, "student")
-    probe, _ = encoder.assemble(dataset.contexts(encoder, dataset.split("test")[:32], "slate"))
+    probe, _ = encoder.assemble(dataset.contexts(encoder, dataset.split("test", "slate")[:32], "slate"))
     for seed in (1, 2):
         torch.manual_seed(seed)
         model = StudentModel(dataset.schema, StudentConfig()).eval()
         publish_version(root, f"v{seed}", export_onnx(model, probe), dataset.schema.hash)
     write_state(root, RegistryState(active="v1"))
-    tensors, _ = encoder.encode_requests([parse_rank_request(EXAMPLE.read_bytes())])
+    tensors, _ = encoder.encode_requests([dataset.schema.parse_request(request_body(dataset))])
     return tensors
+
+
+def request_body(dataset: PreparedDataset) -> bytes:
+    """The benchmark's ranking request: for MovieLens the shipped example (44 events, 100 candidates); for
+    any other schema a synthetic request of the same size, every declared column filled."""
+    if dataset.schema.name == "movielens-100k":
+        return EXAMPLE.read_bytes()
+    (body,) = synthetic_requests(dataset.schema, 1, history_len=44, candidates=100, seed=5)
+    return json.dumps(body).encode()
 
 
 def _http_ready(url: str) -> bool:
@@ -112,14 +121,52 @@ class _Bodies:
     """Every request body, written once: the example ranking request as JSON and as protobuf, and the
     same encoded tensors as Triton requests (HTTP binary tensors, gRPC ModelInferRequest)."""
 
-    def __init__(self, tmp: Path, tensors: dict[str, np.ndarray]) -> None:
+    def __init__(self, tmp: Path, tensors: dict[str, np.ndarray], body: bytes) -> None:
         self.json, self.proto = tmp / "request.json", tmp / "request.pb"
         self.triton_http, self.triton_grpc = tmp / "triton.bin", tmp / "triton.pb"
-        self.json.write_bytes(EXAMPLE.read_bytes())
-        self.proto.write_bytes(request_from_dict(json.loads(EXAMPLE.read_text())).SerializeToString())
+        self.json.write_bytes(body)
+        self.proto.write_bytes(request_from_dict(json.loads(body)).SerializeToString())
         http_body, self.triton_json_size, grpc_body = triton_request_bodies(tensors)
         self.triton_http.write_bytes(http_body)
         self.triton_grpc.write_bytes(grpc_body)
+
+
+def _ours(recdistill: str, registry: Path, samples: Path, workers: int
+          ) -> tuple[AbstractContextManager[subprocess.Popen], int, int]:
+    port, grpc_port = free_port(), free_port()
+    command = [recdistill, "student", "serve", "--registry", str(registry), "--port", str(port),
+               "--grpc-port", str(grpc_port), "--sample-log", str(samples), "--workers", str(workers)]
+    return _process(command, f"http://127.0.0.1:{port}/readyz", {"RECDISTILL_ADMIN_TOKEN": TOKEN}), port, grpc_port
+
+
+def _plain(registry: Path) -> tuple[AbstractContextManager[subprocess.Popen], int]:
+    port = free_port()
+    command = [sys.executable, "-m", "benchmarks.references", "plain", "--registry", str(registry), "--version",
+               "v1", "--port", str(port)]
+    return _process(command, f"http://127.0.0.1:{port}/readyz"), port
+
+
+def run_other_schema(results: Results, dataset: PreparedDataset, quick: bool) -> None:
+    """HTTP ranking on a second, differently shaped schema (the e-commerce one) against the plain FastAPI
+    reference built from the same schema file, side by side in one run."""
+    seconds, repeats = (3.0, 1) if quick else (6.0, REPEATS)
+    recdistill = str(Path(sys.executable).parent / "recdistill")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        registry = tmp / "registry"
+        tensors = _registry(dataset, registry)
+        bodies = _Bodies(tmp, tensors, request_body(dataset))
+        server, port, _ = _ours(recdistill, registry, tmp / "samples", 1)
+        with server as process:
+            ours = _load("http", f"http://127.0.0.1:{port}/v1/rank", bodies.json, seconds, repeats, process.pid)
+        server, port = _plain(registry)
+        with server as process:
+            plain = _load("http", f"http://127.0.0.1:{port}/v1/rank", bodies.json, seconds, repeats, process.pid)
+    inputs = ", ".join(f"{name} {list(t.shape[1:])}" for name, t in tensors.items())
+    results.add(Row(SECTION, f"HTTP, 1 server process, schema `{dataset.schema.name}`", ours["throughput"], "req/s",
+                    "plain FastAPI + pydantic (same schema file), 1 process", plain["throughput"],
+                    note=f"p50 {ours['p50_ms']:.2f} ms, p99 {ours['p99_ms']:.2f} ms, {int(ours['errors'])} errors; "
+                         f"synthetic request, 44 events, 100 candidates; model inputs: {inputs}", command=COMMAND))
 
 
 def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
@@ -134,16 +181,11 @@ def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
         tmp = Path(tmp_name)
         registry = tmp / "registry"
         tensors = _registry(dataset, registry)
-        bodies = _Bodies(tmp, tensors)
+        bodies = _Bodies(tmp, tensors, request_body(dataset))
         raw = _raw_onnx(registry, tensors, 500 if quick else 3_000)
 
         def ours(workers: int) -> tuple[AbstractContextManager[subprocess.Popen], int, int]:
-            port, grpc_port = free_port(), free_port()
-            command = [recdistill, "student", "serve", "--registry", str(registry), "--port", str(port),
-                       "--grpc-port", str(grpc_port), "--sample-log", str(tmp / f"samples-{workers}"),
-                       "--workers", str(workers)]
-            return _process(command, f"http://127.0.0.1:{port}/readyz", {"RECDISTILL_ADMIN_TOKEN": TOKEN}), port, \
-                grpc_port
+            return _ours(recdistill, registry, tmp / f"samples-{workers}", workers)
 
         server, port, grpc_port = ours(1)
         with server as process:
@@ -157,10 +199,8 @@ def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
         with server as process:
             load("http2", process, "http", f"http://127.0.0.1:{port}/v1/rank", bodies.json)
             load("grpc2", process, "grpc", f"127.0.0.1:{grpc_port}", bodies.proto)
-        plain_port = free_port()
-        plain_cmd = [sys.executable, "-m", "benchmarks.references", "plain", "--registry", str(registry),
-                     "--version", "v1", "--port", str(plain_port)]
-        with _process(plain_cmd, f"http://127.0.0.1:{plain_port}/readyz") as process:
+        server, plain_port = _plain(registry)
+        with server as process:
             load("plain", process, "http", f"http://127.0.0.1:{plain_port}/v1/rank", bodies.json)
         t_grpc, t_http, t_metrics = free_port(), free_port(), free_port()
         triton_cmd = [sys.executable, "-m", "benchmarks.references", "triton", "--registry", str(registry),

@@ -15,7 +15,6 @@ from benchmarks.results import Results, Row, percentiles_ms
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.synthetic import synthetic_requests
 from recdistill.core.features.encoder import Encoder
-from recdistill.core.features.request import parse_rank_request
 from teacher_service.checkpoint import save_checkpoint
 from teacher_service.client import score
 from teacher_service.launcher import teacher_process
@@ -55,8 +54,9 @@ def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
         batches.append(encoder.assemble(dataset.contexts(encoder, events, "slate"))[0])
     candidates = sum(b["cand_item"].size for b in batches)
     lengths = (100, 1_000, 20_000)
-    per_length = {n: [encoder.encode_requests([parse_rank_request(orjson.dumps(body))])[0]
-                      for body in synthetic_requests(5 if quick and n == 20_000 else 20, n, 100, seed=n)]
+    per_length = {n: [encoder.encode_requests([dataset.schema.parse_request(orjson.dumps(body))])[0]
+                      for body in synthetic_requests(dataset.schema, 5 if quick and n == 20_000 else 20, n, 100,
+                                                     seed=n)]
                   for n in lengths}
 
     with tempfile.TemporaryDirectory() as tmp:

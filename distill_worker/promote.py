@@ -20,7 +20,6 @@ from recdistill.core.artifact import read_state
 from recdistill.core.contracts.onnx import serving_session
 from recdistill.core.data.synthetic import synthetic_requests
 from recdistill.core.features.encoder import Encoder
-from recdistill.core.features.request import parse_rank_request
 from recdistill.core.training import EncodedSplit, evaluate_split
 
 logger = logging.getLogger(__name__)
@@ -44,8 +43,8 @@ def onnx_metrics(model: bytes | Path, holdout: EncodedSplit) -> dict[str, float]
 
 def standard_request(encoder: Encoder) -> dict[str, np.ndarray]:
     """100 candidates, a history as long as the student's view: the request the latency budget is for."""
-    (body,) = synthetic_requests(1, history_len=encoder.history_len, candidates=100, seed=7)
-    tensors, _ = encoder.encode_requests([parse_rank_request(orjson.dumps(body))])
+    (body,) = synthetic_requests(encoder.schema, 1, history_len=encoder.history_len, candidates=100, seed=7)
+    tensors, _ = encoder.encode_requests([encoder.schema.parse_request(orjson.dumps(body))])
     return tensors
 
 

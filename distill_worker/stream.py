@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 import torch
 from prometheus_client import Counter, Gauge
@@ -61,7 +60,6 @@ TEACHER_LAG = Gauge("recdistill_worker_teacher_lag_seconds",
 PROMOTIONS = Counter("recdistill_worker_promotions", "Exported students by gate outcome", ["outcome"])
 DEAD_LETTERED = Counter("recdistill_worker_dead_lettered", "Sampled requests the teacher refused (not trained)")
 TEACHER_UP = Gauge("recdistill_worker_teacher_up", "1 while the teacher answers, 0 while the worker waits for it")
-_request_decoder = msgspec.msgpack.Decoder(SampledRequest)
 
 
 @dataclass
@@ -103,8 +101,9 @@ class SampleConsumer:
     """Reads every partition of the sample log from the state's offsets and joins feedback to requests."""
 
     def __init__(self, root: Path, state: StreamState, config: StreamConfig,
-                 dead_letter: Callable[[bytes, str, str], None]) -> None:
+                 dead_letter: Callable[[bytes, str, str], None], request_type: type) -> None:
         self.root = root
+        self.request_type = request_type  # the schema's request struct: records are validated as at the edge
         self.state = state
         self.config = config
         self.dead_letter = dead_letter  # (payload, request id or "", reason)
@@ -148,7 +147,8 @@ class SampleConsumer:
     def _take(self, payload: bytes) -> float | None:
         """Take one record into the state; returns its server time."""
         try:
-            record = decode_record(payload)  # an unknown format stops the worker with an error naming it
+            # An unknown format stops the worker with an error naming it.
+            record = decode_record(payload, self.request_type)
         except InvalidRecordError as exc:
             self.dead_letter(payload, "", str(exc))
             return None
@@ -176,7 +176,7 @@ class SampleConsumer:
         """Requests whose feedback window has closed in event time, oldest first."""
         now = self.event_time(now)
         waiting = [self._decoded.get(request_id) or self._decoded.setdefault(
-                       request_id, _request_decoder.decode(payload))  # decoded once (restored state: lazily)
+                       request_id, decode_record(payload, self.request_type))  # decoded once (restored state: lazily)
                    for request_id, payload in self.state.waiting.items()]
         return sorted((r for r in waiting if now - r.ts >= self.config.join_window_s), key=lambda r: r.ts)
 
@@ -319,7 +319,8 @@ class StreamPhase:
                                      calibration.transform if calibration else None)
         if self.state_path.exists():
             self._restore()
-        self.consumer = SampleConsumer(samples, self.state, config, self._dead_letter)
+        self.consumer = SampleConsumer(samples, self.state, config, self._dead_letter,
+                                       dataset.schema.request_types().rank_request)
 
     @property
     def model(self) -> StudentModel:

@@ -29,12 +29,13 @@ class StudentConfig(ModelConfig):
 
 
 class StudentModel(nn.Module):
-    def __init__(self, schema: FeatureSchema, config: StudentConfig) -> None:
+    def __init__(self, schema: FeatureSchema, config: StudentConfig, view: str = "student") -> None:
         super().__init__()
         self.schema = schema
         self.config = config
+        self.view = view
         d = config.dim
-        self.embed = FeatureEmbedding(schema, d, config.user_dim, config.oov_dropout)
+        self.embed = FeatureEmbedding(schema, view, d, config.user_dim, config.oov_dropout)
         features = 3 * d + self.embed.user_out + self.embed.num_actions + 1
         self.bottom = mlp([features, *config.hidden], config.dropout)
         self.serving_head = nn.Linear(config.hidden[-1], 1)
@@ -54,22 +55,17 @@ class StudentModel(nn.Module):
             return torch.zeros(positions.shape, dtype=torch.float32)
         return self.position_bias(positions.clamp(0, self.config.max_positions)).squeeze(-1)
 
-    def heads(self, user_cat: torch.Tensor, hist_item: torch.Tensor, hist_action: torch.Tensor,
-              hist_recency: torch.Tensor, hist_length: torch.Tensor, cand_item: torch.Tensor,
-              cand_genres: torch.Tensor, cand_year: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(serving logits, teacher-head logits), each [B, C]."""
-        tokens, mask = self.embed.history(hist_item, hist_action, hist_recency)
-        cand = self.embed.candidates(cand_item, cand_genres, cand_year)
+    def heads(self, **x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(serving logits, teacher-head logits), each [B, C], from the encoder's tensors by name."""
+        tokens, mask = self.embed.history(x)
+        cand = self.embed.candidates(x)
         pooled = masked_mean(tokens, mask)
-        context = torch.cat([pooled, self.embed.user(user_cat), self.embed.action_distribution(hist_action, mask),
-                             hist_length], dim=-1).unsqueeze(1).expand(-1, cand.shape[1], -1)
+        context = torch.cat([pooled, self.embed.user(x), self.embed.action_distribution(x, mask),
+                             x["hist_length"]], dim=-1).unsqueeze(1).expand(-1, cand.shape[1], -1)
         shared = self.bottom(torch.cat([cand, cand * pooled.unsqueeze(1), context], dim=-1))
         return self.serving_head(shared).squeeze(-1), self.teacher_head(shared).squeeze(-1)
 
-    def forward(self, user_cat: torch.Tensor, hist_item: torch.Tensor, hist_action: torch.Tensor,
-                hist_recency: torch.Tensor, hist_length: torch.Tensor, cand_item: torch.Tensor,
-                cand_genres: torch.Tensor, cand_year: torch.Tensor) -> torch.Tensor:
+    def forward(self, **x: torch.Tensor) -> torch.Tensor:
         """Serving probabilities [B, C]: the exported graph."""
-        serving, _ = self.heads(user_cat, hist_item, hist_action, hist_recency, hist_length, cand_item,
-                                cand_genres, cand_year)
+        serving, _ = self.heads(**x)
         return torch.sigmoid(serving + self.serving_logit_offset)

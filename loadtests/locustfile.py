@@ -47,8 +47,8 @@ def request_mix(count: int, seed: int = 0) -> RequestMix:
     from recdistill.core.data.dataset import PreparedDataset
 
     dataset = PreparedDataset(data)
-    events = rng.choice(dataset.split("test"), count, replace=False)
-    catalogue = dataset.schema.item_vocab
+    events = rng.choice(dataset.split("test", "slate"), count, replace=False)
+    catalogue = list(dict.fromkeys([*dataset.schema.item_vocab, *dataset.schema.item_table]))
     bodies = []
     for event in events:
         body = dataset.to_request(int(event), "slate")

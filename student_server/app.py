@@ -118,7 +118,7 @@ def create_app(settings: StudentSettings | None = None) -> RankFastPath:
     def openapi() -> dict[str, object]:
         if app.openapi_schema is None:
             spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            rank_item, components = openapi_path_item()
+            rank_item, components = openapi_path_item(app.state.service.request_types)
             spec["paths"] = {"/v1/rank": rank_item} | spec["paths"]
             spec.setdefault("components", {}).setdefault("schemas", {}).update(components)
             app.openapi_schema = spec

@@ -33,7 +33,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         started = time.perf_counter()
         status = "ok"
         try:
-            result = await self.service.rank(request_from_message(request))
+            result = await self.service.rank(request_from_message(request, self.service.request_types))
             return ranking_pb2.RankResponse(request_id=result.request_id, model_version=result.model_version,
                                             scores=result.scores.tolist(), ranking=result.ranking)
         except Exception as exc:  # noqa: BLE001 - mapped to a status in one place

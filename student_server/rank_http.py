@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recdistill.core.errors import RecDistillError
-from recdistill.core.features.request import parse_rank_request, rank_request_json_schema
+from recdistill.core.features.request import RequestTypes
 from student_server import metrics
 from student_server.errors import PayloadTooLargeError, RequestTimeoutError, error_body, http_status
 from student_server.service import RankingService
@@ -77,8 +77,8 @@ class RankEndpoint:
         service: RankingService = scope["app"].state.service
         status = 200
         try:
-            result = await service.rank(parse_rank_request(await read_body(scope, receive, self.max_body_bytes,
-                                                                                  self.body_timeout_s)))
+            body = await read_body(scope, receive, self.max_body_bytes, self.body_timeout_s)
+            result = await service.rank(service.request_types.parse(body))
             payload = orjson.dumps(result.to_json())
         except RecDistillError as exc:
             status = http_status(exc)
@@ -138,9 +138,11 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def openapi_path_item(ref_template: str = "#/components/schemas/{name}") -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the OpenAPI path item of POST /v1/rank, the component schemas it refers to)."""
-    request_schema, components = rank_request_json_schema(ref_template)
+def openapi_path_item(types: RequestTypes, ref_template: str = "#/components/schemas/{name}"
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the OpenAPI path item of POST /v1/rank for the serving schema's request, the component schemas it
+    refers to)."""
+    request_schema, components = types.json_schema(ref_template)
     for model in (RankResponse, ErrorResponse):
         components[model.__name__] = model.model_json_schema(ref_template=ref_template.replace("{name}", "{model}"))
 
@@ -156,7 +158,8 @@ def openapi_path_item(ref_template: str = "#/components/schemas/{name}") -> tupl
             "200": response("Scores in request order, the ranking, the version that served it", RankResponse),
             "408": response("The body did not arrive within the configured time", ErrorResponse),
             "413": response("Body larger than the configured limit", ErrorResponse),
-            "422": response("Malformed JSON, a wrong type, too many candidates or events (`field` names it)",
+            "422": response("Malformed JSON, a field the schema does not declare, a wrong type, NaN or infinity, "
+                            "too many candidates or events (`field` names it)",
                             ErrorResponse),
             "503": response("No model version is active", ErrorResponse),
         },

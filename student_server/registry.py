@@ -22,21 +22,11 @@ from recdistill.core.artifact import (
     write_state,
 )
 from recdistill.core.contracts.registry import to_builtins
+from recdistill.core.data.synthetic import probe_request
 from recdistill.core.features.encoder import Encoder
-from recdistill.core.features.request import parse_rank_request
 from student_server.scoring import Scorer
 
 logger = logging.getLogger(__name__)
-
-def probe_request(candidates: int) -> dict[str, Any]:
-    """A ranking request with `candidates` candidates and a 20-event history, for staging probes."""
-    return {
-        "user": {"user_id": "probe", "age": 30, "gender": "F", "occupation": "other", "zip_code": "10001"},
-        "history": [{"item_id": str(i), "ts": 880_000_000 + i, "action": 4} for i in range(1, 21)],
-        "candidates": [{"item_id": str(100 + i)} for i in range(candidates)],
-        "context": {"ts": 880_100_000},
-    }
-
 
 class ConflictError(ArtifactError):
     """The operation conflicts with the registry's state (e.g. deleting the active version)."""
@@ -54,7 +44,7 @@ class ModelRegistry:
         self._lock = threading.Lock()  # serialises operator actions; requests never take it
         # Staging probes several request shapes: one candidate, a few, the usual 100, the most allowed.
         usual = min(100, max_candidates)
-        self._probes = {n: encoder.encode_requests([parse_rank_request(probe_request(n))])[0]
+        self._probes = {n: encoder.encode_requests([encoder.schema.parse_request(probe_request(encoder.schema, n))])[0]
                         for n in sorted({1, min(7, max_candidates), usual, max_candidates})}
         self._warmup = self._probes[usual]
 

@@ -14,7 +14,7 @@ import numpy as np
 from recdistill.core.contracts.records import FeedbackRecord, SampledRequest
 from recdistill.core.errors import ValidationError
 from recdistill.core.features.encoder import Encoder
-from recdistill.core.features.request import TS_MAX, RankRequest, check_limits
+from recdistill.core.features.request import TS_MAX, check_limits
 from student_server import metrics
 from student_server.errors import NotReadyError
 from student_server.registry import ModelRegistry
@@ -50,12 +50,15 @@ class RankingService:
                  sampler: TrafficSampler) -> None:
         self.settings = settings
         self.encoder = encoder
+        # The request structs of the registry's schema; a field it does not declare is a 422 naming it,
+        # unless the operator chose to ignore such fields.
+        self.request_types = encoder.schema.request_types(settings.ignore_unknown_features)
         self.registry = registry
         self.sampler = sampler
         self.batcher = MicroBatcher(encoder, lambda: registry.active, settings.max_batch_requests,
                                     settings.max_batch_wait_us)
 
-    async def rank(self, request: RankRequest) -> RankResult:
+    async def rank(self, request: Any) -> RankResult:
         check_limits(request, self.settings.max_candidates, self.settings.max_history)
         if self.registry.active is None:
             raise NotReadyError("no model version is active; stage and activate one through /admin")
@@ -69,7 +72,7 @@ class RankingService:
             self.sampler.offer(self._sample_record(request, result, context.request_ts, probability))
         return result
 
-    def _sample_record(self, request: RankRequest, result: RankResult, request_ts: float,
+    def _sample_record(self, request: Any, result: RankResult, request_ts: float,
                        probability: float) -> SampledRequest:
         positions = np.empty(len(result.scores), dtype=np.int64)
         positions[result.order] = np.arange(len(result.scores))

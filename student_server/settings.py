@@ -30,6 +30,9 @@ class StudentSettings(BaseSettings):
     max_candidates: int = Field(default=MAX_CANDIDATES, ge=1, le=MAX_CANDIDATES)
     max_history: int = Field(default=MAX_HISTORY_EVENTS, ge=0, le=MAX_HISTORY_EVENTS)
     max_body_bytes: int = 4 << 20
+    # A request field the registry's feature schema does not declare: 422 naming it (the default), or
+    # accepted and ignored (for a frontend that sends more than this schema reads).
+    ignore_unknown_features: bool = False
     body_timeout_s: float = Field(default=10.0, gt=0)  # a request body must arrive within this
     # ONNX Runtime threads per process: processes x threads should not exceed the cores.
     ort_threads: int = Field(default=1, ge=1)

@@ -13,16 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from recdistill.core.contracts.teacher import TEACHER_OUTPUT
-from recdistill.core.features.encoder import MODEL_INPUTS
-from recdistill.core.features.schema import USER_CATEGORICALS, FeatureSchema
+from recdistill.core.contracts.teacher import TEACHER_OUTPUT, TEACHER_VIEW
+from recdistill.core.features.encoder import Encoder
+from recdistill.core.features.schema import FeatureSchema
 from teacher_service.model import TeacherModel
 
 logger = logging.getLogger(__name__)
-
-HISTORY_INPUTS = ("hist_item", "hist_action", "hist_recency")
-CANDIDATE_INPUTS = ("cand_item", "cand_genres", "cand_year")
-FIXED_WIDTH_INPUTS = ("user_cat", "hist_length")
 
 
 class BadTeacherInput(ValueError):
@@ -35,19 +31,23 @@ class TeacherInference:
         self.schema = schema
         self.max_candidates = max_candidates
         self.max_history = max_history
-        self._id_limits = {
-            "hist_item": schema.vocab_size("item_id"), "cand_item": schema.vocab_size("item_id"),
-            "hist_action": schema.vocab_size("action"),
-        }
-        self._user_limits = np.array([schema.vocab_size(name) for name in USER_CATEGORICALS])
+        encoder = Encoder(schema, TEACHER_VIEW)
+        self.input_names = encoder.input_names
+        self._history_inputs = tuple(n for n in self.input_names if n.startswith("hist_") and n != "hist_length")
+        self._candidate_inputs = tuple(n for n in self.input_names if n.startswith("cand_"))
+        self._fixed_width = tuple(n for n in self.input_names if encoder.input_specs[n].dims[0] != -1)
+        self._float_inputs = tuple(n for n, spec in encoder.input_specs.items() if spec.dtype == "FP32")
+        self._id_limits = encoder.index_limits()
 
     def validate(self, data: dict[str, np.ndarray]) -> None:
-        lengths = {data[name].shape[1] for name in HISTORY_INPUTS}
-        counts = {data[name].shape[1] for name in CANDIDATE_INPUTS}
+        lengths = {data[name].shape[1] for name in self._history_inputs}
+        counts = {data[name].shape[1] for name in self._candidate_inputs}
         if len(lengths) != 1:
-            raise BadTeacherInput(f"history inputs {HISTORY_INPUTS} must share one length, got {sorted(lengths)}")
+            raise BadTeacherInput(f"history inputs {self._history_inputs} must share one length, "
+                                  f"got {sorted(lengths)}")
         if len(counts) != 1:
-            raise BadTeacherInput(f"candidate inputs {CANDIDATE_INPUTS} must share one count, got {sorted(counts)}")
+            raise BadTeacherInput(f"candidate inputs {self._candidate_inputs} must share one count, "
+                                  f"got {sorted(counts)}")
         (length,), (count,) = lengths, counts
         if length > self.max_history:
             raise BadTeacherInput(f"history of {length} events exceeds the limit of {self.max_history}")
@@ -55,13 +55,9 @@ class TeacherInference:
             raise BadTeacherInput(f"{count} candidates; between 1 and {self.max_candidates} are accepted")
         for name, limit in self._id_limits.items():
             values = data[name]
-            if values.size and (values.min() < 0 or values.max() >= limit):
-                raise BadTeacherInput(f"{name} holds ids outside [0, {limit}): not encoded with schema "
-                                      f"{self.schema.hash}")
-        users = data["user_cat"]
-        if (users < 0).any() or (users >= self._user_limits).any():
-            raise BadTeacherInput(f"user_cat holds ids outside the vocabularies of schema {self.schema.hash}")
-        for name in ("hist_recency", "hist_length", "cand_genres", "cand_year"):
+            if values.size and ((values < 0).any() or (values >= limit).any()):
+                raise BadTeacherInput(f"{name} holds ids outside the vocabularies of schema {self.schema.hash}")
+        for name in self._float_inputs:
             if not np.isfinite(data[name]).all():
                 raise BadTeacherInput(f"{name} holds NaN or infinite values")
 
@@ -74,7 +70,7 @@ class TeacherInference:
     def score(self, data: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():
             return self.model(**{name: torch.from_numpy(np.ascontiguousarray(data[name]))
-                                 for name in MODEL_INPUTS}).numpy()
+                                 for name in self.input_names}).numpy()
 
     def __call__(self, requests: Sequence[Any]) -> list[dict[str, np.ndarray]]:
         for request in requests:
@@ -86,9 +82,9 @@ class TeacherInference:
         if len(requests) == 1:
             return [{TEACHER_OUTPUT: self.score(requests[0].data)}]
         merged = {}
-        for name in MODEL_INPUTS:
+        for name in self.input_names:
             parts = [r.data[name] for r in requests]
-            merged[name] = np.concatenate(parts) if name in FIXED_WIDTH_INPUTS else self._pad_concat(parts)
+            merged[name] = np.concatenate(parts) if name in self._fixed_width else self._pad_concat(parts)
         scores = self.score(merged)
         out, start = [], 0
         for request in requests:

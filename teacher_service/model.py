@@ -41,22 +41,21 @@ TEACHER_SIZES = {
 
 
 class TeacherModel(nn.Module):
-    def __init__(self, schema: FeatureSchema, config: TeacherConfig) -> None:
+    def __init__(self, schema: FeatureSchema, config: TeacherConfig, view: str = "teacher") -> None:
         super().__init__()
         self.config = config
+        self.view = view
         d = config.dim
-        self.embed = FeatureEmbedding(schema, d, config.user_dim, config.oov_dropout)
+        self.embed = FeatureEmbedding(schema, view, d, config.user_dim, config.oov_dropout)
         self.query = nn.Linear(d, d, bias=False)
         self.key = nn.Linear(d, d, bias=False)
         features = 6 * d + self.embed.user_out + 2 * self.embed.num_actions + 1
         self.body = mlp([features, *config.hidden], config.dropout)
         self.head = nn.Linear(config.hidden[-1], 1)
 
-    def logits(self, user_cat: torch.Tensor, hist_item: torch.Tensor, hist_action: torch.Tensor,
-               hist_recency: torch.Tensor, hist_length: torch.Tensor, cand_item: torch.Tensor,
-               cand_genres: torch.Tensor, cand_year: torch.Tensor) -> torch.Tensor:
-        tokens, mask = self.embed.history(hist_item, hist_action, hist_recency)  # [B, L, d], [B, L]
-        cand = self.embed.candidates(cand_item, cand_genres, cand_year)  # [B, C, d]
+    def logits(self, **x: torch.Tensor) -> torch.Tensor:
+        tokens, mask = self.embed.history(x)  # [B, L, d], [B, L]
+        cand = self.embed.candidates(x)  # [B, C, d]
         scores = self.query(cand) @ self.key(tokens).transpose(1, 2) / math.sqrt(self.config.dim)  # [B, C, L]
         weights = torch.softmax(scores.masked_fill(mask.unsqueeze(1) == 0, -1e9), dim=-1) * mask.unsqueeze(1)
         attended = weights @ tokens  # [B, C, d]; zeros for an empty history
@@ -66,17 +65,14 @@ class TeacherModel(nn.Module):
         context = torch.cat([
             masked_mean(tokens, mask),
             recent_mean,
-            self.embed.user(user_cat),
-            self.embed.action_distribution(hist_action, mask),
-            self.embed.action_distribution(hist_action, recent),
-            hist_length,
+            self.embed.user(x),
+            self.embed.action_distribution(x, mask),
+            self.embed.action_distribution(x, recent),
+            x["hist_length"],
         ], dim=-1).unsqueeze(1).expand(-1, c, -1)
-        x = torch.cat([cand, attended, cand * attended, cand * recent_mean.unsqueeze(1), context], dim=-1)
-        return self.head(self.body(x)).squeeze(-1)  # [B, C]
+        features = torch.cat([cand, attended, cand * attended, cand * recent_mean.unsqueeze(1), context], dim=-1)
+        return self.head(self.body(features)).squeeze(-1)  # [B, C]
 
-    def forward(self, user_cat: torch.Tensor, hist_item: torch.Tensor, hist_action: torch.Tensor,
-                hist_recency: torch.Tensor, hist_length: torch.Tensor, cand_item: torch.Tensor,
-                cand_genres: torch.Tensor, cand_year: torch.Tensor) -> torch.Tensor:
+    def forward(self, **x: torch.Tensor) -> torch.Tensor:
         """Probabilities [B, C]."""
-        return torch.sigmoid(self.logits(user_cat, hist_item, hist_action, hist_recency, hist_length,
-                                          cand_item, cand_genres, cand_year))
+        return torch.sigmoid(self.logits(**x))

@@ -17,24 +17,42 @@ from distill_worker.student import StudentConfig, StudentModel
 from recdistill.core.artifact import publish_version, write_state
 from recdistill.core.contracts.registry import RegistryState
 from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.data.prepare import prepare_source
+from recdistill.core.data.sources import shipped_schema
 from recdistill.core.features.encoder import Encoder
 from teacher_service.launcher import teacher_process
 from teacher_service.train import TeacherTrainConfig, train_teacher
 
 
+def prepare_builtin(source: str, out: Path) -> PreparedDataset:
+    """A built-in dataset prepared with its shipped schema file, as `recdistill data prepare` does."""
+    prepare_source(source, shipped_schema(source.partition(":")[0]), out)
+    return PreparedDataset(out)
+
+
 @pytest.fixture(scope="session")
 def ml100k_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from recdistill.core.data.movielens import load_movielens_100k
-    from recdistill.core.data.prepare import prepare
-
     out = tmp_path_factory.mktemp("ml-100k")
-    prepare(load_movielens_100k(), out)
+    prepare_builtin("ml-100k", out)
     return out
 
 
 @pytest.fixture(scope="session")
 def ml100k(ml100k_dir: Path) -> PreparedDataset:
     return PreparedDataset(ml100k_dir)
+
+
+@pytest.fixture(scope="session")
+def ecommerce(tmp_path_factory: pytest.TempPathFactory) -> PreparedDataset:
+    """The second, differently shaped schema: a synthetic e-commerce impression log (hashed ids, context
+    features, dwell values, clicked impressions as slate positives)."""
+    return prepare_builtin("ecommerce:20000", tmp_path_factory.mktemp("ecommerce"))
+
+
+@pytest.fixture(scope="session", params=["ml100k", "ecommerce"])
+def any_dataset(request: pytest.FixtureRequest) -> PreparedDataset:
+    """Each shipped schema in turn."""
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture(scope="session")

@@ -27,3 +27,16 @@ def settings_from_cli(cls: type[S], config: Path | None, table: str, **flags: An
         name = str(first["loc"][-1]) if first["loc"] else "config"
         raise typer.BadParameter(f"{first['msg']} (got {first.get('input')!r})",
                                  param_hint=f"--{name.replace('_', '-')}") from None
+
+
+def resolve_schema(schema: Path | None, dataset: str) -> Path:
+    """The schema file given, or the one shipped for a built-in dataset; a usage error otherwise."""
+    from recdistill.core.data.sources import SCHEMAS, shipped_schema
+
+    if schema is not None:
+        return schema
+    builtin = dataset.partition(":")[0]
+    if builtin in SCHEMAS:
+        return shipped_schema(builtin)
+    raise typer.BadParameter(f"your own data needs its schema file (see `recdistill data schema`) for {dataset}",
+                             param_hint="--schema")

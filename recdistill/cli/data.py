@@ -9,8 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from recdistill.core.data.sources import load_log
-from recdistill.core.errors import DataError
+from recdistill.core.errors import RecDistillError
 
 app = typer.Typer(help="Prepare datasets (MovieLens-100K or your own interaction log).", no_args_is_help=True)
 console = Console()
@@ -32,16 +31,54 @@ def print_stats(manifest: dict[str, Any]) -> None:
 
 @app.command("prepare")
 def prepare_command(
-    dataset: str = typer.Option("ml-100k", help="ml-100k, csv:PATH or parquet:PATH"),
+    dataset: str = typer.Option("ml-100k", help="ml-100k, ecommerce[:EVENTS] (synthetic), csv:PATH, parquet:PATH "
+                                                "or jsonl:PATH"),
+    schema: Path | None = typer.Option(None, help="The dataset's schema file (TOML); default: the one shipped "
+                                                  "for ml-100k / ecommerce."),
     out: Path = typer.Option(Path("data/ml-100k"), help="Output directory of the prepared dataset."),
 ) -> None:
-    """Fetch a dataset, split it by global time, build histories, slates and the feature schema."""
-    from recdistill.core.data.prepare import prepare
+    """Read a dataset as its schema file declares; split it by global time; build histories, slates and
+    the fitted feature schema (vocabularies and statistics from the training window)."""
+    from recdistill.cli.common import resolve_schema
+    from recdistill.core.data.prepare import prepare_source
 
     try:
-        manifest = prepare(load_log(dataset), out)
-    except DataError as exc:
+        manifest = prepare_source(dataset, resolve_schema(schema, dataset), out)
+    except RecDistillError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     print_stats(manifest)
     console.print(f"prepared dataset written to {out}")
+
+
+@app.command("schema")
+def schema_command(
+    check: Path | None = typer.Option(None, help="Validate this schema file and print what it declares."),
+    json_schema_out: Path | None = typer.Option(None, "--json-schema", help="Write the schema file's JSON "
+                                                                            "Schema (for editors) here."),
+) -> None:
+    """Check a schema file, or write the JSON Schema that editors use to complete and check schema files."""
+    import json
+
+    from recdistill.core.features.spec import json_schema, load_schema_spec
+
+    if json_schema_out is not None:
+        json_schema_out.write_text(json.dumps(json_schema(), indent=1) + "\n")
+        console.print(f"wrote {json_schema_out}")
+    if check is not None:
+        try:
+            spec = load_schema_spec(check)
+        except RecDistillError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        table = Table(title=f"schema {spec.name}")
+        for column in ("feature", "entity", "kind", "column"):
+            table.add_column(column)
+        for entity in ("user", "context", "item"):
+            for feature in spec.entity_features(entity):  # type: ignore[arg-type]
+                table.add_row(feature.name, entity, feature.kind, feature.source)
+        console.print(table)
+        console.print("views: " + ", ".join(f"{name} ({view.history_len} events)"
+                                             for name, view in spec.views.items()))
+    if check is None and json_schema_out is None:
+        raise typer.BadParameter("give --check FILE or --json-schema OUT")

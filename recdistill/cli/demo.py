@@ -12,16 +12,21 @@ def demo_command(
                                                       "a short replay): the loop end to end in about 90 seconds."),
     seeds: int | None = typer.Option(None, min=1, help="Paired seeds (baseline and distilled); default 3, "
                                                         "1 with --quick."),
-    dataset: str = typer.Option("ml-100k", help="ml-100k, csv:PATH or parquet:PATH"),
+    dataset: str = typer.Option("ml-100k", help="ml-100k, ecommerce[:EVENTS] (synthetic), csv:PATH, parquet:PATH "
+                                                "or jsonl:PATH"),
+    schema: Path | None = typer.Option(None, help="The dataset's schema file (TOML); default: the one shipped "
+                                                  "for ml-100k / ecommerce."),
     out: Path | None = typer.Option(None, help="Run directory (default runs/demo, or runs/quick with --quick)."),
 ) -> None:
     """Prepare data, train or reuse the teacher, serve it with Triton, train baseline and distilled students,
     replay live traffic against the student server while the worker streams and hot-swaps, then report."""
+    from recdistill.cli.common import resolve_schema
     from recdistill.demo.config import preset
     from recdistill.demo.runner import run_demo
 
+    schema_path = resolve_schema(schema, dataset)
     out = out or Path("runs") / ("quick" if quick else "demo")
-    report = run_demo(out, dataset, preset(quick, seeds))
+    report = run_demo(out, dataset, preset(quick, seeds), schema_path)
     typer.echo(f"report: {out / 'report.md'} (all figures in {out / 'report.json'})")
     if report.get("non_finite"):
         typer.echo(f"warning: non-finite figures in the report: {report['non_finite']}", err=True)

@@ -99,12 +99,13 @@ def score_command(
 ) -> None:
     """Encode a ranking request with the shared encoder and print the teacher's score per candidate."""
     from recdistill.core.errors import RecDistillError
-    from recdistill.core.features import Encoder, FeatureSchema, parse_rank_request
+    from recdistill.core.features import Encoder, FeatureSchema
     from teacher_service.client import score
 
     try:
-        parsed = parse_rank_request(request.read_bytes())
-        tensors, _ = Encoder(FeatureSchema.load(schema), "teacher").encode_requests([parsed])
+        fitted = FeatureSchema.load(schema)
+        parsed = fitted.parse_request(request.read_bytes())
+        tensors, _ = Encoder(fitted, "teacher").encode_requests([parsed])
     except (OSError, RecDistillError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from recdistill.core.contracts.registry import MANIFEST_FORMAT, STATE_FORMAT, Manifest, RegistryState, to_json
-from recdistill.core.errors import NotFoundError, RecDistillError
+from recdistill.core.errors import NotFoundError, RecDistillError, SchemaMismatchError
 from recdistill.core.features.schema import FeatureSchema
 from recdistill.core.fileio import atomic_write_bytes, fsync_directory
 
@@ -52,7 +52,10 @@ def ensure_registry(registry: Path, schema: FeatureSchema) -> None:
     registry.mkdir(parents=True, exist_ok=True)
     path = registry / "features.json"
     if path.exists():
-        FeatureSchema.load(path).require_hash(schema.hash, f"registry {registry}")
+        held = FeatureSchema.load(path)
+        if held.hash != schema.hash:
+            raise SchemaMismatchError(f"registry {registry} serves feature schema {held.hash} ({held.name}); this "
+                                      f"model was built on {schema.hash} ({schema.name})")
     else:
         schema.save(path)
 

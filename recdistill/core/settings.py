@@ -27,7 +27,6 @@ class DataSettings(BaseSettings):
     # sha256 of recbole-1.2.1-py3-none-any.whl as published on PyPI.
     recbole_sha256: str = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
     split_fractions: tuple[float, float] = (0.8, 0.9)
-    slate_negatives: int = 20
     seed: int = 0
 
 

@@ -53,7 +53,7 @@ class EncodedSplit:
     @classmethod
     def build(cls, dataset: PreparedDataset, encoder: Encoder, split: str, task: Task,
               negatives: int | None = None, limit: int | None = None) -> EncodedSplit:
-        event_ids = dataset.split(split)
+        event_ids = dataset.split(split, task)
         if limit is not None and limit < event_ids.size:
             event_ids = event_ids[-limit:]  # the most recent events of the split
         return cls(

@@ -20,8 +20,7 @@ from distill_worker.settings import DistillConfig, TeacherClientSettings, Worker
 from recdistill.core.artifact import write_state
 from recdistill.core.contracts.registry import RegistryState
 from recdistill.core.data.dataset import PreparedDataset, Task
-from recdistill.core.data.prepare import prepare
-from recdistill.core.data.sources import load_log
+from recdistill.core.data.prepare import prepare_source
 from recdistill.core.evaluation import evaluate
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.logs import STDERR
@@ -61,12 +60,12 @@ class Stages:
             self._current = None
 
 
-def load_dataset(spec: str, out: Path) -> PreparedDataset:
-    prepare(load_log(spec), out)
+def load_dataset(source: str, schema_path: Path, out: Path) -> PreparedDataset:
+    prepare_source(source, schema_path, out)
     return PreparedDataset(out)
 
 
-def run_demo(out: Path, dataset_spec: str, config: DemoConfig) -> dict[str, Any]:
+def run_demo(out: Path, dataset_spec: str, config: DemoConfig, schema_path: Path) -> dict[str, Any]:
     torch.set_num_threads(os.cpu_count() or 1)
     for leftover in ("registry", "worker", "samples", "logs"):  # a rerun into the same directory starts clean
         shutil.rmtree(out / leftover, ignore_errors=True)
@@ -74,7 +73,7 @@ def run_demo(out: Path, dataset_spec: str, config: DemoConfig) -> dict[str, Any]
     stages = Stages(total=2 + 3 * len(config.tasks) + (2 if "slate" in config.tasks else 0) + 1)
     started = time.perf_counter()
     stages(f"prepare {dataset_spec}")
-    dataset = load_dataset(dataset_spec, out / "data")
+    dataset = load_dataset(dataset_spec, schema_path, out / "data")
     results: dict[str, TaskResults] = {}
     for task in config.tasks:
         stages(f"teacher ({task}): train or reuse")
@@ -128,7 +127,7 @@ async def _live(dataset: PreparedDataset, config: DemoConfig, experiment: BatchE
     settings = experiment.settings
     gate_holdout = EncodedSplit.build(dataset, Encoder(dataset.schema, "student"), "valid", "slate", None,
                                       config.gate_holdout_events)
-    valid_ids = dataset.split("valid")
+    valid_ids = dataset.split("valid", "slate")
     pool = valid_ids[: max(0, len(valid_ids) - config.gate_holdout_events)]
     replay_ids = pool[-config.replay_events:] if config.replay_events else pool
     baseline, distilled = experiment.run("baseline", 0), experiment.run("distilled", 0)

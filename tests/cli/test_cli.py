@@ -49,8 +49,11 @@ def test_prepare_a_user_csv_from_the_command_line(tmp_path: Path) -> None:
     lines = ["user_id,item_id,timestamp,label"] + [f"{u},{i},{1000 + 10 * u + i},{(u + i) % 2}"
                                                    for u in range(1, 21) for i in range(1, 11)]
     (tmp_path / "log.csv").write_text("\n".join(lines))
+    # The smallest schema file: the source columns and the two views, no side features.
+    (tmp_path / "schema.toml").write_text('name = "mine"\n[source]\nlabel = "label"\n'
+                                          "[views.teacher]\nhistory_len = 50\n[views.student]\nhistory_len = 5\n")
     result = CliRunner().invoke(app, ["data", "prepare", "--dataset", f"csv:{tmp_path / 'log.csv'}",
-                                      "--out", str(tmp_path / "out")])
+                                      "--schema", str(tmp_path / "schema.toml"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["stats"]["interactions"] == 200
@@ -58,6 +61,11 @@ def test_prepare_a_user_csv_from_the_command_line(tmp_path: Path) -> None:
 
 def test_unknown_dataset_is_a_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["data", "prepare", "--dataset", "imagenet", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "needs its schema file" in result.output
+    schema = Path(__file__).parents[2] / "recdistill" / "schemas" / "movielens-100k.toml"
+    result = CliRunner().invoke(app, ["data", "prepare", "--dataset", "imagenet", "--schema", str(schema),
+                                      "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "unknown dataset 'imagenet'" in result.output
 

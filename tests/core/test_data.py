@@ -9,7 +9,7 @@ import pytest
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.prepare import prepare
 from recdistill.core.data.userlog import load_user_log
-from recdistill.core.errors import DataError
+from recdistill.core.features.spec import parse_schema_spec
 
 pytestmark = pytest.mark.unit
 
@@ -43,53 +43,93 @@ def test_every_history_is_strictly_before_its_event(ml100k: PreparedDataset) -> 
         assert int(np.sum(np.asarray(timeline.timestamps) < row.timestamp)) == row.hist_len
 
 
-def test_slate_negatives_are_never_rated_distinct_and_seeded(ml100k: PreparedDataset, tmp_path: Path) -> None:
+def test_slate_negatives_are_items_not_yet_interacted_with(ml100k: PreparedDataset) -> None:
+    """Negatives come from items the user had not interacted with *before* the event (never its own item):
+    an item the user rates later may be a negative, so a negative never knows the future."""
     events = ml100k.events
-    rated = events.groupby("user_id")["item_id"].agg(set)
+    timelines = ml100k.timelines
+    later = 0
     for row in events.sample(2_000, random_state=0).itertuples():
         negatives = list(row.slate_negatives)
         assert len(negatives) == ml100k.manifest["slate_negatives"] == len(set(negatives))
-        assert not set(negatives) & rated[row.user_id]
+        timeline = list(timelines.loc[row.user_id].item_ids)
+        assert not set(negatives) & set(timeline[: row.hist_len])
+        assert row.item_id not in negatives
+        later += len(set(negatives) & set(timeline[row.hist_len:]))
+    assert later > 0, "items rated only later are eligible negatives"
     labels = ml100k.labels([0, 1], "slate")
     assert labels.shape == (2, 21)
     assert labels[:, 0].tolist() == [1.0, 1.0]
     assert labels[:, 1:].sum() == 0
 
 
+def test_impression_log_slates_start_from_clicks(ecommerce: PreparedDataset) -> None:
+    events = ecommerce.events
+    positives = ecommerce.split("train", "slate")
+    assert (events["label"].to_numpy()[positives] == 1).all()
+    assert len(positives) == int(((events["split"] == "train") & (events["label"] == 1)).sum())
+    assert all(len(n) == 20 for n in events["slate_negatives"].to_numpy()[positives])
+    assert len(ecommerce.split("train")) > len(positives), "ctr keeps every impression"
+
+
+TOY_SCHEMA = """
+name = "toy"
+[source]
+user_id = "visitor"
+item_id = "product"
+timestamp = "when"
+label = "outcome in ['buy', 'cart']"
+action = "outcome"
+[[user_features]]
+name = "gender"
+kind = "categorical"
+[[item_features]]
+name = "genres"
+kind = "multi_categorical"
+[[item_features]]
+name = "price"
+kind = "numeric"
+log = true
+[tasks.slate]
+negatives = 5
+[views.teacher]
+history_len = 100
+[views.student]
+history_len = 5
+"""
+
+
 def _toy_log(path: Path, kind: str) -> Path:
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({
-        "user_id": rng.integers(1, 30, 600),
-        "item_id": [f"item-{i}" for i in rng.integers(1, 80, 600)],
-        "timestamp": 1_700_000_000 + rng.integers(0, 1_000_000, 600),
-        "label": rng.integers(0, 2, 600),
+        "visitor": rng.integers(1, 30, 600),
+        "product": [f"item-{i}" for i in rng.integers(1, 80, 600)],
+        "when": 1_700_000_000 + rng.integers(0, 1_000_000, 600),
+        "outcome": rng.choice(["view", "cart", "buy"], 600),
         "gender": rng.choice(["F", "M"], 600),
         "genres": rng.choice(["Drama|Comedy", "Action"], 600),
+        "price": rng.uniform(1, 100, 600).round(2),
     })
     target = path / f"log.{kind}"
-    frame.to_csv(target, index=False) if kind == "csv" else frame.to_parquet(target)
+    if kind == "csv":
+        frame.to_csv(target, index=False)
+    elif kind == "jsonl":
+        frame.to_json(target, orient="records", lines=True)
+    else:
+        frame.to_parquet(target)
     return target
 
 
-@pytest.mark.parametrize("kind", ["csv", "parquet"])
-def test_user_log_is_prepared_like_movielens(tmp_path: Path, kind: str) -> None:
-    log = load_user_log(kind, _toy_log(tmp_path, kind))
-    manifest = prepare(log, tmp_path / "prepared")
+@pytest.mark.parametrize("kind", ["csv", "parquet", "jsonl"])
+def test_own_log_is_prepared_as_its_schema_declares(tmp_path: Path, kind: str) -> None:
+    spec = parse_schema_spec(TOY_SCHEMA)
+    manifest = prepare(load_user_log(kind, _toy_log(tmp_path, kind)), spec, tmp_path / "prepared")
     dataset = PreparedDataset(tmp_path / "prepared")
     assert manifest["stats"]["interactions"] == 600
-    assert dataset.schema.genre_vocab == ["Action", "Comedy", "Drama"]
-    assert set(dataset.schema.action_vocab) <= {"0", "1"}
-
-
-def test_user_log_without_required_column_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "bad.csv"
-    pd.DataFrame({"user_id": [1], "item_id": [2], "label": [1]}).to_csv(path, index=False)
-    with pytest.raises(DataError, match="timestamp"):
-        load_user_log("csv", path)
-
-
-def test_user_log_with_bad_labels_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "bad.csv"
-    pd.DataFrame({"user_id": [1], "item_id": [2], "timestamp": [3], "label": [4]}).to_csv(path, index=False)
-    with pytest.raises(DataError, match="label"):
-        load_user_log("csv", path)
+    assert dataset.schema.feature("genres").vocab == ["Action", "Comedy", "Drama"]
+    assert dataset.schema.action_vocab == ["buy", "cart", "view"]
+    outcome = pd.read_json(_toy_log(tmp_path, "jsonl"), lines=True)["outcome"]
+    assert manifest["stats"]["positive_rate"] == pytest.approx(outcome.isin(["buy", "cart"]).mean(), abs=1e-4)
+    body = dataset.to_request(int(dataset.split("test")[0]), "slate")
+    assert set(body["user"]) <= {"user_id", "gender"}
+    assert dataset.schema.parse_request(body).user.user_id == body["user"]["user_id"]

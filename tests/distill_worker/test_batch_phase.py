@@ -11,12 +11,14 @@ import pytest
 import torch
 
 from distill_worker.batch import publish_and_promote, run_batch
+from distill_worker.export import export_onnx
 from distill_worker.settings import DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings
 from distill_worker.student import StudentConfig, StudentModel
-from recdistill.core.artifact import read_manifest, read_state
+from recdistill.core.artifact import publish_version, read_manifest, read_state, write_state
+from recdistill.core.contracts.registry import RegistryState
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
-from recdistill.core.training import EncodedSplit
+from recdistill.core.training import EncodedSplit, fit
 from tests.conftest import RunningTriton
 from tests.student_server.conftest import TOKEN, make_settings, run_server
 
@@ -55,9 +57,20 @@ async def test_batch_phase_labels_trains_gates_and_promotes(
 
 
 def test_a_worse_model_is_not_promoted(ml100k: PreparedDataset, registry: Path, tmp_path: Path) -> None:
-    holdout = EncodedSplit.build(ml100k, Encoder(ml100k.schema, "student"), "valid", "slate", limit=2_000)
+    encoder = Encoder(ml100k.schema, "student")
+    holdout = EncodedSplit.build(ml100k, encoder, "valid", "slate", limit=2_000)
     settings = WorkerSettings(data=ml100k.directory, registry=registry, state_dir=tmp_path / "state",
                               gate=GateConfig(auc_tolerance=0.0))
+    # The active version: a student trained briefly on labels, so it ranks better than chance.
+    torch.manual_seed(0)
+    trained = StudentModel(ml100k.schema, StudentConfig())
+    train = EncodedSplit.build(ml100k, encoder, "train", "slate", limit=4_000)
+    fit(trained, train, holdout, lambda m, b: torch.nn.functional.binary_cross_entropy_with_logits(
+        m.heads(**b.inputs)[0][b.mask], b.labels[b.mask]), lambda inputs: trained(**inputs), epochs=1,
+        batch_size=256, lr=5e-3)
+    probe, _ = encoder.assemble(holdout.contexts[:32])
+    publish_version(registry, "trained", export_onnx(trained, probe), ml100k.schema.hash)
+    write_state(registry, RegistryState(active="trained"))
     state_before = read_state(registry)
     # Worse than the active v1 by construction: every candidate gets the same score.
     torch.manual_seed(0)
@@ -72,7 +85,7 @@ def test_a_worse_model_is_not_promoted(ml100k: PreparedDataset, registry: Path, 
     assert version is None
     assert any("holdout AUC" in reason for reason in report["gate"]["reasons"])
     assert read_state(registry) == state_before
-    assert sorted(p.name for p in registry.iterdir() if p.is_dir()) == ["v1", "v2"]
+    assert sorted(p.name for p in registry.iterdir() if p.is_dir()) == ["trained", "v1", "v2"]
 
 
 def test_the_latency_gate_refuses_a_slow_model(ml100k: PreparedDataset, registry: Path, tmp_path: Path) -> None:

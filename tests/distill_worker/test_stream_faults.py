@@ -20,7 +20,6 @@ from distill_worker.teacher_client import TeacherClient
 from recdistill.core.contracts.records import FeedbackRecord, SampledRequest, encode_record
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
-from recdistill.core.features.request import parse_rank_request
 from recdistill.core.processes import free_port
 from recdistill.core.samplelog import SampleLog
 from teacher_service.launcher import teacher_process
@@ -131,7 +130,7 @@ def test_a_backlog_never_turns_clicks_into_negatives(ml100k: PreparedDataset, tm
         served = 1_000.0 + i  # one request a second; each click comes 1.5 s after its request
         payloads.append(encode_record(SampledRequest(
             request_id=body["request_id"], ts=served, request_ts=served, model_version="v1",
-            sampling_probability=1.0, request=parse_rank_request(body), student_view="student",
+            sampling_probability=1.0, request=ml100k.schema.parse_request(body), student_view="student",
             scores=[0.5] * 10, positions=list(range(10)))))
         clicks.append((served + 1.5, encode_record(FeedbackRecord(
             request_id=body["request_id"], item_id=str(body["candidates"][0]["item_id"]), label=1.0,

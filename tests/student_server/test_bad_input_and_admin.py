@@ -23,7 +23,6 @@ from recdistill.core.artifact import publish_version, sha256_bytes
 from recdistill.core.contracts.rank_grpc import request_from_dict
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
-from recdistill.core.features.request import parse_rank_request
 from recdistill.core.fileio import atomic_write_text
 from tests.student_server.conftest import TOKEN, make_settings, run_server
 
@@ -54,7 +53,12 @@ SMALL = GOOD | {"candidates": GOOD["candidates"][:10]}  # within the limits the 
                                    '{"release_year": 1e999}}, ', 1).encode(), 422,
          "candidates.0.features.release_year"),
         (json.dumps(SMALL)[:-1].encode() + b', "context": {"x": ' + b"[" * 2_000 + b"]" * 2_000 + b"}}", 422,
-         "body"),
+         "context.x"),
+        (json.dumps(SMALL)[:-1].encode() + b', "x": ' + b"[" * 2_000 + b"]" * 2_000 + b"}", 422, "x"),
+        # A field the schema does not declare is named, not silently dropped.
+        (json.dumps(SMALL | {"user": {"user_id": 1, "colour": "red"}}).encode(), 422, "user.colour"),
+        (json.dumps(SMALL | {"candidates": [{"item_id": 1, "features": {"brand": "x"}}]}).encode(), 422,
+         "candidates.0.features.brand"),
     ],
 )
 async def test_bad_rank_requests_get_a_precise_4xx(registry: Path, tmp_path: Path, body: bytes, status: int,
@@ -220,8 +224,8 @@ class _Misbehaving(torch.nn.Module):
         super().__init__()
         self.student, self.how = student, how
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        probabilities = self.student(*inputs)
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        probabilities = self.student(**inputs)
         if self.how == "cut_to_100":
             return probabilities[:, :100]
         columns = torch.arange(probabilities.shape[1]).unsqueeze(0)
@@ -232,7 +236,7 @@ class _Misbehaving(torch.nn.Module):
 async def test_staging_probes_several_shapes(registry: Path, tmp_path: Path, ml100k: PreparedDataset,
                                             how: str) -> None:
     encoder = Encoder(ml100k.schema, "student")
-    example, _ = encoder.encode_requests([parse_rank_request(EXAMPLE.read_bytes())])
+    example, _ = encoder.encode_requests([ml100k.schema.parse_request(EXAMPLE.read_bytes())])
     model = _Misbehaving(StudentModel(ml100k.schema, StudentConfig()).eval(), how).eval()
     publish_version(registry, "shapes", export_onnx(model, example), ml100k.schema.hash)
     async with run_server(make_settings(registry, tmp_path, max_candidates=150)) as server, \
@@ -296,7 +300,7 @@ async def test_malformed_grpc_messages_are_invalid_argument(registry: Path, tmp_
     async with run_server(make_settings(registry, tmp_path)) as server, \
             grpc.aio.insecure_channel(server.grpc_target) as channel:
         for method in ("Rank", "Feedback"):
-            raw = channel.unary_unary(f"/recdistill.v1.Ranking/{method}")  # bytes in, bytes out
+            raw = channel.unary_unary(f"/recdistill.v2.Ranking/{method}")  # bytes in, bytes out
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await raw(b"\xff\xff\xff\xff not protobuf")
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()

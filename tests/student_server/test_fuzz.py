@@ -43,14 +43,21 @@ async def test_schemathesis_finds_no_server_error_and_no_undocumented_response(r
 
 _text = st.text(max_size=40)
 _double = st.floats(allow_nan=True, allow_infinity=True) | st.floats(-1e20, 1e20)
+_value = (st.builds(ranking_pb2.Value, string_value=_text) | st.builds(ranking_pb2.Value, number_value=_double)
+          | st.builds(ranking_pb2.Value, list_value=st.builds(ranking_pb2.StringList,
+                                                              values=st.lists(_text, max_size=3))))
+# Keys the MovieLens schema declares, and keys it does not.
+_user_keys = st.sampled_from(["age", "gender", "occupation", "zip_code", "colour", ""])
+_item_keys = st.sampled_from(["genres", "release_year", "brand"])
 _messages = st.builds(
     ranking_pb2.RankRequest,
-    user=st.builds(ranking_pb2.User, user_id=_text, age=_double, gender=_text, occupation=_text, zip_code=_text),
-    history=st.lists(st.builds(ranking_pb2.HistoryEvent, item_id=_text, ts=_double, action=_text), max_size=30),
-    candidates=st.lists(st.builds(ranking_pb2.Candidate, item_id=_text, features=st.builds(
-        ranking_pb2.ItemFeatures, genres=st.lists(_text, max_size=3), release_year=_double)), max_size=60),
+    user=st.builds(ranking_pb2.User, user_id=_text, features=st.dictionaries(_user_keys, _value, max_size=4)),
+    history=st.lists(st.builds(ranking_pb2.HistoryEvent, item_id=_text, ts=_double, action=_value), max_size=30),
+    candidates=st.lists(st.builds(ranking_pb2.Candidate, item_id=_text,
+                                  features=st.dictionaries(_item_keys, _value, max_size=2)), max_size=60),
     request_id=st.text(max_size=200),
-    context=st.builds(ranking_pb2.Context, ts=_double),
+    context=st.builds(ranking_pb2.Context, ts=_double,
+                      features=st.dictionaries(st.sampled_from(["device", "ts"]), _value, max_size=1)),
 ).map(lambda m: m.SerializeToString()) | st.binary(max_size=300)
 
 
@@ -75,7 +82,7 @@ def grpc_server(registry_template: Path, tmp_path_factory: pytest.TempPathFactor
 def test_random_grpc_messages_never_get_unknown_or_internal(grpc_server: str, payload: bytes) -> None:
     code, detail, reply = grpc.StatusCode.OK, "", ranking_pb2.RankResponse()
     with grpc.insecure_channel(grpc_server) as channel:
-        rank = channel.unary_unary("/recdistill.v1.Ranking/Rank")  # bytes in, bytes out
+        rank = channel.unary_unary("/recdistill.v2.Ranking/Rank")  # bytes in, bytes out
         try:
             reply = ranking_pb2.RankResponse.FromString(rank(payload, timeout=30))
         except grpc.RpcError as exc:

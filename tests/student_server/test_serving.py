@@ -17,7 +17,6 @@ from recdistill.core.contracts.rank_grpc import request_from_dict
 from recdistill.core.contracts.records import RECORD_FORMAT, FeedbackRecord, SampledRequest
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
-from recdistill.core.features.request import parse_rank_request
 from recdistill.core.samplelog import SampleLog
 from tests.student_server.conftest import TOKEN, make_settings, onnx_scores, run_server, sampled_records
 
@@ -34,7 +33,7 @@ async def test_http_and_grpc_agree_with_onnx_runtime(registry: Path, tmp_path: P
             http = (await client.post("/v1/rank", content=EXAMPLE.read_bytes())).json()
         async with grpc.aio.insecure_channel(server.grpc_target) as channel:
             reply = await ranking_pb2_grpc.RankingStub(channel).Rank(request_from_dict(body))
-    tensors, _ = Encoder(ml100k.schema, "student").encode_requests([parse_rank_request(body)])
+    tensors, _ = Encoder(ml100k.schema, "student").encode_requests([ml100k.schema.parse_request(body)])
     expected = onnx_scores(registry, "v1", tensors)[0]
     assert http["model_version"] == reply.model_version == "v1"
     assert http["request_id"] == reply.request_id == body["request_id"]
@@ -119,7 +118,7 @@ async def test_sampled_requests_and_feedback_reach_the_sample_log(registry: Path
     assert first.sampling_probability == 1.0
     assert len(first.scores) == len(first.positions) == 100
     assert sorted(first.positions) == list(range(100))
-    assert first.request.history[0].item_id == body["history"][0]["item_id"]
+    assert first.request["history"][0]["item_id"] == body["history"][0]["item_id"]
     assert [(f.request_id, f.label) for f in feedbacks] == [("r3", 1.0), ("r4", 0.0)]
 
 
@@ -133,8 +132,8 @@ async def test_long_histories_are_sampled_at_their_own_rate_and_say_so(registry:
             request = (short if i % 2 else body) | {"request_id": f"r{i}"}
             assert (await client.post("/v1/rank", json=request)).status_code == 200
     requests = [r for r in sampled_records(tmp_path / "samples") if isinstance(r, SampledRequest)]
-    long_sampled = [r for r in requests if len(r.request.history) == 44]
-    short_sampled = [r for r in requests if len(r.request.history) == 10]
+    long_sampled = [r for r in requests if len(r.request["history"]) == 44]
+    short_sampled = [r for r in requests if len(r.request["history"]) == 10]
     assert len(short_sampled) == 100
     assert {r.sampling_probability for r in short_sampled} == {1.0}
     assert {r.sampling_probability for r in long_sampled} == {0.5}

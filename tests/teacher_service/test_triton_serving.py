@@ -18,8 +18,7 @@ from tritonclient.utils import InferenceServerException
 from recdistill.core.contracts.teacher import TeacherTensorSpec, infer_inputs, triton_model_config
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.synthetic import synthetic_requests
-from recdistill.core.features.encoder import MODEL_INPUTS, Encoder
-from recdistill.core.features.request import parse_rank_request
+from recdistill.core.features.encoder import Encoder
 from teacher_service.checkpoint import load_checkpoint
 from teacher_service.client import score
 from tests.conftest import RunningTriton
@@ -38,7 +37,7 @@ def _in_process(checkpoint: Path, tensors: dict[str, np.ndarray]) -> np.ndarray:
 
 def _slate_tensors(dataset: PreparedDataset, count: int, seed: int = 0) -> dict[str, np.ndarray]:
     encoder = Encoder(dataset.schema, "teacher")
-    events = np.random.default_rng(seed).choice(dataset.split("test"), count, replace=False)
+    events = np.random.default_rng(seed).choice(dataset.split("test", "slate"), count, replace=False)
     tensors, _ = encoder.assemble(dataset.contexts(encoder, events, "slate"))
     return tensors
 
@@ -47,7 +46,7 @@ def test_metadata_exposes_only_inputs_and_the_probability(triton_teacher: Runnin
                                                           ml100k: PreparedDataset) -> None:
     with grpcclient.InferenceServerClient(triton_teacher.grpc_url) as client:
         metadata = client.get_model_metadata("teacher", as_json=True)
-    assert {i["name"] for i in metadata["inputs"]} == set(MODEL_INPUTS)
+    assert [i["name"] for i in metadata["inputs"]] == list(Encoder(ml100k.schema, "teacher").input_names)
     assert [o["name"] for o in metadata["outputs"]] == ["probability"]
     # What Triton serves is the tensor spec the contract declares (batch dimension first).
     spec = TeacherTensorSpec.from_schema(ml100k.schema)
@@ -84,8 +83,8 @@ def test_concurrent_clients_all_get_their_own_scores(triton_teacher: RunningTrit
 
 def test_a_20000_event_history_is_scored(triton_teacher: RunningTriton, ml100k: PreparedDataset,
                                          tiny_teacher: Path) -> None:
-    (body,) = synthetic_requests(1, history_len=20_000, candidates=100, seed=11)
-    tensors, _ = Encoder(ml100k.schema, "teacher").encode_requests([parse_rank_request(orjson.dumps(body))])
+    (body,) = synthetic_requests(ml100k.schema, 1, history_len=20_000, candidates=100, seed=11)
+    tensors, _ = Encoder(ml100k.schema, "teacher").encode_requests([ml100k.schema.parse_request(orjson.dumps(body))])
     served = score(triton_teacher.grpc_url, tensors)
     assert served.shape == (1, 100)
     np.testing.assert_allclose(served, _in_process(tiny_teacher, tensors), atol=TOLERANCE, rtol=0)
@@ -110,14 +109,14 @@ def test_bad_input_is_refused_and_the_server_keeps_serving(
     triton_teacher: RunningTriton, ml100k: PreparedDataset, case: str, expected: str
 ) -> None:
     good = _slate_tensors(ml100k, 2)
-    width = ml100k.schema.num_genres
+    width = good["cand_multi"].shape[2]
     bad = {
         "wrong_dtype": lambda: _bad(good, "hist_item", good["hist_item"].astype(np.float32)),
         "wrong_rank": lambda: _bad(good, "user_cat", good["user_cat"][:, :, None]),
         "mismatched_history": lambda: _bad(good, "hist_action", good["hist_action"][:, :-1]),
         "too_many_candidates": lambda: {
-            **good, "cand_item": np.ones((2, 1_001), np.int64), "cand_year": np.zeros((2, 1_001), np.float32),
-            "cand_genres": np.zeros((2, 1_001, width), np.float32)},
+            **good, "cand_item": np.ones((2, 1_001), np.int64), "cand_num": np.zeros((2, 1_001, 1), np.float32),
+            "cand_multi": np.zeros((2, 1_001, width), np.float32)},
         "history_too_long": lambda: {
             **good, "hist_item": np.ones((2, 20_001), np.int64), "hist_action": np.zeros((2, 20_001), np.int64),
             "hist_recency": np.zeros((2, 20_001), np.float32)},
@@ -149,4 +148,4 @@ def test_metrics_endpoint_counts_inferences(triton_teacher: RunningTriton, ml100
 
 def test_infer_inputs_follow_the_encoder_order(ml100k: PreparedDataset) -> None:
     tensors = _slate_tensors(ml100k, 1)
-    assert [i.name() for i in infer_inputs(tensors, grpcclient)] == list(MODEL_INPUTS)
+    assert [i.name() for i in infer_inputs(tensors, grpcclient)] == list(Encoder(ml100k.schema, "teacher").input_names)

@@ -7,13 +7,12 @@ Every record carries `format`; a reader that meets a format it does not know sto
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct
 
 from recdistill.core.errors import RecDistillError
-from recdistill.core.features.request import RankRequest
 
 RECORD_FORMAT = 1
 
@@ -27,15 +26,19 @@ class InvalidRecordError(RecDistillError):
     one bad record, to be set aside, not a reason to stop."""
 
 
-class SampledRequest(Struct, tag="request", tag_field="kind", frozen=True):
-    """A served ranking request the sampler kept, with what the student answered."""
+R = TypeVar("R")
+
+
+class SampledRequest(Struct, Generic[R], tag="request", tag_field="kind", frozen=True):
+    """A served ranking request the sampler kept, with what the student answered. `request` is the request
+    struct of the serving schema (`RequestTypes.rank_request`); read without one, it is a plain dict."""
 
     request_id: str
     ts: float  # when it was served (unix seconds, server clock)
     request_ts: float  # the request's own time (its context.ts, else `ts`)
     model_version: str
     sampling_probability: Annotated[float, Meta(gt=0, le=1)]
-    request: RankRequest
+    request: R
     student_view: str
     scores: list[float]  # per candidate, request order
     positions: list[int]  # 0-based rank of each candidate in the served ranking, request order
@@ -65,7 +68,7 @@ class _Envelope(Struct):
 
 _encoder = msgspec.msgpack.Encoder()
 _envelope = msgspec.msgpack.Decoder(_Envelope)
-_decoder = msgspec.msgpack.Decoder(SampleRecord)  # type: ignore[arg-type]
+_decoders: dict[Any, msgspec.msgpack.Decoder] = {}
 
 
 def encode_record(record: SampleRecord) -> bytes:
@@ -73,7 +76,13 @@ def encode_record(record: SampleRecord) -> bytes:
     return _encoder.encode(record)
 
 
-def decode_record(payload: bytes) -> SampleRecord:
+def decode_record(payload: bytes, request_type: type | None = None) -> SampleRecord:
+    """The record in `payload`; a sampled request's `request` as `request_type` (the schema's request
+    struct, validated as at the edge) or, without one, as a dict."""
+    decoder = _decoders.get(request_type)
+    if decoder is None:
+        shape = SampledRequest[request_type] if request_type is not None else SampledRequest  # type: ignore[valid-type]
+        decoder = _decoders[request_type] = msgspec.msgpack.Decoder(shape | FeedbackRecord)  # type: ignore[operator]
     try:
         envelope = _envelope.decode(payload)
     except msgspec.DecodeError as exc:
@@ -82,6 +91,6 @@ def decode_record(payload: bytes) -> SampleRecord:
         raise RecordFormatError(f"sample-log record format {envelope.format} (kind {envelope.kind!r}) is not "
                                 f"supported: this reader knows format {RECORD_FORMAT}; upgrade the reader")
     try:
-        return _decoder.decode(payload)
+        return decoder.decode(payload)
     except msgspec.DecodeError as exc:
         raise InvalidRecordError(f"invalid sample-log record of format {RECORD_FORMAT}: {exc}") from None

@@ -10,22 +10,12 @@ from collections.abc import Sequence
 import numpy as np
 from msgspec import Struct
 
-from recdistill.core.features.encoder import MODEL_INPUTS
-from recdistill.core.features.schema import USER_CATEGORICALS, FeatureSchema
+from recdistill.core.features.encoder import Encoder, TensorSpec
+from recdistill.core.features.schema import FeatureSchema
 
 TEACHER_MODEL_NAME = "teacher"
 TEACHER_OUTPUT = "probability"
-_TRITON_DTYPES = {"INT64": np.int64, "FP32": np.float32}
-
-
-class TensorSpec(Struct, frozen=True):
-    name: str
-    dtype: str  # Triton's name: INT64 or FP32
-    dims: tuple[int, ...]  # without the batch dimension; -1 is variable
-
-    @property
-    def numpy_dtype(self) -> type:
-        return _TRITON_DTYPES[self.dtype]
+TEACHER_VIEW = "teacher"
 
 
 class TeacherTensorSpec(Struct, frozen=True):
@@ -34,10 +24,8 @@ class TeacherTensorSpec(Struct, frozen=True):
 
     @classmethod
     def from_schema(cls, schema: FeatureSchema) -> TeacherTensorSpec:
-        dims = {"user_cat": (len(USER_CATEGORICALS),), "hist_length": (1,), "cand_genres": (-1, schema.num_genres)}
-        integer = {"user_cat", "hist_item", "hist_action", "cand_item"}
-        inputs = tuple(TensorSpec(name, "INT64" if name in integer else "FP32", dims.get(name, (-1,)))
-                       for name in MODEL_INPUTS)
+        """The encoder's tensors of the schema's teacher view, in the encoder's order."""
+        inputs = tuple(Encoder(schema, TEACHER_VIEW).input_specs.values())
         return cls(inputs, TensorSpec(TEACHER_OUTPUT, "FP32", (-1,)))
 
     @property
@@ -45,13 +33,14 @@ class TeacherTensorSpec(Struct, frozen=True):
         return tuple(spec.name for spec in self.inputs)
 
 
-def infer_inputs(tensors: dict[str, np.ndarray], client_module: object, names: Sequence[str] = MODEL_INPUTS
+def infer_inputs(tensors: dict[str, np.ndarray], client_module: object, names: Sequence[str] | None = None
                  ) -> list[object]:
-    """tritonclient `InferInput`s for encoder tensors (`client_module`: tritonclient.grpc or .grpc.aio)."""
+    """tritonclient `InferInput`s for encoder tensors (`client_module`: tritonclient.grpc or .grpc.aio), in the
+    encoder's order unless `names` says otherwise."""
     from tritonclient.utils import np_to_triton_dtype
 
     inputs = []
-    for name in names:
+    for name in names or tuple(tensors):
         array = np.ascontiguousarray(tensors[name])
         tensor = client_module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))  # type: ignore[attr-defined]
         tensor.set_data_from_numpy(array)

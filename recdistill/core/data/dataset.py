@@ -14,7 +14,7 @@ import pandas as pd
 
 from recdistill.core.errors import DataError
 from recdistill.core.features.encoder import Encoder, MappedContext
-from recdistill.core.features.schema import FeatureSchema
+from recdistill.core.features.schema import FeatureSchema, is_missing
 
 Task = Literal["ctr", "slate"]
 TASKS: tuple[Task, ...] = ("ctr", "slate")
@@ -24,7 +24,21 @@ TASKS: tuple[Task, ...] = ("ctr", "slate")
 class _MappedTimeline:
     items: np.ndarray
     actions: np.ndarray
+    values: np.ndarray
     timestamps: np.ndarray
+
+
+def _json_value(value: object) -> Any:
+    """A raw cell as a request carries it: missing -> None, whole floats as integers, arrays as lists."""
+    if isinstance(value, list | tuple | np.ndarray):
+        return [str(v) for v in value]
+    if is_missing(value):
+        return None
+    if isinstance(value, float | np.floating):
+        return int(value) if float(value).is_integer() else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 class PreparedDataset:
@@ -44,19 +58,25 @@ class PreparedDataset:
         return pd.read_parquet(self.directory / "timelines.parquet").set_index("user_id")
 
     @cached_property
-    def users(self) -> pd.DataFrame:
-        return pd.read_parquet(self.directory / "users.parquet").set_index("user_id")
+    def users(self) -> dict[str, dict[str, Any]]:
+        """Raw user feature columns by user id."""
+        frame = pd.read_parquet(self.directory / "users.parquet").set_index("user_id")
+        return frame.to_dict("index")
 
-    def split(self, name: str) -> np.ndarray:
-        ids = np.flatnonzero(self.events["split"].to_numpy() == name)
+    @cached_property
+    def _context_columns(self) -> list[str]:
+        return list(self.schema.spec_model.request_columns["context"])
+
+    def split(self, name: str, task: Task | None = None) -> np.ndarray:
+        """Event ids of a split; for the slate task only its positives (every event of a rating log, the
+        clicked impressions of an impression log)."""
+        selected = self.events["split"].to_numpy() == name
+        if task == "slate":
+            selected &= self.events["slate_event"].to_numpy()
+        ids = np.flatnonzero(selected)
         if ids.size == 0:
             raise DataError(f"split '{name}' is empty in {self.directory}")
         return ids
-
-    def _user_row(self, user_id: str) -> tuple[float | None, str | None, str | None, str | None]:
-        row = self.users.loc[user_id]
-        age = None if pd.isna(row["age"]) else float(row["age"])
-        return age, row["gender"] or None, row["occupation"] or None, row["zip_code"] or None
 
     def _mapped_timelines(self, encoder: Encoder) -> dict[str, _MappedTimeline]:
         key = f"{encoder.schema.hash}"
@@ -65,6 +85,7 @@ class PreparedDataset:
                 user: _MappedTimeline(
                     items=encoder.map_items(list(row.item_ids)),
                     actions=encoder.map_actions(list(row.actions)),
+                    values=encoder.map_values(list(row["values"])),
                     timestamps=np.asarray(row.timestamps, dtype=np.float64),
                 )
                 for user, row in self.timelines.iterrows()
@@ -72,8 +93,8 @@ class PreparedDataset:
         return self._mapped[key]
 
     def candidates(self, event_id: int, task: Task, negatives: int | None = None) -> list[str]:
-        """The event's item first, then never-rated items: all logged ones (slate, `negatives=None`) or the
-        first `negatives`. For ctr, `negatives=None` means none: the impression alone."""
+        """The event's item first, then items the user had not interacted with before it: all logged ones
+        (slate, `negatives=None`) or the first `negatives`. For ctr, `negatives=None` means none."""
         row = self.events.iloc[event_id]
         if task == "ctr" and not negatives:
             return [row["item_id"]]
@@ -82,7 +103,7 @@ class PreparedDataset:
 
     def labels(self, event_ids: Sequence[int], task: Task, negatives: int | None = None) -> np.ndarray:
         """Labels [B, C]: the impression label (ctr) or 1 for the real item (slate), then 0s for the
-        never-rated items (for ctr these have no observed label: the trainer masks them)."""
+        sampled negatives (for ctr these have no observed label: the trainer masks them)."""
         ids = np.asarray(event_ids)
         if task == "ctr":
             labels = np.zeros((len(ids), 1 + (negatives or 0)), dtype=np.float32)
@@ -100,23 +121,26 @@ class PreparedDataset:
         user_ids = events["user_id"].to_numpy()
         hist_lens = events["hist_len"].to_numpy()
         timestamps = events["timestamp"].to_numpy()
+        context_columns = {c: events[c].to_numpy() for c in self._context_columns}
         out = []
         for event_id in event_ids:
             user = user_ids[event_id]
             timeline = timelines[user]
             end = int(hist_lens[event_id])
             start = max(0, end - encoder.history_len)
-            cand_item, cand_genres, cand_year = encoder.map_candidates(self.candidates(event_id, task, negatives))
+            cand_item, cand_cat, cand_multi, cand_num = encoder.map_candidates(
+                self.candidates(event_id, task, negatives))
+            user_cat, user_num = encoder.map_profile(
+                self.users.get(user, {}), {c: values[event_id] for c, values in context_columns.items()})
             out.append(MappedContext(
-                user_cat=encoder.map_user(user, *self._user_row(user)),
+                user_cat=user_cat, user_num=user_num,
                 hist_item=timeline.items[start:end],
                 hist_action=timeline.actions[start:end],
+                hist_value=timeline.values[start:end],
                 hist_ts=timeline.timestamps[start:end],
                 history_length=end,
                 request_ts=float(timestamps[event_id]),
-                cand_item=cand_item,
-                cand_genres=cand_genres,
-                cand_year=cand_year,
+                cand_item=cand_item, cand_cat=cand_cat, cand_multi=cand_multi, cand_num=cand_num,
             ))
         return out
 
@@ -126,20 +150,33 @@ class PreparedDataset:
         user = row["user_id"]
         timeline = self.timelines.loc[user]
         end = int(row["hist_len"])
-        age, gender, occupation, zip_code = self._user_row(user)
+        columns = self.schema.spec_model.request_columns
+        raw_user = self.users.get(user, {})
         user_body: dict[str, Any] = {"user_id": user}
-        for name, value in (("age", age), ("gender", gender), ("occupation", occupation), ("zip_code", zip_code)):
-            if value is not None:
-                user_body[name] = int(value) if name == "age" else value
-        history = [
-            {"item_id": item, "ts": int(ts), "action": int(action) if action.isdigit() else action}
-            for item, action, ts in zip(timeline.item_ids[:end], timeline.actions[:end],
-                                        timeline.timestamps[:end], strict=True)
-        ]
+        for column in columns["user"]:
+            value = _json_value(raw_user.get(column))
+            if value is not None and value != []:
+                user_body[column] = value
+        spec = self.schema.spec_model
+        with_action, with_value = bool(spec.source.action and spec.sequence.action), spec.sequence.value
+        history = []
+        for item, action, value, ts in zip(timeline.item_ids[:end], timeline.actions[:end], timeline["values"][:end],
+                                           timeline.timestamps[:end], strict=True):
+            event: dict[str, Any] = {"item_id": item, "ts": int(ts)}
+            if with_action and action:
+                event["action"] = int(action) if action.isdigit() else action
+            if with_value and not is_missing(value):
+                event["value"] = _json_value(value)
+            history.append(event)
+        context: dict[str, Any] = {"ts": int(row["timestamp"])}
+        for column in columns["context"]:
+            value = _json_value(row[column])
+            if value is not None and value != []:
+                context[column] = value
         return {
             "request_id": f"event-{event_id}",
             "user": user_body,
             "history": history,
             "candidates": [{"item_id": item} for item in self.candidates(event_id, task, negatives)],
-            "context": {"ts": int(row["timestamp"])},
+            "context": context,
         }

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recdistill.core.data.log import InteractionLog, normalise_items, normalise_users
+from recdistill.core.data.log import RawLog
 from recdistill.core.errors import DataError
 from recdistill.core.settings import DataSettings
 
@@ -58,29 +58,23 @@ def _read_atomic_file(archive: zipfile.ZipFile, suffix: str) -> pd.DataFrame:
     return frame
 
 
-def load_movielens_100k(settings: DataSettings | None = None) -> InteractionLog:
+def load_movielens_100k(settings: DataSettings | None = None) -> RawLog:
+    """The ratings, the user file and the item file, with MovieLens's own column names (the shipped
+    schema file `movielens-100k.toml` says what they mean)."""
     settings = settings or DataSettings()
     wheel = fetch_recbole_wheel(settings)
     with zipfile.ZipFile(wheel) as archive:
         inter = _read_atomic_file(archive, "inter")
         users = _read_atomic_file(archive, "user")
         items = _read_atomic_file(archive, "item")
-    rating = inter["rating"].astype(np.float64)
     events = pd.DataFrame({
         "user_id": inter["user_id"],
         "item_id": inter["item_id"],
         "timestamp": inter["timestamp"].astype(np.float64).astype(np.int64),
-        "rating": rating,
-        "label": (rating >= 4).astype(np.int8),
+        "rating": inter["rating"].astype(np.float64),
     })
-    items = items.assign(genres=items["class"].str.split())
-    items = items.rename(columns={"release_year": "release_year"})[["item_id", "genres", "release_year"]]
-    log = InteractionLog(
-        name="ml-100k",
-        events=events,
-        users=normalise_users(users, events["user_id"]),
-        items=normalise_items(items, events["item_id"]),
-        source_sha256=settings.recbole_sha256,
-    )
-    log.validate()
-    return log
+    users = users.assign(age=pd.to_numeric(users["age"], errors="coerce"))
+    items = pd.DataFrame({"item_id": items["item_id"], "genres": items["class"].str.split(),
+                          "release_year": pd.to_numeric(items["release_year"], errors="coerce")})
+    return RawLog(name="ml-100k", events=events, users=users[["user_id", "age", "gender", "occupation", "zip_code"]],
+                  items=items, source_sha256=settings.recbole_sha256)

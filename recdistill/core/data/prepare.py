@@ -1,11 +1,13 @@
-"""Turn an interaction log into a prepared dataset: time split, per-user timelines, slates, schema.
+"""Turn an interaction log into a prepared dataset, as its schema file declares: time split, per-user
+timelines, slates, and the fitted feature schema.
 
 Layout of a prepared dataset directory (the manifest is written last and marks it complete):
-- events.parquet:    one row per event, sorted by time: event_id, user_id, item_id, timestamp, rating,
-                     label (ctr task), split, hist_len, slate_negatives (slate task)
-- timelines.parquet: per user, all events oldest first: item_ids, actions, timestamps. The history of
-                     an event is `timeline[:hist_len]`: the user's events strictly earlier in time.
-- users.parquet, items.parquet: side features; features.json: the feature schema; manifest.json.
+- events.parquet:    one row per event, sorted by time: event_id, user_id, item_id, timestamp, label,
+                     action, value, weight, the context columns, split, hist_len, slate_negatives
+- timelines.parquet: per user, all events oldest first: item_ids, actions, values, timestamps. The
+                     history of an event is `timeline[:hist_len]`: the user's events strictly earlier.
+- users.parquet, items.parquet: the raw user and item feature columns, one row per user / item;
+  features.json: the fitted schema; schema.toml: the schema file it was fitted from; manifest.json.
 """
 
 from __future__ import annotations
@@ -19,17 +21,100 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recdistill.core.data.log import InteractionLog
-from recdistill.core.features.schema import ModelView, build_schema, canonical_action
+from recdistill.core.data.log import RawLog
+from recdistill.core.errors import DataError
+from recdistill.core.features.schema import build_schema, canonical_action, split_list
+from recdistill.core.features.spec import SchemaError, SchemaSpec, evaluate_label, maybe_numeric, parse_schema_spec
 from recdistill.core.fileio import atomic_write_text, atomic_write_with
 from recdistill.core.settings import DataSettings
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_VIEWS = {"teacher": ModelView(history_len=20_000), "student": ModelView(history_len=10)}
 SPLITS = ("train", "valid", "test")
 
 
+# ---- normalisation: the schema says what each source column means ----------------------------------
+def _require(frame: pd.DataFrame, column: str, what: str, where: str) -> None:
+    if column not in frame:
+        shown = ", ".join(map(str, list(frame.columns)[:30]))
+        raise SchemaError(f"{what} reads column `{column}`, which {where} lacks (its columns: {shown})")
+
+
+def _first_rows(events: pd.DataFrame, key: str, columns: list[str]) -> pd.DataFrame:
+    """One row per `key`: its first event's values of `columns` (events are in time order)."""
+    return events[[key, *columns]].drop_duplicates(key, keep="first").reset_index(drop=True)
+
+
+def _side_table(events: pd.DataFrame, side: pd.DataFrame | None, key: str, source_key: str,
+                columns: list[str], what: dict[str, str], where: str) -> pd.DataFrame:
+    """The user or item table: the source's side table where it has a column, else the event rows."""
+    ids = pd.DataFrame({key: pd.unique(events[key])})
+    table = ids
+    from_side: list[str] = []
+    if side is not None:
+        _require(side, source_key, "the side table's id", "the side table")
+        side = side.rename(columns={source_key: key}).assign(**{key: lambda f: f[key].astype(str)})
+        side = side.drop_duplicates(key)
+        from_side = [c for c in columns if c in side]
+        how = "outer" if key == "item_id" else "left"  # a catalogue may list items never interacted with
+        table = ids.merge(side[[key, *from_side]], on=key, how=how)
+    rest = [c for c in columns if c not in from_side]
+    for column in rest:
+        _require(events, column, what[column], where)
+    if rest:
+        table = table.merge(_first_rows(events, key, rest), on=key, how="left")
+    return table[[key, *columns]]
+
+
+def normalise(log: RawLog, spec: SchemaSpec) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(events, users, items) with the normalised columns preparation and the encoder use."""
+    source, raw = spec.source, log.events
+    where = f"the '{log.name}' events"
+    for column, what in ((source.user_id, "source.user_id"), (source.item_id, "source.item_id"),
+                         (source.timestamp, "source.timestamp")):
+        _require(raw, column, what, where)
+    timestamps = pd.to_numeric(raw[source.timestamp], errors="coerce")
+    if timestamps.isna().any() or not np.isfinite(timestamps).all():
+        raise DataError(f"{where}: column `{source.timestamp}` (source.timestamp) must hold unix seconds, with no "
+                        "missing values")
+    events = pd.DataFrame({"user_id": raw[source.user_id].astype(str), "item_id": raw[source.item_id].astype(str),
+                           "timestamp": timestamps.astype(np.int64),
+                           "label": evaluate_label(source.label, raw)})
+    for name in ("action", "value", "weight"):
+        column = getattr(source, name)
+        if column:
+            _require(raw, column, f"source.{name}", where)
+            values = maybe_numeric(raw[column])
+            events[name] = [canonical_action(v) for v in values] if name == "action" else \
+                pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    if "action" not in events:
+        events["action"] = ""
+    for feature in spec.context_features:
+        _require(raw, feature.source, f"feature `{feature.name}`", where)
+        events[feature.source] = _typed(raw[feature.source], feature.kind, feature.separator)
+    # The first event of a user / item supplies its features when the source has no side table for them.
+    order = np.argsort(events["timestamp"].to_numpy(), kind="stable")
+    by_time = raw.iloc[order].assign(user_id=events["user_id"].to_numpy()[order],
+                                     item_id=events["item_id"].to_numpy()[order])
+    user_what = {f.source: f"feature `{f.name}`" for f in spec.user_features}
+    item_what = {f.source: f"feature `{f.name}`" for f in spec.item_features}
+    users = _side_table(by_time, log.users, "user_id", source.user_id, list(user_what), user_what, where)
+    items = _side_table(by_time, log.items, "item_id", source.item_id, list(item_what), item_what, where)
+    for features, table in ((spec.user_features, users), (spec.item_features, items)):
+        for feature in features:
+            table[feature.source] = _typed(table[feature.source], feature.kind, feature.separator)
+    return events, users, items
+
+
+def _typed(values: pd.Series, kind: str, separator: str) -> pd.Series:
+    if kind == "multi_categorical":
+        return pd.Series([split_list(v, separator) for v in values], index=values.index, dtype=object)
+    if kind in ("numeric", "bucketized"):
+        return pd.to_numeric(values, errors="coerce").astype(np.float64)
+    return pd.Series([canonical_action(v) for v in maybe_numeric(values)], index=values.index, dtype=object)
+
+
+# ---- splits, histories, slates ------------------------------------------------------------------------
 def _sort_events(events: pd.DataFrame) -> pd.DataFrame:
     ordered = events.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(drop=True)
     return ordered.assign(event_id=np.arange(len(ordered), dtype=np.int64))
@@ -53,34 +138,46 @@ def _history_lengths(events: pd.DataFrame) -> np.ndarray:
 
 
 def _timelines(events: pd.DataFrame) -> pd.DataFrame:
-    actions = events["rating"] if events["rating"].notna().all() else events["label"].astype(float)
-    frame = events.assign(action=[canonical_action(float(a)) for a in actions])
+    frame = events if "value" in events else events.assign(value=np.nan)
     grouped = frame.groupby("user_id", sort=True)
     return pd.DataFrame({
         "user_id": list(grouped.groups),
         "item_ids": grouped["item_id"].agg(list).to_list(),
         "actions": grouped["action"].agg(list).to_list(),
+        "values": grouped["value"].agg(list).to_list(),
         "timestamps": grouped["timestamp"].agg(list).to_list(),
     })
 
 
 def _slate_negatives(events: pd.DataFrame, catalogue: np.ndarray, k: int, seed: int) -> list[list[str]]:
-    """k never-rated items per event, popularity-weighted by training counts (+1), distinct, seeded."""
+    """k items per event that the user had not interacted with before it (nor is it the event's item),
+    popularity-weighted by training counts (+1), distinct, seeded. Items the user meets only later stay
+    eligible: a negative never knows the future."""
     train_counts = events.loc[events["split"] == "train", "item_id"].value_counts()
     weights = train_counts.reindex(catalogue).fillna(0).to_numpy(dtype=np.float64) + 1.0
     cdf = np.cumsum(weights) / weights.sum()
     rng = np.random.default_rng(seed)
+    items = events["item_id"].to_numpy()
+    hist_len = events["hist_len"].to_numpy()
     negatives: list[list[str]] = [[] for _ in range(len(events))]
+    slate_event = events["slate_event"].to_numpy()
     for _, rows in events.groupby("user_id", sort=True).indices.items():
-        rated = set(events["item_id"].to_numpy()[rows])
-        if len(catalogue) - len(rated) < k:
-            continue
+        seen: set[str] = set()
+        passed = 0  # rows[:passed] lie strictly before the current event and are in `seen`
         for row in rows:
+            while passed < hist_len[row]:
+                seen.add(items[rows[passed]])
+                passed += 1
+            if not slate_event[row]:
+                continue
+            excluded = seen | {items[row]}
+            if len(catalogue) - len(excluded) < k:
+                continue
             chosen: dict[str, None] = {}
             while len(chosen) < k:
                 draws = catalogue[np.minimum(np.searchsorted(cdf, rng.random(4 * k)), len(catalogue) - 1)]
                 for item in draws:
-                    if item not in rated:
+                    if item not in excluded:
                         chosen[item] = None
             negatives[row] = list(chosen)[:k]
     return negatives
@@ -90,28 +187,40 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
     atomic_write_with(path, lambda handle: frame.to_parquet(handle, index=False))
 
 
-def prepare(log: InteractionLog, out_dir: Path, settings: DataSettings | None = None,
-            views: dict[str, ModelView] | None = None) -> dict[str, Any]:
+def prepare(log: RawLog, spec: SchemaSpec, out_dir: Path, settings: DataSettings | None = None,
+            spec_text: str | None = None) -> dict[str, Any]:
+    """Prepare `log` as `spec` declares into `out_dir`. Nothing is left there unless it all succeeds (the
+    manifest, written last, marks a complete dataset); a bad schema or data raises before any write."""
     settings = settings or DataSettings()
     started = time.perf_counter()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "manifest.json").unlink(missing_ok=True)
-    events = _sort_events(log.events)
+    events, users, items = normalise(log, spec)
+    if events.empty:
+        raise DataError(f"interaction log '{log.name}' has no events")
+    events = _sort_events(events)
     events, boundaries = _assign_split(events, settings.split_fractions)
     events["hist_len"] = _history_lengths(events)
-    catalogue = np.array(sorted(set(log.items["item_id"]) | set(events["item_id"])), dtype=object)
-    events["slate_negatives"] = _slate_negatives(events, catalogue, settings.slate_negatives, settings.seed)
-    schema = build_schema(events[events["split"] == "train"], log.users, log.items, views or DEFAULT_VIEWS)
+    catalogue = np.array(sorted(set(items["item_id"]) | set(events["item_id"])), dtype=object)
+    slate = spec.tasks.slate
+    negatives = slate.negatives if slate else 0
+    events["slate_event"] = (events["label"] == 1) if slate and slate.positives == "label" else slate is not None
+    events["slate_negatives"] = _slate_negatives(events, catalogue, negatives, settings.seed) if negatives \
+        else [[] for _ in range(len(events))]
+    schema = build_schema(spec, events[events["split"] == "train"], users, items)
 
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "manifest.json").unlink(missing_ok=True)
     _write_parquet(events, out_dir / "events.parquet")
     _write_parquet(_timelines(events), out_dir / "timelines.parquet")
-    _write_parquet(log.users, out_dir / "users.parquet")
-    _write_parquet(log.items, out_dir / "items.parquet")
+    _write_parquet(users, out_dir / "users.parquet")
+    _write_parquet(items, out_dir / "items.parquet")
     schema.save(out_dir / "features.json")
+    if spec_text is not None:
+        atomic_write_text(out_dir / "schema.toml", spec_text)
 
     hist = events["hist_len"].to_numpy()
     manifest: dict[str, Any] = {
         "dataset": log.name,
+        "schema": spec.name,
         "source_sha256": log.source_sha256,
         "created_unix": int(time.time()),
         "schema_hash": schema.hash,
@@ -131,15 +240,29 @@ def prepare(log: InteractionLog, out_dir: Path, settings: DataSettings | None = 
             "rule": "train: ts < valid_start_ts; valid: ts < test_start_ts; test: the rest",
         },
         "tasks": {
-            "ctr": "each event is an impression; label = rating >= 4 (or the log's label)",
-            "slate": f"each event: the item rated plus {settings.slate_negatives} never-rated items sampled by "
+            "ctr": f"each event is an impression; label = {spec.source.label}",
+            "slate": f"each {'clicked ' if slate and slate.positives == 'label' else ''}event: the item interacted "
+                     f"with plus {negatives} items the user had not interacted with before it, sampled by "
                      f"training popularity (seed {settings.seed}); label 1 for the real item",
         },
         "seed": settings.seed,
-        "slate_negatives": settings.slate_negatives,
+        "slate_negatives": negatives,
         "files": ["events.parquet", "timelines.parquet", "users.parquet", "items.parquet", "features.json"],
         "seconds": round(time.perf_counter() - started, 2),
     }
     atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2))
-    logger.info("prepared %s into %s in %.1fs", log.name, out_dir, manifest["seconds"])
+    logger.info("prepared %s with schema %s into %s in %.1fs", log.name, spec.name, out_dir, manifest["seconds"])
     return manifest
+
+
+def prepare_source(source: str, schema_path: Path, out_dir: Path, settings: DataSettings | None = None
+                   ) -> dict[str, Any]:
+    """`recdistill data prepare`: read the schema file (a bad one stops here, before anything is read or
+    written), load the source (`ml-100k`, `ecommerce[:EVENTS]`, `csv:` / `parquet:` / `jsonl:PATH`), prepare."""
+    from recdistill.core.data.sources import load_log
+
+    if not schema_path.is_file():
+        raise SchemaError(f"schema file not found: {schema_path}")
+    text = schema_path.read_text()
+    spec = parse_schema_spec(text, str(schema_path))
+    return prepare(load_log(source), spec, out_dir, settings, spec_text=text)

@@ -1,21 +1,37 @@
-"""Where an interaction log comes from: the embedded MovieLens-100K, or the user's own file."""
+"""Where an interaction log comes from: the embedded MovieLens-100K, the synthetic e-commerce log, or
+the user's own file (CSV, Parquet or JSON Lines)."""
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
-from recdistill.core.data.log import InteractionLog
+from recdistill.core.data.log import RawLog
 from recdistill.core.errors import DataError
 
+SCHEMAS = {"ml-100k": "movielens-100k.toml", "ecommerce": "ecommerce.toml"}
 
-def load_log(dataset: str) -> InteractionLog:
-    """`ml-100k`, `csv:PATH` or `parquet:PATH`."""
+
+def shipped_schema(name: str) -> Path:
+    """The schema file shipped for a built-in dataset (`ml-100k`, `ecommerce`)."""
+    return Path(str(resources.files("recdistill") / "schemas" / SCHEMAS[name]))
+
+
+def load_log(dataset: str) -> RawLog:
+    """`ml-100k`, `ecommerce[:EVENTS]` (seeded synthetic), `csv:PATH`, `parquet:PATH` or `jsonl:PATH`."""
+    from recdistill.core.data.ecommerce import generate_ecommerce
     from recdistill.core.data.movielens import load_movielens_100k
     from recdistill.core.data.userlog import load_user_log
 
     if dataset == "ml-100k":
         return load_movielens_100k()
-    kind, _, path = dataset.partition(":")
-    if kind in ("csv", "parquet") and path:
-        return load_user_log(kind, Path(path))
-    raise DataError(f"unknown dataset '{dataset}': use ml-100k, csv:PATH or parquet:PATH")
+    kind, _, rest = dataset.partition(":")
+    if kind == "ecommerce":
+        try:
+            return generate_ecommerce(events=int(rest) if rest else 60_000)
+        except ValueError:
+            raise DataError(f"ecommerce:EVENTS needs a number of events, not '{rest}'") from None
+    if kind in ("csv", "parquet", "jsonl") and rest:
+        return load_user_log(kind, Path(rest))
+    raise DataError(f"unknown dataset '{dataset}': use ml-100k, ecommerce[:EVENTS], csv:PATH, parquet:PATH or "
+                    "jsonl:PATH")

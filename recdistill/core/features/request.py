@@ -1,8 +1,12 @@
-"""The ranking request (`POST /v1/rank` JSON body; the gRPC `RankRequest` mirrors it).
+"""The ranking request (`POST /v1/rank` JSON body; the gRPC `RankRequest` carries the same content),
+as typed structs built from a feature schema (`request_types`).
 
-Ids may be strings or integers and are compared as strings. Extra fields are refused so that a
-typo does not silently become a missing feature (`context` alone is open: other keys in it are
-accepted and ignored). History events are oldest first.
+Shape: `user` (`user_id` and the raw columns of the schema's user features), `history` (events oldest
+first: `item_id`, `ts`, and `action` / `value` where the schema's sequence carries them), `candidates`
+(`item_id`, optional `features` overriding the catalogue's item columns), optional `request_id` and
+`context` (`ts` and the context feature columns). Ids may be strings or integers and are compared as
+strings. A field the schema does not know is refused with its name (a server setting may ignore such
+fields instead), so that a typo never silently becomes a missing feature.
 
 The types are msgspec structs: they decode and validate a request straight from JSON bytes in a
 fraction of the time a pydantic model takes (measured ~11 us against ~64 us for the example
@@ -12,15 +16,17 @@ request), which is a large share of a ranking request's CPU.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta, Struct
 
 from recdistill.core.errors import ValidationError
+from recdistill.core.features.spec import SchemaSpec
 
 # Numbers are bounded at the edge: a value the encoder or the teacher cannot use (an integer beyond
-# 64 bits, a float that overflows to infinity, a timestamp before 1970) is refused with its field named.
+# 64 bits, a float that overflows to infinity, NaN, a timestamp before 1970) is refused with its field named.
 _INT64 = Meta(ge=-(2**63), le=2**63 - 1)
 NUMBER_BOUND = 10**15
 TS_MAX = 10**11  # unix seconds, year 5138
@@ -28,54 +34,103 @@ Id = str | Annotated[int, _INT64]
 Number = Annotated[int, Meta(ge=-NUMBER_BOUND, le=NUMBER_BOUND)] | Annotated[float, Meta(ge=-NUMBER_BOUND,
                                                                                          le=NUMBER_BOUND)]
 Timestamp = Annotated[int, Meta(ge=0, le=TS_MAX)] | Annotated[float, Meta(ge=0, le=TS_MAX)]
+Category = Annotated[str, Meta(max_length=1_000)] | Number
+Tags = Annotated[list[Annotated[str, Meta(max_length=1_000)]], Meta(max_length=10_000)]
 # Protocol limits; servers may configure lower ones (see `check_limits`).
 MAX_HISTORY_EVENTS = 20_000
 MAX_CANDIDATES = 1_000
 REQUEST_ID_MAX_LENGTH = 128
 
 
-class _Strict(Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
-    pass
+@dataclass(frozen=True)
+class RequestTypes:
+    """The request structs of one schema, and their JSON decoder."""
+
+    rank_request: type[Struct]
+    user: type[Struct]
+    history_event: type[Struct]
+    candidate: type[Struct]
+    item_features: type[Struct] | None
+    context: type[Struct]
+    columns: dict[str, dict[str, bool]]  # entity -> raw column -> holds a list
+    decoder: msgspec.json.Decoder
+
+    def parse(self, body: bytes | str | dict[str, Any]) -> Any:
+        """Validate a ranking request; raise `ValidationError` naming the first field at fault."""
+        try:
+            if isinstance(body, dict):
+                return msgspec.convert(body, self.rank_request)
+            return self.decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            message = str(exc)
+            raise ValidationError(field_path(message), _LOCATION.sub("", message)) from None
+        except msgspec.DecodeError as exc:
+            raise ValidationError("body", f"not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValidationError("body", "nested too deeply") from None
+
+    def json_schema(self, ref_template: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(schema of the request, the component schemas it refers to) for OpenAPI documents."""
+        (schema,), components = msgspec.json.schema_components([self.rank_request], ref_template=ref_template)
+        return schema, components
 
 
-class User(_Strict):
-    user_id: Id
-    age: Number | None = None
-    gender: str | None = None
-    occupation: str | None = None
-    zip_code: str | None = None
+def _column_type(spec: SchemaSpec, entity: str, column: str) -> Any:
+    kinds = {f.kind for f in spec.entity_features(entity) if f.source == column}  # type: ignore[arg-type]
+    if "multi_categorical" in kinds:
+        return Tags
+    if kinds & {"numeric", "bucketized"}:
+        return Number
+    return Category
 
 
-class HistoryEvent(_Strict):
-    item_id: Id
-    ts: Annotated[Timestamp, Meta(description="unix seconds")] | None = None
-    action: Annotated[str | Number, Meta(description="e.g. the rating given")] | None = None
+def _fields(spec: SchemaSpec, entity: str) -> list[tuple[str, Any, None]]:
+    columns = dict.fromkeys(f.source for f in spec.entity_features(entity))  # type: ignore[arg-type]
+    return [(column, _column_type(spec, entity, column) | None, None) for column in columns]
 
 
-class ItemFeatures(_Strict):
-    genres: list[str] | None = None
-    release_year: Number | None = None
+_CACHE: dict[tuple[str, bool], RequestTypes] = {}
 
 
-class Candidate(_Strict):
-    item_id: Id
-    features: Annotated[ItemFeatures, Meta(description="overrides the catalogue's side features of this item")] \
-        | None = None
+def request_types(spec: SchemaSpec, ignore_unknown: bool = False) -> RequestTypes:
+    """The request structs for `spec` (cached). `ignore_unknown`: accept and drop fields the schema does not
+    declare instead of refusing them."""
+    key = (spec.model_dump_json(), ignore_unknown)
+    if key in _CACHE:
+        return _CACHE[key]
+    options = {"forbid_unknown_fields": not ignore_unknown, "frozen": True, "omit_defaults": True}
+    user = msgspec.defstruct("User", [("user_id", Id), *_fields(spec, "user")], **options)
+    event_fields: list[tuple[str, Any, Any]] = [
+        ("item_id", Id), ("ts", Annotated[Timestamp, Meta(description="unix seconds")] | None, None)]
+    if spec.source.action and spec.sequence.action:
+        event_fields.append(("action", Annotated[Category, Meta(description="e.g. the rating given")] | None, None))
+    if spec.sequence.value:
+        event_fields.append(("value", Number | None, None))
+    history_event = msgspec.defstruct("HistoryEvent", event_fields, **options)
+    item_fields = _fields(spec, "item")
+    item_features = msgspec.defstruct("ItemFeatures", item_fields, **options) if item_fields else None
+    candidate_fields: list[tuple[str, Any, Any]] = [("item_id", Id)]
+    if item_features is not None:
+        description = "overrides the catalogue's side features of this item"
+        candidate_fields.append(("features", Annotated[item_features, Meta(description=description)] | None, None))
+    candidate = msgspec.defstruct("Candidate", candidate_fields, **options)
+    context = msgspec.defstruct("RequestContext", [
+        ("ts", Annotated[Timestamp, Meta(description="request time, unix seconds; default: now")] | None, None),
+        *_fields(spec, "context")], **options)
+    rank_request = msgspec.defstruct("RankRequest", [
+        ("user", user),
+        ("candidates", Annotated[list[candidate], Meta(min_length=1, max_length=MAX_CANDIDATES)]),  # type: ignore[valid-type]
+        ("history", Annotated[list[history_event], Meta(max_length=MAX_HISTORY_EVENTS)], []),  # type: ignore[valid-type]
+        ("request_id", Annotated[str, Meta(max_length=REQUEST_ID_MAX_LENGTH)] | None, None),
+        ("context", context | None, None),
+    ], **options)
+    types = RequestTypes(rank_request, user, history_event, candidate, item_features, context,
+                         {entity: dict(columns) for entity, columns in spec.request_columns.items()},
+                         msgspec.json.Decoder(rank_request))
+    _CACHE[key] = types
+    return types
 
 
-class RequestContext(Struct, frozen=True, omit_defaults=True):
-    ts: Annotated[Timestamp, Meta(description="request time, unix seconds; default: now")] | None = None
-
-
-class RankRequest(_Strict):
-    user: User
-    candidates: Annotated[list[Candidate], Meta(min_length=1, max_length=MAX_CANDIDATES)]
-    history: Annotated[list[HistoryEvent], Meta(max_length=MAX_HISTORY_EVENTS)] = []
-    request_id: Annotated[str, Meta(max_length=REQUEST_ID_MAX_LENGTH)] | None = None
-    context: RequestContext | None = None
-
-
-_decoder = msgspec.json.Decoder(RankRequest)
 _LOCATION = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `(?P<name>[^`]+)`")
 
@@ -90,28 +145,7 @@ def field_path(message: str) -> str:
     return ".".join(parts) or "body"
 
 
-def parse_rank_request(body: bytes | str | dict[str, Any]) -> RankRequest:
-    """Validate a ranking request; raise `ValidationError` naming the first field at fault."""
-    try:
-        if isinstance(body, dict):
-            return msgspec.convert(body, RankRequest)
-        return _decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        raise ValidationError(field_path(message), _LOCATION.sub("", message)) from None
-    except msgspec.DecodeError as exc:
-        raise ValidationError("body", f"not valid JSON: {exc}") from None
-    except RecursionError:
-        raise ValidationError("body", "nested too deeply") from None
-
-
-def rank_request_json_schema(ref_template: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(schema of RankRequest, the component schemas it refers to) for OpenAPI documents."""
-    (schema,), components = msgspec.json.schema_components([RankRequest], ref_template=ref_template)
-    return schema, components
-
-
-def check_limits(request: RankRequest, max_candidates: int, max_history: int) -> None:
+def check_limits(request: Any, max_candidates: int, max_history: int) -> None:
     """Apply a server's configured limits (at most the protocol limits)."""
     if len(request.candidates) > max_candidates:
         raise ValidationError("candidates", f"{len(request.candidates)} candidates, at most {max_candidates}")

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from recdistill.core.features.encoder import MODEL_INPUTS
 from teacher_service.checkpoint import load_checkpoint
 from recdistill.core.contracts.teacher import TEACHER_OUTPUT
 from teacher_service.inference import TeacherInference
@@ -32,7 +31,7 @@ class TritonPythonModel:
     def execute(self, requests):
         responses = []
         for request in requests:
-            data = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in MODEL_INPUTS}
+            data = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inference.input_names}
             try:
                 self.inference.validate(data)
                 with torch.inference_mode():

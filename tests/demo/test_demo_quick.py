@@ -89,6 +89,33 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path) -> None:
     assert not _services_of(out), "services left running after the demo"
 
 
+def test_quick_demo_runs_the_whole_loop_on_the_ecommerce_schema(tmp_path: Path) -> None:
+    """The second, differently shaped schema end to end: prepare, teacher on Triton, students, the live replay
+    with the stream worker and hot swaps, the report. (A synthetic log: no quality claim is checked.)"""
+    out = tmp_path / "runs" / "ecommerce"
+    finished = subprocess.run([RECDISTILL, "demo", "--quick", "--dataset", "ecommerce:80000", "--out", str(out)],
+                              capture_output=True, text=True, timeout=400)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    for model in ("teacher", "student_baseline", "student_distilled"):
+        assert 0.5 < report[model]["auc"] <= 1.0, model
+    serving = report["serving"]
+    assert serving["errors"] == 0
+    assert serving["per_protocol"]["http"]["requests"] > 0
+    assert serving["per_protocol"]["grpc"]["requests"] > 0
+    assert serving["stream"]["examples_trained"] > 0
+    assert serving["swaps"] >= 1
+    # One schema hash pins the prepared data, the teacher, the registry and every version in it.
+    schema_hash = json.loads((out / "data" / "manifest.json").read_text())["schema_hash"]
+    assert json.loads((out / "teacher" / "slate" / "manifest.json").read_text())["schema_hash"] == schema_hash
+    assert json.loads((out / "registry" / "features.json").read_text())["hash"] == schema_hash
+    versions = [p for p in (out / "registry").iterdir() if p.is_dir()]
+    assert len(versions) >= 2
+    for version in versions:
+        assert json.loads((version / "manifest.json").read_text())["schema_hash"] == schema_hash
+    assert not _services_of(out), "services left running after the demo"
+
+
 def test_ctrl_c_stops_every_service(tmp_path: Path) -> None:
     out = tmp_path / "runs" / "interrupted"
     demo = subprocess.Popen([RECDISTILL, "demo", "--quick", "--out", str(out)], stdout=subprocess.DEVNULL,

@@ -69,7 +69,8 @@ class BatchData:
 
     dataset: PreparedDataset
     train: EncodedSplit  # with an `observed` extra: 0 on candidates that only get a teacher label
-    valid: EncodedSplit
+    valid: EncodedSplit  # early stopping and calibration: the valid window before the gate's holdout
+    gate: EncodedSplit  # the gate's holdout: the valid window's most recent events, used by nothing else
     train_negatives: int  # never-rated items per training event (slate: observed + teacher-only)
 
     @classmethod
@@ -84,8 +85,11 @@ class BatchData:
         observed[:, : 1 + observed_negatives] = 1.0
         train.extras["observed"] = observed
         # Holdouts as the teacher is evaluated: every logged negative (slate), impressions only (ctr).
-        valid = EncodedSplit.build(dataset, encoder, "valid", task, None, settings.max_holdout_events)
-        return cls(dataset, train, valid, negatives)
+        gate_events = settings.gate.holdout_events
+        valid = EncodedSplit.build(dataset, encoder, "valid", task, None, settings.max_holdout_events,
+                                   exclude_last=gate_events)
+        gate = EncodedSplit.build(dataset, encoder, "valid", task, None, gate_events)
+        return cls(dataset, train, valid, gate, negatives)
 
     def holdout(self, split: str, settings: WorkerSettings) -> EncodedSplit:
         return EncodedSplit.build(self.dataset, self.valid.encoder, split, self.valid.task, None,
@@ -179,7 +183,7 @@ class BatchPhase:
         settings = self.settings
         if version_prefix:
             settings = settings.model_copy(update={"version_prefix": version_prefix})
-        return publish_and_promote(settings, model, holdout or self.data.valid, report)
+        return publish_and_promote(settings, model, holdout or self.data.gate, report)
 
 
 async def run_batch(settings: WorkerSettings, student_config: StudentConfig | None = None) -> dict[str, Any]:

@@ -78,6 +78,9 @@ class GateConfig:
     auc_tolerance: float = 0.002
     latency_budget_ms: float = 5.0  # p99 of ONNX Runtime on the standard request, 1 thread
     latency_runs: int = 200
+    # The gate's holdout: the most recent events of the valid window, used by nothing else (early stopping
+    # and calibration read the valid window before them; the stream never trains on them in the demo).
+    holdout_events: int = 2_000
 
 
 class WorkerSettings(BaseSettings):

@@ -446,7 +446,7 @@ async def stream_main(settings: WorkerSettings, steps: int | None = None,
     dataset = PreparedDataset(settings.data)
     if holdout is None and publish:
         holdout = EncodedSplit.build(dataset, Encoder(dataset.schema, "student"), "valid", "slate", None,
-                                     settings.max_holdout_events)
+                                     settings.gate.holdout_events)  # the gate's own holdout, as in the batch phase
     teacher = TeacherClient(settings.teacher, Encoder(dataset.schema, "teacher")) if settings.distill.use_teacher \
         else None
     store = LabelStore(settings.state_dir / "labels.sqlite") if settings.distill.use_teacher else None

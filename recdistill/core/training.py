@@ -52,8 +52,11 @@ class EncodedSplit:
 
     @classmethod
     def build(cls, dataset: PreparedDataset, encoder: Encoder, split: str, task: Task,
-              negatives: int | None = None, limit: int | None = None) -> EncodedSplit:
+              negatives: int | None = None, limit: int | None = None, exclude_last: int = 0) -> EncodedSplit:
+        """The split's events (`task`'s), less its `exclude_last` most recent, then the `limit` most recent."""
         event_ids = dataset.split(split, task)
+        if exclude_last:
+            event_ids = event_ids[:-exclude_last]
         if limit is not None and limit < event_ids.size:
             event_ids = event_ids[-limit:]  # the most recent events of the split
         return cls(

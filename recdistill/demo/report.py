@@ -17,7 +17,7 @@ from recdistill.demo.config import DemoConfig
 from recdistill.demo.experiments import VARIANTS, BatchExperiment
 from recdistill.demo.live import LiveResult
 from recdistill.demo.plots import plot_auc_per_version, plot_calibration, plot_latency
-from recdistill.demo.stats import bootstrap_transferability, transferability
+from recdistill.demo.stats import bootstrap_transferability, ratios, std, transferability
 from recdistill.demo.streaming import STREAM_VARIANTS
 
 METRICS = ("auc", "gauc", "log_loss", "ece", "ndcg@10")
@@ -40,10 +40,15 @@ class TaskResults:
     stream_runs: dict[tuple[str, int], StreamRun] = field(default_factory=dict)
 
 
-def _mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _mean_metrics(rows: list[dict[str, float]]) -> dict[str, Any]:
+    """Seed means and sample standard deviations (ddof=1; None with one seed)."""
     keys = [k for k in METRICS if k in rows[0]]
-    out = {k: round(float(np.mean([r[k] for r in rows])), 6) for k in keys}
-    out |= {f"{k}_std": round(float(np.std([r[k] for r in rows])), 6) for k in keys}
+    out: dict[str, Any] = {k: round(float(np.mean([r[k] for r in rows])), 6) for k in keys}
+    out |= {f"{k}_std": _round(std([r[k] for r in rows]), 6) for k in keys}
     return out | {"seeds": len(rows)}
 
 
@@ -55,7 +60,7 @@ def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
     defined = [v for v in values if v is not None]
     if not defined:
         return None, None
-    return round(float(np.mean(defined)), 4), round(float(np.std(defined)), 4)
+    return round(float(np.mean(defined)), 4), _round(std(defined), 4)
 
 
 def _variant_rows(result: TaskResults, names: list[str], teacher_auc: float, config: DemoConfig
@@ -119,6 +124,9 @@ def _serving(live: LiveResult) -> dict[str, Any]:
     }
 
 
+CONTROLS = ("self_distillation", "label_smoothing")
+
+
 def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
     experiment = result.experiment
     if experiment is None or experiment.teacher_test_scores is None:
@@ -127,11 +135,26 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
     seeds = sorted(s for v, s in experiment.runs if v == "distilled")
     baselines = [experiment.runs[("baseline", s)] for s in seeds]
     students = [experiment.runs[("distilled", s)] for s in seeds]
-    ratios = _ratios(teacher["auc"], [(b.test["auc"], d.test["auc"]) for b, d in zip(baselines, students,
-                                                                                         strict=True)],
-                     config.min_teacher_gain)
-    ratio, ratio_std = _mean_std(ratios)
+    per_seed = _ratios(teacher["auc"], [(b.test["auc"], d.test["auc"]) for b, d in zip(baselines, students,
+                                                                                           strict=True)],
+                       config.min_teacher_gain)
+    _, ratio_std = _mean_std(per_seed)
+    control_runs = {name: sorted((r for (v, _), r in experiment.runs.items() if v == name), key=lambda r: r.seed)
+                    for name in CONTROLS}
+    control_runs = {name: runs for name, runs in control_runs.items() if runs}
+    control_aucs = {name: float(np.mean([r.test["auc"] for r in runs])) for name, runs in control_runs.items()}
+    base_auc = float(np.mean([b.test["auc"] for b in baselines]))
+    raw, attributable = ratios(teacher["auc"], base_auc, float(np.mean([d.test["auc"] for d in students])),
+                               control_aucs, config.min_teacher_gain)
+    if not control_runs:
+        attributable = None  # no control ran: nothing to attribute against
     test = experiment.test
+    # No interval around a ratio that is undefined (a teacher gain under the noise floor).
+    intervals = None if raw is None else bootstrap_transferability(
+        test.labels, np.ones(test.labels.shape, dtype=bool), test.user_ids, [experiment.teacher_test_scores],
+        [b.test_scores for b in baselines], [d.test_scores for d in students],
+        {name: [r.test_scores for r in runs] for name, runs in control_runs.items()},
+        config.bootstrap_samples, config.min_teacher_gain)
     manifest = result.teacher_manifest
     summary: dict[str, Any] = {
         "teacher": teacher | {"version": manifest["teacher_version"], "parameters": manifest["parameters"],
@@ -140,24 +163,30 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
         "student_parameters": sum(p.numel() for p in baselines[0].model.parameters()),
         "student_baseline": _mean_metrics([b.test for b in baselines]) | {"per_seed": [b.summary() for b in baselines]},
         "student_distilled": _mean_metrics([d.test for d in students]) | {"per_seed": [d.summary() for d in students]},
-        "teacher_gain_auc": round(teacher["auc"] - float(np.mean([b.test["auc"] for b in baselines])), 6),
-        "transferability": ratio,
+        "teacher_gain_auc": round(teacher["auc"] - base_auc, 6),
+        "transferability": _round(raw, 4),
         "transferability_std": ratio_std,
-        "transferability_per_seed": [None if r is None else round(r, 4) for r in ratios],
-        # No interval around a ratio that is undefined (a teacher gain under the noise floor).
-        "transferability_ci95": None if ratio is None else bootstrap_transferability(
-            test.labels, np.ones(test.labels.shape, dtype=bool), experiment.teacher_test_scores,
-            [b.test_scores for b in baselines], [d.test_scores for d in students], config.bootstrap_samples,
-            config.min_teacher_gain),
-        "transferability_note": (f"(distilled - baseline) / (teacher - baseline) on test AUC, per paired seed; "
-                                 f"undefined when the teacher's gain is below {config.min_teacher_gain}"),
+        "transferability_per_seed": [_round(r, 4) for r in per_seed],
+        "transferability_ci95": None if intervals is None else intervals["raw"],
+        "transferability_attributable": _round(attributable, 4),
+        "transferability_attributable_ci95": None if intervals is None or attributable is None
+        else intervals["attributable"],
+        "best_control": max(control_aucs, key=control_aucs.__getitem__) if control_aucs else None,
+        "transferability_note": (
+            "raw: (distilled - baseline) / (teacher - baseline); teacher-attributable: (distilled - best "
+            "control) / (teacher - baseline), the best control being the one with the highest AUC; both on "
+            f"seed-mean test AUCs, undefined when the teacher's gain is below {config.min_teacher_gain}. "
+            "Intervals: 95% bootstrap over users (all events of a drawn user), paired seeds and teacher seeds; "
+            "standard deviations over seeds with ddof=1"),
         "teacher_calibration": experiment.debias_report.get("distilled", {}).get("calibration"),
         "test_events": len(test),
+        "test_users": int(np.unique(test.user_ids).size),
+        "teacher_seeds": 1,
     }
     if result.task == "slate":
         summary["ablations"] = _variant_rows(result, ["plain_kd", "no_calibration", "no_unexposed_labels"],
                                              teacher["auc"], config)
-        summary["controls"] = _variant_rows(result, ["self_distillation", "label_smoothing"], teacher["auc"], config)
+        summary["controls"] = _variant_rows(result, list(CONTROLS), teacher["auc"], config)
         summary["stream"] = _stream_rows(result)
         summary["ablations"] += [row | {"phase": "stream"} for row in summary["stream"]
                                  if row["name"] in ("batch_only", "stream_no_ipw", "stream_no_position_tower")]
@@ -186,7 +215,8 @@ def write_report(out: Path, dataset: PreparedDataset, config: DemoConfig, result
                     "split": dataset.manifest["split"]["counts"]},
         "headline_task": "slate" if "slate" in tasks else next(iter(tasks)),
         **{k: headline[k] for k in ("teacher", "student_baseline", "student_distilled", "transferability",
-                                    "transferability_std", "transferability_ci95")},
+                                    "transferability_std", "transferability_ci95", "transferability_attributable",
+                                    "transferability_attributable_ci95", "best_control")},
         "ablations": headline.get("ablations", []),
         "controls": headline.get("controls", []),
         "serving": _serving(live) if live else None,
@@ -259,26 +289,34 @@ def render_markdown(report: dict[str, Any]) -> str:
                       f"noise floor of {report['config']['min_teacher_gain']}: **transferability undefined** (no "
                       "ratio and no interval are reported).", ""]
         else:
-            lines += [f"Teacher gain over the baseline: {_fmt(summary['teacher_gain_auc'])} test AUC. "
-                      f"**Transferability {_fmt(summary['transferability'], 3)} ± "
-                      f"{_fmt(summary['transferability_std'], 3)}** (mean ± std over seeds; per seed "
-                      f"{summary['transferability_per_seed']}; bootstrap 95% interval of the seed-mean "
-                      f"[{_fmt(ci['low'], 3)}, {_fmt(ci['high'], 3)}] over {ci['samples']} resamples of test "
-                      "events).", ""]
+            attributable, aci = summary["transferability_attributable"], summary["transferability_attributable_ci95"]
+            lines += [f"Teacher gain over the baseline: {_fmt(summary['teacher_gain_auc'])} test AUC "
+                      f"({summary['test_events']:,} test events from {summary['test_users']} users, "
+                      f"{summary['teacher_seeds']} teacher seed)."]
+            if attributable is not None and aci is not None:
+                lines += [f"**Teacher-attributable transferability {_fmt(attributable, 3)}** [95% "
+                          f"{_fmt(aci['low'], 3)}, {_fmt(aci['high'], 3)}]: the share of the teacher's gain the "
+                          f"distilled student recovers beyond the best control ({summary['best_control']})."]
+            else:
+                lines += ["Teacher-attributable transferability: not measured for this task (no control ran)."]
+            lines += [f"Raw transferability {_fmt(summary['transferability'], 3)} [95% {_fmt(ci['low'], 3)}, "
+                      f"{_fmt(ci['high'], 3)}] (per seed {summary['transferability_per_seed']}, std "
+                      f"{_fmt(summary['transferability_std'], 3)}). Both on seed-mean test AUCs; intervals from "
+                      f"{ci['samples']} bootstrap resamples of users (all events of a drawn user) and seeds.", ""]
         for title, rows in (("Ablations", summary.get("ablations")), ("Controls", summary.get("controls"))):
             if not rows:
                 continue
             lines += [f"### {title}", "", "| variant | test AUC | AUC - full method | transferability | what |",
                       "|---|---|---|---|---|"]
             for row in rows:
-                lines.append(f"| {row['name']} | {_fmt(row['auc'])} ± {row['auc_std']:.4f} ({row['seeds']} seeds) | "
+                lines.append(f"| {row['name']} | {_fmt(row['auc'])} ± {_fmt(row['auc_std'])} ({row['seeds']} seeds) | "
                              f"{_fmt(row.get('auc_minus_full_method'))} | {_fmt(row.get('transferability'), 3)} | "
                              f"{row['description']} |")
             lines.append("")
         if summary.get("stream"):
             lines += ["### Batch only vs batch + stream (test window, after the replayed valid window)", "",
                       "| variant | test AUC | ECE |", "|---|---|---|"]
-            lines += [f"| {r['name']} | {_fmt(r['auc'])} ± {r['auc_std']:.4f} | {_fmt(r['ece'])} |"
+            lines += [f"| {r['name']} | {_fmt(r['auc'])} ± {_fmt(r['auc_std'])} | {_fmt(r['ece'])} |"
                       for r in summary["stream"]]
             lines.append("")
         if summary.get("promoted_versions"):
@@ -301,14 +339,17 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def print_summary(report: dict[str, Any]) -> None:
     table = Table(title="Rec-Distill demo: test window")
-    for column in ("task", "teacher AUC", "baseline AUC", "distilled AUC", "transferability", "95% CI"):
+    for column in ("task", "teacher AUC", "baseline AUC", "distilled AUC", "attributable [95%]", "raw [95%]"):
         table.add_column(column, justify="right")
+
+    def with_interval(value: float | None, ci: dict[str, Any] | None) -> str:
+        return _fmt(value, 3) + ("" if ci is None else f" [{_fmt(ci['low'], 3)}, {_fmt(ci['high'], 3)}]")
+
     for task, s in report["tasks"].items():
-        ci = s["transferability_ci95"]
         table.add_row(task, _fmt(s["teacher"]["auc"]), _fmt(s["student_baseline"]["auc"]),
                       _fmt(s["student_distilled"]["auc"]),
-                      f"{_fmt(s['transferability'], 3)} ± {_fmt(s['transferability_std'], 3)}",
-                      "n/a" if ci is None else f"[{_fmt(ci['low'], 3)}, {_fmt(ci['high'], 3)}]")
+                      with_interval(s["transferability_attributable"], s["transferability_attributable_ci95"]),
+                      with_interval(s["transferability"], s["transferability_ci95"]))
     Console().print(table)
     if report["serving"]:
         serving = report["serving"]

@@ -16,15 +16,14 @@ from typing import Any
 import torch
 
 from distill_worker.promote import onnx_metrics
-from distill_worker.settings import DistillConfig, TeacherClientSettings, WorkerSettings
+from distill_worker.settings import DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings
 from recdistill.core.artifact import write_state
 from recdistill.core.contracts.registry import RegistryState
 from recdistill.core.data.dataset import PreparedDataset, Task
 from recdistill.core.data.prepare import prepare_source
 from recdistill.core.evaluation import evaluate
-from recdistill.core.features.encoder import Encoder
 from recdistill.core.logs import STDERR
-from recdistill.core.training import EncodedSplit, predict
+from recdistill.core.training import predict
 from recdistill.demo.config import DemoConfig
 from recdistill.demo.experiments import BatchExperiment
 from recdistill.demo.live import live_stage, stream_config, student_server_process
@@ -104,7 +103,8 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
                                         teacher_data_end_ts=manifest["data_window"]["train_end_ts"])
         settings = WorkerSettings(data=dataset.directory, registry=out / "registry", state_dir=out / "worker" / task,
                                   task=task, max_train_events=config.max_train_events,
-                                  max_holdout_events=config.max_holdout_events, teacher=teacher, distill=distill)
+                                  max_holdout_events=config.max_holdout_events, teacher=teacher, distill=distill,
+                                  gate=GateConfig(holdout_events=config.gate_holdout_events))
         experiment = await asyncio.to_thread(BatchExperiment, settings)
         await experiment.label()
         result.experiment = experiment
@@ -125,8 +125,7 @@ async def _live(dataset: PreparedDataset, config: DemoConfig, experiment: BatchE
                 result: TaskResults) -> None:
     """Baseline active at start-up, then the replay, the batch student's promotion and the stream."""
     settings = experiment.settings
-    gate_holdout = EncodedSplit.build(dataset, Encoder(dataset.schema, "student"), "valid", "slate", None,
-                                      config.gate_holdout_events)
+    gate_holdout = experiment.data.gate  # disjoint from training, early stopping and calibration
     valid_ids = dataset.split("valid", "slate")
     pool = valid_ids[: max(0, len(valid_ids) - config.gate_holdout_events)]
     replay_ids = pool[-config.replay_events:] if config.replay_events else pool

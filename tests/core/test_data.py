@@ -57,6 +57,7 @@ def test_slate_negatives_are_items_not_yet_interacted_with(ml100k: PreparedDatas
         assert row.item_id not in negatives
         later += len(set(negatives) & set(timeline[row.hist_len:]))
     assert later > 0, "items rated only later are eligible negatives"
+    assert 0 < ml100k.manifest["slate_negatives_interacted_later_share"] < 0.5
     labels = ml100k.labels([0, 1], "slate")
     assert labels.shape == (2, 21)
     assert labels[:, 0].tolist() == [1.0, 1.0]

@@ -59,6 +59,15 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path) -> None:
     assert math.isfinite(summary["transferability"])
     ci = summary["transferability_ci95"]
     assert ci["low"] <= ci["high"]
+    # The headline: what the teacher adds beyond the best control, with its own interval, top level too.
+    attributable = summary["transferability_attributable"]
+    assert attributable <= summary["transferability"]
+    assert summary["best_control"] in ("self_distillation", "label_smoothing")
+    interval = summary["transferability_attributable_ci95"]
+    assert interval["low"] <= interval["high"]
+    assert report["transferability_attributable"] == attributable
+    assert report["transferability_attributable_ci95"] == interval
+    assert summary["test_users"] < summary["test_events"]
     names = {row["name"] for row in report["ablations"]}
     assert {"plain_kd", "no_calibration", "no_unexposed_labels", "batch_only", "stream_no_ipw",
             "stream_no_position_tower"} <= names

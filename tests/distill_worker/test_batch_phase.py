@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from distill_worker.batch import publish_and_promote, run_batch
+from distill_worker.batch import BatchData, publish_and_promote, run_batch
 from distill_worker.export import export_onnx
 from distill_worker.settings import DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings
 from distill_worker.student import StudentConfig, StudentModel
@@ -97,3 +97,16 @@ def test_the_latency_gate_refuses_a_slow_model(ml100k: PreparedDataset, registry
     assert publish_and_promote(settings, model, holdout, report) is None
     assert any("p99" in reason for reason in report["gate"]["reasons"])
     assert json.dumps(report["gate"])  # the reason is reportable as it is
+
+
+def test_the_gate_holdout_is_disjoint_from_training_early_stopping_and_calibration(ml100k: PreparedDataset,
+                                                                                 tmp_path: Path) -> None:
+    settings = WorkerSettings(data=ml100k.directory, registry=tmp_path / "registry", state_dir=tmp_path / "state",
+                              max_train_events=5_000, gate=GateConfig(holdout_events=1_500))
+    data = BatchData.build(settings)
+    gate, valid, train = set(data.gate.event_ids), set(data.valid.event_ids), set(data.train.event_ids)
+    assert len(gate) == 1_500
+    assert not gate & valid, "early stopping and calibration (the valid split here) never see the gate's events"
+    assert not gate & train
+    assert max(valid) < min(gate), "the gate holds the valid window's most recent events"
+    assert data.valid.event_ids.size + 1_500 == ml100k.split("valid", "slate").size

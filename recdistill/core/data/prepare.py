@@ -149,10 +149,12 @@ def _timelines(events: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def _slate_negatives(events: pd.DataFrame, catalogue: np.ndarray, k: int, seed: int) -> list[list[str]]:
+def _slate_negatives(events: pd.DataFrame, catalogue: np.ndarray, k: int, seed: int
+                     ) -> tuple[list[list[str]], float]:
     """k items per event that the user had not interacted with before it (nor is it the event's item),
     popularity-weighted by training counts (+1), distinct, seeded. Items the user meets only later stay
-    eligible: a negative never knows the future."""
+    eligible: a negative never knows the future. Also returns the share of negatives the user interacts
+    with later."""
     train_counts = events.loc[events["split"] == "train", "item_id"].value_counts()
     weights = train_counts.reindex(catalogue).fillna(0).to_numpy(dtype=np.float64) + 1.0
     cdf = np.cumsum(weights) / weights.sum()
@@ -161,7 +163,9 @@ def _slate_negatives(events: pd.DataFrame, catalogue: np.ndarray, k: int, seed: 
     hist_len = events["hist_len"].to_numpy()
     negatives: list[list[str]] = [[] for _ in range(len(events))]
     slate_event = events["slate_event"].to_numpy()
+    later = drawn = 0
     for _, rows in events.groupby("user_id", sort=True).indices.items():
+        every = set(items[rows])
         seen: set[str] = set()
         passed = 0  # rows[:passed] lie strictly before the current event and are in `seen`
         for row in rows:
@@ -180,7 +184,9 @@ def _slate_negatives(events: pd.DataFrame, catalogue: np.ndarray, k: int, seed: 
                     if item not in excluded:
                         chosen[item] = None
             negatives[row] = list(chosen)[:k]
-    return negatives
+            drawn += k
+            later += sum(item in every for item in negatives[row])
+    return negatives, later / drawn if drawn else 0.0
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
@@ -203,8 +209,8 @@ def prepare(log: RawLog, spec: SchemaSpec, out_dir: Path, settings: DataSettings
     slate = spec.tasks.slate
     negatives = slate.negatives if slate else 0
     events["slate_event"] = (events["label"] == 1) if slate and slate.positives == "label" else slate is not None
-    events["slate_negatives"] = _slate_negatives(events, catalogue, negatives, settings.seed) if negatives \
-        else [[] for _ in range(len(events))]
+    events["slate_negatives"], later_share = _slate_negatives(events, catalogue, negatives, settings.seed) \
+        if negatives else ([[] for _ in range(len(events))], 0.0)
     schema = build_schema(spec, events[events["split"] == "train"], users, items)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -247,6 +253,9 @@ def prepare(log: RawLog, spec: SchemaSpec, out_dir: Path, settings: DataSettings
         },
         "seed": settings.seed,
         "slate_negatives": negatives,
+        # Negatives are drawn from items not interacted with *before* each event: this share of them is
+        # interacted with later (a "never interacted" rule would have excluded them, knowing the future).
+        "slate_negatives_interacted_later_share": round(later_share, 4),
         "files": ["events.parquet", "timelines.parquet", "users.parquet", "items.parquet", "features.json"],
         "seconds": round(time.perf_counter() - started, 2),
     }

@@ -31,6 +31,10 @@ class TeacherConfig(ModelConfig):
     dropout: float = 0.3
     oov_dropout: float = 0.1
     recent: int = 10  # the short-term view a student also has, next to the whole history
+    # Read only the most recent N events (None: the whole history). The demo's short-history teacher
+    # control: the same architecture and size on the student's 10 events, to separate what the long
+    # history gives from what capacity gives.
+    history_limit: int | None = None
 
 
 TEACHER_SIZES = {
@@ -55,6 +59,9 @@ class TeacherModel(nn.Module):
 
     def logits(self, **x: torch.Tensor) -> torch.Tensor:
         tokens, mask = self.embed.history(x)  # [B, L, d], [B, L]
+        if self.config.history_limit is not None:
+            mask = recent_mask(mask, self.config.history_limit)
+            tokens = tokens * mask.unsqueeze(-1)
         cand = self.embed.candidates(x)  # [B, C, d]
         scores = self.query(cand) @ self.key(tokens).transpose(1, 2) / math.sqrt(self.config.dim)  # [B, C, L]
         weights = torch.softmax(scores.masked_fill(mask.unsqueeze(1) == 0, -1e9), dim=-1) * mask.unsqueeze(1)

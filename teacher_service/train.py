@@ -7,7 +7,7 @@ import hashlib
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ class TeacherTrainConfig:
     seed: int = 0
     train_negatives: int = 8  # slate task: negatives per training event (evaluation uses all)
     max_train_events: int | None = None  # the most recent N training events (quick runs, tests)
+    history_limit: int | None = None  # read only the most recent N events (a short-history control)
 
 
 def _bce(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
@@ -48,12 +49,13 @@ def train_teacher(data_dir: Path, out_dir: Path, config: TeacherTrainConfig) -> 
     torch.set_num_threads(os.cpu_count() or 1)
     started = time.perf_counter()
     dataset = PreparedDataset(data_dir)
-    encoder = Encoder(dataset.schema, "teacher")
+    # A short-history teacher needs no more of the history than it reads: train on that window.
+    encoder = Encoder(dataset.schema, "teacher", history_len=config.history_limit)
     negatives = config.train_negatives if config.task == "slate" else None
     train = EncodedSplit.build(dataset, encoder, "train", config.task, negatives, config.max_train_events)
     valid = EncodedSplit.build(dataset, encoder, "valid", config.task)
     test = EncodedSplit.build(dataset, encoder, "test", config.task)
-    model = TeacherModel(dataset.schema, TEACHER_SIZES[config.size])
+    model = TeacherModel(dataset.schema, replace(TEACHER_SIZES[config.size], history_limit=config.history_limit))
 
     def score(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(**inputs)
@@ -65,7 +67,8 @@ def train_teacher(data_dir: Path, out_dir: Path, config: TeacherTrainConfig) -> 
     weights_digest = hashlib.sha256(b"".join(t.numpy().tobytes() for t in model.state_dict().values()))
     train_ts = dataset.events["timestamp"].to_numpy()[train.event_ids]
     manifest = {
-        "teacher_version": f"teacher-{config.task}-{weights_digest.hexdigest()[:12]}",
+        "teacher_version": f"teacher-{config.task}{'-short' if config.history_limit else ''}-"
+                           f"{weights_digest.hexdigest()[:12]}",
         "task": config.task,
         "size": config.size,
         "config": model.config.to_dict(),

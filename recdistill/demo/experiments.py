@@ -32,6 +32,9 @@ VARIANTS: dict[str, str] = {
     "no_unexposed_labels": "ablation: no teacher labels for candidates without an observed label",
     "self_distillation": "control: the baseline student (same seed) as its own teacher",
     "label_smoothing": f"control: smoothed hard labels ({LABEL_SMOOTHING}) as the soft target",
+    "short_history_teacher": "control: a teacher of the same architecture and size that reads only the "
+                             "student's 10 most recent events (separates what the long history gives from "
+                             "what capacity gives), distilled exactly like the full method",
 }
 
 
@@ -65,6 +68,8 @@ class BatchExperiment:
         self.debias_report: dict[str, Any] = {}
         self.calibration: Calibration | None = None  # the full method's, which the stream phase reuses
         self.runs: dict[tuple[str, int], RunResult] = {}
+        # Debiased soft labels of other teachers (controls), labelled through their own Triton servers.
+        self.other_teachers: dict[str, np.ndarray] = {}
 
     async def label(self) -> None:
         """Teacher soft labels on the training and valid windows, and its scores on the test window."""
@@ -79,6 +84,8 @@ class BatchExperiment:
     def _soft_labels(self, variant: str, seed: int) -> np.ndarray | None:
         if variant == "baseline":
             return None
+        if variant in self.other_teachers:
+            return self.other_teachers[variant]
         if variant == "label_smoothing":
             labels, observed = self.data.train.labels, self.data.train.extras["observed"]
             prior = float((labels * observed).sum() / observed.sum())

@@ -38,6 +38,8 @@ class TaskResults:
     live: LiveResult | None = None
     live_versions: list[dict[str, Any]] = field(default_factory=list)
     stream_runs: dict[tuple[str, int], StreamRun] = field(default_factory=dict)
+    short_teacher_manifest: dict[str, Any] | None = None  # the short-history teacher control's
+    short_teacher_test: dict[str, float] | None = None
 
 
 def _round(value: float | None, digits: int) -> float | None:
@@ -124,7 +126,7 @@ def _serving(live: LiveResult) -> dict[str, Any]:
     }
 
 
-CONTROLS = ("self_distillation", "label_smoothing")
+CONTROLS = ("self_distillation", "label_smoothing", "short_history_teacher")
 
 
 def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
@@ -183,6 +185,10 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
         "test_users": int(np.unique(test.user_ids).size),
         "teacher_seeds": 1,
     }
+    if result.short_teacher_test is not None and result.short_teacher_manifest is not None:
+        summary["short_history_teacher"] = result.short_teacher_test | {
+            "version": result.short_teacher_manifest["teacher_version"],
+            "history_events": result.short_teacher_manifest["config"]["history_limit"]}
     if result.task == "slate":
         summary["ablations"] = _variant_rows(result, ["plain_kd", "no_calibration", "no_unexposed_labels"],
                                              teacher["auc"], config)
@@ -278,6 +284,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                   "", "| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|",
                   _metric_row(f"teacher ({summary['teacher']['parameters']:,} params, full history)",
                               summary["teacher"], keys),
+                  *([_metric_row("short-history teacher (same size, last "
+                                 f"{summary['short_history_teacher']['history_events']} events; a control)",
+                                 summary["short_history_teacher"], keys)]
+                    if summary.get("short_history_teacher") else []),
                   _metric_row(f"baseline student ({summary['student_parameters']:,} params, last 10 events, "
                               f"{summary['student_baseline']['seeds']} seeds)",
                               summary["student_baseline"], keys),

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from distill_worker.batch import BatchPhase
 from distill_worker.promote import onnx_metrics
 from distill_worker.settings import DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings
 from recdistill.core.artifact import write_state
@@ -35,7 +36,7 @@ from teacher_service.train import TeacherTrainConfig
 
 logger = logging.getLogger(__name__)
 ABLATIONS = ("plain_kd", "no_calibration", "no_unexposed_labels")
-CONTROLS = ("self_distillation", "label_smoothing")
+CONTROLS = ("self_distillation", "label_smoothing", "short_history_teacher")
 
 
 class Stages:
@@ -81,6 +82,10 @@ def run_demo(out: Path, dataset_spec: str, config: DemoConfig, schema_path: Path
                                             max_train_events=config.teacher_max_train_events)
         manifest, reused = train_or_reuse(dataset, teacher_config, out.parent / ".cache", out / "teacher" / task)
         results[task] = TaskResults(task=task, teacher_manifest=manifest, teacher_reused=reused)
+        if task == "slate":  # the controls' task: a teacher that reads only the student's window
+            short = replace(teacher_config, history_limit=dataset.schema.view("student").history_len)
+            results[task].short_teacher_manifest, _ = train_or_reuse(
+                dataset, short, out.parent / ".cache", out / "teacher" / f"{task}-short-history")
     for task in config.tasks:
         asyncio.run(_task_stages(task, dataset, config, out, results[task], stages))
     stages("report")
@@ -108,6 +113,9 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
         experiment = await asyncio.to_thread(BatchExperiment, settings)
         await experiment.label()
         result.experiment = experiment
+        if result.short_teacher_manifest is not None:
+            await _label_with_short_teacher(experiment, out / "teacher" / f"{task}-short-history", out, config,
+                                            result)
         stages(f"{task}: batch phase, {config.seeds} paired seeds + ablations and controls")
         variants = [(v, s) for s in range(config.seeds) for v in ("baseline", "distilled")]
         if task == "slate":
@@ -119,6 +127,23 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
             await _live(dataset, config, experiment, out, result)
             stages("slate: stream ablations (offline reruns over the recorded sample log)")
             await _stream_ablations(config, experiment, out, result)
+
+
+async def _label_with_short_teacher(experiment: BatchExperiment, checkpoint: Path, out: Path, config: DemoConfig,
+                                    result: TaskResults) -> None:
+    """Soft labels of the short-history teacher, through its own Triton server, debiased like the real
+    teacher's: the `short_history_teacher` control trains on them exactly as the full method does."""
+    manifest = result.short_teacher_manifest
+    assert manifest is not None
+    with teacher_process(checkpoint, log_path=out / "logs" / "triton-short-history.log",
+                         niceness=config.background_niceness) as (endpoints, _):
+        teacher = TeacherClientSettings(url=endpoints.grpc_url, teacher_version=manifest["teacher_version"],
+                                        teacher_data_end_ts=manifest["data_window"]["train_end_ts"])
+        phase = BatchPhase(experiment.settings.model_copy(update={"teacher": teacher}), data=experiment.data)
+        scores = await phase.label({"test": experiment.test})
+    experiment.other_teachers["short_history_teacher"] = phase.debiased()[0]
+    test = experiment.test
+    result.short_teacher_test = evaluate(test.task, test.labels, scores["test"], test.labels >= 0, test.user_ids)
 
 
 async def _live(dataset: PreparedDataset, config: DemoConfig, experiment: BatchExperiment, out: Path,

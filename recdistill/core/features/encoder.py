@@ -85,10 +85,11 @@ def _vocab_index(values: Sequence[str]) -> dict[str, int]:
 
 
 class Encoder:
-    def __init__(self, schema: FeatureSchema, view: str) -> None:
+    def __init__(self, schema: FeatureSchema, view: str, history_len: int | None = None) -> None:
+        """`history_len`: a shorter window than the view's (a model that reads fewer events)."""
         self.schema = schema
         self.view_name = view
-        self.history_len = schema.view(view).history_len
+        self.history_len = min(schema.view(view).history_len, history_len or schema.view(view).history_len)
         groups = schema.groups(view)
         self.user_cat, self.user_num = groups.user_cat, groups.user_num
         self.cand_cat, self.cand_multi, self.cand_num = groups.cand_cat, groups.cand_multi, groups.cand_num

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 from recdistill.core.contracts.onnx import session_options
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.features.schema import FeatureSchema
-from recdistill.core.features.spec import SchemaSpec
+from recdistill.core.features.spec import Entity, SchemaSpec
 
 
 def _load(registry: Path, version: str) -> tuple[Encoder, ort.InferenceSession]:
@@ -34,16 +34,12 @@ _STRICT = ConfigDict(extra="forbid", frozen=True)
 _NUMBER = StrictInt | StrictFloat
 
 
-def _column_type(spec: SchemaSpec, entity: str, column: str) -> Any:
-    kinds = {f.kind for f in spec.entity_features(entity) if f.source == column}  # type: ignore[arg-type]
-    if "multi_categorical" in kinds:
-        return list[StrictStr]
-    return _NUMBER if kinds & {"numeric", "bucketized"} else StrictStr | _NUMBER
+_TYPES: dict[str, Any] = {"list": list[StrictStr], "number": _NUMBER, "category": StrictStr | _NUMBER}
 
 
-def _columns(spec: SchemaSpec, entity: str) -> dict[str, Any]:
-    return {column: (_column_type(spec, entity, column) | None, None)
-            for column in dict.fromkeys(f.source for f in spec.entity_features(entity))}  # type: ignore[arg-type]
+def _columns(spec: SchemaSpec, entity: Entity) -> dict[str, Any]:
+    return {column: (_TYPES[spec.column_kind(entity, column)] | None, None)
+            for column in dict.fromkeys(f.source for f in spec.entity_features(entity))}
 
 
 def plain_request_model(spec: SchemaSpec) -> type[BaseModel]:

@@ -23,7 +23,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from recdistill.core.errors import ValidationError
-from recdistill.core.features.spec import SchemaSpec
+from recdistill.core.features.spec import Entity, SchemaSpec
 
 # Numbers are bounded at the edge: a value the encoder or the teacher cannot use (an integer beyond
 # 64 bits, a float that overflows to infinity, NaN, a timestamp before 1970) is refused with its field named.
@@ -75,18 +75,12 @@ class RequestTypes:
         return schema, components
 
 
-def _column_type(spec: SchemaSpec, entity: str, column: str) -> Any:
-    kinds = {f.kind for f in spec.entity_features(entity) if f.source == column}  # type: ignore[arg-type]
-    if "multi_categorical" in kinds:
-        return Tags
-    if kinds & {"numeric", "bucketized"}:
-        return Number
-    return Category
+_TYPES: dict[str, Any] = {"list": Tags, "number": Number, "category": Category}
 
 
-def _fields(spec: SchemaSpec, entity: str) -> list[tuple[str, Any, None]]:
-    columns = dict.fromkeys(f.source for f in spec.entity_features(entity))  # type: ignore[arg-type]
-    return [(column, _column_type(spec, entity, column) | None, None) for column in columns]
+def _fields(spec: SchemaSpec, entity: Entity) -> list[tuple[str, Any, None]]:
+    columns = dict.fromkeys(f.source for f in spec.entity_features(entity))
+    return [(column, _TYPES[spec.column_kind(entity, column)] | None, None) for column in columns]
 
 
 _CACHE: dict[tuple[str, bool], RequestTypes] = {}

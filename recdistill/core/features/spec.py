@@ -206,6 +206,14 @@ class SchemaSpec(_Spec):
         return {entity: {f.source: f.kind == "multi_categorical" for f in self.entity_features(entity)}
                 for entity in ("user", "context", "item")}
 
+    def column_kind(self, entity: Entity, column: str) -> Literal["list", "number", "category"]:
+        """What a request's raw column holds: a list of strings (multi-valued), a number (numeric or
+        bucketized features read it) or a category (a string or a number compared as a string)."""
+        kinds = {f.kind for f in self.entity_features(entity) if f.source == column}
+        if "multi_categorical" in kinds:
+            return "list"
+        return "number" if kinds & {"numeric", "bucketized"} else "category"
+
     def source_columns(self) -> dict[str, str]:
         """Every column the interaction log must have -> what needs it (for error messages)."""
         needed = {self.source.user_id: "source.user_id", self.source.item_id: "source.item_id",

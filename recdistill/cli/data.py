@@ -36,6 +36,8 @@ def prepare_command(
     schema: Path | None = typer.Option(None, help="The dataset's schema file (TOML); default: the one shipped "
                                                   "for ml-100k / ecommerce."),
     out: Path = typer.Option(Path("data/ml-100k"), help="Output directory of the prepared dataset."),
+    catalogue: str | None = typer.Option(None, help="Item catalogue, csv:PATH, parquet:PATH or jsonl:PATH (one "
+                                                    "row per item): item features, also for items never shown."),
 ) -> None:
     """Read a dataset as its schema file declares; split it by global time; build histories, slates and
     the fitted feature schema (vocabularies and statistics from the training window)."""
@@ -43,7 +45,7 @@ def prepare_command(
     from recdistill.core.data.prepare import prepare_source
 
     try:
-        manifest = prepare_source(dataset, resolve_schema(schema, dataset), out)
+        manifest = prepare_source(dataset, resolve_schema(schema, dataset), out, catalogue=catalogue)
     except RecDistillError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

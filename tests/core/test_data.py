@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from recdistill.core.data.dataset import PreparedDataset
-from recdistill.core.data.prepare import prepare
+from recdistill.core.data.prepare import prepare, prepare_source
 from recdistill.core.data.userlog import load_user_log
+from recdistill.core.features.encoder import Encoder
 from recdistill.core.features.spec import parse_schema_spec
 
 pytestmark = pytest.mark.unit
@@ -134,3 +135,21 @@ def test_own_log_is_prepared_as_its_schema_declares(tmp_path: Path, kind: str) -
     body = dataset.to_request(int(dataset.split("test")[0]), "slate")
     assert set(body["user"]) <= {"user_id", "gender"}
     assert dataset.schema.parse_request(body).user.user_id == body["user"]["user_id"]
+
+
+def test_a_catalogue_gives_features_to_items_the_log_never_shows(tmp_path: Path) -> None:
+    log = _toy_log(tmp_path, "parquet")
+    catalogue = tmp_path / "catalogue.csv"
+    pd.DataFrame({"product": ["item-1", "never-shown"], "genres": ["Action|Drama", "Comedy"],
+                  "price": [10.0, 99.0]}).to_csv(catalogue, index=False)
+    schema = tmp_path / "toy.toml"
+    schema.write_text(TOY_SCHEMA)
+    prepare_source(f"parquet:{log}", schema, tmp_path / "prepared", catalogue=f"csv:{catalogue}")
+    dataset = PreparedDataset(tmp_path / "prepared")
+    assert dataset.schema.item_table["never-shown"] == {"genres": ["Comedy"], "price": 99.0}
+    assert dataset.schema.item_table["item-1"]["price"] == 10.0, "the catalogue wins over the event rows"
+    encoder = Encoder(dataset.schema, "teacher")
+    _, _, multi, numbers = encoder.map_candidates(["never-shown", "unknown"])
+    assert multi[0].sum() == 1.0
+    assert numbers[0, 0] == pytest.approx(encoder.number(dataset.schema.feature("price"), 99.0))
+    assert multi[1].sum() == 0.0

@@ -23,7 +23,7 @@ import pandas as pd
 
 from recdistill.core.data.log import RawLog
 from recdistill.core.errors import DataError
-from recdistill.core.features.schema import build_schema, canonical_action, split_list
+from recdistill.core.features.schema import build_schema, canonical_action, is_missing, split_list
 from recdistill.core.features.spec import SchemaError, SchemaSpec, evaluate_label, maybe_numeric, parse_schema_spec
 from recdistill.core.fileio import atomic_write_text, atomic_write_with
 from recdistill.core.settings import DataSettings
@@ -47,7 +47,8 @@ def _first_rows(events: pd.DataFrame, key: str, columns: list[str]) -> pd.DataFr
 
 def _side_table(events: pd.DataFrame, side: pd.DataFrame | None, key: str, source_key: str,
                 columns: list[str], what: dict[str, str], where: str) -> pd.DataFrame:
-    """The user or item table: the source's side table where it has a column, else the event rows."""
+    """The user or item table: the source's side table (e.g. a catalogue) where it has a value, else the
+    first event row of that user or item."""
     ids = pd.DataFrame({key: pd.unique(events[key])})
     table = ids
     from_side: list[str] = []
@@ -61,9 +62,18 @@ def _side_table(events: pd.DataFrame, side: pd.DataFrame | None, key: str, sourc
     rest = [c for c in columns if c not in from_side]
     for column in rest:
         _require(events, column, what[column], where)
-    if rest:
-        table = table.merge(_first_rows(events, key, rest), on=key, how="left")
+    # The event rows fill what the side table lacks: its missing columns, and its empty cells.
+    fill = [c for c in from_side if c in events]
+    if rest or fill:
+        first = _first_rows(events, key, rest + fill).rename(columns={c: f"{c}\0events" for c in fill})
+        table = table.merge(first, on=key, how="left")
+        for column in fill:
+            backup = table.pop(f"{column}\0events")
+            table[column] = table[column].astype(object)  # text from a CSV, numbers or lists from the events
+            missing = table[column].map(is_missing)
+            table.loc[missing, column] = backup[missing]
     return table[[key, *columns]]
+
 
 
 def normalise(log: RawLog, spec: SchemaSpec) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -264,14 +274,15 @@ def prepare(log: RawLog, spec: SchemaSpec, out_dir: Path, settings: DataSettings
     return manifest
 
 
-def prepare_source(source: str, schema_path: Path, out_dir: Path, settings: DataSettings | None = None
-                   ) -> dict[str, Any]:
+def prepare_source(source: str, schema_path: Path, out_dir: Path, settings: DataSettings | None = None,
+                   catalogue: str | None = None) -> dict[str, Any]:
     """`recdistill data prepare`: read the schema file (a bad one stops here, before anything is read or
-    written), load the source (`ml-100k`, `ecommerce[:EVENTS]`, `csv:` / `parquet:` / `jsonl:PATH`), prepare."""
+    written), load the source (`ml-100k`, `ecommerce[:EVENTS]`, `csv:` / `parquet:` / `jsonl:PATH`, and an
+    optional item catalogue), prepare."""
     from recdistill.core.data.sources import load_log
 
     if not schema_path.is_file():
         raise SchemaError(f"schema file not found: {schema_path}")
     text = schema_path.read_text()
     spec = parse_schema_spec(text, str(schema_path))
-    return prepare(load_log(source), spec, out_dir, settings, spec_text=text)
+    return prepare(load_log(source, catalogue), spec, out_dir, settings, spec_text=text)

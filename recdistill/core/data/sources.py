@@ -3,6 +3,7 @@ the user's own file (CSV, Parquet or JSON Lines)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
@@ -17,8 +18,22 @@ def shipped_schema(name: str) -> Path:
     return Path(str(resources.files("recdistill") / "schemas" / SCHEMAS[name]))
 
 
-def load_log(dataset: str) -> RawLog:
-    """`ml-100k`, `ecommerce[:EVENTS]` (seeded synthetic), `csv:PATH`, `parquet:PATH` or `jsonl:PATH`."""
+def load_log(dataset: str, catalogue: str | None = None) -> RawLog:
+    """`ml-100k`, `ecommerce[:EVENTS]` (seeded synthetic), `csv:PATH`, `parquet:PATH` or `jsonl:PATH`;
+    `catalogue` (`csv:` / `parquet:` / `jsonl:PATH`, one row per item, keyed by the schema's item id
+    column) supplies item features, also for items the log never shows."""
+    log = _load_log(dataset)
+    if catalogue is None:
+        return log
+    from recdistill.core.data.userlog import read_table
+
+    kind, _, path = catalogue.partition(":")
+    if kind not in ("csv", "parquet", "jsonl") or not path:
+        raise DataError(f"unknown catalogue '{catalogue}': use csv:PATH, parquet:PATH or jsonl:PATH")
+    return replace(log, items=read_table(kind, Path(path)))
+
+
+def _load_log(dataset: str) -> RawLog:
     from recdistill.core.data.ecommerce import generate_ecommerce
     from recdistill.core.data.movielens import load_movielens_100k
     from recdistill.core.data.userlog import load_user_log

@@ -16,6 +16,8 @@ def demo_command(
                                                 "or jsonl:PATH"),
     schema: Path | None = typer.Option(None, help="The dataset's schema file (TOML); default: the one shipped "
                                                   "for ml-100k / ecommerce."),
+    catalogue: str | None = typer.Option(None, help="Item catalogue for your own data: csv:PATH, parquet:PATH or "
+                                                    "jsonl:PATH."),
     out: Path | None = typer.Option(None, help="Run directory (default runs/demo, or runs/quick with --quick)."),
 ) -> None:
     """Prepare data, train or reuse the teacher, serve it with Triton, train baseline and distilled students,
@@ -26,7 +28,7 @@ def demo_command(
 
     schema_path = resolve_schema(schema, dataset)
     out = out or Path("runs") / ("quick" if quick else "demo")
-    report = run_demo(out, dataset, preset(quick, seeds), schema_path)
+    report = run_demo(out, dataset, preset(quick, seeds), schema_path, catalogue)
     typer.echo(f"report: {out / 'report.md'} (all figures in {out / 'report.json'})")
     if report.get("non_finite"):
         typer.echo(f"warning: non-finite figures in the report: {report['non_finite']}", err=True)

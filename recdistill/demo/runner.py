@@ -60,12 +60,13 @@ class Stages:
             self._current = None
 
 
-def load_dataset(source: str, schema_path: Path, out: Path) -> PreparedDataset:
-    prepare_source(source, schema_path, out)
+def load_dataset(source: str, schema_path: Path, out: Path, catalogue: str | None = None) -> PreparedDataset:
+    prepare_source(source, schema_path, out, catalogue=catalogue)
     return PreparedDataset(out)
 
 
-def run_demo(out: Path, dataset_spec: str, config: DemoConfig, schema_path: Path) -> dict[str, Any]:
+def run_demo(out: Path, dataset_spec: str, config: DemoConfig, schema_path: Path,
+             catalogue: str | None = None) -> dict[str, Any]:
     torch.set_num_threads(os.cpu_count() or 1)
     for leftover in ("registry", "worker", "samples", "logs"):  # a rerun into the same directory starts clean
         shutil.rmtree(out / leftover, ignore_errors=True)
@@ -73,7 +74,7 @@ def run_demo(out: Path, dataset_spec: str, config: DemoConfig, schema_path: Path
     stages = Stages(total=2 + 3 * len(config.tasks) + (2 if "slate" in config.tasks else 0) + 1)
     started = time.perf_counter()
     stages(f"prepare {dataset_spec}")
-    dataset = load_dataset(dataset_spec, schema_path, out / "data")
+    dataset = load_dataset(dataset_spec, schema_path, out / "data", catalogue)
     results: dict[str, TaskResults] = {}
     for task in config.tasks:
         stages(f"teacher ({task}): train or reuse")

@@ -113,7 +113,7 @@ class BatchPhase:
         """Ask the teacher (a black box behind Triton) for soft labels on the training and valid windows,
         and for its scores on each `extra` split (returned by name); the label store makes a rerun free."""
         teacher = self.settings.teacher
-        client = TeacherClient(teacher, Encoder(self.data.dataset.schema, "teacher"))
+        client = TeacherClient(teacher, Encoder(self.data.dataset.schema, "teacher", teacher.history_events))
         store = LabelStore(self.settings.state_dir / "labels.sqlite")
         try:
             data = self.data

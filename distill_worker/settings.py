@@ -29,6 +29,9 @@ class TeacherClientSettings(BaseModel):
     teacher_version: str = "unknown"
     # End of the teacher's training window (unix seconds), from its manifest: the lag metric's origin.
     teacher_data_end_ts: float | None = None
+    # Send only the most recent N history events (None: the teacher view's window), for a teacher that
+    # reads no more than that: the same scores for less encoding and transfer.
+    history_events: int | None = Field(default=None, ge=1)
     max_batch_rows: int = Field(default=64, ge=1)
     max_wait_ms: float = Field(default=5.0, ge=0)
     max_concurrency: int = Field(default=4, ge=1)

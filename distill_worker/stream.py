@@ -447,8 +447,9 @@ async def stream_main(settings: WorkerSettings, steps: int | None = None,
     if holdout is None and publish:
         holdout = EncodedSplit.build(dataset, Encoder(dataset.schema, "student"), "valid", "slate", None,
                                      settings.gate.holdout_events)  # the gate's own holdout, as in the batch phase
-    teacher = TeacherClient(settings.teacher, Encoder(dataset.schema, "teacher")) if settings.distill.use_teacher \
-        else None
+    teacher = None
+    if settings.distill.use_teacher:
+        teacher = TeacherClient(settings.teacher, Encoder(dataset.schema, "teacher", settings.teacher.history_events))
     store = LabelStore(settings.state_dir / "labels.sqlite") if settings.distill.use_teacher else None
     if initial_model is None:
         initial_model, calibration = load_student(settings.state_dir, dataset)

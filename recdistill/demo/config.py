@@ -31,6 +31,9 @@ class DemoConfig:
     max_train_events: int | None = None
     max_holdout_events: int | None = None  # the most recent N events of the valid and test windows
     ablation_seeds: int = 2  # seeds for each ablation and control row (at most `seeds`)
+    # The short-history teacher control (slate): a second teacher of the same size reading the student's
+    # window, trained, served and labelled like the real one (off in --quick, which stays short).
+    short_history_teacher: bool = True
     # Live replay of the valid window (slate) against the student server.
     replay_events: int | None = None  # None: the whole valid window except the gate holdout
     gate_holdout_events: int = 2_000  # the last events of the valid window: never replayed, gate only
@@ -59,7 +62,7 @@ FULL = DemoConfig()
 # high rate (valid AUC ~0.76 after 5 epochs on 20k events, well above the quick baseline student's), one
 # seed, a short replay.
 QUICK = DemoConfig(
-    seeds=1, tasks=("slate",), teacher_size="tiny", teacher_epochs=5, teacher_lr=8e-3,
+    seeds=1, tasks=("slate",), short_history_teacher=False, teacher_size="tiny", teacher_epochs=5, teacher_lr=8e-3,
     teacher_max_train_events=20_000, student_epochs=4, student_patience=1, student_batch_size=512,
     max_train_events=12_000, max_holdout_events=2_000, ablation_seeds=1, replay_events=1_000,
     gate_holdout_events=1_000, replay_rate=100.0, export_every=300, bootstrap_samples=50,

@@ -83,7 +83,7 @@ def run_demo(out: Path, dataset_spec: str, config: DemoConfig, schema_path: Path
                                             max_train_events=config.teacher_max_train_events)
         manifest, reused = train_or_reuse(dataset, teacher_config, out.parent / ".cache", out / "teacher" / task)
         results[task] = TaskResults(task=task, teacher_manifest=manifest, teacher_reused=reused)
-        if task == "slate":  # the controls' task: a teacher that reads only the student's window
+        if task == "slate" and config.short_history_teacher:  # a control: reads only the student's window
             short = replace(teacher_config, history_limit=dataset.schema.view("student").history_len)
             results[task].short_teacher_manifest, _ = train_or_reuse(
                 dataset, short, out.parent / ".cache", out / "teacher" / f"{task}-short-history")
@@ -139,7 +139,8 @@ async def _label_with_short_teacher(experiment: BatchExperiment, checkpoint: Pat
     with teacher_process(checkpoint, log_path=out / "logs" / "triton-short-history.log",
                          niceness=config.background_niceness) as (endpoints, _):
         teacher = TeacherClientSettings(url=endpoints.grpc_url, teacher_version=manifest["teacher_version"],
-                                        teacher_data_end_ts=manifest["data_window"]["train_end_ts"])
+                                        teacher_data_end_ts=manifest["data_window"]["train_end_ts"],
+                                        history_events=manifest["config"]["history_limit"])  # all it reads
         phase = BatchPhase(experiment.settings.model_copy(update={"teacher": teacher}), data=experiment.data)
         scores = await phase.label({"test": experiment.test})
     experiment.other_teachers["short_history_teacher"] = phase.debiased()[0]

@@ -62,7 +62,7 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path) -> None:
     # The headline: what the teacher adds beyond the best control, with its own interval, top level too.
     attributable = summary["transferability_attributable"]
     assert attributable <= summary["transferability"]
-    assert summary["best_control"] in ("self_distillation", "label_smoothing", "short_history_teacher")
+    assert summary["best_control"] in ("self_distillation", "label_smoothing")
     interval = summary["transferability_attributable_ci95"]
     assert interval["low"] <= interval["high"]
     assert report["transferability_attributable"] == attributable
@@ -71,10 +71,8 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path) -> None:
     names = {row["name"] for row in report["ablations"]}
     assert {"plain_kd", "no_calibration", "no_unexposed_labels", "batch_only", "stream_no_ipw",
             "stream_no_position_tower"} <= names
-    assert {row["name"] for row in report["controls"]} == {"self_distillation", "label_smoothing",
-                                                           "short_history_teacher"}
-    assert 0.5 < summary["short_history_teacher"]["auc"] < 1.0
-    assert summary["short_history_teacher"]["history_events"] == 10
+    # The short-history teacher control is off in --quick (tests/teacher_service covers its serving path).
+    assert {row["name"] for row in report["controls"]} == {"self_distillation", "label_smoothing"}
     assert {row["name"] for row in report["tasks"]["slate"]["stream"]} >= {"batch_only", "stream"}
 
     serving = report["serving"]

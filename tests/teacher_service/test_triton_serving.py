@@ -21,6 +21,8 @@ from recdistill.core.data.synthetic import synthetic_requests
 from recdistill.core.features.encoder import Encoder
 from teacher_service.checkpoint import load_checkpoint
 from teacher_service.client import score
+from teacher_service.launcher import teacher_process
+from teacher_service.train import TeacherTrainConfig, train_teacher
 from tests.conftest import RunningTriton
 
 pytestmark = pytest.mark.integration
@@ -149,3 +151,23 @@ def test_metrics_endpoint_counts_inferences(triton_teacher: RunningTriton, ml100
 def test_infer_inputs_follow_the_encoder_order(ml100k: PreparedDataset) -> None:
     tensors = _slate_tensors(ml100k, 1)
     assert [i.name() for i in infer_inputs(tensors, grpcclient)] == list(Encoder(ml100k.schema, "teacher").input_names)
+
+
+def test_a_short_history_teacher_reads_only_its_window_through_triton(ml100k: PreparedDataset,
+                                                                      tmp_path: Path) -> None:
+    """The short-history control: trained on the student's 10 events, served by Triton like any teacher;
+    a client that sends only those 10 events gets the same scores as one that sends the whole history."""
+    checkpoint = tmp_path / "short"
+    manifest = train_teacher(ml100k.directory, checkpoint, TeacherTrainConfig(
+        task="slate", size="tiny", epochs=1, max_train_events=2_000, train_negatives=4, history_limit=10))
+    assert manifest["config"]["history_limit"] == 10
+    assert "-short-" in manifest["teacher_version"]
+    events = ml100k.split("test", "slate")[-8:]  # long histories: late in the timeline
+    full, cut = Encoder(ml100k.schema, "teacher"), Encoder(ml100k.schema, "teacher", history_len=10)
+    whole, _ = full.assemble(ml100k.contexts(full, events, "slate"))
+    window, _ = cut.assemble(ml100k.contexts(cut, events, "slate"))
+    assert whole["hist_item"].shape[1] > 10 == window["hist_item"].shape[1]
+    with teacher_process(checkpoint, log_path=tmp_path / "triton.log") as (endpoints, _):
+        served_whole, served_window = score(endpoints.grpc_url, whole), score(endpoints.grpc_url, window)
+    np.testing.assert_allclose(served_whole, served_window, atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(served_window, _in_process(checkpoint, window), atol=TOLERANCE, rtol=0)

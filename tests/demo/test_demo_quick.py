@@ -95,7 +95,7 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path) -> None:
     assert (out / "teacher" / "slate" / "manifest.json").exists()
     for plot in ("calibration.png", "auc_per_version.png", "latency.png"):
         assert (out / plot).stat().st_size > 1_000
-    assert "Transferability" in (out / "report.md").read_text()
+    assert "Teacher-attributable transferability" in (out / "report.md").read_text()
     assert not _services_of(out), "services left running after the demo"
 
 

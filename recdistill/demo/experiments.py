@@ -86,6 +86,8 @@ class BatchExperiment:
             return None
         if variant in self.other_teachers:
             return self.other_teachers[variant]
+        if variant == "short_history_teacher":
+            raise RuntimeError("the short-history teacher has not labelled this window (other_teachers is empty)")
         if variant == "label_smoothing":
             labels, observed = self.data.train.labels, self.data.train.extras["observed"]
             prior = float((labels * observed).sum() / observed.sum())

@@ -120,7 +120,8 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
         stages(f"{task}: batch phase, {config.seeds} paired seeds + ablations and controls")
         variants = [(v, s) for s in range(config.seeds) for v in ("baseline", "distilled")]
         if task == "slate":
-            variants += [(v, s) for s in range(config.ablation_seeds) for v in (*ABLATIONS, *CONTROLS)]
+            controls = [c for c in CONTROLS if c != "short_history_teacher" or c in experiment.other_teachers]
+            variants += [(v, s) for s in range(config.ablation_seeds) for v in (*ABLATIONS, *controls)]
         for variant, seed in variants:
             await asyncio.to_thread(experiment.run, variant, seed)
         if task == "slate":

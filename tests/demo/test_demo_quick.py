@@ -128,8 +128,10 @@ def test_quick_demo_runs_the_whole_loop_on_the_ecommerce_schema(tmp_path: Path) 
 
 def test_ctrl_c_stops_every_service(tmp_path: Path) -> None:
     out = tmp_path / "runs" / "interrupted"
+    # SIGINT as a terminal delivers it, also when this test runs as a background job (which ignores it).
     demo = subprocess.Popen([RECDISTILL, "demo", "--quick", "--out", str(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=os.environ | {"COLUMNS": "200"})
+                            stderr=subprocess.PIPE, text=True, env=os.environ | {"COLUMNS": "200"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     try:
         deadline = time.monotonic() + 240
         # Wait until Triton serves the teacher (a child with the run directory on its command line).

@@ -12,6 +12,7 @@ from benchmarks.results import Results
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.prepare import prepare_source
 from recdistill.core.data.sources import shipped_schema
+from recdistill.core.errors import DataError
 
 ROOT = Path(__file__).parents[1]
 
@@ -23,9 +24,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    if not (args.data / "manifest.json").exists():
+    try:
+        dataset = PreparedDataset(args.data)
+    except DataError as exc:  # not prepared yet, or by an older version (its schema format)
+        logging.getLogger(__name__).info("preparing MovieLens-100K into %s (%s)", args.data, exc)
         prepare_source("ml-100k", shipped_schema("ml-100k"), args.data)
-    dataset = PreparedDataset(args.data)
+        dataset = PreparedDataset(args.data)
     results = Results(command="make bench" + (" (--quick)" if args.quick else ""))
     student_bench.run(results, dataset, args.quick)
     with tempfile.TemporaryDirectory() as other:  # the second, differently shaped schema

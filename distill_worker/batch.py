@@ -71,7 +71,7 @@ class BatchData:
     train: EncodedSplit  # with an `observed` extra: 0 on candidates that only get a teacher label
     valid: EncodedSplit  # early stopping and calibration: the valid window before the gate's holdout
     gate: EncodedSplit  # the gate's holdout: the valid window's most recent events, used by nothing else
-    train_negatives: int  # never-rated items per training event (slate: observed + teacher-only)
+    train_negatives: int  # not-yet-interacted items per training event (slate: observed + teacher-only)
 
     @classmethod
     def build(cls, settings: WorkerSettings) -> BatchData:

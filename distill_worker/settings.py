@@ -101,7 +101,7 @@ class WorkerSettings(BaseSettings):
                                                                                 "admin_token"))
     task: Task = "slate"
     observed_negatives: int = Field(default=4, ge=0)  # sampled negatives with a hard label (0)
-    teacher_negatives: int = Field(default=4, ge=0)  # further never-rated items that get only a teacher label
+    teacher_negatives: int = Field(default=4, ge=0)  # further not-yet-interacted items: a teacher label only
     max_train_events: int | None = None
     max_holdout_events: int | None = None  # the most recent N events of the valid and test windows
     calibration: CalibrationMethod = "platt"

@@ -26,7 +26,7 @@ LABEL_SMOOTHING = 0.1
 VARIANTS: dict[str, str] = {
     "baseline": "labels only, no teacher (same architecture, data, seed)",
     "distilled": "full method: auxiliary head, calibrated teacher labels, sampling-space correction, "
-                 "teacher labels on never-rated items",
+                 "teacher labels on items the user had not interacted with before",
     "plain_kd": "ablation: teacher term on the serving head instead of the auxiliary head",
     "no_calibration": "ablation: raw teacher probabilities (no Platt calibration on the fresh window)",
     "no_unexposed_labels": "ablation: no teacher labels for candidates without an observed label",

@@ -173,7 +173,7 @@ class BatchPhase:
         result = fit(model, data.train.with_extras(**extras), data.valid,
                      lambda m, b: distill_loss(m, b, distill), lambda inputs: model(**inputs),
                      epochs=distill.epochs, batch_size=distill.batch_size, lr=distill.lr,
-                     patience=distill.patience, seed=distill.seed,
+                     weight_decay=distill.weight_decay, patience=distill.patience, seed=distill.seed,
                      label=label or ("student" if distill.use_teacher else "baseline student"))
         return model, result
 

@@ -55,6 +55,7 @@ class DistillConfig:
     epochs: int = 20
     batch_size: int = 256
     lr: float = 2e-3
+    weight_decay: float = 0.0  # Adam's L2 term, the regulariser every variant gets tuned on valid
     patience: int = 3
     seed: int = 0
 

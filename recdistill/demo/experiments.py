@@ -3,9 +3,13 @@ paired baseline and distilled students per seed, the ablations and the controls.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +20,7 @@ from distill_worker.debias import Calibration
 from distill_worker.settings import DistillConfig, WorkerSettings
 from distill_worker.student import StudentModel
 from recdistill.core.evaluation import evaluate
+from recdistill.core.fileio import atomic_write_text
 from recdistill.core.training import EncodedSplit, predict
 
 logger = logging.getLogger(__name__)
@@ -44,14 +49,45 @@ class RunResult:
     seed: int
     model: StudentModel
     valid: dict[str, float]
-    test: dict[str, float]
-    test_scores: np.ndarray  # [events, candidates], for the bootstrap
     best_epoch: int
     seconds: float
+    test: dict[str, float] = field(default_factory=dict)  # scored once, for the run that is kept
+    test_scores: np.ndarray | None = None  # [events, candidates], for the bootstrap
 
     def summary(self) -> dict[str, Any]:
         return {"seed": self.seed, "best_epoch": self.best_epoch, "seconds": self.seconds, "valid": self.valid,
                 "test": self.test}
+
+
+# Variants whose objective has a teacher term: they tune its weight as well as the regulariser.
+TEACHER_TERM = ("distilled", "self_distillation", "label_smoothing", "short_history_teacher")
+
+
+@dataclass(frozen=True)
+class TuningGrid:
+    """The same small search on the valid window for the baseline, the method and every control: the
+    regulariser for all, the teacher-term weight for those that have one (seed 0; valid AUC decides)."""
+
+    weight_decay: tuple[float, ...] = (0.0,)
+    kd_weight: tuple[float, ...] = ()  # empty: keep DistillConfig.kd_weight
+
+    def points(self, variant: str) -> list[dict[str, float]]:
+        kd = self.kd_weight if variant in TEACHER_TERM and self.kd_weight else (None,)
+        return [{"weight_decay": wd} | ({} if k is None else {"kd_weight": k})
+                for wd, k in itertools.product(self.weight_decay, kd)]
+
+
+@dataclass
+class Tuning:
+    """What the search chose for one variant, and the valid AUC of every point it tried."""
+
+    variant: str
+    chosen: dict[str, float]
+    valid_auc: list[dict[str, float]] = field(default_factory=list)  # each point with its "valid_auc"
+    cached: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        return {"chosen": self.chosen, "tried": self.valid_auc, "cached": self.cached}
 
 
 class BatchExperiment:
@@ -70,6 +106,7 @@ class BatchExperiment:
         self.runs: dict[tuple[str, int], RunResult] = {}
         # Debiased soft labels of other teachers (controls), labelled through their own Triton servers.
         self.other_teachers: dict[str, np.ndarray] = {}
+        self.tuning: dict[str, Tuning] = {}  # variant -> what the valid search chose (ablations: the method's)
 
     async def label(self) -> None:
         """Teacher soft labels on the training and valid windows, and its scores on the test window."""
@@ -103,30 +140,84 @@ class BatchExperiment:
             self.calibration = calibration
         return soft
 
-    def _distill_config(self, variant: str, seed: int) -> DistillConfig:
+    def _distill_config(self, variant: str, seed: int, point: dict[str, float] | None = None) -> DistillConfig:
         config = replace(self.distill, seed=seed, use_teacher=variant != "baseline")
+        if point is None:
+            tuned = self.tuning.get(variant)
+            if tuned is None and variant not in ("baseline", *TEACHER_TERM):
+                tuned = self.tuning.get("distilled")  # an ablation changes one mechanism of the method, not its tuning
+            point = tuned.chosen if tuned else None
+        if point:
+            config = replace(config, **point)
         if variant == "plain_kd":
             config = replace(config, head="serving")
         if variant == "no_unexposed_labels":
             config = replace(config, unexposed_weight=0.0)
         return config
 
+    def _tuning_key(self, variant: str, grid: list[dict[str, float]]) -> str:
+        """Everything the search's outcome depends on: the data, the schema, the windows, the objective, the
+        grid, and the soft labels themselves (rounded, so float noise in serving does not miss the cache)."""
+        soft = self._soft_labels(variant, 0)
+        labels = "" if soft is None else hashlib.sha256(np.round(soft, 5).tobytes()).hexdigest()
+        manifest = self.data.dataset.manifest
+        payload = {"source": manifest.get("source_sha256"), "schema": self.data.dataset.schema.hash,
+                   "split": manifest["split"], "task": self.settings.task, "variant": variant, "grid": grid,
+                   "max_train_events": self.settings.max_train_events,
+                   "max_holdout_events": self.settings.max_holdout_events,
+                   "gate_holdout": self.settings.gate.holdout_events, "distill": asdict(self.distill),
+                   "soft_labels": labels}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def tune(self, variant: str, grid: TuningGrid, cache: Path | None = None) -> Tuning:
+        """Choose `variant`'s regulariser (and teacher-term weight) on the valid window, with seed 0; the
+        run of the chosen point is kept as the variant's seed-0 run. Cached by content hash: a cached
+        choice is reused and its seed-0 student trained again (the test window plays no part)."""
+        if variant in self.tuning:
+            return self.tuning[variant]
+        points = grid.points(variant)
+        path = None if cache is None else cache / f"tuning-{self.settings.task}-{variant}-" \
+                                                   f"{self._tuning_key(variant, points)}.json"
+        if path is not None and path.exists():
+            saved = json.loads(path.read_text())
+            self.tuning[variant] = Tuning(variant, saved["chosen"], saved["tried"], cached=True)
+            logger.info("%s %s: reusing the tuning on valid %s", self.settings.task, variant, saved["chosen"])
+            return self.tuning[variant]
+        tried: list[tuple[dict[str, float], RunResult]] = []
+        for point in points:
+            tried.append((point, self._train(variant, 0, point)))
+        chosen, best = max(tried, key=lambda t: t[1].valid["auc"])
+        self.tuning[variant] = Tuning(variant, chosen, [p | {"valid_auc": round(r.valid["auc"], 6)} for p, r in tried])
+        self.runs[(variant, 0)] = self._score_test(best)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps(self.tuning[variant].summary(), indent=2))
+        logger.info("%s %s: chose %s on valid", self.settings.task, variant, chosen)
+        return self.tuning[variant]
+
     def run(self, variant: str, seed: int) -> RunResult:
-        """Train (once) the student of `variant` with `seed`, and score it on valid and test."""
-        if (variant, seed) in self.runs:
-            return self.runs[(variant, seed)]
+        """Train (once) the student of `variant` with `seed` (with its tuned settings), and score it."""
+        if (variant, seed) not in self.runs:
+            self.runs[(variant, seed)] = self._score_test(self._train(variant, seed))
+        return self.runs[(variant, seed)]
+
+    def _score_test(self, result: RunResult) -> RunResult:
+        with torch.no_grad():
+            result.test_scores, mask = predict(lambda inputs: result.model(**inputs), self.test)
+        result.test = evaluate(self.test.task, self.test.labels, result.test_scores, mask, self.test.user_ids)
+        logger.info("%s %s seed %d: test auc %.4f", self.settings.task, result.variant, result.seed,
+                    result.test["auc"])
+        return result
+
+    def _train(self, variant: str, seed: int, point: dict[str, float] | None = None) -> RunResult:
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; one of {sorted(VARIANTS)}")
         started = time.perf_counter()
         soft = self._soft_labels(variant, seed)
-        model, fit = self.phase.train(self._distill_config(variant, seed), soft,
+        model, fit = self.phase.train(self._distill_config(variant, seed, point), soft,
                                       label=f"{self.settings.task} {variant} seed {seed}")
-        with torch.no_grad():
-            scores, mask = predict(lambda inputs: model(**inputs), self.test)
-        test = evaluate(self.test.task, self.test.labels, scores, mask, self.test.user_ids)
-        result = RunResult(variant, seed, model, fit.history[fit.best_epoch - 1], test, scores, fit.best_epoch,
+        result = RunResult(variant, seed, model, fit.history[fit.best_epoch - 1], fit.best_epoch,
                            round(time.perf_counter() - started, 1))
-        logger.info("%s %s seed %d: test auc %.4f (%.0fs)", self.settings.task, variant, seed, test["auc"],
-                    result.seconds)
-        self.runs[(variant, seed)] = result
+        logger.info("%s %s seed %d %s: valid auc %.4f (%.0fs)", self.settings.task, variant, seed, point or "",
+                    result.valid["auc"], result.seconds)
         return result

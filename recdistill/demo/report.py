@@ -127,6 +127,11 @@ def _serving(live: LiveResult) -> dict[str, Any]:
 
 
 CONTROLS = ("self_distillation", "label_smoothing", "short_history_teacher")
+PROTOCOL = ("Every choice is made on the valid window: early stopping, calibration, and a search (seed 0) over "
+            "the regulariser for the baseline, the method and every control, plus the teacher-term weight for "
+            "those with a teacher term; ablations reuse the method's choice. The gate's holdout is the end of the "
+            "valid window, used by nothing else. The test window is scored once per kept model, after training; "
+            "no choice reads it.")
 
 
 def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
@@ -184,15 +189,17 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
         "test_events": len(test),
         "test_users": int(np.unique(test.user_ids).size),
         "teacher_seeds": 1,
+        "tuning": {variant: t.summary() for variant, t in experiment.tuning.items()},
+        "protocol": PROTOCOL,
     }
     if result.short_teacher_test is not None and result.short_teacher_manifest is not None:
         summary["short_history_teacher"] = result.short_teacher_test | {
             "version": result.short_teacher_manifest["teacher_version"],
             "history_events": result.short_teacher_manifest["config"]["history_limit"]}
-    if result.task == "slate":
-        summary["ablations"] = _variant_rows(result, ["plain_kd", "no_calibration", "no_unexposed_labels"],
-                                             teacher["auc"], config)
-        summary["controls"] = _variant_rows(result, list(CONTROLS), teacher["auc"], config)
+    summary["ablations"] = _variant_rows(result, ["plain_kd", "no_calibration", "no_unexposed_labels"],
+                                         teacher["auc"], config)
+    summary["controls"] = _variant_rows(result, list(CONTROLS), teacher["auc"], config)
+    if result.stream_runs:
         summary["stream"] = _stream_rows(result)
         summary["ablations"] += [row | {"phase": "stream"} for row in summary["stream"]
                                  if row["name"] in ("batch_only", "stream_no_ipw", "stream_no_position_tower")]
@@ -323,6 +330,15 @@ def render_markdown(report: dict[str, Any]) -> str:
                              f"{_fmt(row.get('auc_minus_full_method'))} | {_fmt(row.get('transferability'), 3)} | "
                              f"{row['description']} |")
             lines.append("")
+        if summary.get("tuning"):
+            lines += ["### Tuning on the valid window (seed 0)", "", "| variant | tried (valid AUC) | chosen |",
+                      "|---|---|---|"]
+            for variant, tuning in summary["tuning"].items():
+                tried = "; ".join(", ".join(f"{k} {v:g}" for k, v in t.items() if k != "valid_auc")
+                                  + f": {t['valid_auc']:.4f}" for t in tuning["tried"])
+                chosen = ", ".join(f"{k} {v:g}" for k, v in tuning["chosen"].items())
+                lines.append(f"| {variant} | {tried} | {chosen}{' (cached)' if tuning['cached'] else ''} |")
+            lines += ["", summary["protocol"], ""]
         if summary.get("stream"):
             lines += ["### Batch only vs batch + stream (test window, after the replayed valid window)", "",
                       "| variant | test AUC | ECE |", "|---|---|---|"]

@@ -26,7 +26,7 @@ from recdistill.core.evaluation import evaluate
 from recdistill.core.logs import STDERR
 from recdistill.core.training import predict
 from recdistill.demo.config import DemoConfig
-from recdistill.demo.experiments import BatchExperiment
+from recdistill.demo.experiments import TEACHER_TERM, BatchExperiment, TuningGrid
 from recdistill.demo.live import live_stage, stream_config, student_server_process
 from recdistill.demo.report import StreamRun, TaskResults, write_report
 from recdistill.demo.streaming import STREAM_VARIANTS, rerun_stream
@@ -83,7 +83,7 @@ def run_demo(out: Path, dataset_spec: str, config: DemoConfig, schema_path: Path
                                             max_train_events=config.teacher_max_train_events)
         manifest, reused = train_or_reuse(dataset, teacher_config, out.parent / ".cache", out / "teacher" / task)
         results[task] = TaskResults(task=task, teacher_manifest=manifest, teacher_reused=reused)
-        if task == "slate" and config.short_history_teacher:  # a control: reads only the student's window
+        if config.short_history_teacher:  # a control: reads only the student's window
             short = replace(teacher_config, history_limit=dataset.schema.view("student").history_len)
             results[task].short_teacher_manifest, _ = train_or_reuse(
                 dataset, short, out.parent / ".cache", out / "teacher" / f"{task}-short-history")
@@ -117,11 +117,13 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
         if result.short_teacher_manifest is not None:
             await _label_with_short_teacher(experiment, out / "teacher" / f"{task}-short-history", out, config,
                                             result)
-        stages(f"{task}: batch phase, {config.seeds} paired seeds + ablations and controls")
+        stages(f"{task}: batch phase, tuning on valid, {config.seeds} paired seeds + ablations and controls")
+        controls = [c for c in CONTROLS if c != "short_history_teacher" or c in experiment.other_teachers]
+        grid = TuningGrid(config.tune_weight_decay, config.tune_kd_weight)
+        for variant in ("baseline", *(v for v in TEACHER_TERM if v == "distilled" or v in controls)):
+            await asyncio.to_thread(experiment.tune, variant, grid, out.parent / ".cache")
         variants = [(v, s) for s in range(config.seeds) for v in ("baseline", "distilled")]
-        if task == "slate":
-            controls = [c for c in CONTROLS if c != "short_history_teacher" or c in experiment.other_teachers]
-            variants += [(v, s) for s in range(config.ablation_seeds) for v in (*ABLATIONS, *controls)]
+        variants += [(v, s) for s in range(config.ablation_seeds) for v in (*ABLATIONS, *controls)]
         for variant, seed in variants:
             await asyncio.to_thread(experiment.run, variant, seed)
         if task == "slate":

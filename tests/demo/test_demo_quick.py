@@ -74,6 +74,9 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path) -> None:
     # The short-history teacher control is off in --quick (tests/teacher_service covers its serving path).
     assert {row["name"] for row in report["controls"]} == {"self_distillation", "label_smoothing"}
     assert {row["name"] for row in report["tasks"]["slate"]["stream"]} >= {"batch_only", "stream"}
+    # The baseline, the method and every control that ran went through the same search on valid.
+    assert set(summary["tuning"]) == {"baseline", "distilled", "self_distillation", "label_smoothing"}
+    assert "valid window" in summary["protocol"]
 
     serving = report["serving"]
     assert serving["requests"] == report["config"]["replay_events"]

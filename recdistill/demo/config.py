@@ -18,6 +18,7 @@ class DemoConfig:
     teacher_batch_size: int = 512
     teacher_lr: float = 4e-3
     teacher_max_train_events: int | None = None
+    teacher_seeds: int = 2  # teachers trained alike with different seeds; student seed s learns from s % this
     # Students (batch phase).
     # A large batch with a high rate: the baseline converges (early-stops) within the epoch budget, so
     # the distilled student is not compared with an under-trained one, in half the time of 256 / 2e-3.
@@ -66,7 +67,8 @@ FULL = DemoConfig()
 # high rate (valid AUC ~0.76 after 5 epochs on 20k events, well above the quick baseline student's), one
 # seed, a short replay.
 QUICK = DemoConfig(
-    seeds=1, tasks=("slate",), short_history_teacher=False, teacher_size="tiny", teacher_epochs=5, teacher_lr=8e-3,
+    seeds=1, tasks=("slate",), teacher_seeds=1, short_history_teacher=False, teacher_size="tiny", teacher_epochs=5,
+    teacher_lr=8e-3,
     teacher_max_train_events=20_000, student_epochs=4, student_patience=1, student_batch_size=512,
     max_train_events=12_000, max_holdout_events=2_000, ablation_seeds=1, replay_events=1_000,
     gate_holdout_events=1_000, replay_rate=100.0, export_every=300, bootstrap_samples=50,

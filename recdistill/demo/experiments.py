@@ -17,7 +17,7 @@ import torch
 
 from distill_worker.batch import BatchPhase
 from distill_worker.debias import Calibration
-from distill_worker.settings import DistillConfig, WorkerSettings
+from distill_worker.settings import DistillConfig, TeacherClientSettings, WorkerSettings
 from distill_worker.student import StudentModel
 from recdistill.core.evaluation import evaluate
 from recdistill.core.fileio import atomic_write_text
@@ -100,7 +100,10 @@ class BatchExperiment:
         self.phase = BatchPhase(settings)
         self.data = self.phase.data
         self.test: EncodedSplit = self.data.holdout("test", settings)
-        self.teacher_test_scores: np.ndarray | None = None  # the teacher's scores on the test window
+        self.teacher_test_scores: np.ndarray | None = None  # the teacher's (seed 0) scores on the test window
+        # Every teacher seed's labelled phase and test scores; student seed s learns from teacher s % seeds.
+        self.teacher_phases: list[BatchPhase] = [self.phase]
+        self.teacher_seed_scores: list[np.ndarray] = []
         self.debias_report: dict[str, Any] = {}
         self.calibration: Calibration | None = None  # the full method's, which the stream phase reuses
         self.runs: dict[tuple[str, int], RunResult] = {}
@@ -112,11 +115,22 @@ class BatchExperiment:
         """Teacher soft labels on the training and valid windows, and its scores on the test window."""
         scores = await self.phase.label({"test, for the report": self.test})
         self.teacher_test_scores = scores["test, for the report"]
+        self.teacher_seed_scores = [self.teacher_test_scores]
+
+    async def label_with(self, teacher: TeacherClientSettings) -> tuple[BatchPhase, np.ndarray]:
+        """Another teacher's labels on the same windows (through its own Triton): (its phase, test scores)."""
+        phase = BatchPhase(self.settings.model_copy(update={"teacher": teacher}), data=self.data)
+        scores = await phase.label({"test": self.test})
+        return phase, scores["test"]
+
+    def metrics(self, scores: np.ndarray) -> dict[str, float]:
+        return evaluate(self.test.task, self.test.labels, scores, self.test.labels >= 0, self.test.user_ids)
 
     def teacher_test_metrics(self) -> dict[str, float]:
-        assert self.teacher_test_scores is not None, "label() first"
-        return evaluate(self.test.task, self.test.labels, self.teacher_test_scores, self.test.labels >= 0,
-                        self.test.user_ids)
+        """The teacher's test metrics, averaged over its seeds."""
+        assert self.teacher_seed_scores, "label() first"
+        rows = [self.metrics(scores) for scores in self.teacher_seed_scores]
+        return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
 
     def _soft_labels(self, variant: str, seed: int) -> np.ndarray | None:
         if variant == "baseline":
@@ -134,10 +148,13 @@ class BatchExperiment:
             raw = predict(lambda inputs: baseline(**inputs), self.data.train)[0]
             fresh = predict(lambda inputs: baseline(**inputs), self.data.valid)[0]
             return self.phase.debias(raw, fresh, f"baseline-seed{seed}")[0]
-        soft, calibration, self.debias_report[variant] = self.phase.debiased(
+        teacher_seed = seed % len(self.teacher_phases)
+        soft, calibration, report = self.teacher_phases[teacher_seed].debiased(
             "none" if variant == "no_calibration" else None)
-        if variant == "distilled":
-            self.calibration = calibration
+        if teacher_seed == 0:
+            self.debias_report[variant] = report
+            if variant == "distilled":
+                self.calibration = calibration
         return soft
 
     def _distill_config(self, variant: str, seed: int, point: dict[str, float] | None = None) -> DistillConfig:

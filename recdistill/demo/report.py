@@ -38,6 +38,7 @@ class TaskResults:
     live: LiveResult | None = None
     live_versions: list[dict[str, Any]] = field(default_factory=list)
     stream_runs: dict[tuple[str, int], StreamRun] = field(default_factory=dict)
+    teacher_seed_manifests: list[dict[str, Any]] = field(default_factory=list)  # seed 0 first
     short_teacher_manifest: dict[str, Any] | None = None  # the short-history teacher control's
     short_teacher_test: dict[str, float] | None = None
 
@@ -158,15 +159,19 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
     test = experiment.test
     # No interval around a ratio that is undefined (a teacher gain under the noise floor).
     intervals = None if raw is None else bootstrap_transferability(
-        test.labels, np.ones(test.labels.shape, dtype=bool), test.user_ids, [experiment.teacher_test_scores],
+        test.labels, np.ones(test.labels.shape, dtype=bool), test.user_ids, experiment.teacher_seed_scores,
         [b.test_scores for b in baselines], [d.test_scores for d in students],
         {name: [r.test_scores for r in runs] for name, runs in control_runs.items()},
         config.bootstrap_samples, config.min_teacher_gain)
     manifest = result.teacher_manifest
     summary: dict[str, Any] = {
-        "teacher": teacher | {"version": manifest["teacher_version"], "parameters": manifest["parameters"],
-                              "history_events": "all (up to 20,000)", "reused": result.teacher_reused,
-                              "train_seconds": manifest["seconds"]},
+        "teacher": {k: round(v, 6) for k, v in teacher.items()} | {
+            "auc_std": _round(std([experiment.metrics(s)["auc"] for s in experiment.teacher_seed_scores]), 6),
+            "version": manifest["teacher_version"], "parameters": manifest["parameters"],
+            "history_events": "all (up to 20,000)", "reused": result.teacher_reused,
+            "train_seconds": manifest["seconds"],
+            "per_seed": [{"version": m["teacher_version"], "test_auc": round(experiment.metrics(s)["auc"], 6)}
+                         for m, s in zip(result.teacher_seed_manifests, experiment.teacher_seed_scores, strict=True)]},
         "student_parameters": sum(p.numel() for p in baselines[0].model.parameters()),
         "student_baseline": _mean_metrics([b.test for b in baselines]) | {"per_seed": [b.summary() for b in baselines]},
         "student_distilled": _mean_metrics([d.test for d in students]) | {"per_seed": [d.summary() for d in students]},
@@ -188,7 +193,7 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
         "teacher_calibration": experiment.debias_report.get("distilled", {}).get("calibration"),
         "test_events": len(test),
         "test_users": int(np.unique(test.user_ids).size),
-        "teacher_seeds": 1,
+        "teacher_seeds": len(experiment.teacher_seed_scores),
         "tuning": {variant: t.summary() for variant, t in experiment.tuning.items()},
         "protocol": PROTOCOL,
     }
@@ -309,7 +314,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             attributable, aci = summary["transferability_attributable"], summary["transferability_attributable_ci95"]
             lines += [f"Teacher gain over the baseline: {_fmt(summary['teacher_gain_auc'])} test AUC "
                       f"({summary['test_events']:,} test events from {summary['test_users']} users, "
-                      f"{summary['teacher_seeds']} teacher seed)."]
+                      f"{summary['teacher_seeds']} teacher seed(s); student seed s learns from teacher seed s "
+                      "mod their number)."]
             if attributable is not None and aci is not None:
                 lines += [f"**Teacher-attributable transferability {_fmt(attributable, 3)}** [95% "
                           f"{_fmt(aci['low'], 3)}, {_fmt(aci['high'], 3)}]: the share of the teacher's gain the "

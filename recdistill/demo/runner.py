@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from distill_worker.batch import BatchPhase
@@ -82,7 +83,12 @@ def run_demo(out: Path, dataset_spec: str, config: DemoConfig, schema_path: Path
                                             batch_size=config.teacher_batch_size, lr=config.teacher_lr,
                                             max_train_events=config.teacher_max_train_events)
         manifest, reused = train_or_reuse(dataset, teacher_config, out.parent / ".cache", out / "teacher" / task)
-        results[task] = TaskResults(task=task, teacher_manifest=manifest, teacher_reused=reused)
+        results[task] = TaskResults(task=task, teacher_manifest=manifest, teacher_reused=reused,
+                                    teacher_seed_manifests=[manifest])
+        for seed in range(1, config.teacher_seeds):  # teacher noise enters the students and the interval
+            seeded, _ = train_or_reuse(dataset, replace(teacher_config, seed=seed), out.parent / ".cache",
+                                       out / "teacher" / f"{task}-seed{seed}")
+            results[task].teacher_seed_manifests.append(seeded)
         if config.short_history_teacher:  # a control: reads only the student's window
             short = replace(teacher_config, history_limit=dataset.schema.view("student").history_len)
             results[task].short_teacher_manifest, _ = train_or_reuse(
@@ -114,9 +120,19 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
         experiment = await asyncio.to_thread(BatchExperiment, settings)
         await experiment.label()
         result.experiment = experiment
-        if result.short_teacher_manifest is not None:
-            await _label_with_short_teacher(experiment, out / "teacher" / f"{task}-short-history", out, config,
-                                            result)
+        for seed, seed_manifest in enumerate(result.teacher_seed_manifests[1:], start=1):
+            phase, scores = await _label_with_teacher(experiment, out / "teacher" / f"{task}-seed{seed}",
+                                                      seed_manifest, out / "logs" / f"triton-{task}-seed{seed}.log",
+                                                      config.background_niceness)
+            experiment.teacher_phases.append(phase)
+            experiment.teacher_seed_scores.append(scores)
+        if result.short_teacher_manifest is not None:  # debiased like the real teacher's, distilled the same way
+            phase, scores = await _label_with_teacher(experiment, out / "teacher" / f"{task}-short-history",
+                                                      result.short_teacher_manifest,
+                                                      out / "logs" / f"triton-{task}-short-history.log",
+                                                      config.background_niceness)
+            experiment.other_teachers["short_history_teacher"] = phase.debiased()[0]
+            result.short_teacher_test = experiment.metrics(scores)
         stages(f"{task}: batch phase, tuning on valid, {config.seeds} paired seeds + ablations and controls")
         controls = [c for c in CONTROLS if c != "short_history_teacher" or c in experiment.other_teachers]
         grid = TuningGrid(config.tune_weight_decay, config.tune_kd_weight)
@@ -133,22 +149,14 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
             await _stream_ablations(config, experiment, out, result)
 
 
-async def _label_with_short_teacher(experiment: BatchExperiment, checkpoint: Path, out: Path, config: DemoConfig,
-                                    result: TaskResults) -> None:
-    """Soft labels of the short-history teacher, through its own Triton server, debiased like the real
-    teacher's: the `short_history_teacher` control trains on them exactly as the full method does."""
-    manifest = result.short_teacher_manifest
-    assert manifest is not None
-    with teacher_process(checkpoint, log_path=out / "logs" / "triton-short-history.log",
-                         niceness=config.background_niceness) as (endpoints, _):
+async def _label_with_teacher(experiment: BatchExperiment, checkpoint: Path, manifest: dict[str, Any],
+                              log_path: Path, niceness: int) -> tuple[BatchPhase, np.ndarray]:
+    """Labels of another teacher checkpoint (a teacher seed, or a control), through its own Triton server."""
+    with teacher_process(checkpoint, log_path=log_path, niceness=niceness) as (endpoints, _):
         teacher = TeacherClientSettings(url=endpoints.grpc_url, teacher_version=manifest["teacher_version"],
                                         teacher_data_end_ts=manifest["data_window"]["train_end_ts"],
-                                        history_events=manifest["config"]["history_limit"])  # all it reads
-        phase = BatchPhase(experiment.settings.model_copy(update={"teacher": teacher}), data=experiment.data)
-        scores = await phase.label({"test": experiment.test})
-    experiment.other_teachers["short_history_teacher"] = phase.debiased()[0]
-    test = experiment.test
-    result.short_teacher_test = evaluate(test.task, test.labels, scores["test"], test.labels >= 0, test.user_ids)
+                                        history_events=manifest["config"].get("history_limit"))  # all it reads
+        return await experiment.label_with(teacher)
 
 
 async def _live(dataset: PreparedDataset, config: DemoConfig, experiment: BatchExperiment, out: Path,

@@ -9,12 +9,16 @@ RECDISTILL_ADMIN_TOKEN for the operator token.
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from recdistill.core.samplelog.source import LogURL
 
 Task = Literal["slate", "ctr"]
 CalibrationMethod = Literal["none", "platt", "isotonic"]
@@ -96,7 +100,14 @@ class WorkerSettings(BaseSettings):
     data: Path = Path("data/ml-100k")
     registry: Path = Path("registry")
     state_dir: Path = Path("worker-state")
-    samples: Path = Path("samples")  # the student servers' sample log (one directory per partition)
+    # The student servers' sample log: file:DIR (a directory per partition) or redis://HOST:PORT/N (Redis
+    # Streams); env WORKER_SAMPLES or RECDISTILL_SAMPLE_LOG (shared with the servers).
+    samples: LogURL = Field(default="samples", validation_alias=AliasChoices("WORKER_SAMPLES", "RECDISTILL_SAMPLE_LOG",
+                                                                          "samples"))
+    # Names this worker in the sample log's consumer group; with a redis log, one worker trains at a time
+    # (it holds a lease renewed every step), others wait as hot standbys and take over within the lease.
+    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    lease_ttl_s: float = Field(default=10.0, gt=0)
     server_url: str | None = None  # student server to promote to; None: publish to the registry only
     admin_token: str | None = Field(default=None, validation_alias=AliasChoices("RECDISTILL_ADMIN_TOKEN",
                                                                                 "admin_token"))

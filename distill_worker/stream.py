@@ -42,31 +42,41 @@ from distill_worker.trainer import distill_loss
 from recdistill.core.contracts.records import (
     InvalidRecordError,
     SampledRequest,
+    SampleRecord,
     decode_record,
     encode_record,
 )
 from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.errors import BrokerUnavailableError, RecDistillError
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.fileio import atomic_write_with
-from recdistill.core.samplelog import SampleLog
+from recdistill.core.samplelog import LogEntry, LogLocation, LogSource, open_source
+from recdistill.core.samplelog.redis import RedisLogConfig, TrainerLease
+from recdistill.core.samplelog.source import FileSource
 from recdistill.core.training import Batch, EncodedSplit, to_torch
 
 logger = logging.getLogger(__name__)
-CONSUMER = "distill-worker"
+CONSUMER = FileSource.consumer
 RECORDS = Counter("recdistill_worker_records_consumed", "Sample-log records consumed", ["kind"])
 TRAIN_LOSS = Gauge("recdistill_worker_train_loss", "Loss of the last incremental update")
 TEACHER_LAG = Gauge("recdistill_worker_teacher_lag_seconds",
                     "Time between the end of the teacher's training window and the newest request labelled")
 PROMOTIONS = Counter("recdistill_worker_promotions", "Exported students by gate outcome", ["outcome"])
+DUPLICATES = Counter("recdistill_worker_duplicates", "Sample-log records skipped: their sample id was taken before")
 DEAD_LETTERED = Counter("recdistill_worker_dead_lettered", "Sampled requests the teacher refused (not trained)")
 TEACHER_UP = Gauge("recdistill_worker_teacher_up", "1 while the teacher answers, 0 while the worker waits for it")
+
+
+@dataclass
+class LeaseLostError(RecDistillError):
+    """Another worker holds the trainer lease: this one must stop training."""
 
 
 @dataclass
 class StreamState:
     """Everything the stream must resume from; saved with the model in each checkpoint."""
 
-    offsets: dict[str, int] = field(default_factory=dict)
+    offsets: dict[str, int | str] = field(default_factory=dict)  # partition -> position (file: offset; redis: id)
     waiting: dict[str, bytes] = field(default_factory=dict)  # request_id -> the sampled request record
     feedback: dict[str, dict[str, float]] = field(default_factory=dict)  # request_id -> item_id -> label
     feedback_seen: dict[str, float] = field(default_factory=dict)  # request_id -> when its feedback came
@@ -75,6 +85,7 @@ class StreamState:
     feedback_joined: int = 0
     unmatched_feedback: int = 0  # feedback with no waiting request: not sampled, or came after training
     dead_lettered: int = 0  # unreadable records and requests the teacher refused: in dead-letter.jsonl
+    duplicates: int = 0  # records whose sample id was taken before (at-least-once delivery): skipped
     since_export: int = 0
     versions_promoted: list[str] = field(default_factory=list)
     exports_refused: int = 0
@@ -82,7 +93,7 @@ class StreamState:
     def progress(self) -> tuple[int, ...]:
         """Changes whenever a step changed anything a checkpoint holds."""
         return (self.records_consumed, self.examples_trained, self.dead_lettered, self.unmatched_feedback,
-                self.since_export, len(self.versions_promoted), self.exports_refused)
+                self.duplicates, self.since_export, len(self.versions_promoted), self.exports_refused)
 
     def counters(self) -> dict[str, Any]:
         """The state without its working sets: what a report shows."""
@@ -98,45 +109,65 @@ class StepResult:
 
 
 class SampleConsumer:
-    """Reads every partition of the sample log from the state's offsets and joins feedback to requests."""
+    """Reads new records from the sample log (any backend) past the state's positions, de-duplicates them
+    by sample id where delivery is at least once, and joins feedback to requests."""
 
-    def __init__(self, root: Path, state: StreamState, config: StreamConfig,
+    def __init__(self, source: LogSource, state: StreamState, config: StreamConfig,
                  dead_letter: Callable[[bytes, str, str], None], request_type: type) -> None:
-        self.root = root
+        self.source = source
         self.request_type = request_type  # the schema's request struct: records are validated as at the edge
         self.state = state
         self.config = config
         self.dead_letter = dead_letter  # (payload, request id or "", reason)
-        self._logs: dict[str, SampleLog] = {}  # kept open: a reader's cost per poll is the new data
-        self._committed: dict[str, int] = {}
         self._decoded: dict[str, SampledRequest] = {}  # the waiting requests, decoded (the state keeps bytes)
         self._behind: dict[str, float] = {}  # partition -> server time of the newest record read from it
+        self._keys: list[str] = []  # sample ids taken since the last commit
 
-    def _log(self, partition: str) -> SampleLog:
-        if partition not in self._logs:
-            self._logs[partition] = SampleLog(self.root / partition)
-        return self._logs[partition]
+    def _record(self, payload: bytes) -> SampleRecord | None:
+        try:
+            # An unknown format stops the worker with an error naming it.
+            return decode_record(payload, self.request_type)
+        except InvalidRecordError as exc:
+            self.dead_letter(payload, "", str(exc))
+            return None
 
-    def partitions(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.exists() else []
+    def _duplicate(self, key: str, record: SampleRecord) -> bool:
+        if isinstance(record, SampledRequest):
+            return record.request_id in self.state.waiting
+        return record.item_id in self.state.feedback.get(record.request_id, {})
 
     def consume(self) -> int:
-        """Read new records of every partition into the state; returns how many were read."""
-        read = 0
-        for partition in self.partitions():
-            log = self._log(partition)
-            records = log.read(self.state.offsets.get(partition, 0), self.config.max_records)
-            last_ts = None
-            for offset, payload in records:
-                last_ts = self._take(payload) or last_ts
-                self.state.offsets[partition] = offset + 1
-            read += len(records)
-            if len(records) < self.config.max_records:
+        """Read new records into the state; returns how many were read (duplicates and unreadable ones too)."""
+        entries, behind = self.source.read(self.state.offsets, self.config.max_records)
+        records: list[tuple[LogEntry, SampleRecord, str]] = []
+        for entry in entries:
+            if entry.replayed:  # in the checkpoint already: re-marked and acknowledged, not taken again
+                record = decode_record(entry.payload, self.request_type) if entry.payload else None
+                if record is not None:
+                    self._keys.append(_sample_key(record))
+                continue
+            self.state.offsets[entry.partition] = entry.position
+            self.state.records_consumed += 1
+            record = self._record(entry.payload)
+            if record is not None:
+                records.append((entry, record, _sample_key(record)))
+        seen = self.source.seen([key for _, _, key in records]) if self.source.at_least_once else []
+        last_ts: dict[str, float] = {}
+        batch: set[str] = set()
+        for index, (entry, record, key) in enumerate(records):
+            if (seen and seen[index]) or key in batch or self._duplicate(key, record):
+                self.state.duplicates += 1
+                DUPLICATES.inc()
+                continue
+            batch.add(key)
+            self._keys.append(key)
+            last_ts[entry.partition] = self._take(record, entry.payload)
+        for partition in {e.partition for e in entries}:
+            if partition in behind and partition in last_ts:
+                self._behind[partition] = last_ts[partition]
+            elif partition not in behind:
                 self._behind.pop(partition, None)  # caught up: nothing older can still arrive from it
-            elif last_ts is not None:
-                self._behind[partition] = last_ts
-        self.state.records_consumed += read
-        return read
+        return sum(not e.replayed for e in entries)
 
     def event_time(self, now: float) -> float:
         """How far event time has surely got: `now`, held back to the newest record read from any partition
@@ -144,14 +175,8 @@ class SampleConsumer:
         in the backlog is never outrun by the training of its request."""
         return min([now, *self._behind.values()])
 
-    def _take(self, payload: bytes) -> float | None:
+    def _take(self, record: SampleRecord, payload: bytes) -> float:
         """Take one record into the state; returns its server time."""
-        try:
-            # An unknown format stops the worker with an error naming it.
-            record = decode_record(payload, self.request_type)
-        except InvalidRecordError as exc:
-            self.dead_letter(payload, "", str(exc))
-            return None
         if isinstance(record, SampledRequest):
             RECORDS.labels(kind="request").inc()
             self.state.waiting[record.request_id] = payload
@@ -189,11 +214,16 @@ class SampleConsumer:
             self.state.feedback_seen.pop(record.request_id, None)
 
     def commit(self) -> None:
-        """Commit the checkpointed offsets to the log (each only when it moved since this consumer last did)."""
-        for partition, offset in self.state.offsets.items():
-            if self._committed.get(partition) != offset:
-                self._log(partition).commit(CONSUMER, offset)
-                self._committed[partition] = offset
+        """Tell the log what the checkpoint now holds (call after each checkpoint)."""
+        self.source.commit(self.state.offsets, self._keys)
+        self._keys = []
+
+
+def _sample_key(record: SampleRecord) -> str:
+    """The sample id: a request's id, or a feedback's request id and item."""
+    if isinstance(record, SampledRequest):
+        return record.request_id
+    return f"{record.request_id}/fb/{record.item_id}"
 
 
 class StreamTrainer:
@@ -301,10 +331,11 @@ class StreamPhase:
     None: nothing is published. `on_publish(version_or_None)` is told each outcome.
     """
 
-    def __init__(self, dataset: PreparedDataset, samples: Path, state_dir: Path, distill: DistillConfig,
-                 config: StreamConfig, teacher: TeacherClient | None = None, store: LabelStore | None = None,
-                 initial_model: StudentModel | None = None, calibration: Calibration | None = None,
-                 publisher: Publisher | None = None, on_publish: Callable[[str | None], None] | None = None) -> None:
+    def __init__(self, dataset: PreparedDataset, samples: Path | str | LogSource, state_dir: Path,
+                 distill: DistillConfig, config: StreamConfig, teacher: TeacherClient | None = None,
+                 store: LabelStore | None = None, initial_model: StudentModel | None = None,
+                 calibration: Calibration | None = None, publisher: Publisher | None = None,
+                 on_publish: Callable[[str | None], None] | None = None, lease: TrainerLease | None = None) -> None:
         if distill.use_teacher and (teacher is None or store is None):
             raise ValueError("distillation needs a teacher client and a label store")
         self.state_path = state_dir / "stream.pt"
@@ -313,13 +344,15 @@ class StreamPhase:
         self.config = config
         self.publisher = publisher
         self.on_publish = on_publish
+        self.lease = lease  # with a shared log: this worker trains only while it holds the lease
         self.state = StreamState()
         model = initial_model or StudentModel(dataset.schema, StudentConfig())
         self.trainer = StreamTrainer(dataset, model, distill, config, teacher, store,
                                      calibration.transform if calibration else None)
         if self.state_path.exists():
             self._restore()
-        self.consumer = SampleConsumer(samples, self.state, config, self._dead_letter,
+        source = open_source(LogLocation.parse(samples), "worker") if isinstance(samples, Path | str) else samples
+        self.consumer = SampleConsumer(source, self.state, config, self._dead_letter,
                                        dataset.schema.request_types().rank_request)
 
     @property
@@ -386,6 +419,7 @@ class StreamPhase:
     async def step(self, now: float | None = None) -> StepResult:
         """Consume, train what is due, maybe publish, checkpoint, commit. Safe to kill at any point."""
         now = time.time() if now is None else now
+        await self._hold_lease()
         before = self.state.progress()
         read = self.consumer.consume()
         trained = await self.train_due(now)
@@ -394,10 +428,18 @@ class StreamPhase:
         if self.publisher is not None and self.state.since_export >= self.config.export_every:
             result.published = await self._publish()
             result.refused = result.published is None
+        await self._hold_lease()
         if self.state.progress() != before:  # an idle step rewrites nothing
             self.checkpoint()
         self.consumer.commit()
         return result
+
+    async def _hold_lease(self) -> None:
+        """Renew the lease (at the start of a step, so also through a teacher outage, and again before the
+        checkpoint); a worker that lost it stops before it writes anything."""
+        if self.lease is not None and not await asyncio.to_thread(self.lease.renew):
+            raise LeaseLostError(f"worker {self.lease.owner} lost the trainer lease to {self.lease.holder()}: "
+                                 "it stops without writing its checkpoint")
 
     async def run(self, until: Callable[[], bool] = lambda: False, steps: int | None = None,
                   clock: Callable[[], float] = time.time,
@@ -410,13 +452,16 @@ class StreamPhase:
             stop_requested = until()
             try:
                 result = await self.step(clock())
-            except (TeacherUnavailableError, CircuitOpenError) as exc:
+            except (TeacherUnavailableError, CircuitOpenError, BrokerUnavailableError) as exc:
                 # An outage is not a reason to stop: what was trained stays trained, what was not stays
                 # waiting (in memory and in the log from the last checkpoint); try again after a pause.
                 outage += 1
-                TEACHER_UP.set(0)
+                if not isinstance(exc, BrokerUnavailableError):
+                    TEACHER_UP.set(0)
                 pause = min(self.config.outage_backoff_max_s, self.config.idle_s * 2 ** min(outage, 8))
-                logger.warning("teacher unavailable (%s); the stream waits %.1fs and tries again", exc, pause)
+                if self.lease is not None:
+                    pause = min(pause, self.lease.ttl_ms / 3_000)  # keep renewing the lease meanwhile
+                logger.warning("%s; the stream waits %.1fs and tries again", exc, pause)
                 await asyncio.sleep(pause)
                 continue
             outage = 0
@@ -458,15 +503,39 @@ async def stream_main(settings: WorkerSettings, steps: int | None = None,
     def publisher(model: StudentModel) -> str | None:
         return publish_and_promote(settings, model, gate_holdout, {})
 
-    phase = StreamPhase(dataset, settings.samples, settings.state_dir, settings.distill, settings.stream, teacher,
-                        store, initial_model=initial_model, calibration=calibration,
-                        publisher=publisher if publish else None, on_publish=on_publish)
+    location = LogLocation.parse(settings.samples)
+    lease = None
+    if location.kind == "redis":  # one trainer at a time; this one may be a hot standby until the lease is free
+        lease = TrainerLease(RedisLogConfig(location.target), settings.worker_id, settings.lease_ttl_s)
+        if not await _acquire(lease, until):
+            return {"standby": True, "holder": lease.holder()}, initial_model
     try:
+        # Built once the lease is held: a standby that takes over resumes from the latest checkpoint.
+        phase = StreamPhase(dataset, open_source(location, settings.worker_id), settings.state_dir,
+                            settings.distill, settings.stream, teacher, store, initial_model=initial_model,
+                            calibration=calibration, publisher=publisher if publish else None,
+                            on_publish=on_publish, lease=lease)
         state = await phase.run(until=until, steps=steps, clock=clock, on_step=on_step)
     finally:
         if teacher is not None:
             await teacher.close()
         if store is not None:
             store.close()
+        if lease is not None:
+            lease.release()
     hit_rate = store.hit_rate if store is not None else math.nan
     return state.counters() | {"label_hit_rate": hit_rate}, phase.model
+
+
+async def _acquire(lease: TrainerLease, until: Callable[[], bool]) -> bool:
+    """Wait as a hot standby until the trainer lease is free (the active worker stopped renewing it)."""
+    waited = False
+    while not await asyncio.to_thread(lease.acquire):
+        if until():
+            return False
+        if not waited:
+            logger.info("worker %s is a hot standby: %s holds the trainer lease", lease.owner, lease.holder())
+            waited = True
+        await asyncio.sleep(min(1.0, lease.ttl_ms / 5_000))
+    logger.info("worker %s holds the trainer lease and trains", lease.owner)
+    return True

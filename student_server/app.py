@@ -21,7 +21,7 @@ from recdistill.core.artifact import ArtifactError, read_state
 from recdistill.core.errors import RecDistillError, ValidationError
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.features.schema import FeatureSchema
-from recdistill.core.samplelog import SampleLog, claim_partition
+from recdistill.core.samplelog import LogLocation, open_writer
 from student_server import admin, metrics, routes
 from student_server.errors import error_body, error_headers, http_status
 from student_server.grpc_service import start_grpc_server
@@ -70,13 +70,15 @@ def build_service(settings: StudentSettings) -> RankingService:
             metrics.set_active_version(active)
     except ArtifactError as exc:  # serve nothing rather than not start: /readyz says so, /admin can fix it
         logger.error("no version is active at start-up: %s", exc)
-    # A partition per live process, named by the stable server id: a restart appends to its own again.
-    partition, lock = claim_partition(settings.sample_log, settings.server_id)
-    log = SampleLog(settings.sample_log / partition, min_segments=settings.sample_log_min_segments)
-    logger.info("sampled traffic goes to partition %s", partition)
+    # A file log: a partition per live process, named by the stable server id (a restart appends to its own
+    # again). A redis log: one stream shared by every replica.
+    log, where, lock = open_writer(LogLocation.parse(settings.sample_log), settings.server_id,
+                                   settings.sample_log_min_segments)
+    logger.info("sampled traffic goes to %s", where)
     sampler = TrafficSampler(log, settings.sampling_rate, settings.sample_queue,
                              long_history_rate=settings.sampling_rate_long_history,
-                             long_history_events=settings.long_history_events, partition_lock=lock)
+                             long_history_events=settings.long_history_events, partition_lock=lock,
+                             buffer=settings.sample_buffer)
     return RankingService(settings, encoder, registry, sampler)
 
 

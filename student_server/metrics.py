@@ -30,7 +30,13 @@ SAMPLED = Counter("recdistill_sampled_records", "Records written to the sample l
 RANK_HTTP_LATENCY = LATENCY.labels(endpoint="rank", protocol="http")
 RANK_GRPC_LATENCY = LATENCY.labels(endpoint="rank", protocol="grpc")
 RANK_HTTP_OK = REQUESTS.labels(endpoint="rank", protocol="http", status="200")
-DROPPED = Counter("recdistill_dropped_records", "Records dropped because the sample queue was full", ["kind"])
+DROPPED = Counter("recdistill_dropped_records", "Sampled records not written to the sample log, by reason "
+                  "(queue_full, unencodable, buffer_full: the log was unavailable and the buffer full)",
+                  ["kind", "reason"])
+BUFFERED = Gauge("recdistill_sample_buffered", "Sampled records held while the sample log is unavailable",
+                 multiprocess_mode="livesum")
+LOG_UP = Gauge("recdistill_sample_log_up", "1 while the last write to the sample log succeeded",
+               multiprocess_mode="min")
 
 
 _shown: set[str] = set()

@@ -1,10 +1,13 @@
-"""Traffic sampling and feedback intake: records go to the sample log from a writer thread, in
-batches, off the request path. Samples are dropped (and counted) when the queue is full; feedback
-is acknowledged only once it is durable."""
+"""Traffic sampling and feedback intake: records go to the sample log (any backend) from a writer thread,
+in batches, off the request path. Samples are dropped (and counted) when the queue is full. When the log
+cannot be written (the broker is down, the disk is full), sampled records wait in a bounded buffer and
+are sent again by themselves once it recovers; beyond the bound they are dropped and counted. Feedback
+is acknowledged only once it is durable: it is refused (503, retry) rather than buffered."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import queue
 import random
@@ -14,7 +17,7 @@ from typing import IO
 
 from recdistill.core.contracts.records import SampleRecord, encode_record
 from recdistill.core.errors import OverloadedError, ValidationError
-from recdistill.core.samplelog import SampleLog
+from recdistill.core.samplelog import LogWriter
 from student_server import metrics
 
 logger = logging.getLogger(__name__)
@@ -27,10 +30,14 @@ class _Item:
 
 
 class TrafficSampler:
-    def __init__(self, log: SampleLog, rate: float, capacity: int, seed: int | None = None,
+    def __init__(self, log: LogWriter, rate: float, capacity: int, seed: int | None = None,
                  long_history_rate: float | None = None, long_history_events: int = 100,
-                 partition_lock: IO | None = None) -> None:
+                 partition_lock: IO | None = None, buffer: int = 50_000, retry_s: float = 0.5) -> None:
         self.log = log
+        self._buffer: collections.deque[bytes] = collections.deque()  # encoded samples awaiting a retry
+        self._buffer_limit = buffer
+        self._retry_s = retry_s
+        self._failures = 0
         self._partition_lock = partition_lock  # held (open) while this process writes the partition
         self.rate = rate
         self.long_history_rate = rate if long_history_rate is None else long_history_rate
@@ -51,7 +58,7 @@ class TrafficSampler:
         try:
             self._queue.put_nowait(_Item(record))
         except queue.Full:
-            metrics.DROPPED.labels(kind=_kind(record)).inc()
+            metrics.DROPPED.labels(kind=_kind(record), reason="queue_full").inc()
             return False
         return True
 
@@ -62,7 +69,7 @@ class TrafficSampler:
         try:
             self._queue.put_nowait(_Item(record, (loop, future)))
         except queue.Full:
-            metrics.DROPPED.labels(kind=_kind(record)).inc()
+            metrics.DROPPED.labels(kind=_kind(record), reason="queue_full").inc()
             raise OverloadedError("the sample-log queue is full; retry later", retry_after_s=1.0) from None
         await future
 
@@ -73,11 +80,24 @@ class TrafficSampler:
         if self._partition_lock is not None:
             self._partition_lock.close()
 
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def _next(self) -> _Item | None | bool:
+        """The next queued item, None to stop, or False when a retry of the buffer is due first."""
+        if not self._buffer:
+            return self._queue.get()
+        try:
+            return self._queue.get(timeout=min(5.0, self._retry_s * 2 ** min(self._failures, 4)))
+        except queue.Empty:
+            return False
+
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            first = self._queue.get()
-            batch = [] if first is None else [first]
+            first = self._next()
+            batch = [first] if isinstance(first, _Item) else []
             stopping = first is None
             while len(batch) < 1_000:
                 try:
@@ -88,36 +108,64 @@ class TrafficSampler:
                     stopping = True
                     break
                 batch.append(item)
-            if not batch:
-                continue
-            # Encoded one by one: a record msgpack cannot hold is refused alone, not with its batch.
-            errors: dict[int, Exception] = {}
-            payloads = []
-            for index, item in enumerate(batch):
-                try:
-                    payloads.append(encode_record(item.record))
-                except (TypeError, ValueError, OverflowError) as exc:
-                    errors[index] = ValidationError("body", f"cannot be stored in the sample log: {exc}")
-                    metrics.DROPPED.labels(kind=_kind(item.record)).inc()
-            written = [item for index, item in enumerate(batch) if index not in errors]
+            if batch or self._buffer:
+                self._write(batch)
+        if self._buffer:
+            logger.warning("stopping with %d sampled records still buffered (the sample log is unavailable): "
+                           "dropped", len(self._buffer))
+            metrics.DROPPED.labels(kind="request", reason="buffer_full").inc(len(self._buffer))
+            self._buffer.clear()
+            metrics.BUFFERED.set(0)
+
+    def _write(self, batch: list[_Item]) -> None:
+        # Encoded one by one: a record msgpack cannot hold is refused alone, not with its batch.
+        errors: dict[int, Exception] = {}
+        encoded: dict[int, bytes] = {}
+        for index, item in enumerate(batch):
             try:
-                if payloads:
-                    self.log.append(payloads)
-                for item in written:
-                    metrics.SAMPLED.labels(kind=_kind(item.record)).inc()
-            except Exception as exc:  # noqa: BLE001 - disk full, file too large, I/O: nothing of the batch kept
-                logger.error("writing %d records to the sample log failed: %s", len(payloads), exc)
-                reason = getattr(exc, "strerror", None) or exc
-                unavailable = OverloadedError(f"the sample log cannot be written now ({reason}); retry later",
-                                              retry_after_s=5.0)
-                for index, item in enumerate(batch):
-                    if index not in errors:
-                        errors[index] = unavailable
-                        metrics.DROPPED.labels(kind=_kind(item.record)).inc()
-            for index, item in enumerate(batch):
-                if item.done:
-                    loop, future = item.done
-                    loop.call_soon_threadsafe(_finish, future, errors.get(index))
+                encoded[index] = encode_record(item.record)
+            except (TypeError, ValueError, OverflowError) as exc:
+                errors[index] = ValidationError("body", f"cannot be stored in the sample log: {exc}")
+                metrics.DROPPED.labels(kind=_kind(item.record), reason="unencodable").inc()
+        payloads = list(encoded.values())
+        written = [batch[index] for index in encoded]
+        retried = list(self._buffer)  # oldest first, before this batch
+        try:
+            if retried or payloads:
+                self.log.append(retried + payloads)
+            self._buffer.clear()
+            metrics.SAMPLED.labels(kind="request").inc(len(retried))
+            for item in written:
+                metrics.SAMPLED.labels(kind=_kind(item.record)).inc()
+            if self._failures:
+                logger.info("the sample log is writable again: %d buffered records sent", len(retried))
+            self._failures = 0
+            metrics.LOG_UP.set(1)
+        except Exception as exc:  # noqa: BLE001 - broker down, disk full, I/O: nothing of the batch counted
+            self._failures += 1
+            metrics.LOG_UP.set(0)
+            if self._failures == 1:
+                logger.error("writing %d records to the sample log failed (%s); sampled records are buffered "
+                             "(up to %d) and sent again", len(payloads) + len(retried), exc, self._buffer_limit)
+            reason = getattr(exc, "strerror", None) or exc
+            unavailable = OverloadedError(f"the sample log cannot be written now ({reason}); retry later",
+                                          retry_after_s=5.0)
+            for index, payload in encoded.items():
+                if batch[index].done:  # feedback: refused, its sender retries
+                    errors[index] = unavailable
+                    metrics.DROPPED.labels(kind=_kind(batch[index].record), reason="log_unavailable").inc()
+                else:
+                    self._buffer.append(payload)
+            overflow = len(self._buffer) - self._buffer_limit
+            if overflow > 0:  # the oldest go first: the freshest traffic is worth most to the stream
+                for _ in range(overflow):
+                    self._buffer.popleft()
+                metrics.DROPPED.labels(kind="request", reason="buffer_full").inc(overflow)
+        metrics.BUFFERED.set(len(self._buffer))
+        for index, item in enumerate(batch):
+            if item.done:
+                loop, future = item.done
+                loop.call_soon_threadsafe(_finish, future, errors.get(index))
 
 
 def _finish(future: asyncio.Future, error: Exception | None) -> None:

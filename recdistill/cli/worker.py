@@ -20,7 +20,11 @@ def run_command(
                                        "precedence: defaults < config file < environment (WORKER_*, "
                                        "WORKER_<SECTION>__<FIELD>) < flags given here."),
     task: str | None = typer.Option(None, help="batch: slate (the serving scenario) or ctr [default: slate]."),
-    samples: Path | None = typer.Option(None, help="stream: the student servers' sample log [default: samples]."),
+    samples: str | None = typer.Option(None, "--log", "--samples", help="stream: the student servers' sample log, "
+                                       "file:DIR or redis://HOST:PORT/N (env RECDISTILL_SAMPLE_LOG) "
+                                       "[default: samples]."),
+    worker_id: str | None = typer.Option(None, help="stream: this worker's name in the consumer group (redis) "
+                                                    "[default: host-pid]."),
     steps: int | None = typer.Option(None, help="stream: stop after N steps (default: until Ctrl-C)."),
     join_window_s: float | None = typer.Option(None, help="stream: how long feedback is awaited after a request "
                                                           "[default: 60]."),
@@ -67,6 +71,7 @@ def run_command(
 
     settings = settings_from_cli(
         WorkerSettings, config, "worker", data=data, registry=registry, state_dir=state_dir, samples=samples,
+        worker_id=worker_id,
         server_url=server_url, task=task, calibration=calibration, max_train_events=max_train_events,
         sampling_correction=sampling_correction, version_prefix=None if teacher is not False else "baseline",
         metrics_port=metrics_port,

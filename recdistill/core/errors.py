@@ -32,3 +32,11 @@ class OverloadedError(RecDistillError):
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class ConfigError(RecDistillError):
+    """A setting cannot be used as given (a malformed location, an unknown backend)."""
+
+
+class BrokerUnavailableError(RecDistillError):
+    """The shared store (Redis / Valkey) cannot be reached now: a transient condition, retried."""

@@ -188,10 +188,10 @@ def test_a_failed_append_leaves_no_partial_frame(tmp_path: Path, monkeypatch: py
     def full_disk(descriptor: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("recdistill.core.samplelog.os.fsync", full_disk)
+    monkeypatch.setattr("recdistill.core.samplelog.file.os.fsync", full_disk)
     with pytest.raises(OSError, match="No space"):
         log.append(_records(3, 5))
-    monkeypatch.setattr("recdistill.core.samplelog.os.fsync", real_fsync)
+    monkeypatch.setattr("recdistill.core.samplelog.file.os.fsync", real_fsync)
     assert log.append(_records(8, 2)) == 5  # space is back: the next batch follows the last durable record
     log.close()
     records = SampleLog(tmp_path).read(0)

@@ -77,6 +77,9 @@ class StreamConfig:
     inverse_propensity: bool = True  # weight examples by 1 / sampling probability
     idle_s: float = 1.0  # pause after a step that found nothing to do
     outage_backoff_max_s: float = 30.0  # longest pause between tries while the teacher is unavailable
+    # Keep every trained sample id in the checkpoint (audits and tests: exactly once, counted by id). Grows
+    # with the stream: off in production.
+    audit_trained_ids: bool = False
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,7 @@ class StreamState:
     unmatched_feedback: int = 0  # feedback with no waiting request: not sampled, or came after training
     dead_lettered: int = 0  # unreadable records and requests the teacher refused: in dead-letter.jsonl
     duplicates: int = 0  # records whose sample id was taken before (at-least-once delivery): skipped
+    trained_ids: list[str] = field(default_factory=list)  # with StreamConfig.audit_trained_ids only
     since_export: int = 0
     versions_promoted: list[str] = field(default_factory=list)
     exports_refused: int = 0
@@ -97,7 +98,8 @@ class StreamState:
 
     def counters(self) -> dict[str, Any]:
         """The state without its working sets: what a report shows."""
-        return {k: v for k, v in asdict(self).items() if k not in ("waiting", "feedback", "feedback_seen")}
+        return {k: v for k, v in asdict(self).items()
+                if k not in ("waiting", "feedback", "feedback_seen", "trained_ids")}
 
 
 @dataclass
@@ -397,6 +399,8 @@ class StreamPhase:
             refused = await self.trainer.train(chunk, self.state.feedback)
             for index, reason in refused.items():
                 self._dead_letter(encode_record(chunk[index]), chunk[index].request_id, reason)
+            if self.config.audit_trained_ids:
+                self.state.trained_ids += [r.request_id for i, r in enumerate(chunk) if i not in refused]
             self.consumer.release(chunk)
             # Counted chunk by chunk: if a later chunk fails (teacher outage), the counts still add up.
             self.state.examples_trained += len(chunk) - len(refused)

@@ -41,7 +41,9 @@ async def list_versions(request: Request) -> dict[str, Any]:
     registry = _registry(request)
     active = registry.active
     return {"active": active.version if active else None,
-            "versions": await asyncio.to_thread(registry.list_versions)}
+            "versions": await asyncio.to_thread(registry.list_versions),
+            # What each replica serves (a fleet's shared store: every replica; state.json: this process).
+            "replicas": await asyncio.to_thread(registry.store.replicas)}
 
 
 @router.post("/versions/{version}/stage", summary="Load, verify (sha256, schema), probe and warm up a version")

@@ -7,9 +7,12 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import msgspec
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,10 +20,12 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from starlette.routing import Route
 
-from recdistill.core.artifact import ArtifactError, read_state
-from recdistill.core.errors import RecDistillError, ValidationError
+from recdistill.core.artifact import ArtifactError
+from recdistill.core.contracts.registry import ReplicaStatus
+from recdistill.core.errors import BrokerUnavailableError, RecDistillError, ValidationError
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.features.schema import FeatureSchema
+from recdistill.core.registry_store import StateStore, open_state_store
 from recdistill.core.samplelog import LogLocation, open_writer
 from student_server import admin, metrics, routes
 from student_server.errors import error_body, error_headers, http_status
@@ -48,27 +53,66 @@ def _json_error(status: int, body: dict[str, object], headers: dict[str, str] | 
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-async def _follow_registry(service: RankingService, period_s: float) -> None:
+async def _follow_registry(service: RankingService, period_s: float, replica: ReplicaStatus) -> None:
+    """Follow the state store: at once when a notification wakes it (a fleet's pub/sub), else every
+    `period_s` (polling, also the fallback when notifications are lost); report what this replica serves."""
+    wake = asyncio.Event()
+    listener = asyncio.create_task(_listen(service.registry.store, wake))
+    failing = False
+    try:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), period_s)
+            wake.clear()
+            try:
+                if await asyncio.to_thread(service.registry.sync_with_state):
+                    metrics.set_active_version(service.registry.active.version)  # type: ignore[union-attr]
+                active = service.registry.active
+                replica = msgspec.structs.replace(replica, active=active.version if active else None,
+                                                  updated_unix=time.time())
+                await asyncio.to_thread(service.registry.store.report, replica)
+                if failing:
+                    logger.info("the registry's state store answers again")
+                failing = False
+            except Exception as exc:  # noqa: BLE001 - keep serving the current version
+                if not failing:  # once per outage, not every poll
+                    logger.error("could not follow the registry's active version (%s); serving %s meanwhile", exc,
+                                 service.registry.active.version if service.registry.active else None)
+                failing = True
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+
+
+async def _listen(store: StateStore, wake: asyncio.Event) -> None:
+    """Wake the follower on every activation the store publishes; reconnect after a broker outage."""
+    if not store.shared:
+        return  # state.json: polled
     while True:
-        await asyncio.sleep(period_s)
         try:
-            if await asyncio.to_thread(service.registry.sync_with_state):
-                metrics.set_active_version(service.registry.active.version)  # type: ignore[union-attr]
-        except Exception:  # noqa: BLE001 - keep serving the current version
-            logger.exception("could not follow the registry's active version")
+            async for _ in store.notifications():  # type: ignore[union-attr]
+                wake.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the broker went away: polling covers it, retry shortly
+            logger.debug("registry notifications interrupted: %s", exc)
+        wake.set()  # anything published meanwhile was missed: look now
+        await asyncio.sleep(1.0)
 
 
 def build_service(settings: StudentSettings) -> RankingService:
     schema = FeatureSchema.load(settings.registry / "features.json")
     encoder = Encoder(schema, "student")
+    store = open_state_store(settings.registry, settings.registry_store)
     registry = ModelRegistry(settings.registry, encoder, settings.ort_threads, settings.warmup_runs,
-                             settings.max_candidates)
+                             settings.max_candidates, store)
     try:
-        active = read_state(settings.registry).active
+        active = store.read().active
         if active:
             registry.activate(active)
             metrics.set_active_version(active)
-    except ArtifactError as exc:  # serve nothing rather than not start: /readyz says so, /admin can fix it
+    except (ArtifactError, BrokerUnavailableError) as exc:  # serve nothing rather than not start: /readyz says so
         logger.error("no version is active at start-up: %s", exc)
     # A file log: a partition per live process, named by the stable server id (a restart appends to its own
     # again). A redis log: one stream shared by every replica.
@@ -91,7 +135,10 @@ def create_app(settings: StudentSettings | None = None) -> RankFastPath:
         service = await asyncio.to_thread(build_service, settings)
         grpc_server, bound = await start_grpc_server(service, settings.host, settings.grpc_port)
         app.state.service, app.state.grpc_port = service, bound
-        follower = asyncio.create_task(_follow_registry(service, settings.state_poll_s))
+        replica = ReplicaStatus(replica=f"{settings.server_id}:{os.getpid()}", active=None,
+                                http=f"{settings.host}:{settings.port}", grpc=f"{settings.host}:{bound}",
+                                updated_unix=time.time())
+        follower = asyncio.create_task(_follow_registry(service, settings.state_poll_s, replica))
         # Everything loaded so far lives as long as the process: keep it out of the collector's full
         # passes, whose pauses (a few ms per 100k objects) otherwise land in the latency tail.
         gc.collect()

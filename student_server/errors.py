@@ -6,7 +6,13 @@ from __future__ import annotations
 import grpc
 
 from recdistill.core.artifact import ArtifactError
-from recdistill.core.errors import NotFoundError, OverloadedError, RecDistillError, ValidationError
+from recdistill.core.errors import (
+    BrokerUnavailableError,
+    NotFoundError,
+    OverloadedError,
+    RecDistillError,
+    ValidationError,
+)
 from student_server.registry import ConflictError
 
 
@@ -42,6 +48,7 @@ _STATUSES: tuple[tuple[type[Exception], int, grpc.StatusCode], ...] = (
     (ArtifactError, 422, grpc.StatusCode.FAILED_PRECONDITION),
     (OverloadedError, 503, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (NotReadyError, 503, grpc.StatusCode.UNAVAILABLE),
+    (BrokerUnavailableError, 503, grpc.StatusCode.UNAVAILABLE),
 )
 
 

@@ -1,6 +1,7 @@
 """The model registry as the server sees it: stage (verify + load + probe + warm up), activate
-(atomic swap), roll back, delete. `state.json` in the registry is the source of truth for the active
-version, so it survives restarts and reaches every server process (each polls it)."""
+(atomic swap), roll back, delete. The state store is the source of truth for the active version, so it
+survives restarts and reaches every server process: `state.json` in the registry (each process polls
+it), or with a fleet, a key in Redis / Valkey with a pub/sub notification (`recdistill.core.registry_store`)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,12 @@ from recdistill.core.artifact import (
     VersionNotFoundError,
     check_version_name,
     read_manifest,
-    read_state,
     sha256_bytes,
-    write_state,
 )
 from recdistill.core.contracts.registry import to_builtins
 from recdistill.core.data.synthetic import probe_request
 from recdistill.core.features.encoder import Encoder
+from recdistill.core.registry_store import FileStateStore, StateStore
 from student_server.scoring import Scorer
 
 logger = logging.getLogger(__name__)
@@ -34,8 +34,9 @@ class ConflictError(ArtifactError):
 
 class ModelRegistry:
     def __init__(self, root: Path, encoder: Encoder, ort_threads: int, warmup_runs: int,
-                 max_candidates: int = 100) -> None:
+                 max_candidates: int = 100, store: StateStore | None = None) -> None:
         self.root = Path(root).resolve()
+        self.store = store or FileStateStore(self.root)
         self.encoder = encoder
         self.ort_threads = ort_threads
         self.warmup_runs = warmup_runs
@@ -62,7 +63,7 @@ class ModelRegistry:
         return path
 
     def list_versions(self) -> list[dict[str, Any]]:
-        state = read_state(self.root)
+        state = self.store.read()
         out = []
         for path in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             try:
@@ -110,9 +111,9 @@ class ModelRegistry:
     def activate(self, version: str) -> Scorer:
         with self._lock:
             scorer = self._stage(version)
-            state = read_state(self.root)
+            state = self.store.read()
             if state.active != version:
-                write_state(self.root, state.activated(version))
+                self.store.write(state.activated(version))
             self._swap(scorer)
             return scorer
 
@@ -126,29 +127,29 @@ class ModelRegistry:
 
     def rollback(self) -> Scorer:
         with self._lock:
-            state = read_state(self.root)
+            state = self.store.read()
             if not state.history:
                 raise ConflictError("no previous version to roll back to")
             scorer = self._stage(state.history[-1])
-            write_state(self.root, state.rolled_back())
+            self.store.write(state.rolled_back())
             self._swap(scorer)
             return scorer
 
     def delete(self, version: str) -> None:
         with self._lock:
             directory = self._version_dir(version)
-            state = read_state(self.root)
+            state = self.store.read()
             if state.active == version:
                 raise ConflictError(f"version {version} is active; activate another one first")
             if not directory.is_dir():
                 raise VersionNotFoundError(f"version {version} not found in the registry")
             self._staged.pop(version, None)
             shutil.rmtree(directory)
-            write_state(self.root, state.without(version))
+            self.store.write(state.without(version))
 
     def sync_with_state(self) -> bool:
-        """Follow `state.json` (another process may have activated); returns True on a swap."""
-        active = read_state(self.root).active
+        """Follow the state store (another process or replica may have activated); True on a swap."""
+        active = self.store.read().active
         if active is None or (self._active is not None and self._active.version == active):
             return False
         with self._lock:

@@ -44,6 +44,11 @@ class StudentSettings(BaseSettings):
     max_batch_wait_us: int = Field(default=100, ge=0)
     warmup_runs: int = 20
     state_poll_s: float = 0.5
+    # A fleet: the active-version pointer in Redis / Valkey (redis://HOST:PORT/N), shared by every replica and
+    # pushed to them by pub/sub; None: state.json in the registry directory, polled. Env STUDENT_REGISTRY_STORE
+    # or RECDISTILL_REGISTRY_STORE. The registry directory itself must be a path every replica reads.
+    registry_store: str | None = Field(default=None, validation_alias=AliasChoices(
+        "STUDENT_REGISTRY_STORE", "RECDISTILL_REGISTRY_STORE", "registry_store"))
     # Traffic sampling into the sample log (0 disables it).
     sampling_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     # Heavy users dominate raw traffic; a lower rate for them keeps the sample diverse. Each record

@@ -40,6 +40,9 @@ def serve_command(
                                           "redis://HOST:PORT/N (env RECDISTILL_SAMPLE_LOG) [default: samples]."),
     server_id: str | None = typer.Option(None, help="Stable name of this server's sample-log partitions "
                                                     "[default: the host name]."),
+    registry_store: str | None = typer.Option(None, help="A fleet's shared active-version pointer, "
+                                              "redis://HOST:PORT/N (env RECDISTILL_REGISTRY_STORE) [default: "
+                                              "state.json in the registry, polled]."),
 ) -> None:
     """Serve ranking requests until SIGTERM / Ctrl-C (the operator token comes from RECDISTILL_ADMIN_TOKEN)."""
     from recdistill.cli.common import settings_from_cli
@@ -49,7 +52,7 @@ def serve_command(
     settings = settings_from_cli(StudentSettings, config, "student", registry=registry, host=host, port=port,
                              grpc_port=grpc_port, workers=workers, sampling_rate=sampling_rate,
                              sampling_rate_long_history=sampling_rate_long_history, sample_log=sample_log,
-                             server_id=server_id)
+                             server_id=server_id, registry_store=registry_store)
     if not (settings.registry / "features.json").exists():
         raise typer.BadParameter(f"{settings.registry} has no features.json: not a model registry",
                                  param_hint="--registry")

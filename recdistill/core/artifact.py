@@ -88,11 +88,18 @@ def _read_versioned(path: Path, kind: type[T], known_format: int, what: str) -> 
     """Decode a versioned registry file; a format this reader does not know is refused by name."""
     try:
         data = path.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"{what}: unreadable ({exc})") from None
+    return decode_versioned(data, kind, known_format, what)
+
+
+def decode_versioned(data: bytes, kind: type[T], known_format: int, what: str) -> T:
+    try:
         found = msgspec.json.decode(data, type=dict).get("format", known_format)
         if found != known_format:
             raise ArtifactError(f"{what}: format {found} is not supported (this reader knows {known_format})")
         return msgspec.json.decode(data, type=kind)
-    except (OSError, msgspec.DecodeError) as exc:
+    except msgspec.DecodeError as exc:
         raise ArtifactError(f"{what}: unreadable ({exc})") from None
 
 

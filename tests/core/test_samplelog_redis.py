@@ -82,6 +82,9 @@ def test_the_trainer_lease_has_one_holder_and_passes_on_when_it_expires(valkey: 
     assert not active.renew(), "the old holder learns it lost the lease"
     standby.release()
     assert standby.holder() is None
+    # A lease that expired while nobody else took it (the broker was down longer than its TTL) is taken back.
+    assert active.renew()
+    assert standby.holder() == "w1"
 
 
 def test_a_broker_that_is_down_is_an_unavailable_error_not_a_crash(valkey: LocalValkey) -> None:

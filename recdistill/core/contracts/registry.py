@@ -55,6 +55,20 @@ class RegistryState(Struct, frozen=True, kw_only=True):
         return RegistryState(active=self.active, history=[v for v in self.history if v != version])
 
 
+REPLICA_FORMAT = 1
+
+
+class ReplicaStatus(Struct, frozen=True, kw_only=True):
+    """What one serving process reports to a shared registry store: the version it serves, and when."""
+
+    replica: str  # <server id>:<pid>
+    active: str | None
+    http: str  # host:port of its HTTP server
+    grpc: str
+    updated_unix: float
+    format: int = REPLICA_FORMAT
+
+
 def to_json(value: Struct) -> bytes:
     return msgspec.json.format(msgspec.json.encode(value), indent=2)
 

@@ -178,8 +178,11 @@ class TrainerLease:
     """One active trainer at a time: a key holding the owner's name with a TTL, renewed every step. A hot
     standby polls `acquire()`; it gets the lease once the active worker stopped renewing it (died)."""
 
-    _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end " \
-             "return 0"
+    # Renew our own lease; take it back if nobody holds it (it expired while the broker was down); never
+    # take it from another holder.
+    _RENEW = "local holder = redis.call('get', KEYS[1]) " \
+             "if holder == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end " \
+             "if not holder then redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end return 0"
     _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
     def __init__(self, config: RedisLogConfig, owner: str, ttl_s: float = 5.0) -> None:

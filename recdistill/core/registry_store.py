@@ -1,0 +1,140 @@
+"""Where the active-version pointer lives, for one server or a fleet.
+
+- `FileStateStore` (the default): `state.json` in the registry directory; every process polls it.
+- `RedisStateStore`: the pointer in Redis / Valkey under one key, with a pub/sub notification on each
+  change, so every replica (any number, on any machine) stages and swaps within about a second of an
+  activation made through any replica's operator API or the CLI. Each replica also reports what it
+  serves (`ReplicaStatus`), which `GET /admin/versions` shows. The model artifacts stay on a shared path
+  (a volume in Kubernetes); each replica checks a version's sha256 before loading it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+import redis
+import redis.asyncio
+
+from recdistill.core.artifact import decode_versioned, read_state, write_state
+from recdistill.core.contracts.registry import (
+    REPLICA_FORMAT,
+    STATE_FORMAT,
+    RegistryState,
+    ReplicaStatus,
+    to_json,
+)
+from recdistill.core.errors import BrokerUnavailableError
+from recdistill.core.samplelog.redis import UNAVAILABLE
+
+STALE_AFTER_S = 15.0  # a replica that has not reported for this long is shown as stale
+
+
+class StateStore(Protocol):
+    shared: bool  # True: other machines see the same pointer
+
+    def read(self) -> RegistryState: ...
+
+    def write(self, state: RegistryState) -> None: ...
+
+    def report(self, status: ReplicaStatus) -> None: ...
+
+    def replicas(self) -> list[dict[str, object]]: ...
+
+    def notifications(self) -> AsyncIterator[str] | None: ...
+
+    def close(self) -> None: ...
+
+
+class FileStateStore:
+    shared = False
+
+    def __init__(self, registry: Path) -> None:
+        self.registry = registry
+        self._me: ReplicaStatus | None = None
+
+    def read(self) -> RegistryState:
+        return read_state(self.registry)
+
+    def write(self, state: RegistryState) -> None:
+        write_state(self.registry, state)
+
+    def report(self, status: ReplicaStatus) -> None:
+        self._me = status
+
+    def replicas(self) -> list[dict[str, object]]:
+        return [] if self._me is None else [msgspec.to_builtins(self._me) | {"stale": False}]
+
+    def notifications(self) -> None:
+        return None  # processes poll state.json
+
+    def close(self) -> None:
+        pass
+
+
+class RedisStateStore:
+    shared = True
+
+    def __init__(self, url: str, prefix: str = "recdistill:registry", seed_from: Path | None = None) -> None:
+        self.url = url
+        self.key, self.channel, self.replicas_key = f"{prefix}:state", f"{prefix}:activated", f"{prefix}:replicas"
+        self._client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        if seed_from is not None:  # a fleet adopting a store starts from the registry's own pointer
+            local = read_state(seed_from)
+            if local.active:
+                self._call(self._client.set, self.key, to_json(local), nx=True)
+
+    def _call(self, fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        try:
+            return fn(*args, **kwargs)
+        except UNAVAILABLE as exc:
+            raise BrokerUnavailableError(f"the registry store at {self.url} is unavailable: {exc}") from exc
+
+    def read(self) -> RegistryState:
+        data = self._call(self._client.get, self.key)
+        return RegistryState() if data is None else decode_versioned(data, RegistryState, STATE_FORMAT,
+                                                                      f"{self.key}: registry state")
+
+    def write(self, state: RegistryState) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        pipe.set(self.key, to_json(state))
+        pipe.publish(self.channel, state.active or "")
+        self._call(pipe.execute)
+
+    def report(self, status: ReplicaStatus) -> None:
+        self._call(self._client.hset, self.replicas_key, status.replica, msgspec.json.encode(status))
+
+    def replicas(self) -> list[dict[str, object]]:
+        now, out = time.time(), []
+        for raw in self._call(self._client.hgetall, self.replicas_key).values():
+            try:
+                status = decode_versioned(raw, ReplicaStatus, REPLICA_FORMAT, "replica status")
+            except Exception:  # noqa: BLE001 - one bad entry does not hide the others
+                continue
+            out.append(msgspec.to_builtins(status) | {"stale": now - status.updated_unix > STALE_AFTER_S})
+        return sorted(out, key=lambda r: str(r["replica"]))
+
+    async def notifications(self) -> AsyncIterator[str]:  # type: ignore[override]
+        """Each activation's version as it is published (raises when the connection drops)."""
+        client = redis.asyncio.Redis.from_url(self.url, socket_connect_timeout=2.0)
+        pubsub = client.pubsub()
+        try:
+            await pubsub.subscribe(self.channel)
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    data = message["data"]
+                    yield data.decode() if isinstance(data, bytes) else str(data)
+        finally:
+            await pubsub.aclose()
+            await client.aclose()
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def open_state_store(registry: Path, url: str | None) -> StateStore:
+    """The registry directory's state.json, or with `url` (redis://...) the fleet's shared pointer."""
+    return RedisStateStore(url, seed_from=registry) if url else FileStateStore(registry)

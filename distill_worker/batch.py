@@ -25,6 +25,7 @@ from distill_worker.settings import CalibrationMethod, DistillConfig, WorkerSett
 from distill_worker.student import StudentConfig, StudentModel
 from distill_worker.teacher_client import TeacherClient
 from distill_worker.trainer import distill_loss
+from recdistill.core import distributed
 from recdistill.core.artifact import ensure_registry, publish_version
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
@@ -187,8 +188,13 @@ class BatchPhase:
 
 
 async def run_batch(settings: WorkerSettings, student_config: StudentConfig | None = None) -> dict[str, Any]:
-    """The `worker run --mode batch` job: label, debias, train, evaluate, publish, save for the stream."""
-    torch.set_num_threads(os.cpu_count() or 1)
+    """The `worker run --mode batch` job: label, debias, train, evaluate, publish, save for the stream.
+    Under torchrun it trains data-parallel (DDP); rank 0 labels first (the others then read the label
+    store), and only rank 0 evaluates, publishes and saves."""
+    ranks = distributed.init_from_env()
+    world = ranks.world if ranks else 1
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    main = ranks is None or ranks.main
     started = time.perf_counter()
     phase = await asyncio.to_thread(BatchPhase, settings)
     distill = settings.distill
@@ -196,18 +202,28 @@ async def run_batch(settings: WorkerSettings, student_config: StudentConfig | No
                               "train_events": len(phase.data.train), "distill": asdict(distill)}
     soft, calibration = None, None
     if distill.use_teacher:
+        if not main:
+            await asyncio.to_thread(distributed.barrier)  # rank 0 labels; the store then serves the others
         await phase.label()
+        if main:
+            await asyncio.to_thread(distributed.barrier)
         report["label_hit_rate"] = phase.label_hit_rate
         soft, calibration, debias_report = phase.debiased()
         report |= debias_report
     # Training, export and gating are CPU work: off the event loop.
     model, result = await asyncio.to_thread(phase.train, distill, soft, student_config)
     report["best_epoch"] = result.best_epoch
+    report["processes"] = world
+    if not main:
+        return report | {"rank": ranks.rank if ranks else 0}
     report["valid"] = evaluate_split(lambda inputs: model(**inputs), phase.data.valid)
     report["test"] = evaluate_split(lambda inputs: model(**inputs), phase.data.holdout("test", settings))
     report["published"] = await asyncio.to_thread(phase.publish, model, report)
     save_student(settings.state_dir, model, calibration)
     report["seconds"] = round(time.perf_counter() - started, 1)
+    seconds = sum(h["train_seconds"] for h in result.history)
+    report["train_seconds"] = round(seconds, 2)
+    report["train_examples_per_s"] = round(sum(h["examples"] for h in result.history) / max(seconds, 1e-9), 1)
     return report
 
 

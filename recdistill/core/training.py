@@ -4,14 +4,18 @@ a fit loop with early stopping on validation AUC, and batched prediction."""
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch.nn.parallel import DistributedDataParallel
 
+from recdistill.core import distributed
 from recdistill.core.data.dataset import PreparedDataset, Task
 from recdistill.core.evaluation import evaluate
 from recdistill.core.features.encoder import Encoder, MappedContext
@@ -147,6 +151,19 @@ class FitResult:
     history: list[dict[str, float]]
 
 
+class _Objective(torch.nn.Module):
+    """The loss as a module's forward, so that DistributedDataParallel sees (and synchronises) every
+    gradient whatever parts of the model the loss calls."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Batch], torch.Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.loss_fn(self.model, batch)
+
+
 def fit(
     model: torch.nn.Module,
     train: EncodedSplit,
@@ -161,32 +178,49 @@ def fit(
     seed: int = 0,
     label: str = "train",
 ) -> FitResult:
-    """Adam, one pass per epoch in a seeded order, keep the weights of the best validation AUC."""
+    """Adam, one pass per epoch in a seeded order, keep the weights of the best validation AUC.
+
+    Under torchrun (a process group is initialised) the model trains data-parallel with DDP: each of the
+    W ranks takes every W-th slice of batch_size / W examples of the same seeded order, so one optimizer
+    step still sees `batch_size` examples and the schedule matches one process. Every rank scores the
+    whole valid window, so all of them stop at the same epoch and keep the same weights."""
+    ranks = distributed.current()
+    world, rank = (ranks.world, ranks.rank) if ranks else (1, 0)
+    objective: torch.nn.Module = _Objective(model, loss_fn)
+    if ranks:
+        # Parts of the model a variant does not train (the auxiliary head of a baseline) get no gradient.
+        objective = DistributedDataParallel(objective, find_unused_parameters=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     best_auc, best_epoch, best_state = -1.0, -1, copy.deepcopy(model.state_dict())
     history: list[dict[str, float]] = []
-    steps = (len(train) + batch_size - 1) // batch_size
+    shard = max(1, batch_size // world)
+    steps = (len(train) + shard - 1) // shard // world  # equal on every rank: DDP steps in lockstep
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[status]}"))
-    with Progress(*columns, transient=True, console=STDERR) as progress:
+    with Progress(*columns, transient=True, console=STDERR, disable=rank != 0) as progress:
         for epoch in range(epochs):
             model.train()
             bar = progress.add_task(f"{label} epoch {epoch + 1}/{epochs}", total=steps, status="")
             order_seed = seed * 1_000 + epoch  # paired runs (same seed) see the same batch order
-            total, count = 0.0, 0
-            for batch in train.batches(batch_size, shuffle=True, seed=order_seed):
-                loss = loss_fn(model, batch)
+            total, count, examples = 0.0, 0, 0
+            epoch_started = time.perf_counter()
+            batches = train.batches(shard, shuffle=True, seed=order_seed)
+            for batch in itertools.islice(batches, rank, steps * world, world):
+                loss = objective(batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total, count = total + loss.item(), count + 1
+                total, count, examples = total + loss.item(), count + 1, examples + len(batch.rows)
                 progress.update(bar, advance=1, status=f"loss {total / count:.4f}")
             progress.remove_task(bar)
+            train_seconds = time.perf_counter() - epoch_started
             model.eval()
             metrics = evaluate_split(score, valid)
-            history.append({"epoch": epoch + 1, "train_loss": total / max(count, 1), **metrics})
-            logger.info("%s epoch %d: train loss %.4f, valid auc %.4f", label, epoch + 1,
-                        total / max(count, 1), metrics["auc"])
+            history.append({"epoch": epoch + 1, "train_loss": total / max(count, 1), "train_seconds": train_seconds,
+                            "examples": examples * world, **metrics})
+            if rank == 0:
+                logger.info("%s epoch %d: train loss %.4f, valid auc %.4f", label, epoch + 1,
+                            total / max(count, 1), metrics["auc"])
             if metrics["auc"] > best_auc:
                 best_auc, best_epoch, best_state = metrics["auc"], epoch + 1, copy.deepcopy(model.state_dict())
             elif epoch + 1 - best_epoch >= patience:

@@ -33,6 +33,8 @@ RANK_HTTP_OK = REQUESTS.labels(endpoint="rank", protocol="http", status="200")
 DROPPED = Counter("recdistill_dropped_records", "Sampled records not written to the sample log, by reason "
                   "(queue_full, unencodable, buffer_full: the log was unavailable and the buffer full)",
                   ["kind", "reason"])
+SCORING_QUEUE = Gauge("recdistill_scoring_queue_requests", "Ranking requests waiting for or in ONNX scoring (the "
+                      "autoscaler's in-flight signal; set once per batch)", multiprocess_mode="livesum")
 BUFFERED = Gauge("recdistill_sample_buffered", "Sampled records held while the sample log is unavailable",
                  multiprocess_mode="livesum")
 LOG_UP = Gauge("recdistill_sample_log_up", "1 while the last write to the sample log succeeded",

@@ -19,6 +19,7 @@ import onnxruntime as ort
 from recdistill.core.contracts.onnx import serving_session
 from recdistill.core.contracts.registry import Manifest
 from recdistill.core.features.encoder import Encoder, MappedContext
+from student_server import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class MicroBatcher:
             if first is None:
                 return
             batch = self._collect(first)
+            metrics.SCORING_QUEUE.set(len(batch) + self._queue.qsize())
             scorer = self.active()  # one version for the whole batch: a swap never splits a request
             try:
                 if scorer is None:
@@ -116,6 +118,7 @@ class MicroBatcher:
                 by_loop.setdefault(pending.loop, []).append((pending.future, result))
             for loop, outcomes in by_loop.items():
                 loop.call_soon_threadsafe(_resolve, outcomes)
+            metrics.SCORING_QUEUE.set(self._queue.qsize())
 
 
 def _resolve(outcomes: list[tuple[asyncio.Future, Any]]) -> None:

@@ -1,0 +1,126 @@
+"""The deploy kit, checked offline (no container engine or cluster runs here): the Helm chart is rendered by a
+real helm binary and every manifest is validated against the Kubernetes schemas; the compose file, the nginx
+config and the Dockerfiles are checked for what they must wire together."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from student_server import metrics
+
+ROOT = Path(__file__).parents[2]
+CHART = ROOT / "deploy" / "helm" / "recdistill"
+HELM = str(Path(sys.executable).parent / "helm")
+VALUES = ["--set", "adminToken=t0ken", "--set", "teacher.version=teacher-slate-abc", "--set",
+          "teacher.checkpointClaim=teacher-checkpoint"]
+
+
+def _render(*extra: str) -> list[dict]:
+    done = subprocess.run([HELM, "template", "rd", str(CHART), *VALUES, *extra], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def _kind(docs: list[dict], kind: str, component: str | None = None) -> dict:
+    found = [d for d in docs if d["kind"] == kind and (component is None or d["metadata"]["name"].endswith(component))]
+    assert len(found) == 1, (kind, component, [d["metadata"]["name"] for d in docs])
+    return found[0]
+
+
+def test_the_chart_lints_and_every_rendered_manifest_is_valid_kubernetes() -> None:
+    lint = subprocess.run([HELM, "lint", str(CHART), *VALUES], capture_output=True, text=True, timeout=60)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    for extra in ([], ["--set", "valkey.enabled=false", "--set", "valkey.redisUrl=redis://redis.prod:6379/3",
+                       "--set", "student.autoscaling.enabled=false", "--set", "existingSecret=ops-token"]):
+        docs = _render(*extra)
+        for doc in docs:
+            kubernetes_validate.validate(doc, "1.30", strict=True)  # raises on any schema violation
+
+
+def test_the_chart_wires_readiness_autoscaling_disruption_budget_gpus_and_the_shared_store() -> None:
+    docs = _render()
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == sorted(["Secret", "PersistentVolumeClaim", "Deployment", "Service", "PodDisruptionBudget",
+                            "HorizontalPodAutoscaler", "Deployment", "Service", "Deployment", "StatefulSet",
+                            "Service"])
+    student = _kind(docs, "Deployment", "student")
+    pod = student["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["RECDISTILL_SAMPLE_LOG"] == env["RECDISTILL_REGISTRY_STORE"] == "redis://rd-recdistill-valkey:6379/0"
+    # The autoscaler's metric is one the server really exports, and it scales the student Deployment.
+    hpa = _kind(docs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == student["metadata"]["name"]
+    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == metrics.SCORING_QUEUE._name  # noqa: SLF001
+    assert "replicas" not in student["spec"], "the HPA owns the replica count"
+    pdb = _kind(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"] == student["spec"]["selector"]["matchLabels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    teacher = _kind(docs, "Deployment", "teacher")["spec"]["template"]["spec"]["containers"][0]
+    assert teacher["resources"]["limits"]["nvidia.com/gpu"] == 1
+    worker = _kind(docs, "Deployment", "worker")
+    assert worker["spec"]["replicas"] == 2, "one active worker and a hot standby"
+    args = worker["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--teacher-url") + 1] == "rd-recdistill-teacher:8001"
+    assert args[args.index("--server-url") + 1] == "http://rd-recdistill-student:8080"
+    # Services select the pods they front.
+    for component in ("student", "teacher", "valkey"):
+        service = _kind(docs, "Service", component)
+        workload = next(d for d in docs if d["kind"] in ("Deployment", "StatefulSet")
+                        and d["metadata"]["name"].endswith(component))
+        assert service["spec"]["selector"] == workload["spec"]["selector"]["matchLabels"]
+
+
+def test_missing_required_values_are_named() -> None:
+    done = subprocess.run([HELM, "template", "rd", str(CHART)], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "adminToken" in done.stderr or "teacher" in done.stderr
+
+
+def test_the_compose_file_wires_valkey_the_teacher_two_replicas_behind_a_balancer_and_the_worker() -> None:
+    compose_dir = ROOT / "deploy" / "compose"
+    compose = yaml.safe_load((compose_dir / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"valkey", "teacher", "student-1", "student-2", "lb", "worker", "worker-standby"} == set(services)
+    for name, service in services.items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services, (name, dependency)
+        build = service.get("build")
+        if build:
+            assert (compose_dir / build["context"] / build["dockerfile"]).resolve().is_file(), name
+    for replica in ("student-1", "student-2"):
+        env = services[replica]["environment"]
+        assert env["RECDISTILL_SAMPLE_LOG"] == env["RECDISTILL_REGISTRY_STORE"] == "redis://valkey:6379/0"
+    nginx = (compose_dir / "nginx.conf").read_text()
+    assert set(re.findall(r"server (student-\d):8080", nginx)) == {"student-1", "student-2"}
+    assert services["lb"]["volumes"][0].startswith("./nginx.conf:")
+
+
+@pytest.mark.parametrize("dockerfile", ["student-server", "worker", "teacher"])
+def test_dockerfiles_copy_what_exists_and_run_real_commands(dockerfile: str) -> None:
+    text = (ROOT / "deploy" / "docker" / f"{dockerfile}.Dockerfile").read_text()
+    for line in text.splitlines():
+        if line.startswith("COPY ") and "--from" not in line:
+            *sources, _ = line.split()[1:]
+            for source in sources:
+                assert (ROOT / source).exists(), f"{dockerfile}: COPY {source}"
+    entry = re.search(r'^ENTRYPOINT \[(.*)\]$', text, re.MULTILINE)
+    assert entry, dockerfile
+    command = [part.strip().strip('"') for part in entry.group(1).split(",")]
+    if command[0] == "recdistill":  # the CLI command exists and takes the image's arguments
+        help_text = subprocess.run([str(Path(sys.executable).parent / "recdistill"), *command[1:], "--help"],
+                                   capture_output=True, text=True, timeout=60)
+        assert help_text.returncode == 0, help_text.stderr
+        arguments = re.search(r'^CMD \[(.*)\]$', text, re.MULTILINE)
+        assert arguments
+        for flag in re.findall(r'"(--[a-z-]+)"', arguments.group(1)):
+            assert flag in help_text.stdout, f"{dockerfile}: {flag} is not an option of {' '.join(command)}"

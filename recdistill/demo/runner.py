@@ -26,6 +26,7 @@ from recdistill.core.data.prepare import prepare_source
 from recdistill.core.evaluation import evaluate
 from recdistill.core.logs import STDERR
 from recdistill.core.training import predict
+from recdistill.core.valkey import local_valkey
 from recdistill.demo.config import DemoConfig
 from recdistill.demo.experiments import TEACHER_TERM, BatchExperiment, TuningGrid
 from recdistill.demo.live import live_stage, stream_config, student_server_process
@@ -143,10 +144,14 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
         for variant, seed in variants:
             await asyncio.to_thread(experiment.run, variant, seed)
         if task == "slate":
+            sample_log = f"file:{out / 'samples'}"
+            if config.sample_log == "redis":  # a real Valkey for the run; its append-only file stays in `out`
+                shutil.rmtree(out / "valkey", ignore_errors=True)
+                sample_log = services.enter_context(local_valkey(out / "valkey")).url
             stages("slate: serve, replay the valid window live, stream and hot-swap")
-            await _live(dataset, config, experiment, out, result)
+            await _live(dataset, config, experiment, out, result, sample_log)
             stages("slate: stream ablations (offline reruns over the recorded sample log)")
-            await _stream_ablations(config, experiment, out, result)
+            await _stream_ablations(config, experiment, result, sample_log)
 
 
 async def _label_with_teacher(experiment: BatchExperiment, checkpoint: Path, manifest: dict[str, Any],
@@ -160,7 +165,7 @@ async def _label_with_teacher(experiment: BatchExperiment, checkpoint: Path, man
 
 
 async def _live(dataset: PreparedDataset, config: DemoConfig, experiment: BatchExperiment, out: Path,
-                result: TaskResults) -> None:
+                result: TaskResults, sample_log: str) -> None:
     """Baseline active at start-up, then the replay, the batch student's promotion and the stream."""
     settings = experiment.settings
     gate_holdout = experiment.data.gate  # disjoint from training, early stopping and calibration
@@ -178,7 +183,7 @@ async def _live(dataset: PreparedDataset, config: DemoConfig, experiment: BatchE
     batch_version = experiment.phase.publish(distilled.model, batch_report, gate_holdout, "student-batch")
     if not batch_version:
         logger.warning("the gate refused the batch student: %s", batch_report["gate"]["reasons"])
-    with student_server_process(registry, out / "samples", config, out / "logs" / "student-server.log") as server:
+    with student_server_process(registry, sample_log, config, out / "logs" / "student-server.log") as server:
         live_settings = settings.model_copy(update={"state_dir": settings.state_dir / "live",
                                                     "distill": replace(settings.distill, seed=0)})
         result.live = await live_stage(config, live_settings, server, [int(e) for e in replay_ids], gate_holdout,
@@ -189,13 +194,14 @@ async def _live(dataset: PreparedDataset, config: DemoConfig, experiment: BatchE
                                      "test": onnx_metrics(registry / swap.version / "model.onnx", experiment.test)})
 
 
-async def _stream_ablations(config: DemoConfig, experiment: BatchExperiment, out: Path, result: TaskResults) -> None:
+async def _stream_ablations(config: DemoConfig, experiment: BatchExperiment, result: TaskResults,
+                            sample_log: str) -> None:
     settings = experiment.settings.model_copy(update={"stream": stream_config(config)})
     labels_db = experiment.settings.state_dir / "live" / "labels.sqlite"
     for seed in range(config.ablation_seeds):
         batch_model = experiment.run("distilled", seed).model
         for variant in STREAM_VARIANTS:
-            model = await rerun_stream(variant, settings, out / "samples", labels_db,
+            model = await rerun_stream(variant, settings, sample_log, labels_db,
                                        experiment.settings.state_dir / "rerun", batch_model, experiment.calibration,
                                        seed)
             with torch.no_grad():

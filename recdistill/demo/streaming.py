@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from distill_worker.debias import Calibration
 from distill_worker.settings import WorkerSettings
 from distill_worker.stream import stream_main
 from distill_worker.student import StudentModel
+from recdistill.core.samplelog import LogLocation
 
 STREAM_VARIANTS: dict[str, str] = {
     "batch_only": "batch phase only (no streaming)",
@@ -23,16 +25,23 @@ STREAM_VARIANTS: dict[str, str] = {
 }
 
 
-async def rerun_stream(variant: str, settings: WorkerSettings, samples: Path, labels_db: Path, work_dir: Path,
+async def rerun_stream(variant: str, settings: WorkerSettings, samples: str, labels_db: Path, work_dir: Path,
                        batch_model: StudentModel, calibration: Calibration | None, seed: int) -> StudentModel:
-    """The worker's stream phase over a copy of `samples`, from a copy of `batch_model`, with the
-    live stage's teacher labels (no new teacher calls); nothing is published."""
+    """The worker's stream phase over the recorded sample log (a copy of a file log; a consumer group of its
+    own on a redis log), from a copy of `batch_model`, with the live stage's teacher labels (no new teacher
+    calls); nothing is published."""
     if variant == "batch_only":
         return batch_model
     torch.manual_seed(seed)
     if work_dir.exists():
         shutil.rmtree(work_dir)
-    shutil.copytree(samples, work_dir / "samples")  # the worker commits consumer offsets into the log
+    location = LogLocation.parse(samples)
+    if location.kind == "file":
+        shutil.copytree(location.directory, work_dir / "samples")  # the worker commits offsets into the log
+        rerun_log = str(work_dir / "samples")
+    else:  # the whole stream again, through a group of its own (it reads from the first entry)
+        separator = "&" if "?" in samples else "?"
+        rerun_log = f"{samples}{separator}group=rerun-{variant}-{seed}-{uuid.uuid4().hex[:8]}"
     (work_dir / "state").mkdir(parents=True)
     shutil.copy(labels_db, work_dir / "state" / "labels.sqlite")
     model = copy.deepcopy(batch_model)
@@ -41,7 +50,7 @@ async def rerun_stream(variant: str, settings: WorkerSettings, samples: Path, la
         model.load_state_dict(batch_model.state_dict(), strict=False)
     # All of the log in one read, every join window closed: each request is trained with all its feedback.
     rerun = settings.model_copy(update={
-        "samples": work_dir / "samples", "state_dir": work_dir / "state",
+        "samples": rerun_log, "state_dir": work_dir / "state",
         "stream": replace(settings.stream, max_records=1 << 30, inverse_propensity=variant != "stream_no_ipw"),
         "distill": replace(settings.distill, seed=seed)})
     _, model = await stream_main(rerun, until=lambda: True, clock=lambda: float("inf"), initial_model=model,

@@ -102,12 +102,13 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path) -> None:
     assert not _services_of(out), "services left running after the demo"
 
 
-def test_quick_demo_runs_the_whole_loop_on_the_ecommerce_schema(tmp_path: Path) -> None:
-    """The second, differently shaped schema end to end: prepare, teacher on Triton, students, the live replay
-    with the stream worker and hot swaps, the report. (A synthetic log: no quality claim is checked.)"""
+def test_quick_demo_runs_the_whole_loop_on_the_ecommerce_schema_over_redis_streams(tmp_path: Path) -> None:
+    """The second, differently shaped schema end to end, with the sample log on Redis Streams (a Valkey server
+    the demo starts): prepare, teacher on Triton, students, the live replay with the stream worker and hot
+    swaps, the offline stream reruns, the report. (A synthetic log: no quality claim is checked.)"""
     out = tmp_path / "runs" / "ecommerce"
-    finished = subprocess.run([RECDISTILL, "demo", "--quick", "--dataset", "ecommerce:80000", "--out", str(out)],
-                              capture_output=True, text=True, timeout=400)
+    finished = subprocess.run([RECDISTILL, "demo", "--quick", "--dataset", "ecommerce:80000", "--log", "redis",
+                               "--out", str(out)], capture_output=True, text=True, timeout=400)
     assert finished.returncode == 0, finished.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     for model in ("teacher", "student_baseline", "student_distilled"):
@@ -118,6 +119,12 @@ def test_quick_demo_runs_the_whole_loop_on_the_ecommerce_schema(tmp_path: Path) 
     assert serving["per_protocol"]["grpc"]["requests"] > 0
     assert serving["stream"]["examples_trained"] > 0
     assert serving["swaps"] >= 1
+    assert report["config"]["sample_log"] == "redis"
+    assert (out / "valkey" / "appendonlydir").is_dir(), "the sample log went through the Valkey server"
+    assert serving["stream"]["records_consumed"] > serving["stream"]["examples_trained"] > 0
+    freshness = serving["stream"]["freshness_s"]
+    assert 0 < freshness["p50"] <= freshness["p95"]
+    assert {row["name"] for row in report["tasks"]["slate"]["stream"]} >= {"batch_only", "stream"}
     # One schema hash pins the prepared data, the teacher, the registry and every version in it.
     schema_hash = json.loads((out / "data" / "manifest.json").read_text())["schema_hash"]
     assert json.loads((out / "teacher" / "slate" / "manifest.json").read_text())["schema_hash"] == schema_hash

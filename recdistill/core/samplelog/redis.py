@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -54,7 +54,11 @@ class RedisLogConfig:
                                     socket_connect_timeout=self.socket_timeout_s, health_check_interval=10)
 
     def seen_key(self, sample_id: str) -> str:
-        return f"{self.stream}:seen:{sample_id}"
+        """Per consumer group: each reader of the stream (the trainer, an offline rerun) de-duplicates alone."""
+        return f"{self.stream}:{self.group}:seen:{sample_id}"
+
+    def with_group(self, group: str) -> RedisLogConfig:
+        return replace(self, group=group)
 
 
 def _id(entry_id: bytes | str) -> tuple[int, int]:
@@ -186,7 +190,7 @@ class TrainerLease:
     _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
     def __init__(self, config: RedisLogConfig, owner: str, ttl_s: float = 5.0) -> None:
-        self.key = f"{config.stream}:trainer"
+        self.key = f"{config.stream}:{config.group}:trainer"
         self.owner = owner
         self.ttl_ms = int(ttl_s * 1000)
         self._client = config.client()

@@ -7,7 +7,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from benchmarks import samplelog_bench, student_bench, teacher_bench, worker_bench
+from benchmarks import samplelog_bench, scaleout_bench, student_bench, teacher_bench, worker_bench
 from benchmarks.results import Results
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.prepare import prepare_source
@@ -35,7 +35,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as other:  # the second, differently shaped schema
         prepare_source("ecommerce", shipped_schema("ecommerce"), Path(other))
         student_bench.run_other_schema(results, PreparedDataset(Path(other)), args.quick)
-    for section in (teacher_bench, worker_bench, samplelog_bench):
+    for section in (teacher_bench, worker_bench, samplelog_bench, scaleout_bench):
         section.run(results, dataset, args.quick)
     results.write(args.out / "BENCHMARKS.md", args.out / "BENCHMARKS.json")
     print((args.out / "BENCHMARKS.md").read_text())  # noqa: T201

@@ -1,0 +1,121 @@
+"""Beyond one machine: what sampling every request costs the server with each sample-log backend, how fast
+records travel from servers to the worker through Valkey, and batch training under torchrun (DDP)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.results import Results, Row
+from benchmarks.samplelog_bench import _payloads
+from benchmarks.student_bench import TOKEN, _load, _process, _registry, request_body
+from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.processes import free_port
+from recdistill.core.samplelog import LogLocation, open_source, open_writer
+from recdistill.core.valkey import local_valkey
+
+SECTION = "Beyond one machine (Redis Streams on Valkey, DDP)"
+COMMAND = "make bench  # benchmarks/scaleout_bench.py"
+BIN = Path(sys.executable).parent
+
+
+def _server_cpu(results: Results, dataset: PreparedDataset, tmp: Path, valkey_url: str, quick: bool) -> None:
+    """Server CPU per HTTP ranking request (1 process), with every request sampled to each backend."""
+    registry = tmp / "registry"
+    _registry(dataset, registry)
+    body = tmp / "request.json"
+    body.write_bytes(request_body(dataset))
+    seconds, repeats = (3.0, 1) if quick else (6.0, 3)
+    measured = {}
+    for name, log, rate in (("off", str(tmp / "samples-off"), "0"), ("file", str(tmp / "samples-file"), "1"),
+                            ("redis", valkey_url, "1")):
+        port = free_port()
+        command = [str(BIN / "recdistill"), "student", "serve", "--registry", str(registry), "--port", str(port),
+                   "--grpc-port", str(free_port()), "--log", log, "--sampling-rate", rate]
+        with _process(command, f"http://127.0.0.1:{port}/readyz", {"RECDISTILL_ADMIN_TOKEN": TOKEN}) as process:
+            measured[name] = _load("http", f"http://127.0.0.1:{port}/v1/rank", body, seconds, repeats, process.pid)
+    for name in ("redis", "file"):
+        run, off = measured[name], measured["off"]
+        results.add(Row(SECTION, f"server CPU per ranking request, every request sampled to the {name} log",
+                        run["server_cpu_us"], "us", "sampling off", off["server_cpu_us"],
+                        note=f"{run['throughput']:,.0f} vs {off['throughput']:,.0f} req/s; {run['errors']} errors; "
+                             "HTTP, 1 process, 16 connections", command=COMMAND))
+
+
+def _transport(results: Results, dataset: PreparedDataset, tmp: Path, valkey_url: str, quick: bool) -> None:
+    """Records per second from writers (batches of 100, as a busy server's sampler sends them) to the worker's
+    reader, through Valkey (XADD, then XREADGROUP + sample-id marks + XACK) and through the file log."""
+    payloads = _payloads(dataset, 500)
+    total = 20_000 if quick else 100_000
+    rates = {}
+    for name, location in (("redis", LogLocation.parse(valkey_url)), ("file", LogLocation.parse(tmp / "transport"))):
+        writer, _, lock = open_writer(location, "bench")
+        source = open_source(location, "bench-worker")
+        positions: dict = {}
+        started, written, read = time.perf_counter(), 0, 0
+        while read < total:
+            if written < total:
+                writer.append([payloads[(written + i) % len(payloads)] for i in range(100)])
+                written += 100
+            if written % 5_000 == 0 or written >= total:
+                entries, _ = source.read(positions, 5_000)
+                if not entries and written >= total:
+                    raise RuntimeError(f"{name}: {total - read} records written but never read")
+                for entry in entries:
+                    positions[entry.partition] = entry.position
+                source.commit(positions, [f"r{read + i}" for i in range(len(entries))])
+                read += len(entries)
+        rates[name] = total / (time.perf_counter() - started)
+        writer.close()
+        source.close()
+        if lock is not None:
+            lock.close()
+    results.add(Row(SECTION, "sample records from servers to the worker through Valkey", rates["redis"],
+                    "records/s", "the embedded file log, same records and batches", rates["file"],
+                    note=f"{total:,} records (~{sum(map(len, payloads)) / len(payloads):,.0f} B each): XADD in "
+                         "batches of 100, XREADGROUP 5,000 at a time, a sample-id mark and XACK per record; file: "
+                         "fsync per batch", command=COMMAND))
+
+
+def _ddp(results: Results, dataset: PreparedDataset, tmp: Path, quick: bool) -> None:
+    """The batch phase (labels only, no teacher needed) in 1 process and under torchrun with 2 (gloo)."""
+    epochs = "2" if quick else "6"
+    reports = {}
+    for processes in (1, 2):
+        command = ["recdistill", "worker", "run", "--mode", "batch", "--no-teacher", "--data", str(dataset.directory),
+                   "--registry", str(tmp / f"ddp-registry-{processes}"), "--state-dir", str(tmp / f"ddp-{processes}"),
+                   "--epochs", epochs]
+        (tmp / f"ddp-registry-{processes}").mkdir()
+        dataset.schema.save(tmp / f"ddp-registry-{processes}" / "features.json")
+        if processes > 1:
+            command = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", str(processes), "--no-python",
+                       *command]
+        env = os.environ | {"PATH": f"{BIN}:{os.environ['PATH']}", "WORKER_DISTILL__PATIENCE": "100",
+                            "WORKER_GATE__AUC_TOLERANCE": "1.0"}
+        done = subprocess.run(command, capture_output=True, text=True, timeout=1_200, env=env, check=True)
+        decoder, text, found = json.JSONDecoder(), done.stdout, []
+        while "{" in text:
+            report, end = decoder.raw_decode(text[text.index("{"):])
+            found.append(report)
+            text = text[text.index("{") + end:]
+        reports[processes] = next(r for r in found if "rank" not in r)
+    one, two = reports[1], reports[2]
+    results.add(Row(SECTION, "batch training throughput, torchrun DDP with 2 processes (gloo)",
+                    two["train_examples_per_s"], "examples/s", "1 process (2 threads)", one["train_examples_per_s"],
+                    note=f"slate, whole training window, {epochs} epochs, labels only; test AUC "
+                         f"{two['test']['auc']:.4f} (2 processes) vs {one['test']['auc']:.4f} (1 process), seed "
+                         "noise here 0.002-0.004", command=COMMAND))
+
+
+def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
+    with tempfile.TemporaryDirectory(prefix="scaleout-bench-") as name:
+        tmp = Path(name)
+        with local_valkey(tmp / "valkey") as valkey:
+            _server_cpu(results, dataset, tmp, valkey.url, quick)
+            _transport(results, dataset, tmp, valkey.url, quick)
+        _ddp(results, dataset, tmp, quick)

@@ -77,6 +77,9 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path) -> None:
     # The baseline, the method and every control that ran went through the same search on valid.
     assert set(summary["tuning"]) == {"baseline", "distilled", "self_distillation", "label_smoothing"}
     assert "valid window" in summary["protocol"]
+    # What this replay cannot show is said, not implied.
+    assert summary["debiasing_evaluation"].startswith("not tested")
+    assert "not an A/B" in report["serving"]["online_by_version_note"]
 
     serving = report["serving"]
     assert serving["requests"] == report["config"]["replay_events"]

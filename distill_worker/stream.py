@@ -164,11 +164,10 @@ class SampleConsumer:
             batch.add(key)
             self._keys.append(key)
             last_ts[entry.partition] = self._take(record, entry.payload)
-        for partition in {e.partition for e in entries}:
-            if partition in behind and partition in last_ts:
-                self._behind[partition] = last_ts[partition]
-            elif partition not in behind:
-                self._behind.pop(partition, None)  # caught up: nothing older can still arrive from it
+        for partition in set(self._behind) - behind:
+            del self._behind[partition]  # caught up: nothing older can still arrive from it
+        for partition in behind & set(last_ts):
+            self._behind[partition] = last_ts[partition]
         return sum(not e.replayed for e in entries)
 
     def event_time(self, now: float) -> float:

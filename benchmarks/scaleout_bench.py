@@ -4,6 +4,7 @@ records travel from servers to the worker through Valkey, and batch training und
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -112,10 +113,27 @@ def _ddp(results: Results, dataset: PreparedDataset, tmp: Path, quick: bool) -> 
                          "noise here 0.002-0.004", command=COMMAND))
 
 
-def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
+def _freshness(results: Results, demo_report: Path) -> None:
+    """Freshness is measured where real traffic is served, trained and hot-swapped: the demo's live stage."""
+    if not demo_report.is_file():
+        logging.getLogger(__name__).info("no demo report at %s: no freshness row", demo_report)
+        return
+    report = json.loads(demo_report.read_text())
+    freshness = ((report.get("serving") or {}).get("stream") or {}).get("freshness_s")
+    if not freshness:
+        return
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(demo_report.stat().st_mtime))
+    results.add(Row(SECTION, "freshness: a served request to the first live version trained on it, p50",
+                    freshness["p50"], "s", note=f"p95 {freshness['p95']} s over {freshness['requests']:,} requests; "
+                    f"from the demo's streaming stage ({demo_report}, {when}), not this run",
+                    command="make demo"))
+
+
+def run(results: Results, dataset: PreparedDataset, quick: bool, demo_report: Path | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="scaleout-bench-") as name:
         tmp = Path(name)
         with local_valkey(tmp / "valkey") as valkey:
             _server_cpu(results, dataset, tmp, valkey.url, quick)
             _transport(results, dataset, tmp, valkey.url, quick)
         _ddp(results, dataset, tmp, quick)
+    _freshness(results, demo_report or Path(__file__).parents[1] / "runs" / "demo" / "report.json")

@@ -23,7 +23,7 @@ import torch
 
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.processes import child_process, free_port
-from recdistill.core.samplelog.redis import RedisLogConfig
+from recdistill.core.samplelog.redis import RedisLogConfig, TrainerLease
 from recdistill.core.valkey import LocalValkey
 from tests.conftest import RunningTriton
 
@@ -111,7 +111,8 @@ async def test_a_cluster_on_one_box_survives_kills_and_a_broker_restart(
             await traffic(60, urls)
             # Samples from every replica reach the one active worker.
             await _wait(lambda: _checkpoint(state_dir).get("examples_trained", 0) > 0, "the first training step")
-            holder = broker.get(f"{config.stream}:trainer").decode()
+            lease_key = TrainerLease(config, "observer").key
+            holder = broker.get(lease_key).decode()
             active, standby = workers[holder], workers[({"worker-a", "worker-b"} - {holder}).pop()]
 
             # kill -9 of the active worker while traffic flows: the standby takes over within the lease.
@@ -120,7 +121,7 @@ async def test_a_cluster_on_one_box_survives_kills_and_a_broker_restart(
             active.send_signal(signal.SIGKILL)
             assert await asyncio.to_thread(active.wait, 30) == -signal.SIGKILL
             await load
-            await _wait(lambda: broker.get(f"{config.stream}:trainer") not in (None, holder.encode()),
+            await _wait(lambda: broker.get(lease_key) not in (None, holder.encode()),
                         "the standby to take the lease", 30)
             assert standby.poll() is None
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import math
@@ -133,7 +134,7 @@ class SampleConsumer:
             self.dead_letter(payload, "", str(exc))
             return None
 
-    def _duplicate(self, key: str, record: SampleRecord) -> bool:
+    def _duplicate(self, record: SampleRecord) -> bool:
         if isinstance(record, SampledRequest):
             return record.request_id in self.state.waiting
         return record.item_id in self.state.feedback.get(record.request_id, {})
@@ -144,9 +145,8 @@ class SampleConsumer:
         records: list[tuple[LogEntry, SampleRecord, str]] = []
         for entry in entries:
             if entry.replayed:  # in the checkpoint already: re-marked and acknowledged, not taken again
-                record = decode_record(entry.payload, self.request_type) if entry.payload else None
-                if record is not None:
-                    self._keys.append(_sample_key(record))
+                with contextlib.suppress(InvalidRecordError):  # an unreadable one was dead-lettered the first time
+                    self._keys.append(_sample_key(decode_record(entry.payload, self.request_type)))
                 continue
             self.state.offsets[entry.partition] = entry.position
             self.state.records_consumed += 1
@@ -157,7 +157,7 @@ class SampleConsumer:
         last_ts: dict[str, float] = {}
         batch: set[str] = set()
         for index, (entry, record, key) in enumerate(records):
-            if (seen and seen[index]) or key in batch or self._duplicate(key, record):
+            if (seen and seen[index]) or key in batch or self._duplicate(record):
                 self.state.duplicates += 1
                 DUPLICATES.inc()
                 continue

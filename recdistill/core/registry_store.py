@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 import redis
@@ -27,8 +27,7 @@ from recdistill.core.contracts.registry import (
     ReplicaStatus,
     to_json,
 )
-from recdistill.core.errors import BrokerUnavailableError
-from recdistill.core.samplelog.redis import UNAVAILABLE
+from recdistill.core.samplelog.redis import broker_call
 
 STALE_AFTER_S = 15.0  # a replica that has not reported for this long is shown as stale
 
@@ -87,11 +86,8 @@ class RedisStateStore:
             if local.active:
                 self._call(self._client.set, self.key, to_json(local), nx=True)
 
-    def _call(self, fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        try:
-            return fn(*args, **kwargs)
-        except UNAVAILABLE as exc:
-            raise BrokerUnavailableError(f"the registry store at {self.url} is unavailable: {exc}") from exc
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return broker_call(f"the registry store at {self.url}", fn, *args, **kwargs)
 
     def read(self) -> RegistryState:
         data = self._call(self._client.get, self.key)

@@ -61,6 +61,14 @@ class RedisLogConfig:
         return replace(self, group=group)
 
 
+def broker_call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """`fn(*args, **kwargs)`, with "the broker is not reachable now" raised as `BrokerUnavailableError`."""
+    try:
+        return fn(*args, **kwargs)
+    except UNAVAILABLE as exc:
+        raise BrokerUnavailableError(f"{what} is unavailable: {exc}") from exc
+
+
 def _id(entry_id: bytes | str) -> tuple[int, int]:
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     ms, _, seq = text.partition("-")
@@ -78,10 +86,7 @@ class RedisStreamWriter:
         pipe = self._client.pipeline(transaction=False)
         for payload in payloads:
             pipe.xadd(self.config.stream, {FIELD: payload}, maxlen=self.config.maxlen, approximate=True)
-        try:
-            pipe.execute()
-        except UNAVAILABLE as exc:
-            raise BrokerUnavailableError(f"the sample log at {self.config.url} is unavailable: {exc}") from exc
+        broker_call(f"the sample log at {self.config.url}", pipe.execute)
         return len(payloads)
 
     def close(self) -> None:
@@ -102,10 +107,7 @@ class RedisStreamSource:
         self.trimmed = 0  # pending entries trimmed away before this worker could read them (retention)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except UNAVAILABLE as exc:
-            raise BrokerUnavailableError(f"the sample log at {self.config.url} is unavailable: {exc}") from exc
+        return broker_call(f"the sample log at {self.config.url}", fn, *args, **kwargs)
 
     def _ensure_group(self) -> None:
         try:
@@ -203,10 +205,8 @@ class TrainerLease:
 
     def renew(self) -> bool:
         """True while this owner still holds the lease (extended); False once it was lost."""
-        try:
-            return bool(self._client.eval(self._RENEW, 1, self.key, self.owner, self.ttl_ms))
-        except UNAVAILABLE as exc:
-            raise BrokerUnavailableError(f"cannot renew the trainer lease: {exc}") from exc
+        return bool(broker_call(f"the trainer lease {self.key}", self._client.eval, self._RENEW, 1, self.key,
+                                self.owner, self.ttl_ms))
 
     def holder(self) -> str | None:
         try:

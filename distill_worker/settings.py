@@ -75,6 +75,9 @@ class StreamConfig:
     batch_size: int = 256  # examples per incremental update
     export_every: int = 1_000  # trained examples between export attempts
     inverse_propensity: bool = True  # weight examples by 1 / sampling probability
+    # Train on the exploration slice too (requests served in a random order); off: it stays an unbiased
+    # evaluation set, untouched by training.
+    train_on_exploration: bool = False
     idle_s: float = 1.0  # pause after a step that found nothing to do
     outage_backoff_max_s: float = 30.0  # longest pause between tries while the teacher is unavailable
     # Keep every trained sample id in the checkpoint (audits and tests: exactly once, counted by id). Grows

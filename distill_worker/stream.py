@@ -87,6 +87,9 @@ class StreamState:
     unmatched_feedback: int = 0  # feedback with no waiting request: not sampled, or came after training
     dead_lettered: int = 0  # unreadable records and requests the teacher refused: in dead-letter.jsonl
     duplicates: int = 0  # records whose sample id was taken before (at-least-once delivery): skipped
+    # Requests of the exploration slice (served in a random order): kept for unbiased evaluation, not trained
+    # on (their feedback then counts as unmatched), unless StreamConfig.train_on_exploration.
+    exploration_held_out: int = 0
     trained_ids: list[str] = field(default_factory=list)  # with StreamConfig.audit_trained_ids only
     since_export: int = 0
     versions_promoted: list[str] = field(default_factory=list)
@@ -95,7 +98,8 @@ class StreamState:
     def progress(self) -> tuple[int, ...]:
         """Changes whenever a step changed anything a checkpoint holds."""
         return (self.records_consumed, self.examples_trained, self.dead_lettered, self.unmatched_feedback,
-                self.duplicates, self.since_export, len(self.versions_promoted), self.exports_refused)
+                self.duplicates, self.exploration_held_out, self.since_export, len(self.versions_promoted),
+                self.exports_refused)
 
     def counters(self) -> dict[str, Any]:
         """The state without its working sets: what a report shows."""
@@ -180,6 +184,9 @@ class SampleConsumer:
         """Take one record into the state; returns its server time."""
         if isinstance(record, SampledRequest):
             RECORDS.labels(kind="request").inc()
+            if record.policy == "random" and not self.config.train_on_exploration:
+                self.state.exploration_held_out += 1
+                return record.ts
             self.state.waiting[record.request_id] = payload
             self._decoded[record.request_id] = record
             return record.ts

@@ -1,4 +1,5 @@
-"""Operator API under /admin (bearer token): list, stage, activate, roll back, delete versions.
+"""Operator API under /admin (bearer token): list, stage, activate, roll back, delete versions; start and
+end an A/B test (a holdback: a share of users kept on a control version while the rest get the active one).
 Registry work (loading, probing, warming a session) runs in a thread, never on the event loop."""
 
 from __future__ import annotations
@@ -8,8 +9,9 @@ import hmac
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
 
-from recdistill.core.contracts.registry import to_builtins
+from recdistill.core.contracts.registry import Holdback, to_builtins
 from student_server import metrics
 from student_server.errors import AdminDisabledError, UnauthorizedError
 from student_server.registry import ModelRegistry
@@ -40,7 +42,9 @@ def _describe(scorer: Scorer) -> dict[str, Any]:
 async def list_versions(request: Request) -> dict[str, Any]:
     registry = _registry(request)
     active = registry.active
+    holdback = registry.holdback
     return {"active": active.version if active else None,
+            "holdback": to_builtins(holdback) if holdback else None,
             "versions": await asyncio.to_thread(registry.list_versions),
             # What each replica serves (a fleet's shared store: every replica; state.json: this process).
             "replicas": await asyncio.to_thread(registry.store.replicas)}
@@ -72,3 +76,22 @@ async def rollback(request: Request) -> dict[str, Any]:
 async def delete(version: str, request: Request) -> dict[str, Any]:
     await asyncio.to_thread(_registry(request).delete, version)
     return {"deleted": version}
+
+
+class HoldbackRequest(BaseModel):
+    version: str = Field(description="the control arm: the version these users keep")
+    share: float = Field(gt=0, lt=1, description="the share of users held back (by a hash of the user id)")
+    salt: str = Field(default="holdback", min_length=1, description="a new salt draws new users")
+
+
+@router.put("/holdback", summary="Start an A/B test: keep a share of users on a version (staged first)")
+async def start_holdback(body: HoldbackRequest, request: Request) -> dict[str, Any]:
+    holdback = Holdback(version=body.version, share=body.share, salt=body.salt)
+    await asyncio.to_thread(_registry(request).set_holdback, holdback)
+    return {"holdback": to_builtins(holdback)}
+
+
+@router.delete("/holdback", summary="End the A/B test: every user gets the active version")
+async def end_holdback(request: Request) -> dict[str, Any]:
+    await asyncio.to_thread(_registry(request).set_holdback, None)
+    return {"holdback": None}

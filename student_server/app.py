@@ -67,8 +67,9 @@ async def _follow_registry(service: RankingService, period_s: float, replica: Re
             try:
                 if await asyncio.to_thread(service.registry.sync_with_state):
                     metrics.set_active_version(service.registry.active.version)  # type: ignore[union-attr]
-                active = service.registry.active
+                active, holdback = service.registry.active, service.registry.holdback
                 replica = msgspec.structs.replace(replica, active=active.version if active else None,
+                                                  holdback=holdback.version if holdback else None,
                                                   updated_unix=time.time())
                 await asyncio.to_thread(service.registry.store.report, replica)
                 if failing:
@@ -108,10 +109,8 @@ def build_service(settings: StudentSettings) -> RankingService:
     registry = ModelRegistry(settings.registry, encoder, settings.ort_threads, settings.warmup_runs,
                              settings.max_candidates, store)
     try:
-        active = store.read().active
-        if active:
-            registry.activate(active)
-            metrics.set_active_version(active)
+        if registry.sync_with_state():  # the active version, and the holdback of an A/B test if one runs
+            metrics.set_active_version(registry.active.version)  # type: ignore[union-attr]
     except (ArtifactError, BrokerUnavailableError) as exc:  # serve nothing rather than not start: /readyz says so
         logger.error("no version is active at start-up: %s", exc)
     # A file log: a partition per live process, named by the stable server id (a restart appends to its own
@@ -122,7 +121,7 @@ def build_service(settings: StudentSettings) -> RankingService:
     sampler = TrafficSampler(log, settings.sampling_rate, settings.sample_queue,
                              long_history_rate=settings.sampling_rate_long_history,
                              long_history_events=settings.long_history_events, partition_lock=lock,
-                             buffer=settings.sample_buffer)
+                             buffer=settings.sample_buffer, source_rates=settings.sampling_rate_by_source)
     return RankingService(settings, encoder, registry, sampler)
 
 

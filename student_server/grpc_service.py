@@ -33,9 +33,15 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         started = time.perf_counter()
         status = "ok"
         try:
-            result = await self.service.rank(request_from_message(request, self.service.request_types))
+            service = self.service
+            source = None
+            if service.sampler.source_rates:
+                header = service.source_header.decode()
+                source = next((v for k, v in context.invocation_metadata() or () if k == header), None)
+            result = await service.rank(request_from_message(request, service.request_types), source)
             return ranking_pb2.RankResponse(request_id=result.request_id, model_version=result.model_version,
-                                            scores=result.scores.tolist(), ranking=result.ranking)
+                                            scores=result.scores.tolist(), ranking=result.ranking,
+                                            policy=result.policy)
         except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
             status = grpc_status(exc).name
             await self._fail(context, exc)

@@ -25,6 +25,7 @@ ACTIVE_VERSION = Gauge("recdistill_active_version_info", "1 for the active model
                        multiprocess_mode="max")
 SWAPS = Counter("recdistill_model_swaps", "Activations of a model version")
 ROLLBACKS = Counter("recdistill_model_rollbacks", "Rollbacks to the previous version")
+EXPLORED = Counter("recdistill_explored_requests", "Requests of the exploration slice (served in a random order)")
 SAMPLED = Counter("recdistill_sampled_records", "Records written to the sample log", ["kind"])
 # The ranking paths' latency children, bound once (a labels() lookup per request is measurable).
 RANK_HTTP_LATENCY = LATENCY.labels(endpoint="rank", protocol="http")

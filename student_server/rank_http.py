@@ -34,6 +34,7 @@ class RankResponse(BaseModel):
     model_version: str
     scores: list[float] = Field(description="one per candidate, in request order")
     ranking: list[str] = Field(description="candidate item ids, best first")
+    policy: str = Field(description='"model" (ranked by the scores) or "random" (the exploration slice)')
 
 
 class ErrorResponse(BaseModel):
@@ -78,7 +79,8 @@ class RankEndpoint:
         status = 200
         try:
             body = await read_body(scope, receive, self.max_body_bytes, self.body_timeout_s)
-            result = await service.rank(service.request_types.parse(body))
+            source = _header(scope, service.source_header) if service.sampler.source_rates else None
+            result = await service.rank(service.request_types.parse(body), source)
             payload = orjson.dumps(result.to_json())
         except RecDistillError as exc:
             status = http_status(exc)
@@ -95,6 +97,13 @@ class RankEndpoint:
         headers = [_CONTENT_TYPE, (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
 
 
 class RankFastPath:

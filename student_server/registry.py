@@ -20,7 +20,7 @@ from recdistill.core.artifact import (
     read_manifest,
     sha256_bytes,
 )
-from recdistill.core.contracts.registry import to_builtins
+from recdistill.core.contracts.registry import Holdback, to_builtins
 from recdistill.core.data.synthetic import probe_request
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.registry_store import FileStateStore, StateStore
@@ -42,6 +42,7 @@ class ModelRegistry:
         self.warmup_runs = warmup_runs
         self._staged: dict[str, Scorer] = {}
         self._active: Scorer | None = None
+        self._holdback: tuple[Holdback, Scorer] | None = None  # an A/B test's control arm
         self._lock = threading.Lock()  # serialises operator actions; requests never take it
         # Staging probes several request shapes: one candidate, a few, the usual 100, the most allowed.
         usual = min(100, max_candidates)
@@ -51,6 +52,18 @@ class ModelRegistry:
 
     @property
     def active(self) -> Scorer | None:
+        return self._active
+
+    @property
+    def holdback(self) -> Holdback | None:
+        held = self._holdback
+        return held[0] if held else None
+
+    def scorer_for(self, user_id: str) -> Scorer | None:
+        """The version that serves this user: the holdback's for the users it holds, else the active one."""
+        held = self._holdback  # one read: a concurrent change gives the old pair or the new, never a mix
+        if held is not None and held[0].holds(user_id):
+            return held[1]
         return self._active
 
     def _version_dir(self, version: str) -> Path:
@@ -71,6 +84,7 @@ class ModelRegistry:
             except ArtifactError:
                 continue
             out.append({"version": path.name, "active": path.name == state.active,
+                        "holdback": state.holdback is not None and path.name == state.holdback.version,
                         "staged": path.name in self._staged, "manifest": to_builtins(manifest)})
         return out
 
@@ -120,10 +134,33 @@ class ModelRegistry:
     def _swap(self, scorer: Scorer) -> None:
         previous = self._active
         self._active = scorer  # one reference assignment: requests take whichever they read
-        if previous is not None and previous.version != scorer.version:
+        if previous is not None and previous.version != scorer.version and previous.version != self._held_version():
             # Unstage the old session; batches still holding it finish on it and then release it.
             self._staged.pop(previous.version, None)
         logger.info("active version: %s (was %s)", scorer.version, previous.version if previous else None)
+
+    def _held_version(self) -> str | None:
+        held = self._holdback
+        return held[0].version if held else None
+
+    def set_holdback(self, holdback: Holdback | None) -> None:
+        """Start an A/B test (`holdback.share` of users stay on `holdback.version`), or end it (None)."""
+        with self._lock:
+            state = self.store.read()
+            if holdback is not None and holdback.version == state.active:
+                raise ConflictError(f"version {holdback.version} is active: a holdback must keep users on "
+                                    "another version")
+            scorer = self._stage(holdback.version) if holdback is not None else None
+            self.store.write(state.with_holdback(holdback))
+            self._hold(holdback, scorer)
+
+    def _hold(self, holdback: Holdback | None, scorer: Scorer | None) -> None:
+        previous = self._held_version()
+        self._holdback = (holdback, scorer) if holdback is not None and scorer is not None else None
+        active = self._active.version if self._active else None
+        if previous and previous not in (self._held_version(), active):
+            self._staged.pop(previous, None)
+        logger.info("holdback: %s (was %s)", holdback, previous)
 
     def rollback(self) -> Scorer:
         with self._lock:
@@ -141,6 +178,8 @@ class ModelRegistry:
             state = self.store.read()
             if state.active == version:
                 raise ConflictError(f"version {version} is active; activate another one first")
+            if state.holdback is not None and state.holdback.version == version:
+                raise ConflictError(f"version {version} is the holdback of an A/B test; end the test first")
             if not directory.is_dir():
                 raise VersionNotFoundError(f"version {version} not found in the registry")
             self._staged.pop(version, None)
@@ -148,8 +187,13 @@ class ModelRegistry:
             self.store.write(state.without(version))
 
     def sync_with_state(self) -> bool:
-        """Follow the state store (another process or replica may have activated); True on a swap."""
-        active = self.store.read().active
+        """Follow the state store (another process or replica may have activated, or started or ended an
+        A/B test); True when the active version changed."""
+        state = self.store.read()
+        if state.holdback != self.holdback:
+            with self._lock:
+                self._hold(state.holdback, self._stage(state.holdback.version) if state.holdback else None)
+        active = state.active
         if active is None or (self._active is not None and self._active.version == active):
             return False
         with self._lock:

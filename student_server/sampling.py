@@ -32,7 +32,8 @@ class _Item:
 class TrafficSampler:
     def __init__(self, log: LogWriter, rate: float, capacity: int, seed: int | None = None,
                  long_history_rate: float | None = None, long_history_events: int = 100,
-                 partition_lock: IO | None = None, buffer: int = 50_000, retry_s: float = 0.5) -> None:
+                 partition_lock: IO | None = None, buffer: int = 50_000, retry_s: float = 0.5,
+                 source_rates: dict[str, float] | None = None) -> None:
         self.log = log
         self._buffer: collections.deque[bytes] = collections.deque()  # encoded samples awaiting a retry
         self._buffer_limit = buffer
@@ -42,13 +43,16 @@ class TrafficSampler:
         self.rate = rate
         self.long_history_rate = rate if long_history_rate is None else long_history_rate
         self.long_history_events = long_history_events
+        self.source_rates = source_rates or {}
         self._random = random.Random(seed)
         self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=capacity)
         self._thread = threading.Thread(target=self._run, name="sample-log-writer", daemon=True)
         self._thread.start()
 
-    def probability(self, history_events: int) -> float:
-        return self.long_history_rate if history_events >= self.long_history_events else self.rate
+    def probability(self, history_events: int, source: str | None = None) -> float:
+        """The rate by history length, times the rate of the caller's traffic source (1 when it has none)."""
+        rate = self.long_history_rate if history_events >= self.long_history_events else self.rate
+        return rate * self.source_rates.get(source, 1.0) if source is not None else rate
 
     def should_sample(self, probability: float) -> bool:
         return probability > 0 and self._random.random() < probability

@@ -1,5 +1,5 @@
 """ONNX Runtime scoring: a versioned `Scorer` and a micro-batcher that merges concurrent requests
-into one ONNX Runtime call on a dedicated thread, so inference never runs on the event loop."""
+into one ONNX Runtime call per version on a dedicated thread, so inference never runs on the event loop."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,27 +42,27 @@ class Scorer:
 @dataclass
 class _Pending:
     context: MappedContext
+    scorer: Scorer  # chosen when the request arrived: a swap meanwhile never splits or moves a request
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
 
 
 class MicroBatcher:
-    """Scores mapped contexts in batches on one thread; each result is (probabilities, version)."""
+    """Scores mapped contexts in batches on one thread, one ONNX Runtime call per version in the batch (two
+    while an A/B test runs); each result is the candidates' probabilities."""
 
-    def __init__(self, encoder: Encoder, active: Callable[[], Scorer | None], max_requests: int,
-                 max_wait_us: int) -> None:
+    def __init__(self, encoder: Encoder, max_requests: int, max_wait_us: int) -> None:
         self.encoder = encoder
-        self.active = active
         self.max_requests = max_requests
         self.max_wait_s = max_wait_us / 1e6
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="onnx-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, context: MappedContext) -> asyncio.Future:
+    def submit(self, context: MappedContext, scorer: Scorer) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put(_Pending(context, loop, future))
+        self._queue.put(_Pending(context, scorer, loop, future))
         return future
 
     def close(self) -> None:
@@ -100,18 +99,21 @@ class MicroBatcher:
                 return
             batch = self._collect(first)
             metrics.SCORING_QUEUE.set(len(batch) + self._queue.qsize())
-            scorer = self.active()  # one version for the whole batch: a swap never splits a request
-            try:
-                if scorer is None:
-                    raise RuntimeError("no active model")
-                tensors, _ = self.encoder.assemble([p.context for p in batch])
-                probabilities = scorer.run(tensors)
-                results: list[Any] = [
-                    (probabilities[i, : len(p.context.cand_item)], scorer.version) for i, p in enumerate(batch)
-                ]
-            except Exception as exc:  # noqa: BLE001 - delivered to every waiting request
-                logger.exception("scoring a batch of %d failed", len(batch))
-                results = [exc] * len(batch)
+            by_scorer: dict[int, list[int]] = {}
+            for index, pending in enumerate(batch):
+                by_scorer.setdefault(id(pending.scorer), []).append(index)
+            results: list[Any] = [None] * len(batch)
+            for indices in by_scorer.values():
+                group = [batch[i] for i in indices]
+                try:
+                    tensors, _ = self.encoder.assemble([p.context for p in group])
+                    probabilities = group[0].scorer.run(tensors)
+                    for row, (index, pending) in enumerate(zip(indices, group, strict=True)):
+                        results[index] = probabilities[row, : len(pending.context.cand_item)]
+                except Exception as exc:  # noqa: BLE001 - delivered to every waiting request of the group
+                    logger.exception("scoring a batch of %d on version %s failed", len(group), group[0].scorer.version)
+                    for index in indices:
+                        results[index] = exc
             # One wake-up per event loop and batch, not one per request.
             by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any]]] = {}
             for pending, result in zip(batch, results, strict=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,10 +30,16 @@ class RankResult:
     model_version: str
     item_ids: list[str]
     scores: np.ndarray
+    # "model": ranked by the scores; "random": the exploration slice, served in a uniformly random order
+    # (still with the model's scores), so that position is independent of the item there.
+    policy: str = "model"
+    shuffle_seed: int | None = None
 
     @cached_property
     def order(self) -> np.ndarray:
-        """Candidate indices, best first (ties keep request order)."""
+        """Candidate indices, best first (ties keep request order); a random permutation when exploring."""
+        if self.policy == "random":
+            return np.random.default_rng(self.shuffle_seed).permutation(len(self.scores))
         return np.argsort(-self.scores, kind="stable")
 
     @property
@@ -42,7 +49,7 @@ class RankResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"request_id": self.request_id, "model_version": self.model_version,
-                "scores": self.scores.tolist(), "ranking": self.ranking}
+                "scores": self.scores.tolist(), "ranking": self.ranking, "policy": self.policy}
 
 
 class RankingService:
@@ -55,31 +62,38 @@ class RankingService:
         self.request_types = encoder.schema.request_types(settings.ignore_unknown_features)
         self.registry = registry
         self.sampler = sampler
-        self.batcher = MicroBatcher(encoder, lambda: registry.active, settings.max_batch_requests,
-                                    settings.max_batch_wait_us)
+        self.batcher = MicroBatcher(encoder, settings.max_batch_requests, settings.max_batch_wait_us)
+        self._random = random.Random()
+        self.source_header = settings.traffic_source_header.lower().encode("latin-1")
 
-    async def rank(self, request: Any) -> RankResult:
+    async def rank(self, request: Any, source: str | None = None) -> RankResult:
+        """Score and rank; `source` is the caller's traffic source (a header), which only sampling reads."""
         check_limits(request, self.settings.max_candidates, self.settings.max_history)
-        if self.registry.active is None:
+        scorer = self.registry.scorer_for(str(request.user.user_id))
+        if scorer is None:
             raise NotReadyError("no model version is active; stage and activate one through /admin")
         item_ids = [str(c.item_id) for c in request.candidates]
         context = self.encoder.map_request(request, candidate_ids=item_ids)
-        probabilities, version = await self.batcher.submit(context)
+        probabilities = await self.batcher.submit(context, scorer)
         metrics.CANDIDATES.observe(len(item_ids))
-        result = RankResult(request.request_id or uuid.uuid4().hex, version, item_ids, probabilities)
-        probability = self.sampler.probability(len(request.history))
+        result = RankResult(request.request_id or uuid.uuid4().hex, scorer.version, item_ids, probabilities)
+        if self.settings.exploration_rate and self._random.random() < self.settings.exploration_rate:
+            result.policy, result.shuffle_seed = "random", self._random.getrandbits(64)
+            metrics.EXPLORED.inc()
+        probability = self.sampler.probability(len(request.history), source)
         if self.sampler.should_sample(probability):
-            self.sampler.offer(self._sample_record(request, result, context.request_ts, probability))
+            self.sampler.offer(self._sample_record(request, result, context.request_ts, probability, source))
         return result
 
-    def _sample_record(self, request: Any, result: RankResult, request_ts: float,
-                       probability: float) -> SampledRequest:
+    def _sample_record(self, request: Any, result: RankResult, request_ts: float, probability: float,
+                       source: str | None) -> SampledRequest:
         positions = np.empty(len(result.scores), dtype=np.int64)
         positions[result.order] = np.arange(len(result.scores))
         return SampledRequest(
             request_id=result.request_id, ts=time.time(), request_ts=request_ts, model_version=result.model_version,
             sampling_probability=probability, request=msgspec.structs.replace(request, request_id=result.request_id),
-            student_view=self.encoder.view_name, scores=result.scores.tolist(), positions=positions.tolist())
+            student_view=self.encoder.view_name, scores=result.scores.tolist(), positions=positions.tolist(),
+            policy=result.policy, traffic_source=source)
 
     async def feedback(self, request_id: str, item_id: str, label: float, ts: float | None) -> None:
         if not request_id:

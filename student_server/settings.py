@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,6 +56,15 @@ class StudentSettings(BaseSettings):
     # carries its probability, and the worker weights by its inverse. None: `sampling_rate` for all.
     sampling_rate_long_history: float | None = Field(default=None, ge=0.0, le=1.0)
     long_history_events: int = Field(default=100, ge=1)
+    # A logging policy by traffic source (the `traffic_source_header` of each request, which no model reads),
+    # e.g. {"search": 0.2}: requests from that source are sampled at 0.2 times the rate above. Each record
+    # carries its probability, so the worker's inverse weights undo this too.
+    sampling_rate_by_source: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = {}
+    traffic_source_header: str = "x-traffic-source"
+    # The exploration slice: this share of requests is served in a uniformly random order (their records say
+    # policy "random"). Position is then independent of the item there, so clicks on it evaluate a model
+    # without the served ranking's bias; the worker keeps them out of training for that.
+    exploration_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     # file:DIR (the embedded default; a partition per process) or redis://HOST:PORT/N (Redis Streams, shared
     # by every replica); env STUDENT_SAMPLE_LOG or RECDISTILL_SAMPLE_LOG (shared with the worker).
     sample_log: LogURL = Field(default="samples", validation_alias=AliasChoices("STUDENT_SAMPLE_LOG",

@@ -152,3 +152,30 @@ def test_a_backlog_never_turns_clicks_into_negatives(ml100k: PreparedDataset, tm
     assert state.examples_trained == 60
     assert (state.feedback_joined, state.unmatched_feedback) == (60, 0), "no click outrun by its request's training"
     assert steps >= 12, "the backlog was read 10 records at a time"
+
+
+@pytest.mark.parametrize("train_on_exploration", [False, True])
+def test_the_exploration_slice_stays_out_of_training_and_every_record_is_counted(
+        ml100k: PreparedDataset, tmp_path: Path, train_on_exploration: bool) -> None:
+    """Requests served in a random order are an evaluation set: held out of training (and counted), their clicks
+    unmatched; with `train_on_exploration` they are trained like the rest."""
+    samples = tmp_path / "samples"
+    events = ml100k.split("test")[600:640].tolist()
+    payloads = []
+    for i, event in enumerate(events):
+        body = ml100k.to_request(event, "slate", negatives=9)
+        payloads.append(encode_record(SampledRequest(
+            request_id=body["request_id"], ts=1_000.0 + i, request_ts=1_000.0 + i, model_version="v1",
+            sampling_probability=1.0, request=ml100k.schema.parse_request(body), student_view="student",
+            scores=[0.5] * 10, positions=list(range(10)), policy="random" if i % 4 == 0 else "model")))
+        payloads.append(encode_record(FeedbackRecord(
+            request_id=body["request_id"], item_id=str(body["candidates"][0]["item_id"]), label=1.0,
+            ts=1_000.5 + i, received_ts=1_000.5 + i)))
+    SampleLog(samples / "server-0").append(payloads)
+    phase = StreamPhase(ml100k, samples, tmp_path / "worker", DistillConfig(use_teacher=False),
+                        StreamConfig(join_window_s=0.0, train_on_exploration=train_on_exploration))
+    state = asyncio.run(phase.run(until=lambda: True, clock=lambda: FAR_FUTURE))
+    held = 0 if train_on_exploration else 10
+    assert state.records_consumed == len(payloads) == 80
+    assert (state.exploration_held_out, state.examples_trained) == (held, 40 - held)
+    assert (state.feedback_joined, state.unmatched_feedback) == (40 - held, held)

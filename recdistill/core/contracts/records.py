@@ -42,6 +42,8 @@ class SampledRequest(Struct, Generic[R], tag="request", tag_field="kind", frozen
     student_view: str
     scores: list[float]  # per candidate, request order
     positions: list[int]  # 0-based rank of each candidate in the served ranking, request order
+    policy: str = "model"  # "model", or "random": the exploration slice (a uniformly random order)
+    traffic_source: str | None = None  # the caller's traffic source, when the sampling rules read one
     format: int = RECORD_FORMAT
 
 

@@ -6,10 +6,11 @@ fields are ignored, so adding an optional field is a compatible change.
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+from typing import Annotated, Any
 
 import msgspec
-from msgspec import Struct
+from msgspec import Meta, Struct
 
 MANIFEST_FORMAT = 1
 STATE_FORMAT = 1
@@ -33,11 +34,31 @@ class Manifest(Struct, frozen=True, kw_only=True):
     format: int = MANIFEST_FORMAT
 
 
+class Holdback(Struct, frozen=True, kw_only=True):
+    """A simultaneous A/B test: the users whose hash falls under `share` stay on `version` (the control),
+    every other user gets the active version, whatever it becomes. Assignment is by user, stable across
+    requests, restarts and replicas (a hash of the salted user id), so each user sees one arm."""
+
+    version: str
+    share: Annotated[float, Meta(gt=0, lt=1)]
+    salt: str = "holdback"
+
+    def holds(self, user_id: str) -> bool:
+        return _unit_hash(f"{self.salt}:{user_id}") < self.share
+
+
+def _unit_hash(key: str) -> float:
+    """A uniform number in [0, 1) from a string, the same in every process (unlike `hash`)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2.0**64
+
+
 class RegistryState(Struct, frozen=True, kw_only=True):
-    """The active-version pointer and the versions it replaced (oldest first), for roll-backs."""
+    """The active-version pointer and the versions it replaced (oldest first), for roll-backs; and the
+    holdback of a running A/B test, if any."""
 
     active: str | None = None
     history: list[str] = []
+    holdback: Holdback | None = None
     format: int = STATE_FORMAT
 
     def activated(self, version: str) -> RegistryState:
@@ -46,13 +67,16 @@ class RegistryState(Struct, frozen=True, kw_only=True):
         history = [v for v in self.history if v != version]
         if self.active:
             history.append(self.active)
-        return RegistryState(active=version, history=history[-STATE_HISTORY:])
+        return msgspec.structs.replace(self, active=version, history=history[-STATE_HISTORY:])
 
     def rolled_back(self) -> RegistryState:
-        return RegistryState(active=self.history[-1], history=self.history[:-1])
+        return msgspec.structs.replace(self, active=self.history[-1], history=self.history[:-1])
 
     def without(self, version: str) -> RegistryState:
-        return RegistryState(active=self.active, history=[v for v in self.history if v != version])
+        return msgspec.structs.replace(self, history=[v for v in self.history if v != version])
+
+    def with_holdback(self, holdback: Holdback | None) -> RegistryState:
+        return msgspec.structs.replace(self, holdback=holdback)
 
 
 REPLICA_FORMAT = 1
@@ -66,6 +90,7 @@ class ReplicaStatus(Struct, frozen=True, kw_only=True):
     http: str  # host:port of its HTTP server
     grpc: str
     updated_unix: float
+    holdback: str | None = None  # the control arm's version while an A/B test runs
     format: int = REPLICA_FORMAT
 
 

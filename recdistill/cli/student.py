@@ -36,6 +36,11 @@ def serve_command(
                                                                            "sample log [default: 0]."),
     sampling_rate_long_history: float | None = typer.Option(
         None, min=0.0, max=1.0, help="Sampling rate for users with long histories (default: --sampling-rate)."),
+    sampling_rate_by_source: list[str] | None = typer.Option(
+        None, "--sampling-rate-by-source", metavar="SOURCE=RATE", help="Sample requests whose traffic-source "
+        "header is SOURCE at RATE times the other rules' rate; repeatable [default: none]."),
+    exploration_rate: float | None = typer.Option(None, min=0.0, max=1.0, help="Share of requests served in a "
+                                                  "random order (the exploration slice) [default: 0]."),
     sample_log: str | None = typer.Option(None, "--log", "--sample-log", help="Sample log: file:DIR or "
                                           "redis://HOST:PORT/N (env RECDISTILL_SAMPLE_LOG) [default: samples]."),
     server_id: str | None = typer.Option(None, help="Stable name of this server's sample-log partitions "
@@ -52,7 +57,8 @@ def serve_command(
     settings = settings_from_cli(StudentSettings, config, "student", registry=registry, host=host, port=port,
                              grpc_port=grpc_port, workers=workers, sampling_rate=sampling_rate,
                              sampling_rate_long_history=sampling_rate_long_history, sample_log=sample_log,
-                             server_id=server_id, registry_store=registry_store)
+                             server_id=server_id, registry_store=registry_store, exploration_rate=exploration_rate,
+                             sampling_rate_by_source=_source_rates(sampling_rate_by_source))
     if not (settings.registry / "features.json").exists():
         raise typer.BadParameter(f"{settings.registry} has no features.json: not a model registry",
                                  param_hint="--registry")
@@ -64,13 +70,26 @@ def serve_command(
     serve(settings)
 
 
-def _call(method: str, path: str, url: str, token: str | None) -> dict:
+def _source_rates(values: list[str] | None) -> dict[str, float] | None:
+    if not values:
+        return None
+    rates = {}
+    for value in values:
+        source, _, rate = value.partition("=")
+        try:
+            rates[source] = float(rate)
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is not SOURCE=RATE", param_hint="--sampling-rate-by-source") from None
+    return rates
+
+
+def _call(method: str, path: str, url: str, token: str | None, body: dict | None = None) -> dict:
     import httpx
 
     if not token:
         raise typer.BadParameter("set RECDISTILL_ADMIN_TOKEN or pass --token", param_hint="--token")
     response = httpx.request(method, f"{url.rstrip('/')}/admin{path}", headers={"Authorization": f"Bearer {token}"},
-                             timeout=120)
+                             json=body, timeout=120)
     if response.status_code >= 400:
         console.print(f"[red]error {response.status_code}:[/red] {response.json().get('error', response.text)}")
         raise typer.Exit(1)
@@ -117,3 +136,19 @@ def rollback_command(url: str = URL, token: str | None = TOKEN) -> None:
 def delete_command(version: str, url: str = URL, token: str | None = TOKEN) -> None:
     """Delete a version that is not active."""
     print(json.dumps(_call("DELETE", f"/versions/{version}", url, token), indent=1))
+
+
+@models.command("holdback")
+def holdback_command(version: str, share: float = typer.Option(..., min=0.0, max=1.0, help="Share of users kept "
+                                                               "on VERSION (by a hash of the user id)."),
+                     salt: str = typer.Option("holdback", help="A new salt draws new users."),
+                     url: str = URL, token: str | None = TOKEN) -> None:
+    """Start an A/B test: keep a share of users on VERSION while the others get the active version."""
+    print(json.dumps(_call("PUT", "/holdback", url, token, {"version": version, "share": share, "salt": salt}),
+                     indent=1))
+
+
+@models.command("end-holdback")
+def end_holdback_command(url: str = URL, token: str | None = TOKEN) -> None:
+    """End the A/B test: every user gets the active version."""
+    print(json.dumps(_call("DELETE", "/holdback", url, token), indent=1))

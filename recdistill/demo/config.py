@@ -52,6 +52,15 @@ class DemoConfig:
     export_every: int = 1_500  # streamed examples between export attempts
     sampling_rate: float = 1.0
     sampling_rate_long_history: float = 0.25  # users with >= 100 events: sampled less, weighted by 1/p
+    # A logging bias no model can see (demo.logging_policy): "search" traffic, users after a niche item, is
+    # sampled at this rate times the others'. Inverse-propensity weights are what can undo it.
+    search_sampling_rate: float = 0.25
+    # The exploration slice: requests served in a random order, kept out of training, to evaluate models on
+    # clicks without the served ranking's position bias.
+    exploration_rate: float = 0.15
+    # The online A/B test: from the batch student's promotion on, this share of users (by a hash of the user
+    # id) stays on the baseline while the rest get the batch student and then each streamed version.
+    holdback_share: float = 0.5
     # Serving comes first: Triton, and this process (the worker) from the live replay on, run at this lower
     # CPU priority, so on a small shared machine the student server and the replay client win the cores.
     background_niceness: int = 10

@@ -22,10 +22,13 @@ from distill_worker.promote import promote
 from distill_worker.settings import StreamConfig, WorkerSettings
 from distill_worker.stream import StepResult, StreamState, stream_main
 from distill_worker.student import StudentModel
+from recdistill.core.contracts.registry import Holdback, to_builtins
+from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.logs import STDERR
 from recdistill.core.processes import child_process, free_port, lower_priority
 from recdistill.core.training import EncodedSplit
 from recdistill.demo.config import DemoConfig
+from recdistill.demo.logging_policy import NICHE, traffic_sources
 from recdistill.demo.replay import ReplayPlan, ReplayProcess, Served
 
 logger = logging.getLogger(__name__)
@@ -48,7 +51,9 @@ def student_server_process(registry: Path, sample_log: str, config: DemoConfig, 
     command = [str(Path(sys.executable).parent / "recdistill"), "student", "serve", "--registry", str(registry),
                "--port", str(http_port), "--grpc-port", str(grpc_port), "--log", sample_log,
                "--sampling-rate", str(config.sampling_rate),
-               "--sampling-rate-long-history", str(config.sampling_rate_long_history)]
+               "--sampling-rate-long-history", str(config.sampling_rate_long_history),
+               "--sampling-rate-by-source", f"{NICHE}={config.search_sampling_rate}",
+               "--exploration-rate", str(config.exploration_rate)]
     server = StudentServer(f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", token, sample_log)
     with child_process(command, lambda: httpx.get(f"{server.http_url}/healthz", timeout=1).status_code == 200,
                        "student serve", ready_timeout_s, log_path, {"RECDISTILL_ADMIN_TOKEN": token},
@@ -72,6 +77,8 @@ class Swap:
 class LiveResult:
     served: list[Served]
     swaps: list[Swap]
+    holdback: Holdback | None  # the A/B test's control arm (the baseline), from `holdback_at_s` on
+    holdback_at_s: float | None
     refused: int
     stream_state: dict[str, Any]
     feedback_errors: int
@@ -81,12 +88,14 @@ class LiveResult:
 async def live_stage(config: DemoConfig, settings: WorkerSettings, server: StudentServer, replay_events: list[int],
                      gate_holdout: EncodedSplit, baseline_version: str, batch_version: str | None,
                      batch_model: StudentModel, calibration: Calibration | None, replay_log: Path) -> LiveResult:
-    """Serve the baseline (active at start-up), start the replay, promote the batch student, then run the
-    worker's stream phase (the same driver as `recdistill worker run --mode stream`) until the replay
-    has ended and every sampled request's feedback window has closed."""
+    """Serve the baseline (active at start-up), start the replay, promote the batch student while an A/B test
+    keeps `holdback_share` of users on the baseline, then run the worker's stream phase (the same driver as
+    `recdistill worker run --mode stream`) until the replay has ended and every sampled request's feedback
+    window has closed."""
+    sources = await asyncio.to_thread(traffic_sources, PreparedDataset(settings.data), replay_events)
     replay = ReplayProcess(ReplayPlan(settings.data, replay_events, server.http_url, server.grpc_target,
                                       config.replay_rate, config.replay_concurrency, config.feedback_delay_s,
-                                      config.exposed_positions, replay_log))
+                                      config.exposed_positions, replay_log, sources))
     replay.start()
     # From here this process is the worker beside serving: it yields the cores to the server and the replay
     # (started above, at the normal priority). Client CPU per request is ~2x on HTTP (httpx, pure Python)
@@ -106,6 +115,8 @@ async def live_stage(config: DemoConfig, settings: WorkerSettings, server: Stude
             swaps.append(Swap(since_start(), version, "stream"))
 
     started = time.perf_counter()
+    holdback: Holdback | None = None
+    holdback_at_s: float | None = None
     try:
         with Progress(transient=True, console=STDERR) as bars:
             bar = bars.add_task("replay (HTTP + gRPC) and streaming", total=replay.total)
@@ -116,6 +127,10 @@ async def live_stage(config: DemoConfig, settings: WorkerSettings, server: Stude
             if batch_version:
                 await asyncio.to_thread(promote, server.http_url, server.token, batch_version)
                 swaps.append(Swap(since_start(), batch_version, "batch"))
+                if config.holdback_share:
+                    holdback = Holdback(version=baseline_version, share=config.holdback_share, salt="demo")
+                    await _start_holdback(server, holdback)
+                    holdback_at_s = since_start()
 
             def on_step(_: StepResult, state: StreamState) -> None:
                 bars.update(bar, completed=replay.sent.value,
@@ -132,6 +147,14 @@ async def live_stage(config: DemoConfig, settings: WorkerSettings, server: Stude
     # The server's own view of the replay (latency histograms, swap counters), kept with the logs.
     replay_log.with_name("student-server-metrics.prom").write_text(
         httpx.get(f"{server.http_url}/metrics", timeout=10).text)
-    return LiveResult(served=served, swaps=swaps, refused=stream_report["exports_refused"],
+    return LiveResult(served=served, swaps=swaps, holdback=holdback, holdback_at_s=holdback_at_s,
+                      refused=stream_report["exports_refused"],
                       stream_state={k: v for k, v in stream_report.items() if k != "offsets"},
                       feedback_errors=feedback_errors, duration_s=round(time.perf_counter() - started, 1))
+
+
+async def _start_holdback(server: StudentServer, holdback: Holdback) -> None:
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=120,
+                                 headers={"Authorization": f"Bearer {server.token}"}) as client:
+        response = await client.put("/admin/holdback", json=to_builtins(holdback))
+        response.raise_for_status()

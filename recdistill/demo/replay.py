@@ -5,6 +5,10 @@ Clicks follow a position-based model: the user sees the top `exposed_positions` 
 and examines position p (0-based) with probability 1 / log2(p + 2); the real next item is clicked
 when it is shown and examined. Nothing else is clicked, and nothing below the fold ever is.
 
+Each request may carry a traffic source (the `x-traffic-source` header, or gRPC metadata) that the
+demo derives from a variable no model reads (see `demo.logging_policy`); the server's sampling rules
+read it, which biases the sample log in a way only inverse-propensity weights can undo.
+
 The replay is another party (the service's clients): it runs in its own process, so it neither shares
 an interpreter lock with the training worker nor is slowed down by it beyond the machine's cores.
 """
@@ -17,7 +21,7 @@ import math
 import multiprocessing
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,8 @@ import httpx
 from recdistill.core._proto import ranking_pb2, ranking_pb2_grpc
 from recdistill.core.contracts.rank_grpc import request_from_dict
 from recdistill.core.data.dataset import PreparedDataset
+
+SOURCE_HEADER = "x-traffic-source"
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ class ReplayPlan:
     feedback_delay_s: float
     exposed_positions: int
     out_path: Path  # one JSON line per request: what the client saw
+    traffic_sources: dict[int, str] = field(default_factory=dict)  # event id -> source header (hidden variable)
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,12 @@ class Served:
     error: str | None = None
     real_item_rank: int | None = None  # where the served ranking put the item the user chose
     clicked: bool = False
+    event_id: int = -1
+    user_id: str = ""
+    policy: str = "model"  # what the server said: "model", or "random" (its exploration slice)
+    traffic_source: str | None = None
+    candidates: int = 0
+    exposed: list[int] = field(default_factory=list)  # candidate indices (request order) shown, best first
 
 
 class ReplayProcess:
@@ -120,13 +133,13 @@ class _Replay:
             tasks: set[asyncio.Task] = set()
             start = time.perf_counter()
             self.started_unix.value = time.time()
-            for index, body in enumerate(bodies):
+            for index, (event_id, body) in enumerate(zip(plan.event_ids, bodies, strict=True)):
                 delay = start + index / plan.rate - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 await gate.acquire()
-                task = asyncio.create_task(self._one(http, clicks, stub, body, "grpc" if index % 2 else "http",
-                                                     start, gate))
+                task = asyncio.create_task(self._one(http, clicks, stub, event_id, body,
+                                                     "grpc" if index % 2 else "http", start, gate))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 self.sent.value = index + 1
@@ -137,20 +150,22 @@ class _Replay:
             out.write(json.dumps({"kind": "summary", "feedback_errors": self.feedback_errors}) + "\n")
 
     async def _one(self, http: httpx.AsyncClient, clicks: httpx.AsyncClient, stub: ranking_pb2_grpc.RankingStub,
-                   body: dict[str, Any], protocol: str, start: float, gate: asyncio.Semaphore) -> None:
+                   event_id: int, body: dict[str, Any], protocol: str, start: float, gate: asyncio.Semaphore) -> None:
+        source = self.plan.traffic_sources.get(event_id)
         sent = time.perf_counter()
-        version, error, ranking = None, None, []
+        version, error, ranking, policy = None, None, [], "model"
         try:
             if protocol == "http":
-                response = await http.post("/v1/rank", json=body)
+                response = await http.post("/v1/rank", json=body, headers={SOURCE_HEADER: source} if source else None)
                 if response.status_code == 200:
                     served = response.json()
-                    version, ranking = served["model_version"], served["ranking"]
+                    version, ranking, policy = served["model_version"], served["ranking"], served["policy"]
                 else:
                     error = f"HTTP {response.status_code}"
             else:
-                reply = await stub.Rank(request_from_dict(body), timeout=30)
-                version, ranking = reply.model_version, list(reply.ranking)
+                reply = await stub.Rank(request_from_dict(body), timeout=30,
+                                        metadata=((SOURCE_HEADER, source),) if source else None)
+                version, ranking, policy = reply.model_version, list(reply.ranking), reply.policy
         except (httpx.HTTPError, grpc.RpcError) as exc:
             error = type(exc).__name__
         finally:
@@ -160,7 +175,10 @@ class _Replay:
         rank = ranking.index(real_item) if real_item in ranking else None
         clicked = rank is not None and rank < self.plan.exposed_positions and \
             random.Random(body["request_id"]).random() < 1.0 / math.log2(rank + 2)
-        self.served.append(Served(round(sent - start, 4), latency_ms, protocol, version, error, rank, clicked))
+        index = {str(c["item_id"]): i for i, c in enumerate(body["candidates"])}
+        self.served.append(Served(round(sent - start, 4), latency_ms, protocol, version, error, rank, clicked, event_id,
+                                  str(body["user"]["user_id"]), policy, source, len(index),
+                                  [index[item] for item in ranking[: self.plan.exposed_positions]]))
         if clicked:
             await asyncio.sleep(self.plan.feedback_delay_s)  # the click comes later than the response
             await self._feedback(clicks, stub, body["request_id"], real_item, protocol)

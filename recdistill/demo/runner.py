@@ -30,6 +30,7 @@ from recdistill.core.valkey import local_valkey
 from recdistill.demo.config import DemoConfig
 from recdistill.demo.experiments import TEACHER_TERM, BatchExperiment, TuningGrid
 from recdistill.demo.live import live_stage, stream_config, student_server_process
+from recdistill.demo.online import exploration_set
 from recdistill.demo.report import StreamRun, TaskResults, write_report
 from recdistill.demo.streaming import STREAM_VARIANTS, rerun_stream
 from recdistill.demo.teachers import train_or_reuse
@@ -196,8 +197,13 @@ async def _live(dataset: PreparedDataset, config: DemoConfig, experiment: BatchE
 
 async def _stream_ablations(config: DemoConfig, experiment: BatchExperiment, result: TaskResults,
                             sample_log: str) -> None:
+    """Each stream variant rerun per seed, scored on the test window and on the live exploration slice."""
     settings = experiment.settings.model_copy(update={"stream": stream_config(config)})
     labels_db = experiment.settings.state_dir / "live" / "labels.sqlite"
+    test = experiment.test
+    assert result.live is not None
+    explored = exploration_set(experiment.data.dataset, test.encoder, result.live)
+    result.exploration = explored
     for seed in range(config.ablation_seeds):
         batch_model = experiment.run("distilled", seed).model
         for variant in STREAM_VARIANTS:
@@ -205,7 +211,9 @@ async def _stream_ablations(config: DemoConfig, experiment: BatchExperiment, res
                                        experiment.settings.state_dir / "rerun", batch_model, experiment.calibration,
                                        seed)
             with torch.no_grad():
-                scores, mask = predict(lambda inputs, m=model: m(**inputs), experiment.test)
-            test = experiment.test
+                scores, mask = predict(lambda inputs, m=model: m(**inputs), test)
+                on_slice = predict(lambda inputs, m=model: m(**inputs), explored.split) if explored else None
             result.stream_runs[(variant, seed)] = StreamRun(
-                evaluate(test.task, test.labels, scores, mask, test.user_ids), scores)
+                evaluate(test.task, test.labels, scores, mask, test.user_ids), scores,
+                exploration_scores=on_slice[0] if on_slice else None,
+                exploration_auc=explored.auc(*on_slice) if explored and on_slice else None)

@@ -90,6 +90,10 @@ class Tuning:
         return {"chosen": self.chosen, "tried": self.valid_auc, "cached": self.cached}
 
 
+def _point_key(point: dict[str, float]) -> str:
+    return json.dumps({k: v for k, v in point.items() if k != "valid_auc"}, sort_keys=True)
+
+
 class BatchExperiment:
     """The demo's experiment design over the worker's batch phase (`BatchPhase`): which students to
     train, with which soft labels and objective; labelling, debiasing and training are the worker's."""
@@ -172,44 +176,55 @@ class BatchExperiment:
             config = replace(config, unexposed_weight=0.0)
         return config
 
-    def _tuning_key(self, variant: str, grid: list[dict[str, float]]) -> str:
-        """Everything the search's outcome depends on: the data, the schema, the windows, the objective, the
-        grid, and the soft labels themselves (rounded, so float noise in serving does not miss the cache)."""
+    def _tuning_key(self, variant: str, grid: list[dict[str, float]] | None = None) -> str:
+        """Everything a point's valid AUC depends on: the data, the schema, the windows, the objective and the
+        soft labels themselves (rounded, so float noise in serving does not miss the cache). (Caches written
+        before points were cached one by one also hashed their `grid`.)"""
         soft = self._soft_labels(variant, 0)
         labels = "" if soft is None else hashlib.sha256(np.round(soft, 5).tobytes()).hexdigest()
         manifest = self.data.dataset.manifest
         payload = {"source": manifest.get("source_sha256"), "schema": self.data.dataset.schema.hash,
-                   "split": manifest["split"], "task": self.settings.task, "variant": variant, "grid": grid,
+                   "split": manifest["split"], "task": self.settings.task, "variant": variant,
                    "max_train_events": self.settings.max_train_events,
                    "max_holdout_events": self.settings.max_holdout_events,
                    "gate_holdout": self.settings.gate.holdout_events, "distill": asdict(self.distill),
-                   "soft_labels": labels}
+                   "soft_labels": labels} | ({"grid": grid} if grid is not None else {})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
+    def _tried_before(self, variant: str, points: list[dict[str, float]], cache: Path) -> tuple[Path, list[dict]]:
+        """The cache file of `variant` and every point it holds (each with its valid AUC)."""
+        path = cache / f"tuning-{self.settings.task}-{variant}-{self._tuning_key(variant)}.json"
+        if path.exists():
+            return path, json.loads(path.read_text())["tried"]
+        legacy = cache / f"tuning-{self.settings.task}-{variant}-{self._tuning_key(variant, points)}.json"
+        return path, json.loads(legacy.read_text())["tried"] if legacy.exists() else []
+
     def tune(self, variant: str, grid: TuningGrid, cache: Path | None = None) -> Tuning:
-        """Choose `variant`'s regulariser (and teacher-term weight) on the valid window, with seed 0; the
-        run of the chosen point is kept as the variant's seed-0 run. Cached by content hash: a cached
-        choice is reused and its seed-0 student trained again (the test window plays no part)."""
+        """Choose `variant`'s regulariser (and teacher-term weight) on the valid window, with seed 0; the run of
+        the chosen point is kept as the variant's seed-0 run. Each point's valid AUC is cached by content hash,
+        so a wider grid trains only its new points; a chosen point from the cache has its seed-0 student
+        trained again (the test window plays no part)."""
         if variant in self.tuning:
             return self.tuning[variant]
         points = grid.points(variant)
-        path = None if cache is None else cache / f"tuning-{self.settings.task}-{variant}-" \
-                                                   f"{self._tuning_key(variant, points)}.json"
-        if path is not None and path.exists():
-            saved = json.loads(path.read_text())
-            self.tuning[variant] = Tuning(variant, saved["chosen"], saved["tried"], cached=True)
-            logger.info("%s %s: reusing the tuning on valid %s", self.settings.task, variant, saved["chosen"])
-            return self.tuning[variant]
-        tried: list[tuple[dict[str, float], RunResult]] = []
+        path, before = self._tried_before(variant, points, cache) if cache is not None else (None, [])
+        known = {_point_key(p): p["valid_auc"] for p in before}
+        trained: dict[str, RunResult] = {}
         for point in points:
-            tried.append((point, self._train(variant, 0, point)))
-        chosen, best = max(tried, key=lambda t: t[1].valid["auc"])
-        self.tuning[variant] = Tuning(variant, chosen, [p | {"valid_auc": round(r.valid["auc"], 6)} for p, r in tried])
-        self.runs[(variant, 0)] = self._score_test(best)
-        if path is not None:
+            if _point_key(point) not in known:
+                result = trained[_point_key(point)] = self._train(variant, 0, point)
+                known[_point_key(point)] = round(result.valid["auc"], 6)
+        tried = [point | {"valid_auc": known[_point_key(point)]} for point in points]
+        chosen = max(points, key=lambda point: known[_point_key(point)])
+        self.tuning[variant] = Tuning(variant, chosen, tried, cached=not trained)
+        if _point_key(chosen) in trained:
+            self.runs[(variant, 0)] = self._score_test(trained[_point_key(chosen)])
+        if path is not None and trained:
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path, json.dumps(self.tuning[variant].summary(), indent=2))
-        logger.info("%s %s: chose %s on valid", self.settings.task, variant, chosen)
+            every = [*(p for p in before if _point_key(p) not in trained), *tried]
+            atomic_write_text(path, json.dumps({"tried": every}, indent=2))
+        logger.info("%s %s: chose %s on valid (%d of %d points from the cache)", self.settings.task, variant,
+                    chosen, len(points) - len(trained), len(points))
         return self.tuning[variant]
 
     def run(self, variant: str, seed: int) -> RunResult:

@@ -62,25 +62,15 @@ async def test_every_variant_gets_the_same_search_on_valid_and_the_choice_is_cac
     assert reused.chosen == baseline.chosen
     assert reused.valid_auc == baseline.valid_auc
     assert ("baseline", 0) not in again.runs
-    # A different grid is a different search.
-    assert not again.tune("distilled", TuningGrid(weight_decay=(0.0,), kd_weight=(3.0,)), cache).cached
-
-
-async def test_student_seed_s_learns_from_teacher_seed_s_mod_their_number(
-    triton_teacher: RunningTriton, ml100k: PreparedDataset, tmp_path: Path
-) -> None:
-    experiment = _experiment(triton_teacher, ml100k, tmp_path)
-    await experiment.label()
-    # A second teacher seed, labelled through Triton under its own version (same weights here: this test
-    # checks the routing, the demo trains the seeds apart).
-    second = TeacherClientSettings(url=triton_teacher.grpc_url, teacher_version="tiny-1-seed1")
-    phase, scores = await experiment.label_with(second)
-    experiment.teacher_phases.append(phase)
-    experiment.teacher_seed_scores.append(scores)
-    assert not phase._debiased
-    experiment._soft_labels("distilled", 1)
-    assert phase._debiased, "seed 1 did not use teacher seed 1"
-    assert experiment.calibration is None  # only teacher seed 0's calibration serves the stream phase
-    experiment._soft_labels("distilled", 2)
-    assert experiment.calibration is not None
-    assert experiment.teacher_test_metrics()["auc"] == pytest.approx(experiment.metrics(scores)["auc"], abs=1e-4)
+    # Points are cached one by one: a wider grid trains only its new points and chooses among all of them.
+    trained: list[dict] = []
+    train = again._train
+    again._train = lambda variant, seed, point=None: trained.append(point) or train(variant, seed, point)
+    wider = again.tune("distilled", TuningGrid(weight_decay=(0.0, 0.5), kd_weight=(1.0, 3.0, 10.0)), cache)
+    assert not wider.cached
+    assert [p for p in wider.valid_auc if p["kd_weight"] != 10.0] == method.valid_auc
+    assert len(wider.valid_auc) == 6
+    assert [p for p in trained if p is not None and p["kd_weight"] == 10.0] == \
+        [{"weight_decay": 0.0, "kd_weight": 10.0}, {"weight_decay": 0.5, "kd_weight": 10.0}]
+    assert len(trained) == 2
+    assert len(list(cache.glob("tuning-slate-*.json"))) == 2

@@ -102,9 +102,13 @@ class StreamState:
                 self.exports_refused)
 
     def counters(self) -> dict[str, Any]:
-        """The state without its working sets: what a report shows."""
+        """The state without its working sets, which it counts instead: what a report shows. Every record
+        consumed is in exactly one of: trained, held out (exploration), dead-lettered, duplicate, feedback
+        joined, feedback unmatched, or still waiting (requests and feedback whose join window is open)."""
         return {k: v for k, v in asdict(self).items()
-                if k not in ("waiting", "feedback", "feedback_seen", "trained_ids")}
+                if k not in ("waiting", "feedback", "feedback_seen", "trained_ids")} | {
+            "waiting_requests": len(self.waiting),
+            "waiting_feedback": sum(len(items) for items in self.feedback.values())}
 
 
 @dataclass

@@ -104,6 +104,10 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path) -> None:
     assert serving["per_protocol"]["grpc"]["requests"] > 0
     assert serving["stream"]["examples_trained"] > 0
     assert serving["stream"]["feedback_joined"] > 0
+    counts = serving["stream"]
+    assert counts["records_consumed"] == sum(counts[k] for k in (
+        "examples_trained", "exploration_held_out", "dead_lettered", "duplicates", "feedback_joined",
+        "unmatched_feedback", "waiting_requests", "waiting_feedback")), counts
 
     versions = report["tasks"]["slate"]["promoted_versions"]
     assert versions[0]["phase"] == "baseline"

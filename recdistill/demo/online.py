@@ -34,7 +34,7 @@ class ExplorationSet:
     def auc(self, scores: np.ndarray, mask: np.ndarray) -> float | None:
         shown = mask & self.exposed
         labels = self.split.labels[shown]
-        if labels.min(initial=1) == labels.max(initial=0):
+        if labels.size == 0 or labels.min() == labels.max():
             return None  # no click, or nothing else shown
         return round(float(metrics.auc(labels, scores[shown])), 6)
 

@@ -32,8 +32,9 @@ import httpx
 from recdistill.core._proto import ranking_pb2, ranking_pb2_grpc
 from recdistill.core.contracts.rank_grpc import request_from_dict
 from recdistill.core.data.dataset import PreparedDataset
+from student_server.settings import StudentSettings
 
-SOURCE_HEADER = "x-traffic-source"
+SOURCE_HEADER = StudentSettings.model_fields["traffic_source_header"].default  # what the server reads
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_origin
 
 import typer
 from pydantic import ValidationError
@@ -24,7 +24,10 @@ def settings_from_cli(cls: type[S], config: Path | None, table: str, **flags: An
         raise typer.BadParameter(str(exc), param_hint="--config") from None
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = str(first["loc"][-1]) if first["loc"] else "config"
+        loc = first["loc"]
+        field = cls.model_fields.get(str(loc[0])) if loc else None
+        keyed = field is not None and get_origin(field.annotation) is dict  # loc[-1] is a key, not a field
+        name = str(loc[0] if keyed else loc[-1]) if loc else "config"
         raise typer.BadParameter(f"{first['msg']} (got {first.get('input')!r})",
                                  param_hint=f"--{name.replace('_', '-')}") from None
 

@@ -89,3 +89,15 @@ def test_demo_is_a_command_and_the_worker_refuses_an_unknown_task() -> None:
         result = runner.invoke(app, ["worker", "run", "--mode", mode, "--task", task, "--teacher-version", "t"])
         assert result.exit_code == 2, result.output
         assert "--task" in result.output
+
+
+def test_a_sampling_rule_by_source_that_is_not_source_equals_rate_is_named(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["student", "serve", "--registry", str(tmp_path),
+                                      "--sampling-rate-by-source", "search:0.25"])
+    assert result.exit_code == 2
+    assert "--sampling-rate-by-source" in result.output
+    assert "SOURCE=RATE" in result.output
+    result = CliRunner().invoke(app, ["student", "serve", "--registry", str(tmp_path),
+                                      "--sampling-rate-by-source", "search=2"])
+    assert result.exit_code == 2
+    assert "--sampling-rate-by-source" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from recdistill.cli import app
+from recdistill.core.contracts.registry import Holdback
 from recdistill.core.processes import free_port
 from tests.student_server.conftest import TOKEN, wait_ready
 
@@ -43,6 +45,24 @@ def test_two_workers_share_activation_metrics_and_ports(registry: Path, tmp_path
             versions = {client.post("/v1/rank", content=body).json()["model_version"] for _ in range(40)}
             metrics_text = client.get("/metrics").text
         assert versions == {"v2"}, "the activation must reach every worker process"
+        # An A/B test started through the CLI reaches both processes too: each user's arm, on any connection.
+        result = CliRunner().invoke(app, ["student", "models", "holdback", "v1", "--share", "0.5", "--salt", "mp",
+                                          "--url", url, "--token", TOKEN])
+        assert result.exit_code == 0, result.output
+        holdback = Holdback(version="v1", share=0.5, salt="mp")
+        request = json.loads(body)
+        expected = {u: "v1" if holdback.holds(str(u)) else "v2" for u in range(1, 41)}
+        deadline = time.monotonic() + 10
+        with httpx.Client(base_url=url, limits=fresh, timeout=30) as client:
+            while True:
+                served = {u: client.post("/v1/rank", json=request | {"user": request["user"] | {"user_id": u}}).json()
+                          ["model_version"] for u in expected}
+                if served == expected or time.monotonic() > deadline:
+                    break
+        assert served == expected
+        assert set(served.values()) == {"v1", "v2"}
+        result = CliRunner().invoke(app, ["student", "models", "end-holdback", "--url", url, "--token", TOKEN])
+        assert result.exit_code == 0, result.output
         counts = re.findall(r'recdistill_request_seconds_count\{endpoint="rank",protocol="http"\} (\S+)',
                             metrics_text)
         assert sum(float(c) for c in counts) == 70, "metrics aggregate requests served by both processes"

@@ -24,6 +24,7 @@ def demo_command(
 ) -> None:
     """Prepare data, train or reuse the teacher, serve it with Triton, train baseline and distilled students,
     replay live traffic against the student server while the worker streams and hot-swaps, then report."""
+    import signal
     from dataclasses import replace
 
     from recdistill.cli.common import resolve_schema
@@ -34,6 +35,8 @@ def demo_command(
         raise typer.BadParameter("file or redis", param_hint="--log")
     schema_path = resolve_schema(schema, dataset)
     out = out or Path("runs") / ("quick" if quick else "demo")
+    # SIGTERM (a job scheduler, `kill`) unwinds like Ctrl-C, so every service the demo started is stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     report = run_demo(out, dataset, replace(preset(quick, seeds), sample_log=log), schema_path, catalogue)
     typer.echo(f"report: {out / 'report.md'} (all figures in {out / 'report.json'})")
     if report.get("non_finite"):

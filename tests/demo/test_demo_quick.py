@@ -159,7 +159,8 @@ def test_quick_demo_runs_the_whole_loop_on_the_ecommerce_schema_over_redis_strea
     assert not _services_of(out), "services left running after the demo"
 
 
-def test_ctrl_c_stops_every_service(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_every_service(tmp_path: Path, stop: signal.Signals) -> None:
     out = tmp_path / "runs" / "interrupted"
     # SIGINT as a terminal delivers it, also when this test runs as a background job (which ignores it).
     demo = subprocess.Popen([RECDISTILL, "demo", "--quick", "--out", str(out)], stdout=subprocess.DEVNULL,
@@ -172,7 +173,7 @@ def test_ctrl_c_stops_every_service(tmp_path: Path) -> None:
             assert demo.poll() is None, demo.stderr.read()[-3000:] if demo.stderr else ""
             assert time.monotonic() < deadline, "Triton never started"
             time.sleep(0.5)
-        demo.send_signal(signal.SIGINT)
+        demo.send_signal(stop)
         demo.wait(timeout=90)
     finally:
         if demo.poll() is None:
@@ -181,4 +182,4 @@ def test_ctrl_c_stops_every_service(tmp_path: Path) -> None:
     deadline = time.monotonic() + 30
     while _services_of(out) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not _services_of(out), "services left running after Ctrl-C"
+    assert not _services_of(out), f"services left running after {stop.name}"

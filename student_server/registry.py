@@ -134,14 +134,11 @@ class ModelRegistry:
     def _swap(self, scorer: Scorer) -> None:
         previous = self._active
         self._active = scorer  # one reference assignment: requests take whichever they read
-        if previous is not None and previous.version != scorer.version and previous.version != self._held_version():
+        held = self.holdback
+        if previous is not None and previous.version not in (scorer.version, held.version if held else None):
             # Unstage the old session; batches still holding it finish on it and then release it.
             self._staged.pop(previous.version, None)
         logger.info("active version: %s (was %s)", scorer.version, previous.version if previous else None)
-
-    def _held_version(self) -> str | None:
-        held = self._holdback
-        return held[0].version if held else None
 
     def set_holdback(self, holdback: Holdback | None) -> None:
         """Start an A/B test (`holdback.share` of users stay on `holdback.version`), or end it (None)."""
@@ -155,11 +152,11 @@ class ModelRegistry:
             self._hold(holdback, scorer)
 
     def _hold(self, holdback: Holdback | None, scorer: Scorer | None) -> None:
-        previous = self._held_version()
+        previous = self.holdback.version if self.holdback else None
         self._holdback = (holdback, scorer) if holdback is not None and scorer is not None else None
         active = self._active.version if self._active else None
-        if previous and previous not in (self._held_version(), active):
-            self._staged.pop(previous, None)
+        if previous and previous not in (holdback.version if holdback else None, active):
+            self._staged.pop(previous, None)  # the old control arm's session, unless it still serves
         logger.info("holdback: %s (was %s)", holdback, previous)
 
     def rollback(self) -> Scorer:

@@ -89,10 +89,15 @@ def _variant_rows(result: TaskResults, names: list[str], teacher_auc: float, con
     return rows
 
 
+def _stream_runs(result: TaskResults, variant: str) -> list[StreamRun]:
+    """A stream variant's reruns, in seed order."""
+    return [run for (v, _), run in sorted(result.stream_runs.items()) if v == variant]
+
+
 def _stream_rows(result: TaskResults) -> list[dict[str, Any]]:
     rows = []
     for name, description in STREAM_VARIANTS.items():
-        runs = [run for (v, _), run in sorted(result.stream_runs.items()) if v == name]
+        runs = _stream_runs(result, name)
         if runs:
             on_slice = [r.exploration_auc for r in runs if r.exploration_auc is not None]
             rows.append({"name": name, "description": description, **_mean_metrics([r.test for r in runs]),
@@ -106,17 +111,13 @@ def _debiasing(result: TaskResults, samples: int) -> dict[str, Any]:
     experiment, explored = result.experiment, result.exploration
     assert experiment is not None
     test = experiment.test
-
-    def runs(variant: str) -> list[StreamRun]:
-        return [run for (v, _), run in sorted(result.stream_runs.items()) if v == variant]
-
     out: dict[str, Any] = {"design": DEBIASING_DESIGN,
                            "exploration_slice": None if explored is None else {
                                "requests": len(explored.split), "clicks": explored.clicks,
                                "exposed_candidates": int(explored.exposed.sum())}}
-    full = runs("stream")
+    full = _stream_runs(result, "stream")
     for variant in ("stream_no_ipw", "stream_no_position_tower", "batch_only"):
-        ablated = runs(variant)
+        ablated = _stream_runs(result, variant)
         if not ablated or len(ablated) != len(full):
             continue
         row: dict[str, Any] = {"test_auc_minus_stream": auc_difference(

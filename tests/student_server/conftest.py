@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -32,12 +33,29 @@ class RunningServer:
     server: uvicorn.Server
 
 
+def _bind(settings: StudentSettings) -> tuple[socket.socket, StudentSettings]:
+    """The HTTP socket bound before the server starts: a port another process took since `free_port` chose
+    it is replaced by a new one here, instead of failing the server's start (uvicorn exits on it)."""
+    for _ in range(20):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((settings.host, settings.port))
+        except OSError:
+            sock.close()
+            settings = settings.model_copy(update={"port": free_port()})
+            continue
+        return sock, settings
+    raise RuntimeError("no free port for the test server")
+
+
 @asynccontextmanager
 async def run_server(settings: StudentSettings) -> AsyncIterator[RunningServer]:
+    sock, settings = _bind(settings)
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
                             lifespan="on", http=CoalescingHttpToolsProtocol)
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():
             task.result()

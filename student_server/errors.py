@@ -8,12 +8,12 @@ import grpc
 from recdistill.core.artifact import ArtifactError
 from recdistill.core.errors import (
     BrokerUnavailableError,
+    ConflictError,
     NotFoundError,
     OverloadedError,
     RecDistillError,
     ValidationError,
 )
-from student_server.registry import ConflictError
 
 
 class NotReadyError(RecDistillError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
 import logging
 import os
 import shutil
@@ -49,9 +50,10 @@ def serve(settings: StudentSettings) -> None:
                     access_log=settings.access_log, timeout_graceful_shutdown=10, http=CoalescingHttpToolsProtocol,
                     log_config=None)  # uvicorn's records go to the handlers `recdistill` configured
         return
-    # Worker processes rebuild the settings from the environment.
-    for name, value in settings.model_dump(exclude_none=True).items():
-        os.environ[f"STUDENT_{name.upper()}"] = str(value)
+    # Worker processes rebuild the settings from the environment, where pydantic-settings reads a dict or
+    # a list as JSON (never a Python repr).
+    for name, value in settings.model_dump(mode="json", exclude_none=True).items():
+        os.environ[f"STUDENT_{name.upper()}"] = json.dumps(value) if isinstance(value, dict | list) else str(value)
     if settings.admin_token:
         os.environ["RECDISTILL_ADMIN_TOKEN"] = settings.admin_token
     os.environ["RECDISTILL_SUPERVISOR_PID"] = str(os.getpid())

@@ -20,17 +20,14 @@ from recdistill.core.artifact import (
     read_manifest,
     sha256_bytes,
 )
-from recdistill.core.contracts.registry import Holdback, to_builtins
+from recdistill.core.contracts.registry import Holdback, RegistryState, to_builtins
 from recdistill.core.data.synthetic import probe_request
+from recdistill.core.errors import ConflictError
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.registry_store import FileStateStore, StateStore
 from student_server.scoring import Scorer
 
 logger = logging.getLogger(__name__)
-
-class ConflictError(ArtifactError):
-    """The operation conflicts with the registry's state (e.g. deleting the active version)."""
-
 
 class ModelRegistry:
     def __init__(self, root: Path, encoder: Encoder, ort_threads: int, warmup_runs: int,
@@ -125,9 +122,7 @@ class ModelRegistry:
     def activate(self, version: str) -> Scorer:
         with self._lock:
             scorer = self._stage(version)
-            state = self.store.read()
-            if state.active != version:
-                self.store.write(state.activated(version))
+            self.store.update(lambda state: state.activated(version))
             self._swap(scorer)
             return scorer
 
@@ -143,12 +138,9 @@ class ModelRegistry:
     def set_holdback(self, holdback: Holdback | None) -> None:
         """Start an A/B test (`holdback.share` of users stay on `holdback.version`), or end it (None)."""
         with self._lock:
-            state = self.store.read()
-            if holdback is not None and holdback.version == state.active:
-                raise ConflictError(f"version {holdback.version} is active: a holdback must keep users on "
-                                    "another version")
+            self.store.read().with_holdback(holdback)  # refuse before loading the version
             scorer = self._stage(holdback.version) if holdback is not None else None
-            self.store.write(state.with_holdback(holdback))
+            self.store.update(lambda state: state.with_holdback(holdback))
             self._hold(holdback, scorer)
 
     def _hold(self, holdback: Holdback | None, scorer: Scorer | None) -> None:
@@ -161,27 +153,29 @@ class ModelRegistry:
 
     def rollback(self) -> Scorer:
         with self._lock:
-            state = self.store.read()
-            if not state.history:
-                raise ConflictError("no previous version to roll back to")
-            scorer = self._stage(state.history[-1])
-            self.store.write(state.rolled_back())
+            target = self.store.read().rolled_back().active  # refuse before loading the version
+            scorer = self._stage(str(target))
+
+            def roll_back(state: RegistryState) -> RegistryState:
+                rolled = state.rolled_back()
+                if rolled.active != target:  # another operator changed the history meanwhile
+                    raise ConflictError(f"the registry changed during the roll-back (active: {state.active}); "
+                                        "nothing was rolled back")
+                return rolled
+
+            self.store.update(roll_back)
             self._swap(scorer)
             return scorer
 
     def delete(self, version: str) -> None:
         with self._lock:
             directory = self._version_dir(version)
-            state = self.store.read()
-            if state.active == version:
-                raise ConflictError(f"version {version} is active; activate another one first")
-            if state.holdback is not None and state.holdback.version == version:
-                raise ConflictError(f"version {version} is the holdback of an A/B test; end the test first")
             if not directory.is_dir():
                 raise VersionNotFoundError(f"version {version} not found in the registry")
+            # Out of the state first (refused while it is active or held back), then off the disk.
+            self.store.update(lambda state: state.without(version))
             self._staged.pop(version, None)
             shutil.rmtree(directory)
-            self.store.write(state.without(version))
 
     def sync_with_state(self) -> bool:
         """Follow the state store (another process or replica may have activated, or started or ended an

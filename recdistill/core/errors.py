@@ -26,6 +26,11 @@ class NotFoundError(RecDistillError):
     """The thing asked for does not exist (a model version, a dataset file)."""
 
 
+class ConflictError(RecDistillError):
+    """The operation conflicts with the current state (activating an A/B test's control arm, deleting the
+    active version, a change that lost a race with another writer)."""
+
+
 class OverloadedError(RecDistillError):
     """A bounded queue is full: the caller should retry later (`retry_after_s`)."""
 

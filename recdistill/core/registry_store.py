@@ -6,12 +6,19 @@
   activation made through any replica's operator API or the CLI. Each replica also reports what it
   serves (`ReplicaStatus`), which `GET /admin/versions` shows. The model artifacts stay on a shared path
   (a volume in Kubernetes); each replica checks a version's sha256 before loading it.
+
+Every change is a compare-and-set (`update`): the change is applied to the state as it is at that moment
+and written only if nobody wrote in between (a lock file across the processes that share state.json;
+WATCH/MULTI on Redis, retried when another replica wrote first), so concurrent operator actions never
+lose one another. The state's rules (`RegistryState`) are checked inside, on that same state.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,7 +44,10 @@ class StateStore(Protocol):
 
     def read(self) -> RegistryState: ...
 
-    def write(self, state: RegistryState) -> None: ...
+    def update(self, change: Callable[[RegistryState], RegistryState]) -> RegistryState:
+        """Apply `change` to the current state atomically (compare-and-set); the new state. `change` may
+        raise (a rule the state refuses): nothing is written then."""
+        ...
 
     def report(self, status: ReplicaStatus) -> None: ...
 
@@ -58,8 +68,19 @@ class FileStateStore:
     def read(self) -> RegistryState:
         return read_state(self.registry)
 
-    def write(self, state: RegistryState) -> None:
-        write_state(self.registry, state)
+    def update(self, change: Callable[[RegistryState], RegistryState]) -> RegistryState:
+        # flock: held by an open file, so it serialises every process (and thread) that shares the directory.
+        descriptor = os.open(self.registry / ".state.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            state = read_state(self.registry)
+            changed = change(state)
+            if changed != state:
+                changed = changed.next_revision()
+                write_state(self.registry, changed)
+            return changed
+        finally:
+            os.close(descriptor)  # releases the lock
 
     def report(self, status: ReplicaStatus) -> None:
         self._me = status
@@ -90,15 +111,28 @@ class RedisStateStore:
         return broker_call(f"the registry store at {self.url}", fn, *args, **kwargs)
 
     def read(self) -> RegistryState:
-        data = self._call(self._client.get, self.key)
+        return self._decode(self._call(self._client.get, self.key))
+
+    def _decode(self, data: bytes | None) -> RegistryState:
         return RegistryState() if data is None else decode_versioned(data, RegistryState, STATE_FORMAT,
                                                                       f"{self.key}: registry state")
 
-    def write(self, state: RegistryState) -> None:
-        pipe = self._client.pipeline(transaction=True)
-        pipe.set(self.key, to_json(state))
-        pipe.publish(self.channel, state.active or "")
-        self._call(pipe.execute)
+    def update(self, change: Callable[[RegistryState], RegistryState]) -> RegistryState:
+        result: list[RegistryState] = []
+
+        def attempt(pipe: redis.client.Pipeline) -> None:  # rerun by redis-py when the WATCHed key changed
+            result.clear()
+            state = self._decode(pipe.get(self.key))
+            changed = change(state)
+            pipe.multi()
+            if changed != state:
+                changed = changed.next_revision()
+                pipe.set(self.key, to_json(changed))
+                pipe.publish(self.channel, changed.active or "")
+            result.append(changed)
+
+        self._call(self._client.transaction, attempt, self.key)
+        return result[0]
 
     def report(self, status: ReplicaStatus) -> None:
         self._call(self._client.hset, self.replicas_key, status.replica, msgspec.json.encode(status))

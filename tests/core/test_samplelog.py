@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import msgpack
@@ -14,6 +15,7 @@ from recdistill.core.contracts.records import (
     encode_record,
 )
 from recdistill.core.samplelog import SampleLog, claim_partition
+from recdistill.core.samplelog.file import HEADER, HEADER_V1, MAGIC_V1, frame
 
 pytestmark = pytest.mark.unit
 
@@ -107,7 +109,7 @@ def test_a_reader_reads_only_what_is_new(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(Path, "open", counting_open)
     assert [o for o, _ in reader.read(1_000)] == [1_000, 1_001, 1_002]
-    assert sum(sizes) == sum(len(p) + 12 for p in _records(1_000, 3))  # the new frames, nothing before them
+    assert sum(sizes) == sum(len(frame(p)) for p in _records(1_000, 3))  # the new frames, nothing before them
 
 
 def test_retention_deletes_segments_every_consumer_has_passed(tmp_path: Path) -> None:
@@ -155,7 +157,14 @@ def test_an_unknown_record_format_is_refused_with_its_version() -> None:
         decode_record(b"\x01\x02")
 
 
-@pytest.mark.parametrize("where", ["payload", "header"])
+# Where a byte is damaged in the frame of the record at offset 5: its payload, its magic, the high bytes of
+# its length field (a length a few MiB too long once looked like a frame still being written, and stalled
+# the reader until that much more was appended).
+DAMAGE = {"payload": (HEADER.size + 20, 0xFF), "header": (1, 0xFF), "length-byte-2": (6, 0x01),
+          "length-byte-3": (7, 0x01)}
+
+
+@pytest.mark.parametrize("where", list(DAMAGE))
 def test_a_flipped_byte_mid_segment_loses_one_record_and_no_offset_moves(tmp_path: Path, where: str) -> None:
     log = SampleLog(tmp_path)
     payloads = _records(0, 10)
@@ -163,20 +172,35 @@ def test_a_flipped_byte_mid_segment_loses_one_record_and_no_offset_moves(tmp_pat
     log.close()
     (segment,) = tmp_path.glob("segment-*.log")
     data = bytearray(segment.read_bytes())
-    fifth = sum(len(p) + 12 for p in payloads[:5])  # where the record at offset 5 starts
-    data[fifth + (20 if where == "payload" else 1)] ^= 0xFF
+    fifth = sum(len(frame(p)) for p in payloads[:5])  # where the record at offset 5 starts
+    at, bits = DAMAGE[where]
+    data[fifth + at] ^= bits
     segment.write_bytes(bytes(data))
     reader = SampleLog(tmp_path)
-    records = reader.read(0)
+    records = reader.read(0)  # the live (last) segment: more may still be appended to it
     assert [o for o, _ in records] == [0, 1, 2, 3, 4, 6, 7, 8, 9]  # the others keep their offsets
     assert _ids(records) == [f"r{i}" for i in (0, 1, 2, 3, 4, 6, 7, 8, 9)]
     assert reader.corrupt_records == 1
-    # The next writer keeps every intact record (nothing truncated) and never reuses an offset.
+    # The next writer keeps every intact record (nothing truncated) and never reuses an offset; what it
+    # appends is delivered at once.
     writer = SampleLog(tmp_path)
     assert writer.append(_records(10, 2)) == 12
     writer.close()
+    assert [o for o, _ in reader.read(10)] == [10, 11]
     assert [o for o, _ in SampleLog(tmp_path).read(0)] == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11]
-    assert segment.stat().st_size == len(data) + sum(len(p) + 12 for p in _records(10, 2))
+    assert segment.stat().st_size == len(data) + sum(len(frame(p)) for p in _records(10, 2))
+
+
+def test_frames_of_the_first_format_are_still_read(tmp_path: Path) -> None:
+    """Segments written before the header checksum (`RDL1` frames) stay readable, and a writer appends
+    new frames after them."""
+    payloads = _records(0, 3)
+    old = b"".join(HEADER_V1.pack(MAGIC_V1, len(p), zlib.crc32(p)) + p for p in payloads)
+    (tmp_path / "segment-00000000000000000000.log").write_bytes(old)
+    writer = SampleLog(tmp_path)
+    assert writer.append(_records(3, 2)) == 5
+    writer.close()
+    assert _ids(SampleLog(tmp_path).read(0)) == [f"r{i}" for i in range(5)]
 
 
 def test_a_failed_append_leaves_no_partial_frame(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

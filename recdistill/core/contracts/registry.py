@@ -12,6 +12,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta, Struct
 
+from recdistill.core.errors import ConflictError
+
 MANIFEST_FORMAT = 1
 STATE_FORMAT = 1
 STATE_HISTORY = 20  # previously active versions kept for roll-backs
@@ -54,14 +56,23 @@ def _unit_hash(key: str) -> float:
 
 class RegistryState(Struct, frozen=True, kw_only=True):
     """The active-version pointer and the versions it replaced (oldest first), for roll-backs; and the
-    holdback of a running A/B test, if any."""
+    holdback of a running A/B test, if any. `revision` counts the changes: every store writes a change as a
+    compare-and-set on it, so two operators acting at once never lose one another's update.
+
+    The operator rules live here, so every path that changes the state (the API, the CLI, a replica, a
+    roll-back) checks them against the state it changes: an A/B test's control arm never becomes the
+    active version, and neither the active version nor the control arm can be removed."""
 
     active: str | None = None
     history: list[str] = []
     holdback: Holdback | None = None
+    revision: int = 0
     format: int = STATE_FORMAT
 
     def activated(self, version: str) -> RegistryState:
+        if self.holdback is not None and self.holdback.version == version:
+            raise ConflictError(f"version {version} is the holdback of an A/B test: end the test before "
+                                "activating it")
         if self.active == version:
             return self
         history = [v for v in self.history if v != version]
@@ -70,13 +81,29 @@ class RegistryState(Struct, frozen=True, kw_only=True):
         return msgspec.structs.replace(self, active=version, history=history[-STATE_HISTORY:])
 
     def rolled_back(self) -> RegistryState:
-        return msgspec.structs.replace(self, active=self.history[-1], history=self.history[:-1])
+        if not self.history:
+            raise ConflictError("no previous version to roll back to")
+        previous = self.history[-1]
+        if self.holdback is not None and self.holdback.version == previous:
+            raise ConflictError(f"the previous version {previous} is the holdback of an A/B test: end the "
+                                "test before rolling back onto it")
+        return msgspec.structs.replace(self, active=previous, history=self.history[:-1])
 
     def without(self, version: str) -> RegistryState:
+        if self.active == version:
+            raise ConflictError(f"version {version} is active; activate another one first")
+        if self.holdback is not None and self.holdback.version == version:
+            raise ConflictError(f"version {version} is the holdback of an A/B test; end the test first")
         return msgspec.structs.replace(self, history=[v for v in self.history if v != version])
 
     def with_holdback(self, holdback: Holdback | None) -> RegistryState:
+        if holdback is not None and holdback.version == self.active:
+            raise ConflictError(f"version {holdback.version} is active: a holdback must keep users on "
+                                "another version")
         return msgspec.structs.replace(self, holdback=holdback)
+
+    def next_revision(self) -> RegistryState:
+        return msgspec.structs.replace(self, revision=self.revision + 1)
 
 
 REPLICA_FORMAT = 1

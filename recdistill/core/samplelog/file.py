@@ -6,7 +6,11 @@ One writer per log directory (a partition); any number of readers. A writer clai
 an exclusive lock (`claim_partition`), so a restarted server appends to the partition its predecessor
 wrote, and two live processes never share one.
 
-Frame: 4-byte magic, uint32 payload length, uint32 crc32 of the payload, payload. A record's offset is
+Frame: 4-byte magic `RDL2`, uint32 payload length, uint32 crc32 of the payload, uint32 crc32 of those
+12 header bytes, payload. The header's own checksum makes a damaged length field plain at once (it is
+skipped like a damaged payload), instead of a frame that seems to wait for megabytes that never come.
+Frames of the first format (`RDL1`: no header checksum) written by older versions are still read.
+A record's offset is
 its position in the whole log (0, 1, 2, ...); a segment file is named by the offset of its first record.
 Consumers commit the next offset they want, atomically, per name.
 
@@ -38,8 +42,9 @@ from recdistill.core.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"RDL1"
-HEADER = struct.Struct("<4sII")
+MAGIC_V1, MAGIC = b"RDL1", b"RDL2"
+HEADER_V1 = struct.Struct("<4sII")  # magic, payload length, crc32 of the payload
+HEADER = struct.Struct("<4sIII")  # the same, then the crc32 of those 12 bytes
 SEGMENT_GLOB = "segment-*.log"
 READ_CHUNK = 1 << 20
 MAX_FRAME = 64 << 20  # a larger length field is corruption, not a record
@@ -50,18 +55,37 @@ def _segment_name(first_offset: int) -> str:
 
 
 def frame(payload: bytes) -> bytes:
-    return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+    head = HEADER_V1.pack(MAGIC, len(payload), zlib.crc32(payload))
+    return head + struct.pack("<I", zlib.crc32(head)) + payload
+
+
+def _header(data: bytes, position: int) -> tuple[int, int, int] | None:
+    """(header size, payload length, payload crc32) of a frame header at `position` that can be trusted;
+    None when the bytes there are not one (another magic, a header checksum that fails, too few bytes)."""
+    magic = data[position:position + 4]
+    if magic == MAGIC and position + HEADER.size <= len(data):
+        _, length, crc, check = HEADER.unpack_from(data, position)
+        if check != zlib.crc32(data[position:position + HEADER_V1.size]):
+            return None
+        size = HEADER.size
+    elif magic == MAGIC_V1 and position + HEADER_V1.size <= len(data):
+        _, length, crc = HEADER_V1.unpack_from(data, position)
+        size = HEADER_V1.size
+    else:
+        return None
+    return (size, length, crc) if length <= MAX_FRAME else None
 
 
 def _intact(data: bytes, position: int) -> tuple[int, bytes] | None:
-    """(end, payload) of the frame at `position` if it is whole and its checksum holds."""
-    if position + HEADER.size > len(data):
+    """(end, payload) of the frame at `position` if it is whole and its checksums hold."""
+    head = _header(data, position)
+    if head is None:
         return None
-    magic, length, crc = HEADER.unpack_from(data, position)
-    end = position + HEADER.size + length
-    if magic != MAGIC or length > MAX_FRAME or end > len(data):
+    size, length, crc = head
+    end = position + size + length
+    if end > len(data):
         return None
-    payload = bytes(data[position + HEADER.size:end])
+    payload = bytes(data[position + size:end])
     return (end, payload) if zlib.crc32(payload) == crc else None
 
 
@@ -72,22 +96,27 @@ def _scan(data: bytes, final: bool) -> Iterator[tuple[int, bytes | None]]:
     frame with no intact frame after it is a torn or in-progress tail. `final`: no more bytes will come
     (otherwise a corrupt-looking frame may just be incomplete, and the scan waits for more)."""
     position = 0
-    while position + HEADER.size <= len(data):
+    while position + HEADER_V1.size <= len(data):
         frame_ = _intact(data, position)
         if frame_ is not None:
             yield frame_
             position = frame_[0]
             continue
-        magic, length, _ = HEADER.unpack_from(data, position)
-        if magic == MAGIC and length <= MAX_FRAME and position + HEADER.size + length > len(data) and not final:
-            return  # perhaps only incomplete: wait for the rest
-        following = data.find(MAGIC, position + 1)
+        if not final:
+            head = _header(data, position)
+            if head is not None and position + head[0] + head[1] > len(data):
+                return  # a sound header whose payload has not all arrived: wait for the rest
+            if data[position:position + 4] == MAGIC and position + HEADER.size > len(data):
+                return  # the header itself has not all arrived
+        following = data.find(MAGIC[:3], position + 1)  # the next frame of either format
         while following >= 0 and _intact(data, following) is None:
-            following = data.find(MAGIC, following + 1)
+            following = data.find(MAGIC[:3], following + 1)
         if following < 0:
             return  # nothing intact after it: a tail
         yield following, None
         position = following
+
+
 class PartitionBusyError(RuntimeError):
     """Every partition name tried is held by another live writer."""
 

@@ -28,10 +28,34 @@ from recdistill.core.registry_store import FileStateStore, StateStore
 from student_server.scoring import Scorer
 
 logger = logging.getLogger(__name__)
+Tensors = dict[str, np.ndarray]
+
+
+def staging_probes(encoder: Encoder, max_candidates: int, max_batch: int) -> list[tuple[str, Tensors]]:
+    """The request shapes a version must serve before it may: every pairing of a history of 0, 1, a few and
+    the view's most events with 1, a few, the usual 100 and the most candidates allowed, one request at a
+    time; then batches of 2 and of the batcher's most requests, mixing those histories and candidate counts
+    (a graph with a fixed batch or history dimension fails here, not on live traffic)."""
+    schema = encoder.schema
+    histories = sorted({0, 1, min(3, encoder.history_len), encoder.history_len})
+    counts = sorted({1, min(7, max_candidates), min(100, max_candidates), max_candidates})
+
+    def encode(bodies: list[dict]) -> Tensors:
+        return encoder.encode_requests([schema.parse_request(body) for body in bodies])[0]
+
+    probes = [(f"1 request, {h} history events, {n} candidates", encode([probe_request(schema, n, h)]))
+              for h in histories for n in counts]
+    for batch in sorted({2, max_batch}):
+        bodies = [probe_request(schema, counts[i % len(counts)], histories[-1 - i % len(histories)])
+                  for i in range(batch)]
+        probes.append((f"a batch of {batch} requests with {histories[0]}-{histories[-1]} history events and "
+                       f"{counts[0]}-{counts[-1]} candidates", encode(bodies)))
+    return probes
+
 
 class ModelRegistry:
     def __init__(self, root: Path, encoder: Encoder, ort_threads: int, warmup_runs: int,
-                 max_candidates: int = 100, store: StateStore | None = None) -> None:
+                 max_candidates: int = 100, store: StateStore | None = None, max_batch: int = 32) -> None:
         self.root = Path(root).resolve()
         self.store = store or FileStateStore(self.root)
         self.encoder = encoder
@@ -41,11 +65,9 @@ class ModelRegistry:
         self._active: Scorer | None = None
         self._holdback: tuple[Holdback, Scorer] | None = None  # an A/B test's control arm
         self._lock = threading.Lock()  # serialises operator actions; requests never take it
-        # Staging probes several request shapes: one candidate, a few, the usual 100, the most allowed.
-        usual = min(100, max_candidates)
-        self._probes = {n: encoder.encode_requests([encoder.schema.parse_request(probe_request(encoder.schema, n))])[0]
-                        for n in sorted({1, min(7, max_candidates), usual, max_candidates})}
-        self._warmup = self._probes[usual]
+        self._probes = staging_probes(encoder, max_candidates, max_batch)
+        self._warmup = encoder.encode_requests([encoder.schema.parse_request(
+            probe_request(encoder.schema, min(100, max_candidates), encoder.history_len))])[0]
 
     @property
     def active(self) -> Scorer | None:
@@ -104,15 +126,17 @@ class ModelRegistry:
                                 f"this server encodes with {self.encoder.schema.hash}")
         try:
             scorer = Scorer.load(model_path, version, manifest, self.ort_threads)
-            outputs = [scorer.run(probe) for probe in self._probes.values()]
-        except Exception as exc:  # noqa: BLE001 - any load or probe failure refuses the version
-            raise ArtifactError(f"version {version}: model cannot be loaded or run ({exc})") from None
-        for probe, output in zip(self._probes.values(), outputs, strict=True):
+        except Exception as exc:  # noqa: BLE001 - any load failure refuses the version
+            raise ArtifactError(f"version {version}: model cannot be loaded ({exc})") from None
+        for shape, probe in self._probes:
+            try:
+                output = scorer.run(probe)
+            except Exception as exc:  # noqa: BLE001 - a shape it cannot run refuses the version
+                raise ArtifactError(f"version {version}: cannot run on {shape} ({exc})") from None
             expected = probe["cand_item"].shape
             if output.shape != expected or not np.all(np.isfinite(output) & (output >= 0) & (output <= 1)):
-                raise ArtifactError(f"version {version}: on a probe of {expected[1]} candidates the output has "
-                                    f"shape {output.shape} (want {expected}) or values that are not finite "
-                                    "probabilities in [0, 1]")
+                raise ArtifactError(f"version {version}: on {shape} the output has shape {output.shape} (want "
+                                    f"{expected}) or values that are not finite probabilities in [0, 1]")
         for _ in range(self.warmup_runs):
             scorer.run(self._warmup)
         self._staged[version] = scorer

@@ -248,6 +248,49 @@ async def test_staging_probes_several_shapes(registry: Path, tmp_path: Path, ml1
         assert served.json()["model_version"] == "v1"
 
 
+def _export_with_fixed(model: torch.nn.Module, example: dict, fixed: set[str]) -> bytes:
+    """ONNX whose `fixed` dimensions ("batch", "history") are static, as a hand-made export may have them."""
+    import io
+
+    from recdistill.core.nn import Positional
+
+    names = tuple(example)
+    axes: dict[str, dict[int, str]] = {}
+    for name in names:
+        dims = {0: "batch", 1: "history" if name.startswith("hist_") and name != "hist_length" else "candidates"}
+        if not name.startswith(("hist_", "cand_")) or name == "hist_length":
+            dims = {0: "batch"}
+        axes[name] = {axis: label for axis, label in dims.items() if label not in fixed}
+    buffer = io.BytesIO()
+    torch.onnx.export(Positional(model, names).eval(), tuple(torch.from_numpy(example[n]) for n in names), buffer,
+                      input_names=list(names), output_names=["probability"], opset_version=17, dynamo=False,
+                      dynamic_axes=axes | {"probability": {a: n for a, n in {0: "batch", 1: "candidates"}.items()
+                                                           if n not in fixed}})
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fixed", [{"batch"}, {"history"}])
+async def test_staging_refuses_a_graph_with_a_fixed_batch_or_history(registry: Path, tmp_path: Path,
+                                                                    ml100k: PreparedDataset, fixed: set[str]) -> None:
+    """A graph with batch fixed at 1 or history fixed at the view's length was staged (every probe was one
+    request with a 20-event history), then answered 500 to short histories and concurrent requests."""
+    encoder = Encoder(ml100k.schema, "student")
+    example, _ = encoder.encode_requests([ml100k.schema.parse_request(EXAMPLE.read_bytes())])
+    assert example["hist_item"].shape == (1, encoder.history_len)
+    model = StudentModel(ml100k.schema, StudentConfig()).eval()
+    publish_version(registry, "fixed", _export_with_fixed(model, example, fixed), ml100k.schema.hash)
+    async with run_server(make_settings(registry, tmp_path)) as server, \
+            httpx.AsyncClient(base_url=server.http_url, timeout=60) as client:
+        response = await client.post("/admin/versions/fixed/activate", headers=AUTH)
+        assert response.status_code == 422, response.text
+        assert "cannot run on" in response.json()["error"]
+        body = json.loads(EXAMPLE.read_text())
+        short = body | {"history": body["history"][:3]}
+        served = await asyncio.gather(*(client.post("/v1/rank", json=short) for _ in range(16)))
+        assert {r.status_code for r in served} == {200}
+        assert {r.json()["model_version"] for r in served} == {"v1"}
+
+
 async def test_deleting_a_symlinked_alias_never_removes_the_active_version(registry: Path, tmp_path: Path) -> None:
     (registry / "alias").symlink_to(registry / "v1", target_is_directory=True)
     async with run_server(make_settings(registry, tmp_path)) as server, \

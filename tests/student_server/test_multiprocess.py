@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from recdistill.cli import app
 from recdistill.core.contracts.registry import Holdback
 from recdistill.core.processes import free_port
-from tests.student_server.conftest import TOKEN, wait_ready
+from tests.student_server.conftest import TOKEN, sampled_records, wait_ready
 
 pytestmark = pytest.mark.integration
 EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.json"
@@ -27,9 +27,11 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.json"
 def test_two_workers_share_activation_metrics_and_ports(registry: Path, tmp_path: Path) -> None:
     port, grpc_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
+    # Per-source rates reach the worker processes (as JSON: a Python repr crash-looped them).
     command = [str(Path(sys.executable).parent / "recdistill"), "student", "serve", "--registry", str(registry),
                "--port", str(port), "--grpc-port", str(grpc_port), "--workers", "2",
-               "--sample-log", str(tmp_path / "samples")]
+               "--sample-log", str(tmp_path / "samples"), "--sampling-rate", "1",
+               "--sampling-rate-by-source", "search=0.25"]
     env = os.environ | {"RECDISTILL_ADMIN_TOKEN": TOKEN, "STUDENT_STATE_POLL_S": "0.2"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     body = EXAMPLE.read_bytes()
@@ -37,8 +39,9 @@ def test_two_workers_share_activation_metrics_and_ports(registry: Path, tmp_path
         wait_ready(url, process)
         fresh = httpx.Limits(max_keepalive_connections=0)  # a new connection each time: both workers serve
         with httpx.Client(base_url=url, limits=fresh, timeout=30) as client:
-            for _ in range(30):
-                assert client.post("/v1/rank", content=body).json()["model_version"] == "v1"
+            for index in range(30):
+                source = {"x-traffic-source": "search"} if index % 2 else {}
+                assert client.post("/v1/rank", content=body, headers=source).json()["model_version"] == "v1"
             result = CliRunner().invoke(app, ["student", "models", "activate", "v2", "--url", url, "--token", TOKEN])
             assert result.exit_code == 0, result.output
             time.sleep(1.0)  # > the registry poll period of every worker
@@ -71,6 +74,11 @@ def test_two_workers_share_activation_metrics_and_ports(registry: Path, tmp_path
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
+    records = [r for part in (tmp_path / "samples").iterdir() if part.is_dir()
+               for r in sampled_records(tmp_path / "samples", part.name)]
+    searched = [r for r in records if getattr(r, "traffic_source", None) == "search"]
+    assert searched, "some requests from the 'search' source were sampled"
+    assert {r.sampling_probability for r in searched} == {0.25}
 
 
 def test_kill_9_of_the_supervisor_takes_its_workers_down(registry: Path, tmp_path: Path) -> None:

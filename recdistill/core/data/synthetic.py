@@ -76,7 +76,7 @@ def synthetic_requests(schema: FeatureSchema, count: int, history_len: int, cand
     return requests
 
 
-def probe_request(schema: FeatureSchema, candidates: int) -> dict[str, Any]:
-    """A ranking request with `candidates` candidates and a 20-event history, for staging probes."""
-    (body,) = synthetic_requests(schema, 1, history_len=20, candidates=candidates, seed=7)
+def probe_request(schema: FeatureSchema, candidates: int, history_len: int = 20) -> dict[str, Any]:
+    """A ranking request with `candidates` candidates and a `history_len`-event history, for staging probes."""
+    (body,) = synthetic_requests(schema, 1, history_len=history_len, candidates=candidates, seed=7)
     return body | {"request_id": "probe"}

@@ -179,3 +179,46 @@ def test_the_exploration_slice_stays_out_of_training_and_every_record_is_counted
     assert state.records_consumed == len(payloads) == 80
     assert (state.exploration_held_out, state.examples_trained) == (held, 40 - held)
     assert (state.feedback_joined, state.unmatched_feedback) == (40 - held, held)
+
+
+def _poisoned(record: SampledRequest | FeedbackRecord, **fields: object) -> bytes:
+    """A record whose fields disagree, written as a broken or hostile producer would (the record
+    struct itself refuses to be built so)."""
+    import msgspec
+
+    return msgspec.msgpack.encode(msgspec.to_builtins(record) | fields)
+
+
+def test_records_whose_fields_disagree_are_dead_lettered_not_trained(ml100k: PreparedDataset, tmp_path: Path) -> None:
+    """More positions than candidates stopped the worker (`could not broadcast`, on every restart); a `ts` of
+    NaN or infinity was never released. Each is dead-lettered with its reason; the rest train; counts add up."""
+    samples = tmp_path / "samples"
+    payloads, good = [], 0
+    for i, event in enumerate(ml100k.split("test")[700:720].tolist()):
+        body = ml100k.to_request(event, "slate", negatives=9)
+        record = SampledRequest(
+            request_id=body["request_id"], ts=1_000.0 + i, request_ts=1_000.0 + i, model_version="v1",
+            sampling_probability=1.0, request=ml100k.schema.parse_request(body), student_view="student",
+            scores=[0.5] * 10, positions=list(range(10)))
+        poison = {0: {"positions": list(range(12))}, 1: {"ts": math.nan}, 2: {"ts": math.inf},
+                  3: {"request_ts": -math.inf}, 4: {"scores": [0.5] * 3}, 5: {"positions": [0] * 10},
+                  6: {"scores": [math.nan] * 10}}.get(i)
+        payloads.append(encode_record(record) if poison is None else _poisoned(record, **poison))
+        good += poison is None
+    feedback = FeedbackRecord(request_id="x", item_id="1", label=1.0, ts=1.0, received_ts=1.0)
+    payloads += [encode_record(feedback), _poisoned(feedback, ts=math.nan)]
+    SampleLog(samples / "server-0").append(payloads)
+    phase = StreamPhase(ml100k, samples, tmp_path / "worker", DistillConfig(use_teacher=False),
+                        StreamConfig(join_window_s=0.0))
+    for _ in range(20):  # bounded: a record that is never released must fail the test, not hang it
+        result = asyncio.run(phase.step(now=FAR_FUTURE))
+        if not result.read and not phase.state.waiting:
+            break
+    state = phase.state
+    assert not state.waiting, "nothing is left waiting forever"
+    assert state.records_consumed == len(payloads) == 22
+    assert state.examples_trained == good == 13
+    assert state.dead_lettered == 8
+    reasons = [json.loads(line)["reason"] for line in (tmp_path / "worker" / "dead-letter.jsonl").read_text().splitlines()]
+    assert any("positions" in r for r in reasons)
+    assert any("finite" in r for r in reasons)

@@ -7,6 +7,7 @@ Every record carries `format`; a reader that meets a format it does not know sto
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
@@ -46,6 +47,21 @@ class SampledRequest(Struct, Generic[R], tag="request", tag_field="kind", frozen
     traffic_source: str | None = None  # the caller's traffic source, when the sampling rules read one
     format: int = RECORD_FORMAT
 
+    def __post_init__(self) -> None:
+        """Every field agrees before any reaches a tensor (checked on decode too: a record that does not is
+        invalid, dead-lettered by its reader, never trained on): finite times and scores, one score and one
+        position per candidate, the positions a ranking of them."""
+        _finite(ts=self.ts, request_ts=self.request_ts)
+        request = self.request
+        candidates = request.get("candidates") if isinstance(request, dict) else getattr(request, "candidates", None)
+        count = len(candidates) if isinstance(candidates, list) else None
+        if count is not None and not len(self.scores) == len(self.positions) == count:
+            raise ValueError(f"{count} candidates but {len(self.scores)} scores and {len(self.positions)} positions")
+        if not all(math.isfinite(score) for score in self.scores):
+            raise ValueError("scores must be finite")
+        if sorted(self.positions) != list(range(len(self.positions))):
+            raise ValueError("positions must rank the candidates: each of 0 .. n-1 once")
+
 
 class FeedbackRecord(Struct, tag="feedback", tag_field="kind", frozen=True):
     """A delayed label for one served request and item."""
@@ -56,6 +72,15 @@ class FeedbackRecord(Struct, tag="feedback", tag_field="kind", frozen=True):
     ts: float  # when it happened
     received_ts: float  # when the server got it
     format: int = RECORD_FORMAT
+
+    def __post_init__(self) -> None:
+        _finite(ts=self.ts, received_ts=self.received_ts)
+
+
+def _finite(**times: float) -> None:
+    for name, value in times.items():
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite time, got {value}")
 
 
 SampleRecord = SampledRequest | FeedbackRecord

@@ -219,6 +219,7 @@ def test_records_whose_fields_disagree_are_dead_lettered_not_trained(ml100k: Pre
     assert state.records_consumed == len(payloads) == 22
     assert state.examples_trained == good == 13
     assert state.dead_lettered == 8
-    reasons = [json.loads(line)["reason"] for line in (tmp_path / "worker" / "dead-letter.jsonl").read_text().splitlines()]
+    lines = (tmp_path / "worker" / "dead-letter.jsonl").read_text().splitlines()
+    reasons = [json.loads(line)["reason"] for line in lines]
     assert any("positions" in r for r in reasons)
     assert any("finite" in r for r in reasons)

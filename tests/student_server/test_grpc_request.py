@@ -41,9 +41,10 @@ def test_message_and_json_encode_to_the_same_tensors(ml100k: PreparedDataset) ->
     for name, array in json_tensors.items():
         np.testing.assert_array_equal(message_tensors[name], array, err_msg=name)
     # What the sample log stores for a gRPC request decodes back to the same request.
+    count = len(from_message.candidates)
     record = SampledRequest(request_id="r", ts=1.0, request_ts=1.0, model_version="v", sampling_probability=1.0,
-                            request=from_message, student_view="student",
-                            scores=[0.5] * len(from_message.candidates), positions=list(range(len(from_message.candidates))))
+                            request=from_message, student_view="student", scores=[0.5] * count,
+                            positions=list(range(count)))
     assert decode_record(encode_record(record), types.rank_request).request == from_message
 
 

@@ -1,13 +1,16 @@
 """Traffic sampling and feedback intake: records go to the sample log (any backend) from a writer thread,
 in batches, off the request path. Samples are dropped (and counted) when the queue is full. When the log
 cannot be written (the broker is down, the disk is full), sampled records wait in a bounded buffer and
-are sent again by themselves once it recovers; beyond the bound they are dropped and counted. Feedback
-is acknowledged only once it is durable: it is refused (503, retry) rather than buffered."""
+are sent again by themselves once it recovers, in chunks (a disk with a little room takes what fits);
+beyond the bound they are dropped and counted. Feedback is acknowledged only once it is durable: it is
+refused (503, retry) rather than buffered, and it is appended on its own, never behind the buffer, so it
+is taken again as soon as the log can hold it."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 import queue
 import random
@@ -21,6 +24,7 @@ from recdistill.core.samplelog import LogWriter
 from student_server import metrics
 
 logger = logging.getLogger(__name__)
+SEND_CHUNK = 500  # the most buffered records a write
 
 
 @dataclass
@@ -39,6 +43,7 @@ class TrafficSampler:
         self._buffer_limit = buffer
         self._retry_s = retry_s
         self._failures = 0
+        self._chunk = SEND_CHUNK  # halved after each failed write of the buffer, doubled after each success
         self._partition_lock = partition_lock  # held (open) while this process writes the partition
         self.rate = rate
         self.long_history_rate = rate if long_history_rate is None else long_history_rate
@@ -124,52 +129,68 @@ class TrafficSampler:
     def _write(self, batch: list[_Item]) -> None:
         # Encoded one by one: a record msgpack cannot hold is refused alone, not with its batch.
         errors: dict[int, Exception] = {}
-        encoded: dict[int, bytes] = {}
+        durable: dict[int, bytes] = {}  # feedback: acknowledged once written
+        failure: Exception | None = None
         for index, item in enumerate(batch):
             try:
-                encoded[index] = encode_record(item.record)
+                payload = encode_record(item.record)
             except (TypeError, ValueError, OverflowError) as exc:
                 errors[index] = ValidationError("body", f"cannot be stored in the sample log: {exc}")
                 metrics.DROPPED.labels(kind=_kind(item.record), reason="unencodable").inc()
-        payloads = list(encoded.values())
-        written = [batch[index] for index in encoded]
-        retried = list(self._buffer)  # oldest first, before this batch
-        try:
-            if retried or payloads:
-                self.log.append(retried + payloads)
-            self._buffer.clear()
-            metrics.SAMPLED.labels(kind="request").inc(len(retried))
-            for item in written:
-                metrics.SAMPLED.labels(kind=_kind(item.record)).inc()
-            if self._failures:
-                logger.info("the sample log is writable again: %d buffered records sent", len(retried))
-            self._failures = 0
-            metrics.LOG_UP.set(1)
-        except Exception as exc:  # noqa: BLE001 - broker down, disk full, I/O: nothing of the batch counted
-            self._failures += 1
-            metrics.LOG_UP.set(0)
-            if self._failures == 1:
-                logger.error("writing %d records to the sample log failed (%s); sampled records are buffered "
-                             "(up to %d) and sent again", len(payloads) + len(retried), exc, self._buffer_limit)
-            reason = getattr(exc, "strerror", None) or exc
-            unavailable = OverloadedError(f"the sample log cannot be written now ({reason}); retry later",
-                                          retry_after_s=5.0)
-            for index, payload in encoded.items():
-                if batch[index].done:  # feedback: refused, its sender retries
-                    errors[index] = unavailable
-                    metrics.DROPPED.labels(kind=_kind(batch[index].record), reason="log_unavailable").inc()
-                else:
-                    self._buffer.append(payload)
-            overflow = len(self._buffer) - self._buffer_limit
-            if overflow > 0:  # the oldest go first: the freshest traffic is worth most to the stream
-                for _ in range(overflow):
-                    self._buffer.popleft()
-                metrics.DROPPED.labels(kind="request", reason="buffer_full").inc(overflow)
+                continue
+            if item.done:
+                durable[index] = payload
+            else:
+                self._buffer.append(payload)  # sampled requests go out behind the ones already waiting
+        if durable:
+            try:
+                self.log.append(list(durable.values()))
+                metrics.SAMPLED.labels(kind="feedback").inc(len(durable))
+            except Exception as exc:  # noqa: BLE001 - broker down, disk full, I/O: refused, the sender retries
+                failure = exc
+                reason = getattr(exc, "strerror", None) or exc
+                for index in durable:
+                    errors[index] = OverloadedError(f"the sample log cannot be written now ({reason}); retry "
+                                                    "later", retry_after_s=5.0)
+                metrics.DROPPED.labels(kind="feedback", reason="log_unavailable").inc(len(durable))
+        sent = 0
+        while self._buffer and failure is None:
+            chunk = list(itertools.islice(self._buffer, self._chunk))
+            try:
+                self.log.append(chunk)
+            except Exception as exc:  # noqa: BLE001 - kept for the next try, in a smaller chunk
+                failure = exc
+                self._chunk = max(1, self._chunk // 2)
+                break
+            self._chunk = min(SEND_CHUNK, self._chunk * 2)
+            for _ in chunk:
+                self._buffer.popleft()
+            sent += len(chunk)
+            metrics.SAMPLED.labels(kind="request").inc(len(chunk))
+        overflow = len(self._buffer) - self._buffer_limit
+        if overflow > 0:  # the oldest go first: the freshest traffic is worth most to the stream
+            for _ in range(overflow):
+                self._buffer.popleft()
+            metrics.DROPPED.labels(kind="request", reason="buffer_full").inc(overflow)
+        self._health(failure, sent)
         metrics.BUFFERED.set(len(self._buffer))
         for index, item in enumerate(batch):
             if item.done:
                 loop, future = item.done
                 loop.call_soon_threadsafe(_finish, future, errors.get(index))
+
+    def _health(self, failure: Exception | None, sent: int) -> None:
+        if failure is None:
+            if self._failures:
+                logger.info("the sample log is writable again: %d waiting records sent", sent)
+            self._failures = 0
+            metrics.LOG_UP.set(1)
+            return
+        self._failures += 1
+        metrics.LOG_UP.set(0)
+        if self._failures == 1:
+            logger.error("writing to the sample log failed (%s); sampled records wait in a buffer (up to %d) and "
+                         "are sent again, feedback is refused until it can be written", failure, self._buffer_limit)
 
 
 def _finish(future: asyncio.Future, error: Exception | None) -> None:

@@ -4,6 +4,9 @@ retry (503, never 500), the server keeps ranking, and after a restart with room 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
 import os
 import resource
 import signal
@@ -14,8 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from recdistill.core.contracts.records import FeedbackRecord
+from recdistill.core.contracts.records import FeedbackRecord, SampledRequest, decode_record
+from recdistill.core.errors import OverloadedError
 from recdistill.core.processes import free_port
+from recdistill.core.samplelog import SampleLog
+from recdistill.core.samplelog.file import frame
+from student_server.sampling import TrafficSampler
 from tests.student_server.conftest import sampled_records, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -73,3 +80,65 @@ def test_a_full_disk_refuses_feedback_with_503_and_loses_nothing_acknowledged(re
         restarted.wait(timeout=30)
     stored = [r.item_id for r in sampled_records(samples, "full-0") if isinstance(r, FeedbackRecord)]
     assert stored == [*acknowledged, "after"]
+
+
+class _Quota(SampleLog):
+    """A real segment log on a disk with `free` bytes of room: an append that does not fit fails whole
+    with ENOSPC (as a full disk does; the log cuts a partly written batch back itself)."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory, fsync=False)
+        self.free = 0
+
+    def append(self, payloads: list[bytes]) -> int:
+        size = sum(len(frame(p)) for p in payloads)
+        if size > self.free:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.free -= size
+        return super().append(payloads)
+
+
+async def test_feedback_is_taken_again_as_soon_as_the_disk_has_room(tmp_path: Path) -> None:
+    """While the disk is full, 2,000 sampled requests (~0.5 MB) wait in the buffer. Room for 100 KB comes
+    back, less than they need: feedback used to be appended behind the whole buffer, all or nothing, and
+    stayed refused (40 of 40 answered 503 over 20 s). Now it is written on its own, at once; the buffer
+    drains in chunks as far as the room allows, and all of it once there is room; the counts add up."""
+    log = _Quota(tmp_path / "samples")
+    sampler = TrafficSampler(log, rate=1.0, capacity=10_000, buffer=5_000, retry_s=0.05)
+    requests = [_request(i) for i in range(2_000)]
+    acknowledged = []
+    try:
+        for record in requests:
+            assert sampler.offer(record)
+        with pytest.raises(OverloadedError):
+            await sampler.write_durably(_feedback("while-full"))
+        assert sampler.buffered == len(requests)
+        log.free = 100_000  # some room again
+        await asyncio.wait_for(sampler.write_durably(_feedback("first")), timeout=5)
+        acknowledged.append("first")
+        for i in range(40):
+            with contextlib.suppress(OverloadedError):  # the room may be used up meanwhile: refused, not lost
+                await asyncio.wait_for(sampler.write_durably(_feedback(f"f{i}")), timeout=5)
+                acknowledged.append(f"f{i}")
+        assert 0 < sampler.buffered < len(requests), "the buffer drained as far as the room allowed"
+        log.free = 10_000_000  # plenty
+        await asyncio.wait_for(sampler.write_durably(_feedback("last")), timeout=5)
+        acknowledged.append("last")
+        assert sampler.buffered == 0
+    finally:
+        sampler.close()
+    stored = [decode_record(p) for _, p in SampleLog(tmp_path / "samples").read(0, 1 << 20)]
+    assert [r.item_id for r in stored if isinstance(r, FeedbackRecord)] == acknowledged, \
+        "every acknowledged feedback is in the log, and none that was refused"
+    written = [r.request_id for r in stored if isinstance(r, SampledRequest)]
+    assert written == [r.request_id for r in requests], "every buffered request, oldest first, none twice"
+
+
+def _request(i: int) -> SampledRequest:
+    return SampledRequest(request_id=f"r{i}", ts=1.0, request_ts=1.0, model_version="v1", sampling_probability=1.0,
+                          request={"candidates": [{"item_id": 1}, {"item_id": 2}]}, student_view="student",
+                          scores=[0.5, 0.25], positions=[0, 1])
+
+
+def _feedback(item: str) -> FeedbackRecord:
+    return FeedbackRecord(request_id="r0", item_id=item, label=1.0, ts=1.0, received_ts=1.0)

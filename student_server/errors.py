@@ -16,6 +16,10 @@ from recdistill.core.errors import (
 )
 
 
+class BadHeaderError(ValidationError):
+    """A request header (HTTP) or metadata entry (gRPC) the server reads is too long or not UTF-8 text."""
+
+
 class NotReadyError(RecDistillError):
     """No model version is active yet."""
 
@@ -38,6 +42,7 @@ class UnauthorizedError(RecDistillError):
 
 # Most specific first: the first type an exception is an instance of decides.
 _STATUSES: tuple[tuple[type[Exception], int, grpc.StatusCode], ...] = (
+    (BadHeaderError, 400, grpc.StatusCode.INVALID_ARGUMENT),
     (ValidationError, 422, grpc.StatusCode.INVALID_ARGUMENT),
     (PayloadTooLargeError, 413, grpc.StatusCode.INVALID_ARGUMENT),
     (RequestTimeoutError, 408, grpc.StatusCode.DEADLINE_EXCEEDED),

@@ -37,7 +37,8 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
             source = None
             if service.sampler.source_rates:
                 header = service.source_header.decode()
-                source = next((v for k, v in context.invocation_metadata() or () if k == header), None)
+                source = service.traffic_source(
+                    next((v for k, v in context.invocation_metadata() or () if k == header), None))
             result = await service.rank(request_from_message(request, service.request_types), source)
             return ranking_pb2.RankResponse(request_id=result.request_id, model_version=result.model_version,
                                             scores=result.scores.tolist(), ranking=result.ranking,

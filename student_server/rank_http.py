@@ -79,7 +79,8 @@ class RankEndpoint:
         status = 200
         try:
             body = await read_body(scope, receive, self.max_body_bytes, self.body_timeout_s)
-            source = _header(scope, service.source_header) if service.sampler.source_rates else None
+            source = service.traffic_source(_header(scope, service.source_header)) if service.sampler.source_rates \
+                else None
             result = await service.rank(service.request_types.parse(body), source)
             payload = orjson.dumps(result.to_json())
         except RecDistillError as exc:
@@ -99,10 +100,10 @@ class RankEndpoint:
         await send({"type": "http.response.body", "body": payload})
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def _header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
         if key == name:
-            return value.decode("latin-1")
+            return value
     return None
 
 
@@ -166,7 +167,10 @@ def openapi_path_item(types: RequestTypes, ref_template: str = "#/components/sch
         "responses": {
             "200": response("Scores in request order, the ranking, the version that served it", RankResponse),
             "408": response("The body did not arrive within the configured time", ErrorResponse),
+            "400": response("A header the server reads (the traffic source) is too long or not UTF-8 "
+                            "(`field` names it)", ErrorResponse),
             "413": response("Body larger than the configured limit", ErrorResponse),
+            "431": response("The request line and headers exceed 32 KiB (`field` names the header)", ErrorResponse),
             "422": response("Malformed JSON, a field the schema does not declare, a wrong type, NaN or infinity, "
                             "too many candidates or events (`field` names it)",
                             ErrorResponse),

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field, StrictFloat, StrictInt, StrictStr
 
-from recdistill.core.features.request import REQUEST_ID_MAX_LENGTH, TS_MAX
+from recdistill.core.features.request import ITEM_ID_MAX_LENGTH, REQUEST_ID_MAX_LENGTH, TS_MAX
 from student_server import metrics
 from student_server.service import RankingService
 
@@ -17,7 +18,8 @@ router = APIRouter()
 
 class Feedback(BaseModel):
     request_id: StrictStr = Field(min_length=1, max_length=REQUEST_ID_MAX_LENGTH)
-    item_id: StrictStr | StrictInt = Field(union_mode="left_to_right")
+    item_id: Annotated[StrictStr, Field(min_length=1, max_length=ITEM_ID_MAX_LENGTH)] | StrictInt = Field(
+        union_mode="left_to_right")
     label: StrictFloat | StrictInt = Field(ge=0, le=1, allow_inf_nan=False, description="0 or 1 (or a probability)")
     ts: StrictFloat | StrictInt | None = Field(default=None, ge=0, le=TS_MAX, allow_inf_nan=False,
                                                description="when it happened, unix seconds")

@@ -15,13 +15,15 @@ import numpy as np
 from recdistill.core.contracts.records import FeedbackRecord, SampledRequest
 from recdistill.core.errors import ValidationError
 from recdistill.core.features.encoder import Encoder
-from recdistill.core.features.request import TS_MAX, check_limits
+from recdistill.core.features.request import ITEM_ID_MAX_LENGTH, REQUEST_ID_MAX_LENGTH, TS_MAX, check_limits
 from student_server import metrics
-from student_server.errors import NotReadyError
+from student_server.errors import BadHeaderError, NotReadyError
 from student_server.registry import ModelRegistry
 from student_server.sampling import TrafficSampler
 from student_server.scoring import MicroBatcher
 from student_server.settings import StudentSettings
+
+TRAFFIC_SOURCE_MAX_BYTES = 64
 
 
 @dataclass
@@ -66,6 +68,20 @@ class RankingService:
         self._random = random.Random()
         self.source_header = settings.traffic_source_header.lower().encode("latin-1")
 
+    def traffic_source(self, value: bytes | str | None) -> str | None:
+        """The caller's traffic source from its header (HTTP bytes, gRPC text), kept as sent: at most
+        `TRAFFIC_SOURCE_MAX_BYTES` of UTF-8, else refused naming the header."""
+        if value is None:
+            return None
+        raw = value.encode() if isinstance(value, str) else value
+        name = self.settings.traffic_source_header
+        if len(raw) > TRAFFIC_SOURCE_MAX_BYTES:
+            raise BadHeaderError(name, f"at most {TRAFFIC_SOURCE_MAX_BYTES} bytes, got {len(raw)}")
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            raise BadHeaderError(name, "must be UTF-8 text") from None
+
     async def rank(self, request: Any, source: str | None = None) -> RankResult:
         """Score and rank; `source` is the caller's traffic source (a header), which only sampling reads."""
         check_limits(request, self.settings.max_candidates, self.settings.max_history)
@@ -96,10 +112,13 @@ class RankingService:
             policy=result.policy, traffic_source=source)
 
     async def feedback(self, request_id: str, item_id: str, label: float, ts: float | None) -> None:
-        if not request_id:
-            raise ValidationError("request_id", "must not be empty")
-        if not item_id:
-            raise ValidationError("item_id", "must not be empty")
+        """The same limits whichever protocol it came by (the HTTP model documents them too)."""
+        for field, value, most in (("request_id", request_id, REQUEST_ID_MAX_LENGTH),
+                                   ("item_id", item_id, ITEM_ID_MAX_LENGTH)):
+            if not value:
+                raise ValidationError(field, "must not be empty")
+            if len(value) > most:
+                raise ValidationError(field, f"at most {most} characters, got {len(value)}")
         if not 0.0 <= label <= 1.0:  # also refuses NaN
             raise ValidationError("label", "must be between 0 and 1")
         if ts is not None and not 0.0 <= ts <= TS_MAX:

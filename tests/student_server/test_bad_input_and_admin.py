@@ -21,10 +21,11 @@ from distill_worker.student import StudentConfig, StudentModel
 from recdistill.core._proto import ranking_pb2, ranking_pb2_grpc
 from recdistill.core.artifact import publish_version, sha256_bytes
 from recdistill.core.contracts.rank_grpc import request_from_dict
+from recdistill.core.contracts.records import SampledRequest
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.fileio import atomic_write_text
-from tests.student_server.conftest import TOKEN, make_settings, run_server
+from tests.student_server.conftest import TOKEN, make_settings, run_server, sampled_records
 
 pytestmark = pytest.mark.integration
 EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.json"
@@ -128,6 +129,59 @@ async def test_bad_feedback_names_the_field(registry: Path, tmp_path: Path) -> N
         response = await client.post("/v1/feedback", content=lone, headers={"content-type": "application/json"})
         assert response.status_code == 422, response.text
         assert (await client.post("/v1/feedback", json=good)).status_code == 202
+
+
+async def test_feedback_limits_are_the_same_over_http_and_grpc(registry: Path, tmp_path: Path) -> None:
+    """gRPC `Feedback` took a 6 MiB request id where HTTP capped it at 128 characters; an empty item id is
+    refused on both, and the OpenAPI document says so."""
+    cases = [({"request_id": "r" * 129}, "request_id"), ({"item_id": "i" * 1_001}, "item_id"),
+             ({"item_id": ""}, "item_id"), ({"request_id": ""}, "request_id")]
+    async with run_server(make_settings(registry, tmp_path)) as server, \
+            httpx.AsyncClient(base_url=server.http_url) as client, \
+            grpc.aio.insecure_channel(server.grpc_target) as channel:
+        stub = ranking_pb2_grpc.RankingStub(channel)
+        for change, field in cases:
+            body = {"request_id": "r", "item_id": "1", "label": 1} | change
+            response = await client.post("/v1/feedback", json=body)
+            assert response.status_code == 422, (change, response.text)
+            assert response.json()["field"] == field
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Feedback(ranking_pb2.FeedbackRequest(**body))
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert caught.value.details().startswith(field)
+        item_id = (await client.get("/openapi.json")).json()["components"]["schemas"]["Feedback"]["properties"][
+            "item_id"]
+        assert {"type": "string", "minLength": 1, "maxLength": 1_000} in [
+            {k: v for k, v in option.items() if k in ("type", "minLength", "maxLength")} for option in item_id["anyOf"]]
+
+
+async def test_headers_are_bounded_and_the_traffic_source_is_stored_as_sent(registry: Path, tmp_path: Path) -> None:
+    """A 16 MiB `x-traffic-source` was accepted and stored as a 16 MiB record, and a non-ASCII one stored
+    garbled. Now: headers past 32 KiB are a 431 naming the header, a traffic source past 64 bytes a 400
+    naming it (INVALID_ARGUMENT over gRPC), and a UTF-8 one is stored exactly as sent."""
+    settings = make_settings(registry, tmp_path, sampling_rate=1.0, sampling_rate_by_source={"recherche": 0.5})
+    body = EXAMPLE.read_bytes()
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.http_url, timeout=30) as client, \
+            grpc.aio.insecure_channel(server.grpc_target) as channel:
+        huge = await client.post("/v1/rank", content=body, headers={"x-traffic-source": "s" * (1 << 20)})
+        assert huge.status_code == 431
+        assert huge.json()["field"] == "x-traffic-source"
+        other = await client.get("/healthz", headers={"x-anything": "a" * 40_000})
+        assert other.status_code == 431
+        long = await client.post("/v1/rank", content=body, headers={"x-traffic-source": "s" * 65})
+        assert long.status_code == 400
+        assert long.json()["field"] == "x-traffic-source"
+        sent = "recherche-é"
+        named = await client.post("/v1/rank", content=body, headers=[(b"x-traffic-source", sent.encode())])
+        assert named.status_code == 200, named.text
+        stub = ranking_pb2_grpc.RankingStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Rank(request_from_dict(json.loads(body)), metadata=(("x-traffic-source", "s" * 65),))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "x-traffic-source" in caught.value.details()
+        assert (await client.get("/healthz")).status_code == 200, "the server goes on"
+    sources = [r.traffic_source for r in sampled_records(tmp_path / "samples") if isinstance(r, SampledRequest)]
+    assert sources == [sent]
 
 
 async def test_operator_api_needs_the_token_and_is_off_without_one(registry: Path, tmp_path: Path) -> None:

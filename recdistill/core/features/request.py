@@ -40,6 +40,7 @@ Tags = Annotated[list[Annotated[str, Meta(max_length=1_000)]], Meta(max_length=1
 MAX_HISTORY_EVENTS = 20_000
 MAX_CANDIDATES = 1_000
 REQUEST_ID_MAX_LENGTH = 128
+ITEM_ID_MAX_LENGTH = 1_000  # a feedback's item id, as text
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from recdistill.core.errors import RecDistillError
@@ -47,7 +48,7 @@ def prepare_command(
     try:
         manifest = prepare_source(dataset, resolve_schema(schema, dataset), out, catalogue=catalogue)
     except RecDistillError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)  # the message may hold brackets
         raise typer.Exit(2) from None
     print_stats(manifest)
     console.print(f"prepared dataset written to {out}")
@@ -71,7 +72,7 @@ def schema_command(
         try:
             spec = load_schema_spec(check)
         except RecDistillError as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)  # the message may hold brackets
             raise typer.Exit(2) from None
         table = Table(title=f"schema {spec.name}")
         for column in ("feature", "entity", "kind", "column"):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(help="The teacher: train it, serve it behind Triton, score requests.", no_args_is_help=True)
@@ -107,7 +108,7 @@ def score_command(
         parsed = fitted.parse_request(request.read_bytes())
         tensors, _ = Encoder(fitted, "teacher").encode_requests([parsed])
     except (OSError, RecDistillError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)  # the message may hold brackets
         raise typer.Exit(2) from None
     probabilities = score(url, tensors, model_name)[0]
     print(json.dumps({"scores": [

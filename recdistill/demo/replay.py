@@ -162,13 +162,15 @@ class _Replay:
                     served = response.json()
                     version, ranking, policy = served["model_version"], served["ranking"], served["policy"]
                 else:
-                    error = f"HTTP {response.status_code}"
+                    error = f"HTTP {response.status_code}: {response.text[:300]}"
             else:
                 reply = await stub.Rank(request_from_dict(body), timeout=30,
                                         metadata=((SOURCE_HEADER, source),) if source else None)
                 version, ranking, policy = reply.model_version, list(reply.ranking), reply.policy
+        except grpc.aio.AioRpcError as exc:
+            error = f"gRPC {exc.code().name}: {(exc.details() or '')[:300]}"
         except (httpx.HTTPError, grpc.RpcError) as exc:
-            error = type(exc).__name__
+            error = f"{type(exc).__name__}: {str(exc)[:300]}"
         finally:
             gate.release()
         latency_ms = round((time.perf_counter() - sent) * 1e3, 3)

@@ -131,6 +131,9 @@ def _debiasing(result: TaskResults, samples: int) -> dict[str, Any]:
     return out
 
 
+MAX_ERROR_SHARE = 0.01
+
+
 def _serving(live: LiveResult, exposed_positions: int, samples: int) -> dict[str, Any]:
     latencies = np.array([s.latency_ms for s in live.served if s.error is None])
     per_protocol = {}
@@ -140,7 +143,8 @@ def _serving(live: LiveResult, exposed_positions: int, samples: int) -> dict[str
             per_protocol[protocol] = {"requests": int(values.size),
                                       "p50_ms": round(float(np.percentile(values, 50)), 2),
                                       "p99_ms": round(float(np.percentile(values, 99)), 2)}
-    errors = [s for s in live.served if s.error is not None]
+    errors = [s.error for s in live.served if s.error is not None]
+    first_error = errors[0] if errors else None
     online: dict[str, dict[str, float | int]] = {}  # what each served version did for the replayed users
     for version in sorted({s.version for s in live.served if s.version}):
         mine = [s for s in live.served if s.version == version]
@@ -150,7 +154,10 @@ def _serving(live: LiveResult, exposed_positions: int, samples: int) -> dict[str
                             "click_rate": round(float(np.mean([s.clicked for s in mine])), 4)}
     return {
         "requests": len(live.served), "errors": len(errors),
-        "error_kinds": sorted({s.error for s in errors if s.error}),
+        "error_kinds": sorted(set(errors)),
+        # More than MAX_ERROR_SHARE of the replay failing makes the run a failure: `recdistill demo` exits 1.
+        "failed": len(errors) > MAX_ERROR_SHARE * max(1, len(live.served)),
+        "first_error": first_error, "first_error_count": errors.count(first_error) if errors else 0,
         "p50_ms": round(float(np.percentile(latencies, 50)), 2) if latencies.size else None,
         "p99_ms": round(float(np.percentile(latencies, 99)), 2) if latencies.size else None,
         "per_protocol": per_protocol,
@@ -427,6 +434,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                   f"{serving['swaps']} hot swaps, {serving['refused_by_gate']} exports refused by the gate, "
                   f"{serving['feedback_errors']} feedback errors. Latency is measured by the replay client on the "
                   "same 2 cores as the server, Triton and the training worker.", ""]
+        if serving["failed"]:
+            lines += [f"**The run failed**: more than {MAX_ERROR_SHARE:.0%} of the replay's requests failed; the "
+                      f"first error ({serving['first_error_count']} times): `{serving['first_error']}`. The "
+                      "figures below are not the served loop's.", ""]
         ab = serving.get("online_ab")
         if ab and "treatment_minus_control" in ab:
             lines += ["### Online A/B test (traffic split by user, at the same time)", "",

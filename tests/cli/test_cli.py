@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -45,18 +46,22 @@ def test_console_script_is_installed() -> None:
     assert "data" in result.stdout
 
 
-def test_prepare_a_user_csv_from_the_command_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("label", ["label", "label == 1", "label in [1]"])
+def test_prepare_a_user_csv_from_the_command_line(tmp_path: Path, label: str) -> None:
+    """A CSV is read as text; a label expression compares its numbers as numbers (with pandas 3's `str`
+    columns, `label == 1` once labelled every row 0)."""
     lines = ["user_id,item_id,timestamp,label"] + [f"{u},{i},{1000 + 10 * u + i},{(u + i) % 2}"
                                                    for u in range(1, 21) for i in range(1, 11)]
     (tmp_path / "log.csv").write_text("\n".join(lines))
     # The smallest schema file: the source columns and the two views, no side features.
-    (tmp_path / "schema.toml").write_text('name = "mine"\n[source]\nlabel = "label"\n'
+    (tmp_path / "schema.toml").write_text(f'name = "mine"\n[source]\nlabel = "{label}"\n'
                                           "[views.teacher]\nhistory_len = 50\n[views.student]\nhistory_len = 5\n")
     result = CliRunner().invoke(app, ["data", "prepare", "--dataset", f"csv:{tmp_path / 'log.csv'}",
                                       "--schema", str(tmp_path / "schema.toml"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["stats"]["interactions"] == 200
+    assert pd.read_parquet(tmp_path / "out" / "events.parquet")["label"].sum() == 100
 
 
 def test_unknown_dataset_is_a_clear_error(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from recdistill.core.data.prepare import prepare
@@ -70,3 +71,46 @@ def test_shipped_schema_files_load_and_their_json_schema_is_current() -> None:
         assert load_schema_spec(shipped_schema(name)).views["student"].history_len == 10
     assert json.loads((SCHEMAS / "schema.json").read_text()) == json_schema(), \
         "regenerate: recdistill data schema --json-schema recdistill/schemas/schema.json"
+
+
+@pytest.mark.parametrize("unit", ["ms", "us"])
+def test_a_timestamp_unit_that_plainly_does_not_fit_stops_preparation(tmp_path: Path, unit: str) -> None:
+    """MovieLens rates in unix seconds: declared finer, every event would fall in the first days of 1970."""
+    spec = parse_schema_spec(ML.replace('[source]\n', f'[source]\ntimestamp_unit = "{unit}"\n', 1))
+    out = tmp_path / "prepared"
+    with pytest.raises(RecDistillError, match="timestamp_unit"):
+        prepare(load_log("ml-100k"), spec, out)
+    assert not out.exists()
+
+
+def test_a_log_in_milliseconds_encodes_as_the_same_log_in_seconds(tmp_path: Path) -> None:
+    """The unit is applied at preparation and at serving: the same events, logged in seconds or in
+    milliseconds (each schema declaring its unit), give the same training rows and the same served tensors
+    from requests that carry each log's own unit."""
+    from dataclasses import replace
+
+    from recdistill.core.data.dataset import PreparedDataset
+    from recdistill.core.data.ecommerce import generate_ecommerce
+    from recdistill.core.features.encoder import Encoder
+
+    seconds = generate_ecommerce(events=4_000)
+    millis = replace(seconds, events=seconds.events.assign(ts=seconds.events["ts"] * 1_000))
+    text = shipped_schema("ecommerce").read_text()
+    prepare(seconds, parse_schema_spec(text), tmp_path / "s")
+    prepare(millis, parse_schema_spec(text.replace('timestamp = "ts"\n', 'timestamp = "ts"\ntimestamp_unit = "ms"\n')),
+            tmp_path / "ms")
+    in_s, in_ms = PreparedDataset(tmp_path / "s"), PreparedDataset(tmp_path / "ms")
+    event = int(in_s.split("test", "slate")[3])
+    body_s, body_ms = in_s.to_request(event, "slate"), in_ms.to_request(event, "slate")
+    assert body_ms["context"]["ts"] == body_s["context"]["ts"] * 1_000
+    assert body_ms["history"][-1]["ts"] == body_s["history"][-1]["ts"] * 1_000
+    for view in ("student", "teacher"):
+        served_s, _ = Encoder(in_s.schema, view).encode_requests([in_s.schema.parse_request(body_s)])
+        served_ms, _ = Encoder(in_ms.schema, view).encode_requests([in_ms.schema.parse_request(body_ms)])
+        trained, _ = Encoder(in_ms.schema, view).assemble(in_ms.contexts(Encoder(in_ms.schema, view),
+                                                                         [event], "slate"))
+        for name, array in served_s.items():
+            np.testing.assert_allclose(served_ms[name], array, rtol=1e-6, err_msg=f"{view} {name}")
+            np.testing.assert_allclose(trained[name], array, rtol=1e-6, err_msg=f"{view} {name} (training)")
+    with pytest.raises(RecDistillError, match="ts"):  # milliseconds where seconds are declared: refused
+        in_s.schema.parse_request(body_ms)

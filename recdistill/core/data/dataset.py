@@ -159,16 +159,21 @@ class PreparedDataset:
                 user_body[column] = value
         spec = self.schema.spec_model
         with_action, with_value = bool(spec.source.action and spec.sequence.action), spec.sequence.value
+        per_second = spec.source.units_per_second  # requests carry times in the log's own unit
+
+        def unix(seconds: float) -> int:
+            return round(seconds * per_second)
+
         history = []
         for item, action, value, ts in zip(timeline.item_ids[:end], timeline.actions[:end], timeline["values"][:end],
                                            timeline.timestamps[:end], strict=True):
-            event: dict[str, Any] = {"item_id": item, "ts": int(ts)}
+            event: dict[str, Any] = {"item_id": item, "ts": unix(ts)}
             if with_action and action:
                 event["action"] = int(action) if action.isdigit() else action
             if with_value and not is_missing(value):
                 event["value"] = _json_value(value)
             history.append(event)
-        context: dict[str, Any] = {"ts": int(row["timestamp"])}
+        context: dict[str, Any] = {"ts": unix(row["timestamp"])}
         for column in columns["context"]:
             value = _json_value(row[column])
             if value is not None and value != []:

@@ -23,8 +23,17 @@ import pandas as pd
 
 from recdistill.core.data.log import RawLog
 from recdistill.core.errors import DataError
+from recdistill.core.features.request import TS_MAX, UNIT_NAMES
 from recdistill.core.features.schema import build_schema, canonical_action, is_missing, split_list
-from recdistill.core.features.spec import SchemaError, SchemaSpec, evaluate_label, maybe_numeric, parse_schema_spec
+from recdistill.core.features.spec import (
+    TIMESTAMP_UNITS,
+    SchemaError,
+    SchemaSpec,
+    SourceSpec,
+    evaluate_label,
+    maybe_numeric,
+    parse_schema_spec,
+)
 from recdistill.core.fileio import atomic_write_text, atomic_write_with
 from recdistill.core.settings import DataSettings
 
@@ -83,12 +92,8 @@ def normalise(log: RawLog, spec: SchemaSpec) -> tuple[pd.DataFrame, pd.DataFrame
     for column, what in ((source.user_id, "source.user_id"), (source.item_id, "source.item_id"),
                          (source.timestamp, "source.timestamp")):
         _require(raw, column, what, where)
-    timestamps = pd.to_numeric(raw[source.timestamp], errors="coerce")
-    if timestamps.isna().any() or not np.isfinite(timestamps).all():
-        raise DataError(f"{where}: column `{source.timestamp}` (source.timestamp) must hold unix seconds, with no "
-                        "missing values")
     events = pd.DataFrame({"user_id": raw[source.user_id].astype(str), "item_id": raw[source.item_id].astype(str),
-                           "timestamp": timestamps.astype(np.int64),
+                           "timestamp": _seconds(raw[source.timestamp], source, where),
                            "label": evaluate_label(source.label, raw)})
     for name in ("action", "value", "weight"):
         column = getattr(source, name)
@@ -114,6 +119,37 @@ def normalise(log: RawLog, spec: SchemaSpec) -> tuple[pd.DataFrame, pd.DataFrame
         for feature in features:
             table[feature.source] = _typed(table[feature.source], feature.kind, feature.separator)
     return events, users, items
+
+
+# Unix seconds a prepared timeline may hold: a later value is a unit declared too small (milliseconds read as
+# seconds reach the year 55,000); an absolute time before 1973 read in a larger unit was most likely seconds.
+_PLAUSIBLE_SECONDS = (0, TS_MAX)
+_ABSOLUTE_SECONDS = 1e8  # 1973-03-03
+
+
+def _seconds(column: pd.Series, source: SourceSpec, where: str) -> pd.Series:
+    """`source.timestamp` in unix seconds (int64 for a log in seconds, float64 from a finer unit, so that
+    the order within a second survives), refused with an error naming `timestamp_unit` when the values are
+    plainly not in the declared unit. Runs before anything is written."""
+    name, unit = f"`{source.timestamp}` (source.timestamp)", source.timestamp_unit
+    values = pd.to_numeric(column, errors="coerce")
+    if values.isna().any() or not np.isfinite(values).all():
+        raise DataError(f"{where}: column {name} must hold numbers (unix time in {UNIT_NAMES[unit]}), with no "
+                        "missing values")
+    seconds = values.astype(np.float64) / source.units_per_second
+    low, high = float(seconds.min()), float(seconds.max())
+    fits = [u for u, per in TIMESTAMP_UNITS.items()
+            if _PLAUSIBLE_SECONDS[0] <= values.min() / per and values.max() / per <= _PLAUSIBLE_SECONDS[1]]
+    hint = f"; the values fit timestamp_unit = \"{fits[0]}\"" if fits and fits[0] != unit else ""
+    if low < _PLAUSIBLE_SECONDS[0] or high > _PLAUSIBLE_SECONDS[1]:
+        raise DataError(f"{where}: column {name} holds {values.min():.6g} .. {values.max():.6g}, which as "
+                        f"{UNIT_NAMES[unit]} is not a unix time (before 1970 or after the year 5000): set "
+                        f"[source] timestamp_unit to the column's unit{hint}")
+    if unit != "s" and high < _ABSOLUTE_SECONDS <= float(values.min()):
+        raise DataError(f"{where}: column {name} holds {values.min():.6g} .. {values.max():.6g}: as "
+                        f"{UNIT_NAMES[unit]} every event falls before 1973, as seconds they are dates; "
+                        f"check [source] timestamp_unit (declared \"{unit}\")")
+    return values.astype(np.int64) if unit == "s" else seconds
 
 
 def _typed(values: pd.Series, kind: str, separator: str) -> pd.Series:

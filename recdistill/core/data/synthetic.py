@@ -42,6 +42,7 @@ def synthetic_requests(schema: FeatureSchema, count: int, history_len: int, cand
     popularity = 1.0 / np.arange(1, len(catalogue) + 1) ** 1.1
     popularity /= popularity.sum()
     spec = schema.spec_model
+    per_second = spec.source.units_per_second  # request times in the schema's unit
     with_action = bool(spec.source.action and spec.sequence.action and schema.action_vocab)
     requests = []
     for index in range(count):
@@ -49,7 +50,7 @@ def synthetic_requests(schema: FeatureSchema, count: int, history_len: int, cand
         ts = start_ts + np.cumsum(rng.exponential(3_600.0, size=history_len).astype(np.int64))
         history = []
         for position in range(history_len):
-            event: dict[str, Any] = {"item_id": catalogue[items[position]], "ts": int(ts[position])}
+            event: dict[str, Any] = {"item_id": catalogue[items[position]], "ts": int(ts[position]) * per_second}
             if with_action:
                 action = schema.action_vocab[int(rng.integers(len(schema.action_vocab)))]
                 event["action"] = int(action) if action.isdigit() else action
@@ -57,7 +58,7 @@ def synthetic_requests(schema: FeatureSchema, count: int, history_len: int, cand
                 event["value"] = round(float(rng.exponential(30.0)), 2)
             history.append(event)
         user: dict[str, Any] = {"user_id": f"synthetic-user-{int(rng.integers(1, 10_000))}"}
-        context: dict[str, Any] = {"ts": int(ts[-1]) + 60 if history_len else start_ts}
+        context: dict[str, Any] = {"ts": (int(ts[-1]) + 60 if history_len else start_ts) * per_second}
         for feature in schema.features:
             if feature.entity == "item":
                 continue

@@ -98,6 +98,7 @@ class Encoder:
         self._index = {f.name: _vocab_index(f.vocab) for f in schema.features if f.kind in ("categorical",
                                                                                             "multi_categorical")}
         self._item_index = _vocab_index(schema.item_vocab)
+        self._units_per_second = float(schema.spec_model.source.units_per_second)  # request times -> seconds
         self._action_index = _vocab_index(schema.action_vocab)
         self.input_specs = self._input_specs()
         self.input_names = tuple(self.input_specs)
@@ -258,9 +259,10 @@ class Encoder:
             else np.zeros(len(window), dtype=np.int64),
             hist_value=self.map_values([e.value for e in window]) if self.has_value
             else np.zeros(len(window), dtype=np.float32),
-            hist_ts=np.array([math.nan if e.ts is None else float(e.ts) for e in window], dtype=np.float64),
+            hist_ts=np.array([math.nan if e.ts is None else float(e.ts) for e in window],
+                             dtype=np.float64) / self._units_per_second,
             history_length=len(request.history),
-            request_ts=float(request_ts) if request_ts is not None else (now or time.time()),
+            request_ts=float(request_ts) / self._units_per_second if request_ts is not None else (now or time.time()),
             cand_item=cand_item, cand_cat=cand_cat, cand_multi=cand_multi, cand_num=cand_num,
         )
 

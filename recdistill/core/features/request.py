@@ -33,7 +33,14 @@ TS_MAX = 10**11  # unix seconds, year 5138
 Id = str | Annotated[int, _INT64]
 Number = Annotated[int, Meta(ge=-NUMBER_BOUND, le=NUMBER_BOUND)] | Annotated[float, Meta(ge=-NUMBER_BOUND,
                                                                                          le=NUMBER_BOUND)]
-Timestamp = Annotated[int, Meta(ge=0, le=TS_MAX)] | Annotated[float, Meta(ge=0, le=TS_MAX)]
+UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds"}
+
+
+def timestamp_type(units_per_second: int, unit: str, what: str) -> Any:
+    """A request time in the schema's unit (`source.timestamp_unit`), bounded like TS_MAX seconds."""
+    most = TS_MAX * units_per_second
+    meta = Meta(description=f"{what}, unix time in {UNIT_NAMES[unit]}")
+    return Annotated[Annotated[int, Meta(ge=0, le=most)] | Annotated[float, Meta(ge=0, le=most)], meta]
 Category = Annotated[str, Meta(max_length=1_000)] | Number
 Tags = Annotated[list[Annotated[str, Meta(max_length=1_000)]], Meta(max_length=10_000)]
 # Protocol limits; servers may configure lower ones (see `check_limits`).
@@ -95,8 +102,9 @@ def request_types(spec: SchemaSpec, ignore_unknown: bool = False) -> RequestType
         return _CACHE[key]
     options = {"forbid_unknown_fields": not ignore_unknown, "frozen": True, "omit_defaults": True}
     user = msgspec.defstruct("User", [("user_id", Id), *_fields(spec, "user")], **options)
+    unit = spec.source.timestamp_unit, spec.source.units_per_second
     event_fields: list[tuple[str, Any, Any]] = [
-        ("item_id", Id), ("ts", Annotated[Timestamp, Meta(description="unix seconds")] | None, None)]
+        ("item_id", Id), ("ts", timestamp_type(unit[1], unit[0], "when it happened") | None, None)]
     if spec.source.action and spec.sequence.action:
         event_fields.append(("action", Annotated[Category, Meta(description="e.g. the rating given")] | None, None))
     if spec.sequence.value:
@@ -110,7 +118,7 @@ def request_types(spec: SchemaSpec, ignore_unknown: bool = False) -> RequestType
         candidate_fields.append(("features", Annotated[item_features, Meta(description=description)] | None, None))
     candidate = msgspec.defstruct("Candidate", candidate_fields, **options)
     context = msgspec.defstruct("RequestContext", [
-        ("ts", Annotated[Timestamp, Meta(description="request time, unix seconds; default: now")] | None, None),
+        ("ts", timestamp_type(unit[1], unit[0], "request time (default: now)") | None, None),
         *_fields(spec, "context")], **options)
     rank_request = msgspec.defstruct("RankRequest", [
         ("user", user),

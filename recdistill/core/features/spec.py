@@ -27,6 +27,9 @@ SPEC_FORMAT = 1
 NAME = r"^[a-z][a-z0-9_]{0,62}$"
 # Field names a request already uses for its own structure: no feature column may take them.
 RESERVED_COLUMNS = frozenset({"user_id", "item_id", "ts", "action", "value", "features", "request_id"})
+# Units of `source.timestamp` and of every `ts` in a ranking request, per second.
+TIMESTAMP_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000}
+TimestampUnit = Literal["s", "ms", "us"]
 FeatureKind = Literal["categorical", "hashed", "multi_categorical", "numeric", "bucketized"]
 Entity = Literal["user", "context", "item"]
 
@@ -59,7 +62,9 @@ class SourceSpec(_Spec):
 
     user_id: str = "user_id"
     item_id: str = "item_id"
-    timestamp: str = Field("timestamp", description="unix seconds")
+    timestamp: str = Field("timestamp", description="unix time, in `timestamp_unit`")
+    timestamp_unit: TimestampUnit = Field("s", description="the unit of `timestamp` (seconds, milliseconds or "
+                                                           "microseconds); ranking requests carry `ts` in it too")
     label: str = Field(description="a 0/1 column, or an expression over columns such as `rating >= 4`")
     action: str | None = Field(None, description="per-event categorical (a rating, an event type); "
                                                  "the behaviour sequence carries it")
@@ -67,6 +72,10 @@ class SourceSpec(_Spec):
                                                 "carries it when `sequence.value` is on")
     weight: str | None = Field(None, description="per-event training weight column")
     items: IdSpec = IdSpec()
+
+    @property
+    def units_per_second(self) -> int:
+        return TIMESTAMP_UNITS[self.timestamp_unit]
 
     @model_validator(mode="after")
     def _label_parses(self) -> SourceSpec:
@@ -321,7 +330,7 @@ def label_columns(expression: str) -> list[str]:
 
 def maybe_numeric(column: pd.Series) -> pd.Series:
     """A column read as text (CSV) as numbers, if every present value is one."""
-    if column.dtype != object:
+    if not (column.dtype == object or pd.api.types.is_string_dtype(column.dtype)):  # pandas 3 reads text as `str`
         return column
     numbers = pd.to_numeric(column, errors="coerce")
     return numbers if numbers.notna().sum() == column.notna().sum() else column

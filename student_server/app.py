@@ -18,7 +18,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
-from starlette.routing import Route
+from starlette.exceptions import HTTPException
+from starlette.routing import Match, Route
 
 from recdistill.core.artifact import ArtifactError
 from recdistill.core.contracts.registry import ReplicaStatus
@@ -180,6 +181,19 @@ def create_app(settings: StudentSettings | None = None) -> RankFastPath:
         endpoint = request.url.path.rsplit("/", 1)[-1] if request.url.path.startswith("/v1/") else "admin"
         metrics.REQUESTS.labels(endpoint=endpoint, protocol="http", status=str(status)).inc()
         return _json_error(status, error_body(exc), error_headers(exc))
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> Response:
+        """FastAPI's own answers (404, 405, 400 for a body it cannot parse) in the error body every route
+        uses. A 405's Allow lists the methods of every route on the path (Starlette names the first's only)."""
+        if exc.status_code == 400:  # a body FastAPI could not parse: malformed input, as everywhere else
+            return _json_error(422, error_body(ValidationError("body", str(exc.detail))))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            methods = {m for r in app.router.routes if isinstance(r, Route) and r.methods
+                       and r.matches(request.scope)[0] != Match.NONE for m in r.methods}
+            headers["Allow"] = ", ".join(sorted(methods))
+        return _json_error(exc.status_code, {"error": str(exc.detail)}, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:

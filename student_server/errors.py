@@ -3,7 +3,10 @@ and gRPC codes."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
+from pydantic import BaseModel, Field
 
 from recdistill.core.artifact import ArtifactError
 from recdistill.core.errors import (
@@ -86,3 +89,17 @@ def error_body(exc: Exception) -> dict[str, object]:
     if isinstance(exc, ValidationError):
         return {"error": exc.message, "field": exc.field}
     return {"error": str(exc)}
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer's body."""
+
+    error: str
+    field: str | None = Field(default=None, description="the request field at fault, e.g. candidates.0.item_id")
+
+
+def documented(**answers: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for error answers, e.g. `documented(r404="no such version")`: each with the
+    `ErrorResponse` body the handlers write."""
+    return {int(code.removeprefix("r")): {"model": ErrorResponse, "description": text}
+            for code, text in answers.items()}

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from recdistill.core.errors import RecDistillError
 from recdistill.core.features.request import RequestTypes
 from student_server import metrics
-from student_server.errors import PayloadTooLargeError, RequestTimeoutError, error_body, http_status
+from student_server.errors import ErrorResponse, PayloadTooLargeError, RequestTimeoutError, error_body, http_status
 from student_server.service import RankingService
 
 logger = logging.getLogger(__name__)
@@ -35,11 +35,6 @@ class RankResponse(BaseModel):
     scores: list[float] = Field(description="one per candidate, in request order")
     ranking: list[str] = Field(description="candidate item ids, best first")
     policy: str = Field(description='"model" (ranked by the scores) or "random" (the exploration slice)')
-
-
-class ErrorResponse(BaseModel):
-    error: str
-    field: str | None = Field(default=None, description="the request field at fault, e.g. candidates.0.item_id")
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int, timeout_s: float) -> bytes:

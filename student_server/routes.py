@@ -7,29 +7,39 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 from recdistill.core.features.request import ITEM_ID_MAX_LENGTH, REQUEST_ID_MAX_LENGTH, TS_MAX
 from student_server import metrics
+from student_server.errors import documented
 from student_server.service import RankingService
 
 router = APIRouter()
 
 
 class Feedback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     request_id: StrictStr = Field(min_length=1, max_length=REQUEST_ID_MAX_LENGTH)
     item_id: Annotated[StrictStr, Field(min_length=1, max_length=ITEM_ID_MAX_LENGTH)] | StrictInt = Field(
         union_mode="left_to_right")
-    label: StrictFloat | StrictInt = Field(ge=0, le=1, allow_inf_nan=False, description="0 or 1 (or a probability)")
-    ts: StrictFloat | StrictInt | None = Field(default=None, ge=0, le=TS_MAX, allow_inf_nan=False,
-                                               description="when it happened, unix seconds")
+    # Bounds on each member of a union, so that the OpenAPI document carries them too.
+    label: Annotated[StrictFloat, Field(ge=0, le=1, allow_inf_nan=False)] | Annotated[StrictInt, Field(ge=0, le=1)] \
+        = Field(description="0 or 1 (or a probability)")
+    ts: Annotated[StrictFloat, Field(ge=0, le=TS_MAX, allow_inf_nan=False)] | Annotated[StrictInt, Field(
+        ge=0, le=TS_MAX)] | None = Field(default=None, description="when it happened, unix seconds (whatever the "
+                                                                   "schema's timestamp_unit; default: when received)")
 
 
 def _service(request: Request) -> RankingService:
     return request.app.state.service
 
 
-@router.post("/v1/feedback", status_code=202, summary="Record a delayed label for a served request and item")
+@router.post("/v1/feedback", status_code=202, summary="Record a delayed label for a served request and item",
+             responses=documented(r408="The body did not arrive within the configured time",
+                                  r413="Body larger than the configured limit",
+                                  r422="A field out of its bounds, malformed JSON, an unknown field (`field` names it)",
+                                  r503="The sample log cannot be written now or its queue is full (Retry-After)"))
 async def feedback(body: Feedback, request: Request) -> dict[str, bool]:
     started = time.perf_counter()
     try:
@@ -45,7 +55,8 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: 503 until a model version is active and warmed up")
+@router.get("/readyz", summary="Readiness: 503 until a model version is active and warmed up",
+            responses={503: {"description": "No model version is active yet"}})
 async def readyz(request: Request) -> Response:
     active = _service(request).registry.active
     if active is None:
@@ -54,7 +65,9 @@ async def readyz(request: Request) -> Response:
     return Response(orjson.dumps({"ready": True, "model_version": active.version}), media_type="application/json")
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            responses={200: {"description": "Prometheus text exposition format",
+                             "content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def prometheus_metrics() -> Response:
     body, content_type = metrics.exposition()
     return Response(body, media_type=content_type)

@@ -26,7 +26,9 @@ from recdistill.core.errors import NotFoundError, RecDistillError, SchemaMismatc
 from recdistill.core.features.schema import FeatureSchema
 from recdistill.core.fileio import atomic_write_bytes, fsync_directory
 
-VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Letters, digits, "_", "-" and single dots (never "..", so never a path out of the registry); at most 64.
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*\.?$")
+VERSION_MAX_LENGTH = 64
 
 
 class ArtifactError(RecDistillError):
@@ -38,7 +40,7 @@ class VersionNotFoundError(ArtifactError, NotFoundError):
 
 
 def check_version_name(version: str) -> str:
-    if not VERSION_PATTERN.fullmatch(version) or ".." in version:
+    if len(version) > VERSION_MAX_LENGTH or not VERSION_PATTERN.fullmatch(version):
         raise ArtifactError(f"invalid version name {version!r}: letters, digits, '.', '_', '-' (max 64)")
     return version
 

@@ -71,6 +71,14 @@ class RequestTypes:
             return self.decoder.decode(body)
         except msgspec.ValidationError as exc:
             message = str(exc)
+            if "got `float`" in message:  # JSON counts 1.0 as an integer: read it as one (off the hot path)
+                try:
+                    return msgspec.convert(_integral(body if isinstance(body, dict) else msgspec.json.decode(body)),
+                                           self.rank_request)
+                except msgspec.ValidationError as again:
+                    message = str(again)
+                except RecursionError:
+                    pass  # nested too deeply to read again: the first error stands
             raise ValidationError(field_path(message), _LOCATION.sub("", message)) from None
         except msgspec.DecodeError as exc:
             raise ValidationError("body", f"not valid JSON: {exc}") from None
@@ -81,6 +89,17 @@ class RequestTypes:
         """(schema of the request, the component schemas it refers to) for OpenAPI documents."""
         (schema,), components = msgspec.json.schema_components([self.rank_request], ref_template=ref_template)
         return schema, components
+
+
+def _integral(value: Any) -> Any:
+    """`value` with every float that has no fractional part as an int (valid wherever a float is)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    return value
 
 
 _TYPES: dict[str, Any] = {"list": Tags, "number": Number, "category": Category}

@@ -45,6 +45,10 @@ class TeacherClientSettings(BaseModel):
     backoff_max_s: float = Field(default=5.0, gt=0)
     breaker_failures: int = Field(default=5, ge=1)
     breaker_reset_s: float = Field(default=10.0, gt=0)
+    # While the stream runs, the teacher's readiness is asked every `probe_period_s`; no answer within
+    # `probe_timeout_s` marks it down (teacher_up 0), and its return wakes a waiting stream at once.
+    probe_period_s: float = Field(default=1.0, gt=0)
+    probe_timeout_s: float = Field(default=2.0, gt=0)
 
 
 @dataclass(frozen=True)

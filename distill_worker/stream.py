@@ -65,7 +65,6 @@ TEACHER_LAG = Gauge("recdistill_worker_teacher_lag_seconds",
 PROMOTIONS = Counter("recdistill_worker_promotions", "Exported students by gate outcome", ["outcome"])
 DUPLICATES = Counter("recdistill_worker_duplicates", "Sample-log records skipped: their sample id was taken before")
 DEAD_LETTERED = Counter("recdistill_worker_dead_lettered", "Sampled requests the teacher refused (not trained)")
-TEACHER_UP = Gauge("recdistill_worker_teacher_up", "1 while the teacher answers, 0 while the worker waits for it")
 
 
 @dataclass
@@ -469,6 +468,9 @@ class StreamPhase:
         or train (so whatever was written before `until()` turned true is trained), or after `steps`.
         The last partial export interval is exported before returning."""
         done, outage = 0, 0
+        teacher = self.trainer.teacher
+        if teacher is not None:
+            teacher.watch()  # teacher_up, and a wake-up when a teacher found down answers again
         while steps is None or done < steps:
             stop_requested = until()
             try:
@@ -477,16 +479,16 @@ class StreamPhase:
                 # An outage is not a reason to stop: what was trained stays trained, what was not stays
                 # waiting (in memory and in the log from the last checkpoint); try again after a pause.
                 outage += 1
-                if not isinstance(exc, BrokerUnavailableError):
-                    TEACHER_UP.set(0)
                 pause = min(self.config.outage_backoff_max_s, self.config.idle_s * 2 ** min(outage, 8))
                 if self.lease is not None:
                     pause = min(pause, self.lease.ttl_ms / 3_000)  # keep renewing the lease meanwhile
-                logger.warning("%s; the stream waits %.1fs and tries again", exc, pause)
-                await asyncio.sleep(pause)
+                logger.warning("%s; the stream waits up to %.1fs and tries again", exc, pause)
+                if teacher is not None and not isinstance(exc, BrokerUnavailableError):
+                    await teacher.wait_for_return(pause)  # at once when the teacher answers again
+                else:
+                    await asyncio.sleep(pause)
                 continue
             outage = 0
-            TEACHER_UP.set(1)
             done += 1
             if on_step is not None:
                 on_step(result, self.state)

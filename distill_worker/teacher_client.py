@@ -4,19 +4,23 @@ Concurrent `score` calls are merged into one Triton request of up to `max_batch_
 whatever arrived within `max_wait_ms`; at most `max_concurrency` requests are in flight; each is
 retried with jittered exponential backoff on transient status codes (UNAVAILABLE, DEADLINE_EXCEEDED,
 NOT_FOUND while the model registers, ...); the model's own errors (INTERNAL: e.g. input it refused) are not retried;
-a circuit breaker fails fast while the teacher keeps failing.
+a circuit breaker fails fast while the teacher keeps failing. While a stream runs, `watch` asks the
+teacher's readiness every second with a short deadline: `teacher_up` says what the last probe or request
+found (a stopped teacher that holds its connections open is down too), and the teacher's return wakes a
+stream that waits for it (`wait_for_return`) and closes the breaker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 from dataclasses import dataclass
 
 import numpy as np
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from distill_worker.breaker import CircuitBreaker
 from distill_worker.settings import TeacherClientSettings
@@ -29,6 +33,8 @@ logger = logging.getLogger(__name__)
 TEACHER_LATENCY = Histogram("recdistill_worker_teacher_seconds", "Latency of one Triton request")
 TEACHER_ROWS = Counter("recdistill_worker_teacher_rows", "Contexts sent to the teacher")
 TEACHER_RETRIES = Counter("recdistill_worker_teacher_retries", "Retried Triton requests")
+TEACHER_UP = Gauge("recdistill_worker_teacher_up", "1 while the teacher answers within its deadline, 0 while the "
+                   "worker waits for it")
 # Retried by gRPC status code: transient transport or load states. NOT_FOUND too: while Triton (re)starts,
 # its port answers before the model is registered; a wrong model name fails after the retries.
 RETRYABLE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "NOT_FOUND"})
@@ -66,12 +72,56 @@ class TeacherClient:
         self._tasks: set[asyncio.Task] = set()
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
         self.requests_sent = 0
+        self.up = True  # what the last probe or request found
+        self._answering = asyncio.Event()
+        self._answering.set()
+        self._watcher: asyncio.Task | None = None
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         if self._pending:
             await self._flush()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._client.close()
+
+    def watch(self) -> None:
+        """Start probing the teacher's readiness (once; stopped by `close`)."""
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                ready = bool(await self._client.is_model_ready(self.settings.model_name,
+                                                               client_timeout=self.settings.probe_timeout_s))
+            except Exception:  # noqa: BLE001 - no answer in time, refused, unreachable: all mean down
+                ready = False
+            self._mark(ready)
+            await asyncio.sleep(self.settings.probe_period_s)
+
+    def _mark(self, up: bool) -> None:
+        if up and not self.up:
+            logger.info("the teacher answers again")
+            self.breaker.success()  # no need to wait out the cool-down: it answered
+        elif not up and self.up:
+            logger.warning("the teacher does not answer within its deadline")
+        self.up = up
+        TEACHER_UP.set(int(up))
+        if up:
+            self._answering.set()
+        else:
+            self._answering.clear()
+
+    async def wait_for_return(self, timeout_s: float) -> None:
+        """Sleep up to `timeout_s`, or until a teacher found down answers again."""
+        if self.up:
+            await asyncio.sleep(timeout_s)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._answering.wait(), timeout_s)
 
     async def score(self, context: MappedContext) -> np.ndarray:
         """The teacher's probability for each candidate of one context."""
@@ -127,6 +177,7 @@ class TeacherClient:
                 if status not in RETRYABLE:
                     raise TeacherRefusedError(f"teacher refused the request: {exc.message()}") from None
                 self.breaker.failure()
+                self._mark(False)
                 if attempt == settings.retries:
                     raise TeacherUnavailableError(f"teacher unreachable after {attempt + 1} attempts: "
                                                   f"{exc.message()}") from None
@@ -136,6 +187,7 @@ class TeacherClient:
                 await asyncio.sleep(delay)
                 continue
             self.breaker.success()
+            self._mark(True)
             TEACHER_LATENCY.observe(time.perf_counter() - started)
             TEACHER_ROWS.inc(tensors["cand_item"].shape[0])
             self.requests_sent += 1

@@ -15,8 +15,8 @@ import pytest
 
 from distill_worker.labels import LabelStore
 from distill_worker.settings import DistillConfig, StreamConfig, TeacherClientSettings
-from distill_worker.stream import TEACHER_UP, StreamPhase
-from distill_worker.teacher_client import TeacherClient
+from distill_worker.stream import StreamPhase
+from distill_worker.teacher_client import TEACHER_UP, TeacherClient
 from recdistill.core.contracts.records import FeedbackRecord, SampledRequest, encode_record
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
@@ -116,6 +116,60 @@ async def test_the_stream_waits_out_a_30_s_teacher_outage_and_resumes(
     assert TEACHER_UP._value.get() == 1
     assert state.records_consumed == len(sampled_records(samples)) == 60
     assert state.dead_lettered == 0
+
+
+async def test_a_stopped_teacher_is_reported_down_and_the_stream_resumes_within_10_s_of_its_return(
+    tiny_teacher: Path, ml100k: PreparedDataset, registry: Path, tmp_path: Path
+) -> None:
+    """SIGSTOP keeps the teacher's port open and answers nothing: `teacher_up` stayed 1 (every step that
+    did not call the teacher set it), and after SIGCONT the worker needed more than 30 s to train again.
+    Now the readiness probe's deadline reports it down, and its return wakes the stream. Default client
+    settings (a 30 s request deadline, 6 retries)."""
+    import psutil
+
+    events = ml100k.split("test")[800:840].tolist()
+    samples, state_dir, port = tmp_path / "samples", tmp_path / "worker", free_port()
+    client = _client(ml100k, f"127.0.0.1:{port}")
+    store = LabelStore(state_dir / "labels.sqlite")
+    phase = StreamPhase(ml100k, samples, state_dir, DistillConfig(), StreamConfig(join_window_s=0.0, idle_s=0.1),
+                        client, store)
+    traffic_over = asyncio.Event()
+
+    async def wait_for(condition, what: str, timeout_s: float) -> float:  # noqa: ANN001
+        started = time.monotonic()
+        while not condition():
+            assert time.monotonic() - started < timeout_s, what
+            await asyncio.sleep(0.1)
+        return time.monotonic() - started
+
+    try:
+        with teacher_process(tiny_teacher, grpc_port=port, log_path=tmp_path / "triton.log") as (_, process):
+            stream = asyncio.create_task(phase.run(until=traffic_over.is_set, clock=lambda: FAR_FUTURE))
+            await _serve_requests(registry, tmp_path, ml100k, events[:20])
+            await wait_for(lambda: phase.state.examples_trained == 20, "the first half is trained", 120)
+            assert TEACHER_UP._value.get() == 1
+            frozen = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+            for member in frozen:
+                member.suspend()
+            try:
+                await _serve_requests(registry, tmp_path, ml100k, events[20:])
+                await wait_for(lambda: TEACHER_UP._value.get() == 0, "a stopped teacher is reported down", 10)
+                await asyncio.sleep(5)
+                assert phase.state.examples_trained == 20, "nothing is trained without its teacher labels"
+                assert not stream.done()
+            finally:
+                for member in frozen:
+                    member.resume()
+            took = await wait_for(lambda: phase.state.examples_trained == 40, "training resumes", 10)
+            print(f"trained again {took:.1f} s after the teacher's return")
+            assert TEACHER_UP._value.get() == 1
+            traffic_over.set()
+            state = await asyncio.wait_for(stream, timeout=60)
+    finally:
+        await client.close()
+        store.close()
+    assert state.records_consumed == len(sampled_records(samples)) == 40
+    assert (state.examples_trained, state.dead_lettered) == (40, 0)
 
 
 def test_a_backlog_never_turns_clicks_into_negatives(ml100k: PreparedDataset, tmp_path: Path) -> None:

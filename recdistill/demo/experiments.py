@@ -18,7 +18,7 @@ import torch
 from distill_worker.batch import BatchPhase
 from distill_worker.debias import Calibration
 from distill_worker.settings import DistillConfig, TeacherClientSettings, WorkerSettings
-from distill_worker.student import StudentModel
+from distill_worker.student import StudentConfig, StudentModel
 from recdistill.core.evaluation import evaluate
 from recdistill.core.fileio import atomic_write_text
 from recdistill.core.training import EncodedSplit, predict
@@ -65,16 +65,23 @@ TEACHER_TERM = ("distilled", "self_distillation", "label_smoothing", "short_hist
 
 @dataclass(frozen=True)
 class TuningGrid:
-    """The same small search on the valid window for the baseline, the method and every control: the
-    regulariser for all, the teacher-term weight for those that have one (seed 0; valid AUC decides)."""
+    """The same size of search on the valid window for the baseline, the method and every control: the
+    regulariser for all; the teacher-term weight for those that have one, the learning rate in its place for
+    those that do not (seed 0; valid AUC decides). Every variant tries as many points."""
 
     weight_decay: tuple[float, ...] = (0.0,)
     kd_weight: tuple[float, ...] = ()  # empty: keep DistillConfig.kd_weight
+    lr: tuple[float, ...] = ()  # empty: keep DistillConfig.lr
+
+    def __post_init__(self) -> None:
+        if len(self.kd_weight) != len(self.lr):
+            raise ValueError(f"unequal search: {len(self.kd_weight)} teacher-term weights against {len(self.lr)} "
+                             "learning rates for the variants without a teacher term")
 
     def points(self, variant: str) -> list[dict[str, float]]:
-        kd = self.kd_weight if variant in TEACHER_TERM and self.kd_weight else (None,)
-        return [{"weight_decay": wd} | ({} if k is None else {"kd_weight": k})
-                for wd, k in itertools.product(self.weight_decay, kd)]
+        name, values = ("kd_weight", self.kd_weight) if variant in TEACHER_TERM else ("lr", self.lr)
+        return [{"weight_decay": wd} | ({name: v} if v is not None else {})
+                for wd, v in itertools.product(self.weight_decay, values or (None,))]
 
 
 @dataclass
@@ -98,9 +105,10 @@ class BatchExperiment:
     """The demo's experiment design over the worker's batch phase (`BatchPhase`): which students to
     train, with which soft labels and objective; labelling, debiasing and training are the worker's."""
 
-    def __init__(self, settings: WorkerSettings) -> None:
+    def __init__(self, settings: WorkerSettings, student: StudentConfig | None = None) -> None:
         self.settings = settings
         self.distill = settings.distill
+        self.student = student or StudentConfig()  # every variant's architecture
         self.phase = BatchPhase(settings)
         self.data = self.phase.data
         self.test: EncodedSplit = self.data.holdout("test", settings)
@@ -177,17 +185,21 @@ class BatchExperiment:
         return config
 
     def _tuning_key(self, variant: str, grid: list[dict[str, float]] | None = None) -> str:
-        """Everything a point's valid AUC depends on: the data, the schema, the windows, the objective and the
-        soft labels themselves (rounded, so float noise in serving does not miss the cache). (Caches written
-        before points were cached one by one also hashed their `grid`.)"""
+        """Everything a point's valid AUC depends on: the data, the schema, the windows, the negatives, the
+        student's architecture, the objective and the soft labels themselves (rounded, so float noise in
+        serving does not miss the cache). (Caches written before points were cached one by one also hashed
+        their `grid`.)"""
         soft = self._soft_labels(variant, 0)
         labels = "" if soft is None else hashlib.sha256(np.round(soft, 5).tobytes()).hexdigest()
         manifest = self.data.dataset.manifest
+        settings = self.settings
         payload = {"source": manifest.get("source_sha256"), "schema": self.data.dataset.schema.hash,
-                   "split": manifest["split"], "task": self.settings.task, "variant": variant,
-                   "max_train_events": self.settings.max_train_events,
-                   "max_holdout_events": self.settings.max_holdout_events,
-                   "gate_holdout": self.settings.gate.holdout_events, "distill": asdict(self.distill),
+                   "split": manifest["split"], "slate_negatives": manifest.get("slate_negatives"),
+                   "task": settings.task, "variant": variant, "max_train_events": settings.max_train_events,
+                   "max_holdout_events": settings.max_holdout_events, "gate_holdout": settings.gate.holdout_events,
+                   "negatives": [settings.observed_negatives, settings.teacher_negatives],
+                   "debias": [settings.calibration, settings.sampling_correction],
+                   "student": self.student.to_dict(), "distill": asdict(self.distill),
                    "soft_labels": labels} | ({"grid": grid} if grid is not None else {})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -246,7 +258,7 @@ class BatchExperiment:
             raise ValueError(f"unknown variant {variant!r}; one of {sorted(VARIANTS)}")
         started = time.perf_counter()
         soft = self._soft_labels(variant, seed)
-        model, fit = self.phase.train(self._distill_config(variant, seed, point), soft,
+        model, fit = self.phase.train(self._distill_config(variant, seed, point), soft, self.student,
                                       label=f"{self.settings.task} {variant} seed {seed}")
         result = RunResult(variant, seed, model, fit.history[fit.best_epoch - 1], fit.best_epoch,
                            round(time.perf_counter() - started, 1))

@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.demo.config import DemoConfig
@@ -18,10 +16,9 @@ from recdistill.demo.experiments import VARIANTS, BatchExperiment
 from recdistill.demo.live import LiveResult
 from recdistill.demo.online import ExplorationSet, online_ab
 from recdistill.demo.plots import plot_auc_per_version, plot_calibration, plot_latency
-from recdistill.demo.stats import auc_difference, bootstrap_transferability, ratios, std, transferability
+from recdistill.demo.report_md import MAX_ERROR_SHARE, METRICS, print_summary, render_markdown
+from recdistill.demo.stats import auc_difference, by_history_length, std, transferability_figures
 from recdistill.demo.streaming import STREAM_VARIANTS
-
-METRICS = ("auc", "gauc", "log_loss", "ece", "ndcg@10")
 
 
 @dataclass
@@ -51,28 +48,19 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def _mean_metrics(rows: list[dict[str, float]]) -> dict[str, Any]:
-    """Seed means and sample standard deviations (ddof=1; None with one seed)."""
+def _mean_metrics(runs: list[Any]) -> dict[str, Any]:
+    """Seed means and sample standard deviations (ddof=1; None with one seed) of runs' test metrics, and
+    the seeds they ran on (every variant runs on the method's)."""
+    rows = [r.test for r in runs]
     keys = [k for k in METRICS if k in rows[0]]
     out: dict[str, Any] = {k: round(float(np.mean([r[k] for r in rows])), 6) for k in keys}
     out |= {f"{k}_std": _round(std([r[k] for r in rows]), 6) for k in keys}
-    return out | {"seeds": len(rows)}
+    return out | {"seeds": [r.seed for r in runs]}
 
 
-def _ratios(teacher_auc: float, pairs: list[tuple[float, float]], min_gain: float) -> list[float | None]:
-    return [transferability(teacher_auc, base, student, min_gain) for base, student in pairs]
-
-
-def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
-    defined = [v for v in values if v is not None]
-    if not defined:
-        return None, None
-    return round(float(np.mean(defined)), 4), _round(std(defined), 4)
-
-
-def _variant_rows(result: TaskResults, names: list[str], teacher_auc: float, config: DemoConfig
-                  ) -> list[dict[str, Any]]:
-    """One row per variant: AUC over its seeds and transferability against the same-seed baseline."""
+def _variant_rows(result: TaskResults, names: list[str], teacher_auc: float, defined: bool) -> list[dict[str, Any]]:
+    """One row per variant: AUC over its seeds, and (where the teacher's gain is defined) transferability
+    against the same-seed baseline."""
     experiment = result.experiment
     assert experiment is not None
     full = {s: r.test["auc"] for (v, s), r in experiment.runs.items() if v == "distilled"}
@@ -81,10 +69,11 @@ def _variant_rows(result: TaskResults, names: list[str], teacher_auc: float, con
         runs = sorted((r for (v, _), r in experiment.runs.items() if v == name), key=lambda r: r.seed)
         if not runs:
             continue
-        pairs = [(experiment.runs[("baseline", r.seed)].test["auc"], r.test["auc"]) for r in runs]
-        ratio, ratio_std = _mean_std(_ratios(teacher_auc, pairs, config.min_teacher_gain))
-        rows.append({"name": name, "description": VARIANTS[name], **_mean_metrics([r.test for r in runs]),
-                     "transferability": ratio, "transferability_std": ratio_std,
+        ratios = [(r.test["auc"] - base) / (teacher_auc - base) for r in runs
+                  for base in [experiment.runs[("baseline", r.seed)].test["auc"]]] if defined else []
+        rows.append({"name": name, "description": VARIANTS[name], **_mean_metrics(runs),
+                     "transferability": _round(float(np.mean(ratios)), 4) if ratios else None,
+                     "transferability_std": _round(std(ratios), 4),
                      "auc_minus_full_method": round(float(np.mean([r.test["auc"] - full[r.seed] for r in runs])), 6)})
     return rows
 
@@ -121,7 +110,7 @@ def _debiasing(result: TaskResults, samples: int) -> dict[str, Any]:
         if not ablated or len(ablated) != len(full):
             continue
         row: dict[str, Any] = {"test_auc_minus_stream": auc_difference(
-            test.labels, np.ones(test.labels.shape, dtype=bool), test.user_ids, [r.scores for r in ablated],
+            test.labels, test.labels >= 0, test.user_ids, [r.scores for r in ablated],
             [r.scores for r in full], samples)}
         on_slice = [r.exploration_scores for r in ablated], [r.exploration_scores for r in full]
         if explored is not None and explored.clicks and all(s is not None for s in on_slice[0] + on_slice[1]):
@@ -129,9 +118,6 @@ def _debiasing(result: TaskResults, samples: int) -> dict[str, Any]:
                 explored.split.labels, explored.exposed, explored.split.user_ids, *on_slice, samples)
         out[variant] = row
     return out
-
-
-MAX_ERROR_SHARE = 0.01
 
 
 def _serving(live: LiveResult, exposed_positions: int, samples: int) -> dict[str, Any]:
@@ -198,26 +184,22 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
     seeds = sorted(s for v, s in experiment.runs if v == "distilled")
     baselines = [experiment.runs[("baseline", s)] for s in seeds]
     students = [experiment.runs[("distilled", s)] for s in seeds]
-    per_seed = _ratios(teacher["auc"], [(b.test["auc"], d.test["auc"]) for b, d in zip(baselines, students,
-                                                                                           strict=True)],
-                       config.min_teacher_gain)
-    _, ratio_std = _mean_std(per_seed)
-    control_runs = {name: sorted((r for (v, _), r in experiment.runs.items() if v == name), key=lambda r: r.seed)
-                    for name in CONTROLS}
-    control_runs = {name: runs for name, runs in control_runs.items() if runs}
-    control_aucs = {name: float(np.mean([r.test["auc"] for r in runs])) for name, runs in control_runs.items()}
-    base_auc = float(np.mean([b.test["auc"] for b in baselines]))
-    raw, attributable = ratios(teacher["auc"], base_auc, float(np.mean([d.test["auc"] for d in students])),
-                               control_aucs, config.min_teacher_gain)
-    if not control_runs:
-        attributable = None  # no control ran: nothing to attribute against
+    # A control counts only on the method's seeds, paired: its seed s against the method's seed s.
+    control_runs = {name: [experiment.runs[(name, s)] for s in seeds] for name in CONTROLS
+                    if all((name, s) in experiment.runs for s in seeds)}
     test = experiment.test
-    # No interval around a ratio that is undefined (a teacher gain under the noise floor).
-    intervals = None if raw is None else bootstrap_transferability(
-        test.labels, np.ones(test.labels.shape, dtype=bool), test.user_ids, experiment.teacher_seed_scores,
-        [b.test_scores for b in baselines], [d.test_scores for d in students],
-        {name: [r.test_scores for r in runs] for name, runs in control_runs.items()},
-        config.bootstrap_samples, config.min_teacher_gain)
+    mask = test.labels >= 0  # the real candidates of padded slates, as in the point metrics
+    scores = {"teachers": experiment.teacher_seed_scores, "baseline": [b.test_scores for b in baselines],
+              "method": [d.test_scores for d in students],
+              "controls": {name: [r.test_scores for r in runs] for name, runs in control_runs.items()}}
+    figures = transferability_figures(test.labels, mask, test.user_ids, **scores, samples=config.bootstrap_samples)
+    history = experiment.data.dataset.events["hist_len"].to_numpy()[test.event_ids]
+    buckets = by_history_length(history, test.labels, mask, test.user_ids, **scores,
+                                samples=config.bootstrap_samples)
+    defined = figures["ratio_defined"]
+    base_auc = float(np.mean([b.test["auc"] for b in baselines]))
+    per_seed = [(d.test["auc"] - b.test["auc"]) / (teacher["auc"] - b.test["auc"])
+                for b, d in zip(baselines, students, strict=True)] if defined else []
     manifest = result.teacher_manifest
     summary: dict[str, Any] = {
         "teacher": {k: round(v, 6) for k, v in teacher.items()} | {
@@ -228,23 +210,24 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
             "per_seed": [{"version": m["teacher_version"], "test_auc": round(experiment.metrics(s)["auc"], 6)}
                          for m, s in zip(result.teacher_seed_manifests, experiment.teacher_seed_scores, strict=True)]},
         "student_parameters": sum(p.numel() for p in baselines[0].model.parameters()),
-        "student_baseline": _mean_metrics([b.test for b in baselines]) | {"per_seed": [b.summary() for b in baselines]},
-        "student_distilled": _mean_metrics([d.test for d in students]) | {"per_seed": [d.summary() for d in students]},
+        "student_baseline": _mean_metrics(baselines) | {"per_seed": [b.summary() for b in baselines]},
+        "student_distilled": _mean_metrics(students) | {"per_seed": [d.summary() for d in students]},
         "teacher_gain_auc": round(teacher["auc"] - base_auc, 6),
-        "transferability": _round(raw, 4),
-        "transferability_std": ratio_std,
+        **{key: figures[key] for key in (
+            "teacher_gain_auc_ci95", "gain_auc", "gain_auc_ci95", "attributable_gain_auc",
+            "attributable_gain_auc_ci95", "ratio_defined", "transferability", "transferability_ci95",
+            "transferability_attributable", "transferability_attributable_ci95", "best_control", "undefined_draws",
+            "bootstrap_resamples")},
+        "transferability_std": _round(std(per_seed), 4),
         "transferability_per_seed": [_round(r, 4) for r in per_seed],
-        "transferability_ci95": None if intervals is None else intervals["raw"],
-        "transferability_attributable": _round(attributable, 4),
-        "transferability_attributable_ci95": None if intervals is None or attributable is None
-        else intervals["attributable"],
-        "best_control": max(control_aucs, key=control_aucs.__getitem__) if control_aucs else None,
+        "by_history_length": buckets,
         "transferability_note": (
-            "raw: (distilled - baseline) / (teacher - baseline); teacher-attributable: (distilled - best "
-            "control) / (teacher - baseline), the best control being the one with the highest AUC; both on "
-            f"seed-mean test AUCs, undefined when the teacher's gain is below {config.min_teacher_gain}. "
-            "Intervals: 95% bootstrap over users (all events of a drawn user), paired seeds and teacher seeds; "
-            "standard deviations over seeds with ddof=1"),
+            "raw: (distilled - baseline) / (teacher - baseline); teacher-attributable: (distilled - best of the "
+            "baseline and the controls) / (teacher - baseline); both on seed-mean test AUCs, every variant on the "
+            "same seeds. A ratio is defined when the teacher gain's interval lies above 0. Intervals: 95% "
+            "bootstrap, every draw kept, over users (all events of a drawn user), the seed pairs (one draw of "
+            "seeds for every variant) and the teacher seeds; a draw whose teacher gain is at or below 0 counts "
+            "as an unbounded ratio (`undefined_draws`). Standard deviations over seeds with ddof=1"),
         "teacher_calibration": experiment.debias_report.get("distilled", {}).get("calibration"),
         "test_events": len(test),
         "test_users": int(np.unique(test.user_ids).size),
@@ -257,8 +240,8 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
             "version": result.short_teacher_manifest["teacher_version"],
             "history_events": result.short_teacher_manifest["config"]["history_limit"]}
     summary["ablations"] = _variant_rows(result, ["plain_kd", "no_calibration", "no_unexposed_labels"],
-                                         teacher["auc"], config)
-    summary["controls"] = _variant_rows(result, list(CONTROLS), teacher["auc"], config)
+                                         teacher["auc"], defined)
+    summary["controls"] = _variant_rows(result, list(CONTROLS), teacher["auc"], defined)
     if result.stream_runs:
         summary["stream"] = _stream_rows(result)
         summary["debiasing_evaluation"] = _debiasing(result, config.bootstrap_samples)
@@ -324,154 +307,3 @@ def _plots(out: Path, results: dict[str, TaskResults], live: LiveResult | None) 
     return [p.name for p in written]
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _metric_row(name: str, metrics: dict[str, Any], keys: tuple[str, ...]) -> str:
-    cells = []
-    for key in keys:
-        value = metrics.get(key)
-        std = metrics.get(f"{key}_std")
-        cells.append(_fmt(value) + (f" ± {std:.4f}" if std else ""))
-    return f"| {name} | " + " | ".join(cells) + " |"
-
-
-def render_markdown(report: dict[str, Any]) -> str:
-    lines = ["# Rec-Distill demo report", "",
-             f"Dataset: {report['dataset']['name']} ({report['dataset']['stats']['interactions']:,} interactions; "
-             "train / valid / test events " + " / ".join(f"{n:,}" for n in report['dataset']['split'].values())
-             + f"). Total {report['total_seconds']} s.", ""]
-    for task, summary in report["tasks"].items():
-        keys = tuple(k for k in METRICS if k in summary["teacher"])
-        lines += [f"## Task `{task}`{' (headline: the serving scenario)' if task == report['headline_task'] else ''}",
-                  "", "| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|",
-                  _metric_row(f"teacher ({summary['teacher']['parameters']:,} params, full history)",
-                              summary["teacher"], keys),
-                  *([_metric_row("short-history teacher (same size, last "
-                                 f"{summary['short_history_teacher']['history_events']} events; a control)",
-                                 summary["short_history_teacher"], keys)]
-                    if summary.get("short_history_teacher") else []),
-                  _metric_row(f"baseline student ({summary['student_parameters']:,} params, last 10 events, "
-                              f"{summary['student_baseline']['seeds']} seeds)",
-                              summary["student_baseline"], keys),
-                  _metric_row(f"distilled student ({summary['student_distilled']['seeds']} seeds)",
-                              summary["student_distilled"], keys), ""]
-        ci = summary["transferability_ci95"]
-        if ci is None:
-            lines += [f"Teacher gain over the baseline: {_fmt(summary['teacher_gain_auc'])} test AUC, under the "
-                      f"noise floor of {report['config']['min_teacher_gain']}: **transferability undefined** (no "
-                      "ratio and no interval are reported).", ""]
-        else:
-            attributable, aci = summary["transferability_attributable"], summary["transferability_attributable_ci95"]
-            lines += [f"Teacher gain over the baseline: {_fmt(summary['teacher_gain_auc'])} test AUC "
-                      f"({summary['test_events']:,} test events from {summary['test_users']} users, "
-                      f"{summary['teacher_seeds']} teacher seed(s); student seed s learns from teacher seed s "
-                      "mod their number)."]
-            if attributable is not None and aci is not None:
-                lines += [f"**Teacher-attributable transferability {_fmt(attributable, 3)}** [95% "
-                          f"{_fmt(aci['low'], 3)}, {_fmt(aci['high'], 3)}]: the share of the teacher's gain the "
-                          f"distilled student recovers beyond the best control ({summary['best_control']})."]
-            else:
-                lines += ["Teacher-attributable transferability: not measured for this task (no control ran)."]
-            lines += [f"Raw transferability {_fmt(summary['transferability'], 3)} [95% {_fmt(ci['low'], 3)}, "
-                      f"{_fmt(ci['high'], 3)}] (per seed {summary['transferability_per_seed']}, std "
-                      f"{_fmt(summary['transferability_std'], 3)}). Both on seed-mean test AUCs; intervals from "
-                      f"{ci['samples']} bootstrap resamples of users (all events of a drawn user) and seeds.", ""]
-        for title, rows in (("Ablations", summary.get("ablations")), ("Controls", summary.get("controls"))):
-            if not rows:
-                continue
-            lines += [f"### {title}", "", "| variant | test AUC | AUC - full method | transferability | what |",
-                      "|---|---|---|---|---|"]
-            for row in rows:
-                lines.append(f"| {row['name']} | {_fmt(row['auc'])} ± {_fmt(row['auc_std'])} ({row['seeds']} seeds) | "
-                             f"{_fmt(row.get('auc_minus_full_method'))} | {_fmt(row.get('transferability'), 3)} | "
-                             f"{row['description']} |")
-            lines.append("")
-        if summary.get("tuning"):
-            lines += ["### Tuning on the valid window (seed 0)", "", "| variant | tried (valid AUC) | chosen |",
-                      "|---|---|---|"]
-            for variant, tuning in summary["tuning"].items():
-                tried = "; ".join(", ".join(f"{k} {v:g}" for k, v in t.items() if k != "valid_auc")
-                                  + f": {t['valid_auc']:.4f}" for t in tuning["tried"])
-                chosen = ", ".join(f"{k} {v:g}" for k, v in tuning["chosen"].items())
-                lines.append(f"| {variant} | {tried} | {chosen}{' (cached)' if tuning['cached'] else ''} |")
-            lines += ["", summary["protocol"], ""]
-        if summary.get("stream"):
-            lines += ["### Batch only vs batch + stream (after the replayed valid window)", "",
-                      "| variant | test AUC | ECE | click AUC on the exploration slice |", "|---|---|---|---|"]
-            lines += [f"| {r['name']} | {_fmt(r['auc'])} ± {_fmt(r['auc_std'])} | {_fmt(r['ece'])} | "
-                      f"{_fmt(r['exploration_click_auc'])} |" for r in summary["stream"]]
-            debiasing = summary["debiasing_evaluation"]
-            explored = debiasing["exploration_slice"] or {}
-            lines += ["", "#### Debiasing, measured", "", debiasing["design"],
-                      f"Exploration slice: {explored.get('requests', 0):,} requests, {explored.get('clicks', 0):,} "
-                      "clicks.", "", "| ablation | test AUC - stream [95% CI] | exploration click AUC - stream "
-                      "[95% CI] |", "|---|---|---|"]
-            for name in ("stream_no_ipw", "stream_no_position_tower", "batch_only"):
-                if name in debiasing:
-                    cells = [debiasing[name].get(k) for k in ("test_auc_minus_stream",
-                                                              "exploration_click_auc_minus_stream")]
-                    lines.append(f"| {name} | " + " | ".join(
-                        "n/a" if c is None else f"{c['difference']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}]"
-                        for c in cells) + " |")
-            lines.append("")
-        if summary.get("promoted_versions"):
-            lines += ["### Versions served during the replay", "", "| at (s) | phase | version | test AUC |",
-                      "|---|---|---|---|"]
-            lines += [f"| {v['at_s']} | {v['phase']} | {v['version']} | {_fmt(v['test']['auc'])} |"
-                      for v in summary["promoted_versions"]]
-            lines.append("")
-    serving = report["serving"]
-    if serving:
-        lines += ["## Serving during the replay", "",
-                  f"{serving['requests']:,} requests (HTTP and gRPC alternating) in {serving['duration_s']} s, "
-                  f"{serving['errors']} errors, p50 {serving['p50_ms']} ms, p99 {serving['p99_ms']} ms, "
-                  f"{serving['swaps']} hot swaps, {serving['refused_by_gate']} exports refused by the gate, "
-                  f"{serving['feedback_errors']} feedback errors. Latency is measured by the replay client on the "
-                  "same 2 cores as the server, Triton and the training worker.", ""]
-        if serving["failed"]:
-            lines += [f"**The run failed**: more than {MAX_ERROR_SHARE:.0%} of the replay's requests failed; the "
-                      f"first error ({serving['first_error_count']} times): `{serving['first_error']}`. The "
-                      "figures below are not the served loop's.", ""]
-        ab = serving.get("online_ab")
-        if ab and "treatment_minus_control" in ab:
-            lines += ["### Online A/B test (traffic split by user, at the same time)", "",
-                      f"From {ab['started_at_s']} s on, {ab['share_held_back']:.0%} of users (by a hash of the user "
-                      f"id) stayed on the baseline `{ab['control_version']}`; the others got the batch student and "
-                      "then each streamed version. Exploration-slice requests are left out.", "",
-                      "| arm | requests | users | " + " | ".join(ab["treatment_minus_control"]) + " |",
-                      "|---|---|---|" + "---|" * len(ab["treatment_minus_control"])]
-            for arm in ("control", "treatment"):
-                lines.append(f"| {arm} | {ab[arm]['requests']:,} | {ab[arm]['users']:,} | "
-                             + " | ".join(_fmt(ab[arm][m]) for m in ab["treatment_minus_control"]) + " |")
-            lines.append("| treatment - control [95% CI, users resampled] | | | " + " | ".join(
-                f"{d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
-                for d in ab["treatment_minus_control"].values()) + " |")
-            lines.append("")
-    lines += ["## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]] + [""]
-    return "\n".join(lines)
-
-
-def print_summary(report: dict[str, Any]) -> None:
-    table = Table(title="Rec-Distill demo: test window")
-    for column in ("task", "teacher AUC", "baseline AUC", "distilled AUC", "attributable [95%]", "raw [95%]"):
-        table.add_column(column, justify="right")
-
-    def with_interval(value: float | None, ci: dict[str, Any] | None) -> str:
-        return _fmt(value, 3) + ("" if ci is None else f" [{_fmt(ci['low'], 3)}, {_fmt(ci['high'], 3)}]")
-
-    for task, s in report["tasks"].items():
-        table.add_row(task, _fmt(s["teacher"]["auc"]), _fmt(s["student_baseline"]["auc"]),
-                      _fmt(s["student_distilled"]["auc"]),
-                      with_interval(s["transferability_attributable"], s["transferability_attributable_ci95"]),
-                      with_interval(s["transferability"], s["transferability_ci95"]))
-    Console().print(table)
-    if report["serving"]:
-        serving = report["serving"]
-        Console().print(f"serving: {serving['requests']:,} requests, {serving['errors']} errors, "
-                     f"p50 {serving['p50_ms']} ms, p99 {serving['p99_ms']} ms, {serving['swaps']} hot swaps")

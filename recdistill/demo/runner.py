@@ -137,11 +137,11 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
             result.short_teacher_test = experiment.metrics(scores)
         stages(f"{task}: batch phase, tuning on valid, {config.seeds} paired seeds + ablations and controls")
         controls = [c for c in CONTROLS if c != "short_history_teacher" or c in experiment.other_teachers]
-        grid = TuningGrid(config.tune_weight_decay, config.tune_kd_weight)
+        grid = TuningGrid(config.tune_weight_decay, config.tune_kd_weight, config.tune_lr)
         for variant in ("baseline", *(v for v in TEACHER_TERM if v == "distilled" or v in controls)):
             await asyncio.to_thread(experiment.tune, variant, grid, out.parent / ".cache")
-        variants = [(v, s) for s in range(config.seeds) for v in ("baseline", "distilled")]
-        variants += [(v, s) for s in range(config.ablation_seeds) for v in (*ABLATIONS, *controls)]
+        # Every variant on the same seeds, paired seed by seed with the baseline and the method.
+        variants = [(v, s) for s in range(config.seeds) for v in ("baseline", "distilled", *ABLATIONS, *controls)]
         for variant, seed in variants:
             await asyncio.to_thread(experiment.run, variant, seed)
         if task == "slate":
@@ -204,7 +204,7 @@ async def _stream_ablations(config: DemoConfig, experiment: BatchExperiment, res
     assert result.live is not None
     explored = exploration_set(experiment.data.dataset, test.encoder, result.live)
     result.exploration = explored
-    for seed in range(config.ablation_seeds):
+    for seed in range(config.seeds):
         batch_model = experiment.run("distilled", seed).model
         for variant in STREAM_VARIANTS:
             model = await rerun_stream(variant, settings, sample_log, labels_db,

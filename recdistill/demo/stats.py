@@ -1,12 +1,17 @@
-"""Transferability with its guards: paired seeds, a minimum teacher gain, controls, and a bootstrap
-interval that resamples users (the unit events cluster in) and seeds.
+"""Transferability with its guards: paired seeds, controls, and a bootstrap that resamples users (the unit
+events cluster in), the seed pairs and the teachers, keeping every draw.
 
-Two ratios, both on seed-mean test AUCs:
 - raw: (distilled - baseline) / (teacher - baseline), the share of the teacher's gain recovered;
-- teacher-attributable: (distilled - best control) / (teacher - baseline), where a control is a soft
-  target without the teacher (self-distillation, label smoothing, ...). The best control is the one
-  with the highest AUC, so the attributable figure never credits the teacher with what a control
-  also reaches.
+- teacher-attributable: (distilled - reference) / (teacher - baseline), where the reference is the best of
+  the baseline and the controls (soft targets without the teacher: self-distillation, label smoothing, a
+  short-history teacher), so the teacher is never credited with what a control also reaches. Its numerator,
+  `attributable_gain_auc`, is reported with its own paired interval: the figure to read when gains are small.
+
+Every variant runs on the same seeds; a draw picks seed indices once and applies them to the baseline, the
+method and every control alike (paired). A ratio is defined only when the teacher's gain has an interval
+above 0. A draw whose gain is at or below 0 is kept, as an unbounded ratio on the side its numerator points
+to, and counted (`undefined_draws`); the interval's ends are order statistics, so an end that falls on such
+a draw is reported as unbounded.
 """
 
 from __future__ import annotations
@@ -17,14 +22,7 @@ from typing import Any
 
 import numpy as np
 
-
-def transferability(teacher_auc: float, baseline_auc: float, student_auc: float, min_gain: float) -> float | None:
-    """Share of the teacher's AUC gain over the baseline that the student recovers; None when the gain
-    is below `min_gain` (a ratio of two noise-level differences means nothing)."""
-    gain = teacher_auc - baseline_auc
-    if not np.isfinite(gain) or gain < min_gain:
-        return None
-    return float((student_auc - baseline_auc) / gain)
+CONFIDENCE = (2.5, 97.5)
 
 
 def std(values: Sequence[float]) -> float | None:
@@ -61,62 +59,96 @@ def user_weights(user_ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return draws[inverse].astype(np.float64)
 
 
-def ratios(teacher: float, baseline: float, student: float, controls: Mapping[str, float], min_gain: float
-           ) -> tuple[float | None, float | None]:
-    """(raw, attributable) from seed-mean AUCs; both None when the teacher's gain is under `min_gain`."""
-    raw = transferability(teacher, baseline, student, min_gain)
-    if raw is None:
-        return None, None
-    best_control = max(controls.values(), default=baseline)
-    return raw, float((student - max(best_control, baseline)) / (teacher - baseline))
+def interval(values: Sequence[float]) -> dict[str, Any]:
+    """The 95% percentile interval of bootstrap draws, as order statistics (no interpolation towards an
+    unbounded draw); an end that is unbounded is None with its flag set."""
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    low = float(np.percentile(ordered, CONFIDENCE[0], method="lower"))
+    high = float(np.percentile(ordered, CONFIDENCE[1], method="higher"))
+    return {"low": round(low, 4) if np.isfinite(low) else None,
+            "high": round(high, 4) if np.isfinite(high) else None,
+            "low_unbounded": bool(np.isneginf(low)), "high_unbounded": bool(np.isposinf(high))}
 
 
-def _interval(values: list[float], samples: int, undefined: int) -> dict[str, float | int | None]:
-    if not values:
-        return {"low": None, "high": None, "samples": samples, "undefined": undefined}
-    low, high = np.percentile(values, [2.5, 97.5])
-    return {"low": round(float(low), 4), "high": round(float(high), 4), "samples": samples, "undefined": undefined,
-            "resamples": "users (all events of a drawn user), paired seeds, teacher seeds"}
+def _ratio(numerator: float, gain: float) -> float:
+    """numerator / gain; a gain at or below 0 gives an unbounded ratio on the numerator's side."""
+    if gain > 0:
+        return numerator / gain
+    return np.inf if numerator > 0 else -np.inf
 
 
-def bootstrap_transferability(labels: np.ndarray, mask: np.ndarray, user_ids: np.ndarray,
-                              teachers: Sequence[np.ndarray], baselines: Sequence[np.ndarray],
-                              students: Sequence[np.ndarray], controls: Mapping[str, Sequence[np.ndarray]],
-                              samples: int, min_gain: float, seed: int = 0
-                              ) -> dict[str, dict[str, float | int | None]]:
-    """95% intervals of the raw and the teacher-attributable ratio of seed-mean AUCs.
+@dataclass(frozen=True)
+class Figures:
+    """The seed-mean AUCs one draw (or the point estimate) gives."""
 
-    Each resample draws users with replacement (the rows' weights), the paired (baseline, distilled)
-    seeds with replacement, each control's seeds and the teachers with replacement, then computes both
-    ratios as the point estimate does. Scores are [events, candidates] on the same holdout.
-    """
-    ranked_teachers = [_Ranked.of(s, labels, mask) for s in teachers]
-    ranked_base = [_Ranked.of(s, labels, mask) for s in baselines]
-    ranked_student = [_Ranked.of(s, labels, mask) for s in students]
-    ranked_controls = {name: [_Ranked.of(s, labels, mask) for s in runs] for name, runs in controls.items() if runs}
+    teacher: float
+    baseline: float
+    method: float
+    controls: dict[str, float]
+
+    @property
+    def reference(self) -> float:
+        """What the teacher is measured against: the best of the baseline and the controls."""
+        return max([self.baseline, *self.controls.values()])
+
+    @property
+    def gain(self) -> float:
+        return self.teacher - self.baseline
+
+
+def transferability_figures(labels: np.ndarray, mask: np.ndarray, user_ids: np.ndarray,
+                            teachers: Sequence[np.ndarray], baseline: Sequence[np.ndarray],
+                            method: Sequence[np.ndarray], controls: Mapping[str, Sequence[np.ndarray]],
+                            samples: int, seed: int = 0) -> dict[str, Any]:
+    """Point estimates and 95% intervals of the teacher's gain, the method's gain, the attributable gain
+    (method - best control) and both ratios, on scores [events, candidates] of one holdout (`mask`: the
+    real candidates of padded slates). `baseline`, `method` and each control hold one score array per
+    seed, in the same seed order (paired)."""
+    seeds = len(method)
+    if len(baseline) != seeds or any(len(runs) != seeds for runs in controls.values()):
+        raise ValueError("every variant needs the method's seeds, in the same order (paired): "
+                         f"method {seeds}, baseline {len(baseline)}, "
+                         + ", ".join(f"{name} {len(runs)}" for name, runs in controls.items()))
+    ranked = {"teacher": [_Ranked.of(s, labels, mask) for s in teachers],
+              "baseline": [_Ranked.of(s, labels, mask) for s in baseline],
+              "method": [_Ranked.of(s, labels, mask) for s in method],
+              **{f"control:{name}": [_Ranked.of(s, labels, mask) for s in runs] for name, runs in controls.items()}}
+
+    def figures(weights: np.ndarray, picks: np.ndarray, teacher_picks: np.ndarray) -> Figures:
+        def mean(name: str, chosen: np.ndarray) -> float:
+            return float(np.mean([ranked[name][i].auc(weights) for i in chosen]))
+
+        return Figures(mean("teacher", teacher_picks), mean("baseline", picks), mean("method", picks),
+                       {name: mean(f"control:{name}", picks) for name in controls})
+
+    point = figures(np.ones(labels.shape[0]), np.arange(seeds), np.arange(len(teachers)))
     rng = np.random.default_rng(seed)
+    draws = [figures(user_weights(user_ids, rng), rng.integers(seeds, size=seeds),
+                     rng.integers(len(teachers), size=len(teachers))) for _ in range(samples)]
+    gain_interval = interval([d.gain for d in draws])
+    defined = gain_interval["low"] is not None and gain_interval["low"] > 0
 
-    def mean_auc(models: list[_Ranked], weights: np.ndarray, picks: np.ndarray) -> float:
-        return float(np.mean([models[i].auc(weights) for i in picks]))
+    def ratio(value: float) -> float | None:
+        return round(value, 4) if defined and np.isfinite(value) else None
 
-    raw_values: list[float] = []
-    attributable_values: list[float] = []
-    undefined = 0
-    for _ in range(samples):
-        weights = user_weights(user_ids, rng)
-        pairs = rng.integers(len(ranked_base), size=len(ranked_base))
-        teacher = mean_auc(ranked_teachers, weights, rng.integers(len(ranked_teachers), size=len(ranked_teachers)))
-        control_aucs = {name: mean_auc(runs, weights, rng.integers(len(runs), size=len(runs)))
-                        for name, runs in ranked_controls.items()}
-        raw, attributable = ratios(teacher, mean_auc(ranked_base, weights, pairs),
-                                   mean_auc(ranked_student, weights, pairs), control_aucs, min_gain)
-        if raw is None or attributable is None:
-            undefined += 1
-            continue
-        raw_values.append(raw)
-        attributable_values.append(attributable)
-    return {"raw": _interval(raw_values, samples, undefined),
-            "attributable": _interval(attributable_values, samples, undefined)}
+    return {
+        "teacher_gain_auc": round(point.gain, 6), "teacher_gain_auc_ci95": gain_interval,
+        "gain_auc": round(point.method - point.baseline, 6),
+        "gain_auc_ci95": interval([d.method - d.baseline for d in draws]),
+        "attributable_gain_auc": round(point.method - point.reference, 6),
+        "attributable_gain_auc_ci95": interval([d.method - d.reference for d in draws]),
+        "best_control": max(point.controls, key=point.controls.__getitem__) if point.controls else None,
+        "ratio_defined": defined,
+        "transferability": ratio(_ratio(point.method - point.baseline, point.gain)),
+        "transferability_ci95": interval([_ratio(d.method - d.baseline, d.gain) for d in draws]) if defined else None,
+        "transferability_attributable": ratio(_ratio(point.method - point.reference, point.gain)),
+        "transferability_attributable_ci95": interval([_ratio(d.method - d.reference, d.gain) for d in draws])
+        if defined else None,
+        "undefined_draws": sum(d.gain <= 0 for d in draws),
+        "bootstrap_resamples": samples,
+        "aucs": {"teacher": round(point.teacher, 6), "baseline": round(point.baseline, 6),
+                 "method": round(point.method, 6), **{k: round(v, 6) for k, v in point.controls.items()}},
+    }
 
 
 def auc_difference(labels: np.ndarray, mask: np.ndarray, user_ids: np.ndarray, runs: Sequence[np.ndarray],
@@ -149,3 +181,27 @@ def arm_difference(treatment: np.ndarray, treatment_users: np.ndarray, control: 
     low, high = np.percentile(values, [2.5, 97.5])
     return {"difference": round(float(treatment.mean() - control.mean()), 4), "low": round(float(low), 4),
             "high": round(float(high), 4), "samples": samples, "resamples": "users within each arm"}
+
+
+HISTORY_BUCKETS = ((0, 10), (10, 100), (100, 1_000), (1_000, None))  # events before the test event
+
+
+def by_history_length(history: np.ndarray, labels: np.ndarray, mask: np.ndarray, user_ids: np.ndarray,
+                      teachers: Sequence[np.ndarray], baseline: Sequence[np.ndarray], method: Sequence[np.ndarray],
+                      controls: Mapping[str, Sequence[np.ndarray]], samples: int, seed: int = 0) -> list[dict]:
+    """`transferability_figures` within each bucket of history length (`history`: per holdout row, how
+    many events of its user came before it), where a long-history teacher should differ most. A bucket
+    without both labels is listed with its counts only."""
+    out = []
+    for low, high in HISTORY_BUCKETS:
+        rows = (history >= low) & (history < (high if high is not None else np.inf))
+        bucket: dict[str, Any] = {"history_events": f"{low}-{high - 1}" if high is not None else f"{low}+",
+                                  "events": int(rows.sum()), "users": int(np.unique(user_ids[rows]).size)}
+        positives = labels[rows][mask[rows]]
+        if rows.any() and (positives > 0.5).any() and (positives <= 0.5).any():
+            bucket |= transferability_figures(
+                labels[rows], mask[rows], user_ids[rows], [t[rows] for t in teachers], [b[rows] for b in baseline],
+                [m[rows] for m in method], {name: [r[rows] for r in runs] for name, runs in controls.items()},
+                samples, seed)
+        out.append(bucket)
+    return out

@@ -11,17 +11,19 @@ from pathlib import Path
 from typing import Any
 
 from recdistill.core.data.dataset import PreparedDataset
+from teacher_service.model import TEACHER_SIZES
 from teacher_service.train import TeacherTrainConfig, train_teacher
 
 logger = logging.getLogger(__name__)
 
 
 def content_key(dataset: PreparedDataset, config: TeacherTrainConfig) -> str:
-    """Everything the teacher's weights depend on: the source data, the schema, the split, the config."""
+    """Everything the teacher's weights depend on: the source data, the schema, the split, the training
+    config and the architecture its size names (its dimensions, not the name: a size redefined is a new key)."""
     manifest = dataset.manifest
     payload = {"source": manifest.get("source_sha256"), "schema": dataset.schema.hash, "split": manifest["split"],
                "slate_negatives": manifest.get("slate_negatives"), "seed": manifest.get("seed"),
-               "train": asdict(config)}
+               "train": asdict(config), "architecture": TEACHER_SIZES[config.size].to_dict()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

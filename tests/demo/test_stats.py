@@ -1,4 +1,5 @@
-"""Transferability and its bootstrap: the guard, and the resampled AUC against the plain one."""
+"""Transferability and its bootstrap: paired seeds, every draw kept, the ratio defined by the gain's
+interval, padded slates, and the resampled AUC against the plain one."""
 
 from __future__ import annotations
 
@@ -6,16 +7,16 @@ import numpy as np
 import pytest
 
 from recdistill.core import metrics
-from recdistill.demo.stats import _Ranked, bootstrap_transferability, ratios, std, transferability, user_weights
+from recdistill.demo.stats import (
+    _Ranked,
+    by_history_length,
+    interval,
+    std,
+    transferability_figures,
+    user_weights,
+)
 
 pytestmark = pytest.mark.unit
-
-
-def test_transferability_is_the_share_of_the_gain_and_undefined_below_the_noise() -> None:
-    assert transferability(0.86, 0.84, 0.852, min_gain=0.003) == pytest.approx(0.6)
-    assert transferability(0.86, 0.84, 0.83, min_gain=0.003) == pytest.approx(-0.5)
-    assert transferability(0.8415, 0.84, 0.845, min_gain=0.003) is None  # gain 0.0015: noise
-    assert transferability(0.83, 0.84, 0.85, min_gain=0.003) is None  # the teacher is worse
 
 
 def test_weighted_auc_of_a_resample_equals_the_auc_of_the_repeated_rows() -> None:
@@ -35,31 +36,110 @@ def _scores(rng: np.random.Generator, labels: np.ndarray, signal: float, noise: 
     return labels * signal + noise + rng.normal(size=labels.shape) * 0.5
 
 
-def test_bootstrap_intervals_bracket_the_point_estimates() -> None:
-    rng = np.random.default_rng(0)
-    labels = np.zeros((2_000, 6))
+def _holdout(seed: int = 0, events: int = 3_000, users: int = 300) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((events, 6))
     labels[:, 0] = 1
-    users = rng.integers(0, 200, 2_000)
-    noise = rng.normal(size=labels.shape)
-    teacher, baseline = _scores(rng, labels, 1.0, noise), _scores(rng, labels, 0.6, noise)
-    student, control = _scores(rng, labels, 0.85, noise), _scores(rng, labels, 0.7, noise)
-    auc = {name: metrics.auc(labels, s) for name, s in
-           (("teacher", teacher), ("baseline", baseline), ("student", student), ("control", control))}
-    raw, attributable = ratios(auc["teacher"], auc["baseline"], auc["student"], {"control": auc["control"]}, 0.003)
-    assert raw is not None
-    assert attributable is not None
-    assert attributable < raw, "a control that helps lowers what the teacher is credited with"
-    intervals = bootstrap_transferability(labels, np.ones_like(labels, dtype=bool), users, [teacher], [baseline],
-                                          [student], {"control": [control]}, samples=100, min_gain=0.003)
-    assert intervals["raw"]["low"] < raw < intervals["raw"]["high"]
-    assert intervals["attributable"]["low"] < attributable < intervals["attributable"]["high"]
-    assert intervals["raw"]["undefined"] == 0
+    return labels, rng.integers(0, users, events), rng.normal(size=labels.shape)
 
 
-def test_the_attributable_ratio_never_exceeds_the_raw_one() -> None:
-    assert ratios(0.86, 0.84, 0.852, {"self": 0.83}, 0.003) == pytest.approx((0.6, 0.6))  # control below baseline
-    assert ratios(0.86, 0.84, 0.852, {"self": 0.846, "smooth": 0.844}, 0.003) == pytest.approx((0.6, 0.3))
-    assert ratios(0.8415, 0.84, 0.845, {}, 0.003) == (None, None)
+def test_a_known_attributable_share_is_recovered_with_an_interval_around_it() -> None:
+    """Scores built so that the method recovers more than the control: the point estimates are the
+    ratios of AUCs computed independently (`metrics.auc`), and the intervals hold them."""
+    labels, users, noise = _holdout()
+    rng = np.random.default_rng(1)
+    mask = np.ones_like(labels, dtype=bool)
+    seeds = 3
+    teacher = [_scores(rng, labels, 1.2, noise)]
+    baseline = [_scores(rng, labels, 0.6, noise) for _ in range(seeds)]
+    method = [_scores(rng, labels, 1.0, noise) for _ in range(seeds)]
+    control = [_scores(rng, labels, 0.75, noise) for _ in range(seeds)]
+    auc = {name: float(np.mean([metrics.auc(labels, s) for s in runs]))
+           for name, runs in (("teacher", teacher), ("baseline", baseline), ("method", method), ("control", control))}
+    expected_raw = (auc["method"] - auc["baseline"]) / (auc["teacher"] - auc["baseline"])
+    expected_attributable = (auc["method"] - auc["control"]) / (auc["teacher"] - auc["baseline"])
+    assert 0.2 < expected_attributable < expected_raw - 0.1, "the fixture: a control helps, the method more"
+    figures = transferability_figures(labels, mask, users, teacher, baseline, method, {"control": control},
+                                      samples=400)
+    assert figures["ratio_defined"]
+    assert figures["transferability"] == pytest.approx(expected_raw, abs=1e-4)
+    assert figures["transferability_attributable"] == pytest.approx(expected_attributable, abs=1e-4)
+    assert figures["attributable_gain_auc"] == pytest.approx(auc["method"] - auc["control"], abs=1e-6)
+    assert figures["best_control"] == "control"
+    for key, point in (("transferability", expected_raw), ("transferability_attributable", expected_attributable),
+                       ("attributable_gain_auc", auc["method"] - auc["control"])):
+        ci = figures[f"{key}_ci95"]
+        assert ci["low"] < point < ci["high"], (key, ci)
+    assert figures["attributable_gain_auc_ci95"]["low"] > 0
+    assert (figures["undefined_draws"], figures["bootstrap_resamples"]) == (0, 400)
+
+
+def test_a_gain_whose_interval_crosses_zero_defines_no_ratio_and_keeps_every_draw() -> None:
+    """The teacher is the baseline's equal: its gain's interval holds 0, so no ratio is reported, yet the
+    draws where the gain is at or below 0 are counted (not dropped), and the gains keep their intervals."""
+    labels, users, noise = _holdout(2)
+    rng = np.random.default_rng(3)
+    mask = np.ones_like(labels, dtype=bool)
+    baseline = [_scores(rng, labels, 0.6, noise) for _ in range(2)]
+    teacher = [_scores(rng, labels, 0.6, noise)]
+    method = [_scores(rng, labels, 0.62, noise) for _ in range(2)]
+    figures = transferability_figures(labels, mask, users, teacher, baseline, method, {}, samples=400)
+    gain = figures["teacher_gain_auc_ci95"]
+    assert gain["low"] <= 0 <= gain["high"]
+    assert not figures["ratio_defined"]
+    assert figures["transferability"] is None
+    assert figures["transferability_ci95"] is None
+    assert 0 < figures["undefined_draws"] < 400, "draws with a gain at or below 0 are counted, not dropped"
+    assert figures["attributable_gain_auc_ci95"]["low"] is not None, "the gain in AUC is always reported"
+
+
+def test_unbounded_draws_widen_the_interval_instead_of_vanishing() -> None:
+    draws = [0.4, 0.5, 0.6] * 30 + [float("inf")] * 5
+    ci = interval(draws)
+    assert ci["high"] is None
+    assert ci["high_unbounded"]
+    assert ci["low"] == 0.4
+    assert not ci["low_unbounded"]
+
+
+def test_padded_slates_count_only_their_real_candidates() -> None:
+    """Slates of unequal length are padded (label -1, masked out): the figures equal those of the same
+    events without the padding, in the point estimate and in every draw (the bootstrap once ignored the
+    mask)."""
+    labels, users, noise = _holdout(4, events=1_000, users=100)
+    rng = np.random.default_rng(5)
+    runs = {name: _scores(rng, labels, signal, noise) for name, signal in
+            (("teacher", 1.2), ("baseline", 0.5), ("method", 0.9))}
+    padded_labels = np.concatenate([labels, -np.ones((labels.shape[0], 4))], axis=1)
+    padded = {name: np.concatenate([s, np.full((s.shape[0], 4), 10.0)], axis=1) for name, s in runs.items()}
+    plain = transferability_figures(labels, np.ones_like(labels, dtype=bool), users, [runs["teacher"]],
+                                    [runs["baseline"]], [runs["method"]], {}, samples=50)
+    masked = transferability_figures(padded_labels, padded_labels >= 0, users, [padded["teacher"]],
+                                     [padded["baseline"]], [padded["method"]], {}, samples=50)
+    assert masked == plain
+
+
+def test_every_variant_must_run_on_the_methods_seeds() -> None:
+    labels, users, noise = _holdout(6, events=200, users=20)
+    one = [noise]
+    with pytest.raises(ValueError, match="paired"):
+        transferability_figures(labels, np.ones_like(labels, dtype=bool), users, one, one * 2, one * 2,
+                                {"control": one}, samples=10)
+
+
+def test_history_buckets_split_the_events_and_name_their_users() -> None:
+    labels, users, noise = _holdout(7, events=1_200, users=120)
+    rng = np.random.default_rng(8)
+    history = rng.integers(0, 3_000, labels.shape[0])
+    teacher, baseline, method = (_scores(rng, labels, s, noise) for s in (1.2, 0.5, 0.9))
+    buckets = by_history_length(history, labels, np.ones_like(labels, dtype=bool), users, [teacher], [baseline],
+                                [method], {}, samples=20)
+    assert [b["history_events"] for b in buckets] == ["0-9", "10-99", "100-999", "1000+"]
+    assert sum(b["events"] for b in buckets) == labels.shape[0]
+    low = buckets[0]
+    rows = history < 10
+    assert low["users"] == np.unique(users[rows]).size
+    assert low["aucs"]["teacher"] == pytest.approx(metrics.auc(labels[rows], teacher[rows]), abs=1e-6)
 
 
 def test_a_user_level_bootstrap_is_wider_when_one_user_dominates() -> None:
@@ -76,9 +156,9 @@ def test_a_user_level_bootstrap_is_wider_when_one_user_dominates() -> None:
     student[users == 0] += labels[users == 0] * 0.8  # the dominant user's events all favour the student
 
     def width(user_ids: np.ndarray) -> float:
-        interval = bootstrap_transferability(labels, np.ones_like(labels, dtype=bool), user_ids, [teacher],
-                                             [baseline], [student], {}, samples=200, min_gain=0.003)["raw"]
-        return interval["high"] - interval["low"]
+        ci = transferability_figures(labels, np.ones_like(labels, dtype=bool), user_ids, [teacher], [baseline],
+                                     [student], {}, samples=200)["transferability_ci95"]
+        return ci["high"] - ci["low"]
 
     by_event = width(np.arange(events))  # every event its own cluster: the event-level bootstrap
     by_user = width(users)

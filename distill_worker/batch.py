@@ -26,7 +26,8 @@ from distill_worker.student import StudentConfig, StudentModel
 from distill_worker.teacher_client import TeacherClient
 from distill_worker.trainer import distill_loss
 from recdistill.core import distributed
-from recdistill.core.artifact import ensure_registry, publish_version
+from recdistill.core.artifact import ensure_registry, publish_version, read_anchor, write_anchor
+from recdistill.core.contracts.registry import GateAnchor
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.fileio import atomic_write_bytes, atomic_write_with
@@ -179,12 +180,13 @@ class BatchPhase:
         return model, result
 
     def publish(self, model: StudentModel, report: dict[str, Any], holdout: EncodedSplit | None = None,
-                version_prefix: str | None = None) -> str | None:
-        """Export, gate, publish and (with a server URL) promote; the version, or None if the gate refused."""
+                version_prefix: str | None = None, anchor: bool = False) -> str | None:
+        """Export, gate, publish and (with a server URL) promote; the version, or None if the gate refused.
+        `anchor`: the version becomes the gate's anchor (the batch phase's student)."""
         settings = self.settings
         if version_prefix:
             settings = settings.model_copy(update={"version_prefix": version_prefix})
-        return publish_and_promote(settings, model, holdout or self.data.gate, report)
+        return publish_and_promote(settings, model, holdout or self.data.gate, report, anchor)
 
 
 async def run_batch(settings: WorkerSettings, student_config: StudentConfig | None = None) -> dict[str, Any]:
@@ -218,7 +220,7 @@ async def run_batch(settings: WorkerSettings, student_config: StudentConfig | No
         return report | {"rank": ranks.rank if ranks else 0}
     report["valid"] = evaluate_split(lambda inputs: model(**inputs), phase.data.valid)
     report["test"] = evaluate_split(lambda inputs: model(**inputs), phase.data.holdout("test", settings))
-    report["published"] = await asyncio.to_thread(phase.publish, model, report)
+    report["published"] = await asyncio.to_thread(lambda: phase.publish(model, report, anchor=True))
     save_student(settings.state_dir, model, calibration)
     report["seconds"] = round(time.perf_counter() - started, 1)
     seconds = sum(h["train_seconds"] for h in result.history)
@@ -253,8 +255,10 @@ def load_student(state_dir: Path, dataset: PreparedDataset) -> tuple[StudentMode
 
 
 def publish_and_promote(settings: WorkerSettings, model: StudentModel, holdout: EncodedSplit,
-                        report: dict[str, Any]) -> str | None:
-    """Export, gate, publish and (with a server URL) promote; returns the version, or None if refused."""
+                        report: dict[str, Any], anchor: bool = False) -> str | None:
+    """Export, gate, publish and (with a server URL) promote; returns the version, or None if refused. The
+    version becomes the gate's anchor when `anchor` (the batch phase's), when there is none yet, or when
+    it is significantly better than the anchor."""
     probe, _ = holdout.encoder.assemble(holdout.contexts[:64])
     onnx_model = export_onnx(model, probe)
     verdict = gate(onnx_model, model, probe, holdout, settings.registry, settings.gate)
@@ -270,4 +274,11 @@ def publish_and_promote(settings: WorkerSettings, model: StudentModel, holdout: 
                     config=model.config.to_dict(), distill=report.get("distill") or {})
     if settings.server_url and settings.admin_token:
         promote(settings.server_url, settings.admin_token, version)
+    if anchor or verdict.metrics["reanchor"]:
+        previous = read_anchor(settings.registry)
+        reason = "batch version" if anchor else "first version" if previous is None else \
+            f"significantly better than {previous.version}"
+        write_anchor(settings.registry, GateAnchor(version=version, holdout_auc=verdict.metrics["holdout"]["auc"],
+                                                   reason=reason, anchored_unix=time.time()))
+        logger.info("gate anchor: %s (%s)", version, reason)
     return version

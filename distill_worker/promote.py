@@ -1,5 +1,11 @@
-"""The gate every exported student passes before it serves (ONNX parity, holdout quality against the
-active version, ONNX Runtime latency), and promotion through the student server's operator API."""
+"""The gate every exported student passes before it serves (ONNX parity; holdout quality, non-inferior to
+the active version and to a fixed anchor by a paired user-level test; ONNX Runtime latency), and
+promotion through the student server's operator API.
+
+Why an anchor: compared with the active version alone, each promotion may lose up to the margin, and the
+losses add up (a stream of versions each a little worse than the last). The anchor is the batch phase's
+version, then the first candidate significantly better than the anchor (`recdistill.core.bootstrap`);
+every candidate must be non-inferior to both."""
 
 from __future__ import annotations
 
@@ -16,11 +22,13 @@ import torch
 
 from distill_worker.export import PARITY_TOLERANCE, parity
 from distill_worker.settings import GateConfig
-from recdistill.core.artifact import read_state
+from recdistill.core.artifact import read_anchor, read_state
+from recdistill.core.bootstrap import non_inferiority
 from recdistill.core.contracts.onnx import serving_session
 from recdistill.core.data.synthetic import synthetic_requests
+from recdistill.core.evaluation import evaluate
 from recdistill.core.features.encoder import Encoder
-from recdistill.core.training import EncodedSplit, evaluate_split
+from recdistill.core.training import EncodedSplit, predict
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +40,28 @@ class GateResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def onnx_metrics(model: bytes | Path, holdout: EncodedSplit) -> dict[str, float]:
+def onnx_scores(model: bytes | Path, holdout: EncodedSplit) -> tuple[np.ndarray, np.ndarray]:
+    """(scores [events, candidates], mask) of an ONNX model on the holdout."""
     session = serving_session(model)
 
     def score(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {name: t.numpy() for name, t in inputs.items()})[0])
 
-    return evaluate_split(score, holdout)
+    return predict(score, holdout)
+
+
+def onnx_metrics(model: bytes | Path, holdout: EncodedSplit) -> dict[str, float]:
+    scores, mask = onnx_scores(model, holdout)
+    return evaluate(holdout.task, holdout.labels, scores, mask, holdout.user_ids)
+
+
+def quality_decision(candidate: np.ndarray, references: dict[str, np.ndarray], holdout: EncodedSplit,
+                     config: GateConfig) -> dict[str, dict[str, Any]]:
+    """The candidate against each reference ("active", "anchor") on the holdout: a paired non-inferiority
+    test each (`non_inferiority`), with its interval and power."""
+    mask = holdout.labels >= 0
+    return {role: non_inferiority(candidate, scores, holdout.labels, mask, holdout.user_ids, config.auc_tolerance,
+                                  config.bootstrap_samples) for role, scores in references.items()}
 
 
 def standard_request(encoder: Encoder) -> dict[str, np.ndarray]:
@@ -55,16 +78,27 @@ def gate(onnx_model: bytes, model: torch.nn.Module, probe: dict[str, np.ndarray]
     result.metrics["parity_max_abs_diff"] = difference
     if difference > PARITY_TOLERANCE:
         result.reasons.append(f"ONNX parity {difference:.2e} > {PARITY_TOLERANCE:.0e}")
-    candidate = onnx_metrics(onnx_model, holdout)
-    result.metrics["holdout"] = candidate
-    active = read_state(registry).active
-    if active:
-        active_metrics = onnx_metrics(registry / active / "model.onnx", holdout)
-        result.metrics["active_version"] = active
-        result.metrics["active_holdout"] = active_metrics
-        if candidate["auc"] < active_metrics["auc"] - config.auc_tolerance:
-            result.reasons.append(f"holdout AUC {candidate['auc']:.4f} < active {active} "
-                                  f"{active_metrics['auc']:.4f} - {config.auc_tolerance}")
+    scores, mask = onnx_scores(onnx_model, holdout)
+    result.metrics["holdout"] = evaluate(holdout.task, holdout.labels, scores, mask, holdout.user_ids)
+    anchor = read_anchor(registry)
+    roles = {"active": read_state(registry).active, "anchor": anchor.version if anchor else None}
+    loaded: dict[str, np.ndarray] = {}
+    references = {}
+    for role, version in roles.items():
+        if version and (registry / version / "model.onnx").is_file():
+            if version not in loaded:
+                loaded[version] = onnx_scores(registry / version / "model.onnx", holdout)[0]
+            references[role] = loaded[version]
+    decisions = quality_decision(scores, references, holdout, config)
+    for role, decision in decisions.items():
+        decision["version"] = roles[role]
+        if not decision["non_inferior"]:
+            low = decision["ci90"][0]
+            result.reasons.append(f"holdout AUC vs the {role} version {roles[role]}: {decision['difference']:+.4f} "
+                                  f"(lower 95% bound {low:+.4f}) is not within the margin -{config.auc_tolerance}")
+    result.metrics["quality"] = decisions
+    # A new anchor: the first version, or one significantly better than the anchor.
+    result.metrics["reanchor"] = anchor is None or bool(decisions.get("anchor", {}).get("better"))
     session, request = serving_session(onnx_model), standard_request(holdout.encoder)
     timings = []
     for _ in range(config.latency_runs):

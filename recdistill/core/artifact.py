@@ -3,6 +3,7 @@
 registry/
   features.json            the feature schema the server encodes with
   state.json               `RegistryState`: the active version and the versions it replaced
+  gate-anchor.json         `GateAnchor`: the version the promotion gate holds every candidate to
   <version>/model.onnx     the serving graph (inputs: the encoder's tensors; output: probability [B, C])
   <version>/manifest.json  `Manifest`: version, schema hash, sha256 of model.onnx, teacher, metrics, ...
 Versions are written to a temporary directory and renamed into place: never half-visible.
@@ -21,7 +22,15 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from recdistill.core.contracts.registry import MANIFEST_FORMAT, STATE_FORMAT, Manifest, RegistryState, to_json
+from recdistill.core.contracts.registry import (
+    ANCHOR_FORMAT,
+    MANIFEST_FORMAT,
+    STATE_FORMAT,
+    GateAnchor,
+    Manifest,
+    RegistryState,
+    to_json,
+)
 from recdistill.core.errors import NotFoundError, RecDistillError, SchemaMismatchError
 from recdistill.core.features.schema import FeatureSchema
 from recdistill.core.fileio import atomic_write_bytes, fsync_directory
@@ -83,7 +92,7 @@ def publish_version(registry: Path, version: str, onnx_model: bytes, schema_hash
     return target
 
 
-T = TypeVar("T", Manifest, RegistryState)
+T = TypeVar("T", Manifest, RegistryState, GateAnchor)
 
 
 def _read_versioned(path: Path, kind: type[T], known_format: int, what: str) -> T:
@@ -121,3 +130,12 @@ def read_state(registry: Path) -> RegistryState:
 
 def write_state(registry: Path, state: RegistryState) -> None:
     atomic_write_bytes(registry / "state.json", to_json(state))
+
+
+def read_anchor(registry: Path) -> GateAnchor | None:
+    path = registry / "gate-anchor.json"
+    return _read_versioned(path, GateAnchor, ANCHOR_FORMAT, f"{path}: gate anchor") if path.exists() else None
+
+
+def write_anchor(registry: Path, anchor: GateAnchor) -> None:
+    atomic_write_bytes(registry / "gate-anchor.json", to_json(anchor))

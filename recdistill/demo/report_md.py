@@ -88,10 +88,23 @@ def render_markdown(report: dict[str, Any]) -> str:
                         for c in cells) + " |")
             lines.append("")
         if summary.get("promoted_versions"):
-            lines += ["### Versions served during the replay", "", "| at (s) | phase | version | test AUC |",
-                      "|---|---|---|---|"]
-            lines += [f"| {v['at_s']} | {v['phase']} | {v['version']} | {_fmt(v['test']['auc'])} |"
-                      for v in summary["promoted_versions"]]
+            lines += ["### Versions served during the replay", "",
+                      "Each promotion passed the gate: non-inferior, on the gate's holdout, to the active version and "
+                      "to the anchor (the batch version, moved only by a significantly better one), by a paired "
+                      "user-level test (one-sided 95% lower bound above -margin).", "",
+                      "| at (s) | phase | version | test AUC | holdout AUC - active [90% CI] | holdout AUC - anchor "
+                      "[90% CI] | power at the margin |", "|---|---|---|---|---|---|---|"]
+            for v in summary["promoted_versions"]:
+                gate = v.get("gate") or {}
+                cells = [f"{d['difference']:+.4f} [{d['ci90'][0]:+.4f}, {d['ci90'][1]:+.4f}]" if d else "n/a"
+                         for d in (gate.get(role) for role in ("active", "anchor"))]
+                power = (gate.get("anchor") or gate.get("active") or {}).get("power_at_margin")
+                lines.append(f"| {v['at_s']} | {v['phase']} | {v['version']} | {_fmt(v['test']['auc'])} | "
+                             f"{cells[0]} | {cells[1]} | {_fmt(power, 2)} |")
+            below = summary.get("promoted_below_batch_by_more_than_margin")
+            if below is not None:
+                lines.append(f"\nStreamed versions whose test AUC fell below the batch version's by more than the "
+                             f"margin: {len(below)} {below if below else ''}")
             lines.append("")
     serving = report["serving"]
     if serving:

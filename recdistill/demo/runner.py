@@ -19,7 +19,7 @@ import torch
 from distill_worker.batch import BatchPhase
 from distill_worker.promote import onnx_metrics
 from distill_worker.settings import DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings
-from recdistill.core.artifact import write_state
+from recdistill.core.artifact import read_manifest, write_state
 from recdistill.core.contracts.registry import RegistryState
 from recdistill.core.data.dataset import PreparedDataset, Task
 from recdistill.core.data.prepare import prepare_source
@@ -181,7 +181,8 @@ async def _live(dataset: PreparedDataset, config: DemoConfig, experiment: BatchE
         raise RuntimeError(f"the gate refused the baseline student: {baseline_report['gate']['reasons']}")
     write_state(registry, RegistryState(active=baseline_version))  # what the server starts with
     batch_report: dict[str, Any] = {}
-    batch_version = experiment.phase.publish(distilled.model, batch_report, gate_holdout, "student-batch")
+    batch_version = experiment.phase.publish(distilled.model, batch_report, gate_holdout, "student-batch",
+                                             anchor=True)
     if not batch_version:
         logger.warning("the gate refused the batch student: %s", batch_report["gate"]["reasons"])
     with student_server_process(registry, sample_log, config, out / "logs" / "student-server.log") as server:
@@ -190,9 +191,11 @@ async def _live(dataset: PreparedDataset, config: DemoConfig, experiment: BatchE
         result.live = await live_stage(config, live_settings, server, [int(e) for e in replay_ids], gate_holdout,
                                        baseline_version, batch_version, copy.deepcopy(distilled.model),
                                        experiment.calibration, out / "logs" / "replay.jsonl")
-    for swap in result.live.swaps:
+    for swap in result.live.swaps:  # each promotion with the gate's decision (the baseline served from the start)
+        quality = read_manifest(registry, swap.version).metrics.get("quality", {})
         result.live_versions.append({"version": swap.version, "phase": swap.phase, "at_s": round(swap.at_s, 2),
-                                     "test": onnx_metrics(registry / swap.version / "model.onnx", experiment.test)})
+                                     "test": onnx_metrics(registry / swap.version / "model.onnx", experiment.test),
+                                     "gate": quality})
 
 
 async def _stream_ablations(config: DemoConfig, experiment: BatchExperiment, result: TaskResults,

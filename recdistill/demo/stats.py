@@ -22,41 +22,15 @@ from typing import Any
 
 import numpy as np
 
+from recdistill.core.bootstrap import RankedScores as _Ranked
+from recdistill.core.bootstrap import user_weights
+
 CONFIDENCE = (2.5, 97.5)
 
 
 def std(values: Sequence[float]) -> float | None:
     """The sample standard deviation (ddof=1); None for fewer than two values."""
     return float(np.std(values, ddof=1)) if len(values) > 1 else None
-
-
-@dataclass
-class _Ranked:
-    """One model's scores on the holdout, sorted once: a resample only changes the weights."""
-
-    rows: np.ndarray  # event row of each candidate, in ascending score order
-    positive: np.ndarray  # bool, same order
-
-    @classmethod
-    def of(cls, scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> _Ranked:
-        rows = np.broadcast_to(np.arange(scores.shape[0])[:, None], scores.shape)[mask]
-        order = np.argsort(scores[mask], kind="stable")
-        return cls(rows[order], labels[mask][order] > 0.5)
-
-    def auc(self, row_weights: np.ndarray) -> float:
-        weights = row_weights[self.rows]
-        negative = np.where(self.positive, 0.0, weights)
-        below = np.cumsum(negative) - negative  # weight of negatives scored below each candidate
-        positive_weight = weights[self.positive].sum()
-        return float((weights[self.positive] * below[self.positive]).sum() / (positive_weight * negative.sum()))
-
-
-def user_weights(user_ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Row weights of one cluster-bootstrap resample: users drawn with replacement, each draw bringing
-    all of that user's events (a heavy user's events rise and fall together)."""
-    _, inverse, counts = np.unique(user_ids, return_inverse=True, return_counts=True)
-    draws = rng.multinomial(counts.size, np.full(counts.size, 1.0 / counts.size))
-    return draws[inverse].astype(np.float64)
 
 
 def interval(values: Sequence[float]) -> dict[str, Any]:

@@ -7,14 +7,8 @@ import numpy as np
 import pytest
 
 from recdistill.core import metrics
-from recdistill.demo.stats import (
-    _Ranked,
-    by_history_length,
-    interval,
-    std,
-    transferability_figures,
-    user_weights,
-)
+from recdistill.core.bootstrap import RankedScores, user_weights
+from recdistill.demo.stats import by_history_length, interval, std, transferability_figures
 
 pytestmark = pytest.mark.unit
 
@@ -25,7 +19,7 @@ def test_weighted_auc_of_a_resample_equals_the_auc_of_the_repeated_rows() -> Non
     labels[:, 0] = 1
     scores = rng.random((300, 5)) + labels * 0.3
     mask = np.ones_like(labels, dtype=bool)
-    ranked = _Ranked.of(scores, labels, mask)
+    ranked = RankedScores.of(scores, labels, mask)
     assert ranked.auc(np.ones(300)) == pytest.approx(metrics.auc(labels, scores))
     counts = rng.multinomial(300, np.full(300, 1 / 300)).astype(float)
     rows = np.repeat(np.arange(300), counts.astype(int))

@@ -106,6 +106,21 @@ class RegistryState(Struct, frozen=True, kw_only=True):
         return msgspec.structs.replace(self, revision=self.revision + 1)
 
 
+ANCHOR_FORMAT = 1
+
+
+class GateAnchor(Struct, frozen=True, kw_only=True):
+    """The version every later candidate must stay non-inferior to (`gate-anchor.json` in the registry),
+    beside the active one, so that small losses cannot add up over promotions. Set by the batch phase's
+    version, then moved only to a candidate significantly better than it."""
+
+    version: str
+    holdout_auc: float
+    reason: str  # "batch version", "first version", "significantly better than <version>"
+    anchored_unix: float
+    format: int = ANCHOR_FORMAT
+
+
 REPLICA_FORMAT = 1
 
 

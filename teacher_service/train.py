@@ -36,6 +36,9 @@ class TeacherTrainConfig:
     train_negatives: int = 8  # slate task: negatives per training event (evaluation uses all)
     max_train_events: int | None = None  # the most recent N training events (quick runs, tests)
     history_limit: int | None = None  # read only the most recent N events (a short-history control)
+    # The most recent N events of the valid window are another job's holdout (the promotion gate's): early
+    # stopping and the valid metrics read the valid window before them.
+    holdout_events: int = 0
 
 
 def _bce(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
@@ -53,7 +56,7 @@ def train_teacher(data_dir: Path, out_dir: Path, config: TeacherTrainConfig) -> 
     encoder = Encoder(dataset.schema, "teacher", history_len=config.history_limit)
     negatives = config.train_negatives if config.task == "slate" else None
     train = EncodedSplit.build(dataset, encoder, "train", config.task, negatives, config.max_train_events)
-    valid = EncodedSplit.build(dataset, encoder, "valid", config.task)
+    valid = EncodedSplit.build(dataset, encoder, "valid", config.task, exclude_last=config.holdout_events)
     test = EncodedSplit.build(dataset, encoder, "test", config.task)
     model = TeacherModel(dataset.schema, replace(TEACHER_SIZES[config.size], history_limit=config.history_limit))
 

@@ -42,6 +42,8 @@ class TaskResults:
     short_teacher_manifest: dict[str, Any] | None = None  # the short-history teacher control's
     short_teacher_test: dict[str, float] | None = None
     exploration: ExplorationSet | None = None  # the live replay's exploration slice
+    teacher_selection: list[dict[str, Any]] = field(default_factory=list)  # candidates by valid AUC
+    counterfactual: dict[str, Any] | None = None  # the A/B question asked of every request (`counterfactual_ab`)
 
 
 def _round(value: float | None, digits: int) -> float | None:
@@ -120,7 +122,16 @@ def _debiasing(result: TaskResults, samples: int) -> dict[str, Any]:
     return out
 
 
-def _serving(live: LiveResult, exposed_positions: int, samples: int) -> dict[str, Any]:
+def _narrower(ab: dict[str, Any] | None, counterfactual: dict[str, Any] | None) -> float | None:
+    if not ab or not counterfactual or "treatment_minus_control" not in ab:
+        return None
+    live, paired = ab["treatment_minus_control"]["click"], counterfactual["treatment_minus_control"]
+    width = paired["high"] - paired["low"]
+    return round((live["high"] - live["low"]) / width, 1) if width > 0 else None
+
+
+def _serving(live: LiveResult, exposed_positions: int, samples: int,
+             counterfactual: dict[str, Any] | None = None) -> dict[str, Any]:
     latencies = np.array([s.latency_ms for s in live.served if s.error is None])
     per_protocol = {}
     for protocol in ("http", "grpc"):
@@ -153,7 +164,10 @@ def _serving(live: LiveResult, exposed_positions: int, samples: int) -> dict[str
         "clicks": sum(s.clicked for s in live.served),
         "online_by_version": online,
         "online_by_version_note": ONLINE_NOTE,
-        "online_ab": online_ab(live, exposed_positions, samples),
+        "online_ab": (ab := online_ab(live, exposed_positions, samples)),
+        "online_counterfactual": counterfactual,
+        # How much narrower the paired counterfactual's click interval is than the live A/B's.
+        "counterfactual_narrower_by": _narrower(ab, counterfactual),
         "feedback_errors": live.feedback_errors,
         "stream": live.stream_state,
     }
@@ -206,6 +220,7 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
             "auc_std": _round(std([experiment.metrics(s)["auc"] for s in experiment.teacher_seed_scores]), 6),
             "version": manifest["teacher_version"], "parameters": manifest["parameters"],
             "history_events": "all (up to 20,000)", "reused": result.teacher_reused,
+            "selection_on_valid": result.teacher_selection,
             "train_seconds": manifest["seconds"],
             "per_seed": [{"version": m["teacher_version"], "test_auc": round(experiment.metrics(s)["auc"], 6)}
                          for m, s in zip(result.teacher_seed_manifests, experiment.teacher_seed_scores, strict=True)]},
@@ -282,7 +297,8 @@ def write_report(out: Path, dataset: PreparedDataset, config: DemoConfig, result
                                     "transferability_attributable_ci95", "best_control")},
         "ablations": headline.get("ablations", []),
         "controls": headline.get("controls", []),
-        "serving": _serving(live, config.exposed_positions, config.bootstrap_samples) if live else None,
+        "serving": _serving(live, config.exposed_positions, config.bootstrap_samples,
+                            results["slate"].counterfactual) if live else None,
         "tasks": tasks,
         "config": config.to_dict(),
         "stage_seconds": timings,

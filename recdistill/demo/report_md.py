@@ -132,6 +132,18 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append("| treatment - control [95% CI, users resampled] | | | " + " | ".join(
                 f"{d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
                 for d in ab["treatment_minus_control"].values()) + " |")
+            click = ab["treatment_minus_control"]["click"]
+            lines += ["", f"With this many users the live test detects a click-rate difference of "
+                      f"{click['detectable_at_80_power']:.4f} with 80% power."]
+            paired = serving.get("online_counterfactual")
+            if paired:
+                d = paired["treatment_minus_control"]
+                lines += ["", "**Counterfactual, paired** (the replay knows each request's real item and the click "
+                          "model, so both versions rank every request of the test's stretch and each request's "
+                          f"expected click is paired): {paired['requests']:,} requests from {paired['users']} users, "
+                          f"treatment - control expected click {d['difference']:+.4f} [{d['low']:+.4f}, "
+                          f"{d['high']:+.4f}] (detects {d['detectable_at_80_power']:.4f} with 80% power), an "
+                          f"interval {serving['counterfactual_narrower_by']}x narrower than the live A/B's."]
             lines.append("")
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]] + [""]
     return "\n".join(lines)

@@ -30,10 +30,10 @@ from recdistill.core.valkey import local_valkey
 from recdistill.demo.config import DemoConfig
 from recdistill.demo.experiments import TEACHER_TERM, BatchExperiment, TuningGrid
 from recdistill.demo.live import live_stage, stream_config, student_server_process
-from recdistill.demo.online import exploration_set
+from recdistill.demo.online import counterfactual_ab, exploration_set
 from recdistill.demo.report import StreamRun, TaskResults, write_report
 from recdistill.demo.streaming import STREAM_VARIANTS, rerun_stream
-from recdistill.demo.teachers import train_or_reuse
+from recdistill.demo.teachers import choose_teacher, train_or_reuse
 from teacher_service.launcher import teacher_process
 from teacher_service.train import TeacherTrainConfig
 
@@ -81,12 +81,15 @@ def run_demo(out: Path, dataset_spec: str, config: DemoConfig, schema_path: Path
     results: dict[str, TaskResults] = {}
     for task in config.tasks:
         stages(f"teacher ({task}): train or reuse")
-        teacher_config = TeacherTrainConfig(task=task, size=config.teacher_size, epochs=config.teacher_epochs,
-                                            batch_size=config.teacher_batch_size, lr=config.teacher_lr,
-                                            max_train_events=config.teacher_max_train_events)
-        manifest, reused = train_or_reuse(dataset, teacher_config, out.parent / ".cache", out / "teacher" / task)
+        base = TeacherTrainConfig(task=task, size=config.teacher_sizes[0], epochs=config.teacher_epochs,
+                                  batch_size=config.teacher_batch_size, lr=config.teacher_lr,
+                                  max_train_events=config.teacher_max_train_events,
+                                  holdout_events=config.gate_holdout_events)
+        manifest, reused, selection = choose_teacher(dataset, base, config.teacher_sizes, (None,),
+                                                     out.parent / ".cache", out / "teacher" / task)
+        teacher_config = replace(base, size=manifest["size"])
         results[task] = TaskResults(task=task, teacher_manifest=manifest, teacher_reused=reused,
-                                    teacher_seed_manifests=[manifest])
+                                    teacher_seed_manifests=[manifest], teacher_selection=selection)
         for seed in range(1, config.teacher_seeds):  # teacher noise enters the students and the interval
             seeded, _ = train_or_reuse(dataset, replace(teacher_config, seed=seed), out.parent / ".cache",
                                        out / "teacher" / f"{task}-seed{seed}")
@@ -196,6 +199,8 @@ async def _live(dataset: PreparedDataset, config: DemoConfig, experiment: BatchE
         result.live_versions.append({"version": swap.version, "phase": swap.phase, "at_s": round(swap.at_s, 2),
                                      "test": onnx_metrics(registry / swap.version / "model.onnx", experiment.test),
                                      "gate": quality})
+    result.counterfactual = counterfactual_ab(dataset, experiment.test.encoder, result.live, registry,
+                                              config.exposed_positions, config.bootstrap_samples)
 
 
 async def _stream_ablations(config: DemoConfig, experiment: BatchExperiment, result: TaskResults,

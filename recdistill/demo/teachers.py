@@ -1,4 +1,5 @@
-"""Train the teacher of a task, or reuse the one already trained on the same data with the same config."""
+"""Train the teacher of a task, or reuse the one already trained on the same data with the same config; and
+choose among candidate teachers (sizes, history limits) on the valid window."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import hashlib
 import json
 import logging
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +41,22 @@ def train_or_reuse(dataset: PreparedDataset, config: TeacherTrainConfig, cache: 
         shutil.rmtree(dest)
     shutil.copytree(cached, dest)
     return json.loads((dest / "manifest.json").read_text()), reused
+
+
+def choose_teacher(dataset: PreparedDataset, config: TeacherTrainConfig, sizes: tuple[str, ...],
+                   history_limits: tuple[int | None, ...], cache: Path, dest: Path
+                   ) -> tuple[dict[str, Any], bool, list[dict[str, Any]]]:
+    """Every (size, history limit) candidate trained (or reused), the one with the best valid AUC (early
+    stopping and this choice read the valid window before the gate's holdout; test is never read) copied
+    to `dest`: (its manifest, reused?, the table of candidates)."""
+    tried = []
+    for size in sizes:
+        for limit in history_limits:
+            candidate = replace(config, size=size, history_limit=limit)
+            manifest, reused = train_or_reuse(dataset, candidate, cache, dest)
+            tried.append({"size": size, "history_limit": limit, "parameters": manifest["parameters"],
+                          "valid_auc": round(manifest["valid"]["auc"], 6), "config": candidate, "reused": reused})
+    best = max(tried, key=lambda row: row["valid_auc"])
+    manifest, reused = train_or_reuse(dataset, best["config"], cache, dest)
+    return manifest, reused, [{k: v for k, v in row.items() if k != "config"} | {"chosen": row is best}
+                              for row in tried]

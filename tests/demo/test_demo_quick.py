@@ -100,6 +100,14 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path) -> None:
     assert ab["control"]["requests"] + ab["treatment"]["requests"] < report["config"]["replay_events"]
     difference = ab["treatment_minus_control"]["click"]
     assert difference["low"] <= difference["high"]
+    assert difference["detectable_at_80_power"] > 0
+    # The same question asked of every request, paired: a narrower interval than the live A/B's.
+    paired = report["serving"]["online_counterfactual"]
+    assert paired["control_version"] == ab["control_version"]
+    assert paired["requests"] == ab["control"]["requests"] + ab["treatment"]["requests"]
+    cf = paired["treatment_minus_control"]
+    assert cf["low"] <= cf["difference"] <= cf["high"]
+    assert report["serving"]["counterfactual_narrower_by"] > 1
 
     serving = report["serving"]
     assert serving["requests"] == report["config"]["replay_events"]

@@ -16,6 +16,7 @@ class DemoConfig:
     # Candidate teacher sizes, the best on the valid window used (the gate's holdout excluded): the first
     # is what the other teacher seeds and the short-history control use when it is chosen.
     teacher_sizes: tuple[str, ...] = ("medium", "large")
+    teacher_history_limits: tuple[int | None, ...] = (None,)  # None: the whole history (up to 20,000 events)
     teacher_epochs: int = 30
     teacher_batch_size: int = 512
     teacher_lr: float = 4e-3

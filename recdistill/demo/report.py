@@ -219,7 +219,8 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
         "teacher": {k: round(v, 6) for k, v in teacher.items()} | {
             "auc_std": _round(std([experiment.metrics(s)["auc"] for s in experiment.teacher_seed_scores]), 6),
             "version": manifest["teacher_version"], "parameters": manifest["parameters"],
-            "history_events": "all (up to 20,000)", "reused": result.teacher_reused,
+            "history_events": manifest["train"].get("history_limit") or "all (up to 20,000)",
+            "reused": result.teacher_reused,
             "selection_on_valid": result.teacher_selection,
             "train_seconds": manifest["seconds"],
             "per_seed": [{"version": m["teacher_version"], "test_auc": round(experiment.metrics(s)["auc"], 6)}

@@ -85,9 +85,10 @@ def run_demo(out: Path, dataset_spec: str, config: DemoConfig, schema_path: Path
                                   batch_size=config.teacher_batch_size, lr=config.teacher_lr,
                                   max_train_events=config.teacher_max_train_events,
                                   holdout_events=config.gate_holdout_events)
-        manifest, reused, selection = choose_teacher(dataset, base, config.teacher_sizes, (None,),
+        manifest, reused, selection = choose_teacher(dataset, base, config.teacher_sizes,
+                                                     config.teacher_history_limits,
                                                      out.parent / ".cache", out / "teacher" / task)
-        teacher_config = replace(base, size=manifest["size"])
+        teacher_config = replace(base, size=manifest["size"], history_limit=manifest["train"]["history_limit"])
         results[task] = TaskResults(task=task, teacher_manifest=manifest, teacher_reused=reused,
                                     teacher_seed_manifests=[manifest], teacher_selection=selection)
         for seed in range(1, config.teacher_seeds):  # teacher noise enters the students and the interval

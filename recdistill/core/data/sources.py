@@ -10,7 +10,7 @@ from pathlib import Path
 from recdistill.core.data.log import RawLog
 from recdistill.core.errors import DataError
 
-SCHEMAS = {"ml-100k": "movielens-100k.toml", "ecommerce": "ecommerce.toml"}
+SCHEMAS = {"ml-100k": "movielens-100k.toml", "ecommerce": "ecommerce.toml", "instacart": "instacart.toml"}
 
 
 def shipped_schema(name: str) -> Path:
@@ -19,7 +19,7 @@ def shipped_schema(name: str) -> Path:
 
 
 def load_log(dataset: str, catalogue: str | None = None) -> RawLog:
-    """`ml-100k`, `ecommerce[:EVENTS]` (seeded synthetic), `csv:PATH`, `parquet:PATH` or `jsonl:PATH`;
+    """`ml-100k`, `instacart`, `ecommerce[:EVENTS]` (seeded synthetic), `csv:PATH`, `parquet:PATH` or `jsonl:PATH`;
     `catalogue` (`csv:` / `parquet:` / `jsonl:PATH`, one row per item, keyed by the schema's item id
     column) supplies item features, also for items the log never shows."""
     log = _load_log(dataset)
@@ -40,6 +40,10 @@ def _load_log(dataset: str) -> RawLog:
 
     if dataset == "ml-100k":
         return load_movielens_100k()
+    if dataset == "instacart":
+        from recdistill.core.data.instacart import load_instacart
+
+        return load_instacart()
     kind, _, rest = dataset.partition(":")
     if kind == "ecommerce":
         try:
@@ -48,5 +52,5 @@ def _load_log(dataset: str) -> RawLog:
             raise DataError(f"ecommerce:EVENTS needs a number of events, not '{rest}'") from None
     if kind in ("csv", "parquet", "jsonl") and rest:
         return load_user_log(kind, Path(rest))
-    raise DataError(f"unknown dataset '{dataset}': use ml-100k, ecommerce[:EVENTS], csv:PATH, parquet:PATH or "
-                    "jsonl:PATH")
+    raise DataError(f"unknown dataset '{dataset}': use ml-100k, instacart, ecommerce[:EVENTS], csv:PATH, "
+                    "parquet:PATH or jsonl:PATH")

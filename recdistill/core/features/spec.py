@@ -71,6 +71,8 @@ class SourceSpec(_Spec):
     value: str | None = Field(None, description="per-event number (a rating, dwell seconds); the sequence "
                                                 "carries it when `sequence.value` is on")
     weight: str | None = Field(None, description="per-event training weight column")
+    session: str | None = Field(None, description="a column that groups events into one visit or order (an order "
+                                                  "id): own-history slate negatives leave out its items")
     items: IdSpec = IdSpec()
 
     @property
@@ -138,6 +140,10 @@ class SlateTask(_Spec):
     positives: Literal["all", "label"] = Field("all", description="which events are slate positives: every "
                                                                   "interaction (a rating log), or those with "
                                                                   "label 1 (an impression log)")
+    # On repeat-purchase data, negatives the user never touched make "was it bought before" a free answer.
+    own_history_share: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.0, description="share of each slate's negatives drawn from the user's own earlier items that this "
+                         "event's session does not contain (the rest: items not interacted with before)")
 
 
 class TasksSpec(_Spec):

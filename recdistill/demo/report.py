@@ -23,6 +23,7 @@ from recdistill.demo.streaming import STREAM_VARIANTS
 
 @dataclass
 class StreamRun:
+    seed: int
     test: dict[str, float]
     scores: np.ndarray  # on the test window
     exploration_scores: np.ndarray | None = None  # on the live exploration slice
@@ -91,7 +92,7 @@ def _stream_rows(result: TaskResults) -> list[dict[str, Any]]:
         runs = _stream_runs(result, name)
         if runs:
             on_slice = [r.exploration_auc for r in runs if r.exploration_auc is not None]
-            rows.append({"name": name, "description": description, **_mean_metrics([r.test for r in runs]),
+            rows.append({"name": name, "description": description, **_mean_metrics(runs),
                          "exploration_click_auc": round(float(np.mean(on_slice)), 4) if on_slice else None})
     return rows
 

@@ -223,6 +223,6 @@ async def _stream_ablations(config: DemoConfig, experiment: BatchExperiment, res
                 scores, mask = predict(lambda inputs, m=model: m(**inputs), test)
                 on_slice = predict(lambda inputs, m=model: m(**inputs), explored.split) if explored else None
             result.stream_runs[(variant, seed)] = StreamRun(
-                evaluate(test.task, test.labels, scores, mask, test.user_ids), scores,
+                seed, evaluate(test.task, test.labels, scores, mask, test.user_ids), scores,
                 exploration_scores=on_slice[0] if on_slice else None,
                 exploration_auc=explored.auc(*on_slice) if explored and on_slice else None)

@@ -113,7 +113,8 @@ def counterfactual_ab(dataset: PreparedDataset, encoder: Encoder, live: LiveResu
     """The A/B question asked of every request: the replay knows each request's real item and the click
     model (examination 1 / log2(rank + 2) in the top `exposed_positions`), so the control version and the
     treatment version live at that moment both rank every request of the test's stretch (whatever its
-    user's arm), and each request's expected click under one is paired with the other's. The difference is
+    user's arm, the exploration slice included), and each request's expected click under one is paired
+    with the other's. The difference is
     averaged over requests with a 95% interval that resamples users. Against the live A/B (different users
     in each arm, sampled clicks), the same question with far less noise."""
     holdback, started = live.holdback, live.holdback_at_s
@@ -123,7 +124,8 @@ def counterfactual_ab(dataset: PreparedDataset, encoder: Encoder, live: LiveResu
     served = []
     for s in live.served:
         treatment = next((v for at, v in reversed(timeline) if at <= s.sent_s), None)
-        if s.error is None and s.policy == "model" and s.sent_s >= started and treatment is not None:
+        # The exploration slice too: here both versions rank the request anew, whatever order it was served in.
+        if s.error is None and s.sent_s >= started and treatment is not None:
             served.append((s, treatment))
     if not served:
         return None

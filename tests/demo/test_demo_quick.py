@@ -104,7 +104,7 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path) -> None:
     # The same question asked of every request, paired: a narrower interval than the live A/B's.
     paired = report["serving"]["online_counterfactual"]
     assert paired["control_version"] == ab["control_version"]
-    assert paired["requests"] == ab["control"]["requests"] + ab["treatment"]["requests"]
+    assert paired["requests"] > ab["control"]["requests"] + ab["treatment"]["requests"], "the exploration slice too"
     cf = paired["treatment_minus_control"]
     assert cf["low"] <= cf["difference"] <= cf["high"]
     assert report["serving"]["counterfactual_narrower_by"] > 1

@@ -17,9 +17,10 @@ import torch
 from recdistill.core.errors import DataError
 from recdistill.core.features.schema import FeatureSchema
 from teacher_service.model import TeacherConfig, TeacherModel
+from teacher_service.sequence import SequenceConfig, SequenceTeacher
 
 
-def save_checkpoint(out_dir: Path, model: TeacherModel, schema: FeatureSchema, manifest: dict[str, Any]) -> None:
+def save_checkpoint(out_dir: Path, model: torch.nn.Module, schema: FeatureSchema, manifest: dict[str, Any]) -> None:
     if (out_dir / "manifest.json").exists():
         raise DataError(f"{out_dir} already holds a teacher checkpoint; choose another --out or remove it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -36,14 +37,19 @@ def save_checkpoint(out_dir: Path, model: TeacherModel, schema: FeatureSchema, m
         raise
 
 
-def load_checkpoint(directory: Path) -> tuple[TeacherModel, FeatureSchema, dict[str, Any]]:
+def load_checkpoint(directory: Path) -> tuple[torch.nn.Module, FeatureSchema, dict[str, Any]]:
+    """The teacher of either family (`family` in the manifest; checkpoints before it are target attention)."""
     manifest_path = directory / "manifest.json"
     if not manifest_path.exists():
         raise DataError(f"{directory} is not a teacher checkpoint (no manifest.json)")
     manifest = json.loads(manifest_path.read_text())
     schema = FeatureSchema.load(directory / "features.json")
     schema.require_hash(manifest["schema_hash"], f"teacher {manifest['teacher_version']}")
-    model = TeacherModel(schema, TeacherConfig.from_dict(manifest["config"]))
+    model: torch.nn.Module
+    if manifest.get("family", "attention") == "sequence":
+        model = SequenceTeacher(schema, SequenceConfig.from_dict(manifest["config"]))
+    else:
+        model = TeacherModel(schema, TeacherConfig.from_dict(manifest["config"]))
     model.load_state_dict(torch.load(directory / "model.pt", map_location="cpu", weights_only=True))
     model.eval()
     return model, schema, manifest

@@ -16,7 +16,6 @@ import torch
 from recdistill.core.contracts.teacher import TEACHER_OUTPUT, TEACHER_VIEW
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.features.schema import FeatureSchema
-from teacher_service.model import TeacherModel
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +25,7 @@ class BadTeacherInput(ValueError):
 
 
 class TeacherInference:
-    def __init__(self, model: TeacherModel, schema: FeatureSchema, max_candidates: int, max_history: int) -> None:
+    def __init__(self, model: torch.nn.Module, schema: FeatureSchema, max_candidates: int, max_history: int) -> None:
         self.model = model
         self.schema = schema
         self.max_candidates = max_candidates

@@ -1,5 +1,9 @@
 """The teacher's own training job: fit on the training window, early-stop on valid AUC, write a
-versioned checkpoint. Students never back-propagate into it (decoupled training)."""
+versioned checkpoint. Students never back-propagate into it (decoupled training).
+
+Two families, named by `size`: the target-attention model (`tiny`, `medium`, `large`: slates of the
+training window, pointwise) and the causal-transformer sequence model (`seq-xs` .. `seq-xl`: every
+position of a user's sequence in one pass, sampled softmax; on the GPU where there is one)."""
 
 from __future__ import annotations
 
@@ -15,10 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from recdistill.core.data.dataset import PreparedDataset, Task
+from recdistill.core.errors import DataError
 from recdistill.core.features.encoder import Encoder
-from recdistill.core.training import Batch, EncodedSplit, evaluate_split, fit
+from recdistill.core.nn import ModelConfig
+from recdistill.core.training import Batch, EncodedSplit, FitResult, evaluate_split, fit
 from teacher_service.checkpoint import save_checkpoint
 from teacher_service.model import TEACHER_SIZES, TeacherModel
+from teacher_service.sequence import SEQUENCE_SIZES, SequenceTeacher
+from teacher_service.sequence_train import check_memory, fit_sequence, resolve_device, training_windows
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +47,18 @@ class TeacherTrainConfig:
     # The most recent N events of the valid window are another job's holdout (the promotion gate's): early
     # stopping and the valid metrics read the valid window before them.
     holdout_events: int = 0
+    device: str = "auto"  # auto | cpu | cuda: where the sequence family trains (bf16 autocast on CUDA)
+    windows_per_batch: int = 8  # sequence family: user-sequence windows per optimiser step
+
+
+def architecture(size: str) -> ModelConfig:
+    """The architecture a size names, in either family; an unknown size names them all."""
+    if size in TEACHER_SIZES:
+        return TEACHER_SIZES[size]
+    if size in SEQUENCE_SIZES:
+        return SEQUENCE_SIZES[size]
+    raise DataError(f"unknown teacher size {size!r}: {', '.join(TEACHER_SIZES)} (target attention) or "
+                    f"{', '.join(SEQUENCE_SIZES)} (causal transformer)")
 
 
 def _bce(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
@@ -48,38 +68,46 @@ def _bce(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
 
 
 def train_teacher(data_dir: Path, out_dir: Path, config: TeacherTrainConfig) -> dict[str, Any]:
+    arch = replace(architecture(config.size), history_limit=config.history_limit)  # an unknown size stops here
+    family = "sequence" if config.size in SEQUENCE_SIZES else "attention"
     torch.manual_seed(config.seed)
     torch.set_num_threads(os.cpu_count() or 1)
     started = time.perf_counter()
     dataset = PreparedDataset(data_dir)
     # A short-history teacher needs no more of the history than it reads: train on that window.
     encoder = Encoder(dataset.schema, "teacher", history_len=config.history_limit)
-    negatives = config.train_negatives if config.task == "slate" else None
-    train = EncodedSplit.build(dataset, encoder, "train", config.task, negatives, config.max_train_events)
     valid = EncodedSplit.build(dataset, encoder, "valid", config.task, exclude_last=config.holdout_events)
     test = EncodedSplit.build(dataset, encoder, "test", config.task)
-    model = TeacherModel(dataset.schema, replace(TEACHER_SIZES[config.size], history_limit=config.history_limit))
+    train_ids = dataset.split("train", config.task)[-(config.max_train_events or 0):]
+    model: torch.nn.Module
+    if family == "sequence":
+        model, result = _train_sequence(dataset, encoder, arch, valid, config)
+    else:
+        negatives = config.train_negatives if config.task == "slate" else None
+        train = EncodedSplit.build(dataset, encoder, "train", config.task, negatives, config.max_train_events)
+        model = TeacherModel(dataset.schema, arch)  # type: ignore[arg-type]
+        result = fit(model, train, valid, _bce, lambda inputs: model(**inputs), epochs=config.epochs,
+                     batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
+                     patience=config.patience, seed=config.seed, label=f"teacher[{config.task}]")
 
     def score(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(**inputs)
 
-    result = fit(model, train, valid, _bce, score, epochs=config.epochs, batch_size=config.batch_size,
-                 lr=config.lr, weight_decay=config.weight_decay, patience=config.patience, seed=config.seed,
-                 label=f"teacher[{config.task}]")
     valid_metrics, test_metrics = evaluate_split(score, valid), evaluate_split(score, test)
     weights_digest = hashlib.sha256(b"".join(t.numpy().tobytes() for t in model.state_dict().values()))
-    train_ts = dataset.events["timestamp"].to_numpy()[train.event_ids]
+    train_ts = dataset.events["timestamp"].to_numpy()[train_ids]
     manifest = {
         "teacher_version": f"teacher-{config.task}{'-short' if config.history_limit else ''}-"
                            f"{weights_digest.hexdigest()[:12]}",
         "task": config.task,
         "size": config.size,
+        "family": family,
         "config": model.config.to_dict(),
         "parameters": sum(p.numel() for p in model.parameters()),
         "schema_hash": dataset.schema.hash,
         "dataset": dataset.manifest["dataset"],
         "data_window": {"train_start_ts": int(train_ts.min()), "train_end_ts": int(train_ts.max()),
-                        "train_events": len(train)},
+                        "train_events": len(train_ids)},
         "train": asdict(config),
         "best_epoch": result.best_epoch,
         "history": result.history,
@@ -91,3 +119,18 @@ def train_teacher(data_dir: Path, out_dir: Path, config: TeacherTrainConfig) -> 
     logger.info("teacher %s: valid auc %.4f, test auc %.4f (%.0fs)", manifest["teacher_version"],
                 valid_metrics["auc"], test_metrics["auc"], manifest["seconds"])
     return manifest
+
+
+def _train_sequence(dataset: PreparedDataset, encoder: Encoder, arch: Any, valid: EncodedSplit,
+                    config: TeacherTrainConfig) -> tuple[SequenceTeacher, FitResult]:
+    device = resolve_device(config.device)
+    model = SequenceTeacher(dataset.schema, arch)
+    check_memory(config.size, model, config.windows_per_batch, device)  # before any training
+    windows = training_windows(dataset, encoder, float(dataset.manifest["split"]["valid_start_ts"]), arch.train_len,
+                               config.max_train_events)
+    logger.info("sequence teacher %s: %d windows, %d events, %s parameters, on %s", config.size, len(windows),
+                sum(len(w.items) for w in windows), f"{sum(p.numel() for p in model.parameters()):,}", device)
+    result = fit_sequence(model, windows, valid, epochs=config.epochs, batch_size=config.windows_per_batch,
+                          lr=config.lr, weight_decay=config.weight_decay, patience=config.patience, seed=config.seed,
+                          device=device)
+    return model, result

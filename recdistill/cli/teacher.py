@@ -19,7 +19,9 @@ def train_command(
     data: Path = typer.Option(Path("data/ml-100k"), help="Prepared dataset directory."),
     out: Path = typer.Option(..., help="New checkpoint directory (must not exist)."),
     task: str = typer.Option("ctr", help="ctr or slate."),
-    size: str = typer.Option("medium", help="tiny, medium or large."),
+    size: str = typer.Option("medium", help="Target attention: tiny, medium, large; causal transformer "
+                                            "(every position in one pass): seq-xs, seq-s, seq-m, seq-l, seq-xl."),
+    device: str = typer.Option("auto", help="auto (CUDA when there is one, else the CPU), cpu or cuda."),
     epochs: int = typer.Option(20, min=1, help="At most; early stopping on valid AUC (patience 3)."),
     batch_size: int = typer.Option(256, min=1),
     lr: float = typer.Option(2e-3),
@@ -27,15 +29,19 @@ def train_command(
     max_train_events: int | None = typer.Option(None, help="Train on the most recent N training events only."),
 ) -> None:
     """Train the long-sequence teacher with early stopping on valid AUC and write a checkpoint."""
-    from teacher_service.model import TEACHER_SIZES
-    from teacher_service.train import TeacherTrainConfig, train_teacher
+    from recdistill.core.errors import DataError
+    from teacher_service.sequence_train import resolve_device
+    from teacher_service.train import TeacherTrainConfig, architecture, train_teacher
 
     if task not in ("ctr", "slate"):
         raise typer.BadParameter("task must be ctr or slate", param_hint="--task")
-    if size not in TEACHER_SIZES:
-        raise typer.BadParameter(f"size must be one of {sorted(TEACHER_SIZES)}", param_hint="--size")
+    for check, hint in ((lambda: architecture(size), "--size"), (lambda: resolve_device(device), "--device")):
+        try:
+            check()
+        except DataError as exc:
+            raise typer.BadParameter(str(exc), param_hint=hint) from None
     config = TeacherTrainConfig(task=task, size=size, epochs=epochs, batch_size=batch_size, lr=lr,  # type: ignore[arg-type]
-                                seed=seed, max_train_events=max_train_events)
+                                seed=seed, max_train_events=max_train_events, device=device)
     manifest = train_teacher(data, out, config)
     table = Table(title=f"{manifest['teacher_version']} ({manifest['parameters']:,} parameters)")
     for column in ("split", "auc", "gauc", "log_loss", "ece"):

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from recdistill.core.data.dataset import PreparedDataset
-from teacher_service.model import TEACHER_SIZES
-from teacher_service.train import TeacherTrainConfig, train_teacher
+from teacher_service.train import TeacherTrainConfig, architecture, train_teacher
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +23,7 @@ def content_key(dataset: PreparedDataset, config: TeacherTrainConfig) -> str:
     manifest = dataset.manifest
     payload = {"source": manifest.get("source_sha256"), "schema": dataset.schema.hash, "split": manifest["split"],
                "slate_negatives": manifest.get("slate_negatives"), "seed": manifest.get("seed"),
-               "train": asdict(config), "architecture": TEACHER_SIZES[config.size].to_dict()}
+               "train": asdict(config), "architecture": architecture(config.size).to_dict()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

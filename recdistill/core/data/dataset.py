@@ -78,7 +78,7 @@ class PreparedDataset:
             raise DataError(f"split '{name}' is empty in {self.directory}")
         return ids
 
-    def _mapped_timelines(self, encoder: Encoder) -> dict[str, _MappedTimeline]:
+    def mapped_timelines(self, encoder: Encoder) -> dict[str, _MappedTimeline]:
         key = f"{encoder.schema.hash}"
         if key not in self._mapped:
             self._mapped[key] = {
@@ -116,7 +116,7 @@ class PreparedDataset:
 
     def contexts(self, encoder: Encoder, event_ids: Sequence[int], task: Task,
                  negatives: int | None = None) -> list[MappedContext]:
-        timelines = self._mapped_timelines(encoder)
+        timelines = self.mapped_timelines(encoder)
         events = self.events
         user_ids = events["user_id"].to_numpy()
         hist_lens = events["hist_len"].to_numpy()

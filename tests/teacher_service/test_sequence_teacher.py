@@ -1,0 +1,126 @@
+"""The sequence teacher family: a causal transformer trained over every position of a user's sequence in
+one pass, served by the real Triton behind today's contract, with clear errors for a device or a size
+the machine does not have."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from recdistill.cli import app
+from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.errors import DataError
+from recdistill.core.features.encoder import Encoder
+from teacher_service.checkpoint import load_checkpoint
+from teacher_service.client import score
+from teacher_service.launcher import teacher_process
+from teacher_service.sequence import SEQUENCE_SIZES, SequenceConfig, SequenceTeacher
+from teacher_service.sequence_train import check_memory, resolve_device
+from teacher_service.train import TeacherTrainConfig, train_teacher
+
+pytestmark = pytest.mark.integration
+
+
+def _tensors(dataset: PreparedDataset, count: int = 16) -> dict[str, torch.Tensor]:
+    encoder = Encoder(dataset.schema, "teacher")
+    events = dataset.split("test", "slate")[:count]
+    tensors, _ = encoder.assemble(dataset.contexts(encoder, events, "slate"))
+    return {k: torch.from_numpy(v) for k, v in tensors.items()}
+
+
+def test_the_state_after_an_event_never_sees_a_later_one(ml100k: PreparedDataset) -> None:
+    torch.manual_seed(0)
+    model = SequenceTeacher(ml100k.schema, SequenceConfig(dim=32, layers=2, heads=2, dropout=0.0)).eval()
+    items = torch.randint(2, 500, (2, 30))
+    gaps = torch.rand(2, 30) * 10
+    lengths = torch.tensor([30, 30])
+    later = items.clone()
+    later[:, 20:] = torch.randint(2, 500, (2, 10))
+    with torch.no_grad():
+        before = model.states(items, None, None, gaps, lengths)
+        after = model.states(later, None, None, gaps, lengths)
+    # Position buckets count from the last event, the same in both; what differs is only later items.
+    torch.testing.assert_close(before[:, :20], after[:, :20])
+    assert not torch.allclose(before[:, 20:], after[:, 20:])
+
+
+def test_serving_reads_any_history_length_and_a_limit_reads_only_the_recent_events(ml100k: PreparedDataset) -> None:
+    torch.manual_seed(0)
+    x = _tensors(ml100k)
+    full = SequenceTeacher(ml100k.schema, SequenceConfig(dim=32, layers=1, heads=1, dropout=0.0)).eval()
+    limited = SequenceTeacher(ml100k.schema, SequenceConfig(dim=32, layers=1, heads=1, dropout=0.0,
+                                                            history_limit=10)).eval()
+    limited.load_state_dict(full.state_dict())
+    lengths = (x["hist_item"] > 0).sum(1)
+    recent = {k: v.clone() for k, v in x.items()}
+    for name in ("hist_item", "hist_action", "hist_recency"):  # the last 10 events, left-aligned
+        cut = torch.zeros_like(x[name])
+        for row, n in enumerate(lengths.tolist()):
+            cut[row, : min(n, 10)] = x[name][row, max(0, n - 10): n]
+        recent[name] = cut
+    with torch.no_grad():
+        probabilities = full(**x)
+        torch.testing.assert_close(limited(**x), full(**recent))
+        empty = full(**{k: (v[:, :1] * 0 if k.startswith("hist_") and k != "hist_length" else v) for k, v in x.items()})
+    assert probabilities.shape == x["cand_item"].shape
+    assert torch.all((probabilities > 0) & (probabilities < 1))
+    assert torch.isfinite(empty).all(), "an empty history is scored too"
+
+
+@pytest.fixture(scope="module")
+def sequence_teacher(ml100k: PreparedDataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("sequence") / "checkpoint"
+    manifest = train_teacher(ml100k.directory, out, TeacherTrainConfig(
+        task="slate", size="seq-xs", epochs=6, lr=5e-3, windows_per_batch=8, holdout_events=1_000, device="auto"))
+    return out, manifest
+
+
+def test_one_pass_over_every_position_learns_the_next_item(sequence_teacher: tuple[Path, dict]) -> None:
+    _, manifest = sequence_teacher
+    assert manifest["family"] == "sequence"
+    history = manifest["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert manifest["valid"]["auc"] > 0.65, manifest["valid"]
+    assert manifest["test"]["auc"] > 0.6
+    assert all(row["tokens_per_s"] > 0 for row in history)
+
+
+def test_the_sequence_teacher_is_served_by_triton_like_any_teacher(
+        sequence_teacher: tuple[Path, dict], ml100k: PreparedDataset, tmp_path: Path) -> None:
+    checkpoint, _ = sequence_teacher
+    x = _tensors(ml100k, 8)
+    model, _, _ = load_checkpoint(checkpoint)
+    with torch.inference_mode():
+        expected = model(**x).numpy()
+    with teacher_process(checkpoint, log_path=tmp_path / "triton.log") as (endpoints, _):
+        served = score(endpoints.grpc_url, {k: v.numpy() for k, v in x.items()})
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+
+
+def test_a_device_or_a_size_the_machine_does_not_have_is_refused_before_training(
+        ml100k: PreparedDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    if not torch.cuda.is_available():  # (no GPU here or in CI)
+        with caplog.at_level(logging.INFO):
+            assert resolve_device("auto").type == "cpu"
+        assert "training on the CPU" in caplog.text, "auto falls back to the CPU and says so"
+        with pytest.raises(DataError, match="no CUDA device"):
+            resolve_device("cuda")
+        result = CliRunner().invoke(app, ["teacher", "train", "--data", str(ml100k.directory), "--out",
+                                          str(tmp_path / "t"), "--size", "seq-xs", "--device", "cuda"])
+        assert result.exit_code == 2
+        assert "--device" in result.output
+    result = CliRunner().invoke(app, ["teacher", "train", "--data", str(ml100k.directory), "--out",
+                                      str(tmp_path / "t"), "--size", "seq-huge"])
+    assert result.exit_code == 2
+    assert "seq-xl" in result.output, "an unknown size names the sizes there are"
+    model = SequenceTeacher(ml100k.schema, SEQUENCE_SIZES["seq-s"])
+    monkeypatch.setattr("psutil.virtual_memory", lambda: type("M", (), {"available": 64 << 20})())
+    with pytest.raises(DataError, match=r"seq-s needs about .* GiB .* free"):
+        check_memory("seq-s", model, 64, torch.device("cpu"))
+    assert not (tmp_path / "t").exists()

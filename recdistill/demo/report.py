@@ -42,6 +42,7 @@ class TaskResults:
     teacher_seed_manifests: list[dict[str, Any]] = field(default_factory=list)  # seed 0 first
     short_teacher_manifest: dict[str, Any] | None = None  # the short-history teacher control's
     short_teacher_test: dict[str, float] | None = None
+    short_teacher_scores: np.ndarray | None = None  # its test scores, for the history's paired gain
     exploration: ExplorationSet | None = None  # the live replay's exploration slice
     teacher_selection: list[dict[str, Any]] = field(default_factory=list)  # candidates by valid AUC
     counterfactual: dict[str, Any] | None = None  # the A/B question asked of every request (`counterfactual_ab`)
@@ -252,6 +253,14 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
         "tuning": {variant: t.summary() for variant, t in experiment.tuning.items()},
         "protocol": PROTOCOL,
     }
+    if result.short_teacher_scores is not None:
+        # What the long history gives the teacher: the same model reading only the student's window, on the
+        # same events (teacher seeds paired with the short-history teacher), users resampled.
+        gain = auc_difference(test.labels, mask, test.user_ids, experiment.teacher_seed_scores,
+                              [result.short_teacher_scores] * len(experiment.teacher_seed_scores),
+                              config.bootstrap_samples)
+        summary["teacher_history_gain_auc"] = gain["difference"]
+        summary["teacher_history_gain_auc_ci95"] = {"low": gain["low"], "high": gain["high"]}
     if result.short_teacher_test is not None and result.short_teacher_manifest is not None:
         summary["short_history_teacher"] = result.short_teacher_test | {
             "version": result.short_teacher_manifest["teacher_version"],

@@ -138,7 +138,7 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
                                                       out / "logs" / f"triton-{task}-short-history.log",
                                                       config.background_niceness)
             experiment.other_teachers["short_history_teacher"] = phase.debiased()[0]
-            result.short_teacher_test = experiment.metrics(scores)
+            result.short_teacher_test, result.short_teacher_scores = experiment.metrics(scores), scores
         stages(f"{task}: batch phase, tuning on valid, {config.seeds} paired seeds + ablations and controls")
         controls = [c for c in CONTROLS if c != "short_history_teacher" or c in experiment.other_teachers]
         grid = TuningGrid(config.tune_weight_decay, config.tune_kd_weight, config.tune_lr)

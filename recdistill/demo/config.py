@@ -13,9 +13,10 @@ class DemoConfig:
     seeds: int = 3
     tasks: tuple[Task, ...] = ("slate", "ctr")
     # Teacher (trained once per content hash, then reused).
-    # Candidate teacher sizes, the best on the valid window used (the gate's holdout excluded): the first
-    # is what the other teacher seeds and the short-history control use when it is chosen.
-    teacher_sizes: tuple[str, ...] = ("medium", "large")
+    # Candidate teacher sizes and history limits: the best on the valid window is used (the gate's holdout
+    # excluded), and the other teacher seeds and the short-history control take its size. One candidate
+    # by default (each more costs a teacher's training on a fresh run).
+    teacher_sizes: tuple[str, ...] = ("medium",)
     teacher_history_limits: tuple[int | None, ...] = (None,)  # None: the whole history (up to 20,000 events)
     teacher_epochs: int = 30
     teacher_batch_size: int = 512

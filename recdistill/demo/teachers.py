@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from recdistill.core.data.dataset import PreparedDataset
+from teacher_service.sequence import SEQUENCE_SIZES
 from teacher_service.train import TeacherTrainConfig, architecture, train_teacher
+
+SEQUENCE_ONLY = ("device", "windows_per_batch")  # training settings only the sequence family reads
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +26,9 @@ def content_key(dataset: PreparedDataset, config: TeacherTrainConfig) -> str:
     manifest = dataset.manifest
     payload = {"source": manifest.get("source_sha256"), "schema": dataset.schema.hash, "split": manifest["split"],
                "slate_negatives": manifest.get("slate_negatives"), "seed": manifest.get("seed"),
-               "train": asdict(config), "architecture": architecture(config.size).to_dict()}
+               "train": {k: v for k, v in asdict(config).items()  # what the family reads
+                         if config.size in SEQUENCE_SIZES or k not in SEQUENCE_ONLY},
+               "architecture": architecture(config.size).to_dict()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -96,7 +96,7 @@ def training_windows(dataset: PreparedDataset, encoder: Encoder, end_ts: float, 
     return windows
 
 
-def _batch(windows: list[_Window], device: torch.device) -> dict[str, torch.Tensor]:
+def window_batch(windows: list[_Window], device: torch.device) -> dict[str, torch.Tensor]:
     width = max(len(w.items) for w in windows)
 
     def pad(name: str, dtype: np.dtype) -> torch.Tensor:
@@ -149,7 +149,7 @@ def fit_sequence(model: SequenceTeacher, windows: list[_Window], valid: EncodedS
         order = generator.permutation(len(windows))
         for first in range(0, len(order), batch_size):
             chosen = [windows[i] for i in order[first:first + batch_size]]
-            batch = _batch(chosen, device)
+            batch = window_batch(chosen, device)
             negatives = torch.from_numpy(generator.integers(FIRST_KNOWN_INDEX, vocabulary,
                                                             model.config.negatives)).to(device)
             with autocast:

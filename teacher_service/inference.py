@@ -25,8 +25,10 @@ class BadTeacherInput(ValueError):
 
 
 class TeacherInference:
-    def __init__(self, model: torch.nn.Module, schema: FeatureSchema, max_candidates: int, max_history: int) -> None:
+    def __init__(self, model: torch.nn.Module, schema: FeatureSchema, max_candidates: int, max_history: int,
+                 device: torch.device | None = None) -> None:
         self.model = model
+        self.device = device or torch.device("cpu")  # where the model is: inputs go there, scores come back
         self.schema = schema
         self.max_candidates = max_candidates
         self.max_history = max_history
@@ -68,8 +70,8 @@ class TeacherInference:
 
     def score(self, data: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():
-            return self.model(**{name: torch.from_numpy(np.ascontiguousarray(data[name]))
-                                 for name in self.input_names}).numpy()
+            return self.model(**{name: torch.from_numpy(np.ascontiguousarray(data[name])).to(self.device)
+                                 for name in self.input_names}).cpu().numpy()
 
     def __call__(self, requests: Sequence[Any]) -> list[dict[str, np.ndarray]]:
         for request in requests:

@@ -14,6 +14,7 @@ import torch
 from recdistill.core.contracts.teacher import TeacherTensorSpec
 from teacher_service.checkpoint import load_checkpoint
 from teacher_service.inference import TeacherInference
+from teacher_service.sequence_train import resolve_device
 from teacher_service.settings import TeacherServeSettings
 
 logger = logging.getLogger(__name__)
@@ -34,8 +35,10 @@ def build_triton(settings: TeacherServeSettings):  # -> pytriton.triton.Triton
 
     ensure_libpython_on_library_path()
     model, schema, manifest = load_checkpoint(settings.checkpoint)
+    device = resolve_device(settings.device)
+    model.to(device)
     torch.set_num_threads(settings.threads_per_instance * settings.instances)
-    infer_funcs = [TeacherInference(model, schema, settings.max_candidates, settings.max_history)
+    infer_funcs = [TeacherInference(model, schema, settings.max_candidates, settings.max_history, device)
                    for _ in range(settings.instances)]
     config = TritonConfig(
         http_address="127.0.0.1", http_port=settings.http_port,
@@ -56,8 +59,8 @@ def build_triton(settings: TeacherServeSettings):  # -> pytriton.triton.Triton
         ),
         strict=True,
     )
-    logger.info("teacher %s (schema %s) bound as Triton model '%s' with %d instance(s) x %d thread(s)",
-                manifest["teacher_version"], schema.hash, settings.model_name, settings.instances,
+    logger.info("teacher %s (schema %s) bound as Triton model '%s' on %s with %d instance(s) x %d thread(s)",
+                manifest["teacher_version"], schema.hash, settings.model_name, device, settings.instances,
                 settings.threads_per_instance)
     return triton
 

@@ -30,6 +30,8 @@ class TeacherServeSettings(BaseSettings):
     max_queue_delay_us: int = 2_000
     max_candidates: int = MAX_CANDIDATES
     max_history: int = MAX_HISTORY_EVENTS
+    # auto: the model on the GPU when CUDA is present (every instance shares it), else the CPU.
+    device: str = "auto"
 
     @model_validator(mode="after")
     def _fill_threads(self) -> TeacherServeSettings:

@@ -108,7 +108,7 @@ def build_service(settings: StudentSettings) -> RankingService:
     encoder = Encoder(schema, "student")
     store = open_state_store(settings.registry, settings.registry_store)
     registry = ModelRegistry(settings.registry, encoder, settings.ort_threads, settings.warmup_runs,
-                             settings.max_candidates, store, settings.max_batch_requests)
+                             settings.max_candidates, store, settings.max_batch_requests, tuple(settings.ort_providers))
     try:
         if registry.sync_with_state():  # the active version, and the holdback of an A/B test if one runs
             metrics.set_active_version(registry.active.version)  # type: ignore[union-attr]

@@ -55,11 +55,13 @@ def staging_probes(encoder: Encoder, max_candidates: int, max_batch: int) -> lis
 
 class ModelRegistry:
     def __init__(self, root: Path, encoder: Encoder, ort_threads: int, warmup_runs: int,
-                 max_candidates: int = 100, store: StateStore | None = None, max_batch: int = 32) -> None:
+                 max_candidates: int = 100, store: StateStore | None = None, max_batch: int = 32,
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> None:
         self.root = Path(root).resolve()
         self.store = store or FileStateStore(self.root)
         self.encoder = encoder
         self.ort_threads = ort_threads
+        self.providers = providers
         self.warmup_runs = warmup_runs
         self._staged: dict[str, Scorer] = {}
         self._active: Scorer | None = None
@@ -125,7 +127,7 @@ class ModelRegistry:
             raise ArtifactError(f"version {version} was built for feature schema {manifest.schema_hash}, "
                                 f"this server encodes with {self.encoder.schema.hash}")
         try:
-            scorer = Scorer.load(model_path, version, manifest, self.ort_threads)
+            scorer = Scorer.load(model_path, version, manifest, self.ort_threads, self.providers)
         except Exception as exc:  # noqa: BLE001 - any load failure refuses the version
             raise ArtifactError(f"version {version}: model cannot be loaded ({exc})") from None
         for shape, probe in self._probes:

@@ -32,8 +32,9 @@ class Scorer:
     session: ort.InferenceSession
 
     @classmethod
-    def load(cls, path: Path, version: str, manifest: Manifest, threads: int) -> Scorer:
-        return cls(version, manifest, serving_session(path, threads))
+    def load(cls, path: Path, version: str, manifest: Manifest, threads: int,
+             providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> Scorer:
+        return cls(version, manifest, serving_session(path, threads, providers))
 
     def run(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(None, tensors)[0]

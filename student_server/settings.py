@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recdistill.core.features.request import MAX_CANDIDATES, MAX_HISTORY_EVENTS
@@ -38,6 +38,9 @@ class StudentSettings(BaseSettings):
     body_timeout_s: float = Field(default=10.0, gt=0)  # a request body must arrive within this
     # ONNX Runtime threads per process: processes x threads should not exceed the cores.
     ort_threads: int = Field(default=1, ge=1)
+    # ONNX Runtime execution providers, in order of preference; the CPU is always the fallback. CUDA needs
+    # the `gpu` extra (onnxruntime-gpu): STUDENT_ORT_PROVIDERS='["CUDAExecutionProvider"]'.
+    ort_providers: list[str] = ["CPUExecutionProvider"]
     max_batch_requests: int = Field(default=32, ge=1)
     # How long the batcher waits for more requests after the first. Swept with 16 connections on 2
     # cores (req/s, 2 processes): 100 us ~9.0k, 200 us ~8.7k, 500 us ~7.5k, 1 ms ~5.5k; 0 costs more
@@ -78,3 +81,14 @@ class StudentSettings(BaseSettings):
     server_id: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     # Retention never deletes the newest N segments of a partition, whatever the consumers committed.
     sample_log_min_segments: int = Field(default=2, ge=1)
+
+    @field_validator("ort_providers")
+    @classmethod
+    def _known_providers(cls, value: list[str]) -> list[str]:
+        import onnxruntime as ort
+
+        unknown = [name for name in value if name not in ort.get_all_providers()]
+        if unknown:
+            raise ValueError(f"unknown ONNX Runtime execution provider(s) {unknown}; known: "
+                             f"{', '.join(ort.get_all_providers())}")
+        return value

@@ -61,7 +61,7 @@ def quality_decision(candidate: np.ndarray, references: dict[str, np.ndarray], h
     test each (`non_inferiority`), with its interval and power."""
     mask = holdout.labels >= 0
     return {role: non_inferiority(candidate, scores, holdout.labels, mask, holdout.user_ids, config.auc_tolerance,
-                                  config.bootstrap_samples) for role, scores in references.items()}
+                                  config.bootstrap_samples, config.power) for role, scores in references.items()}
 
 
 def standard_request(encoder: Encoder) -> dict[str, np.ndarray]:
@@ -95,7 +95,7 @@ def gate(onnx_model: bytes, model: torch.nn.Module, probe: dict[str, np.ndarray]
         if not decision["non_inferior"]:
             low = decision["ci90"][0]
             result.reasons.append(f"holdout AUC vs the {role} version {roles[role]}: {decision['difference']:+.4f} "
-                                  f"(lower 95% bound {low:+.4f}) is not within the margin -{config.auc_tolerance}")
+                                  f"(lower 95% bound {low:+.4f}) is not within the margin -{decision['margin']}")
     result.metrics["quality"] = decisions
     # A new anchor: the first version, or one significantly better than the anchor.
     result.metrics["reanchor"] = anchor is None or bool(decisions.get("anchor", {}).get("better"))

@@ -43,11 +43,15 @@ def user_weights(user_ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def non_inferiority(candidate: np.ndarray, reference: np.ndarray, labels: np.ndarray, mask: np.ndarray,
-                    user_ids: np.ndarray, margin: float, samples: int, seed: int = 0) -> dict[str, Any]:
-    """Is `candidate` no worse than `reference` by more than `margin` AUC on these events? A paired test
+                    user_ids: np.ndarray, margin: float, samples: int, power: float = 0.8,
+                    seed: int = 0) -> dict[str, Any]:
+    """Is `candidate` no worse than `reference` by more than the margin AUC on these events? A paired test
     (both score the same events; one user draw for both): non-inferior when the one-sided 95% lower bound of
-    (candidate - reference) lies above -margin; better when it lies above 0. Also the power this holdout
-    has to refuse a candidate exactly `margin` worse (normal approximation with the bootstrap's SE)."""
+    (candidate - reference) lies above -margin; better when it lies above 0.
+
+    The margin is sized to the holdout: at least `margin`, and at least the loss this holdout refuses with
+    `power` ((z_0.95 + z_power) standard errors of the paired difference), so a small holdout does not
+    refuse every candidate that is not clearly better; both are reported, with the power at the margin."""
     a, b = RankedScores.of(candidate, labels, mask), RankedScores.of(reference, labels, mask)
     ones = np.ones(labels.shape[0])
     point = a.auc(ones) - b.auc(ones)
@@ -59,7 +63,8 @@ def non_inferiority(candidate: np.ndarray, reference: np.ndarray, labels: np.nda
     low, high = (float(v) for v in np.percentile(draws, [5.0, 95.0]))
     se = float(np.std(draws, ddof=1))
     z = NormalDist()
-    power = z.cdf(margin / se - z.inv_cdf(0.95)) if se > 0 else 1.0
+    sized = max(margin, (z.inv_cdf(0.95) + z.inv_cdf(power)) * se)
+    achieved = z.cdf(sized / se - z.inv_cdf(0.95)) if se > 0 else 1.0
     return {"difference": round(point, 6), "ci90": [round(low, 6), round(high, 6)], "se": round(se, 6),
-            "margin": margin, "power_at_margin": round(power, 3), "non_inferior": low > -margin, "better": low > 0,
-            "samples": samples, "resamples": "users"}
+            "margin": round(sized, 6), "margin_configured": margin, "power_at_margin": round(achieved, 3),
+            "non_inferior": low > -sized, "better": low > 0, "samples": samples, "resamples": "users"}

@@ -275,11 +275,11 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
                                  if row["name"] in ("batch_only", "stream_no_ipw", "stream_no_position_tower")]
         summary["promoted_versions"] = result.live_versions
         batch = next((v for v in result.live_versions if v["phase"] == "batch"), None)
-        margin = experiment.settings.gate.auc_tolerance
-        # The gate holds every candidate to the batch version (its anchor) on the gate's holdout; on test:
+        # The gate holds every candidate to the batch version (its anchor) on the gate's holdout, within the
+        # margin sized to it; the same on test:
         summary["promoted_below_batch_by_more_than_margin"] = None if batch is None else [
-            v["version"] for v in result.live_versions
-            if v["phase"] == "stream" and v["test"]["auc"] < batch["test"]["auc"] - margin]
+            v["version"] for v in result.live_versions if v["phase"] == "stream" and v["test"]["auc"]
+            < batch["test"]["auc"] - v["gate"].get("anchor", {}).get("margin", experiment.settings.gate.auc_tolerance)]
     return summary
 
 

@@ -3,6 +3,7 @@ Triton teacher labels, the worker trains incrementally, survives kills, and prom
 
 from __future__ import annotations
 
+import asyncio
 import math
 from pathlib import Path
 
@@ -42,6 +43,15 @@ def _total_records(root: Path) -> int:
     return sum(SampleLog(p).end_offset() for p in root.iterdir() if p.is_dir())
 
 
+async def _written(root: Path, records: int, timeout_s: float = 30.0) -> None:
+    """Wait until the server's writer thread has put `records` records in the sample log (sampled requests
+    are written behind the response, asynchronously)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while _total_records(root) < records:
+        assert asyncio.get_running_loop().time() < deadline, f"{_total_records(root)} of {records} records written"
+        await asyncio.sleep(0.05)
+
+
 async def test_stream_trains_each_record_once_across_kills_and_promotes(
     triton_teacher: RunningTriton, ml100k: PreparedDataset, registry: Path, tmp_path: Path
 ) -> None:
@@ -68,12 +78,14 @@ async def test_stream_trains_each_record_once_across_kills_and_promotes(
     try:
         async with run_server(settings) as server, httpx.AsyncClient(base_url=server.http_url) as client:
             await _replay(client, ml100k, first, feedback_for=set(first[:10]))
+            await _written(samples, 30 + 10)
             worker = new_worker()
             step = await worker.step(now=FAR_FUTURE)
             assert step.trained == 30
             assert worker.state.feedback_joined == 10
 
             await _replay(client, ml100k, second, feedback_for=set(second[:5]))
+            await _written(samples, 60 + 15)
             # Killed after training but before its checkpoint: the next worker redoes that work.
             crashed = new_worker()
             crashed.consumer.consume()

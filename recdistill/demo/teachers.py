@@ -32,19 +32,21 @@ def content_key(dataset: PreparedDataset, config: TeacherTrainConfig) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def train_or_reuse(dataset: PreparedDataset, config: TeacherTrainConfig, cache: Path, dest: Path
+def train_or_reuse(dataset: PreparedDataset, config: TeacherTrainConfig, cache: Path, dest: Path | None
                    ) -> tuple[dict[str, Any], bool]:
-    """The teacher checkpoint at `dest` (copied from the cache); returns (its manifest, reused?)."""
+    """The teacher checkpoint in the cache (trained if it is not there), copied to `dest` unless None;
+    returns (its manifest, reused?)."""
     cached = cache / f"teacher-{config.task}-{content_key(dataset, config)}"
     reused = (cached / "manifest.json").exists()
     if reused:
         logger.info("reusing teacher %s (same data and config)", cached.name)
     else:
         train_teacher(dataset.directory, cached, config)
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(cached, dest)
-    return json.loads((dest / "manifest.json").read_text()), reused
+    if dest is not None:
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(cached, dest)
+    return json.loads((cached / "manifest.json").read_text()), reused
 
 
 def choose_teacher(dataset: PreparedDataset, config: TeacherTrainConfig, sizes: tuple[str, ...],
@@ -57,10 +59,10 @@ def choose_teacher(dataset: PreparedDataset, config: TeacherTrainConfig, sizes: 
     for size in sizes:
         for limit in history_limits:
             candidate = replace(config, size=size, history_limit=limit)
-            manifest, reused = train_or_reuse(dataset, candidate, cache, dest)
+            manifest, reused = train_or_reuse(dataset, candidate, cache, None)
             tried.append({"size": size, "history_limit": limit, "parameters": manifest["parameters"],
                           "valid_auc": round(manifest["valid"]["auc"], 6), "config": candidate, "reused": reused})
     best = max(tried, key=lambda row: row["valid_auc"])
-    manifest, reused = train_or_reuse(dataset, best["config"], cache, dest)
-    return manifest, reused, [{k: v for k, v in row.items() if k != "config"} | {"chosen": row is best}
+    manifest, _ = train_or_reuse(dataset, best["config"], cache, dest)
+    return manifest, best["reused"], [{k: v for k, v in row.items() if k != "config"} | {"chosen": row is best}
                               for row in tried]

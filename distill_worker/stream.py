@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from prometheus_client import Counter, Gauge
 
 from distill_worker.batch import load_student, publish_and_promote
 from distill_worker.breaker import CircuitOpenError
+from distill_worker.consumer import SampleConsumer, StepResult, StreamState
 from distill_worker.debias import Calibration, inverse_propensity_weights
 from distill_worker.labels import LabelRequest, LabelStore
 from distill_worker.settings import DistillConfig, StreamConfig, WorkerSettings
@@ -41,200 +41,30 @@ from distill_worker.student import StudentConfig, StudentModel
 from distill_worker.teacher_client import TeacherClient, TeacherRefusedError, TeacherUnavailableError
 from distill_worker.trainer import distill_loss
 from recdistill.core.contracts.records import (
-    InvalidRecordError,
     SampledRequest,
-    SampleRecord,
-    decode_record,
     encode_record,
 )
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.errors import BrokerUnavailableError, RecDistillError
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.fileio import atomic_write_with
-from recdistill.core.samplelog import LogEntry, LogLocation, LogSource, open_source
+from recdistill.core.samplelog import LogLocation, LogSource, open_source
 from recdistill.core.samplelog.redis import RedisLogConfig, TrainerLease
 from recdistill.core.samplelog.source import FileSource
 from recdistill.core.training import Batch, EncodedSplit, to_torch
 
 logger = logging.getLogger(__name__)
 CONSUMER = FileSource.consumer
-RECORDS = Counter("recdistill_worker_records_consumed", "Sample-log records consumed", ["kind"])
 TRAIN_LOSS = Gauge("recdistill_worker_train_loss", "Loss of the last incremental update")
 TEACHER_LAG = Gauge("recdistill_worker_teacher_lag_seconds",
                     "Time between the end of the teacher's training window and the newest request labelled")
 PROMOTIONS = Counter("recdistill_worker_promotions", "Exported students by gate outcome", ["outcome"])
-DUPLICATES = Counter("recdistill_worker_duplicates", "Sample-log records skipped: their sample id was taken before")
 DEAD_LETTERED = Counter("recdistill_worker_dead_lettered", "Sampled requests the teacher refused (not trained)")
 
 
 @dataclass
 class LeaseLostError(RecDistillError):
     """Another worker holds the trainer lease: this one must stop training."""
-
-
-@dataclass
-class StreamState:
-    """Everything the stream must resume from; saved with the model in each checkpoint."""
-
-    offsets: dict[str, int | str] = field(default_factory=dict)  # partition -> position (file: offset; redis: id)
-    waiting: dict[str, bytes] = field(default_factory=dict)  # request_id -> the sampled request record
-    feedback: dict[str, dict[str, float]] = field(default_factory=dict)  # request_id -> item_id -> label
-    feedback_seen: dict[str, float] = field(default_factory=dict)  # request_id -> when its feedback came
-    records_consumed: int = 0
-    examples_trained: int = 0
-    feedback_joined: int = 0
-    unmatched_feedback: int = 0  # feedback with no waiting request: not sampled, or came after training
-    dead_lettered: int = 0  # unreadable records and requests the teacher refused: in dead-letter.jsonl
-    duplicates: int = 0  # records whose sample id was taken before (at-least-once delivery): skipped
-    # Requests of the exploration slice (served in a random order): kept for unbiased evaluation, not trained
-    # on (their feedback then counts as unmatched), unless StreamConfig.train_on_exploration.
-    exploration_held_out: int = 0
-    trained_ids: list[str] = field(default_factory=list)  # with StreamConfig.audit_trained_ids only
-    since_export: int = 0
-    versions_promoted: list[str] = field(default_factory=list)
-    exports_refused: int = 0
-
-    def progress(self) -> tuple[int, ...]:
-        """Changes whenever a step changed anything a checkpoint holds."""
-        return (self.records_consumed, self.examples_trained, self.dead_lettered, self.unmatched_feedback,
-                self.duplicates, self.exploration_held_out, self.since_export, len(self.versions_promoted),
-                self.exports_refused)
-
-    def counters(self) -> dict[str, Any]:
-        """The state without its working sets, which it counts instead: what a report shows. Every record
-        consumed is in exactly one of: trained, held out (exploration), dead-lettered, duplicate, feedback
-        joined, feedback unmatched, or still waiting (requests and feedback whose join window is open)."""
-        return {k: v for k, v in asdict(self).items()
-                if k not in ("waiting", "feedback", "feedback_seen", "trained_ids")} | {
-            "waiting_requests": len(self.waiting),
-            "waiting_feedback": sum(len(items) for items in self.feedback.values())}
-
-
-@dataclass
-class StepResult:
-    read: int
-    trained: int
-    published: str | None = None
-    refused: bool = False
-
-
-class SampleConsumer:
-    """Reads new records from the sample log (any backend) past the state's positions, de-duplicates them
-    by sample id where delivery is at least once, and joins feedback to requests."""
-
-    def __init__(self, source: LogSource, state: StreamState, config: StreamConfig,
-                 dead_letter: Callable[[bytes, str, str], None], request_type: type) -> None:
-        self.source = source
-        self.request_type = request_type  # the schema's request struct: records are validated as at the edge
-        self.state = state
-        self.config = config
-        self.dead_letter = dead_letter  # (payload, request id or "", reason)
-        self._decoded: dict[str, SampledRequest] = {}  # the waiting requests, decoded (the state keeps bytes)
-        self._behind: dict[str, float] = {}  # partition -> server time of the newest record read from it
-        self._keys: list[str] = []  # sample ids taken since the last commit
-
-    def _record(self, payload: bytes) -> SampleRecord | None:
-        try:
-            # An unknown format stops the worker with an error naming it.
-            return decode_record(payload, self.request_type)
-        except InvalidRecordError as exc:
-            self.dead_letter(payload, "", str(exc))
-            return None
-
-    def _duplicate(self, record: SampleRecord) -> bool:
-        if isinstance(record, SampledRequest):
-            return record.request_id in self.state.waiting
-        return record.item_id in self.state.feedback.get(record.request_id, {})
-
-    def consume(self) -> int:
-        """Read new records into the state; returns how many were read (duplicates and unreadable ones too)."""
-        entries, behind = self.source.read(self.state.offsets, self.config.max_records)
-        records: list[tuple[LogEntry, SampleRecord, str]] = []
-        for entry in entries:
-            if entry.replayed:  # in the checkpoint already: re-marked and acknowledged, not taken again
-                with contextlib.suppress(InvalidRecordError):  # an unreadable one was dead-lettered the first time
-                    self._keys.append(_sample_key(decode_record(entry.payload, self.request_type)))
-                continue
-            self.state.offsets[entry.partition] = entry.position
-            self.state.records_consumed += 1
-            record = self._record(entry.payload)
-            if record is not None:
-                records.append((entry, record, _sample_key(record)))
-        seen = self.source.seen([key for _, _, key in records]) if self.source.at_least_once else []
-        last_ts: dict[str, float] = {}
-        batch: set[str] = set()
-        for index, (entry, record, key) in enumerate(records):
-            if (seen and seen[index]) or key in batch or self._duplicate(record):
-                self.state.duplicates += 1
-                DUPLICATES.inc()
-                continue
-            batch.add(key)
-            self._keys.append(key)
-            last_ts[entry.partition] = self._take(record, entry.payload)
-        for partition in set(self._behind) - behind:
-            del self._behind[partition]  # caught up: nothing older can still arrive from it
-        for partition in behind & set(last_ts):
-            self._behind[partition] = last_ts[partition]
-        return sum(not e.replayed for e in entries)
-
-    def event_time(self, now: float) -> float:
-        """How far event time has surely got: `now`, held back to the newest record read from any partition
-        the worker has not caught up with (a backlog). Join windows close in event time, so a click still
-        in the backlog is never outrun by the training of its request."""
-        return min([now, *self._behind.values()])
-
-    def _take(self, record: SampleRecord, payload: bytes) -> float:
-        """Take one record into the state; returns its server time."""
-        if isinstance(record, SampledRequest):
-            RECORDS.labels(kind="request").inc()
-            if record.policy == "random" and not self.config.train_on_exploration:
-                self.state.exploration_held_out += 1
-                return record.ts
-            self.state.waiting[record.request_id] = payload
-            self._decoded[record.request_id] = record
-            return record.ts
-        RECORDS.labels(kind="feedback").inc()
-        # Feedback may come before its request record (the sampler writes asynchronously): keep it.
-        self.state.feedback.setdefault(record.request_id, {})[record.item_id] = record.label
-        self.state.feedback_seen.setdefault(record.request_id, record.received_ts)
-        return record.received_ts
-
-    def prune_feedback(self, now: float) -> None:
-        """Feedback that matched no waiting request for two windows arrived after its request was trained."""
-        now = self.event_time(now)
-        horizon = 2 * self.config.join_window_s
-        for request_id, seen in list(self.state.feedback_seen.items()):
-            if request_id not in self.state.waiting and now - seen >= horizon:
-                self.state.unmatched_feedback += len(self.state.feedback.pop(request_id, {}))
-                del self.state.feedback_seen[request_id]
-
-    def due(self, now: float) -> list[SampledRequest]:
-        """Requests whose feedback window has closed in event time, oldest first."""
-        now = self.event_time(now)
-        waiting = [self._decoded.get(request_id) or self._decoded.setdefault(
-                       request_id, decode_record(payload, self.request_type))  # decoded once (restored state: lazily)
-                   for request_id, payload in self.state.waiting.items()]
-        return sorted((r for r in waiting if now - r.ts >= self.config.join_window_s), key=lambda r: r.ts)
-
-    def release(self, records: list[SampledRequest]) -> None:
-        """Trained: forget the requests and the feedback joined to them."""
-        for record in records:
-            self.state.waiting.pop(record.request_id)
-            self._decoded.pop(record.request_id, None)
-            self.state.feedback_joined += len(self.state.feedback.pop(record.request_id, {}))
-            self.state.feedback_seen.pop(record.request_id, None)
-
-    def commit(self) -> None:
-        """Tell the log what the checkpoint now holds (call after each checkpoint)."""
-        self.source.commit(self.state.offsets, self._keys)
-        self._keys = []
-
-
-def _sample_key(record: SampleRecord) -> str:
-    """The sample id: a request's id, or a feedback's request id and item."""
-    if isinstance(record, SampledRequest):
-        return record.request_id
-    return f"{record.request_id}/fb/{record.item_id}"
 
 
 class StreamTrainer:

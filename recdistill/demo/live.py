@@ -17,10 +17,11 @@ from typing import Any
 import httpx
 from rich.progress import Progress
 
+from distill_worker.consumer import StepResult, StreamState
 from distill_worker.debias import Calibration
 from distill_worker.promote import promote
 from distill_worker.settings import StreamConfig, WorkerSettings
-from distill_worker.stream import StepResult, StreamState, stream_main
+from distill_worker.stream import stream_main
 from distill_worker.student import StudentModel
 from recdistill.core.contracts.registry import Holdback, to_builtins
 from recdistill.core.data.dataset import PreparedDataset

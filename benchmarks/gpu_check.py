@@ -42,9 +42,9 @@ def training_throughput(dataset: PreparedDataset, size: str, device: torch.devic
     tokens, steps, started = 0, 0, None
     while started is None or time.perf_counter() - started < seconds:
         chosen = [windows[i] for i in rng.integers(len(windows), size=batch)]
-        data = window_batch(chosen, device)
-        vocabulary = model.embed.item.num_embeddings
-        negatives = torch.from_numpy(rng.integers(2, vocabulary, model.config.negatives)).to(device)
+        shared = rng.integers(2, model.embed.item.num_embeddings, model.config.negatives)
+        data = window_batch(chosen, device, shared, model.config.own_negatives)
+        negatives = torch.from_numpy(shared).to(device)
         with autocast:
             loss = sequence_loss(model, data, negatives)
         optimizer.zero_grad(set_to_none=True)

@@ -132,6 +132,15 @@ class BatchPhase:
         self._debiased.clear()
         return scores
 
+    def use_labels(self, raw_soft: np.ndarray, raw_fresh: np.ndarray) -> None:
+        """Soft labels a teacher gave outside this phase (an offline study scoring teachers in-process), on the
+        training slates and the valid window, in this phase's event and candidate order."""
+        if raw_soft.shape != self.data.train.labels.shape or raw_fresh.shape != self.data.valid.labels.shape:
+            raise ValueError(f"labels of shape {raw_soft.shape} / {raw_fresh.shape} for windows of "
+                             f"{self.data.train.labels.shape} / {self.data.valid.labels.shape}")
+        self.raw_soft, self.raw_fresh = raw_soft, raw_fresh
+        self._debiased.clear()
+
     def debiased(self, method: CalibrationMethod | None = None) -> tuple[np.ndarray, Calibration, dict[str, Any]]:
         """(soft labels, calibration, report): calibrated on the valid window with `method` (default: the
         settings'), then mapped into the student's negative-sampled space. Computed once per method."""

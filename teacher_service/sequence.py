@@ -5,7 +5,10 @@ embedding of its distance from the most recent event (log-bucketed, so any lengt
 Causal self-attention (`torch.nn.functional.scaled_dot_product_attention`: flash / memory-efficient
 kernels, no L x L matrix kept) gives a state after every event. A candidate is scored target-aware from
 the state after the last event, the time from that event to the request, and the candidate's item:
-`(W [state, gap]) . item + bias[item]`.
+`(W [state, gap]) . item + bias[item]`, plus what a hard search of the history for the candidate finds
+(as SIM's hard mode retrieves the events that match a candidate): how often the user's history holds the
+candidate's item (log-bucketed) and how long ago it last did, embedded and read by the same query. On
+repeat-purchase data that is the signal a 10-event window lacks.
 
 Training reads a user's sequence once and learns at every position at the same time: the state after
 event t, with the gap to event t + 1, must pick event t + 1's item out of negatives sampled for the batch
@@ -23,10 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recdistill.core.features.schema import FeatureSchema
+from recdistill.core.features.schema import FIRST_KNOWN_INDEX, FeatureSchema
 from recdistill.core.nn import FeatureEmbedding, ModelConfig
 
 GAP_BUCKETS = 24  # log1p(hours) x 2, the last one open-ended
+COUNT_BUCKETS = 12  # matches of the candidate in the history: 0, 1, 2, 3-4, 5-8, ... (log2), the last open-ended
+NEVER = GAP_BUCKETS  # the time-since-last-match bucket of a candidate the history does not hold
 POSITION_BUCKETS = 64  # 4 x log2(1 + distance from the most recent event)
 HISTORY_INPUTS = ("hist_item", "hist_action", "hist_value", "hist_recency")
 
@@ -41,11 +46,13 @@ class SequenceConfig(ModelConfig):
     oov_dropout: float = 0.05
     train_len: int = 200  # a user's training sequence is read in windows of this many events
     negatives: int = 128  # sampled-softmax negatives, shared by every position of a batch
+    own_negatives: int = 32  # and per window, items from the user's own history (repeat data's hard negatives)
     history_limit: int | None = None  # read only the most recent N events (None: all)
 
 
 # From about 0.1M to over 100M parameters in the transformer (item embeddings add vocabulary x dim).
 SEQUENCE_SIZES = {
+    "seq-2xs": SequenceConfig(dim=8, layers=1, heads=1),
     "seq-xs": SequenceConfig(dim=32, layers=1, heads=1),
     "seq-s": SequenceConfig(dim=64, layers=2, heads=2),
     "seq-m": SequenceConfig(dim=128, layers=4, heads=4),
@@ -56,6 +63,27 @@ SEQUENCE_SIZES = {
 
 def gap_bucket(hours: torch.Tensor) -> torch.Tensor:
     return torch.clamp((torch.log1p(hours.clamp(min=0)) * 2).long(), 0, GAP_BUCKETS - 1)
+
+
+def count_bucket(counts: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(torch.ceil(torch.log2(counts.float().clamp(min=0) + 1e-9)).long() + 1, 0, COUNT_BUCKETS - 1) \
+        * (counts > 0)
+
+
+def since_bucket(hours: torch.Tensor) -> torch.Tensor:
+    """Hours since the candidate's last match (inf: never) -> bucket, NEVER for no match."""
+    return torch.where(torch.isfinite(hours), gap_bucket(torch.nan_to_num(hours, posinf=0.0)),
+                       torch.full_like(hours, NEVER, dtype=torch.long))
+
+
+def history_matches(candidates: torch.Tensor, items: torch.Tensor, hours: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hard search: for candidates [B, C] in histories [B, L] (0: padding, unseen items never match)
+    with each event's hours to the request [B, L]: (matches [B, C], hours since the last match [B, C], inf
+    for none)."""
+    eq = (candidates.unsqueeze(-1) == items.unsqueeze(1)) & (items >= FIRST_KNOWN_INDEX).unsqueeze(1)
+    since = torch.where(eq, hours.unsqueeze(1), torch.full_like(hours, float("inf")).unsqueeze(1)).amin(-1)
+    return eq.sum(-1), since
 
 
 def position_bucket(distance: torch.Tensor) -> torch.Tensor:
@@ -74,10 +102,11 @@ class _Block(nn.Module):
         self.ff = nn.Sequential(nn.Linear(dim, ff_mult * dim), nn.GELU(), nn.Linear(ff_mult * dim, dim))
         self.dropout = dropout
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, band: torch.Tensor | None = None) -> torch.Tensor:
+        """`band`: a boolean [L, L] mask (a causal window) in place of the plain causal one."""
         b, length, d = h.shape
         q, k, v = self.qkv(self.norm1(h)).view(b, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=band, is_causal=band is None,
                                                   dropout_p=self.dropout if self.training else 0.0)
         h = h + F.dropout(self.out(attended.transpose(1, 2).reshape(b, length, d)), self.dropout, self.training)
         return h + F.dropout(self.ff(self.norm2(h)), self.dropout, self.training)
@@ -101,6 +130,13 @@ class SequenceTeacher(nn.Module):
         self.query = nn.Linear(2 * d, d)  # [state, gap to the request] -> the candidate query
         self.item_bias = nn.Embedding(schema.vocab_size("item_id"), 1)
         nn.init.zeros_(self.item_bias.weight)
+        # The hard search's findings, read by the query. No match adds nothing (the padding rows stay 0), and
+        # the rest start at 0: on data without repeats the model is the plain one.
+        self.match_count = nn.Embedding(COUNT_BUCKETS, d, padding_idx=0)
+        self.match_since = nn.Embedding(GAP_BUCKETS + 1, d, padding_idx=NEVER)
+        self.match_bias = nn.Embedding(COUNT_BUCKETS, 1, padding_idx=0)
+        for table in (self.match_count, self.match_since, self.match_bias):
+            nn.init.zeros_(table.weight)
 
     # ---- the sequence ------------------------------------------------------------------------------
     def states(self, items: torch.Tensor, actions: torch.Tensor | None, values: torch.Tensor | None,
@@ -115,8 +151,13 @@ class SequenceTeacher(nn.Module):
         index = torch.arange(items.shape[1], device=items.device).unsqueeze(0)
         tokens = tokens + self.position(position_bucket(lengths.unsqueeze(1) - 1 - index))
         h = F.dropout(tokens, self.config.dropout, self.training)
+        band = None
+        if self.config.history_limit is not None and items.shape[1] > self.config.history_limit:
+            # Training windows longer than the limit: each position attends to its most recent `limit` events.
+            distance = index.T - index  # [L, L]: i - j
+            band = (distance >= 0) & (distance < self.config.history_limit)
         for block in self.blocks:
-            h = block(h)
+            h = block(h, band)
         return self.norm(h)
 
     def queries(self, states: torch.Tensor, gap_hours: torch.Tensor) -> torch.Tensor:
@@ -130,6 +171,16 @@ class SequenceTeacher(nn.Module):
     def score_shared(self, queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """[..., d] queries against the same K items each (sampled negatives): logits [..., K]."""
         return queries @ self.embed.item(items).T / math.sqrt(self.config.dim) + self.item_bias(items).squeeze(-1)
+
+    def score_matches(self, queries: torch.Tensor, counts: torch.Tensor, since_hours: torch.Tensor) -> torch.Tensor:
+        """What the hard search found for [..., C] candidates (matches, hours since the last; inf: none), read
+        by their [..., d] queries: logits [..., C] added to the item scores. (The query meets each bucket's
+        embedding once, then every candidate picks its buckets: O(C) a query, not O(C x d).)"""
+        buckets, since = count_bucket(counts), since_bucket(since_hours)
+        scale = math.sqrt(self.config.dim)
+        by_count = (queries @ self.match_count.weight.T) / scale + self.match_bias.weight.T  # [..., COUNT_BUCKETS]
+        by_since = (queries @ self.match_since.weight.T) / scale  # [..., GAP_BUCKETS + 1]
+        return by_count.gather(-1, buckets) + by_since.gather(-1, since)
 
     # ---- serving: the shared encoder's teacher view ---------------------------------------------------
     def logits(self, **x: torch.Tensor) -> torch.Tensor:
@@ -150,7 +201,9 @@ class SequenceTeacher(nn.Module):
         state = states.gather(1, last.view(-1, 1, 1).expand(-1, 1, states.shape[-1])).squeeze(1)
         state = state * (lengths > 0).unsqueeze(-1)  # an empty history: no state
         to_request = hours.gather(1, last.view(-1, 1)).squeeze(1) * (lengths > 0)
-        return self.score(self.queries(state, to_request), x["cand_item"])
+        queries = self.queries(state, to_request)
+        counts, since = history_matches(x["cand_item"], items, hours)
+        return self.score(queries, x["cand_item"]) + self.score_matches(queries, counts, since)
 
     def forward(self, **x: torch.Tensor) -> torch.Tensor:
         """Probabilities [B, C]."""

@@ -3,14 +3,18 @@ stopping on the valid window's slates (before the gate's holdout), on the GPU wh
 
 A user's training-window events are read in windows of `train_len` (the most recent first); at each
 position the state after the event, with the gap to the next one, must pick the next event's item out of
-`negatives` items drawn uniformly for the batch. Validation scores the valid window's slates through the
-serving path (`SequenceTeacher.forward` on the shared encoder's tensors), so what early stopping reads
-is what Triton serves.
+`negatives` items drawn uniformly for the batch and `own_negatives` drawn from the user's own history (on
+repeat-purchase data the hard ones). The hard search's findings for every (position, candidate) pair (how
+often the user's history up to that position holds the item, how long ago it last did) are counted over
+the user's whole history before the position, not only the window, as serving counts them. Validation
+scores the valid window's slates through the serving path (`SequenceTeacher.forward` on the shared
+encoder's tensors), so what early stopping reads is what Triton serves.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +69,29 @@ class _Window:
     gaps: np.ndarray  # hours since the event before (0 for a user's first)
     next_gaps: np.ndarray  # hours to the next event
     end_ts: float  # the time of its last event
+    prefix: np.ndarray  # the user's items up to the window's end (views of the timeline, not copies)
+    prefix_hours: np.ndarray
+
+    @property
+    def offset(self) -> int:
+        return len(self.prefix) - len(self.items)
+
+    def matches(self, candidates: np.ndarray, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """The hard search at every position t of the window for `candidates` [K] (what predicts event
+        t + 1 reads): (matches in the history up to t [T, K], hours from the last match to event t + 1 [T, K],
+        inf for none), over the whole prefix, or its most recent `limit` events."""
+        eq = (self.prefix[:, None] == candidates[None, :]) & (self.prefix >= FIRST_KNOWN_INDEX)[:, None]
+        cumulative = np.cumsum(eq, axis=0, dtype=np.int32)
+        rows = np.arange(self.offset, len(self.prefix))
+        counts = cumulative[rows]
+        last = np.maximum.accumulate(np.where(eq, np.arange(len(self.prefix))[:, None], -1), axis=0)[rows]
+        if limit is not None:
+            before = rows - limit
+            counts = counts - np.where(before[:, None] >= 0, cumulative[before.clip(min=0)], 0)
+            last = np.where(last > before[:, None], last, -1)
+        target_hours = np.append(self.prefix_hours[rows[:-1] + 1], self.prefix_hours[-1])[:, None]
+        since = np.where(last >= 0, target_hours - self.prefix_hours[last.clip(min=0)], np.inf)
+        return counts, since.astype(np.float32)
 
 
 def training_windows(dataset: PreparedDataset, encoder: Encoder, end_ts: float, length: int,
@@ -83,7 +110,8 @@ def training_windows(dataset: PreparedDataset, encoder: Encoder, end_ts: float, 
             start = max(0, stop - length)
             windows.append(_Window(timeline.items[start:stop], timeline.actions[start:stop],
                                    timeline.values[start:stop].astype(np.float32), gaps[start:stop],
-                                   next_gaps[start:stop], float(timeline.timestamps[stop - 1])))
+                                   next_gaps[start:stop], float(timeline.timestamps[stop - 1]),
+                                   timeline.items[:stop], hours[:stop]))
     if max_events is not None:  # the most recent windows, as the attention family keeps the most recent events
         windows.sort(key=lambda w: -w.end_ts)
         kept, total = [], 0
@@ -96,7 +124,10 @@ def training_windows(dataset: PreparedDataset, encoder: Encoder, end_ts: float, 
     return windows
 
 
-def window_batch(windows: list[_Window], device: torch.device) -> dict[str, torch.Tensor]:
+def window_batch(windows: list[_Window], device: torch.device, negatives: np.ndarray | None = None,
+                 own_negatives: int = 0, limit: int | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Padded windows; with the batch's shared `negatives`, also `own_negatives` items a window drawn from its
+    user's history and the hard search's findings for the targets, the shared and the own negatives."""
     width = max(len(w.items) for w in windows)
 
     def pad(name: str, dtype: np.dtype) -> torch.Tensor:
@@ -106,23 +137,51 @@ def window_batch(windows: list[_Window], device: torch.device) -> dict[str, torc
             out[row, : len(values)] = values
         return torch.from_numpy(out).to(device)
 
-    return {"items": pad("items", np.int64), "actions": pad("actions", np.int64), "values": pad("values", np.float32),
-            "gaps": pad("gaps", np.float32), "next_gaps": pad("next_gaps", np.float32),
-            "lengths": torch.tensor([len(w.items) for w in windows], device=device)}
+    batch = {"items": pad("items", np.int64), "actions": pad("actions", np.int64), "values": pad("values", np.float32),
+             "gaps": pad("gaps", np.float32), "next_gaps": pad("next_gaps", np.float32),
+             "lengths": torch.tensor([len(w.items) for w in windows], device=device)}
+    if negatives is None:
+        return batch
+    generator = np.random.default_rng(seed)
+    k, m = len(negatives), own_negatives
+    own = np.zeros((len(windows), m), dtype=np.int64)
+    counts = np.zeros((len(windows), width, 1 + k + m), dtype=np.int64)
+    since = np.full((len(windows), width, 1 + k + m), np.inf, dtype=np.float32)
+    for row, window in enumerate(windows):
+        seen = window.prefix[window.prefix >= FIRST_KNOWN_INDEX]
+        if m and len(seen):
+            own[row] = generator.choice(seen, m)
+        targets = np.append(window.items[1:], 0)
+        unique, inverse = np.unique(np.concatenate([targets, negatives, own[row]]), return_inverse=True)
+        found, hours = window.matches(unique, limit)
+        t = len(window.items)
+        columns = np.concatenate([inverse[:t, None], np.broadcast_to(inverse[t:], (t, k + m))], axis=1)
+        counts[row, :t] = np.take_along_axis(found, columns, axis=1)
+        since[row, :t] = np.take_along_axis(hours, columns, axis=1)
+    found = {"own_negatives": own, "match_counts": counts, "match_since": since}
+    return batch | {name: torch.from_numpy(array).to(device) for name, array in found.items()}
 
 
 def sequence_loss(model: SequenceTeacher, batch: dict[str, torch.Tensor], negatives: torch.Tensor) -> torch.Tensor:
-    """Sampled softmax at every position: the next event's item against the shared negatives."""
+    """Sampled softmax at every position: the next event's item against the shared and the window's own
+    negatives, each with what the hard search finds for it (`window_batch` with the same negatives)."""
     items, lengths = batch["items"], batch["lengths"]
     states = model.states(items, batch["actions"], batch["values"], batch["gaps"], lengths)
     queries = model.queries(states[:, :-1], batch["next_gaps"][:, :-1])
     targets = items[:, 1:]
     positions = torch.arange(targets.shape[1], device=items.device).unsqueeze(0)
     valid = (positions < (lengths - 1).unsqueeze(1)) & (targets >= FIRST_KNOWN_INDEX)  # unseen items teach nothing
+    own = batch["own_negatives"]  # [B, M]
     positive = model.score(queries, targets.unsqueeze(-1))  # [B, T, 1]
-    negative = model.score_shared(queries, negatives)  # [B, T, K]
-    negative = negative.masked_fill(negatives.view(1, 1, -1) == targets.unsqueeze(-1), float("-inf"))
-    logits = torch.cat([positive, negative], dim=-1)[valid]
+    shared = model.score_shared(queries, negatives)  # [B, T, K]
+    mine = torch.einsum("btd,bmd->btm", queries, model.embed.item(own)) / math.sqrt(model.config.dim) \
+        + model.item_bias(own).squeeze(-1).unsqueeze(1)  # [B, T, M]
+    logits = torch.cat([positive, shared, mine], dim=-1)
+    logits = logits + model.score_matches(queries, batch["match_counts"][:, :-1], batch["match_since"][:, :-1])
+    candidates = torch.cat([negatives.view(1, 1, -1).expand(own.shape[0], 1, -1), own.unsqueeze(1)], dim=-1)
+    same = torch.cat([torch.zeros_like(targets, dtype=torch.bool).unsqueeze(-1),
+                      candidates == targets.unsqueeze(-1)], dim=-1)  # a negative that is the target
+    logits = logits.masked_fill(same, float("-inf"))[valid]
     return F.cross_entropy(logits.float(), torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device))
 
 
@@ -149,9 +208,10 @@ def fit_sequence(model: SequenceTeacher, windows: list[_Window], valid: EncodedS
         order = generator.permutation(len(windows))
         for first in range(0, len(order), batch_size):
             chosen = [windows[i] for i in order[first:first + batch_size]]
-            batch = window_batch(chosen, device)
-            negatives = torch.from_numpy(generator.integers(FIRST_KNOWN_INDEX, vocabulary,
-                                                            model.config.negatives)).to(device)
+            shared = generator.integers(FIRST_KNOWN_INDEX, vocabulary, model.config.negatives)
+            batch = window_batch(chosen, device, shared, model.config.own_negatives, model.config.history_limit,
+                                 seed=int(generator.integers(2**31)))
+            negatives = torch.from_numpy(shared).to(device)
             with autocast:
                 loss = sequence_loss(model, batch, negatives)
             optimizer.zero_grad(set_to_none=True)

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from recdistill.cli import data, demo, student, teacher, worker
+from recdistill.cli import data, demo, student, study, teacher, worker
 
 app = typer.Typer(help="Rec-Distill: distil a Triton-served teacher into fast ONNX ranking students.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -14,6 +14,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(teacher.app, name="teacher")
 app.add_typer(student.app, name="student")
 app.add_typer(worker.app, name="worker")
+app.add_typer(study.app, name="study")
 app.command("demo")(demo.demo_command)
 
 

@@ -1,0 +1,78 @@
+"""`recdistill study ...`: offline experiments over many teachers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="Offline studies: how much of a teacher transfers as it grows.", no_args_is_help=True)
+
+
+def _limits(text: str) -> tuple[int | None, ...]:
+    try:
+        return tuple(None if part.strip() == "all" else int(part) for part in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"comma-separated event counts or 'all', not {text!r}",
+                                 param_hint="--history-limits") from None
+
+
+@app.command("scaling")
+def scaling_command(
+    dataset: str = typer.Option("instacart", help="ml-100k, instacart, ecommerce[:EVENTS], csv:PATH, ... "
+                                                  "(prepared into OUT/data)."),
+    schema: Path | None = typer.Option(None, help="The dataset's schema file; default: the one shipped with it."),
+    grid: str = typer.Option("cpu", help="cpu: sizes seq-2xs..seq-m on the most recent 30,000 training events, "
+                                         "2 seeds (this machine); gpu: seq-xs..seq-xl, every event, 3 seeds."),
+    sizes: str | None = typer.Option(None, help="Comma-separated teacher sizes (the grid's by default)."),
+    history_limits: str | None = typer.Option(None, help="Comma-separated history limits, 'all' for the whole "
+                                                         "history [default: 10,100,1000,all]."),
+    seeds: int | None = typer.Option(None, min=1, help="Paired student seeds (the grid's by default)."),
+    teacher_epochs: int | None = typer.Option(None, min=1, help="At most (early stopping on valid AUC)."),
+    device: str | None = typer.Option(None, help="auto, cpu or cuda (the grid's by default)."),
+    max_train_events: int | None = typer.Option(None, min=1, help="The students' training window: the most "
+                                                                  "recent N training events."),
+    max_holdout_events: int | None = typer.Option(None, min=1, help="The most recent N events of the valid and "
+                                                                    "test windows."),
+    out: Path = typer.Option(Path("runs/scaling"), help="Output directory (report.json, scaling.md, plots)."),
+) -> None:
+    """Train teachers across sizes and history limits, distil each into the same student on paired seeds,
+    and write the table, report.json and the plots of what transfers."""
+    from dataclasses import replace
+
+    from rich.console import Console
+    from rich.markup import escape
+
+    from recdistill.cli.common import resolve_schema
+    from recdistill.core.errors import DataError
+    from recdistill.demo.runner import load_dataset
+    from recdistill.demo.scaling import CPU, GPU, run_scaling
+    from teacher_service.sequence_train import resolve_device
+    from teacher_service.train import architecture
+
+    if grid not in ("cpu", "gpu"):
+        raise typer.BadParameter("cpu or gpu", param_hint="--grid")
+    config = CPU if grid == "cpu" else GPU
+    changes: dict = {"seeds": seeds, "teacher_epochs": teacher_epochs, "device": device,
+                     "max_train_events": max_train_events, "max_holdout_events": max_holdout_events}
+    if sizes is not None:
+        changes["sizes"] = tuple(s.strip() for s in sizes.split(","))
+    if history_limits is not None:
+        changes["history_limits"] = _limits(history_limits)
+    config = replace(config, **{k: v for k, v in changes.items() if v is not None})
+    for check, hint in ([(lambda s=s: architecture(s), "--sizes") for s in config.sizes]
+                        + [(lambda: resolve_device(config.device), "--device")]):
+        try:
+            check()
+        except DataError as exc:
+            raise typer.BadParameter(str(exc), param_hint=hint) from None
+    console = Console()
+    try:
+        prepared = load_dataset(dataset, resolve_schema(schema, dataset), out / "data")
+        report = run_scaling(prepared.directory, out, config, out.parent / ".cache")
+    except DataError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print((out / "scaling.md").read_text(), markup=False, highlight=False)
+    typer.echo(f"report: {out / 'report.json'}; plots: {out / 'scaling_by_size.png'}, "
+               f"{out / 'scaling_by_history.png'} ({report.seconds:.0f}s)")

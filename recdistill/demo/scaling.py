@@ -1,0 +1,209 @@
+"""The teacher-scaling study (`recdistill study scaling`): teachers of the sequence family across sizes and
+history limits, each distilled into the same student on the same paired seeds, against the same baseline
+and controls; a table, `report.json` and plots of what transfers as the teacher grows and reads further back.
+
+It is an offline experiment: each teacher scores the training, valid and test windows in-process, through
+the same model and the same encoder view Triton serves (`teacher_service.checkpoint.load_checkpoint`), which
+keeps a grid of many teachers affordable; `recdistill demo` measures the served path. Teachers are trained
+once per content hash (`recdistill.demo.teachers.train_or_reuse`), so a wider grid trains only its new cells.
+
+Per teacher (size, limit), on the test window, with user-level intervals (`recdistill.demo.stats`):
+teacher AUC, distilled student AUC, raw transferability (student - baseline) / (teacher - baseline), and
+attributable transferability, whose reference is the best of the baseline, label smoothing,
+self-distillation and, for a teacher reading more than 10 events, the student distilled from the same
+size's 10-event teacher (what capacity alone gives). Choices: none are made on test; the student's
+schedule and the teacher-term weight are fixed, the same for every cell.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from distill_worker.batch import BatchPhase
+from distill_worker.settings import DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings
+from recdistill.core.bootstrap import RankedScores, user_weights
+from recdistill.core.contracts.scaling import Interval, ScalingReport, ScalingRow
+from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.features.encoder import Encoder
+from recdistill.core.fileio import atomic_write_text
+from recdistill.core.training import EncodedSplit, predict
+from recdistill.demo.experiments import BatchExperiment
+from recdistill.demo.stats import interval, transferability_figures
+from recdistill.demo.teachers import content_key, train_or_reuse
+from teacher_service.checkpoint import load_checkpoint
+from teacher_service.train import TeacherTrainConfig
+
+logger = logging.getLogger(__name__)
+SHORT = 10  # the student's window: a teacher limited to it is the capacity-only control of its size
+CONTROLS = ("label_smoothing", "self_distillation")
+
+
+@dataclass(frozen=True)
+class ScalingConfig:
+    sizes: tuple[str, ...] = ("seq-2xs", "seq-xs", "seq-s", "seq-m")
+    history_limits: tuple[int | None, ...] = (10, 100, 1_000, None)  # None: the whole history
+    teacher_epochs: int = 12
+    teacher_lr: float = 5e-3
+    windows_per_batch: int = 8
+    device: str = "auto"
+    seeds: int = 2  # paired student seeds
+    student_epochs: int = 25
+    student_patience: int = 3
+    student_batch_size: int = 1_024
+    student_lr: float = 8e-3
+    kd_weight: float = 3.0
+    max_train_events: int | None = 30_000  # the students' (and so the labelled) training window
+    max_holdout_events: int | None = None  # the most recent N events of the valid and test windows
+    teacher_holdout_events: int = 2_000  # early stopping reads the valid window before these (as the demo's)
+    bootstrap_samples: int = 1_000
+
+    def teachers(self) -> list[tuple[str, int | None]]:
+        return [(size, limit) for size in self.sizes for limit in self.history_limits]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+CPU = ScalingConfig()
+# The large grid, for a machine with a GPU: 0.4M to over 100M parameters, every training and test event.
+GPU = ScalingConfig(sizes=("seq-xs", "seq-s", "seq-m", "seq-l", "seq-xl"), teacher_epochs=20, teacher_lr=1e-3,
+                    windows_per_batch=64, device="cuda", seeds=3, max_train_events=None)
+
+
+def _ci(values: dict[str, Any] | None) -> Interval | None:
+    return None if values is None else Interval(**values)
+
+
+def auc_interval(runs: list[np.ndarray], test: EncodedSplit, mask: np.ndarray, samples: int,
+                 seed: int = 0) -> tuple[float, Interval]:
+    """Seed-mean AUC of score arrays on the test window, with a 95% interval resampling users and seeds."""
+    ranked = [RankedScores.of(scores, test.labels, mask) for scores in runs]
+    point = float(np.mean([r.auc(np.ones(len(test))) for r in ranked]))
+    rng = np.random.default_rng(seed)
+    draws = [float(np.mean([ranked[i].auc(user_weights(test.user_ids, rng))
+                            for i in rng.integers(len(ranked), size=len(ranked))])) for _ in range(samples)]
+    return round(point, 6), Interval(**interval(draws))
+
+
+class ScalingStudy:
+    def __init__(self, data: Path, out: Path, config: ScalingConfig, cache: Path) -> None:
+        self.config, self.out, self.cache = config, out, cache
+        self.dataset = PreparedDataset(data)
+        settings = WorkerSettings(data=data, registry=out / "registry", state_dir=out / "state", task="slate",
+                                  max_train_events=config.max_train_events,
+                                  max_holdout_events=config.max_holdout_events,
+                                  teacher=TeacherClientSettings(url="in-process", teacher_version="none"),
+                                  distill=DistillConfig(epochs=config.student_epochs, patience=config.student_patience,
+                                                        batch_size=config.student_batch_size, lr=config.student_lr,
+                                                        kd_weight=config.kd_weight),
+                                  gate=GateConfig(holdout_events=0))
+        self.experiment = BatchExperiment(settings)
+        self.data, self.test = self.experiment.data, self.experiment.test
+        self.mask = self.test.labels >= 0  # every logged candidate of a test slate is real
+
+    def _teacher_view(self, split: EncodedSplit, limit: int | None, negatives: int | None) -> EncodedSplit:
+        """The same events and candidates as the student's split, encoded for the teacher (its history)."""
+        encoder = Encoder(self.dataset.schema, "teacher", history_len=limit)
+        return EncodedSplit(task=split.task, event_ids=split.event_ids,
+                            contexts=self.dataset.contexts(encoder, split.event_ids, split.task, negatives),
+                            labels=split.labels, user_ids=split.user_ids, encoder=encoder)
+
+    def _score(self, model: torch.nn.Module, split: EncodedSplit, limit: int | None, negatives: int | None
+               ) -> np.ndarray:
+        with torch.inference_mode():
+            return predict(lambda inputs: model(**inputs), self._teacher_view(split, limit, negatives), 256)[0]
+
+    def teacher(self, size: str, limit: int | None) -> tuple[dict[str, Any], bool, BatchPhase, np.ndarray, float]:
+        """Train (or reuse) one teacher, label the students' windows with it in-process: (its manifest,
+        cached?, the batch phase holding its labels, its test scores, seconds)."""
+        started = time.perf_counter()
+        config = self.config
+        train = TeacherTrainConfig(task="slate", size=size, epochs=config.teacher_epochs, lr=config.teacher_lr,
+                                   history_limit=limit, holdout_events=config.teacher_holdout_events,
+                                   device=config.device, windows_per_batch=config.windows_per_batch)
+        manifest, cached = train_or_reuse(self.dataset, train, self.cache, None)
+        model, _, _ = load_checkpoint(self.cache / f"teacher-slate-{content_key(self.dataset, train)}")
+        model.eval()
+        phase = BatchPhase(self.experiment.settings, data=self.data)
+        phase.use_labels(self._score(model, self.data.train, limit, self.data.train_negatives),
+                         self._score(model, self.data.valid, limit, None))
+        scores = self._score(model, self.test, limit, None)
+        return manifest, cached, phase, scores, round(time.perf_counter() - started, 1)
+
+    def distill(self, phase: BatchPhase, label: str) -> list[np.ndarray]:
+        """The same student, distilled from `phase`'s labels on every paired seed: test scores per seed."""
+        soft = phase.debiased()[0]
+        runs = []
+        for seed in range(self.config.seeds):
+            model, _ = phase.train(self.experiment._distill_config("distilled", seed), soft,
+                                   self.experiment.student, label=f"{label} seed {seed}")
+            with torch.no_grad():
+                runs.append(predict(lambda inputs, m=model: m(**inputs), self.test)[0])
+        return runs
+
+    def run(self) -> ScalingReport:
+        started = time.perf_counter()
+        config, experiment = self.config, self.experiment
+        seeds = range(config.seeds)
+        baseline = [experiment.run("baseline", s).test_scores for s in seeds]
+        controls = {name: [experiment.run(name, s).test_scores for s in seeds] for name in CONTROLS}
+        students: dict[tuple[str, int | None], list[np.ndarray]] = {}
+        teachers: dict[tuple[str, int | None], tuple[dict[str, Any], bool, np.ndarray, float]] = {}
+        # Short teachers first: each longer one of its size is measured against its distilled student.
+        for size, limit in sorted(config.teachers(), key=lambda cell: cell[1] != SHORT):
+            logger.info("scaling: teacher %s, history %s", size, limit or "all")
+            manifest, cached, phase, scores, seconds = self.teacher(size, limit)
+            teachers[(size, limit)] = (manifest, cached, scores, seconds)
+            students[(size, limit)] = self.distill(phase, f"scaling {size} history {limit or 'all'}")
+        rows = [self._row(size, limit, teachers[(size, limit)], students, baseline, controls)
+                for size, limit in config.teachers()]
+        baseline_auc, baseline_ci = auc_interval(baseline, self.test, self.mask, config.bootstrap_samples)
+        return ScalingReport(
+            dataset=self.dataset.manifest["dataset"], task="slate", config=config.to_dict(),
+            test_events=len(self.test), test_users=int(np.unique(self.test.user_ids).size),
+            baseline_auc=baseline_auc, baseline_auc_ci95=baseline_ci,
+            controls_auc={name: auc_interval(runs, self.test, self.mask, 1)[0] for name, runs in controls.items()},
+            rows=rows, seconds=round(time.perf_counter() - started, 1))
+
+    def _row(self, size: str, limit: int | None, teacher: tuple[dict[str, Any], bool, np.ndarray, float],
+             students: dict[tuple[str, int | None], list[np.ndarray]], baseline: list[np.ndarray],
+             controls: dict[str, list[np.ndarray]]) -> ScalingRow:
+        manifest, cached, scores, seconds = teacher
+        samples = self.config.bootstrap_samples
+        references = dict(controls)
+        if limit != SHORT and (size, SHORT) in students:
+            references["short_history_teacher"] = students[(size, SHORT)]
+        figures = transferability_figures(self.test.labels, self.mask, self.test.user_ids, [scores], baseline,
+                                          students[(size, limit)], references, samples)
+        teacher_auc, teacher_ci = auc_interval([scores], self.test, self.mask, samples)
+        student_auc, student_ci = auc_interval(students[(size, limit)], self.test, self.mask, samples)
+        return ScalingRow(
+            size=size, history_limit=limit, parameters=manifest["parameters"],
+            teacher_valid_auc=round(manifest["valid"]["auc"], 6), teacher_auc=teacher_auc,
+            teacher_auc_ci95=teacher_ci, student_auc=student_auc, student_auc_ci95=student_ci,
+            teacher_gain_auc=figures["teacher_gain_auc"], attributable_gain_auc=figures["attributable_gain_auc"],
+            attributable_gain_auc_ci95=Interval(**figures["attributable_gain_auc_ci95"]),
+            best_control=figures["best_control"], transferability=figures["transferability"],
+            transferability_ci95=_ci(figures["transferability_ci95"]),
+            transferability_attributable=figures["transferability_attributable"],
+            transferability_attributable_ci95=_ci(figures["transferability_attributable_ci95"]),
+            undefined_draws=figures["undefined_draws"], teacher_seconds=seconds, cached=cached)
+
+
+def run_scaling(data: Path, out: Path, config: ScalingConfig, cache: Path) -> ScalingReport:
+    """Run the grid and write `report.json`, `scaling.md` and the plots into `out`."""
+    from recdistill.demo.scaling_report import plot_scaling, scaling_table
+
+    out.mkdir(parents=True, exist_ok=True)
+    report = ScalingStudy(data, out, config, cache).run()
+    (out / "report.json").write_bytes(report.to_json())
+    atomic_write_text(out / "scaling.md", scaling_table(report))
+    plot_scaling(report, out)
+    return report

@@ -12,8 +12,9 @@ def demo_command(
                                                       "a short replay): the loop end to end in about 90 seconds."),
     seeds: int | None = typer.Option(None, min=1, help="Paired seeds (baseline and distilled); default 3, "
                                                         "1 with --quick."),
-    dataset: str = typer.Option("ml-100k", help="ml-100k, ecommerce[:EVENTS] (synthetic), csv:PATH, parquet:PATH "
-                                                "or jsonl:PATH"),
+    dataset: str = typer.Option("instacart", help="instacart (repeat purchases: the long history matters), ml-100k, "
+                                                  "ecommerce[:EVENTS] (synthetic), csv:PATH, parquet:PATH or "
+                                                  "jsonl:PATH"),
     schema: Path | None = typer.Option(None, help="The dataset's schema file (TOML); default: the one shipped "
                                                   "for ml-100k / ecommerce."),
     catalogue: str | None = typer.Option(None, help="Item catalogue for your own data: csv:PATH, parquet:PATH or "
@@ -37,7 +38,7 @@ def demo_command(
     out = out or Path("runs") / ("quick" if quick else "demo")
     # SIGTERM (a job scheduler, `kill`) unwinds like Ctrl-C, so every service the demo started is stopped.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    report = run_demo(out, dataset, replace(preset(quick, seeds), sample_log=log), schema_path, catalogue)
+    report = run_demo(out, dataset, replace(preset(quick, seeds, dataset), sample_log=log), schema_path, catalogue)
     typer.echo(f"report: {out / 'report.md'} (all figures in {out / 'report.json'})")
     if report.get("non_finite"):
         typer.echo(f"warning: non-finite figures in the report: {report['non_finite']}", err=True)

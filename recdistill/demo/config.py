@@ -94,8 +94,23 @@ QUICK = DemoConfig(
 )
 
 
-def preset(quick: bool, seeds: int | None) -> DemoConfig:
+# What differs on a dataset (the rest is the preset's). Instacart (the default): the sequence teacher (its hard
+# search reads how often the whole history holds a candidate; on repeat purchases it beats the attention
+# family by about 0.1 AUC on valid), the students on the most recent 30,000 of the 120,000 training events
+# and a 3-point search per variant, so the full run stays under 30 minutes on 2 cores with teachers cached.
+DATASET_CHANGES: dict[str, dict[str, Any]] = {
+    "instacart": {"tasks": ("slate",), "teacher_sizes": ("seq-xs",), "teacher_epochs": 12, "teacher_lr": 5e-3,
+                  "max_train_events": 30_000, "tune_weight_decay": (0.0,)},
+}
+QUICK_DATASET_CHANGES: dict[str, dict[str, Any]] = {
+    "instacart": {"teacher_sizes": ("seq-xs",), "teacher_epochs": 3, "teacher_lr": 5e-3},
+}
+
+
+def preset(quick: bool, seeds: int | None, dataset: str = "ml-100k") -> DemoConfig:
     config = QUICK if quick else FULL
+    changes = (QUICK_DATASET_CHANGES if quick else DATASET_CHANGES).get(dataset.partition(":")[0], {})
+    config = replace(config, **changes)
     if seeds is not None:
         config = replace(config, seeds=seeds)
     return config

@@ -52,6 +52,7 @@ class SequenceConfig(ModelConfig):
 
 # From about 0.1M to over 100M parameters in the transformer (item embeddings add vocabulary x dim).
 SEQUENCE_SIZES = {
+    "seq-3xs": SequenceConfig(dim=4, layers=1, heads=1),
     "seq-2xs": SequenceConfig(dim=8, layers=1, heads=1),
     "seq-xs": SequenceConfig(dim=32, layers=1, heads=1),
     "seq-s": SequenceConfig(dim=64, layers=2, heads=2),

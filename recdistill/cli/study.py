@@ -22,8 +22,9 @@ def scaling_command(
     dataset: str = typer.Option("instacart", help="ml-100k, instacart, ecommerce[:EVENTS], csv:PATH, ... "
                                                   "(prepared into OUT/data)."),
     schema: Path | None = typer.Option(None, help="The dataset's schema file; default: the one shipped with it."),
-    grid: str = typer.Option("cpu", help="cpu: sizes seq-2xs..seq-m on the most recent 30,000 training events, "
-                                         "2 seeds (this machine); gpu: seq-xs..seq-xl, every event, 3 seeds."),
+    grid: str = typer.Option("cpu", help="cpu: sizes seq-3xs..seq-s, students on the most recent 10,000 training "
+                                         "events, 5,000 test events, 2 seeds (2 cores); gpu: seq-xs..seq-xl, "
+                                         "every event, 3 seeds, on CUDA."),
     sizes: str | None = typer.Option(None, help="Comma-separated teacher sizes (the grid's by default)."),
     history_limits: str | None = typer.Option(None, help="Comma-separated history limits, 'all' for the whole "
                                                          "history [default: 10,100,1000,all]."),

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.data.history_value import history_value
 from recdistill.demo.config import DemoConfig
 from recdistill.demo.experiments import VARIANTS, BatchExperiment
 from recdistill.demo.live import LiveResult
@@ -239,6 +240,8 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
         "transferability_std": _round(std(per_seed), 4),
         "transferability_per_seed": [_round(r, 4) for r in per_seed],
         "by_history_length": buckets,
+        # The history's value before any training: a repeat scorer reading the last N events (see its module).
+        "history_value": history_value(experiment.data.dataset, "test") if result.task == "slate" else None,
         "transferability_note": (
             "raw: (distilled - baseline) / (teacher - baseline); teacher-attributable: (distilled - best of the "
             "baseline and the controls) / (teacher - baseline); both on seed-mean test AUCs, every variant on the "

@@ -208,4 +208,9 @@ def _transferability_lines(summary: dict[str, Any]) -> list[str]:
                          f"{b['attributable_gain_auc']:+.4f} {_ci(b['attributable_gain_auc_ci95'])} | "
                          f"{_fmt(b['transferability_attributable'], 3)} |")
         lines.append("")
+    if summary.get("history_value"):
+        lines += ["What the history is worth before any training (a repeat scorer: how often the last N events hold "
+                  "the candidate, on the test slates): " + ", ".join(
+                      f"{row['history_events']} events AUC {row['auc']:.3f} ({row['positives_in_window']:.0%} of the "
+                      "real items in the window)" for row in summary["history_value"]) + ".", ""]
     return lines

@@ -31,6 +31,7 @@ from distill_worker.settings import DistillConfig, GateConfig, TeacherClientSett
 from recdistill.core.bootstrap import RankedScores, user_weights
 from recdistill.core.contracts.scaling import Interval, ScalingReport, ScalingRow
 from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.data.history_value import history_value
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.fileio import atomic_write_text
 from recdistill.core.training import EncodedSplit, predict
@@ -47,9 +48,10 @@ CONTROLS = ("label_smoothing", "self_distillation")
 
 @dataclass(frozen=True)
 class ScalingConfig:
-    sizes: tuple[str, ...] = ("seq-2xs", "seq-xs", "seq-s", "seq-m")
+    # The CPU grid (2 cores): 57k to 946k parameters (16x); `GPU` spans 0.4M to over 100M.
+    sizes: tuple[str, ...] = ("seq-3xs", "seq-2xs", "seq-xs", "seq-s")
     history_limits: tuple[int | None, ...] = (10, 100, 1_000, None)  # None: the whole history
-    teacher_epochs: int = 12
+    teacher_epochs: int = 6
     teacher_lr: float = 5e-3
     windows_per_batch: int = 8
     device: str = "auto"
@@ -59,8 +61,8 @@ class ScalingConfig:
     student_batch_size: int = 1_024
     student_lr: float = 8e-3
     kd_weight: float = 3.0
-    max_train_events: int | None = 30_000  # the students' (and so the labelled) training window
-    max_holdout_events: int | None = None  # the most recent N events of the valid and test windows
+    max_train_events: int | None = 10_000  # the students' (and so the labelled) training window
+    max_holdout_events: int | None = 5_000  # the most recent N events of the valid and test windows
     teacher_holdout_events: int = 2_000  # early stopping reads the valid window before these (as the demo's)
     bootstrap_samples: int = 1_000
 
@@ -74,7 +76,7 @@ class ScalingConfig:
 CPU = ScalingConfig()
 # The large grid, for a machine with a GPU: 0.4M to over 100M parameters, every training and test event.
 GPU = ScalingConfig(sizes=("seq-xs", "seq-s", "seq-m", "seq-l", "seq-xl"), teacher_epochs=20, teacher_lr=1e-3,
-                    windows_per_batch=64, device="cuda", seeds=3, max_train_events=None)
+                    windows_per_batch=64, device="cuda", seeds=3, max_train_events=None, max_holdout_events=None)
 
 
 def _ci(values: dict[str, Any] | None) -> Interval | None:
@@ -170,7 +172,8 @@ class ScalingStudy:
             test_events=len(self.test), test_users=int(np.unique(self.test.user_ids).size),
             baseline_auc=baseline_auc, baseline_auc_ci95=baseline_ci,
             controls_auc={name: auc_interval(runs, self.test, self.mask, 1)[0] for name, runs in controls.items()},
-            rows=rows, seconds=round(time.perf_counter() - started, 1))
+            rows=rows, history_value=history_value(self.dataset, "test"),
+            seconds=round(time.perf_counter() - started, 1))
 
     def _row(self, size: str, limit: int | None, teacher: tuple[dict[str, Any], bool, np.ndarray, float],
              students: dict[tuple[str, int | None], list[np.ndarray]], baseline: list[np.ndarray],

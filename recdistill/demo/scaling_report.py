@@ -49,6 +49,10 @@ def scaling_table(report: ScalingReport) -> str:
             f"{_number(r.transferability)} {_interval(r.transferability_ci95)} | "
             f"{_number(r.transferability_attributable)} {_interval(r.transferability_attributable_ci95)} | "
             f"{r.attributable_gain_auc:+.4f} {_interval(r.attributable_gain_auc_ci95)} | {r.best_control} |")
+    if report.history_value:
+        lines += ["", "Before any training, a repeat scorer (how often the last N events hold the candidate) scores "
+                  + ", ".join(f"{row['auc']:.3f} with {row['history_events']}" for row in report.history_value)
+                  + " events: what the history is worth on these slates."]
     lines += ["", "A ratio is `-` where the teacher's gain over the baseline has no interval above 0. Intervals: 95%, "
               "users resampled with the paired seeds, every draw kept."]
     return "\n".join(lines) + "\n"

@@ -124,3 +124,46 @@ def test_a_device_or_a_size_the_machine_does_not_have_is_refused_before_training
     with pytest.raises(DataError, match=r"seq-s needs about .* GiB .* free"):
         check_memory("seq-s", model, 64, torch.device("cpu"))
     assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("limit", [None, 3])
+def test_training_finds_in_the_history_what_serving_finds(limit: int | None) -> None:
+    """The hard search (how often the history holds a candidate, hours since it last did), counted at every
+    training position over the user's whole history, equals what serving finds for that position's request."""
+    from teacher_service.sequence import history_matches
+    from teacher_service.sequence_train import _Window
+
+    rng = np.random.default_rng(0)
+    prefix = rng.integers(1, 8, size=40)  # item 1 is the unseen-item index: it never matches
+    hours = np.cumsum(rng.random(40) * 5)
+    offset = 25  # the window: the prefix's last 15 events
+    window = _Window(prefix[offset:], prefix[offset:] * 0, np.zeros(15, np.float32), np.zeros(15), np.zeros(15),
+                     float(hours[-1]), prefix, hours)
+    candidates = np.arange(1, 9)
+    counts, since = window.matches(candidates, limit)
+    for t in range(offset, 39):  # the state after event t predicts event t + 1
+        start = 0 if limit is None else max(0, t + 1 - limit)
+        history = torch.from_numpy(prefix[start:t + 1]).unsqueeze(0)
+        to_target = torch.from_numpy(hours[t + 1] - hours[start:t + 1]).float().unsqueeze(0)
+        found, ago = history_matches(torch.from_numpy(candidates).unsqueeze(0), history, to_target)
+        np.testing.assert_array_equal(counts[t - offset], found[0].numpy())
+        np.testing.assert_allclose(since[t - offset], ago[0].numpy(), rtol=1e-5)
+    assert counts[:, 0].sum() == 0, "the unseen-item index is never a match"
+
+
+def test_a_limited_teacher_trains_on_only_its_most_recent_events(ml100k: PreparedDataset) -> None:
+    """The 10-event twin's training windows are longer than 10: a banded mask keeps each position to its own
+    10 most recent events, as serving will."""
+    torch.manual_seed(0)
+    model = SequenceTeacher(ml100k.schema, SequenceConfig(dim=16, layers=2, heads=1, dropout=0.0,
+                                                          history_limit=10)).eval()
+    items = torch.randint(2, 500, (1, 40))
+    changed = items.clone()
+    changed[0, 5] = 3  # 15 and more events before position 20..39
+    gaps, lengths = torch.rand(1, 40), torch.tensor([40])
+    with torch.no_grad():
+        before = model.states(items, None, None, gaps, lengths)
+        after = model.states(changed, None, None, gaps, lengths)
+    # Two layers of a 10-event band reach 18 events back: positions 24 on do not see event 5.
+    torch.testing.assert_close(before[:, 24:], after[:, 24:])
+    assert not torch.allclose(before[:, 5:15], after[:, 5:15])

@@ -57,6 +57,8 @@ class ScalingReport(Struct, frozen=True, kw_only=True):
     baseline_auc_ci95: Interval
     controls_auc: dict[str, float]  # soft targets without a teacher (the short-history teacher is per row)
     rows: list[ScalingRow]
+    # A repeat scorer reading the last N events, before any training (recdistill.core.data.history_value).
+    history_value: list[dict[str, Any]] = []
     seconds: float
     format: int = SCALING_FORMAT
 

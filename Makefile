@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install test demo bench soak lint format data clean
+.PHONY: help install test demo scaling bench soak lint format data clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -24,8 +24,11 @@ install: $(STAMP) ## Create .venv and install the project (editable, with dev ex
 test: install ## Install, then run the whole test suite (unit, integration, e2e)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-demo: install ## Install, then run the whole distillation loop on MovieLens-100K (`recdistill demo`)
+demo: install ## Install, then run the whole distillation loop on the Instacart sample (`recdistill demo`)
 	$(BIN)/recdistill demo $(DEMO_ARGS)
+
+scaling: install ## Install, then the teacher-scaling study's CPU grid on Instacart (runs/scaling)
+	$(BIN)/recdistill study scaling --out runs/scaling
 
 bench: install ## Install, then run the benchmark suite and write BENCHMARKS.md
 	$(BIN)/python -m benchmarks

@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(660)]
 RECDISTILL = str(Path(sys.executable).parent / "recdistill")
 
 
@@ -40,7 +40,7 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path) -> None:
     out = tmp_path / "runs" / "quick"
     started = time.monotonic()
     finished = subprocess.run([RECDISTILL, "demo", "--quick", "--out", str(out)], capture_output=True, text=True,
-                              timeout=400)
+                              timeout=600)  # the default dataset: Instacart
     seconds = time.monotonic() - started
     assert finished.returncode == 0, finished.stderr[-3000:]
     print(f"demo --quick took {seconds:.0f}s")
@@ -72,6 +72,10 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path) -> None:
     assert sum(b["events"] for b in buckets) == summary["test_events"]
     assert all({"history_events", "users", "events"} <= set(b) for b in buckets)
     assert summary["test_users"] < summary["test_events"]
+    # The default dataset is one where the long history matters, measured before any training.
+    value = {row["history_events"]: row["auc"] for row in summary["history_value"]}
+    assert list(value) == [10, 100, 1000, "all"]
+    assert value["all"] > value[10] + 0.05, value
     names = {row["name"] for row in report["ablations"]}
     assert {"plain_kd", "no_calibration", "no_unexposed_labels", "batch_only", "stream_no_ipw",
             "stream_no_position_tower"} <= names
@@ -175,7 +179,8 @@ def test_quick_demo_runs_the_whole_loop_on_the_ecommerce_schema_over_redis_strea
 def test_ctrl_c_or_sigterm_stops_every_service(tmp_path: Path, stop: signal.Signals) -> None:
     out = tmp_path / "runs" / "interrupted"
     # SIGINT as a terminal delivers it, also when this test runs as a background job (which ignores it).
-    demo = subprocess.Popen([RECDISTILL, "demo", "--quick", "--out", str(out)], stdout=subprocess.DEVNULL,
+    demo = subprocess.Popen([RECDISTILL, "demo", "--quick", "--dataset", "ml-100k", "--out", str(out)],
+                            stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env=os.environ | {"COLUMNS": "200"},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     try:

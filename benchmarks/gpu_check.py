@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--size", default="seq-m")
     parser.add_argument("--batch", type=int, default=16, help="windows a training step (the same on both devices)")
     parser.add_argument("--seconds", type=float, default=20.0, help="training time measured on each device")
+    parser.add_argument("--requests", type=int, default=200, help="labelling requests (100 candidates each)")
     parser.add_argument("--out", type=Path, default=Path("gpu_check.json"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="recdistill-gpu-check-"))
@@ -128,7 +129,7 @@ def main() -> None:
     checkpoint = work / "teacher"
     train_teacher(dataset.directory, checkpoint, TeacherTrainConfig(task="slate", size=args.size, epochs=1,
                                                                     max_train_events=5_000))
-    figures["labelling"] = labelling(checkpoint, dataset, requests=200, clients=4)
+    figures["labelling"] = labelling(checkpoint, dataset, requests=args.requests, clients=4)
     args.out.write_text(json.dumps(figures, indent=2))
     print(json.dumps(figures, indent=2))
 

@@ -97,7 +97,8 @@ def plot_scaling(report: ScalingReport, out: Path) -> list[Path]:
             else:
                 axis.axhline(0.0, color="grey", linewidth=1)
             axis.set(title=title, xlabel=x_label, xscale="log" if log_x else "linear")
-            axis.legend(fontsize=7)
+            if axis.get_legend_handles_labels()[0]:
+                axis.legend(fontsize=7)
         figure.suptitle(f"{report.dataset}: what the student recovers as the teacher grows and reads further back")
         figure.tight_layout()
         path = out / f"scaling_{name}.png"

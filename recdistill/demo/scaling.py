@@ -39,6 +39,8 @@ from recdistill.demo.experiments import BatchExperiment
 from recdistill.demo.stats import interval, transferability_figures
 from recdistill.demo.teachers import content_key, train_or_reuse
 from teacher_service.checkpoint import load_checkpoint
+from teacher_service.sequence import SEQUENCE_SIZES, SequenceTeacher
+from teacher_service.sequence_train import check_memory, resolve_device
 from teacher_service.train import TeacherTrainConfig
 
 logger = logging.getLogger(__name__)
@@ -150,9 +152,19 @@ class ScalingStudy:
                 runs.append(predict(lambda inputs, m=model: m(**inputs), self.test)[0])
         return runs
 
+    def check_memory(self) -> None:
+        """Every size of the grid against the device's free memory, before anything trains (a size the machine
+        cannot hold stops the study with an error naming it, what it needs and what is free)."""
+        device = resolve_device(self.config.device)
+        for size in self.config.sizes:
+            model = SequenceTeacher(self.dataset.schema, SEQUENCE_SIZES[size])
+            check_memory(size, model, self.config.windows_per_batch, device)
+            del model
+
     def run(self) -> ScalingReport:
         started = time.perf_counter()
         config, experiment = self.config, self.experiment
+        self.check_memory()
         seeds = range(config.seeds)
         baseline = [experiment.run("baseline", s).test_scores for s in seeds]
         controls = {name: [experiment.run(name, s).test_scores for s in seeds] for name in CONTROLS}

@@ -96,3 +96,12 @@ def test_bad_input_is_refused_before_any_training(tmp_path: Path) -> None:
         assert cuda.exit_code == 2
         assert "no CUDA device" in cuda.output
     assert not any((tmp_path / name).exists() for name in "abcd")
+
+
+def test_a_size_the_machine_cannot_hold_stops_the_study_before_any_training(
+        ml100k: PreparedDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    study = ScalingStudy(ml100k.directory, tmp_path / "run", SMALL, tmp_path / ".cache")
+    monkeypatch.setattr("psutil.virtual_memory", lambda: type("M", (), {"available": 1 << 20})())
+    with pytest.raises(DataError, match=r"seq-2xs needs about .* GiB .* free"):
+        study.run()
+    assert not (tmp_path / ".cache").exists(), "nothing trained"

@@ -14,7 +14,6 @@ encoder's tensors), so what early stopping reads is what Triton serves.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -174,8 +173,7 @@ def sequence_loss(model: SequenceTeacher, batch: dict[str, torch.Tensor], negati
     own = batch["own_negatives"]  # [B, M]
     positive = model.score(queries, targets.unsqueeze(-1))  # [B, T, 1]
     shared = model.score_shared(queries, negatives)  # [B, T, K]
-    mine = torch.einsum("btd,bmd->btm", queries, model.embed.item(own)) / math.sqrt(model.config.dim) \
-        + model.item_bias(own).squeeze(-1).unsqueeze(1)  # [B, T, M]
+    mine = model.score(queries, own.unsqueeze(1).expand(-1, queries.shape[1], -1))  # [B, T, M]
     logits = torch.cat([positive, shared, mine], dim=-1)
     logits = logits + model.score_matches(queries, batch["match_counts"][:, :-1], batch["match_since"][:, :-1])
     candidates = torch.cat([negatives.view(1, 1, -1).expand(own.shape[0], 1, -1), own.unsqueeze(1)], dim=-1)

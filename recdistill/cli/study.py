@@ -48,8 +48,8 @@ def scaling_command(
     from recdistill.core.errors import DataError
     from recdistill.demo.runner import load_dataset
     from recdistill.demo.scaling import CPU, GPU, run_scaling
+    from teacher_service.sequence import SEQUENCE_SIZES
     from teacher_service.sequence_train import resolve_device
-    from teacher_service.train import architecture
 
     if grid not in ("cpu", "gpu"):
         raise typer.BadParameter("cpu or gpu", param_hint="--grid")
@@ -61,12 +61,14 @@ def scaling_command(
     if history_limits is not None:
         changes["history_limits"] = _limits(history_limits)
     config = replace(config, **{k: v for k, v in changes.items() if v is not None})
-    for check, hint in ([(lambda s=s: architecture(s), "--sizes") for s in config.sizes]
-                        + [(lambda: resolve_device(config.device), "--device")]):
-        try:
-            check()
-        except DataError as exc:
-            raise typer.BadParameter(str(exc), param_hint=hint) from None
+    unknown = [s for s in config.sizes if s not in SEQUENCE_SIZES]
+    if unknown:
+        raise typer.BadParameter(f"{', '.join(unknown)}: the study scales the sequence family, one of "
+                                 f"{', '.join(SEQUENCE_SIZES)}", param_hint="--sizes")
+    try:
+        resolve_device(config.device)
+    except DataError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--device") from None
     console = Console()
     try:
         prepared = load_dataset(dataset, resolve_schema(schema, dataset), out / "data")

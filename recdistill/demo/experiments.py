@@ -169,7 +169,7 @@ class BatchExperiment:
                 self.calibration = calibration
         return soft
 
-    def _distill_config(self, variant: str, seed: int, point: dict[str, float] | None = None) -> DistillConfig:
+    def distill_config(self, variant: str, seed: int, point: dict[str, float] | None = None) -> DistillConfig:
         config = replace(self.distill, seed=seed, use_teacher=variant != "baseline")
         if point is None:
             tuned = self.tuning.get(variant)
@@ -258,7 +258,7 @@ class BatchExperiment:
             raise ValueError(f"unknown variant {variant!r}; one of {sorted(VARIANTS)}")
         started = time.perf_counter()
         soft = self._soft_labels(variant, seed)
-        model, fit = self.phase.train(self._distill_config(variant, seed, point), soft, self.student,
+        model, fit = self.phase.train(self.distill_config(variant, seed, point), soft, self.student,
                                       label=f"{self.settings.task} {variant} seed {seed}")
         result = RunResult(variant, seed, model, fit.history[fit.best_epoch - 1], fit.best_epoch,
                            round(time.perf_counter() - started, 1))

@@ -110,6 +110,7 @@ class ScalingStudy:
                                   gate=GateConfig(holdout_events=0))
         self.experiment = BatchExperiment(settings)
         self.data, self.test = self.experiment.data, self.experiment.test
+        self.device = resolve_device(config.device)  # where teachers train and score
         self.mask = self.test.labels >= 0  # every logged candidate of a test slate is real
 
     def _teacher_view(self, split: EncodedSplit, limit: int | None, negatives: int | None) -> EncodedSplit:
@@ -121,8 +122,11 @@ class ScalingStudy:
 
     def _score(self, model: torch.nn.Module, split: EncodedSplit, limit: int | None, negatives: int | None
                ) -> np.ndarray:
+        def score(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+            return model(**{k: v.to(self.device) for k, v in inputs.items()}).float().cpu()
+
         with torch.inference_mode():
-            return predict(lambda inputs: model(**inputs), self._teacher_view(split, limit, negatives), 256)[0]
+            return predict(score, self._teacher_view(split, limit, negatives), 256)[0]
 
     def teacher(self, size: str, limit: int | None) -> tuple[dict[str, Any], bool, BatchPhase, np.ndarray, float]:
         """Train (or reuse) one teacher, label the students' windows with it in-process: (its manifest,
@@ -134,7 +138,7 @@ class ScalingStudy:
                                    device=config.device, windows_per_batch=config.windows_per_batch)
         manifest, cached = train_or_reuse(self.dataset, train, self.cache, None)
         model, _, _ = load_checkpoint(self.cache / f"teacher-slate-{content_key(self.dataset, train)}")
-        model.eval()
+        model.to(self.device).eval()
         phase = BatchPhase(self.experiment.settings, data=self.data)
         phase.use_labels(self._score(model, self.data.train, limit, self.data.train_negatives),
                          self._score(model, self.data.valid, limit, None))
@@ -146,7 +150,7 @@ class ScalingStudy:
         soft = phase.debiased()[0]
         runs = []
         for seed in range(self.config.seeds):
-            model, _ = phase.train(self.experiment._distill_config("distilled", seed), soft,
+            model, _ = phase.train(self.experiment.distill_config("distilled", seed), soft,
                                    self.experiment.student, label=f"{label} seed {seed}")
             with torch.no_grad():
                 runs.append(predict(lambda inputs, m=model: m(**inputs), self.test)[0])
@@ -155,10 +159,9 @@ class ScalingStudy:
     def check_memory(self) -> None:
         """Every size of the grid against the device's free memory, before anything trains (a size the machine
         cannot hold stops the study with an error naming it, what it needs and what is free)."""
-        device = resolve_device(self.config.device)
         for size in self.config.sizes:
             model = SequenceTeacher(self.dataset.schema, SEQUENCE_SIZES[size])
-            check_memory(size, model, self.config.windows_per_batch, device)
+            check_memory(size, model, self.config.windows_per_batch, self.device)
             del model
 
     def run(self) -> ScalingReport:

@@ -53,8 +53,8 @@ async def test_every_variant_gets_the_same_search_on_valid_and_the_choice_is_cac
     assert set(method.chosen) == {"weight_decay", "kd_weight"}
     assert len(method.valid_auc) == 4
     # Ablations change one mechanism of the method and keep its tuning; the baseline keeps its own.
-    assert replace(experiment._distill_config("plain_kd", 1), head="aux") == experiment._distill_config("distilled", 1)
-    assert experiment._distill_config("baseline", 1).weight_decay == 0.0
+    assert replace(experiment.distill_config("plain_kd", 1), head="aux") == experiment.distill_config("distilled", 1)
+    assert experiment.distill_config("baseline", 1).weight_decay == 0.0
     assert len(list(cache.glob("tuning-slate-*.json"))) == 2
 
     # Another run on the same data, objective and labels reuses the choices and trains only the kept point.

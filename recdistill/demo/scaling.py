@@ -85,18 +85,24 @@ def _ci(values: dict[str, Any] | None) -> Interval | None:
     return None if values is None else Interval(**values)
 
 
+def mean_auc(runs: list[np.ndarray], test: EncodedSplit, mask: np.ndarray) -> float:
+    """Seed-mean AUC of score arrays on the test window."""
+    return round(float(np.mean([RankedScores.of(s, test.labels, mask).auc(np.ones(len(test))) for s in runs])), 6)
+
+
 def auc_interval(runs: list[np.ndarray], test: EncodedSplit, mask: np.ndarray, samples: int,
                  seed: int = 0) -> tuple[float, Interval]:
     """Seed-mean AUC of score arrays on the test window, with a 95% interval resampling users and seeds."""
     ranked = [RankedScores.of(scores, test.labels, mask) for scores in runs]
-    point = float(np.mean([r.auc(np.ones(len(test))) for r in ranked]))
     rng = np.random.default_rng(seed)
     draws = [float(np.mean([ranked[i].auc(user_weights(test.user_ids, rng))
                             for i in rng.integers(len(ranked), size=len(ranked))])) for _ in range(samples)]
-    return round(point, 6), Interval(**interval(draws))
+    return mean_auc(runs, test, mask), Interval(**interval(draws))
 
 
 class ScalingStudy:
+    """One grid on one prepared dataset: the students' windows built once, then every teacher in turn."""
+
     def __init__(self, data: Path, out: Path, config: ScalingConfig, cache: Path) -> None:
         self.config, self.out, self.cache = config, out, cache
         self.dataset = PreparedDataset(data)
@@ -186,7 +192,7 @@ class ScalingStudy:
             dataset=self.dataset.manifest["dataset"], task="slate", config=config.to_dict(),
             test_events=len(self.test), test_users=int(np.unique(self.test.user_ids).size),
             baseline_auc=baseline_auc, baseline_auc_ci95=baseline_ci,
-            controls_auc={name: auc_interval(runs, self.test, self.mask, 1)[0] for name, runs in controls.items()},
+            controls_auc={name: mean_auc(runs, self.test, self.mask) for name, runs in controls.items()},
             rows=rows, history_value=history_value(self.dataset, "test"),
             seconds=round(time.perf_counter() - started, 1))
 
@@ -221,7 +227,7 @@ def run_scaling(data: Path, out: Path, config: ScalingConfig, cache: Path) -> Sc
 
     out.mkdir(parents=True, exist_ok=True)
     report = ScalingStudy(data, out, config, cache).run()
-    (out / "report.json").write_bytes(report.to_json())
+    atomic_write_text(out / "report.json", report.to_json().decode())
     atomic_write_text(out / "scaling.md", scaling_table(report))
     plot_scaling(report, out)
     return report

@@ -9,14 +9,14 @@ import typer
 
 def demo_command(
     quick: bool = typer.Option(False, "--quick", help="A small run (the slate task, a tiny teacher, one seed, "
-                                                      "a short replay): the loop end to end in about 90 seconds."),
+                                                      "a short replay): the loop end to end in a few minutes."),
     seeds: int | None = typer.Option(None, min=1, help="Paired seeds (baseline and distilled); default 3, "
                                                         "1 with --quick."),
     dataset: str = typer.Option("instacart", help="instacart (repeat purchases: the long history matters), ml-100k, "
                                                   "ecommerce[:EVENTS] (synthetic), csv:PATH, parquet:PATH or "
                                                   "jsonl:PATH"),
     schema: Path | None = typer.Option(None, help="The dataset's schema file (TOML); default: the one shipped "
-                                                  "for ml-100k / ecommerce."),
+                                                  "for instacart / ml-100k / ecommerce."),
     catalogue: str | None = typer.Option(None, help="Item catalogue for your own data: csv:PATH, parquet:PATH or "
                                                     "jsonl:PATH."),
     out: Path | None = typer.Option(None, help="Run directory (default runs/demo, or runs/quick with --quick)."),

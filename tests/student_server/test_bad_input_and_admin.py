@@ -4,6 +4,9 @@ broken versions while the active one keeps serving."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import gc
 import json
 import os
 import shutil
@@ -25,6 +28,7 @@ from recdistill.core.contracts.records import SampledRequest
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.fileio import atomic_write_text
+from student_server.scoring import Scorer
 from tests.student_server.conftest import TOKEN, make_settings, run_server, sampled_records
 
 pytestmark = pytest.mark.integration
@@ -255,20 +259,33 @@ async def test_rollback_and_delete(registry: Path, tmp_path: Path) -> None:
         assert (await client.post("/admin/versions/v2/stage", headers=AUTH)).status_code == 404
 
 
-async def test_memory_stays_bounded_over_50_swaps(registry: Path, tmp_path: Path) -> None:
+async def test_memory_stays_bounded_over_many_swaps(registry: Path, tmp_path: Path) -> None:
+    """Swapped-out versions are freed: no more loaded scorers live than the server can use, and resident
+    memory stops growing once the allocator has warmed up (measured after `malloc_trim`, so pages glibc keeps
+    free do not read as a leak; measured on CI it plateaus within the first 50 swaps, then stays flat)."""
     process = psutil.Process(os.getpid())
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+
+    def resident_mb() -> float:
+        gc.collect()
+        libc.malloc_trim(0)
+        return process.memory_info().rss / 2**20
+
     async with run_server(make_settings(registry, tmp_path)) as server, \
             httpx.AsyncClient(base_url=server.http_url) as client:
         body = EXAMPLE.read_bytes()
-        for cycle in range(60):
-            if cycle == 10:  # allocator warm-up done: measure from here
-                baseline = process.memory_info().rss
+        for cycle in range(150):
+            if cycle == 90:  # warm-up done: measure the last 60 swaps
+                baseline = resident_mb()
             version = "v2" if cycle % 2 == 0 else "v1"
             assert (await client.post(f"/admin/versions/{version}/activate", headers=AUTH)).status_code == 200
             assert (await client.post("/v1/rank", content=body)).status_code == 200
-        growth_mb = (process.memory_info().rss - baseline) / 2**20
-    print(f"RSS growth over 50 stage/activate cycles: {growth_mb:.1f} MiB")
-    assert growth_mb < 40, f"RSS grew {growth_mb:.1f} MiB over 50 swaps"
+        growth_mb = resident_mb() - baseline
+        gc.collect()
+        alive = [o for o in gc.get_objects() if isinstance(o, Scorer)]
+    print(f"RSS growth over the last 60 of 150 swaps: {growth_mb:.1f} MiB; scorers alive: {len(alive)}")
+    assert len(alive) <= 2, f"{len(alive)} loaded versions still alive after 150 swaps"
+    assert growth_mb < 20, f"RSS grew {growth_mb:.1f} MiB over the last 60 swaps"
 
 
 class _Misbehaving(torch.nn.Module):

@@ -37,14 +37,21 @@ def save_checkpoint(out_dir: Path, model: torch.nn.Module, schema: FeatureSchema
         raise
 
 
-def load_checkpoint(directory: Path) -> tuple[torch.nn.Module, FeatureSchema, dict[str, Any]]:
-    """The teacher of either family (`family` in the manifest; checkpoints before it are target attention)."""
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """A checkpoint's manifest, its schema checked against the hash it names (no weights read)."""
     manifest_path = directory / "manifest.json"
     if not manifest_path.exists():
         raise DataError(f"{directory} is not a teacher checkpoint (no manifest.json)")
     manifest = json.loads(manifest_path.read_text())
+    FeatureSchema.load(directory / "features.json").require_hash(manifest["schema_hash"],
+                                                                  f"teacher {manifest['teacher_version']}")
+    return manifest
+
+
+def load_checkpoint(directory: Path) -> tuple[torch.nn.Module, FeatureSchema, dict[str, Any]]:
+    """The teacher of either family (`family` in the manifest; checkpoints before it are target attention)."""
+    manifest = read_manifest(directory)
     schema = FeatureSchema.load(directory / "features.json")
-    schema.require_hash(manifest["schema_hash"], f"teacher {manifest['teacher_version']}")
     model: torch.nn.Module
     if manifest.get("family", "attention") == "sequence":
         model = SequenceTeacher(schema, SequenceConfig.from_dict(manifest["config"]))

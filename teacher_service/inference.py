@@ -1,5 +1,5 @@
-"""The teacher's inference callable for Triton: validate each request, pad the requests of a
-dynamic batch to one shape, score, split the probabilities back per request.
+"""The teacher's inference for Triton: validate each request, pad the valid requests of a dynamic batch to
+one shape, score them in one call, split the probabilities back per request.
 
 Black box: inputs are the shared encoder's tensors, the only output is `probability` [candidates].
 """
@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
 
-from recdistill.core.contracts.teacher import TEACHER_OUTPUT, TEACHER_VIEW
+from recdistill.core.contracts.teacher import TEACHER_VIEW
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.features.schema import FeatureSchema
 
@@ -73,23 +72,32 @@ class TeacherInference:
             return self.model(**{name: torch.from_numpy(np.ascontiguousarray(data[name])).to(self.device)
                                  for name in self.input_names}).cpu().numpy()
 
-    def __call__(self, requests: Sequence[Any]) -> list[dict[str, np.ndarray]]:
-        for request in requests:
+    def score_requests(self, requests: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray | BadTeacherInput]:
+        """One dynamic batch: each request's probabilities, or the reason it is refused. A refused request
+        never fails the others: the valid ones are padded to one shape and scored in one call."""
+        outcomes: list[np.ndarray | BadTeacherInput] = []
+        valid = []
+        for data in requests:
             try:
-                self.validate(request.data)
+                self.validate(data)
             except BadTeacherInput as exc:
                 logger.warning("refused a teacher request: %s", exc)
-                raise
-        if len(requests) == 1:
-            return [{TEACHER_OUTPUT: self.score(requests[0].data)}]
+                outcomes.append(exc)
+                continue
+            outcomes.append(np.empty(0, np.float32))  # filled below
+            valid.append(len(outcomes) - 1)
+        if not valid:
+            return outcomes
+        if len(valid) == 1:
+            outcomes[valid[0]] = self.score(requests[valid[0]])
+            return outcomes
         merged = {}
         for name in self.input_names:
-            parts = [r.data[name] for r in requests]
+            parts = [requests[i][name] for i in valid]
             merged[name] = np.concatenate(parts) if name in self._fixed_width else self._pad_concat(parts)
-        scores = self.score(merged)
-        out, start = [], 0
-        for request in requests:
-            rows, count = request.data["cand_item"].shape
-            out.append({TEACHER_OUTPUT: scores[start:start + rows, :count]})
+        scores, start = self.score(merged), 0
+        for i in valid:
+            rows, count = requests[i]["cand_item"].shape
+            outcomes[i] = scores[start:start + rows, :count]
             start += rows
-        return out
+        return outcomes

@@ -5,7 +5,7 @@ these, the worker's client sends them, and the stand-alone Triton model config i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from msgspec import Struct
@@ -49,15 +49,18 @@ def infer_inputs(tensors: dict[str, np.ndarray], client_module: object, names: S
 
 
 def triton_model_config(spec: TeacherTensorSpec, model_name: str = TEACHER_MODEL_NAME, max_batch_size: int = 64,
-                        max_queue_delay_us: int = 2_000, instance_kind: str = "KIND_GPU", instances: int = 1,
-                        checkpoint: str = "/models/teacher-checkpoint") -> str:
-    """`config.pbtxt` of a stand-alone Triton (Python backend) serving a teacher checkpoint."""
+                        max_queue_delay_us: int = 0, instance_kind: str = "KIND_GPU", instances: int = 1,
+                        checkpoint: str = "/models/teacher-checkpoint",
+                        parameters: Mapping[str, str | int] | None = None) -> str:
+    """`config.pbtxt` of a Triton Python-backend model serving a teacher checkpoint (`teacher_service.triton_model`):
+    the stand-alone container's and the one `recdistill teacher serve` generates. `parameters` (e.g. threads,
+    device, max_candidates) reach the model's `initialize` next to the checkpoint."""
     def tensor(t: TensorSpec) -> str:
         return f'  {{ name: "{t.name}" data_type: TYPE_{t.dtype} dims: [ {", ".join(map(str, t.dims))} ] }}'
 
     lines = [
         "# Generated from recdistill.core.contracts.teacher.TeacherTensorSpec: do not edit by hand",
-        "# (`recdistill teacher triton-config`). The same tensors as the embedded PyTriton server.",
+        "# (`recdistill teacher triton-config`). The same model as `recdistill teacher serve` runs.",
         f'name: "{model_name}"',
         'backend: "python"',
         f"max_batch_size: {max_batch_size}",
@@ -77,9 +80,7 @@ def triton_model_config(spec: TeacherTensorSpec, model_name: str = TEACHER_MODEL
         f"  {{ count: {instances} kind: {instance_kind} }}",
         "]",
         "",
-        "parameters: {",
-        '  key: "checkpoint"',
-        f'  value: {{ string_value: "{checkpoint}" }}',
-        "}",
+        *(f'parameters: {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
+          for key, value in {"checkpoint": checkpoint, **(parameters or {})}.items()),
     ]
     return "\n".join(lines) + "\n"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import psutil
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
@@ -21,6 +22,7 @@ from recdistill.core.data.synthetic import synthetic_requests
 from recdistill.core.features.encoder import Encoder
 from teacher_service.checkpoint import load_checkpoint
 from teacher_service.client import score
+from teacher_service.inference import BadTeacherInput, TeacherInference
 from teacher_service.launcher import teacher_process
 from teacher_service.train import TeacherTrainConfig, train_teacher
 from tests.conftest import RunningTriton
@@ -171,3 +173,28 @@ def test_a_short_history_teacher_reads_only_its_window_through_triton(ml100k: Pr
         served_whole, served_window = score(endpoints.grpc_url, whole), score(endpoints.grpc_url, window)
     np.testing.assert_allclose(served_whole, served_window, atol=TOLERANCE, rtol=0)
     np.testing.assert_allclose(served_window, _in_process(checkpoint, window), atol=TOLERANCE, rtol=0)
+
+
+def test_a_refused_request_does_not_fail_the_others_of_its_batch(tiny_teacher: Path,
+                                                                 ml100k: PreparedDataset) -> None:
+    """What the Python-backend model does with one dynamic batch: the valid requests are padded together and
+    scored as if alone; the invalid one gets its own reason."""
+    model, schema, _ = load_checkpoint(tiny_teacher)
+    inference = TeacherInference(model, schema, max_candidates=1_000, max_history=20_000)
+    short, long = _slate_tensors(ml100k, 2, seed=1), _slate_tensors(ml100k, 3, seed=2)
+    bad = {**short, "cand_item": short["cand_item"] + 10**6}
+    first, refused, second = inference.score_requests([short, bad, long])
+    assert isinstance(refused, BadTeacherInput)
+    assert "outside" in str(refused)
+    np.testing.assert_allclose(first, _in_process(tiny_teacher, short), atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(second, _in_process(tiny_teacher, long), atol=TOLERANCE, rtol=0)
+
+
+def test_triton_stops_with_teacher_serve_even_on_kill_9(tiny_teacher: Path, tmp_path: Path) -> None:
+    with teacher_process(tiny_teacher, log_path=tmp_path / "triton.log") as (_, process):
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert any(child.name() == "tritonserver" for child in children)
+        process.kill()
+        process.wait()
+        _, alive = psutil.wait_procs(children, timeout=60)
+    assert not alive, f"left running after kill -9 of teacher serve: {[p.name() for p in alive]}"

@@ -1,5 +1,8 @@
 """Traffic sampling and feedback intake: records go to the sample log (any backend) from a writer thread,
-in batches, off the request path. Samples are dropped (and counted) when the queue is full. When the log
+in batches, off the request path: the writer wakes once, lets a tick's worth of samples gather (`tick_s`),
+then encodes and writes them in one append (one Redis pipeline, one file write) instead of one wake-up and
+one round trip a request. Feedback is written at once. Samples are dropped (and counted) when the queue is
+full. When the log
 cannot be written (the broker is down, the disk is full), sampled records wait in a bounded buffer and
 are sent again by themselves once it recovers, in chunks (a disk with a little room takes what fits);
 beyond the bound they are dropped and counted. Feedback is acknowledged only once it is durable: it is
@@ -12,7 +15,6 @@ import asyncio
 import collections
 import itertools
 import logging
-import queue
 import random
 import threading
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from student_server import metrics
 
 logger = logging.getLogger(__name__)
 SEND_CHUNK = 500  # the most buffered records a write
+TICK_S = 0.01  # how long sampled requests gather before one write (feedback never waits)
 
 
 @dataclass
@@ -37,7 +40,7 @@ class TrafficSampler:
     def __init__(self, log: LogWriter, rate: float, capacity: int, seed: int | None = None,
                  long_history_rate: float | None = None, long_history_events: int = 100,
                  partition_lock: IO | None = None, buffer: int = 50_000, retry_s: float = 0.5,
-                 source_rates: dict[str, float] | None = None) -> None:
+                 source_rates: dict[str, float] | None = None, tick_s: float = TICK_S) -> None:
         self.log = log
         self._buffer: collections.deque[bytes] = collections.deque()  # encoded samples awaiting a retry
         self._buffer_limit = buffer
@@ -50,7 +53,15 @@ class TrafficSampler:
         self.long_history_events = long_history_events
         self.source_rates = source_rates or {}
         self._random = random.Random(seed)
-        self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=capacity)
+        # Appended on the event loop, taken by the writer (deque operations are atomic); the writer is woken
+        # only when it sleeps on `_wake`, not once a record.
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._capacity = capacity
+        self._tick_s = tick_s
+        self._wake = threading.Event()
+        self._waiting = False
+        self._feedback_waiting = False
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sample-log-writer", daemon=True)
         self._thread.start()
 
@@ -64,61 +75,70 @@ class TrafficSampler:
 
     def offer(self, record: SampleRecord) -> bool:
         """Queue a sampled request without ever blocking; False (and counted) when the queue is full."""
-        try:
-            self._queue.put_nowait(_Item(record))
-        except queue.Full:
-            metrics.DROPPED.labels(kind=_kind(record), reason="queue_full").inc()
-            return False
-        return True
+        return self._put(_Item(record))
 
     async def write_durably(self, record: SampleRecord) -> None:
         """Queue a record and wait until it is on disk (feedback); `OverloadedError` when the queue is full."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        try:
-            self._queue.put_nowait(_Item(record, (loop, future)))
-        except queue.Full:
-            metrics.DROPPED.labels(kind=_kind(record), reason="queue_full").inc()
-            raise OverloadedError("the sample-log queue is full; retry later", retry_after_s=1.0) from None
+        if not self._put(_Item(record, (loop, future))):
+            raise OverloadedError("the sample-log queue is full; retry later", retry_after_s=1.0)
         await future
 
+    def _put(self, item: _Item) -> bool:
+        if len(self._queue) >= self._capacity:
+            metrics.DROPPED.labels(kind=_kind(item.record), reason="queue_full").inc()
+            return False
+        self._queue.append(item)
+        if item.done:
+            self._feedback_waiting = True  # written without waiting for the tick
+        if self._waiting:  # set before the writer sleeps, after it last looked at the queue: no wake-up is lost
+            self._wake.set()
+        return True
+
     def close(self) -> None:
-        self._queue.put(None)
+        self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=10)
         self.log.close()
         if self._partition_lock is not None:
             self._partition_lock.close()
 
     @property
+    def queued(self) -> int:
+        """Records waiting for the writer."""
+        return len(self._queue)
+
+    @property
     def buffered(self) -> int:
         return len(self._buffer)
 
-    def _next(self) -> _Item | None | bool:
-        """The next queued item, None to stop, or False when a retry of the buffer is due first."""
-        if not self._buffer:
-            return self._queue.get()
-        try:
-            return self._queue.get(timeout=min(5.0, self._retry_s * 2 ** min(self._failures, 4)))
-        except queue.Empty:
-            return False
+    def _sleep_until_needed(self) -> None:
+        """Until a record is queued, the writer stops, or a retry of the buffer is due."""
+        self._waiting = True
+        if not self._queue and not self._stop.is_set():
+            timeout = min(5.0, self._retry_s * 2 ** min(self._failures, 4)) if self._buffer else None
+            self._wake.wait(timeout)
+        self._waiting = False
+        self._wake.clear()
+
+    def _take(self, most: int) -> list[_Item]:
+        batch: list[_Item] = []
+        while self._queue and len(batch) < most:
+            batch.append(self._queue.popleft())
+        return batch
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._next()
-            batch = [first] if isinstance(first, _Item) else []
-            stopping = first is None
-            while len(batch) < 1_000:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
+        while not self._stop.is_set():
+            self._sleep_until_needed()
+            if self._queue and not self._feedback_waiting:
+                self._stop.wait(self._tick_s)  # let a tick's samples gather: one write for all of them
+            self._feedback_waiting = False
+            batch = self._take(1_000)
             if batch or self._buffer:
                 self._write(batch)
+        while self._queue:  # stopping: what is still queued gets its write (buffered if the log is down)
+            self._write(self._take(1_000))
         if self._buffer:
             logger.warning("stopping with %d sampled records still buffered (the sample log is unavailable): "
                            "dropped", len(self._buffer))

@@ -142,3 +142,37 @@ def _request(i: int) -> SampledRequest:
 
 def _feedback(item: str) -> FeedbackRecord:
     return FeedbackRecord(request_id="r0", item_id=item, label=1.0, ts=1.0, received_ts=1.0)
+
+
+class _Counting(SampleLog):
+    """The real file log, counting its appends."""
+
+    appends = 0
+
+    def append(self, payloads: list[bytes]) -> int:
+        type(self).appends += 1
+        return super().append(payloads)
+
+
+async def test_sampled_requests_gather_for_a_tick_and_feedback_does_not_wait(tmp_path: Path) -> None:
+    """200 requests sampled a millisecond apart go out in a write or two, not one write each; feedback queued
+    behind a long tick is written at once; closing writes what is still queued without waiting for the tick."""
+    log = _Counting(tmp_path / "samples")
+    sampler = TrafficSampler(log, rate=1.0, capacity=10_000, tick_s=1.0)
+    try:
+        for i in range(200):
+            assert sampler.offer(_request(i))
+            await asyncio.sleep(0.001)
+        await asyncio.wait_for(sampler.write_durably(_feedback("now")), timeout=0.9)
+        assert _Counting.appends <= 3, f"{_Counting.appends} appends for 200 sampled requests and one feedback"
+        for i in range(200, 300):
+            assert sampler.offer(_request(i))
+    finally:
+        closing = asyncio.get_running_loop().time()
+        sampler.close()
+        closed_in = asyncio.get_running_loop().time() - closing
+    stored = [decode_record(p) for _, p in SampleLog(tmp_path / "samples").read(0, 1 << 20)]
+    assert sorted(r.request_id for r in stored if isinstance(r, SampledRequest)) == sorted(
+        _request(i).request_id for i in range(300))
+    assert [r.item_id for r in stored if isinstance(r, FeedbackRecord)] == ["now"]
+    assert closed_in < 5

@@ -191,7 +191,7 @@ async def test_a_full_feedback_queue_answers_503_with_retry_after(registry: Path
         assert await asyncio.to_thread(entered.wait, 10)
         queued = [asyncio.create_task(client.post("/v1/feedback", json=feedback | {"item_id": str(i)}))
                   for i in (1, 2)]
-        while sampler._queue.qsize() < 2:
+        while sampler.queued < 2:
             await asyncio.sleep(0.01)
         refused = await client.post("/v1/feedback", json=feedback | {"item_id": "3"})
         assert refused.status_code == 503

@@ -57,7 +57,7 @@ class SampledRequest(Struct, Generic[R], tag="request", tag_field="kind", frozen
         count = len(candidates) if isinstance(candidates, list) else None
         if count is not None and not len(self.scores) == len(self.positions) == count:
             raise ValueError(f"{count} candidates but {len(self.scores)} scores and {len(self.positions)} positions")
-        if not all(math.isfinite(score) for score in self.scores):
+        if not all(map(math.isfinite, self.scores)):
             raise ValueError("scores must be finite")
         if sorted(self.positions) != list(range(len(self.positions))):
             raise ValueError("positions must rank the candidates: each of 0 .. n-1 once")

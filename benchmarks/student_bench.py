@@ -26,6 +26,7 @@ import numpy as np
 import psutil
 import torch
 
+from benchmarks.profile import Profile, profile_under_load
 from benchmarks.references import triton_request_bodies
 from benchmarks.results import Results, Row, percentiles_ms
 from distill_worker.export import export_onnx
@@ -191,6 +192,11 @@ def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
         with server as process:
             load("http", process, "http", f"http://127.0.0.1:{port}/v1/rank", bodies.json)
             load("grpc", process, "grpc", f"127.0.0.1:{grpc_port}", bodies.proto)
+            profiles = {
+                name: profile_under_load(process.pid, seconds, lambda name=name, target=target, body=body: _load(
+                    name, target, body, seconds, 1, process.pid))
+                for name, target, body in (("http", f"http://127.0.0.1:{port}/v1/rank", bodies.json),
+                                           ("grpc", f"127.0.0.1:{grpc_port}", bodies.proto))}
             rss_under_load = psutil.Process(process.pid).memory_info().rss / 2**20
             swapping = _during_swaps(port, process.pid, bodies.json, seconds)
             erring = _during_errors(port, process.pid, bodies.json, seconds)
@@ -221,6 +227,7 @@ def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
             load("echo_grpc", process, "grpc", f"127.0.0.1:{echo_port}", bodies.proto)
 
     _rows(results, measured, repeats, raw, swapping, erring, rss_under_load)
+    _goal_rows(results, measured, raw, profiles)
 
 
 def _rows(results: Results, m: dict[str, dict[str, float]], repeats: int, raw: dict[str, float],
@@ -262,6 +269,23 @@ def _rows(results: Results, m: dict[str, dict[str, float]], repeats: int, raw: d
                     note=f"{int(erring['bad_requests'])} bad requests (4xx: {int(erring['client_errors'])}, "
                          f"5xx: {int(erring['server_errors'])}); goal: within 1.5x", command=COMMAND))
     results.add(Row(SECTION, "server RSS after the load runs", rss_under_load, "MiB", command=COMMAND))
+
+
+def _goal_rows(results: Results, m: dict[str, dict[str, float]], raw: dict[str, float],
+               profiles: dict[str, Profile | str]) -> None:
+    """The performance goals, each with the profile of the path beside it."""
+    def profile(name: str) -> str:
+        found = profiles[name]
+        return found if isinstance(found, str) else found.note()
+
+    results.add(Row(SECTION, "HTTP, 1 server process, share of raw in-process ONNX Runtime (same request)",
+                    m["http"]["throughput"], "req/s", "raw ONNX Runtime, 1 thread", raw["throughput"],
+                    note=f"goal >= 0.40x; server CPU {m['http']['server_cpu_us']:.0f} us a request; {profile('http')}",
+                    command=COMMAND))
+    floor = m["echo_grpc"]["server_cpu_us"] + m["http"]["server_cpu_us"] - m["echo_http"]["server_cpu_us"]
+    results.add(Row(SECTION, "server CPU per request, gRPC, vs the grpc.aio floor plus HTTP's own work",
+                    m["grpc"]["server_cpu_us"], "us", "grpc.aio floor + (HTTP - bare uvicorn)", floor,
+                    note=f"goal <= 1.00x; {profile('grpc')}", command=COMMAND))
 
 
 def _load_while(port: int, server_pid: int, body: Path, seconds: float, every_s: float,

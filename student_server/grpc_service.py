@@ -31,7 +31,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
     async def Rank(self, request: ranking_pb2.RankRequest,  # noqa: N802 - gRPC method name
                    context: grpc.aio.ServicerContext) -> ranking_pb2.RankResponse:
         started = time.perf_counter()
-        status = "ok"
+        status = "OK"
         try:
             service = self.service
             source = None
@@ -49,7 +49,10 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
             raise
         finally:
             metrics.RANK_GRPC_LATENCY.observe(time.perf_counter() - started)
-            metrics.REQUESTS.labels(endpoint="rank", protocol="grpc", status=status).inc()
+            if status == "OK":
+                metrics.RANK_GRPC_OK.inc()
+            else:
+                metrics.REQUESTS.labels(endpoint="rank", protocol="grpc", status=status).inc()
 
     async def Feedback(self, request: ranking_pb2.FeedbackRequest,  # noqa: N802 - gRPC method name
                        context: grpc.aio.ServicerContext) -> ranking_pb2.FeedbackResponse:

@@ -31,6 +31,7 @@ SAMPLED = Counter("recdistill_sampled_records", "Records written to the sample l
 RANK_HTTP_LATENCY = LATENCY.labels(endpoint="rank", protocol="http")
 RANK_GRPC_LATENCY = LATENCY.labels(endpoint="rank", protocol="grpc")
 RANK_HTTP_OK = REQUESTS.labels(endpoint="rank", protocol="http", status="200")
+RANK_GRPC_OK = REQUESTS.labels(endpoint="rank", protocol="grpc", status="OK")
 DROPPED = Counter("recdistill_dropped_records", "Sampled records not written to the sample log, by reason "
                   "(queue_full, unencodable, buffer_full: the log was unavailable and the buffer full)",
                   ["kind", "reason"])

@@ -48,13 +48,16 @@ def request_from_message(message: ranking_pb2.RankRequest, types: RequestTypes) 
             raise ValidationError(f"user.features.{key}", "is a field of its own, not a feature")
     body: dict[str, Any] = {"user": {"user_id": message.user.user_id, **user}, "candidates": []}
     history = []
-    for event in message.history:
+    for event in message.history:  # the hot loop: one HasField lookup an event, the common action inline
         entry: dict[str, Any] = {"item_id": event.item_id}
-        if event.HasField("ts"):
+        has = event.HasField
+        if has("ts"):
             entry["ts"] = event.ts
-        if event.HasField("action"):
-            entry["action"] = _from_value(event.action)
-        if event.HasField("value"):
+        if has("action"):
+            action = event.action
+            entry["action"] = action.string_value if action.WhichOneof("kind") == "string_value" \
+                else _from_value(action)
+        if has("value"):
             entry["value"] = event.value
         history.append(entry)
     if history:

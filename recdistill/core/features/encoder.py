@@ -27,6 +27,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ from recdistill.core.features.schema import (
 )
 
 Tensors = dict[str, np.ndarray]
+_FEATURES = attrgetter("features")
 INT64, FLOAT32 = "INT64", "FP32"
 
 
@@ -229,8 +231,11 @@ class Encoder:
         replace the catalogue's raw columns of that item."""
         rows = np.fromiter(map(self._candidate_row.get, item_ids, repeat(0)), dtype=np.int64, count=len(item_ids))
         cats, multi, nums = self._cat_table[rows], self._multi_table[rows], self._num_table[rows]
-        for position, candidate in enumerate(overrides or ()):
-            features = getattr(candidate, "features", None)
+        # Most candidates override nothing: find those that do in C (attrgetter), not one getattr a candidate.
+        overriding = list(map(_FEATURES, overrides)) if overrides and hasattr(overrides[0], "features") else []
+        if overriding.count(None) == len(overriding):
+            overriding = []
+        for position, features in enumerate(overriding):
             if features is not None:
                 raw = dict(self.schema.item_table.get(item_ids[position]) or {})
                 for column in self.schema.spec_model.request_columns["item"]:
@@ -301,7 +306,8 @@ class Encoder:
                     out["hist_value"][row, :n] = context.hist_value[-n:]
                 if self.has_time_gap:
                     hours = (context.request_ts - context.hist_ts[-n:]) / 3600.0
-                    out["hist_recency"][row, :n] = np.nan_to_num(np.log1p(np.clip(hours, 0.0, None)), nan=0.0)
+                    # fmax(NaN, 0) is 0: an event without a time reads as "just now", as nan_to_num made it
+                    out["hist_recency"][row, :n] = np.log1p(np.fmax(hours, 0.0))
             c = len(context.cand_item)
             out["cand_item"][row, :c] = context.cand_item
             for name in ("cand_cat", "cand_multi", "cand_num"):

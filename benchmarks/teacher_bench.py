@@ -4,6 +4,8 @@ thread keeps one channel open, as the worker's client does."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import tempfile
 import threading
 import time
@@ -24,10 +26,12 @@ from recdistill.core.features.encoder import Encoder
 from teacher_service.checkpoint import save_checkpoint
 from teacher_service.launcher import teacher_process
 from teacher_service.model import TEACHER_SIZES, TeacherModel
+from teacher_service.serve import ALLOCATOR_THRESHOLD
 
 SECTION = "Teacher (Triton gRPC vs in-process)"
 COMMAND = "make bench  # benchmarks/teacher_bench.py"
 GOALS = {100: "goal p50 <= 2 ms; ", 20_000: "goal <= 1.20x; "}
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 
 
 def _checkpoint(dataset: PreparedDataset, directory: Path) -> TeacherModel:
@@ -50,8 +54,17 @@ def _timed(fn, inputs: list) -> list[float]:  # noqa: ANN001
     return seconds
 
 
+def _same_allocator() -> None:
+    """The in-process reference with the glibc settings `teacher serve` gives Triton's processes (large blocks
+    kept on the heap), so the two sides differ only by Triton."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.mallopt(M_MMAP_THRESHOLD, ALLOCATOR_THRESHOLD)
+    libc.mallopt(M_TRIM_THRESHOLD, ALLOCATOR_THRESHOLD)
+
+
 def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
     torch.set_num_threads(2)
+    _same_allocator()
     encoder = Encoder(dataset.schema, "teacher")
     rng = np.random.default_rng(0)
     batches = []
@@ -74,7 +87,6 @@ def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
                 return model(**{k: torch.from_numpy(v) for k, v in tensors.items()}).numpy()
 
         in_process(batches[0])  # warm-up
-        local_latency = {n: _timed(in_process, reqs) for n, reqs in per_length.items()}
 
         with teacher_process(Path(tmp) / "teacher", log_path=Path(tmp) / "triton.log") as (endpoints, _):
             channels = threading.local()
@@ -101,10 +113,15 @@ def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
                     start = time.perf_counter()
                     list(pool.map(remote, batches))
                     triton_concurrent_s += time.perf_counter() - start
-            triton_latency, breakdown = {}, {}
+            # Latency side by side too: each request in-process, then through Triton, one after the other.
+            triton_latency, local_latency, breakdown = {}, {}, {}
             for n, requests in per_length.items():
+                in_process(requests[0]), remote(requests[0])  # this shape's warm-up
                 before = _triton_durations(endpoints.metrics_url)
-                triton_latency[n] = _timed(remote, requests)
+                local_latency[n], triton_latency[n] = [], []
+                for request in requests:
+                    local_latency[n] += _timed(in_process, [request])
+                    triton_latency[n] += _timed(remote, [request])
                 after = _triton_durations(endpoints.metrics_url)
                 breakdown[n] = {k: (after[k] - before.get(k, 0.0)) / len(requests) / 1e3 for k in after}
 

@@ -2,12 +2,11 @@
 in batches, off the request path: the writer wakes once, lets a tick's worth of samples gather (`tick_s`),
 then encodes and writes them in one append (one Redis pipeline, one file write) instead of one wake-up and
 one round trip a request. Feedback is written at once. Samples are dropped (and counted) when the queue is
-full. When the log
-cannot be written (the broker is down, the disk is full), sampled records wait in a bounded buffer and
-are sent again by themselves once it recovers, in chunks (a disk with a little room takes what fits);
-beyond the bound they are dropped and counted. Feedback is acknowledged only once it is durable: it is
-refused (503, retry) rather than buffered, and it is appended on its own, never behind the buffer, so it
-is taken again as soon as the log can hold it."""
+full. When the log cannot be written (the broker is down, the disk is full), sampled records wait in a
+bounded buffer and are sent again by themselves once it recovers, in chunks (a disk with a little room takes
+what fits); beyond the bound they are dropped and counted. Feedback is acknowledged only once it is durable:
+it is refused (503, retry) rather than buffered, and it is appended on its own, never behind the buffer, so
+it is taken again as soon as the log can hold it."""
 
 from __future__ import annotations
 

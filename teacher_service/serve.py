@@ -23,6 +23,7 @@ from types import FrameType
 from recdistill.core.contracts.teacher import TeacherTensorSpec, triton_model_config
 from recdistill.core.features.schema import FeatureSchema
 from teacher_service.checkpoint import read_manifest
+from teacher_service.sequence_train import resolve_device
 from teacher_service.settings import TeacherServeSettings
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ def _die_with_parent() -> None:
 def serve(settings: TeacherServeSettings) -> None:
     """Start Triton, wait until SIGTERM/SIGINT (or Triton exits), then stop it cleanly."""
     manifest = read_manifest(settings.checkpoint)
+    resolve_device(settings.device)  # `cuda` without CUDA: refused here, before Triton starts
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -65,13 +65,18 @@ def serve_command(
 ) -> None:
     """Serve the teacher as a Triton model over gRPC and HTTP until SIGTERM / Ctrl-C."""
     from recdistill.cli.common import settings_from_cli
+    from recdistill.core.errors import RecDistillError
     from teacher_service.serve import serve
     from teacher_service.settings import TeacherServeSettings
 
     settings = settings_from_cli(TeacherServeSettings, config, "teacher", checkpoint=checkpoint, http_port=http_port,
                                  grpc_port=grpc_port, metrics_port=metrics_port, model_name=model_name,
                                  instances=instances)
-    serve(settings)
+    try:
+        serve(settings)
+    except RecDistillError as exc:  # not a checkpoint, a schema that does not match, no CUDA for `cuda`
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
 
 
 @app.command("triton-config")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -198,3 +199,14 @@ def test_triton_stops_with_teacher_serve_even_on_kill_9(tiny_teacher: Path, tmp_
         process.wait()
         _, alive = psutil.wait_procs(children, timeout=60)
     assert not alive, f"left running after kill -9 of teacher serve: {[p.name() for p in alive]}"
+
+
+@pytest.mark.parametrize(("what", "expected"), [("not-a-checkpoint", "not a teacher checkpoint"),
+                                                 ("cuda", "no CUDA device")])
+def test_serve_refuses_before_starting_triton(tiny_teacher: Path, tmp_path: Path, what: str, expected: str) -> None:
+    checkpoint = tmp_path if what == "not-a-checkpoint" else tiny_teacher
+    result = subprocess.run([str(Path(sys.executable).parent / "recdistill"), "teacher", "serve", "--checkpoint",
+                             str(checkpoint)], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "TEACHER_DEVICE": what if what == "cuda" else "auto"})
+    assert result.returncode == 2, result.stderr
+    assert expected in " ".join(result.stdout.split())

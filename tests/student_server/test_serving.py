@@ -61,18 +61,28 @@ async def test_swap_under_load_fails_no_request(registry: Path, tmp_path: Path) 
         async def grpc_call() -> str:
             return (await stub.Rank(proto)).model_version
 
+        swapped = asyncio.Event()
+
         async def swap() -> None:
             await asyncio.sleep(0.05)
             response = await client.post("/admin/versions/v2/activate", headers=AUTH)
             assert response.status_code == 200, response.text
+            swapped.set()
 
-        calls = [http_call() if i % 2 else grpc_call() for i in range(400)]
-        *versions, _ = await asyncio.gather(*calls, swap())
-        after = await http_call()
+        async def caller(i: int) -> list[str]:
+            """Requests back to back (HTTP and gRPC alternately) until one has started after the swap."""
+            seen = []
+            while True:
+                after_swap = swapped.is_set()
+                seen.append(await (http_call() if (i + len(seen)) % 2 else grpc_call()))
+                if after_swap:
+                    return seen
+
+        *per_caller, _ = await asyncio.gather(*(caller(i) for i in range(16)), swap())
+    versions = [version for seen in per_caller for version in seen]
     assert set(versions) <= {"v1", "v2"}
     assert "v1" in versions, "requests before the swap are served by v1"
-    assert "v2" in versions, "the swap must land while requests are in flight"
-    assert after == "v2"
+    assert all(seen[-1] == "v2" for seen in per_caller), "a request sent after the swap is served by v2"
 
 
 async def test_active_version_survives_a_restart(registry: Path, tmp_path: Path) -> None:

@@ -45,6 +45,11 @@ class Profile:
                                                                if us >= 0.5)
 
 
+def describe(found: Profile | str) -> str:
+    """A row's note for what `profile_under_load` returned: the breakdown, or why there is none."""
+    return found if isinstance(found, str) else found.note()
+
+
 def stage_of(frames: list[str]) -> str:
     for frame in reversed(frames):
         for stage, needles in STAGES:

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.profile import profile_under_load
+from benchmarks.profile import describe, profile_under_load
 from benchmarks.results import Results, Row
 from benchmarks.samplelog_bench import _payloads
 from benchmarks.student_bench import TOKEN, _load, _process, _registry, request_body
@@ -46,13 +46,12 @@ def _server_cpu(results: Results, dataset: PreparedDataset, tmp: Path, valkey_ur
                                                 lambda url=url, pid=process.pid: _load("http", url, body, seconds, 1,
                                                                                        pid))
     for name in ("redis", "file"):
-        run, off, found = measured[name], measured["off"], profiles[name]
-        profile = found if isinstance(found, str) else found.note()
+        run, off = measured[name], measured["off"]
         results.add(Row(SECTION, f"server CPU per ranking request, every request sampled to the {name} log",
                         run["server_cpu_us"], "us", "sampling off", off["server_cpu_us"],
                         note=f"goal <= 1.15x; {run['throughput']:,.0f} vs {off['throughput']:,.0f} req/s; "
                              f"{run['errors']} errors; HTTP, 1 process, 16 connections; the writer gathers 10 ms of "
-                             f"samples a write; {profile}", command=COMMAND))
+                             f"samples a write; {describe(profiles[name])}", command=COMMAND))
 
 
 def _transport(results: Results, dataset: PreparedDataset, tmp: Path, valkey_url: str, quick: bool) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 import psutil
 import torch
 
-from benchmarks.profile import Profile, profile_under_load
+from benchmarks.profile import Profile, describe, profile_under_load
 from benchmarks.references import triton_request_bodies
 from benchmarks.results import Results, Row, percentiles_ms
 from distill_worker.export import export_onnx
@@ -274,18 +274,15 @@ def _rows(results: Results, m: dict[str, dict[str, float]], repeats: int, raw: d
 def _goal_rows(results: Results, m: dict[str, dict[str, float]], raw: dict[str, float],
                profiles: dict[str, Profile | str]) -> None:
     """The performance goals, each with the profile of the path beside it."""
-    def profile(name: str) -> str:
-        found = profiles[name]
-        return found if isinstance(found, str) else found.note()
-
     results.add(Row(SECTION, "HTTP, 1 server process, share of raw in-process ONNX Runtime (same request)",
                     m["http"]["throughput"], "req/s", "raw ONNX Runtime, 1 thread", raw["throughput"],
-                    note=f"goal >= 0.40x; server CPU {m['http']['server_cpu_us']:.0f} us a request; {profile('http')}",
+                    note=f"goal >= 0.40x; server CPU {m['http']['server_cpu_us']:.0f} us a request; "
+                         f"{describe(profiles['http'])}",
                     command=COMMAND))
     floor = m["echo_grpc"]["server_cpu_us"] + m["http"]["server_cpu_us"] - m["echo_http"]["server_cpu_us"]
     results.add(Row(SECTION, "server CPU per request, gRPC, vs the grpc.aio floor plus HTTP's own work",
                     m["grpc"]["server_cpu_us"], "us", "grpc.aio floor + (HTTP - bare uvicorn)", floor,
-                    note=f"goal <= 1.00x; {profile('grpc')}", command=COMMAND))
+                    note=f"goal <= 1.00x; {describe(profiles['grpc'])}", command=COMMAND))
 
 
 def _load_while(port: int, server_pid: int, body: Path, seconds: float, every_s: float,

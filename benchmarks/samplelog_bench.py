@@ -3,10 +3,13 @@ segment. The reader remembers where it stopped, so the cost should follow the ne
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 from benchmarks.results import Results, Row
 from recdistill.core.contracts.records import FeedbackRecord, SampledRequest, decode_record, encode_record
@@ -24,10 +27,10 @@ def _payloads(dataset: PreparedDataset, count: int) -> list[bytes]:
     out = []
     for event in events:
         body = dataset.to_request(int(event), "slate", negatives=9)
-        request = dataset.schema.parse_request(body)
+        scores, positions = SampledRequest.pack(np.full(10, 0.5), np.arange(10))
         out.append(encode_record(SampledRequest(
             request_id=body["request_id"], ts=1.0, request_ts=1.0, model_version="v1", sampling_probability=1.0,
-            request=request, student_view="student", scores=[0.5] * 10, positions=list(range(10)))))
+            request=json.dumps(body).encode(), student_view="student", scores=scores, positions=positions)))
         out.append(encode_record(FeedbackRecord(request_id=body["request_id"], item_id="1", label=1.0, ts=1.0,
                                                 received_ts=1.0)))
     return out

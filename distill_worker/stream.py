@@ -92,7 +92,7 @@ class StreamTrainer:
         observed = np.zeros_like(labels)
         positions = np.zeros((len(records), width), dtype=np.int64)
         for row, record in enumerate(records):
-            logged = np.asarray(record.positions)
+            logged = record.position_array
             positions[row, : len(logged)] = logged + 1
             observed[row, : len(logged)] = logged < self.config.exposed_positions
             given = feedback.get(record.request_id, {})
@@ -197,7 +197,7 @@ class StreamPhase:
             self._restore()
         source = open_source(LogLocation.parse(samples), "worker") if isinstance(samples, Path | str) else samples
         self.consumer = SampleConsumer(source, self.state, config, self._dead_letter,
-                                       dataset.schema.request_types().rank_request)
+                                       dataset.schema.request_types(ignore_unknown=True).rank_request)
 
     @property
     def model(self) -> StudentModel:

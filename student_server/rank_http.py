@@ -76,7 +76,7 @@ class RankEndpoint:
             body = await read_body(scope, receive, self.max_body_bytes, self.body_timeout_s)
             source = service.traffic_source(_header(scope, service.source_header)) if service.sampler.source_rates \
                 else None
-            result = await service.rank(service.request_types.parse(body), source)
+            result = await service.rank(service.request_types.parse(body), source, body)
             payload = orjson.dumps(result.to_json())
         except RecDistillError as exc:
             status = http_status(exc)

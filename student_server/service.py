@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from recdistill.core.contracts.records import FeedbackRecord, SampledRequest
+from recdistill.core.contracts.records import FeedbackRecord, Policy, SampledRequest
 from recdistill.core.errors import ValidationError
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.features.request import ITEM_ID_MAX_LENGTH, REQUEST_ID_MAX_LENGTH, TS_MAX, check_limits
@@ -34,7 +34,7 @@ class RankResult:
     scores: np.ndarray
     # "model": ranked by the scores; "random": the exploration slice, served in a uniformly random order
     # (still with the model's scores), so that position is independent of the item there.
-    policy: str = "model"
+    policy: Policy = "model"
     shuffle_seed: int | None = None
 
     @cached_property
@@ -82,8 +82,9 @@ class RankingService:
         except UnicodeDecodeError:
             raise BadHeaderError(name, "must be UTF-8 text") from None
 
-    async def rank(self, request: Any, source: str | None = None) -> RankResult:
-        """Score and rank; `source` is the caller's traffic source (a header), which only sampling reads."""
+    async def rank(self, request: Any, source: str | None = None, body: bytes | None = None) -> RankResult:
+        """Score and rank; `source` is the caller's traffic source (a header), which only sampling reads;
+        `body` the request's JSON as it came (HTTP), which a sampled record keeps as is."""
         check_limits(request, self.settings.max_candidates, self.settings.max_history)
         scorer = self.registry.scorer_for(str(request.user.user_id))
         if scorer is None:
@@ -98,18 +99,17 @@ class RankingService:
             metrics.EXPLORED.inc()
         probability = self.sampler.probability(len(request.history), source)
         if self.sampler.should_sample(probability):
-            self.sampler.offer(self._sample_record(request, result, context.request_ts, probability, source))
+            self.sampler.offer(self._sample_record(request, body, result, context.request_ts, probability, source))
         return result
 
-    def _sample_record(self, request: Any, result: RankResult, request_ts: float, probability: float,
-                       source: str | None) -> SampledRequest:
-        positions = np.empty(len(result.scores), dtype=np.int64)
-        positions[result.order] = np.arange(len(result.scores))
+    def _sample_record(self, request: Any, body: bytes | None, result: RankResult, request_ts: float,
+                       probability: float, source: str | None) -> SampledRequest:
+        scores, positions = SampledRequest.pack(result.scores, result.order)
         return SampledRequest(
             request_id=result.request_id, ts=time.time(), request_ts=request_ts, model_version=result.model_version,
-            sampling_probability=probability, request=msgspec.structs.replace(request, request_id=result.request_id),
-            student_view=self.encoder.view_name, scores=result.scores.tolist(), positions=positions.tolist(),
-            policy=result.policy, traffic_source=source)
+            sampling_probability=probability, request=msgspec.json.encode(request) if body is None else body,
+            student_view=self.encoder.view_name, scores=scores, positions=positions, policy=result.policy,
+            traffic_source=source)
 
     async def feedback(self, request_id: str, item_id: str, label: float, ts: float | None) -> None:
         """The same limits whichever protocol it came by (the HTTP model documents them too)."""

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from distill_worker.labels import LabelStore
@@ -27,6 +28,15 @@ from tests.student_server.conftest import make_settings, run_server, sampled_rec
 
 pytestmark = pytest.mark.e2e
 FAR_FUTURE = math.inf
+PACKED = SampledRequest.pack(np.full(10, 0.5), np.arange(10))  # (scores, positions) of a 10-candidate slate
+
+
+def _f4(values: object) -> bytes:
+    return np.asarray(values, dtype="<f4").tobytes()
+
+
+def _i4(values: object) -> bytes:
+    return np.asarray(list(values), dtype="<i4").tobytes()  # type: ignore[call-overload]
 
 
 async def _serve_requests(registry: Path, tmp_path: Path, dataset: PreparedDataset, events: list[int],
@@ -184,8 +194,8 @@ def test_a_backlog_never_turns_clicks_into_negatives(ml100k: PreparedDataset, tm
         served = 1_000.0 + i  # one request a second; each click comes 1.5 s after its request
         payloads.append(encode_record(SampledRequest(
             request_id=body["request_id"], ts=served, request_ts=served, model_version="v1",
-            sampling_probability=1.0, request=ml100k.schema.parse_request(body), student_view="student",
-            scores=[0.5] * 10, positions=list(range(10)))))
+            sampling_probability=1.0, request=json.dumps(body).encode(), student_view="student",
+            scores=PACKED[0], positions=PACKED[1])))
         clicks.append((served + 1.5, encode_record(FeedbackRecord(
             request_id=body["request_id"], item_id=str(body["candidates"][0]["item_id"]), label=1.0,
             ts=served + 1.5, received_ts=served + 1.5))))
@@ -220,8 +230,8 @@ def test_the_exploration_slice_stays_out_of_training_and_every_record_is_counted
         body = ml100k.to_request(event, "slate", negatives=9)
         payloads.append(encode_record(SampledRequest(
             request_id=body["request_id"], ts=1_000.0 + i, request_ts=1_000.0 + i, model_version="v1",
-            sampling_probability=1.0, request=ml100k.schema.parse_request(body), student_view="student",
-            scores=[0.5] * 10, positions=list(range(10)), policy="random" if i % 4 == 0 else "model")))
+            sampling_probability=1.0, request=json.dumps(body).encode(), student_view="student",
+            scores=PACKED[0], positions=PACKED[1], policy="random" if i % 4 == 0 else "model")))
         payloads.append(encode_record(FeedbackRecord(
             request_id=body["request_id"], item_id=str(body["candidates"][0]["item_id"]), label=1.0,
             ts=1_000.5 + i, received_ts=1_000.5 + i)))
@@ -236,27 +246,28 @@ def test_the_exploration_slice_stays_out_of_training_and_every_record_is_counted
 
 
 def _poisoned(record: SampledRequest | FeedbackRecord, **fields: object) -> bytes:
-    """A record whose fields disagree, written as a broken or hostile producer would (the record
-    struct itself refuses to be built so)."""
+    """A record whose fields disagree, written as a broken or hostile producer would."""
     import msgspec
 
-    return msgspec.msgpack.encode(msgspec.to_builtins(record) | fields)
+    return msgspec.msgpack.encode(msgspec.to_builtins(record, builtin_types=(bytes,)) | fields)
 
 
 def test_records_whose_fields_disagree_are_dead_lettered_not_trained(ml100k: PreparedDataset, tmp_path: Path) -> None:
     """More positions than candidates stopped the worker (`could not broadcast`, on every restart); a `ts` of
-    NaN or infinity was never released. Each is dead-lettered with its reason; the rest train; counts add up."""
+    NaN or infinity was never released; scores not packed in 4-byte values, a request that is not JSON, a
+    negative position. Each is dead-lettered with its reason; the rest train; counts add up."""
     samples = tmp_path / "samples"
     payloads, good = [], 0
     for i, event in enumerate(ml100k.split("test")[700:720].tolist()):
         body = ml100k.to_request(event, "slate", negatives=9)
         record = SampledRequest(
             request_id=body["request_id"], ts=1_000.0 + i, request_ts=1_000.0 + i, model_version="v1",
-            sampling_probability=1.0, request=ml100k.schema.parse_request(body), student_view="student",
-            scores=[0.5] * 10, positions=list(range(10)))
-        poison = {0: {"positions": list(range(12))}, 1: {"ts": math.nan}, 2: {"ts": math.inf},
-                  3: {"request_ts": -math.inf}, 4: {"scores": [0.5] * 3}, 5: {"positions": [0] * 10},
-                  6: {"scores": [math.nan] * 10}}.get(i)
+            sampling_probability=1.0, request=json.dumps(body).encode(), student_view="student",
+            scores=PACKED[0], positions=PACKED[1])
+        poison = {0: {"positions": _i4(range(12))}, 1: {"ts": math.nan}, 2: {"ts": math.inf},
+                  3: {"request_ts": -math.inf}, 4: {"scores": _f4([0.5] * 3)}, 5: {"positions": _i4([0] * 10)},
+                  6: {"scores": _f4([math.nan] * 10)}, 7: {"scores": b"\x00" * 7}, 8: {"request": b"{"},
+                  9: {"positions": _i4([*range(9), -1])}}.get(i)
         payloads.append(encode_record(record) if poison is None else _poisoned(record, **poison))
         good += poison is None
     feedback = FeedbackRecord(request_id="x", item_id="1", label=1.0, ts=1.0, received_ts=1.0)
@@ -271,9 +282,11 @@ def test_records_whose_fields_disagree_are_dead_lettered_not_trained(ml100k: Pre
     state = phase.state
     assert not state.waiting, "nothing is left waiting forever"
     assert state.records_consumed == len(payloads) == 22
-    assert state.examples_trained == good == 13
-    assert state.dead_lettered == 8
+    assert state.examples_trained == good == 10
+    assert state.dead_lettered == 11
     lines = (tmp_path / "worker" / "dead-letter.jsonl").read_text().splitlines()
     reasons = [json.loads(line)["reason"] for line in lines]
     assert any("positions" in r for r in reasons)
     assert any("finite" in r for r in reasons)
+    assert any("4-byte" in r for r in reasons)
+    assert any("JSON" in r for r in reasons)

@@ -135,7 +135,7 @@ async def test_the_exploration_slice_is_served_at_random_and_logged_as_such(regi
         assert sorted(response["ranking"]) == sorted(item_ids)
         by_score = [item_ids[i] for i in np.argsort(-np.asarray(response["scores"]), kind="stable")]
         assert (response["ranking"] == by_score) == (response["policy"] == "model")  # 100 items: never by chance
-        assert [response["ranking"][p] for p in record.positions] == item_ids  # the log holds what was served
+        assert [response["ranking"][p] for p in record.position_array] == item_ids  # the log holds what was served
 
 
 async def test_sampling_by_traffic_source_reads_a_header_no_model_sees(registry: Path, tmp_path: Path) -> None:

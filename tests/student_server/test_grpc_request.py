@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import orjson
 import pytest
@@ -42,9 +43,10 @@ def test_message_and_json_encode_to_the_same_tensors(ml100k: PreparedDataset) ->
         np.testing.assert_array_equal(message_tensors[name], array, err_msg=name)
     # What the sample log stores for a gRPC request decodes back to the same request.
     count = len(from_message.candidates)
+    scores, positions = SampledRequest.pack(np.full(count, 0.5), np.arange(count))
     record = SampledRequest(request_id="r", ts=1.0, request_ts=1.0, model_version="v", sampling_probability=1.0,
-                            request=from_message, student_view="student", scores=[0.5] * count,
-                            positions=list(range(count)))
+                            request=msgspec.json.encode(from_message), student_view="student", scores=scores,
+                            positions=positions)
     assert decode_record(encode_record(record), types.rank_request).request == from_message
 
 

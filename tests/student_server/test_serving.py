@@ -126,8 +126,8 @@ async def test_sampled_requests_and_feedback_reach_the_sample_log(registry: Path
     assert first.model_version == "v1"
     assert first.format == RECORD_FORMAT
     assert first.sampling_probability == 1.0
-    assert len(first.scores) == len(first.positions) == 100
-    assert sorted(first.positions) == list(range(100))
+    assert len(first.score_array) == len(first.position_array) == 100
+    assert sorted(first.position_array.tolist()) == list(range(100))
     assert first.request["history"][0]["item_id"] == body["history"][0]["item_id"]
     assert [(f.request_id, f.label) for f in feedbacks] == [("r3", 1.0), ("r4", 0.0)]
 

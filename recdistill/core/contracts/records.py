@@ -8,14 +8,15 @@ Every record carries `format`; a reader that meets a format it does not know sto
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import msgspec
+import numpy as np
 from msgspec import Meta, Struct
 
 from recdistill.core.errors import RecDistillError
 
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2  # 2: the request as its JSON, scores and positions packed
 
 
 class RecordFormatError(RecDistillError):
@@ -28,11 +29,18 @@ class InvalidRecordError(RecDistillError):
 
 
 R = TypeVar("R")
+Policy = Literal["model", "random"]  # "random": the exploration slice (a uniformly random order)
 
 
 class SampledRequest(Struct, Generic[R], tag="request", tag_field="kind", frozen=True):
-    """A served ranking request the sampler kept, with what the student answered. `request` is the request
-    struct of the serving schema (`RequestTypes.rank_request`); read without one, it is a plain dict."""
+    """A served ranking request the sampler kept, with what the student answered.
+
+    `request` is written as the request's JSON, in the form the HTTP API takes (an HTTP body as it came, a gRPC
+    request encoded so), so the server neither re-encodes nor keeps the parsed request; `decode_record` reads
+    it back as the request struct of the serving schema (validated as at the edge) or, without one, a plain
+    dict. Scores and positions are packed little-endian (float32, int32), one per candidate in request order:
+    `score_array` and `position_array` read them. A record is checked where it is read (`decode_record`, which
+    calls `check`): one that does not agree is invalid, dead-lettered by its reader, never trained on."""
 
     request_id: str
     ts: float  # when it was served (unix seconds, server clock)
@@ -41,26 +49,45 @@ class SampledRequest(Struct, Generic[R], tag="request", tag_field="kind", frozen
     sampling_probability: Annotated[float, Meta(gt=0, le=1)]
     request: R
     student_view: str
-    scores: list[float]  # per candidate, request order
-    positions: list[int]  # 0-based rank of each candidate in the served ranking, request order
-    policy: str = "model"  # "model", or "random": the exploration slice (a uniformly random order)
+    scores: bytes  # float32 little-endian per candidate, request order
+    positions: bytes  # int32 little-endian: each candidate's 0-based rank in the served ranking, request order
+    policy: Policy = "model"
     traffic_source: str | None = None  # the caller's traffic source, when the sampling rules read one
     format: int = RECORD_FORMAT
 
-    def __post_init__(self) -> None:
-        """Every field agrees before any reaches a tensor (checked on decode too: a record that does not is
-        invalid, dead-lettered by its reader, never trained on): finite times and scores, one score and one
-        position per candidate, the positions a ranking of them."""
+    @property
+    def score_array(self) -> np.ndarray:
+        return np.frombuffer(self.scores, dtype="<f4")
+
+    @property
+    def position_array(self) -> np.ndarray:
+        return np.frombuffer(self.positions, dtype="<i4")
+
+    def check(self) -> None:
+        """Every field agrees before any reaches a tensor (ValueError naming what does not): finite times and
+        scores, one score and one position per candidate, the positions a ranking of them."""
         _finite(ts=self.ts, request_ts=self.request_ts)
         request = self.request
         candidates = request.get("candidates") if isinstance(request, dict) else getattr(request, "candidates", None)
-        count = len(candidates) if isinstance(candidates, list) else None
-        if count is not None and not len(self.scores) == len(self.positions) == count:
-            raise ValueError(f"{count} candidates but {len(self.scores)} scores and {len(self.positions)} positions")
-        if not all(map(math.isfinite, self.scores)):
+        if len(self.scores) % 4 or len(self.positions) % 4:
+            raise ValueError("scores and positions must be packed 4-byte values")
+        scores, positions = self.score_array, self.position_array
+        count = len(candidates) if isinstance(candidates, list) else len(scores)
+        if not len(scores) == len(positions) == count:
+            raise ValueError(f"{count} candidates but {len(scores)} scores and {len(positions)} positions")
+        if not np.isfinite(scores).all():
             raise ValueError("scores must be finite")
-        if sorted(self.positions) != list(range(len(self.positions))):
+        if count and not (positions.min() >= 0 and positions.max() < count
+                          and (np.bincount(positions, minlength=count) == 1).all()):
             raise ValueError("positions must rank the candidates: each of 0 .. n-1 once")
+
+    @staticmethod
+    def pack(scores: np.ndarray, order: np.ndarray) -> tuple[bytes, bytes]:
+        """(scores, positions) as stored, from the scores and the served order (candidate indices, best
+        first)."""
+        positions = np.empty(len(order), dtype="<i4")
+        positions[order] = np.arange(len(order), dtype="<i4")
+        return scores.astype("<f4", copy=False).tobytes(), positions.tobytes()
 
 
 class FeedbackRecord(Struct, tag="feedback", tag_field="kind", frozen=True):
@@ -95,7 +122,8 @@ class _Envelope(Struct):
 
 _encoder = msgspec.msgpack.Encoder()
 _envelope = msgspec.msgpack.Decoder(_Envelope)
-_decoders: dict[Any, msgspec.msgpack.Decoder] = {}
+_records = msgspec.msgpack.Decoder(SampledRequest[bytes] | FeedbackRecord)
+_requests: dict[Any, msgspec.json.Decoder] = {}
 
 
 def encode_record(record: SampleRecord) -> bytes:
@@ -104,12 +132,9 @@ def encode_record(record: SampleRecord) -> bytes:
 
 
 def decode_record(payload: bytes, request_type: type | None = None) -> SampleRecord:
-    """The record in `payload`; a sampled request's `request` as `request_type` (the schema's request
-    struct, validated as at the edge) or, without one, as a dict."""
-    decoder = _decoders.get(request_type)
-    if decoder is None:
-        shape = SampledRequest[request_type] if request_type is not None else SampledRequest  # type: ignore[valid-type]
-        decoder = _decoders[request_type] = msgspec.msgpack.Decoder(shape | FeedbackRecord)  # type: ignore[operator]
+    """The record in `payload`, checked; a sampled request's `request` as `request_type` (the schema's request
+    struct, validated as at the edge) or, without one, as a dict. `InvalidRecordError` for one that cannot be
+    read or does not agree, `RecordFormatError` for a format this reader does not know."""
     try:
         envelope = _envelope.decode(payload)
     except msgspec.DecodeError as exc:
@@ -118,6 +143,20 @@ def decode_record(payload: bytes, request_type: type | None = None) -> SampleRec
         raise RecordFormatError(f"sample-log record format {envelope.format} (kind {envelope.kind!r}) is not "
                                 f"supported: this reader knows format {RECORD_FORMAT}; upgrade the reader")
     try:
-        return decoder.decode(payload)
+        record = _records.decode(payload)
     except msgspec.DecodeError as exc:
         raise InvalidRecordError(f"invalid sample-log record of format {RECORD_FORMAT}: {exc}") from None
+    if isinstance(record, FeedbackRecord):
+        return record
+    decoder = _requests.get(request_type)
+    if decoder is None:
+        decoder = _requests[request_type] = msgspec.json.Decoder(request_type or Any)
+    try:
+        record = msgspec.structs.replace(record, request=decoder.decode(record.request))
+    except msgspec.DecodeError as exc:
+        raise InvalidRecordError(f"invalid sampled request {record.request_id!r}: its request JSON: {exc}") from None
+    try:
+        record.check()
+    except ValueError as exc:
+        raise InvalidRecordError(f"invalid sampled request {record.request_id!r}: {exc}") from None
+    return record

@@ -119,7 +119,7 @@ def request_types(spec: SchemaSpec, ignore_unknown: bool = False) -> RequestType
     key = (spec.model_dump_json(), ignore_unknown)
     if key in _CACHE:
         return _CACHE[key]
-    options = {"forbid_unknown_fields": not ignore_unknown, "frozen": True, "omit_defaults": True}
+    options = {"forbid_unknown_fields": not ignore_unknown, "frozen": True, "omit_defaults": True, "gc": False}
     user = msgspec.defstruct("User", [("user_id", Id), *_fields(spec, "user")], **options)
     unit = spec.source.timestamp_unit, spec.source.units_per_second
     event_fields: list[tuple[str, Any, Any]] = [

@@ -110,7 +110,7 @@ def _ddp(results: Results, dataset: PreparedDataset, tmp: Path, quick: bool) -> 
             report, end = decoder.raw_decode(text[text.index("{"):])
             found.append(report)
             text = text[text.index("{") + end:]
-        reports[processes] = next(r for r in found if "rank" not in r)
+        reports[processes] = next(r for r in found if r.get("rank") == 0)
     one, two = reports[1], reports[2]
     results.add(Row(SECTION, "batch training throughput, torchrun DDP with 2 processes (gloo)",
                     two["train_examples_per_s"], "examples/s", "1 process (2 threads)", one["train_examples_per_s"],

@@ -8,36 +8,28 @@ import logging
 import math
 import os
 import time
-import uuid
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from rich.progress import Progress
 
-from distill_worker.debias import Calibration, to_sampled_space
-from distill_worker.export import export_onnx
+from distill_worker.debias import Calibration, CalibrationMethod, fit_calibration, to_sampled_space
 from distill_worker.labels import LabelRequest, LabelStore
-from distill_worker.promote import gate, promote
-from distill_worker.settings import CalibrationMethod, DistillConfig, WorkerSettings
-from distill_worker.student import StudentConfig, StudentModel
+from distill_worker.promote import publish_and_promote
+from distill_worker.settings import DistillConfig, WorkerSettings
+from distill_worker.student import StudentConfig, StudentModel, save_student
 from distill_worker.teacher_client import TeacherClient
 from distill_worker.trainer import distill_loss
 from recdistill.core import distributed
-from recdistill.core.artifact import ensure_registry, publish_version, read_anchor, write_anchor
-from recdistill.core.contracts.registry import GateAnchor
+from recdistill.core.contracts.worker import BatchReport, DataWindow, DebiasReport, PublishResult
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
-from recdistill.core.fileio import atomic_write_bytes, atomic_write_with
 from recdistill.core.logs import STDERR
 from recdistill.core.training import EncodedSplit, FitResult, evaluate_split, fit
 
 logger = logging.getLogger(__name__)
 LABEL_CHUNK = 4_096
-BATCH_STUDENT = "student-batch.pt"
-BATCH_CALIBRATION = "teacher-calibration.pkl"
 
 
 async def teacher_labels(dataset: PreparedDataset, split: EncodedSplit, negatives: int | None,
@@ -50,7 +42,7 @@ async def teacher_labels(dataset: PreparedDataset, split: EncodedSplit, negative
         for start in range(0, len(split), LABEL_CHUNK):
             chunk = split.event_ids[start:start + LABEL_CHUNK]
             contexts = dataset.contexts(encoder, chunk, split.task, negatives)
-            requests = [LabelRequest(f"{dataset.manifest['dataset']}:{split.task}:{e}",
+            requests = [LabelRequest(f"{dataset.manifest.dataset}:{split.task}:{e}",
                                      dataset.candidates(int(e), split.task, negatives), c)
                         for e, c in zip(chunk, contexts, strict=True)]
             out[start:start + len(chunk)] = np.stack(await store.label(requests, client))
@@ -62,7 +54,7 @@ def negative_keep_rate(settings: WorkerSettings, dataset: PreparedDataset) -> fl
     """Share of a slate's logged negatives the student trains on with hard labels (None: no sampling)."""
     if settings.task != "slate" or not settings.sampling_correction:
         return None
-    return settings.observed_negatives / dataset.manifest["slate_negatives"]
+    return settings.observed_negatives / dataset.manifest.slate_negatives
 
 
 @dataclass
@@ -109,7 +101,7 @@ class BatchPhase:
         self.raw_soft: np.ndarray | None = None  # teacher probabilities on the training slates
         self.raw_fresh: np.ndarray | None = None  # ... on the (fresher) valid window, for calibration
         self.label_hit_rate = float("nan")
-        self._debiased: dict[str, tuple[np.ndarray, Calibration, dict[str, Any]]] = {}
+        self._debiased: dict[str, tuple[np.ndarray, Calibration, DebiasReport]] = {}
 
     async def label(self, extra: dict[str, EncodedSplit] | None = None) -> dict[str, np.ndarray]:
         """Ask the teacher (a black box behind Triton) for soft labels on the training and valid windows,
@@ -141,7 +133,7 @@ class BatchPhase:
         self.raw_soft, self.raw_fresh = raw_soft, raw_fresh
         self._debiased.clear()
 
-    def debiased(self, method: CalibrationMethod | None = None) -> tuple[np.ndarray, Calibration, dict[str, Any]]:
+    def debiased(self, method: CalibrationMethod | None = None) -> tuple[np.ndarray, Calibration, DebiasReport]:
         """(soft labels, calibration, report): calibrated on the valid window with `method` (default: the
         settings'), then mapped into the student's negative-sampled space. Computed once per method."""
         method = method or self.settings.calibration
@@ -153,18 +145,16 @@ class BatchPhase:
         return self._debiased[method]
 
     def debias(self, soft: np.ndarray, fresh: np.ndarray, teacher_version: str,
-               method: CalibrationMethod | None = None) -> tuple[np.ndarray, Calibration, dict[str, Any]]:
+               method: CalibrationMethod | None = None) -> tuple[np.ndarray, Calibration, DebiasReport]:
         """Debias any teacher's raw probabilities (the real one's, or a control's)."""
-        calibration = Calibration(method or self.settings.calibration, teacher_version).fit(fresh,
-                                                                                           self.data.valid.labels)
+        calibration = fit_calibration(method or self.settings.calibration, teacher_version, fresh,
+                                      self.data.valid.labels)
         soft = calibration.transform(soft)
-        report: dict[str, Any] = {"calibration": {"method": calibration.method, "ece_before": calibration.ece_before,
-                                                  "ece_after": calibration.ece_after}}
         keep_rate = negative_keep_rate(self.settings, self.data.dataset)
         if keep_rate is not None:
             soft = to_sampled_space(soft, keep_rate)
-            report["sampling_correction"] = {"negative_keep_rate": keep_rate}
-        return soft, calibration, report
+        return soft, calibration, DebiasReport(method=calibration.method, ece_before=calibration.ece_before,
+                                               ece_after=calibration.ece_after, negative_keep_rate=keep_rate)
 
     def train(self, distill: DistillConfig, soft_labels: np.ndarray | None,
               student_config: StudentConfig | None = None, label: str | None = None
@@ -188,17 +178,18 @@ class BatchPhase:
                      label=label or ("student" if distill.use_teacher else "baseline student"))
         return model, result
 
-    def publish(self, model: StudentModel, report: dict[str, Any], holdout: EncodedSplit | None = None,
-                version_prefix: str | None = None, anchor: bool = False) -> str | None:
-        """Export, gate, publish and (with a server URL) promote; the version, or None if the gate refused.
-        `anchor`: the version becomes the gate's anchor (the batch phase's student)."""
+    def publish(self, model: StudentModel, distill: DistillConfig, holdout: EncodedSplit | None = None,
+                version_prefix: str | None = None, anchor: bool = False) -> PublishResult:
+        """Export, gate, publish (trained on this phase's training window with `distill`) and, with a server
+        URL, promote. `anchor`: the version becomes the gate's anchor (the batch phase's student)."""
         settings = self.settings
         if version_prefix:
             settings = settings.model_copy(update={"version_prefix": version_prefix})
-        return publish_and_promote(settings, model, holdout or self.data.gate, report, anchor)
+        return publish_and_promote(settings, model, holdout or self.data.gate,
+                                   DataWindow(train_events=len(self.data.train)), asdict(distill), anchor)
 
 
-async def run_batch(settings: WorkerSettings, student_config: StudentConfig | None = None) -> dict[str, Any]:
+async def run_batch(settings: WorkerSettings, student_config: StudentConfig | None = None) -> BatchReport:
     """The `worker run --mode batch` job: label, debias, train, evaluate, publish, save for the stream.
     Under torchrun it trains data-parallel (DDP); rank 0 labels first (the others then read the label
     store), and only rank 0 evaluates, publishes and saves."""
@@ -209,8 +200,9 @@ async def run_batch(settings: WorkerSettings, student_config: StudentConfig | No
     started = time.perf_counter()
     phase = await asyncio.to_thread(BatchPhase, settings)
     distill = settings.distill
-    report: dict[str, Any] = {"task": settings.task, "teacher_version": settings.teacher.teacher_version,
-                              "train_events": len(phase.data.train), "distill": asdict(distill)}
+    report = BatchReport(task=settings.task, teacher_version=settings.teacher.teacher_version,
+                         train_events=len(phase.data.train), distill=asdict(distill), processes=world,
+                         rank=ranks.rank if ranks else 0)
     soft, calibration = None, None
     if distill.use_teacher:
         if not main:
@@ -218,76 +210,19 @@ async def run_batch(settings: WorkerSettings, student_config: StudentConfig | No
         await phase.label()
         if main:
             await asyncio.to_thread(distributed.barrier)
-        report["label_hit_rate"] = phase.label_hit_rate
-        soft, calibration, debias_report = phase.debiased()
-        report |= debias_report
+        report.label_hit_rate = phase.label_hit_rate
+        soft, calibration, report.debias = phase.debiased()
     # Training, export and gating are CPU work: off the event loop.
     model, result = await asyncio.to_thread(phase.train, distill, soft, student_config)
-    report["best_epoch"] = result.best_epoch
-    report["processes"] = world
+    report.best_epoch = result.best_epoch
     if not main:
-        return report | {"rank": ranks.rank if ranks else 0}
-    report["valid"] = evaluate_split(lambda inputs: model(**inputs), phase.data.valid)
-    report["test"] = evaluate_split(lambda inputs: model(**inputs), phase.data.holdout("test", settings))
-    report["published"] = await asyncio.to_thread(lambda: phase.publish(model, report, anchor=True))
+        return report
+    report.valid = evaluate_split(lambda inputs: model(**inputs), phase.data.valid)
+    report.test = evaluate_split(lambda inputs: model(**inputs), phase.data.holdout("test", settings))
+    report.published = await asyncio.to_thread(lambda: phase.publish(model, distill, anchor=True))
     save_student(settings.state_dir, model, calibration)
-    report["seconds"] = round(time.perf_counter() - started, 1)
+    report.seconds = round(time.perf_counter() - started, 1)
     seconds = sum(h["train_seconds"] for h in result.history)
-    report["train_seconds"] = round(seconds, 2)
-    report["train_examples_per_s"] = round(sum(h["examples"] for h in result.history) / max(seconds, 1e-9), 1)
+    report.train_seconds = round(seconds, 2)
+    report.train_examples_per_s = round(sum(h["examples"] for h in result.history) / max(seconds, 1e-9), 1)
     return report
-
-
-def save_student(state_dir: Path, model: StudentModel, calibration: Calibration | None) -> None:
-    """The batch phase's student and teacher calibration, from which the streaming phase continues."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    saved = {"config": model.config.to_dict(), "model": model.state_dict()}
-    atomic_write_with(state_dir / BATCH_STUDENT, lambda handle: torch.save(saved, handle))
-    calibration_path = state_dir / BATCH_CALIBRATION
-    if calibration is None:
-        calibration_path.unlink(missing_ok=True)
-    else:
-        atomic_write_bytes(calibration_path, calibration.to_bytes())
-
-
-def load_student(state_dir: Path, dataset: PreparedDataset) -> tuple[StudentModel | None, Calibration | None]:
-    """The batch student and the teacher calibration it was trained with, if there are any."""
-    path = state_dir / BATCH_STUDENT
-    if not path.exists():
-        return None, None
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    model = StudentModel(dataset.schema, StudentConfig.from_dict(saved["config"]))
-    model.load_state_dict(saved["model"])
-    calibration_path = state_dir / BATCH_CALIBRATION
-    calibration = Calibration.from_bytes(calibration_path.read_bytes()) if calibration_path.exists() else None
-    return model, calibration
-
-
-def publish_and_promote(settings: WorkerSettings, model: StudentModel, holdout: EncodedSplit,
-                        report: dict[str, Any], anchor: bool = False) -> str | None:
-    """Export, gate, publish and (with a server URL) promote; returns the version, or None if refused. The
-    version becomes the gate's anchor when `anchor` (the batch phase's), when there is none yet, or when
-    it is significantly better than the anchor."""
-    probe, _ = holdout.encoder.assemble(holdout.contexts[:64])
-    onnx_model = export_onnx(model, probe)
-    verdict = gate(onnx_model, model, probe, holdout, settings.registry, settings.gate)
-    report["gate"] = {"accepted": verdict.accepted, "reasons": verdict.reasons, "metrics": verdict.metrics}
-    if not verdict.accepted:
-        logger.warning("candidate refused, the active version keeps serving: %s", "; ".join(verdict.reasons))
-        return None
-    version = f"{settings.version_prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    ensure_registry(settings.registry, holdout.encoder.schema)
-    publish_version(settings.registry, version, onnx_model, holdout.encoder.schema.hash,
-                    teacher_version=settings.teacher.teacher_version,
-                    data_window={"train_events": report.get("train_events")}, metrics=verdict.metrics,
-                    config=model.config.to_dict(), distill=report.get("distill") or {})
-    if settings.server_url and settings.admin_token:
-        promote(settings.server_url, settings.admin_token, version)
-    if anchor or verdict.metrics["reanchor"]:
-        previous = read_anchor(settings.registry)
-        reason = "batch version" if anchor else "first version" if previous is None else \
-            f"significantly better than {previous.version}"
-        write_anchor(settings.registry, GateAnchor(version=version, holdout_auc=verdict.metrics["holdout"]["auc"],
-                                                   reason=reason, anchored_unix=time.time()))
-        logger.info("gate anchor: %s (%s)", version, reason)
-    return version

@@ -9,63 +9,29 @@
 
 from __future__ import annotations
 
-import pickle
-from dataclasses import dataclass, field
-from typing import Literal
-
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
+from recdistill.core.contracts.worker import PROBABILITY_EPS, Calibration, CalibrationMethod, logit
 from recdistill.core.metrics import ece
 
-CalibrationMethod = Literal["none", "platt", "isotonic"]
-_EPS = 1e-6
+__all__ = ["Calibration", "CalibrationMethod", "fit_calibration", "inverse_propensity_weights", "to_sampled_space"]
 
 
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, _EPS, 1 - _EPS)
-    return np.log(p) - np.log1p(-p)
-
-
-@dataclass
-class Calibration:
-    method: CalibrationMethod
-    teacher_version: str
-    ece_before: float = float("nan")
-    ece_after: float = float("nan")
-    _model: object | None = field(default=None, repr=False)
-
-    def fit(self, teacher_probabilities: np.ndarray, labels: np.ndarray) -> Calibration:
-        p, y = np.ravel(teacher_probabilities), np.ravel(labels)
-        self.ece_before = ece(y, p)
-        if self.method == "platt":
-            self._model = LogisticRegression(C=1e4).fit(logit(p)[:, None], y)
-        elif self.method == "isotonic":
-            self._model = IsotonicRegression(y_min=_EPS, y_max=1 - _EPS, out_of_bounds="clip").fit(p, y)
-        self.ece_after = ece(y, self.transform(p))
-        return self
-
-    def transform(self, teacher_probabilities: np.ndarray) -> np.ndarray:
-        p = np.asarray(teacher_probabilities, dtype=np.float64)
-        if self.method == "platt":
-            out = self._model.predict_proba(logit(p.ravel())[:, None])[:, 1]  # type: ignore[union-attr]
-        elif self.method == "isotonic":
-            out = self._model.predict(p.ravel())  # type: ignore[union-attr]
-        else:
-            out = p.ravel()
-        return out.reshape(p.shape).astype(np.float32)
-
-    def to_bytes(self) -> bytes:
-        """For the batch checkpoint: the streaming phase applies the same calibration."""
-        return pickle.dumps(self)
-
-    @staticmethod
-    def from_bytes(data: bytes) -> Calibration:
-        calibration = pickle.loads(data)  # noqa: S301 - our own checkpoint, written by to_bytes
-        if not isinstance(calibration, Calibration):
-            raise TypeError("not a pickled Calibration")
-        return calibration
+def fit_calibration(method: CalibrationMethod, teacher_version: str, teacher_probabilities: np.ndarray,
+                    labels: np.ndarray) -> Calibration:
+    """Fit `method` on fresh labelled data: the teacher's probabilities against what users did."""
+    p, y = np.ravel(teacher_probabilities), np.ravel(labels)
+    calibration = Calibration(method=method, teacher_version=teacher_version, ece_before=ece(y, p))
+    if method == "platt":
+        fitted = LogisticRegression(C=1e4).fit(logit(p)[:, None], y)
+        calibration.slope, calibration.intercept = float(fitted.coef_[0, 0]), float(fitted.intercept_[0])
+    elif method == "isotonic":
+        fitted = IsotonicRegression(y_min=PROBABILITY_EPS, y_max=1 - PROBABILITY_EPS, out_of_bounds="clip").fit(p, y)
+        calibration.knots_x, calibration.knots_y = fitted.X_thresholds_.tolist(), fitted.y_thresholds_.tolist()
+    calibration.ece_after = ece(y, calibration.transform(p))
+    return calibration
 
 
 def inverse_propensity_weights(sampling_probability: np.ndarray, max_weight: float = 100.0) -> np.ndarray:
@@ -76,6 +42,7 @@ def inverse_propensity_weights(sampling_probability: np.ndarray, max_weight: flo
 
 def to_sampled_space(probability: np.ndarray, negative_keep_rate: float) -> np.ndarray:
     """A probability on the full traffic, as a model trained with negatives kept at `rate` predicts it."""
-    odds = np.asarray(probability, dtype=np.float64) / np.clip(1 - np.asarray(probability, np.float64), _EPS, None)
+    p = np.asarray(probability, dtype=np.float64)
+    odds = p / np.clip(1 - p, PROBABILITY_EPS, None)
     odds = odds / negative_keep_rate
     return (odds / (1 + odds)).astype(np.float32)

@@ -11,33 +11,30 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import numpy as np
 import orjson
 import torch
 
-from distill_worker.export import PARITY_TOLERANCE, parity
-from distill_worker.settings import GateConfig
-from recdistill.core.artifact import read_anchor, read_state
+from distill_worker.export import PARITY_TOLERANCE, export_onnx, parity
+from distill_worker.settings import GateConfig, WorkerSettings
+from distill_worker.student import StudentModel
+from recdistill.core.artifact import ensure_registry, publish_version, read_anchor, read_state, write_anchor
 from recdistill.core.bootstrap import non_inferiority
 from recdistill.core.contracts.onnx import serving_session
+from recdistill.core.contracts.registry import GateAnchor
+from recdistill.core.contracts.worker import DataWindow, GateVerdict, PublishResult
 from recdistill.core.data.synthetic import synthetic_requests
 from recdistill.core.evaluation import evaluate
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.training import EncodedSplit, predict
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class GateResult:
-    accepted: bool
-    reasons: list[str] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 def onnx_scores(model: bytes | Path, holdout: EncodedSplit) -> tuple[np.ndarray, np.ndarray]:
@@ -72,8 +69,8 @@ def standard_request(encoder: Encoder) -> dict[str, np.ndarray]:
 
 
 def gate(onnx_model: bytes, model: torch.nn.Module, probe: dict[str, np.ndarray], holdout: EncodedSplit,
-         registry: Path, config: GateConfig) -> GateResult:
-    result = GateResult(accepted=True)
+         registry: Path, config: GateConfig) -> GateVerdict:
+    result = GateVerdict(accepted=True)
     difference = parity(onnx_model, model, probe)
     result.metrics["parity_max_abs_diff"] = difference
     if difference > PARITY_TOLERANCE:
@@ -109,8 +106,7 @@ def gate(onnx_model: bytes, model: torch.nn.Module, probe: dict[str, np.ndarray]
     result.metrics["latency_p99_ms"] = p99
     if p99 > config.latency_budget_ms:
         result.reasons.append(f"ONNX Runtime p99 {p99:.2f} ms > budget {config.latency_budget_ms} ms")
-    result.accepted = not result.reasons
-    return result
+    return msgspec.structs.replace(result, accepted=not result.reasons)
 
 
 def promote(server_url: str, token: str, version: str) -> None:
@@ -122,3 +118,33 @@ def promote(server_url: str, token: str, version: str) -> None:
             if response.status_code != 200:
                 raise RuntimeError(f"{action} {version} refused ({response.status_code}): {response.text[:500]}")
     logger.info("promoted %s on %s", version, server_url)
+
+
+def publish_and_promote(settings: WorkerSettings, model: StudentModel, holdout: EncodedSplit, window: DataWindow,
+                        distill: dict[str, Any], anchor: bool = False) -> PublishResult:
+    """Export, gate, publish (its manifest says what it was trained on: `window`, with the `distill` settings)
+    and, with a server URL, promote. The version becomes the gate's anchor when `anchor` (the batch phase's),
+    when there is none yet, or when it is significantly better than the anchor."""
+    probe, _ = holdout.encoder.assemble(holdout.contexts[:64])
+    onnx_model = export_onnx(model, probe)
+    verdict = gate(onnx_model, model, probe, holdout, settings.registry, settings.gate)
+    if not verdict.accepted:
+        logger.warning("candidate refused, the active version keeps serving: %s", "; ".join(verdict.reasons))
+        return PublishResult(version=None, gate=verdict)
+    version = f"{settings.version_prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    ensure_registry(settings.registry, holdout.encoder.schema)
+    publish_version(settings.registry, version, onnx_model, holdout.encoder.schema.hash,
+                    teacher_version=settings.teacher.teacher_version, data_window=window, metrics=verdict.metrics,
+                    config=model.config.to_dict(), distill=distill)
+    promoted = bool(settings.server_url and settings.admin_token)
+    if promoted:
+        promote(settings.server_url, settings.admin_token, version)  # type: ignore[arg-type]
+    anchored = anchor or bool(verdict.metrics["reanchor"])
+    if anchored:
+        previous = read_anchor(settings.registry)
+        reason = "batch version" if anchor else "first version" if previous is None else \
+            f"significantly better than {previous.version}"
+        write_anchor(settings.registry, GateAnchor(version=version, holdout_auc=verdict.metrics["holdout"]["auc"],
+                                                   reason=reason, anchored_unix=time.time()))
+        logger.info("gate anchor: %s (%s)", version, reason)
+    return PublishResult(version=version, gate=verdict, promoted=promoted, anchored=anchored)

@@ -18,10 +18,10 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recdistill.core.contracts.worker import CalibrationMethod
 from recdistill.core.samplelog.source import LogURL
 
 Task = Literal["slate", "ctr"]
-CalibrationMethod = Literal["none", "platt", "isotonic"]
 
 
 class TeacherClientSettings(BaseModel):

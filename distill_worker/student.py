@@ -8,11 +8,14 @@ only through the shared bottom. Plain KD (teacher term on the serving head) rema
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from recdistill.core.contracts.worker import Calibration
 from recdistill.core.features.schema import FeatureSchema
+from recdistill.core.fileio import atomic_write_bytes, atomic_write_with
 from recdistill.core.nn import FeatureEmbedding, ModelConfig, masked_mean, mlp
 
 
@@ -69,3 +72,34 @@ class StudentModel(nn.Module):
         """Serving probabilities [B, C]: the exported graph."""
         serving, _ = self.heads(**x)
         return torch.sigmoid(serving + self.serving_logit_offset)
+
+
+BATCH_STUDENT = "student-batch.pt"
+BATCH_CALIBRATION = "teacher-calibration.msgpack"
+
+
+def save_student(state_dir: Path, model: StudentModel, calibration: Calibration | None) -> None:
+    """The batch phase's student (weights and config, loaded with `weights_only=True`) and its teacher
+    calibration (a typed struct), from which the streaming phase continues."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    saved = {"config": model.config.to_dict(), "model": model.state_dict()}
+    atomic_write_with(state_dir / BATCH_STUDENT, lambda handle: torch.save(saved, handle))
+    calibration_path = state_dir / BATCH_CALIBRATION
+    if calibration is None:
+        calibration_path.unlink(missing_ok=True)
+    else:
+        atomic_write_bytes(calibration_path, calibration.to_bytes())
+
+
+def load_student(state_dir: Path, schema: FeatureSchema) -> tuple[StudentModel | None, Calibration | None]:
+    """The batch student and the teacher calibration it was trained with, if there are any."""
+    path = state_dir / BATCH_STUDENT
+    if not path.exists():
+        return None, None
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    model = StudentModel(schema, StudentConfig.from_dict(saved["config"]))
+    model.load_state_dict(saved["model"])
+    calibration_path = state_dir / BATCH_CALIBRATION
+    calibration = Calibration.from_bytes(calibration_path.read_bytes(), str(calibration_path)) \
+        if calibration_path.exists() else None
+    return model, calibration

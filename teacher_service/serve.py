@@ -112,7 +112,7 @@ def serve(settings: TeacherServeSettings) -> None:
         command = prepare_workspace(settings, Path(workspace))
         logger.info("teacher %s (schema %s) served by Triton as model '%s': %d instance(s) x %d thread(s), "
                     "device %s; gRPC 127.0.0.1:%d, HTTP 127.0.0.1:%d, metrics 127.0.0.1:%d",
-                    manifest["teacher_version"], manifest["schema_hash"], settings.model_name, settings.instances,
+                    manifest.teacher_version, manifest.schema_hash, settings.model_name, settings.instances,
                     settings.threads_per_instance, settings.device, settings.grpc_port, settings.http_port,
                     settings.metrics_port)
         triton = subprocess.Popen(command, env=_environment(), preexec_fn=_die_with_parent)  # noqa: PLW1509

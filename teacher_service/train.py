@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from recdistill.core.contracts.teacher import TeacherDataWindow, TeacherManifest
 from recdistill.core.data.dataset import PreparedDataset, Task
 from recdistill.core.errors import DataError
 from recdistill.core.features.encoder import Encoder
@@ -67,7 +68,7 @@ def _bce(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     return (losses * batch.mask).sum() / batch.mask.sum()
 
 
-def train_teacher(data_dir: Path, out_dir: Path, config: TeacherTrainConfig) -> dict[str, Any]:
+def train_teacher(data_dir: Path, out_dir: Path, config: TeacherTrainConfig) -> TeacherManifest:
     arch = replace(architecture(config.size), history_limit=config.history_limit)  # an unknown size stops here
     family = "sequence" if config.size in SEQUENCE_SIZES else "attention"
     torch.manual_seed(config.seed)
@@ -96,28 +97,19 @@ def train_teacher(data_dir: Path, out_dir: Path, config: TeacherTrainConfig) -> 
     valid_metrics, test_metrics = evaluate_split(score, valid), evaluate_split(score, test)
     weights_digest = hashlib.sha256(b"".join(t.numpy().tobytes() for t in model.state_dict().values()))
     train_ts = dataset.events["timestamp"].to_numpy()[train_ids]
-    manifest = {
-        "teacher_version": f"teacher-{config.task}{'-short' if config.history_limit else ''}-"
-                           f"{weights_digest.hexdigest()[:12]}",
-        "task": config.task,
-        "size": config.size,
-        "family": family,
-        "config": model.config.to_dict(),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "schema_hash": dataset.schema.hash,
-        "dataset": dataset.manifest["dataset"],
-        "data_window": {"train_start_ts": int(train_ts.min()), "train_end_ts": int(train_ts.max()),
-                        "train_events": len(train_ids)},
-        "train": asdict(config),
-        "best_epoch": result.best_epoch,
-        "history": result.history,
-        "valid": valid_metrics,
-        "test": test_metrics,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    manifest = TeacherManifest(
+        teacher_version=f"teacher-{config.task}{'-short' if config.history_limit else ''}-"
+                        f"{weights_digest.hexdigest()[:12]}",
+        task=config.task, size=config.size, family=family, config=model.config.to_dict(),
+        parameters=sum(p.numel() for p in model.parameters()), schema_hash=dataset.schema.hash,
+        dataset=dataset.manifest.dataset,
+        data_window=TeacherDataWindow(train_start_ts=int(train_ts.min()), train_end_ts=int(train_ts.max()),
+                                      train_events=len(train_ids)),
+        train=asdict(config), best_epoch=result.best_epoch, history=result.history, valid=valid_metrics,
+        test=test_metrics, seconds=round(time.perf_counter() - started, 1))
     save_checkpoint(out_dir, model, dataset.schema, manifest)
-    logger.info("teacher %s: valid auc %.4f, test auc %.4f (%.0fs)", manifest["teacher_version"],
-                valid_metrics["auc"], test_metrics["auc"], manifest["seconds"])
+    logger.info("teacher %s: valid auc %.4f, test auc %.4f (%.0fs)", manifest.teacher_version,
+                valid_metrics["auc"], test_metrics["auc"], manifest.seconds)
     return manifest
 
 
@@ -126,7 +118,7 @@ def _train_sequence(dataset: PreparedDataset, encoder: Encoder, arch: Any, valid
     device = resolve_device(config.device)
     model = SequenceTeacher(dataset.schema, arch)
     check_memory(config.size, model, config.windows_per_batch, device)  # before any training
-    windows = training_windows(dataset, encoder, float(dataset.manifest["split"]["valid_start_ts"]), arch.train_len,
+    windows = training_windows(dataset, encoder, float(dataset.manifest.split.valid_start_ts), arch.train_len,
                                config.max_train_events)
     logger.info("sequence teacher %s: %d windows, %d events, %s parameters, on %s", config.size, len(windows),
                 sum(len(w.items) for w in windows), f"{sum(p.numel() for p in model.parameters()):,}", device)

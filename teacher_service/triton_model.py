@@ -36,7 +36,7 @@ class TritonPythonModel:
         self.inference = TeacherInference(model.to(device), schema,
                                           int(parameters.get("max_candidates", MAX_CANDIDATES)),
                                           int(parameters.get("max_history", MAX_HISTORY_EVENTS)), device)
-        logger.info("teacher %s loaded on %s (instance %s, %d torch threads)", manifest["teacher_version"],
+        logger.info("teacher %s loaded on %s (instance %s, %d torch threads)", manifest.teacher_version,
                     device, args.get("model_instance_name"), torch.get_num_threads())
 
     def execute(self, requests: list[Any]) -> list[Any]:

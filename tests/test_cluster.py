@@ -17,13 +17,15 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 import redis
 import torch
 
+from recdistill.core.contracts.worker import StreamCheckpoint
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.processes import child_process, free_port
-from recdistill.core.samplelog.redis import RedisLogConfig, TrainerLease
+from recdistill.core.samplelog.redis import RedisLogConfig, RedisTrainerLease
 from recdistill.core.valkey import LocalValkey
 from tests.conftest import RunningTriton
 
@@ -61,7 +63,10 @@ def _worker(name: str, ml100k: PreparedDataset, triton: RunningTriton, registry:
 
 def _checkpoint(state_dir: Path) -> dict:
     path = state_dir / "stream.pt"
-    return torch.load(path, map_location="cpu", weights_only=False)["state"] if path.exists() else {}
+    if not path.exists():
+        return {}
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    return msgspec.to_builtins(StreamCheckpoint.from_torch(saved, str(path)).state)
 
 
 async def _wait(condition, what: str, timeout_s: float = 120.0) -> float:  # noqa: ANN001
@@ -111,7 +116,7 @@ async def test_a_cluster_on_one_box_survives_kills_and_a_broker_restart(
             await traffic(60, urls)
             # Samples from every replica reach the one active worker.
             await _wait(lambda: _checkpoint(state_dir).get("examples_trained", 0) > 0, "the first training step")
-            lease_key = TrainerLease(config, "observer").key
+            lease_key = RedisTrainerLease(config, "observer").key
             holder = broker.get(lease_key).decode()
             active, standby = workers[holder], workers[({"worker-a", "worker-b"} - {holder}).pop()]
 

@@ -3,29 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from recdistill.core.contracts.dataset import DatasetManifest
 from recdistill.core.errors import RecDistillError
 
 app = typer.Typer(help="Prepare datasets (MovieLens-100K or your own interaction log).", no_args_is_help=True)
 console = Console()
 
 
-def print_stats(manifest: dict[str, Any]) -> None:
-    stats, split = manifest["stats"], manifest["split"]
-    table = Table(title=f"{manifest['dataset']} (schema {manifest['schema_hash']})")
+def print_stats(manifest: DatasetManifest) -> None:
+    stats = manifest.stats
+    table = Table(title=f"{manifest.dataset} (schema {manifest.schema_hash})")
     table.add_column("statistic")
     table.add_column("value", justify="right")
-    for name in ("users", "items", "interactions", "positive_rate"):
-        table.add_row(name, f"{stats[name]:,}" if isinstance(stats[name], int) else str(stats[name]))
-    for name, value in stats["history_length_percentiles"].items():
+    for name, number in (("users", stats.users), ("items", stats.items), ("interactions", stats.interactions)):
+        table.add_row(name, f"{number:,}")
+    table.add_row("positive_rate", str(stats.positive_rate))
+    for name, value in stats.history_length_percentiles.items():
         table.add_row(f"history length {name}", str(value))
-    for name, value in split["counts"].items():
+    for name, value in manifest.split.counts.items():
         table.add_row(f"{name} events", f"{value:,}")
     console.print(table)
 

@@ -43,11 +43,10 @@ def train_command(
     config = TeacherTrainConfig(task=task, size=size, epochs=epochs, batch_size=batch_size, lr=lr,  # type: ignore[arg-type]
                                 seed=seed, max_train_events=max_train_events, device=device)
     manifest = train_teacher(data, out, config)
-    table = Table(title=f"{manifest['teacher_version']} ({manifest['parameters']:,} parameters)")
+    table = Table(title=f"{manifest.teacher_version} ({manifest.parameters:,} parameters)")
     for column in ("split", "auc", "gauc", "log_loss", "ece"):
         table.add_column(column)
-    for split in ("valid", "test"):
-        m = manifest[split]
+    for split, m in (("valid", manifest.valid), ("test", manifest.test)):
         table.add_row(split, *(f"{m[k]:.4f}" for k in ("auc", "gauc", "log_loss", "ece")))
     console.print(table)
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
+import msgspec
 import typer
 
 app = typer.Typer(help="The distill worker: teacher labels -> debiasing -> student training -> promotion.",
@@ -86,9 +86,9 @@ def run_command(
 
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
     if mode == "batch":
-        report = asyncio.run(run_batch(settings))
+        report: object = asyncio.run(run_batch(settings))
     else:
         if settings.task != "slate":
             raise typer.BadParameter("the stream serves slates: --task slate", param_hint="--task")
         report, _ = asyncio.run(stream_main(settings, steps=steps))
-    print(json.dumps(report, indent=1, default=str))
+    print(msgspec.json.format(msgspec.json.encode(report), indent=1).decode())

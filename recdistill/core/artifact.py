@@ -12,10 +12,7 @@ Versions are written to a temporary directory and renamed into place: never half
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,7 +30,7 @@ from recdistill.core.contracts.registry import (
 )
 from recdistill.core.errors import NotFoundError, RecDistillError, SchemaMismatchError
 from recdistill.core.features.schema import FeatureSchema
-from recdistill.core.fileio import atomic_write_bytes, fsync_directory
+from recdistill.core.fileio import atomic_write_bytes, publish_directory
 
 # Letters, digits, "_", "-" and single dots (never "..", so never a path out of the registry); at most 64.
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*\.?$")
@@ -80,15 +77,9 @@ def publish_version(registry: Path, version: str, onnx_model: bytes, schema_hash
         raise ArtifactError(f"version {version} already exists in {registry}")
     manifest = Manifest(version=version, schema_hash=schema_hash, sha256=sha256_bytes(onnx_model),
                         created_unix=fields.pop("created_unix", time.time()), **fields)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=registry))
-    try:
-        atomic_write_bytes(tmp / "model.onnx", onnx_model)
-        atomic_write_bytes(tmp / "manifest.json", to_json(manifest))
-        os.replace(tmp, target)
-        fsync_directory(registry)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with publish_directory(target) as tmp:
+        (tmp / "model.onnx").write_bytes(onnx_model)
+        (tmp / "manifest.json").write_bytes(to_json(manifest))
     return target
 
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import torch
 
@@ -19,6 +20,7 @@ from distill_worker.batch import BatchPhase
 from distill_worker.debias import Calibration
 from distill_worker.settings import DistillConfig, TeacherClientSettings, WorkerSettings
 from distill_worker.student import StudentConfig, StudentModel
+from recdistill.core.contracts.worker import DebiasReport
 from recdistill.core.evaluation import evaluate
 from recdistill.core.fileio import atomic_write_text
 from recdistill.core.training import EncodedSplit, predict
@@ -116,7 +118,7 @@ class BatchExperiment:
         # Every teacher seed's labelled phase and test scores; student seed s learns from teacher s % seeds.
         self.teacher_phases: list[BatchPhase] = [self.phase]
         self.teacher_seed_scores: list[np.ndarray] = []
-        self.debias_report: dict[str, Any] = {}
+        self.debias_report: dict[str, DebiasReport] = {}
         self.calibration: Calibration | None = None  # the full method's, which the stream phase reuses
         self.runs: dict[tuple[str, int], RunResult] = {}
         # Debiased soft labels of other teachers (controls), labelled through their own Triton servers.
@@ -193,8 +195,8 @@ class BatchExperiment:
         labels = "" if soft is None else hashlib.sha256(np.round(soft, 5).tobytes()).hexdigest()
         manifest = self.data.dataset.manifest
         settings = self.settings
-        payload = {"source": manifest.get("source_sha256"), "schema": self.data.dataset.schema.hash,
-                   "split": manifest["split"], "slate_negatives": manifest.get("slate_negatives"),
+        payload = {"source": manifest.source_sha256, "schema": self.data.dataset.schema.hash,
+                   "split": msgspec.to_builtins(manifest.split), "slate_negatives": manifest.slate_negatives,
                    "task": settings.task, "variant": variant, "max_train_events": settings.max_train_events,
                    "max_holdout_events": settings.max_holdout_events, "gate_holdout": settings.gate.holdout_events,
                    "negatives": [settings.observed_negatives, settings.teacher_negatives],

@@ -15,15 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 from rich.progress import Progress
 
-from distill_worker.consumer import StepResult, StreamState
 from distill_worker.debias import Calibration
 from distill_worker.promote import promote
 from distill_worker.settings import StreamConfig, WorkerSettings
 from distill_worker.stream import stream_main
+from distill_worker.stream.consumer import StepResult
 from distill_worker.student import StudentModel
 from recdistill.core.contracts.registry import Holdback, to_builtins
+from recdistill.core.contracts.worker import StreamReport, StreamState
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.logs import STDERR
 from recdistill.core.processes import child_process, free_port, lower_priority
@@ -149,8 +151,9 @@ async def live_stage(config: DemoConfig, settings: WorkerSettings, server: Stude
     replay_log.with_name("student-server-metrics.prom").write_text(
         httpx.get(f"{server.http_url}/metrics", timeout=10).text)
     return LiveResult(served=served, swaps=swaps, holdback=holdback, holdback_at_s=holdback_at_s,
-                      refused=stream_report["exports_refused"],
-                      stream_state={k: v for k, v in stream_report.items() if k != "offsets"},
+                      refused=stream_report.exports_refused if isinstance(stream_report, StreamReport) else 0,
+                      stream_state={k: v for k, v in msgspec.to_builtins(stream_report).items()
+                                    if k not in ("offsets", "kind")},
                       feedback_errors=feedback_errors, duration_s=round(time.perf_counter() - started, 1))
 
 

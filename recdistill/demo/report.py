@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
+from recdistill.core.contracts.teacher import TeacherManifest
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.history_value import history_value
 from recdistill.demo.config import DemoConfig
@@ -34,14 +36,14 @@ class StreamRun:
 @dataclass
 class TaskResults:
     task: str
-    teacher_manifest: dict[str, Any]
+    teacher_manifest: TeacherManifest
     teacher_reused: bool
     experiment: BatchExperiment | None = None
     live: LiveResult | None = None
     live_versions: list[dict[str, Any]] = field(default_factory=list)
     stream_runs: dict[tuple[str, int], StreamRun] = field(default_factory=dict)
-    teacher_seed_manifests: list[dict[str, Any]] = field(default_factory=list)  # seed 0 first
-    short_teacher_manifest: dict[str, Any] | None = None  # the short-history teacher control's
+    teacher_seed_manifests: list[TeacherManifest] = field(default_factory=list)  # seed 0 first
+    short_teacher_manifest: TeacherManifest | None = None  # the short-history teacher control's
     short_teacher_test: dict[str, float] | None = None
     short_teacher_scores: np.ndarray | None = None  # its test scores, for the history's paired gain
     exploration: ExplorationSet | None = None  # the live replay's exploration slice
@@ -221,12 +223,12 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "teacher": {k: round(v, 6) for k, v in teacher.items()} | {
             "auc_std": _round(std([experiment.metrics(s)["auc"] for s in experiment.teacher_seed_scores]), 6),
-            "version": manifest["teacher_version"], "parameters": manifest["parameters"],
-            "history_events": manifest["train"].get("history_limit") or "all (up to 20,000)",
+            "version": manifest.teacher_version, "parameters": manifest.parameters,
+            "history_events": manifest.history_limit or "all (up to 20,000)",
             "reused": result.teacher_reused,
             "selection_on_valid": result.teacher_selection,
-            "train_seconds": manifest["seconds"],
-            "per_seed": [{"version": m["teacher_version"], "test_auc": round(experiment.metrics(s)["auc"], 6)}
+            "train_seconds": manifest.seconds,
+            "per_seed": [{"version": m.teacher_version, "test_auc": round(experiment.metrics(s)["auc"], 6)}
                          for m, s in zip(result.teacher_seed_manifests, experiment.teacher_seed_scores, strict=True)]},
         "student_parameters": sum(p.numel() for p in baselines[0].model.parameters()),
         "student_baseline": _mean_metrics(baselines) | {"per_seed": [b.summary() for b in baselines]},
@@ -249,7 +251,7 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
             "bootstrap, every draw kept, over users (all events of a drawn user), the seed pairs (one draw of "
             "seeds for every variant) and the teacher seeds; a draw whose teacher gain is at or below 0 counts "
             "as an unbounded ratio (`undefined_draws`). Standard deviations over seeds with ddof=1"),
-        "teacher_calibration": experiment.debias_report.get("distilled", {}).get("calibration"),
+        "teacher_calibration": msgspec.to_builtins(experiment.debias_report.get("distilled")),
         "test_events": len(test),
         "test_users": int(np.unique(test.user_ids).size),
         "teacher_seeds": len(experiment.teacher_seed_scores),
@@ -266,8 +268,8 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
         summary["teacher_history_gain_auc_ci95"] = {"low": gain["low"], "high": gain["high"]}
     if result.short_teacher_test is not None and result.short_teacher_manifest is not None:
         summary["short_history_teacher"] = result.short_teacher_test | {
-            "version": result.short_teacher_manifest["teacher_version"],
-            "history_events": result.short_teacher_manifest["config"]["history_limit"]}
+            "version": result.short_teacher_manifest.teacher_version,
+            "history_events": result.short_teacher_manifest.history_limit}
     summary["ablations"] = _variant_rows(result, ["plain_kd", "no_calibration", "no_unexposed_labels"],
                                          teacher["auc"], defined)
     summary["controls"] = _variant_rows(result, list(CONTROLS), teacher["auc"], defined)
@@ -303,8 +305,8 @@ def write_report(out: Path, dataset: PreparedDataset, config: DemoConfig, result
     headline = tasks.get("slate") or next(iter(tasks.values()))
     live = results["slate"].live if "slate" in results else None
     report: dict[str, Any] = {
-        "dataset": {"name": dataset.manifest["dataset"], "stats": dataset.manifest["stats"],
-                    "split": dataset.manifest["split"]["counts"]},
+        "dataset": {"name": dataset.manifest.dataset, "stats": msgspec.to_builtins(dataset.manifest.stats),
+                    "split": dataset.manifest.split.counts},
         "headline_task": "slate" if "slate" in tasks else next(iter(tasks)),
         **{k: headline[k] for k in ("teacher", "student_baseline", "student_distilled", "transferability",
                                     "transferability_std", "transferability_ci95", "transferability_attributable",

@@ -21,6 +21,7 @@ from distill_worker.promote import onnx_metrics
 from distill_worker.settings import DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings
 from recdistill.core.artifact import read_manifest, write_state
 from recdistill.core.contracts.registry import RegistryState
+from recdistill.core.contracts.teacher import TeacherManifest
 from recdistill.core.data.dataset import PreparedDataset, Task
 from recdistill.core.data.prepare import prepare_source
 from recdistill.core.evaluation import evaluate
@@ -88,7 +89,7 @@ def run_demo(out: Path, dataset_spec: str, config: DemoConfig, schema_path: Path
         manifest, reused, selection = choose_teacher(dataset, base, config.teacher_sizes,
                                                      config.teacher_history_limits,
                                                      out.parent / ".cache", out / "teacher" / task)
-        teacher_config = replace(base, size=manifest["size"], history_limit=manifest["train"]["history_limit"])
+        teacher_config = replace(base, size=manifest.size, history_limit=manifest.train["history_limit"])
         results[task] = TaskResults(task=task, teacher_manifest=manifest, teacher_reused=reused,
                                     teacher_seed_manifests=[manifest], teacher_selection=selection)
         for seed in range(1, config.teacher_seeds):  # teacher noise enters the students and the interval
@@ -117,8 +118,8 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
             out / "teacher" / task, log_path=out / "logs" / f"triton-{task}.log",
             niceness=config.background_niceness))
         manifest = result.teacher_manifest
-        teacher = TeacherClientSettings(url=endpoints.grpc_url, teacher_version=manifest["teacher_version"],
-                                        teacher_data_end_ts=manifest["data_window"]["train_end_ts"])
+        teacher = TeacherClientSettings(url=endpoints.grpc_url, teacher_version=manifest.teacher_version,
+                                        teacher_data_end_ts=manifest.data_window.train_end_ts)
         settings = WorkerSettings(data=dataset.directory, registry=out / "registry", state_dir=out / "worker" / task,
                                   task=task, max_train_events=config.max_train_events,
                                   max_holdout_events=config.max_holdout_events, teacher=teacher, distill=distill,
@@ -159,13 +160,13 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
             await _stream_ablations(config, experiment, result, sample_log)
 
 
-async def _label_with_teacher(experiment: BatchExperiment, checkpoint: Path, manifest: dict[str, Any],
+async def _label_with_teacher(experiment: BatchExperiment, checkpoint: Path, manifest: TeacherManifest,
                               log_path: Path, niceness: int) -> tuple[BatchPhase, np.ndarray]:
     """Labels of another teacher checkpoint (a teacher seed, or a control), through its own Triton server."""
     with teacher_process(checkpoint, log_path=log_path, niceness=niceness) as (endpoints, _):
-        teacher = TeacherClientSettings(url=endpoints.grpc_url, teacher_version=manifest["teacher_version"],
-                                        teacher_data_end_ts=manifest["data_window"]["train_end_ts"],
-                                        history_events=manifest["config"].get("history_limit"))  # all it reads
+        teacher = TeacherClientSettings(url=endpoints.grpc_url, teacher_version=manifest.teacher_version,
+                                        teacher_data_end_ts=manifest.data_window.train_end_ts,
+                                        history_events=manifest.history_limit)  # all it reads
         return await experiment.label_with(teacher)
 
 
@@ -179,16 +180,17 @@ async def _live(dataset: PreparedDataset, config: DemoConfig, experiment: BatchE
     replay_ids = pool[-config.replay_events:] if config.replay_events else pool
     baseline, distilled = experiment.run("baseline", 0), experiment.run("distilled", 0)
     registry = settings.registry
-    baseline_report: dict[str, Any] = {}
-    baseline_version = experiment.phase.publish(baseline.model, baseline_report, gate_holdout, "baseline")
+    baseline_published = experiment.phase.publish(baseline.model, replace(settings.distill, use_teacher=False),
+                                                  gate_holdout, "baseline")
+    baseline_version = baseline_published.version
     if not baseline_version:
-        raise RuntimeError(f"the gate refused the baseline student: {baseline_report['gate']['reasons']}")
+        raise RuntimeError(f"the gate refused the baseline student: {baseline_published.gate.reasons}")
     write_state(registry, RegistryState(active=baseline_version))  # what the server starts with
-    batch_report: dict[str, Any] = {}
-    batch_version = experiment.phase.publish(distilled.model, batch_report, gate_holdout, "student-batch",
-                                             anchor=True)
+    batch_published = experiment.phase.publish(distilled.model, settings.distill, gate_holdout, "student-batch",
+                                               anchor=True)
+    batch_version = batch_published.version
     if not batch_version:
-        logger.warning("the gate refused the batch student: %s", batch_report["gate"]["reasons"])
+        logger.warning("the gate refused the batch student: %s", batch_published.gate.reasons)
     with student_server_process(registry, sample_log, config, out / "logs" / "student-server.log") as server:
         live_settings = settings.model_copy(update={"state_dir": settings.state_dir / "live",
                                                     "distill": replace(settings.distill, seed=0)})

@@ -189,7 +189,7 @@ class ScalingStudy:
                 for size, limit in config.teachers()]
         baseline_auc, baseline_ci = auc_interval(baseline, self.test, self.mask, config.bootstrap_samples)
         return ScalingReport(
-            dataset=self.dataset.manifest["dataset"], task="slate", config=config.to_dict(),
+            dataset=self.dataset.manifest.dataset, task="slate", config=config.to_dict(),
             test_events=len(self.test), test_users=int(np.unique(self.test.user_ids).size),
             baseline_auc=baseline_auc, baseline_auc_ci95=baseline_ci,
             controls_auc={name: mean_auc(runs, self.test, self.mask) for name, runs in controls.items()},
@@ -209,8 +209,8 @@ class ScalingStudy:
         teacher_auc, teacher_ci = auc_interval([scores], self.test, self.mask, samples)
         student_auc, student_ci = auc_interval(students[(size, limit)], self.test, self.mask, samples)
         return ScalingRow(
-            size=size, history_limit=limit, parameters=manifest["parameters"],
-            teacher_valid_auc=round(manifest["valid"]["auc"], 6), teacher_auc=teacher_auc,
+            size=size, history_limit=limit, parameters=manifest.parameters,
+            teacher_valid_auc=round(manifest.valid["auc"], 6), teacher_auc=teacher_auc,
             teacher_auc_ci95=teacher_ci, student_auc=student_auc, student_auc_ci95=student_ci,
             teacher_gain_auc=figures["teacher_gain_auc"], attributable_gain_auc=figures["attributable_gain_auc"],
             attributable_gain_auc_ci95=Interval(**figures["attributable_gain_auc_ci95"]),

@@ -11,6 +11,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from recdistill.core.contracts.teacher import TeacherManifest
 from recdistill.core.data.dataset import PreparedDataset
 from teacher_service.sequence import SEQUENCE_SIZES
 from teacher_service.train import TeacherTrainConfig, architecture, train_teacher
@@ -24,8 +27,9 @@ def content_key(dataset: PreparedDataset, config: TeacherTrainConfig) -> str:
     """Everything the teacher's weights depend on: the source data, the schema, the split, the training
     config and the architecture its size names (its dimensions, not the name: a size redefined is a new key)."""
     manifest = dataset.manifest
-    payload = {"source": manifest.get("source_sha256"), "schema": dataset.schema.hash, "split": manifest["split"],
-               "slate_negatives": manifest.get("slate_negatives"), "seed": manifest.get("seed"),
+    payload = {"source": manifest.source_sha256, "schema": dataset.schema.hash,
+               "split": msgspec.to_builtins(manifest.split), "slate_negatives": manifest.slate_negatives,
+               "seed": manifest.seed,
                "train": {k: v for k, v in asdict(config).items()  # what the family reads
                          if config.size in SEQUENCE_SIZES or k not in SEQUENCE_ONLY},
                "architecture": architecture(config.size).to_dict()}
@@ -33,7 +37,7 @@ def content_key(dataset: PreparedDataset, config: TeacherTrainConfig) -> str:
 
 
 def train_or_reuse(dataset: PreparedDataset, config: TeacherTrainConfig, cache: Path, dest: Path | None
-                   ) -> tuple[dict[str, Any], bool]:
+                   ) -> tuple[TeacherManifest, bool]:
     """The teacher checkpoint in the cache (trained if it is not there), copied to `dest` unless None;
     returns (its manifest, reused?)."""
     cached = cache / f"teacher-{config.task}-{content_key(dataset, config)}"
@@ -46,12 +50,12 @@ def train_or_reuse(dataset: PreparedDataset, config: TeacherTrainConfig, cache: 
         if dest.exists():
             shutil.rmtree(dest)
         shutil.copytree(cached, dest)
-    return json.loads((cached / "manifest.json").read_text()), reused
+    return TeacherManifest.read(cached / "manifest.json"), reused
 
 
 def choose_teacher(dataset: PreparedDataset, config: TeacherTrainConfig, sizes: tuple[str, ...],
                    history_limits: tuple[int | None, ...], cache: Path, dest: Path
-                   ) -> tuple[dict[str, Any], bool, list[dict[str, Any]]]:
+                   ) -> tuple[TeacherManifest, bool, list[dict[str, Any]]]:
     """Every (size, history limit) candidate trained (or reused), the one with the best valid AUC (early
     stopping and this choice read the valid window before the gate's holdout; test is never read) copied
     to `dest`: (its manifest, reused?, the table of candidates)."""
@@ -60,8 +64,8 @@ def choose_teacher(dataset: PreparedDataset, config: TeacherTrainConfig, sizes: 
         for limit in history_limits:
             candidate = replace(config, size=size, history_limit=limit)
             manifest, reused = train_or_reuse(dataset, candidate, cache, None)
-            tried.append({"size": size, "history_limit": limit, "parameters": manifest["parameters"],
-                          "valid_auc": round(manifest["valid"]["auc"], 6), "config": candidate, "reused": reused})
+            tried.append({"size": size, "history_limit": limit, "parameters": manifest.parameters,
+                          "valid_auc": round(manifest.valid["auc"], 6), "config": candidate, "reused": reused})
     best = max(tried, key=lambda row: row["valid_auc"])
     manifest, _ = train_or_reuse(dataset, best["config"], cache, dest)
     return manifest, best["reused"], [{k: v for k, v in row.items() if k != "config"} | {"chosen": row is best}

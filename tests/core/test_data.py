@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,14 +17,14 @@ pytestmark = pytest.mark.unit
 
 
 def test_movielens_counts(ml100k: PreparedDataset) -> None:
-    stats = ml100k.manifest["stats"]
+    stats = msgspec.to_builtins(ml100k.manifest.stats)
     assert (stats["users"], stats["items"], stats["interactions"]) == (943, 1682, 100_000)
     assert 0.5 < stats["positive_rate"] < 0.6
-    assert sum(ml100k.manifest["split"]["counts"].values()) == 100_000
+    assert sum(ml100k.manifest.split.counts.values()) == 100_000
 
 
 def test_split_is_by_global_time(ml100k: PreparedDataset) -> None:
-    events, split = ml100k.events, ml100k.manifest["split"]
+    events, split = ml100k.events, msgspec.to_builtins(ml100k.manifest.split)
     by_split = {name: events.loc[events["split"] == name, "timestamp"] for name in ("train", "valid", "test")}
     assert by_split["train"].max() < split["valid_start_ts"] <= by_split["valid"].min()
     assert by_split["valid"].max() < split["test_start_ts"] <= by_split["test"].min()
@@ -52,13 +53,13 @@ def test_slate_negatives_are_items_not_yet_interacted_with(ml100k: PreparedDatas
     later = 0
     for row in events.sample(2_000, random_state=0).itertuples():
         negatives = list(row.slate_negatives)
-        assert len(negatives) == ml100k.manifest["slate_negatives"] == len(set(negatives))
+        assert len(negatives) == ml100k.manifest.slate_negatives == len(set(negatives))
         timeline = list(timelines.loc[row.user_id].item_ids)
         assert not set(negatives) & set(timeline[: row.hist_len])
         assert row.item_id not in negatives
         later += len(set(negatives) & set(timeline[row.hist_len:]))
     assert later > 0, "items rated only later are eligible negatives"
-    assert 0 < ml100k.manifest["slate_negatives_interacted_later_share"] < 0.5
+    assert 0 < ml100k.manifest.slate_negatives_interacted_later_share < 0.5
     labels = ml100k.labels([0, 1], "slate")
     assert labels.shape == (2, 21)
     assert labels[:, 0].tolist() == [1.0, 1.0]
@@ -127,11 +128,11 @@ def test_own_log_is_prepared_as_its_schema_declares(tmp_path: Path, kind: str) -
     spec = parse_schema_spec(TOY_SCHEMA)
     manifest = prepare(load_user_log(kind, _toy_log(tmp_path, kind)), spec, tmp_path / "prepared")
     dataset = PreparedDataset(tmp_path / "prepared")
-    assert manifest["stats"]["interactions"] == 600
+    assert manifest.stats.interactions == 600
     assert dataset.schema.feature("genres").vocab == ["Action", "Comedy", "Drama"]
     assert dataset.schema.action_vocab == ["buy", "cart", "view"]
     outcome = pd.read_json(_toy_log(tmp_path, "jsonl"), lines=True)["outcome"]
-    assert manifest["stats"]["positive_rate"] == pytest.approx(outcome.isin(["buy", "cart"]).mean(), abs=1e-4)
+    assert manifest.stats.positive_rate == pytest.approx(outcome.isin(["buy", "cart"]).mean(), abs=1e-4)
     body = dataset.to_request(int(dataset.split("test")[0]), "slate")
     assert set(body["user"]) <= {"user_id", "gender"}
     assert dataset.schema.parse_request(body).user.user_id == body["user"]["user_id"]

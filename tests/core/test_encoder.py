@@ -177,7 +177,7 @@ def test_schema_hash_is_stable_and_pins_models(any_dataset: PreparedDataset, tmp
     schema = any_dataset.schema
     schema.save(tmp_path / "features.json")
     reloaded = FeatureSchema.load(tmp_path / "features.json")
-    assert reloaded.hash == schema.hash == any_dataset.manifest["schema_hash"]
+    assert reloaded.hash == schema.hash == any_dataset.manifest.schema_hash
     reloaded.require_hash(schema.hash, "model")
     with pytest.raises(SchemaMismatchError):
         reloaded.require_hash("0" * 16, "model")

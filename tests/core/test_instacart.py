@@ -52,7 +52,7 @@ def test_the_split_keeps_each_users_last_orders_for_test_and_the_long_history_ma
 
 def test_half_the_negatives_come_from_the_users_own_earlier_products_outside_the_order(
         instacart: PreparedDataset) -> None:
-    sources = instacart.manifest["slate_negative_sources"]
+    sources = instacart.manifest.slate_negative_sources
     assert 0.4 < sources["own_history_share"] <= 0.5, sources
     events, timelines = instacart.events, instacart.timelines
     sample = events[events["split"] == "test"].sample(300, random_state=0)
@@ -79,7 +79,7 @@ def test_without_a_session_column_own_history_negatives_still_skip_the_event_ite
     from recdistill.core.data.log import RawLog
 
     manifest = prepare(RawLog(name="own", events=log, source_sha256="x"), parse_schema_spec(text), tmp_path / "p")
-    assert manifest["slate_negative_sources"]["own_history"] > 0
+    assert manifest.slate_negative_sources["own_history"] > 0
     events = pd.read_parquet(tmp_path / "p" / "events.parquet")
     for row in events.itertuples():
         assert row.item_id not in list(row.slate_negatives)

@@ -14,8 +14,9 @@ from recdistill.core.contracts.records import (
     decode_record,
     encode_record,
 )
-from recdistill.core.samplelog import SampleLog, claim_partition
+from recdistill.core.samplelog import LogLocation, SampleLog, claim_partition, open_lease
 from recdistill.core.samplelog.file import HEADER, HEADER_V1, MAGIC_V1, frame
+from recdistill.core.samplelog.source import FileSource
 
 pytestmark = pytest.mark.unit
 
@@ -221,3 +222,22 @@ def test_a_failed_append_leaves_no_partial_frame(tmp_path: Path, monkeypatch: py
     records = SampleLog(tmp_path).read(0)
     assert [o for o, _ in records] == [0, 1, 2, 3, 4]
     assert _ids(records) == ["r0", "r1", "r2", "r8", "r9"]
+
+
+def test_one_worker_holds_the_file_logs_trainer_lease_and_a_standby_takes_it_when_released(tmp_path: Path) -> None:
+    """The file log's trainer lease (a flock): the second worker cannot train while the first holds it, sees who
+    does, and takes it once it is released (or its process died: the kernel drops the lock)."""
+    location = LogLocation.parse(tmp_path / "samples")
+    active, standby = open_lease(location, "worker-a"), open_lease(location, "worker-b")
+    assert active.acquire()
+    assert active.acquire(), "taking one's own lease again is fine"
+    assert not standby.acquire()
+    assert standby.holder() == "worker-a"
+    assert active.renew()
+    assert not standby.renew()
+    active.release()
+    assert standby.acquire()
+    assert standby.holder() == "worker-b"
+    assert not active.renew(), "a released lease is not held"
+    standby.release()
+    assert FileSource(location.directory).partitions() == [], "the lease file is not a partition"

@@ -9,7 +9,7 @@ import redis
 
 from recdistill.core.errors import BrokerUnavailableError
 from recdistill.core.samplelog import LogLocation, open_source, open_writer
-from recdistill.core.samplelog.redis import RedisLogConfig, RedisStreamSource, RedisStreamWriter, TrainerLease
+from recdistill.core.samplelog.redis import RedisLogConfig, RedisStreamSource, RedisStreamWriter, RedisTrainerLease
 from recdistill.core.valkey import LocalValkey
 
 
@@ -70,7 +70,7 @@ def test_a_redelivered_entry_the_checkpoint_holds_is_marked_replayed(valkey: Loc
 
 def test_the_trainer_lease_has_one_holder_and_passes_on_when_it_expires(valkey: LocalValkey) -> None:
     config = RedisLogConfig(valkey.url)
-    active, standby = TrainerLease(config, "w1", ttl_s=0.3), TrainerLease(config, "w2", ttl_s=0.3)
+    active, standby = RedisTrainerLease(config, "w1", ttl_s=0.3), RedisTrainerLease(config, "w2", ttl_s=0.3)
     assert active.acquire()
     assert not standby.acquire()
     assert active.renew()
@@ -96,7 +96,7 @@ def test_a_broker_that_is_down_is_an_unavailable_error_not_a_crash(valkey: Local
         writer.append([b"y"])
     with pytest.raises(BrokerUnavailableError):
         source.read({}, 10)
-    assert not TrainerLease(config, "w1").acquire()
+    assert not RedisTrainerLease(config, "w1").acquire()
     valkey.start()
     writer.append([b"y"])
     entries, _ = source.read({}, 10)

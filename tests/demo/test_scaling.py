@@ -75,7 +75,7 @@ def test_teachers_come_from_the_cache_the_second_time(study: tuple[Path, Scaling
     again = ScalingStudy(ml100k.directory, out.parent / "again", SMALL, out.parent / ".cache")
     manifest, cached, phase, scores, _ = again.teacher("seq-2xs", SHORT)
     assert cached
-    assert manifest["train"]["history_limit"] == SHORT
+    assert manifest.train["history_limit"] == SHORT
     assert phase.raw_soft is not None
     assert phase.raw_soft.shape == again.data.train.labels.shape
     assert scores.shape == again.test.labels.shape

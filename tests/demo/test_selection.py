@@ -41,7 +41,7 @@ def _choices(data: Path, work: Path) -> tuple[list[dict], dict, float, dict]:
     experiment = BatchExperiment(settings)
     tuning = experiment.tune("baseline", TuningGrid(weight_decay=(0.0, 1e-3)))
     kept = experiment.runs[("baseline", 0)]
-    return selection, tuning.summary() | {"best_epoch": kept.best_epoch}, manifest["test"]["auc"], kept.test
+    return selection, tuning.summary() | {"best_epoch": kept.best_epoch}, manifest.test["auc"], kept.test
 
 
 def test_every_choice_is_the_same_when_the_test_window_changes(ml100k_dir: Path, tmp_path: Path) -> None:

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import json
+from dataclasses import asdict
 from pathlib import Path
 
 import httpx
+import msgspec
 import numpy as np
 import pytest
 import torch
 
-from distill_worker.batch import BatchData, publish_and_promote, run_batch
+from distill_worker.batch import BatchData, run_batch
 from distill_worker.export import export_onnx
+from distill_worker.promote import publish_and_promote
 from distill_worker.settings import DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings
 from distill_worker.student import StudentConfig, StudentModel
 from recdistill.core.artifact import publish_version, read_manifest, read_state, write_state
 from recdistill.core.contracts.registry import RegistryState
+from recdistill.core.contracts.worker import DataWindow
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.training import EncodedSplit, fit
@@ -36,8 +39,9 @@ async def test_batch_phase_labels_trains_gates_and_promotes(
             httpx.AsyncClient(base_url=server.http_url) as client:
         settings.server_url = server.http_url
         report = await run_batch(settings, StudentConfig())
-        version = report["published"]
-        assert version is not None, report["gate"]
+        assert report.published is not None
+        version = report.published.version
+        assert version is not None, report.published.gate
         served = await client.post("/v1/rank", content=(Path(__file__).parents[2] / "examples" /
                                                         "rank_request.json").read_bytes())
         assert served.json()["model_version"] == version
@@ -45,15 +49,19 @@ async def test_batch_phase_labels_trains_gates_and_promotes(
     manifest = read_manifest(registry, version)
     assert manifest.teacher_version == "tiny-1"
     assert manifest.metrics["parity_max_abs_diff"] <= 1e-5
-    assert report["gate"]["accepted"]
-    assert report["label_hit_rate"] == 0.0
-    assert np.isfinite(report["calibration"]["ece_after"])
-    assert np.isfinite(report["test"]["auc"])
+    assert manifest.data_window == DataWindow(train_events=report.train_events)
+    assert manifest.distill == asdict(settings.distill)
+    assert report.published.gate.accepted
+    assert report.label_hit_rate == 0.0
+    assert report.debias is not None
+    assert np.isfinite(report.debias.ece_after)
+    assert report.test is not None
+    assert np.isfinite(report.test["auc"])
 
     # A second labelling pass (another student, or a restart) is served from the store.
     again = await run_batch(settings.model_copy(update={"server_url": None,
                                                         "distill": DistillConfig(epochs=1, patience=1)}))
-    assert again["label_hit_rate"] == 1.0
+    assert again.label_hit_rate == 1.0
 
 
 def test_a_worse_model_is_not_promoted(ml100k: PreparedDataset, registry: Path, tmp_path: Path) -> None:
@@ -78,14 +86,14 @@ def test_a_worse_model_is_not_promoted(ml100k: PreparedDataset, registry: Path, 
     with torch.no_grad():
         for parameter in constant.serving_head.parameters():
             parameter.zero_()
-    report: dict = {}
-    version = publish_and_promote(settings, constant.eval(), holdout, report)
-    decision = report["gate"]["metrics"]["quality"]["active"]
+    report = publish_and_promote(settings, constant.eval(), holdout, DataWindow(), {})
+    version = report.version
+    decision = report.gate.metrics["quality"]["active"]
     assert decision["version"] == "trained"
     assert decision["difference"] < 0
     assert not decision["non_inferior"]
     assert version is None
-    assert any("holdout AUC vs the active version" in reason for reason in report["gate"]["reasons"])
+    assert any("holdout AUC vs the active version" in reason for reason in report.gate.reasons)
     assert read_state(registry) == state_before
     assert sorted(p.name for p in registry.iterdir() if p.is_dir()) == ["trained", "v1", "v2"]
 
@@ -94,11 +102,11 @@ def test_the_latency_gate_refuses_a_slow_model(ml100k: PreparedDataset, registry
     holdout = EncodedSplit.build(ml100k, Encoder(ml100k.schema, "student"), "valid", "slate", limit=500)
     settings = WorkerSettings(data=ml100k.directory, registry=tmp_path / "empty-registry",
                               state_dir=tmp_path / "state", gate=GateConfig(latency_budget_ms=1e-6))
-    report: dict = {}
     model = StudentModel(ml100k.schema, StudentConfig()).eval()
-    assert publish_and_promote(settings, model, holdout, report) is None
-    assert any("p99" in reason for reason in report["gate"]["reasons"])
-    assert json.dumps(report["gate"])  # the reason is reportable as it is
+    report = publish_and_promote(settings, model, holdout, DataWindow(), {})
+    assert report.version is None
+    assert any("p99" in reason for reason in report.gate.reasons)
+    assert msgspec.json.encode(report)  # the reason is reportable as it is
 
 
 def test_the_gate_holdout_is_disjoint_from_training_early_stopping_and_calibration(ml100k: PreparedDataset,

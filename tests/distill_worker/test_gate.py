@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from distill_worker.batch import publish_and_promote
-from distill_worker.promote import quality_decision
+from distill_worker.promote import publish_and_promote, quality_decision
 from distill_worker.settings import GateConfig, WorkerSettings
 from distill_worker.student import StudentConfig, StudentModel
 from recdistill.core import metrics
 from recdistill.core.artifact import read_anchor
+from recdistill.core.contracts.worker import DataWindow
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.training import EncodedSplit
@@ -69,16 +69,15 @@ def test_the_batch_version_anchors_and_only_a_significantly_better_one_moves_it(
                               gate=GateConfig(bootstrap_samples=100))
     torch.manual_seed(0)
     model = StudentModel(ml100k.schema, StudentConfig()).eval()
-    report: dict = {}
-    first = publish_and_promote(settings, model, holdout, report, anchor=True)
+    first = publish_and_promote(settings, model, holdout, DataWindow(), {}, anchor=True).version
     assert first is not None
     anchor = read_anchor(settings.registry)
     assert anchor is not None
     assert (anchor.version, anchor.reason) == (first, "batch version")
-    again: dict = {}
-    second = publish_and_promote(settings, model, holdout, again)  # the same model: equal, not better
-    assert second is not None
-    decision = again["gate"]["metrics"]["quality"]["anchor"]
+    again = publish_and_promote(settings, model, holdout, DataWindow(), {})  # the same model: equal, not better
+    assert again.version is not None
+    assert not again.anchored
+    decision = again.gate.metrics["quality"]["anchor"]
     assert decision["version"] == first
     assert decision["difference"] == 0.0
     assert decision["non_inferior"]

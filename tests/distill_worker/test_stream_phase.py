@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import httpx
 import pytest
 
-from distill_worker.batch import publish_and_promote
 from distill_worker.labels import LabelStore
+from distill_worker.promote import publish_and_promote
 from distill_worker.settings import DistillConfig, GateConfig, StreamConfig, TeacherClientSettings, WorkerSettings
 from distill_worker.stream import CONSUMER, StreamPhase, stream_main
 from distill_worker.teacher_client import TeacherClient
-from recdistill.core.artifact import read_state
+from recdistill.core.artifact import read_manifest, read_state
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.processes import free_port
@@ -69,8 +70,11 @@ async def test_stream_trains_each_record_once_across_kills_and_promotes(
                                      samples=samples, gate=GateConfig(auc_tolerance=1.0),
                                      teacher=teacher.settings)
 
-    def publisher(model):  # noqa: ANN001, ANN202
-        return publish_and_promote(worker_settings, model, holdout, {})
+    windows = []
+
+    def publisher(model, window):  # noqa: ANN001, ANN202
+        windows.append(window)
+        return publish_and_promote(worker_settings, model, holdout, window, asdict(distill))
 
     def new_worker() -> StreamPhase:
         return StreamPhase(ml100k, samples, state_dir, distill, config, teacher, store, publisher=publisher)
@@ -124,6 +128,8 @@ async def test_stream_trains_each_record_once_across_kills_and_promotes(
             published = await final.step(now=FAR_FUTURE)
             versions = final.state.versions_promoted
             assert versions, published
+            assert windows[-1].sampled_requests == 60, "its window holds the requests trained across the restarts"
+            assert read_manifest(registry, versions[-1]).data_window == windows[-1]
             check = ml100k.to_request(events[0], "slate") | {"request_id": "after-promotion"}
             served = await client.post("/v1/rank", json=check)
             assert served.json()["model_version"] == versions[-1] == read_state(registry).active
@@ -137,8 +143,8 @@ async def test_stream_trains_each_record_once_across_kills_and_promotes(
     (tmp_path / "worker-2").mkdir()
     (state_dir / "labels.sqlite").rename(tmp_path / "worker-2" / "labels.sqlite")
     report, _ = await stream_main(fresh.model_copy(update={"stream": StreamConfig(join_window_s=0.0)}), steps=1)
-    assert report["examples_trained"] == 61  # the 60 replayed requests and the check after the promotion
-    assert report["label_hit_rate"] == pytest.approx(60 / 61)  # only the check request is new to the store
+    assert report.examples_trained == 61  # the 60 replayed requests and the check after the promotion
+    assert report.label_hit_rate == pytest.approx(60 / 61)  # only the check request is new to the store
 
 
 async def test_teacher_down_fails_the_step_and_loses_nothing(
@@ -172,7 +178,7 @@ async def test_teacher_down_fails_the_step_and_loses_nothing(
     assert step.trained == 20
     assert recovered.state.records_consumed == _total_records(samples) == 24
     assert recovered.state.feedback_joined == 4
-    from distill_worker.stream import TEACHER_LAG
+    from distill_worker.stream.trainer import TEACHER_LAG
 
     newest = max(ml100k.events["timestamp"].to_numpy()[events])
     assert TEACHER_LAG._value.get() == pytest.approx(newest)  # lag from a training window ending at 0
@@ -181,7 +187,8 @@ async def test_teacher_down_fails_the_step_and_loses_nothing(
 async def test_batch_then_stream_promotes_twice(
     triton_teacher: RunningTriton, ml100k: PreparedDataset, registry: Path, tmp_path: Path
 ) -> None:
-    from distill_worker.batch import BATCH_STUDENT, run_batch
+    from distill_worker.batch import run_batch
+    from distill_worker.student import BATCH_STUDENT
 
     state_dir = tmp_path / "worker"
     server_settings = make_settings(registry, tmp_path, sampling_rate=1.0)
@@ -194,13 +201,19 @@ async def test_batch_then_stream_promotes_twice(
                               stream=StreamConfig(join_window_s=0.0, export_every=20))
     async with run_server(server_settings) as server, httpx.AsyncClient(base_url=server.http_url) as client:
         batch = await run_batch(settings)
-        assert batch["published"] is not None
+        assert batch.published is not None
+        assert batch.published.version is not None
         assert (state_dir / BATCH_STUDENT).exists()
         await _replay(client, ml100k, ml100k.split("test")[200:230].tolist(), feedback_for=set())
         report, _ = await stream_main(settings, steps=1)
         served = (await client.post("/v1/rank", json=ml100k.to_request(0, "slate") | {"request_id": "x"})).json()
-    assert report["examples_trained"] == 30
-    versions = report["versions_promoted"]
+    assert report.examples_trained == 30
+    versions = report.versions_promoted
     assert len(versions) == 1
-    assert versions[0] != batch["published"]
+    assert versions[0] != batch.published.version
+    # The streamed version's manifest says what it was trained on: the 30 requests, with the distill settings.
+    manifest = read_manifest(registry, versions[0])
+    assert manifest.data_window.sampled_requests == 30
+    assert manifest.data_window.first_served_unix <= manifest.data_window.last_served_unix
+    assert manifest.distill == asdict(settings.distill)
     assert served["model_version"] == versions[0] == read_state(registry).active

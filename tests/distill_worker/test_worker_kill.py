@@ -14,11 +14,13 @@ import time
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
 from recdistill.core.contracts.records import FeedbackRecord, SampledRequest
+from recdistill.core.contracts.worker import StreamCheckpoint
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.processes import free_port
 from tests.conftest import RunningTriton
@@ -83,7 +85,8 @@ async def test_kill_9_of_the_stream_worker_under_load_trains_each_request_once(
             worker.send_signal(signal.SIGKILL)
             assert await asyncio.to_thread(worker.wait, 30) == -signal.SIGKILL
             await load
-        at_kill = torch.load(state_dir / "stream.pt", map_location="cpu", weights_only=False)["state"]
+        saved = torch.load(state_dir / "stream.pt", map_location="cpu", weights_only=True)
+        at_kill = msgspec.to_builtins(StreamCheckpoint.from_torch(saved, "stream.pt").state)
         assert 0 < at_kill["records_consumed"] < len(events), "the kill landed part-way through the traffic"
 
         # The restarted worker drains what is left and exits after a bounded number of steps.

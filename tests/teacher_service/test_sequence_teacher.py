@@ -82,11 +82,11 @@ def sequence_teacher(ml100k: PreparedDataset, tmp_path_factory: pytest.TempPathF
 
 def test_one_pass_over_every_position_learns_the_next_item(sequence_teacher: tuple[Path, dict]) -> None:
     _, manifest = sequence_teacher
-    assert manifest["family"] == "sequence"
-    history = manifest["history"]
+    assert manifest.family == "sequence"
+    history = manifest.history
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    assert manifest["valid"]["auc"] > 0.65, manifest["valid"]
-    assert manifest["test"]["auc"] > 0.6
+    assert manifest.valid["auc"] > 0.65, manifest.valid
+    assert manifest.test["auc"] > 0.6
     assert all(row["tokens_per_s"] > 0 for row in history)
 
 

@@ -163,8 +163,8 @@ def test_a_short_history_teacher_reads_only_its_window_through_triton(ml100k: Pr
     checkpoint = tmp_path / "short"
     manifest = train_teacher(ml100k.directory, checkpoint, TeacherTrainConfig(
         task="slate", size="tiny", epochs=1, max_train_events=2_000, train_negatives=4, history_limit=10))
-    assert manifest["config"]["history_limit"] == 10
-    assert "-short-" in manifest["teacher_version"]
+    assert manifest.history_limit == 10
+    assert "-short-" in manifest.teacher_version
     events = ml100k.split("test", "slate")[-8:]  # long histories: late in the timeline
     full, cut = Encoder(ml100k.schema, "teacher"), Encoder(ml100k.schema, "teacher", history_len=10)
     whole, _ = full.assemble(ml100k.contexts(full, events, "slate"))

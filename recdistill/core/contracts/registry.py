@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta, Struct
 
+from recdistill.core.contracts.worker import DataWindow
 from recdistill.core.errors import ConflictError
 
 MANIFEST_FORMAT = 1
@@ -27,7 +28,7 @@ class Manifest(Struct, frozen=True, kw_only=True):
     sha256: str  # of model.onnx
     created_unix: float
     teacher_version: str | None = None
-    data_window: dict[str, Any] = {}
+    data_window: DataWindow = msgspec.field(default_factory=DataWindow)  # what it was trained on
     # The gate's verdict inputs (parity, holdout metrics, latency), the model and training configs:
     # free-form reports for people, never read by the serving path.
     metrics: dict[str, Any] = {}

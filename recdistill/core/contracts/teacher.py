@@ -1,21 +1,80 @@
-"""The teacher's black-box contract: the Triton model's input tensors (the shared encoder's tensors for
-the teacher's view) and its one output, probabilities per candidate. The embedded PyTriton server binds
-these, the worker's client sends them, and the stand-alone Triton model config is generated from them
-(`triton_model_config`), so no copy of the spec is kept by hand."""
+"""The teacher's contracts: its checkpoint's `manifest.json` (`TeacherManifest`), and its black-box serving
+contract: the Triton model's input tensors (the shared encoder's tensors for the teacher's view) and its one
+output, probabilities per candidate. The Triton model binds these, the worker's client sends them, and the
+Triton model config is generated from them (`triton_model_config`), so no copy of the spec is kept by hand.
+
+The manifest carries `format`; a reader that meets another format stops with an error naming it."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
 
+import msgspec
 import numpy as np
 from msgspec import Struct
 
+from recdistill.core.errors import DataError
 from recdistill.core.features.encoder import Encoder, TensorSpec
 from recdistill.core.features.schema import FeatureSchema
 
 TEACHER_MODEL_NAME = "teacher"
 TEACHER_OUTPUT = "probability"
 TEACHER_VIEW = "teacher"
+TEACHER_MANIFEST_FORMAT = 1
+
+
+class TeacherDataWindow(Struct, frozen=True, kw_only=True):
+    """The events the teacher trained on (its labels are fresh up to `train_end_ts`)."""
+
+    train_start_ts: int
+    train_end_ts: int
+    train_events: int
+
+
+class TeacherManifest(Struct, frozen=True, kw_only=True):
+    teacher_version: str  # names the weights: labels are keyed by it
+    task: Literal["slate", "ctr"]
+    size: str
+    family: Literal["attention", "sequence"] = "attention"
+    config: dict[str, Any]  # the model's architecture (its family's config)
+    parameters: int
+    schema_hash: str
+    dataset: str
+    data_window: TeacherDataWindow
+    train: dict[str, Any]  # the training settings (TeacherTrainConfig)
+    best_epoch: int
+    history: list[dict[str, Any]]  # per epoch: loss, valid metrics, seconds
+    valid: dict[str, float]  # metrics on the valid window (early stopping read it)
+    test: dict[str, float]
+    seconds: float
+    format: int = TEACHER_MANIFEST_FORMAT
+
+    @property
+    def history_limit(self) -> int | None:
+        """The most recent events it reads (None: the whole history)."""
+        return self.config.get("history_limit")
+
+    @classmethod
+    def read(cls, path: Path) -> TeacherManifest:
+        """`DataError` naming the file for an unknown format or a manifest that does not parse."""
+        try:
+            data = path.read_bytes()
+            found = msgspec.json.decode(data, type=_Versioned).format
+            if found != TEACHER_MANIFEST_FORMAT:
+                raise DataError(f"{path}: teacher manifest format {found} is not supported: this version knows "
+                                f"format {TEACHER_MANIFEST_FORMAT}; upgrade, or train the teacher again")
+            return msgspec.json.decode(data, type=cls)
+        except msgspec.DecodeError as exc:
+            raise DataError(f"{path} is not a teacher manifest ({exc})") from None
+
+    def to_json(self) -> bytes:
+        return msgspec.json.format(msgspec.json.encode(self), indent=2)
+
+
+class _Versioned(Struct):
+    format: int = TEACHER_MANIFEST_FORMAT  # manifests from before the field are format 1
 
 
 class TeacherTensorSpec(Struct, frozen=True):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -12,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from recdistill.core.contracts.dataset import DatasetManifest
 from recdistill.core.errors import DataError
 from recdistill.core.features.encoder import Encoder, MappedContext
 from recdistill.core.features.schema import FeatureSchema, is_missing
@@ -48,7 +48,7 @@ class PreparedDataset:
         if not manifest_path.exists():
             raise DataError(f"{self.directory} is not a prepared dataset (no manifest.json); "
                             "run `recdistill data prepare` first")
-        self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        self.manifest = DatasetManifest.read(manifest_path)
         self.schema = FeatureSchema.load(self.directory / "features.json")
         self.events = pd.read_parquet(self.directory / "events.parquet")
         self._mapped: dict[str, dict[str, _MappedTimeline]] = {}
@@ -109,7 +109,7 @@ class PreparedDataset:
             labels = np.zeros((len(ids), 1 + (negatives or 0)), dtype=np.float32)
             labels[:, 0] = self.events["label"].to_numpy()[ids]
             return labels
-        width = 1 + (self.manifest["slate_negatives"] if negatives is None else negatives)
+        width = 1 + (self.manifest.slate_negatives if negatives is None else negatives)
         labels = np.zeros((len(ids), width), dtype=np.float32)
         labels[:, 0] = 1.0
         return labels

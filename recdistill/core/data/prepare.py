@@ -12,7 +12,6 @@ Layout of a prepared dataset directory (the manifest is written last and marks i
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recdistill.core.contracts.dataset import DatasetManifest, DatasetSplit, DatasetStats
 from recdistill.core.data.log import RawLog
 from recdistill.core.errors import DataError
 from recdistill.core.features.request import TS_MAX, UNIT_NAMES
@@ -34,7 +34,7 @@ from recdistill.core.features.spec import (
     maybe_numeric,
     parse_schema_spec,
 )
-from recdistill.core.fileio import atomic_write_text, atomic_write_with
+from recdistill.core.fileio import atomic_write_bytes, atomic_write_text, atomic_write_with
 from recdistill.core.settings import DataSettings
 
 logger = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
 
 
 def prepare(log: RawLog, spec: SchemaSpec, out_dir: Path, settings: DataSettings | None = None,
-            spec_text: str | None = None) -> dict[str, Any]:
+            spec_text: str | None = None) -> DatasetManifest:
     """Prepare `log` as `spec` declares into `out_dir`. Nothing is left there unless it all succeeds (the
     manifest, written last, marks a complete dataset); a bad schema or data raises before any write."""
     settings = settings or DataSettings()
@@ -295,51 +295,37 @@ def prepare(log: RawLog, spec: SchemaSpec, out_dir: Path, settings: DataSettings
         atomic_write_text(out_dir / "schema.toml", spec_text)
 
     hist = events["hist_len"].to_numpy()
-    manifest: dict[str, Any] = {
-        "dataset": log.name,
-        "schema": spec.name,
-        "source_sha256": log.source_sha256,
-        "created_unix": int(time.time()),
-        "schema_hash": schema.hash,
-        "stats": {
-            "users": int(events["user_id"].nunique()),
-            "items": int(events["item_id"].nunique()),
-            "catalogue_items": len(catalogue),
-            "interactions": len(events),
-            "positive_rate": round(float(events["label"].mean()), 4),
-            "history_length_percentiles": {
-                f"p{q}": int(np.percentile(hist, q)) for q in (50, 90, 99)
-            } | {"max": int(hist.max())},
-        },
-        "split": boundaries | {
-            "fractions": list(settings.split_fractions),
-            "counts": {name: int((events["split"] == name).sum()) for name in SPLITS},
-            "rule": "train: ts < valid_start_ts; valid: ts < test_start_ts; test: the rest",
-        },
-        "tasks": {
+    manifest = DatasetManifest(
+        dataset=log.name, schema=spec.name, source_sha256=log.source_sha256, created_unix=int(time.time()),
+        schema_hash=schema.hash,
+        stats=DatasetStats(
+            users=int(events["user_id"].nunique()), items=int(events["item_id"].nunique()),
+            catalogue_items=len(catalogue), interactions=len(events),
+            positive_rate=round(float(events["label"].mean()), 4),
+            history_length_percentiles={f"p{q}": int(np.percentile(hist, q)) for q in (50, 90, 99)}
+            | {"max": int(hist.max())}),
+        split=DatasetSplit(
+            **boundaries, fractions=list(settings.split_fractions),
+            counts={name: int((events["split"] == name).sum()) for name in SPLITS},
+            rule="train: ts < valid_start_ts; valid: ts < test_start_ts; test: the rest"),
+        tasks={
             "ctr": f"each event is an impression; label = {spec.source.label}",
             "slate": f"each {'clicked ' if slate and slate.positives == 'label' else ''}event: the item interacted "
                      f"with plus {negatives} items the user had not interacted with before it, sampled by "
                      f"training popularity (seed {settings.seed}); label 1 for the real item",
         },
-        "seed": settings.seed,
-        "slate_negatives": negatives,
-        # Negatives are drawn from items not interacted with *before* each event: this share of them is
-        # interacted with later (a "never interacted" rule would have excluded them, knowing the future).
-        "slate_negatives_interacted_later_share": sources.get("interacted_later_share", 0.0),
-        # Where the negatives came from: the user's own earlier items outside the event's session, or items
-        # not interacted with before (on repeat-purchase data the first kind keeps "bought before" honest).
-        "slate_negative_sources": sources,
-        "files": ["events.parquet", "timelines.parquet", "users.parquet", "items.parquet", "features.json"],
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2))
-    logger.info("prepared %s with schema %s into %s in %.1fs", log.name, spec.name, out_dir, manifest["seconds"])
+        seed=settings.seed, slate_negatives=negatives,
+        slate_negatives_interacted_later_share=sources.get("interacted_later_share", 0.0),
+        slate_negative_sources=sources,
+        files=["events.parquet", "timelines.parquet", "users.parquet", "items.parquet", "features.json"],
+        seconds=round(time.perf_counter() - started, 2))
+    atomic_write_bytes(out_dir / "manifest.json", manifest.to_json())
+    logger.info("prepared %s with schema %s into %s in %.1fs", log.name, spec.name, out_dir, manifest.seconds)
     return manifest
 
 
 def prepare_source(source: str, schema_path: Path, out_dir: Path, settings: DataSettings | None = None,
-                   catalogue: str | None = None) -> dict[str, Any]:
+                   catalogue: str | None = None) -> DatasetManifest:
     """`recdistill data prepare`: read the schema file (a bad one stops here, before anything is read or
     written), load the source (`ml-100k`, `ecommerce[:EVENTS]`, `csv:` / `parquet:` / `jsonl:PATH`, and an
     optional item catalogue), prepare."""

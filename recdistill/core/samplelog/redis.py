@@ -4,7 +4,7 @@
   entries go first). One stream for every server: XADD is atomic, so replicas need no partitions.
 - The worker reads through a consumer group (`XREADGROUP`). It acknowledges (`XACK`) an entry only after
   its checkpoint holds it, so an entry read by a worker that died before its checkpoint stays pending.
-  A worker that takes over (it holds the trainer lease, `TrainerLease`) first re-reads its own pending
+  A worker that takes over (it holds the trainer lease, `RedisTrainerLease`) first re-reads its own pending
   entries and claims every other consumer's (`XAUTOCLAIM`): nothing read but not trained is lost.
 - Delivery is at least once: a re-delivered entry at or before the checkpointed position is marked
   `replayed` (only acknowledged), and a sample id written twice (a writer retrying a batch whose reply it
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -56,9 +56,6 @@ class RedisLogConfig:
     def seen_key(self, sample_id: str) -> str:
         """Per consumer group: each reader of the stream (the trainer, an offline rerun) de-duplicates alone."""
         return f"{self.stream}:{self.group}:seen:{sample_id}"
-
-    def with_group(self, group: str) -> RedisLogConfig:
-        return replace(self, group=group)
 
 
 def broker_call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -180,7 +177,7 @@ class RedisStreamSource:
         self._client.close()
 
 
-class TrainerLease:
+class RedisTrainerLease:
     """One active trainer at a time: a key holding the owner's name with a TTL, renewed every step. A hot
     standby polls `acquire()`; it gets the lease once the active worker stopped renewing it (died)."""
 

@@ -1,17 +1,17 @@
-"""The stream's state (what a checkpoint resumes from) and its consumer: reading new sample-log records past
-the state's positions, de-duplicating them, and joining feedback to requests."""
+"""The stream's consumer: reading new sample-log records past the state's positions (the checkpoint's
+`StreamState`), de-duplicating them, and joining feedback to requests."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from prometheus_client import Counter
 
 from distill_worker.settings import StreamConfig
 from recdistill.core.contracts.records import InvalidRecordError, SampledRequest, SampleRecord, decode_record
+from recdistill.core.contracts.worker import StreamState
 from recdistill.core.samplelog import LogEntry, LogSource
 
 RECORDS = Counter("recdistill_worker_records_consumed", "Sample-log records consumed", ["kind"])
@@ -24,44 +24,6 @@ class StepResult:
     trained: int
     published: str | None = None
     refused: bool = False
-
-
-@dataclass
-class StreamState:
-    """Everything the stream must resume from; saved with the model in each checkpoint."""
-
-    offsets: dict[str, int | str] = field(default_factory=dict)  # partition -> position (file: offset; redis: id)
-    waiting: dict[str, bytes] = field(default_factory=dict)  # request_id -> the sampled request record
-    feedback: dict[str, dict[str, float]] = field(default_factory=dict)  # request_id -> item_id -> label
-    feedback_seen: dict[str, float] = field(default_factory=dict)  # request_id -> when its feedback came
-    records_consumed: int = 0
-    examples_trained: int = 0
-    feedback_joined: int = 0
-    unmatched_feedback: int = 0  # feedback with no waiting request: not sampled, or came after training
-    dead_lettered: int = 0  # unreadable records and requests the teacher refused: in dead-letter.jsonl
-    duplicates: int = 0  # records whose sample id was taken before (at-least-once delivery): skipped
-    # Requests of the exploration slice (served in a random order): kept for unbiased evaluation, not trained
-    # on (their feedback then counts as unmatched), unless StreamConfig.train_on_exploration.
-    exploration_held_out: int = 0
-    trained_ids: list[str] = field(default_factory=list)  # with StreamConfig.audit_trained_ids only
-    since_export: int = 0
-    versions_promoted: list[str] = field(default_factory=list)
-    exports_refused: int = 0
-
-    def progress(self) -> tuple[int, ...]:
-        """Changes whenever a step changed anything a checkpoint holds."""
-        return (self.records_consumed, self.examples_trained, self.dead_lettered, self.unmatched_feedback,
-                self.duplicates, self.exploration_held_out, self.since_export, len(self.versions_promoted),
-                self.exports_refused)
-
-    def counters(self) -> dict[str, Any]:
-        """The state without its working sets, which it counts instead: what a report shows. Every record
-        consumed is in exactly one of: trained, held out (exploration), dead-lettered, duplicate, feedback
-        joined, feedback unmatched, or still waiting (requests and feedback whose join window is open)."""
-        return {k: v for k, v in asdict(self).items()
-                if k not in ("waiting", "feedback", "feedback_seen", "trained_ids")} | {
-            "waiting_requests": len(self.waiting),
-            "waiting_feedback": sum(len(items) for items in self.feedback.values())}
 
 
 class SampleConsumer:

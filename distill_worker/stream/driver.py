@@ -1,17 +1,15 @@
-"""Streaming phase: consume sampled traffic from the sample log, join delayed feedback, label with the
-teacher, update the student incrementally, checkpoint, and periodically export, gate and promote.
+"""The stream's driver: consume, train what is due, export on a cadence, checkpoint, commit.
 
-The parts, each small: `SampleConsumer` (read new records of every partition, join feedback to its
-request, release the requests whose join window closed), `StreamTrainer` (turn a chunk of requests
-into a batch, label it with the teacher, one update), and `StreamPhase`, the driver that
-`recdistill worker run --mode stream`, the demo and the tests all call: it runs steps until a
-condition, checkpoints, exports on a cadence (and once more for the last partial interval), and reports
-each publication through a callback.
+`StreamPhase` is what `recdistill worker run --mode stream`, the demo and the tests all call: it runs steps
+until a condition, checkpoints, exports on a cadence (and once more for the last partial interval), and
+reports each publication through a callback. Its rooms: `consumer` (read and join), `trainer` (label and
+update), `checkpoint` (what a restart resumes from); publishing is `distill_worker.promote`'s.
 
 Exactly-once: the checkpoint (student weights, optimizer, per-partition offsets, requests still
 waiting for feedback, counters) is written atomically after each step; the offsets inside it are the
 truth, and the sample log's consumer offsets are committed after it. A crash anywhere resumes from the
-last checkpoint: every record is trained on once, none is lost.
+last checkpoint: every record is trained on once, none is lost. One worker trains at a time: the others
+wait on the log's trainer lease as hot standbys.
 """
 
 from __future__ import annotations
@@ -20,44 +18,43 @@ import asyncio
 import base64
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
+import msgspec
 import numpy as np
-import torch
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 
-from distill_worker.batch import load_student, publish_and_promote
 from distill_worker.breaker import CircuitOpenError
-from distill_worker.consumer import SampleConsumer, StepResult, StreamState
-from distill_worker.debias import Calibration, inverse_propensity_weights
-from distill_worker.labels import LabelRequest, LabelStore
+from distill_worker.debias import Calibration
+from distill_worker.labels import LabelStore
+from distill_worker.promote import publish_and_promote
 from distill_worker.settings import DistillConfig, StreamConfig, WorkerSettings
-from distill_worker.student import StudentConfig, StudentModel
-from distill_worker.teacher_client import TeacherClient, TeacherRefusedError, TeacherUnavailableError
-from distill_worker.trainer import distill_loss
-from recdistill.core.contracts.records import (
-    SampledRequest,
-    encode_record,
+from distill_worker.stream.checkpoint import load_checkpoint, save_checkpoint
+from distill_worker.stream.consumer import SampleConsumer, StepResult
+from distill_worker.stream.trainer import StreamTrainer
+from distill_worker.student import StudentConfig, StudentModel, load_student
+from distill_worker.teacher_client import TeacherClient, TeacherUnavailableError
+from recdistill.core.contracts.records import encode_record
+from recdistill.core.contracts.worker import (
+    DataWindow,
+    Freshness,
+    PublishResult,
+    StandbyReport,
+    StreamReport,
+    StreamState,
 )
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.errors import BrokerUnavailableError, RecDistillError
 from recdistill.core.features.encoder import Encoder
-from recdistill.core.fileio import atomic_write_with
-from recdistill.core.samplelog import LogLocation, LogSource, open_source
-from recdistill.core.samplelog.redis import RedisLogConfig, TrainerLease
+from recdistill.core.samplelog import LogLocation, LogSource, TrainerLease, open_lease, open_source
 from recdistill.core.samplelog.source import FileSource
-from recdistill.core.training import Batch, EncodedSplit, to_torch
+from recdistill.core.training import EncodedSplit
 
 logger = logging.getLogger(__name__)
 CONSUMER = FileSource.consumer
-TRAIN_LOSS = Gauge("recdistill_worker_train_loss", "Loss of the last incremental update")
-TEACHER_LAG = Gauge("recdistill_worker_teacher_lag_seconds",
-                    "Time between the end of the teacher's training window and the newest request labelled")
 PROMOTIONS = Counter("recdistill_worker_promotions", "Exported students by gate outcome", ["outcome"])
 DEAD_LETTERED = Counter("recdistill_worker_dead_lettered", "Sampled requests the teacher refused (not trained)")
 
@@ -67,109 +64,15 @@ class LeaseLostError(RecDistillError):
     """Another worker holds the trainer lease: this one must stop training."""
 
 
-class StreamTrainer:
-    """One incremental update on a chunk of joined requests, with teacher labels for every candidate."""
-
-    def __init__(self, dataset: PreparedDataset, model: StudentModel, distill: DistillConfig, config: StreamConfig,
-                 teacher: TeacherClient | None, store: LabelStore | None,
-                 soft_transform: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
-        self.model, self.distill, self.config = model, distill, config
-        self.teacher, self.store = teacher, store
-        self.soft_transform = soft_transform  # the batch phase's teacher calibration, if any
-        self.student_encoder = Encoder(dataset.schema, "student")
-        self.teacher_encoder = Encoder(dataset.schema, "teacher")
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
-
-    def label_request(self, record: SampledRequest) -> LabelRequest:
-        return LabelRequest(record.request_id, [str(c.item_id) for c in record.request.candidates],
-                            self.teacher_encoder.map_request(record.request, now=record.request_ts))
-
-    def examples(self, records: list[SampledRequest], feedback: dict[str, dict[str, float]]) -> Batch:
-        contexts = [self.student_encoder.map_request(r.request, now=r.request_ts) for r in records]
-        tensors, mask = self.student_encoder.assemble(contexts)
-        width = mask.shape[1]
-        labels = np.zeros((len(records), width), dtype=np.float32)
-        observed = np.zeros_like(labels)
-        positions = np.zeros((len(records), width), dtype=np.int64)
-        for row, record in enumerate(records):
-            logged = record.position_array
-            positions[row, : len(logged)] = logged + 1
-            observed[row, : len(logged)] = logged < self.config.exposed_positions
-            given = feedback.get(record.request_id, {})
-            for column, item in enumerate(str(c.item_id) for c in record.request.candidates):
-                if item in given:
-                    labels[row, column] = given[item]
-                    observed[row, column] = 1.0  # feedback is an observation, whatever the position
-        if self.config.inverse_propensity:
-            weights = inverse_propensity_weights(np.array([r.sampling_probability for r in records]))
-        else:
-            weights = np.ones(len(records), dtype=np.float32)
-        extras = {"observed": observed, "position": positions, "weight": weights}
-        return Batch(to_torch(tensors), torch.from_numpy(labels), torch.from_numpy(mask),
-                     np.arange(len(records)), {k: torch.from_numpy(v) for k, v in extras.items()})
-
-    async def label(self, records: list[SampledRequest]) -> tuple[list[np.ndarray], dict[int, str]]:
-        """Teacher soft labels (from the store, else from Triton) for every candidate, calibrated; and the
-        records the teacher refused (index -> reason). A refused batch is retried one record at a time,
-        so one bad record never costs the others their labels."""
-        assert self.teacher is not None
-        assert self.store is not None
-        requests = [self.label_request(r) for r in records]
-        refused: dict[int, str] = {}
-        try:
-            soft = await self.store.label(requests, self.teacher)
-        except TeacherRefusedError:
-            soft = []
-            for index, request in enumerate(requests):
-                try:
-                    soft += await self.store.label([request], self.teacher)
-                except TeacherRefusedError as exc:
-                    refused[index] = str(exc)
-        if self.teacher.settings.teacher_data_end_ts is not None:
-            TEACHER_LAG.set(records[-1].request_ts - self.teacher.settings.teacher_data_end_ts)
-        if self.soft_transform is not None and soft:  # one call for the whole batch
-            lengths = np.cumsum([len(values) for values in soft])[:-1]
-            soft = np.split(self.soft_transform(np.concatenate(soft)), lengths)
-        return soft, refused
-
-    def update(self, batch: Batch) -> float:
-        self.model.train()
-        loss = distill_loss(self.model, batch, self.distill, full_traffic=True)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.model.eval()
-        TRAIN_LOSS.set(loss.item())
-        return loss.item()
-
-    async def train(self, records: list[SampledRequest], feedback: dict[str, dict[str, float]]
-                    ) -> dict[int, str]:
-        """One update on the records; returns those the teacher refused (index -> reason), not trained."""
-        refused: dict[int, str] = {}
-        soft: list[np.ndarray] = []
-        if self.distill.use_teacher:
-            soft, refused = await self.label(records)
-            records = [r for index, r in enumerate(records) if index not in refused]
-        if not records:
-            return refused
-        batch = self.examples(records, feedback)
-        if self.distill.use_teacher:
-            padded = np.zeros(batch.labels.shape, dtype=np.float32)
-            for row, values in enumerate(soft):
-                padded[row, : len(values)] = values
-            batch.extras["soft_label"] = torch.from_numpy(padded)
-        self.update(batch)
-        return refused
-
-
-Publisher = Callable[[StudentModel], str | None]
+# Exports, gates, publishes and promotes a model trained on the window it is given.
+Publisher = Callable[[StudentModel, DataWindow], PublishResult]
 
 
 class StreamPhase:
     """The stream-phase driver: consume, train what is due, export on a cadence, checkpoint, commit.
 
-    `publisher` exports, gates, publishes and promotes a model, returning its version or None (refused);
-    None: nothing is published. `on_publish(version_or_None)` is told each outcome.
+    `publisher` exports, gates, publishes and promotes a model (None: nothing is published);
+    `on_publish(version_or_None)` is told each outcome.
     """
 
     def __init__(self, dataset: PreparedDataset, samples: Path | str | LogSource, state_dir: Path,
@@ -185,9 +88,8 @@ class StreamPhase:
         self.config = config
         self.publisher = publisher
         self.on_publish = on_publish
-        self.lease = lease  # with a shared log: this worker trains only while it holds the lease
+        self.lease = lease  # this worker trains only while it holds the lease
         # Freshness: for each request trained, the time from serving it to the first live version trained on it.
-        self._unpublished_ts: list[float] = []
         self.freshness_s: list[float] = []
         self.state = StreamState()
         model = initial_model or StudentModel(dataset.schema, StudentConfig())
@@ -205,29 +107,26 @@ class StreamPhase:
 
     # ---- checkpoint ---------------------------------------------------------------------------
     def _restore(self) -> None:
-        saved = torch.load(self.state_path, map_location="cpu", weights_only=False)
-        self.model.load_state_dict(saved["model"])
-        self.trainer.optimizer.load_state_dict(saved["optimizer"])
-        self.state = StreamState(**saved["state"])
+        self.state = load_checkpoint(self.state_path, self.model, self.trainer.optimizer)
         logger.info("resumed the stream at offsets %s (%d records consumed)", self.state.offsets,
                     self.state.records_consumed)
 
     def checkpoint(self) -> None:
-        data = {"model": self.model.state_dict(), "optimizer": self.trainer.optimizer.state_dict(),
-                "state": asdict(self.state), "saved_unix": time.time()}
-        atomic_write_with(self.state_path, lambda handle: torch.save(data, handle))
+        save_checkpoint(self.state_path, self.model, self.trainer.optimizer, self.state)
 
     # ---- steps --------------------------------------------------------------------------------
     async def _publish(self) -> str | None:
         assert self.publisher is not None
-        version = await asyncio.to_thread(self.publisher, self.model)
+        window = DataWindow.served(self.state.unpublished_served)
+        published = await asyncio.to_thread(self.publisher, self.model, window)
+        version = published.version
         self.state.since_export = 0
         PROMOTIONS.labels(outcome="promoted" if version else "refused").inc()
         if version:
             self.state.versions_promoted.append(version)
             now = time.time()
-            self.freshness_s += [now - ts for ts in self._unpublished_ts]
-            self._unpublished_ts = []
+            self.freshness_s += [now - ts for ts in self.state.unpublished_served]
+            self.state.unpublished_served = []
         else:
             self.state.exports_refused += 1
         if self.on_publish is not None:
@@ -244,7 +143,7 @@ class StreamPhase:
             refused = await self.trainer.train(chunk, self.state.feedback)
             for index, reason in refused.items():
                 self._dead_letter(encode_record(chunk[index]), chunk[index].request_id, reason)
-            self._unpublished_ts += [r.ts for i, r in enumerate(chunk) if i not in refused]
+            self.state.unpublished_served += [r.ts for i, r in enumerate(chunk) if i not in refused]
             if self.config.audit_trained_ids:
                 self.state.trained_ids += [r.request_id for i, r in enumerate(chunk) if i not in refused]
             self.consumer.release(chunk)
@@ -338,30 +237,30 @@ async def stream_main(settings: WorkerSettings, steps: int | None = None,
                       initial_model: StudentModel | None = None, calibration: Calibration | None = None,
                       on_step: Callable[[StepResult, StreamState], None] | None = None,
                       holdout: EncodedSplit | None = None, publish: bool = True
-                      ) -> tuple[dict[str, Any], StudentModel]:
+                      ) -> tuple[StreamReport | StandbyReport, StudentModel]:
     """The `worker run --mode stream` job: continue from the batch student (or the last checkpoint) and
     publish through the gate; the demo and the tests call it the same way. Returns (report, model)."""
     dataset = PreparedDataset(settings.data)
     if holdout is None and publish:
         holdout = EncodedSplit.build(dataset, Encoder(dataset.schema, "student"), "valid", "slate", None,
                                      settings.gate.holdout_events)  # the gate's own holdout, as in the batch phase
-    teacher = None
-    if settings.distill.use_teacher:
-        teacher = TeacherClient(settings.teacher, Encoder(dataset.schema, "teacher", settings.teacher.history_events))
-    store = LabelStore(settings.state_dir / "labels.sqlite") if settings.distill.use_teacher else None
     if initial_model is None:
-        initial_model, calibration = load_student(settings.state_dir, dataset)
-    gate_holdout = holdout
+        initial_model, calibration = load_student(settings.state_dir, dataset.schema)
+    distill = asdict(settings.distill)
 
-    def publisher(model: StudentModel) -> str | None:
-        return publish_and_promote(settings, model, gate_holdout, {})
+    def publisher(model: StudentModel, window: DataWindow) -> PublishResult:
+        assert holdout is not None
+        return publish_and_promote(settings, model, holdout, window, distill)
 
     location = LogLocation.parse(settings.samples)
-    lease = None
-    if location.kind == "redis":  # one trainer at a time; this one may be a hot standby until the lease is free
-        lease = TrainerLease(RedisLogConfig(location.target), settings.worker_id, settings.lease_ttl_s)
-        if not await _acquire(lease, until):
-            return {"standby": True, "holder": lease.holder()}, initial_model
+    # One trainer at a time: this one may be a hot standby until the lease is free.
+    lease = open_lease(location, settings.worker_id, settings.lease_ttl_s)
+    if not await _acquire(lease, until):
+        return StandbyReport(holder=lease.holder()), initial_model
+    teacher, store = None, None
+    if settings.distill.use_teacher:
+        teacher = TeacherClient(settings.teacher, Encoder(dataset.schema, "teacher", settings.teacher.history_events))
+        store = LabelStore(settings.state_dir / "labels.sqlite")
     try:
         # Built once the lease is held: a standby that takes over resumes from the latest checkpoint.
         phase = StreamPhase(dataset, open_source(location, settings.worker_id), settings.state_dir,
@@ -374,16 +273,19 @@ async def stream_main(settings: WorkerSettings, steps: int | None = None,
             await teacher.close()
         if store is not None:
             store.close()
-        if lease is not None:
-            lease.release()
-    hit_rate = store.hit_rate if store is not None else math.nan
-    report = state.counters() | {"label_hit_rate": hit_rate}
-    if phase.freshness_s:
-        values = np.array(phase.freshness_s)
-        report["freshness_s"] = {"p50": round(float(np.percentile(values, 50)), 2),
-                                 "p95": round(float(np.percentile(values, 95)), 2), "requests": int(values.size),
-                                 "what": "from serving a request to the first live version trained on it"}
-    return report, phase.model
+        lease.release()
+    return _report(state, store, phase.freshness_s), phase.model
+
+
+def _report(state: StreamState, store: LabelStore | None, freshness_s: list[float]) -> StreamReport:
+    freshness = None
+    if freshness_s:
+        values = np.array(freshness_s)
+        freshness = Freshness(p50=round(float(np.percentile(values, 50)), 2),
+                              p95=round(float(np.percentile(values, 95)), 2), requests=int(values.size))
+    counters = msgspec.structs.asdict(state.counters())
+    return StreamReport(**counters, label_hit_rate=store.hit_rate if store is not None else None,
+                        freshness_s=freshness)
 
 
 async def _acquire(lease: TrainerLease, until: Callable[[], bool]) -> bool:

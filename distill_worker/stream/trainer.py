@@ -1,0 +1,120 @@
+"""The stream's trainer: one incremental update on a chunk of joined requests, with teacher labels (from the
+label store, else from Triton) for every candidate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from prometheus_client import Gauge
+
+from distill_worker.debias import inverse_propensity_weights
+from distill_worker.labels import LabelRequest, LabelStore
+from distill_worker.settings import DistillConfig, StreamConfig
+from distill_worker.student import StudentModel
+from distill_worker.teacher_client import TeacherClient, TeacherRefusedError
+from distill_worker.trainer import distill_loss
+from recdistill.core.contracts.records import SampledRequest
+from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.features.encoder import Encoder
+from recdistill.core.training import Batch, to_torch
+
+TRAIN_LOSS = Gauge("recdistill_worker_train_loss", "Loss of the last incremental update")
+TEACHER_LAG = Gauge("recdistill_worker_teacher_lag_seconds",
+                    "Time between the end of the teacher's training window and the newest request labelled")
+
+
+class StreamTrainer:
+    """One incremental update on a chunk of joined requests, with teacher labels for every candidate."""
+
+    def __init__(self, dataset: PreparedDataset, model: StudentModel, distill: DistillConfig, config: StreamConfig,
+                 teacher: TeacherClient | None, store: LabelStore | None,
+                 soft_transform: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        self.model, self.distill, self.config = model, distill, config
+        self.teacher, self.store = teacher, store
+        self.soft_transform = soft_transform  # the batch phase's teacher calibration, if any
+        self.student_encoder = Encoder(dataset.schema, "student")
+        self.teacher_encoder = Encoder(dataset.schema, "teacher")
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+
+    def label_request(self, record: SampledRequest) -> LabelRequest:
+        return LabelRequest(record.request_id, [str(c.item_id) for c in record.request.candidates],
+                            self.teacher_encoder.map_request(record.request, now=record.request_ts))
+
+    def examples(self, records: list[SampledRequest], feedback: dict[str, dict[str, float]]) -> Batch:
+        contexts = [self.student_encoder.map_request(r.request, now=r.request_ts) for r in records]
+        tensors, mask = self.student_encoder.assemble(contexts)
+        width = mask.shape[1]
+        labels = np.zeros((len(records), width), dtype=np.float32)
+        observed = np.zeros_like(labels)
+        positions = np.zeros((len(records), width), dtype=np.int64)
+        for row, record in enumerate(records):
+            logged = record.position_array
+            positions[row, : len(logged)] = logged + 1
+            observed[row, : len(logged)] = logged < self.config.exposed_positions
+            given = feedback.get(record.request_id, {})
+            for column, item in enumerate(str(c.item_id) for c in record.request.candidates):
+                if item in given:
+                    labels[row, column] = given[item]
+                    observed[row, column] = 1.0  # feedback is an observation, whatever the position
+        if self.config.inverse_propensity:
+            weights = inverse_propensity_weights(np.array([r.sampling_probability for r in records]))
+        else:
+            weights = np.ones(len(records), dtype=np.float32)
+        extras = {"observed": observed, "position": positions, "weight": weights}
+        return Batch(to_torch(tensors), torch.from_numpy(labels), torch.from_numpy(mask),
+                     np.arange(len(records)), {k: torch.from_numpy(v) for k, v in extras.items()})
+
+    async def label(self, records: list[SampledRequest]) -> tuple[list[np.ndarray], dict[int, str]]:
+        """Teacher soft labels (from the store, else from Triton) for every candidate, calibrated; and the
+        records the teacher refused (index -> reason). A refused batch is retried one record at a time,
+        so one bad record never costs the others their labels."""
+        assert self.teacher is not None
+        assert self.store is not None
+        requests = [self.label_request(r) for r in records]
+        refused: dict[int, str] = {}
+        try:
+            soft = await self.store.label(requests, self.teacher)
+        except TeacherRefusedError:
+            soft = []
+            for index, request in enumerate(requests):
+                try:
+                    soft += await self.store.label([request], self.teacher)
+                except TeacherRefusedError as exc:
+                    refused[index] = str(exc)
+        if self.teacher.settings.teacher_data_end_ts is not None:
+            TEACHER_LAG.set(records[-1].request_ts - self.teacher.settings.teacher_data_end_ts)
+        if self.soft_transform is not None and soft:  # one call for the whole batch
+            lengths = np.cumsum([len(values) for values in soft])[:-1]
+            soft = np.split(self.soft_transform(np.concatenate(soft)), lengths)
+        return soft, refused
+
+    def update(self, batch: Batch) -> float:
+        self.model.train()
+        loss = distill_loss(self.model, batch, self.distill, full_traffic=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.model.eval()
+        TRAIN_LOSS.set(loss.item())
+        return loss.item()
+
+    async def train(self, records: list[SampledRequest], feedback: dict[str, dict[str, float]]
+                    ) -> dict[int, str]:
+        """One update on the records; returns those the teacher refused (index -> reason), not trained."""
+        refused: dict[int, str] = {}
+        soft: list[np.ndarray] = []
+        if self.distill.use_teacher:
+            soft, refused = await self.label(records)
+            records = [r for index, r in enumerate(records) if index not in refused]
+        if not records:
+            return refused
+        batch = self.examples(records, feedback)
+        if self.distill.use_teacher:
+            padded = np.zeros(batch.labels.shape, dtype=np.float32)
+            for row, values in enumerate(soft):
+                padded[row, : len(values)] = values
+            batch.extras["soft_label"] = torch.from_numpy(padded)
+        self.update(batch)
+        return refused

@@ -1,0 +1,137 @@
+"""Every typed contract round-trips through its wire form, and a file in a format this reader does not know is
+refused with an error naming it (the sample-log records and the registry files have their own tests)."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+import torch
+
+from recdistill.core.contracts.dataset import DATASET_FORMAT, DatasetManifest
+from recdistill.core.contracts.teacher import TEACHER_MANIFEST_FORMAT, TeacherDataWindow, TeacherManifest
+from recdistill.core.contracts.worker import (
+    CALIBRATION_FORMAT,
+    CHECKPOINT_FORMAT,
+    BatchReport,
+    Calibration,
+    DataWindow,
+    DebiasReport,
+    Freshness,
+    GateVerdict,
+    PublishResult,
+    StandbyReport,
+    StreamCheckpoint,
+    StreamReport,
+    StreamState,
+)
+from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.errors import DataError
+
+PUBLISHED = PublishResult(version="v-1", gate=GateVerdict(accepted=True, metrics={"latency_p99_ms": 0.4}),
+                          promoted=True, anchored=False)
+
+
+@pytest.mark.parametrize("value", [
+    DataWindow(train_events=1_000),
+    DataWindow.served([3.0, 1.0, 2.0]),
+    PUBLISHED,
+    PublishResult(version=None, gate=GateVerdict(accepted=False, reasons=["ONNX parity 1e-3 > 1e-5"])),
+    BatchReport(task="slate", teacher_version="t-1", train_events=10, distill={"alpha": 0.5}, label_hit_rate=1.0,
+                debias=DebiasReport(method="platt", ece_before=0.2, ece_after=0.01, negative_keep_rate=0.1),
+                valid={"auc": 0.7}, test={"auc": 0.69}, published=PUBLISHED, seconds=1.5),
+])
+def test_reports_round_trip_as_json(value: object) -> None:
+    assert msgspec.json.decode(msgspec.json.encode(value), type=type(value)) == value
+
+
+def test_a_stream_report_or_a_standby_decodes_as_its_own_variant() -> None:
+    state = StreamState(records_consumed=5, examples_trained=3, waiting={"r": b"x"}, feedback={"r": {"1": 1.0}})
+    counters = msgspec.structs.asdict(state.counters())
+    assert (counters["waiting_requests"], counters["waiting_feedback"]) == (1, 1)
+    report = StreamReport(**counters, label_hit_rate=None, freshness_s=Freshness(p50=1.0, p95=2.0, requests=3))
+    either = StreamReport | StandbyReport
+    assert msgspec.json.decode(msgspec.json.encode(report), type=either) == report
+    standby = StandbyReport(holder="worker-2")
+    assert msgspec.json.decode(msgspec.json.encode(standby), type=either) == standby
+    assert b'"kind":"standby"' in msgspec.json.encode(standby)
+
+
+def _through_torch(saved: dict) -> dict:
+    buffer = io.BytesIO()
+    torch.save(saved, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)  # no pickled object may be in it
+
+
+def test_the_stream_checkpoint_loads_with_weights_only_and_refuses_an_unknown_format() -> None:
+    state = StreamState(offsets={"server-0": 12, "redis": "1-0"}, waiting={"r1": b"\x81\xa1a\x01"},
+                        feedback={"r1": {"7": 1.0}}, examples_trained=4, unpublished_served=[1.5])
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.Adam(model.parameters())
+    saved = _through_torch(StreamCheckpoint(state=state, saved_unix=9.0).to_torch(model.state_dict(),
+                                                                                    optimizer.state_dict()))
+    restored = StreamCheckpoint.from_torch(saved, "stream.pt")
+    assert restored.state == state
+    assert restored.format == CHECKPOINT_FORMAT
+    torch.testing.assert_close(saved["model"]["weight"], model.weight.detach())
+    # A checkpoint written before the format (the state as a plain dict) is still read.
+    legacy = _through_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "state": msgspec.to_builtins(state, builtin_types=(bytes,)), "saved_unix": 9.0})
+    assert StreamCheckpoint.from_torch(legacy, "stream.pt").state == state
+    future = saved | {"format": CHECKPOINT_FORMAT + 1}
+    with pytest.raises(DataError, match=f"stream.pt: stream checkpoint format {CHECKPOINT_FORMAT + 1}"):
+        StreamCheckpoint.from_torch(future, "stream.pt")
+
+
+@pytest.mark.parametrize("method", ["none", "platt", "isotonic"])
+def test_a_calibration_round_trips_without_pickle(method: str) -> None:
+    calibration = Calibration(method=method, teacher_version="t", ece_before=0.2, ece_after=0.05, slope=0.5,
+                              intercept=-1.0, knots_x=[0.0, 0.5, 1.0], knots_y=[0.1, 0.2, 0.9])
+    again = Calibration.from_bytes(calibration.to_bytes(), "c.msgpack")
+    assert again == calibration
+    p = np.array([0.0, 0.25, 0.5, 0.99])
+    np.testing.assert_array_equal(again.transform(p), calibration.transform(p))
+    assert all(map(math.isfinite, again.transform(p)))
+
+
+def test_an_unknown_calibration_format_or_garbage_is_refused_by_name() -> None:
+    future = msgspec.msgpack.encode({"format": CALIBRATION_FORMAT + 1, "method": "platt", "teacher_version": "t"})
+    with pytest.raises(DataError, match=f"c.msgpack: calibration format {CALIBRATION_FORMAT + 1}"):
+        Calibration.from_bytes(future, "c.msgpack")
+    with pytest.raises(DataError, match="c.msgpack is not a teacher calibration"):
+        Calibration.from_bytes(b"\x80\x04pickle", "c.msgpack")
+
+
+def test_a_dataset_manifest_round_trips_and_an_unknown_format_is_refused(ml100k: PreparedDataset,
+                                                                          tmp_path: Path) -> None:
+    manifest = ml100k.manifest
+    assert isinstance(manifest, DatasetManifest)
+    path = tmp_path / "manifest.json"
+    path.write_bytes(manifest.to_json())
+    assert DatasetManifest.read(path) == manifest
+    path.write_bytes(msgspec.json.encode(msgspec.to_builtins(manifest) | {"format": DATASET_FORMAT + 1}))
+    with pytest.raises(DataError, match=f"dataset manifest format {DATASET_FORMAT + 1} is not supported"):
+        DatasetManifest.read(path)
+    path.write_text("{}")
+    with pytest.raises(DataError, match="is not a dataset manifest"):
+        DatasetManifest.read(path)
+
+
+def test_a_teacher_manifest_round_trips_and_an_unknown_format_is_refused(tmp_path: Path) -> None:
+    manifest = TeacherManifest(
+        teacher_version="teacher-slate-abc", task="slate", size="tiny", family="sequence",
+        config={"history_limit": 10}, parameters=1_000, schema_hash="f" * 16, dataset="ml-100k",
+        data_window=TeacherDataWindow(train_start_ts=1, train_end_ts=2, train_events=3), train={"epochs": 1},
+        best_epoch=0, history=[{"loss": 0.5}], valid={"auc": 0.7}, test={"auc": 0.69}, seconds=1.0)
+    path = tmp_path / "manifest.json"
+    path.write_bytes(manifest.to_json())
+    assert TeacherManifest.read(path) == manifest
+    assert manifest.history_limit == 10
+    path.write_bytes(msgspec.json.encode(msgspec.to_builtins(manifest) | {"format": TEACHER_MANIFEST_FORMAT + 1}))
+    with pytest.raises(DataError, match=f"teacher manifest format {TEACHER_MANIFEST_FORMAT + 1} is not supported"):
+        TeacherManifest.read(path)

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install test demo scaling bench soak lint format data clean
+.PHONY: help install test demo scaling bench soak lint docs format data clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ bench: install ## Install, then run the benchmark suite and write BENCHMARKS.md
 
 soak: install ## Install, then a 5-minute fixed-rate soak of the student server (errors, RSS growth)
 	$(BIN)/python -m benchmarks.soak --minutes 5
+
+docs: install ## Build the docs site into build/site (mkdocs --strict: a broken link fails)
+	$(BIN)/mkdocs build --strict --site-dir build/site
 
 lint: install ## ruff and the layer contracts (lint-imports)
 	$(BIN)/ruff check .

@@ -15,11 +15,10 @@ from pathlib import Path
 from benchmarks.profile import describe, profile_under_load
 from benchmarks.results import Results, Row
 from benchmarks.samplelog_bench import _payloads
-from benchmarks.student_bench import TOKEN, _load, _process, _registry, request_body
+from benchmarks.student_bench import _load, _ours, _registry, request_body
 from recdistill.core.data.dataset import PreparedDataset
-from recdistill.core.processes import free_port
 from recdistill.core.samplelog import LogLocation, open_source, open_writer
-from recdistill.core.valkey import local_valkey
+from recdistill.demo.valkey import local_valkey
 
 SECTION = "Beyond one machine (Redis Streams on Valkey, DDP)"
 COMMAND = "make bench  # benchmarks/scaleout_bench.py"
@@ -36,10 +35,7 @@ def _server_cpu(results: Results, dataset: PreparedDataset, tmp: Path, valkey_ur
     measured, profiles = {}, {}
     for name, log, rate in (("off", str(tmp / "samples-off"), "0"), ("file", str(tmp / "samples-file"), "1"),
                             ("redis", valkey_url, "1")):
-        port = free_port()
-        command = [str(BIN / "recdistill"), "student", "serve", "--registry", str(registry), "--port", str(port),
-                   "--grpc-port", str(free_port()), "--log", log, "--sampling-rate", rate]
-        with _process(command, f"http://127.0.0.1:{port}/readyz", {"RECDISTILL_ADMIN_TOKEN": TOKEN}) as process:
+        with _ours(registry, log, "--sampling-rate", rate) as (process, port, _):
             url = f"http://127.0.0.1:{port}/v1/rank"
             measured[name] = _load("http", url, body, seconds, repeats, process.pid)
             profiles[name] = profile_under_load(process.pid, seconds,

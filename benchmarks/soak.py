@@ -16,9 +16,9 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.student_bench import ROOT, TOKEN, _process, _registry
+from benchmarks.student_bench import ROOT, TOKEN, _registry
 from recdistill.core.data.dataset import PreparedDataset
-from recdistill.core.processes import free_port
+from student_server.launcher import student_process
 
 
 def main() -> None:
@@ -34,28 +34,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         _registry(PreparedDataset(args.data), tmp / "registry")
-        port, grpc_port = free_port(), free_port()
-        env = {
-            "RECDISTILL_ADMIN_TOKEN": TOKEN,
-            "RECDISTILL_DATA": str(args.data),
-            "RECDISTILL_SOAK_RATE": str(args.rate_per_user),
-        }
-        command = [
-            str(bin_dir / "recdistill"),
-            "student",
-            "serve",
-            "--registry",
-            str(tmp / "registry"),
-            "--port",
-            str(port),
-            "--grpc-port",
-            str(grpc_port),
-            "--sample-log",
-            str(tmp / "samples"),
-            "--sampling-rate",
-            "0.1",
-        ]
-        with _process(command, f"http://127.0.0.1:{port}/readyz", env) as server:
+        env = {"RECDISTILL_ADMIN_TOKEN": TOKEN, "RECDISTILL_DATA": str(args.data),
+               "RECDISTILL_SOAK_RATE": str(args.rate_per_user)}
+        with student_process(tmp / "registry", tmp / "samples", "--sampling-rate", "0.1", token=TOKEN,
+                             env=env) as (endpoints, server):
             rss: list[tuple[float, float]] = []
             stop = threading.Event()
 
@@ -80,7 +62,7 @@ def main() -> None:
                         "-t",
                         f"{int(args.minutes * 60)}s",
                         "--host",
-                        f"http://127.0.0.1:{port}",
+                        endpoints.http_url,
                         "--csv",
                         str(args.out / "locust"),
                         "--only-summary",

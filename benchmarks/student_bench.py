@@ -16,8 +16,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import grpc
@@ -40,6 +40,7 @@ from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.synthetic import synthetic_requests
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.processes import child_process, free_port
+from student_server.launcher import student_process
 
 SECTION = "Student server (100 candidates, 16 connections)"
 COMMAND = "make bench  # benchmarks/student_bench.py"
@@ -154,12 +155,12 @@ class _Bodies:
         self.triton_grpc.write_bytes(grpc_body)
 
 
-def _ours(recdistill: str, registry: Path, samples: Path, workers: int
-          ) -> tuple[AbstractContextManager[subprocess.Popen], int, int]:
-    port, grpc_port = free_port(), free_port()
-    command = [recdistill, "student", "serve", "--registry", str(registry), "--port", str(port),
-               "--grpc-port", str(grpc_port), "--sample-log", str(samples), "--workers", str(workers)]
-    return _process(command, f"http://127.0.0.1:{port}/readyz", {"RECDISTILL_ADMIN_TOKEN": TOKEN}), port, grpc_port
+@contextmanager
+def _ours(registry: Path, samples: Path | str, *flags: str, workers: int = 1
+          ) -> Iterator[tuple[subprocess.Popen, int, int]]:
+    """Our server (the student launcher): (process, HTTP port, gRPC port)."""
+    with student_process(registry, samples, *flags, workers=workers, token=TOKEN) as (server, process):
+        yield process, int(server.http_url.rsplit(":", 1)[1]), int(server.grpc_target.rsplit(":", 1)[1])
 
 
 def _plain(registry: Path) -> tuple[AbstractContextManager[subprocess.Popen], int]:
@@ -173,14 +174,12 @@ def run_other_schema(results: Results, dataset: PreparedDataset, quick: bool) ->
     """HTTP ranking on a second, differently shaped schema (the e-commerce one) against the plain FastAPI
     reference built from the same schema file, side by side in one run."""
     seconds, repeats = (3.0, 1) if quick else (6.0, REPEATS)
-    recdistill = str(Path(sys.executable).parent / "recdistill")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         registry = tmp / "registry"
         tensors = _registry(dataset, registry)
         bodies = _Bodies(tmp, tensors, request_body(dataset))
-        server, port, _ = _ours(recdistill, registry, tmp / "samples", 1)
-        with server as process:
+        with _ours(registry, tmp / "samples") as (process, port, _):
             ours = _load("http", f"http://127.0.0.1:{port}/v1/rank", bodies.json, seconds, repeats, process.pid)
         server, port = _plain(registry)
         with server as process:
@@ -194,7 +193,6 @@ def run_other_schema(results: Results, dataset: PreparedDataset, quick: bool) ->
 
 def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
     seconds, repeats = (3.0, 1) if quick else (6.0, REPEATS)
-    recdistill = str(Path(sys.executable).parent / "recdistill")
     measured: dict[str, dict[str, float]] = {}
 
     def load(name: str, server: subprocess.Popen, protocol: str, target: str, body: Path, *extra: str) -> None:
@@ -207,12 +205,7 @@ def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
         bodies = _Bodies(tmp, tensors, request_body(dataset))
         raw = _raw_onnx(registry, tensors, 500 if quick else 3_000)
         stages = _in_process(dataset, bodies, 500 if quick else 3_000)
-
-        def ours(workers: int) -> tuple[AbstractContextManager[subprocess.Popen], int, int]:
-            return _ours(recdistill, registry, tmp / f"samples-{workers}", workers)
-
-        server, port, grpc_port = ours(1)
-        with server as process:
+        with _ours(registry, tmp / "samples-1") as (process, port, grpc_port):
             load("http", process, "http", f"http://127.0.0.1:{port}/v1/rank", bodies.json)
             load("grpc", process, "grpc", f"127.0.0.1:{grpc_port}", bodies.proto)
             profiles = {
@@ -224,8 +217,7 @@ def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
             swapping = _during_swaps(port, process.pid, bodies.json, seconds)
             erring = _during_errors(port, process.pid, bodies.json, seconds)
         # One process per core: the layout the issue asks for (the load generator shares the cores).
-        server, port, grpc_port = ours(2)
-        with server as process:
+        with _ours(registry, tmp / "samples-2", workers=2) as (process, port, grpc_port):
             load("http2", process, "http", f"http://127.0.0.1:{port}/v1/rank", bodies.json)
             load("grpc2", process, "grpc", f"127.0.0.1:{grpc_port}", bodies.proto)
         server, plain_port = _plain(registry)

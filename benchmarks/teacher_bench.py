@@ -19,7 +19,7 @@ import torch
 import tritonclient.grpc as grpcclient
 
 from benchmarks.results import Results, Row, percentiles_ms
-from recdistill.core.contracts.teacher import TEACHER_OUTPUT, infer_inputs
+from recdistill.core.contracts.teacher import TEACHER_OUTPUT, TeacherDataWindow, TeacherManifest, infer_inputs
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.synthetic import synthetic_requests
 from recdistill.core.features.encoder import Encoder
@@ -38,10 +38,12 @@ def _checkpoint(dataset: PreparedDataset, directory: Path) -> TeacherModel:
     """A medium-size teacher with untrained weights: speed does not depend on what it learnt."""
     torch.manual_seed(0)
     model = TeacherModel(dataset.schema, TEACHER_SIZES["medium"]).eval()
-    save_checkpoint(directory, model, dataset.schema, {
-        "teacher_version": "bench-medium-untrained", "schema_hash": dataset.schema.hash,
-        "config": model.config.to_dict(), "task": "slate",
-    })
+    save_checkpoint(directory, model, dataset.schema, TeacherManifest(
+        teacher_version="bench-medium-untrained", task="slate", size="medium", config=model.config.to_dict(),
+        parameters=sum(p.numel() for p in model.parameters()), schema_hash=dataset.schema.hash,
+        dataset=dataset.manifest.dataset,
+        data_window=TeacherDataWindow(train_start_ts=0, train_end_ts=0, train_events=0), train={}, best_epoch=0,
+        history=[], valid={}, test={}, seconds=0.0))
     return model
 
 

@@ -8,11 +8,19 @@ import asyncio
 import hmac
 from typing import Annotated, Any
 
+import msgspec
 from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from recdistill.core.artifact import VERSION_MAX_LENGTH, VERSION_PATTERN
-from recdistill.core.contracts.registry import Holdback, to_builtins
+from recdistill.core.contracts.admin import (
+    HoldbackState,
+    VersionChange,
+    VersionDeleted,
+    VersionList,
+)
+from recdistill.core.contracts.registry import Holdback
 from student_server import metrics
 from student_server.errors import AdminDisabledError, UnauthorizedError, documented
 from student_server.registry import ModelRegistry
@@ -43,52 +51,61 @@ def _registry(request: Request) -> ModelRegistry:
     return request.app.state.service.registry
 
 
-def _describe(scorer: Scorer) -> dict[str, Any]:
-    return {"version": scorer.version, "manifest": to_builtins(scorer.manifest)}
+def _json(value: msgspec.Struct) -> Response:
+    return Response(msgspec.json.encode(value), media_type="application/json")
 
 
-@router.get("/versions", summary="List the versions in the registry")
-async def list_versions(request: Request) -> dict[str, Any]:
+def _ok(model: type[msgspec.Struct], description: str, errors: dict[int | str, dict[str, Any]] | None = None
+        ) -> dict[int | str, dict[str, Any]]:
+    """The route's 200 documented as its response struct (a component `operator_schemas` provides)."""
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {200: {"description": description, "content": {"application/json": {"schema": schema}}}} | (errors or {})
+
+
+def _change(scorer: Scorer, active: bool) -> Response:
+    return _json(VersionChange(version=scorer.version, manifest=scorer.manifest, active=active))
+
+
+@router.get("/versions", summary="List the versions in the registry", response_class=Response,
+            responses=_ok(VersionList, "The versions, the active one, the A/B test and what each replica serves"))
+async def list_versions(request: Request) -> Response:
     registry = _registry(request)
     active = registry.active
-    holdback = registry.holdback
-    return {"active": active.version if active else None,
-            "holdback": to_builtins(holdback) if holdback else None,
-            "versions": await asyncio.to_thread(registry.list_versions),
-            # What each replica serves (a fleet's shared store: every replica; state.json: this process).
-            "replicas": await asyncio.to_thread(registry.store.replicas)}
+    return _json(VersionList(active=active.version if active else None, holdback=registry.holdback,
+                             versions=await asyncio.to_thread(registry.list_versions),
+                             replicas=await asyncio.to_thread(registry.store.replicas)))
 
 
-@router.post("/versions/{version}/stage", responses=_CHANGE,
-              summary="Load, verify (sha256, schema), probe and warm up a version")
-async def stage(version: Version, request: Request) -> dict[str, Any]:
-    scorer = await asyncio.to_thread(_registry(request).stage, version)
-    return {"staged": True} | _describe(scorer)
+@router.post("/versions/{version}/stage", response_class=Response, responses=_ok(VersionChange, "Staged", _CHANGE),
+             summary="Load, verify (sha256, schema), probe and warm up a version")
+async def stage(version: Version, request: Request) -> Response:
+    return _change(await asyncio.to_thread(_registry(request).stage, version), active=False)
 
 
-@router.post("/versions/{version}/activate", responses=_CHANGE,
-              summary="Atomically swap serving to a version (staging it first)")
-async def activate(version: Version, request: Request) -> dict[str, Any]:
+@router.post("/versions/{version}/activate", response_class=Response,
+             responses=_ok(VersionChange, "Serving it now", _CHANGE),
+             summary="Atomically swap serving to a version (staging it first)")
+async def activate(version: Version, request: Request) -> Response:
     scorer = await asyncio.to_thread(_registry(request).activate, version)
     metrics.SWAPS.inc()
     metrics.set_active_version(scorer.version)
-    return {"active": True} | _describe(scorer)
+    return _change(scorer, active=True)
 
 
-@router.post("/rollback", responses=_CHANGE,
-              summary="Activate the previously active version")
-async def rollback(request: Request) -> dict[str, Any]:
+@router.post("/rollback", response_class=Response, responses=_ok(VersionChange, "Serving it now", _CHANGE),
+             summary="Activate the previously active version")
+async def rollback(request: Request) -> Response:
     scorer = await asyncio.to_thread(_registry(request).rollback)
     metrics.ROLLBACKS.inc()
     metrics.set_active_version(scorer.version)
-    return {"active": True} | _describe(scorer)
+    return _change(scorer, active=True)
 
 
-@router.delete("/versions/{version}", responses=_CHANGE,
-              summary="Delete a version that is not active")
-async def delete(version: Version, request: Request) -> dict[str, Any]:
+@router.delete("/versions/{version}", response_class=Response, responses=_ok(VersionDeleted, "Deleted", _CHANGE),
+               summary="Delete a version that is not active")
+async def delete(version: Version, request: Request) -> Response:
     await asyncio.to_thread(_registry(request).delete, version)
-    return {"deleted": version}
+    return _json(VersionDeleted(deleted=version))
 
 
 class HoldbackRequest(BaseModel):
@@ -100,16 +117,16 @@ class HoldbackRequest(BaseModel):
     salt: str = Field(default="holdback", min_length=1, description="a new salt draws new users")
 
 
-@router.put("/holdback", responses=_CHANGE,
-              summary="Start an A/B test: keep a share of users on a version (staged first)")
-async def start_holdback(body: HoldbackRequest, request: Request) -> dict[str, Any]:
+@router.put("/holdback", response_class=Response, responses=_ok(HoldbackState, "The A/B test runs", _CHANGE),
+            summary="Start an A/B test: keep a share of users on a version (staged first)")
+async def start_holdback(body: HoldbackRequest, request: Request) -> Response:
     holdback = Holdback(version=body.version, share=body.share, salt=body.salt)
     await asyncio.to_thread(_registry(request).set_holdback, holdback)
-    return {"holdback": to_builtins(holdback)}
+    return _json(HoldbackState(holdback=holdback))
 
 
-@router.delete("/holdback", responses=_CHANGE,
-              summary="End the A/B test: every user gets the active version")
-async def end_holdback(request: Request) -> dict[str, Any]:
+@router.delete("/holdback", response_class=Response, responses=_ok(HoldbackState, "No A/B test runs", _CHANGE),
+               summary="End the A/B test: every user gets the active version")
+async def end_holdback(request: Request) -> Response:
     await asyncio.to_thread(_registry(request).set_holdback, None)
-    return {"holdback": None}
+    return _json(HoldbackState(holdback=None))

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
 
 from recdistill.core.artifact import ArtifactError
+from recdistill.core.contracts.admin import operator_schemas
 from recdistill.core.contracts.registry import ReplicaStatus
 from recdistill.core.errors import BrokerUnavailableError, RecDistillError, ValidationError
 from recdistill.core.features.encoder import Encoder
@@ -169,11 +170,17 @@ def create_app(settings: StudentSettings | None = None) -> RankFastPath:
             spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             rank_item, components = openapi_path_item(app.state.service.request_types)
             spec["paths"] = {"/v1/rank": rank_item} | spec["paths"]
-            spec.setdefault("components", {}).setdefault("schemas", {}).update(components)
+            spec.setdefault("components", {}).setdefault("schemas", {}).update(components | operator_schemas())
             app.openapi_schema = spec
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+    _install_error_handlers(app)
+    return RankFastPath(app, rank_endpoint)
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error in the one body the routes use, its status by type (`student_server.errors`)."""
 
     @app.exception_handler(RecDistillError)
     async def _known_error(request: Request, exc: RecDistillError) -> Response:
@@ -205,5 +212,3 @@ def create_app(settings: StudentSettings | None = None) -> RankFastPath:
     async def _unknown(request: Request, exc: Exception) -> Response:
         logger.exception("unhandled error on %s", request.url.path)
         return _json_error(500, error_body(exc))
-
-    return RankFastPath(app, rank_endpoint)

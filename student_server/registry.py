@@ -9,7 +9,6 @@ import logging
 import shutil
 import threading
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -20,7 +19,8 @@ from recdistill.core.artifact import (
     read_manifest,
     sha256_bytes,
 )
-from recdistill.core.contracts.registry import Holdback, RegistryState, to_builtins
+from recdistill.core.contracts.admin import VersionEntry
+from recdistill.core.contracts.registry import Holdback, RegistryState
 from recdistill.core.data.synthetic import probe_request
 from recdistill.core.errors import ConflictError
 from recdistill.core.features.encoder import Encoder
@@ -96,7 +96,7 @@ class ModelRegistry:
             raise ArtifactError(f"version {version!r} resolves outside the registry")
         return path
 
-    def list_versions(self) -> list[dict[str, Any]]:
+    def list_versions(self) -> list[VersionEntry]:
         state = self.store.read()
         out = []
         for path in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -104,9 +104,9 @@ class ModelRegistry:
                 manifest = read_manifest(self.root, path.name)
             except ArtifactError:
                 continue
-            out.append({"version": path.name, "active": path.name == state.active,
-                        "holdback": state.holdback is not None and path.name == state.holdback.version,
-                        "staged": path.name in self._staged, "manifest": to_builtins(manifest)})
+            out.append(VersionEntry(version=path.name, active=path.name == state.active,
+                                    holdback=state.holdback is not None and path.name == state.holdback.version,
+                                    staged=path.name in self._staged, manifest=manifest))
         return out
 
     def stage(self, version: str) -> Scorer:

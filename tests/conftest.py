@@ -20,7 +20,7 @@ from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.prepare import prepare_source
 from recdistill.core.data.sources import shipped_schema
 from recdistill.core.features.encoder import Encoder
-from recdistill.core.valkey import LocalValkey, local_valkey
+from recdistill.demo.valkey import LocalValkey, local_valkey
 from teacher_service.launcher import teacher_process
 from teacher_service.train import TeacherTrainConfig, train_teacher
 

@@ -24,9 +24,10 @@ import torch
 
 from recdistill.core.contracts.worker import StreamCheckpoint
 from recdistill.core.data.dataset import PreparedDataset
-from recdistill.core.processes import child_process, free_port
+from recdistill.core.processes import child_process
 from recdistill.core.samplelog.redis import RedisLogConfig, RedisTrainerLease
-from recdistill.core.valkey import LocalValkey
+from recdistill.demo.valkey import LocalValkey
+from student_server.launcher import student_process
 from tests.conftest import RunningTriton
 
 pytestmark = pytest.mark.e2e
@@ -37,15 +38,10 @@ HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 @contextmanager
 def _replica(index: int, registry: Path, valkey: LocalValkey, logs: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [RECDISTILL, "student", "serve", "--registry", str(registry), "--port", str(port),
-               "--grpc-port", str(free_port()), "--log", valkey.url, "--registry-store", valkey.url,
-               "--sampling-rate", "1", "--server-id", f"replica-{index}"]
-    with child_process(command, lambda: httpx.get(f"{url}/readyz", timeout=1).status_code == 200,
-                       f"replica {index}", 120, logs / f"replica-{index}.log",
-                       {"RECDISTILL_ADMIN_TOKEN": TOKEN, "STUDENT_STATE_POLL_S": "2.0"}) as process:
-        yield url, process
+    with student_process(registry, valkey.url, "--registry-store", valkey.url, "--sampling-rate", "1",
+                         "--server-id", f"replica-{index}", token=TOKEN, log_path=logs / f"replica-{index}.log",
+                         env={"STUDENT_STATE_POLL_S": "2.0"}) as (server, process):
+        yield server.http_url, process
 
 
 @contextmanager

@@ -38,8 +38,3 @@ def current() -> Ranks | None:
 def barrier() -> None:
     if current() is not None:
         dist.barrier()
-
-
-def shutdown() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()

@@ -27,6 +27,7 @@ import redis
 import redis.asyncio
 
 from recdistill.core.artifact import decode_versioned, read_state, write_state
+from recdistill.core.contracts.admin import ReplicaEntry
 from recdistill.core.contracts.registry import (
     REPLICA_FORMAT,
     STATE_FORMAT,
@@ -51,7 +52,7 @@ class StateStore(Protocol):
 
     def report(self, status: ReplicaStatus) -> None: ...
 
-    def replicas(self) -> list[dict[str, object]]: ...
+    def replicas(self) -> list[ReplicaEntry]: ...
 
     def notifications(self) -> AsyncIterator[str] | None: ...
 
@@ -85,8 +86,8 @@ class FileStateStore:
     def report(self, status: ReplicaStatus) -> None:
         self._me = status
 
-    def replicas(self) -> list[dict[str, object]]:
-        return [] if self._me is None else [msgspec.to_builtins(self._me) | {"stale": False}]
+    def replicas(self) -> list[ReplicaEntry]:
+        return [] if self._me is None else [ReplicaEntry(**msgspec.structs.asdict(self._me), stale=False)]
 
     def notifications(self) -> None:
         return None  # processes poll state.json
@@ -137,15 +138,15 @@ class RedisStateStore:
     def report(self, status: ReplicaStatus) -> None:
         self._call(self._client.hset, self.replicas_key, status.replica, msgspec.json.encode(status))
 
-    def replicas(self) -> list[dict[str, object]]:
+    def replicas(self) -> list[ReplicaEntry]:
         now, out = time.time(), []
         for raw in self._call(self._client.hgetall, self.replicas_key).values():
             try:
                 status = decode_versioned(raw, ReplicaStatus, REPLICA_FORMAT, "replica status")
             except Exception:  # noqa: BLE001 - one bad entry does not hide the others
                 continue
-            out.append(msgspec.to_builtins(status) | {"stale": now - status.updated_unix > STALE_AFTER_S})
-        return sorted(out, key=lambda r: str(r["replica"]))
+            out.append(ReplicaEntry(**msgspec.structs.asdict(status), stale=now - status.updated_unix > STALE_AFTER_S))
+        return sorted(out, key=lambda r: r.replica)
 
     async def notifications(self) -> AsyncIterator[str]:  # type: ignore[override]
         """Each activation's version as it is published (raises when the connection drops)."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,39 +26,27 @@ from recdistill.core.contracts.registry import Holdback, to_builtins
 from recdistill.core.contracts.worker import StreamReport, StreamState
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.logs import STDERR
-from recdistill.core.processes import child_process, free_port, lower_priority
+from recdistill.core.processes import lower_priority
 from recdistill.core.training import EncodedSplit
 from recdistill.demo.config import DemoConfig
 from recdistill.demo.logging_policy import NICHE, traffic_sources
 from recdistill.demo.replay import ReplayPlan, ReplayProcess, Served
+from student_server.launcher import StudentServer, student_process
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StudentServer:
-    http_url: str
-    grpc_target: str
-    token: str
-    sample_log: str  # file:DIR or redis://...
 
 
 @contextmanager
 def student_server_process(registry: Path, sample_log: str, config: DemoConfig, log_path: Path,
                            ready_timeout_s: float = 120.0) -> Iterator[StudentServer]:
-    """`recdistill student serve` as a child process on free ports; SIGTERM on exit, also on errors."""
-    http_port, grpc_port = free_port(), free_port()
-    token = secrets.token_urlsafe(24)
-    command = [str(Path(sys.executable).parent / "recdistill"), "student", "serve", "--registry", str(registry),
-               "--port", str(http_port), "--grpc-port", str(grpc_port), "--log", sample_log,
-               "--sampling-rate", str(config.sampling_rate),
-               "--sampling-rate-long-history", str(config.sampling_rate_long_history),
-               "--sampling-rate-by-source", f"{NICHE}={config.search_sampling_rate}",
-               "--exploration-rate", str(config.exploration_rate)]
-    server = StudentServer(f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", token, sample_log)
-    with child_process(command, lambda: httpx.get(f"{server.http_url}/healthz", timeout=1).status_code == 200,
-                       "student serve", ready_timeout_s, log_path, {"RECDISTILL_ADMIN_TOKEN": token},
-                       stop_timeout_s=30):
+    """The student server with the demo's sampling and exploration settings (the launcher: free ports, a
+    fresh operator token, SIGTERM on exit, also on errors)."""
+    flags = ("--sampling-rate", str(config.sampling_rate),
+             "--sampling-rate-long-history", str(config.sampling_rate_long_history),
+             "--sampling-rate-by-source", f"{NICHE}={config.search_sampling_rate}",
+             "--exploration-rate", str(config.exploration_rate))
+    with student_process(registry, sample_log, *flags, ready="healthz", ready_timeout_s=ready_timeout_s,
+                         log_path=log_path) as (server, _):
         yield server
 
 

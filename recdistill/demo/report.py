@@ -195,6 +195,15 @@ PROTOCOL = ("Every choice is made on the valid window: early stopping, calibrati
             "no choice reads it.")
 
 
+TRANSFERABILITY_NOTE = (
+    "raw: (distilled - baseline) / (teacher - baseline); teacher-attributable: (distilled - best of the "
+    "baseline and the controls) / (teacher - baseline); both on seed-mean test AUCs, every variant on the "
+    "same seeds. A ratio is defined when the teacher gain's interval lies above 0. Intervals: 95% "
+    "bootstrap, every draw kept, over users (all events of a drawn user), the seed pairs (one draw of "
+    "seeds for every variant) and the teacher seeds; a draw whose teacher gain is at or below 0 counts "
+    "as an unbounded ratio (`undefined_draws`). Standard deviations over seeds with ddof=1")
+
+
 def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
     experiment = result.experiment
     if experiment is None or experiment.teacher_test_scores is None:
@@ -219,17 +228,8 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
     base_auc = float(np.mean([b.test["auc"] for b in baselines]))
     per_seed = [(d.test["auc"] - b.test["auc"]) / (teacher["auc"] - b.test["auc"])
                 for b, d in zip(baselines, students, strict=True)] if defined else []
-    manifest = result.teacher_manifest
     summary: dict[str, Any] = {
-        "teacher": {k: round(v, 6) for k, v in teacher.items()} | {
-            "auc_std": _round(std([experiment.metrics(s)["auc"] for s in experiment.teacher_seed_scores]), 6),
-            "version": manifest.teacher_version, "parameters": manifest.parameters,
-            "history_events": manifest.history_limit or "all (up to 20,000)",
-            "reused": result.teacher_reused,
-            "selection_on_valid": result.teacher_selection,
-            "train_seconds": manifest.seconds,
-            "per_seed": [{"version": m.teacher_version, "test_auc": round(experiment.metrics(s)["auc"], 6)}
-                         for m, s in zip(result.teacher_seed_manifests, experiment.teacher_seed_scores, strict=True)]},
+        "teacher": _teacher_summary(result, teacher),
         "student_parameters": sum(p.numel() for p in baselines[0].model.parameters()),
         "student_baseline": _mean_metrics(baselines) | {"per_seed": [b.summary() for b in baselines]},
         "student_distilled": _mean_metrics(students) | {"per_seed": [d.summary() for d in students]},
@@ -244,13 +244,7 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
         "by_history_length": buckets,
         # The history's value before any training: a repeat scorer reading the last N events (see its module).
         "history_value": history_value(experiment.data.dataset, "test") if result.task == "slate" else None,
-        "transferability_note": (
-            "raw: (distilled - baseline) / (teacher - baseline); teacher-attributable: (distilled - best of the "
-            "baseline and the controls) / (teacher - baseline); both on seed-mean test AUCs, every variant on the "
-            "same seeds. A ratio is defined when the teacher gain's interval lies above 0. Intervals: 95% "
-            "bootstrap, every draw kept, over users (all events of a drawn user), the seed pairs (one draw of "
-            "seeds for every variant) and the teacher seeds; a draw whose teacher gain is at or below 0 counts "
-            "as an unbounded ratio (`undefined_draws`). Standard deviations over seeds with ddof=1"),
+        "transferability_note": TRANSFERABILITY_NOTE,
         "teacher_calibration": msgspec.to_builtins(experiment.debias_report.get("distilled")),
         "test_events": len(test),
         "test_users": int(np.unique(test.user_ids).size),
@@ -274,18 +268,40 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
                                          teacher["auc"], defined)
     summary["controls"] = _variant_rows(result, list(CONTROLS), teacher["auc"], defined)
     if result.stream_runs:
-        summary["stream"] = _stream_rows(result)
-        summary["debiasing_evaluation"] = _debiasing(result, config.bootstrap_samples)
+        summary |= _stream_summary(result, config)
         summary["ablations"] += [row | {"phase": "stream"} for row in summary["stream"]
                                  if row["name"] in ("batch_only", "stream_no_ipw", "stream_no_position_tower")]
-        summary["promoted_versions"] = result.live_versions
-        batch = next((v for v in result.live_versions if v["phase"] == "batch"), None)
+    return summary
+
+
+def _teacher_summary(result: TaskResults, teacher: dict[str, float]) -> dict[str, Any]:
+    experiment, manifest = result.experiment, result.teacher_manifest
+    assert experiment is not None
+    return {k: round(v, 6) for k, v in teacher.items()} | {
+        "auc_std": _round(std([experiment.metrics(s)["auc"] for s in experiment.teacher_seed_scores]), 6),
+        "version": manifest.teacher_version, "parameters": manifest.parameters,
+        "history_events": manifest.history_limit or "all (up to 20,000)",
+        "reused": result.teacher_reused,
+        "selection_on_valid": result.teacher_selection,
+        "train_seconds": manifest.seconds,
+        "per_seed": [{"version": m.teacher_version, "test_auc": round(experiment.metrics(s)["auc"], 6)}
+                     for m, s in zip(result.teacher_seed_manifests, experiment.teacher_seed_scores, strict=True)]}
+
+
+def _stream_summary(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
+    """Batch only vs batch + stream, the debiasing ablations, and the versions served during the replay."""
+    assert result.experiment is not None
+    batch = next((v for v in result.live_versions if v["phase"] == "batch"), None)
+    tolerance = result.experiment.settings.gate.auc_tolerance
+    return {
+        "stream": _stream_rows(result),
+        "debiasing_evaluation": _debiasing(result, config.bootstrap_samples),
+        "promoted_versions": result.live_versions,
         # The gate holds every candidate to the batch version (its anchor) on the gate's holdout, within the
         # margin sized to it; the same on test:
-        summary["promoted_below_batch_by_more_than_margin"] = None if batch is None else [
+        "promoted_below_batch_by_more_than_margin": None if batch is None else [
             v["version"] for v in result.live_versions if v["phase"] == "stream" and v["test"]["auc"]
-            < batch["test"]["auc"] - v["gate"].get("anchor", {}).get("margin", experiment.settings.gate.auc_tolerance)]
-    return summary
+            < batch["test"]["auc"] - v["gate"].get("anchor", {}).get("margin", tolerance)]}
 
 
 def _finite(value: Any, path: str = "") -> list[str]:

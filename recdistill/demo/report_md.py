@@ -34,117 +34,9 @@ def render_markdown(report: dict[str, Any]) -> str:
              "train / valid / test events " + " / ".join(f"{n:,}" for n in report['dataset']['split'].values())
              + f"). Total {report['total_seconds']} s.", ""]
     for task, summary in report["tasks"].items():
-        keys = tuple(k for k in METRICS if k in summary["teacher"])
-        lines += [f"## Task `{task}`{' (headline: the serving scenario)' if task == report['headline_task'] else ''}",
-                  "", "| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|",
-                  _metric_row(f"teacher ({summary['teacher']['parameters']:,} params, full history)",
-                              summary["teacher"], keys),
-                  *([_metric_row("short-history teacher (same size, last "
-                                 f"{summary['short_history_teacher']['history_events']} events; a control)",
-                                 summary["short_history_teacher"], keys)]
-                    if summary.get("short_history_teacher") else []),
-                  _metric_row(f"baseline student ({summary['student_parameters']:,} params, last 10 events, "
-                              f"seeds {summary['student_baseline']['seeds']})",
-                              summary["student_baseline"], keys),
-                  _metric_row(f"distilled student (seeds {summary['student_distilled']['seeds']})",
-                              summary["student_distilled"], keys), ""]
-        lines += _transferability_lines(summary)
-        for title, rows in (("Ablations", summary.get("ablations")), ("Controls", summary.get("controls"))):
-            if not rows:
-                continue
-            lines += [f"### {title}", "", "| variant | test AUC | AUC - full method | transferability | what |",
-                      "|---|---|---|---|---|"]
-            for row in rows:
-                lines.append(f"| {row['name']} | {_fmt(row['auc'])} ± {_fmt(row['auc_std'])} (seeds {row['seeds']}) | "
-                             f"{_fmt(row.get('auc_minus_full_method'))} | {_fmt(row.get('transferability'), 3)} | "
-                             f"{row['description']} |")
-            lines.append("")
-        if summary.get("tuning"):
-            lines += ["### Tuning on the valid window (seed 0)", "", "| variant | tried (valid AUC) | chosen |",
-                      "|---|---|---|"]
-            for variant, tuning in summary["tuning"].items():
-                tried = "; ".join(", ".join(f"{k} {v:g}" for k, v in t.items() if k != "valid_auc")
-                                  + f": {t['valid_auc']:.4f}" for t in tuning["tried"])
-                chosen = ", ".join(f"{k} {v:g}" for k, v in tuning["chosen"].items())
-                lines.append(f"| {variant} | {tried} | {chosen}{' (cached)' if tuning['cached'] else ''} |")
-            lines += ["", summary["protocol"], ""]
-        if summary.get("stream"):
-            lines += ["### Batch only vs batch + stream (after the replayed valid window)", "",
-                      "| variant | test AUC | ECE | click AUC on the exploration slice |", "|---|---|---|---|"]
-            lines += [f"| {r['name']} | {_fmt(r['auc'])} ± {_fmt(r['auc_std'])} | {_fmt(r['ece'])} | "
-                      f"{_fmt(r['exploration_click_auc'])} |" for r in summary["stream"]]
-            debiasing = summary["debiasing_evaluation"]
-            explored = debiasing["exploration_slice"] or {}
-            lines += ["", "#### Debiasing, measured", "", debiasing["design"],
-                      f"Exploration slice: {explored.get('requests', 0):,} requests, {explored.get('clicks', 0):,} "
-                      "clicks.", "", "| ablation | test AUC - stream [95% CI] | exploration click AUC - stream "
-                      "[95% CI] |", "|---|---|---|"]
-            for name in ("stream_no_ipw", "stream_no_position_tower", "batch_only"):
-                if name in debiasing:
-                    cells = [debiasing[name].get(k) for k in ("test_auc_minus_stream",
-                                                              "exploration_click_auc_minus_stream")]
-                    lines.append(f"| {name} | " + " | ".join(
-                        "n/a" if c is None else f"{c['difference']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}]"
-                        for c in cells) + " |")
-            lines.append("")
-        if summary.get("promoted_versions"):
-            lines += ["### Versions served during the replay", "",
-                      "Each promotion passed the gate: non-inferior, on the gate's holdout, to the active version and "
-                      "to the anchor (the batch version, moved only by a significantly better one), by a paired "
-                      "user-level test (one-sided 95% lower bound above -margin).", "",
-                      "| at (s) | phase | version | test AUC | holdout AUC - active [90% CI] | holdout AUC - anchor "
-                      "[90% CI] | power at the margin |", "|---|---|---|---|---|---|---|"]
-            for v in summary["promoted_versions"]:
-                gate = v.get("gate") or {}
-                cells = [f"{d['difference']:+.4f} [{d['ci90'][0]:+.4f}, {d['ci90'][1]:+.4f}]" if d else "n/a"
-                         for d in (gate.get(role) for role in ("active", "anchor"))]
-                power = (gate.get("anchor") or gate.get("active") or {}).get("power_at_margin")
-                lines.append(f"| {v['at_s']} | {v['phase']} | {v['version']} | {_fmt(v['test']['auc'])} | "
-                             f"{cells[0]} | {cells[1]} | {_fmt(power, 2)} |")
-            below = summary.get("promoted_below_batch_by_more_than_margin")
-            if below is not None:
-                lines.append(f"\nStreamed versions whose test AUC fell below the batch version's by more than the "
-                             f"margin: {len(below)} {below if below else ''}")
-            lines.append("")
-    serving = report["serving"]
-    if serving:
-        lines += ["## Serving during the replay", "",
-                  f"{serving['requests']:,} requests (HTTP and gRPC alternating) in {serving['duration_s']} s, "
-                  f"{serving['errors']} errors, p50 {serving['p50_ms']} ms, p99 {serving['p99_ms']} ms, "
-                  f"{serving['swaps']} hot swaps, {serving['refused_by_gate']} exports refused by the gate, "
-                  f"{serving['feedback_errors']} feedback errors. Latency is measured by the replay client on the "
-                  "same 2 cores as the server, Triton and the training worker.", ""]
-        if serving["failed"]:
-            lines += [f"**The run failed**: more than {MAX_ERROR_SHARE:.0%} of the replay's requests failed; the "
-                      f"first error ({serving['first_error_count']} times): `{serving['first_error']}`. The "
-                      "figures below are not the served loop's.", ""]
-        ab = serving.get("online_ab")
-        if ab and "treatment_minus_control" in ab:
-            lines += ["### Online A/B test (traffic split by user, at the same time)", "",
-                      f"From {ab['started_at_s']} s on, {ab['share_held_back']:.0%} of users (by a hash of the user "
-                      f"id) stayed on the baseline `{ab['control_version']}`; the others got the batch student and "
-                      "then each streamed version. Exploration-slice requests are left out.", "",
-                      "| arm | requests | users | " + " | ".join(ab["treatment_minus_control"]) + " |",
-                      "|---|---|---|" + "---|" * len(ab["treatment_minus_control"])]
-            for arm in ("control", "treatment"):
-                lines.append(f"| {arm} | {ab[arm]['requests']:,} | {ab[arm]['users']:,} | "
-                             + " | ".join(_fmt(ab[arm][m]) for m in ab["treatment_minus_control"]) + " |")
-            lines.append("| treatment - control [95% CI, users resampled] | | | " + " | ".join(
-                f"{d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
-                for d in ab["treatment_minus_control"].values()) + " |")
-            click = ab["treatment_minus_control"]["click"]
-            lines += ["", f"With this many users the live test detects a click-rate difference of "
-                      f"{click['detectable_at_80_power']:.4f} with 80% power."]
-            paired = serving.get("online_counterfactual")
-            if paired:
-                d = paired["treatment_minus_control"]
-                lines += ["", "**Counterfactual, paired** (the replay knows each request's real item and the click "
-                          "model, so both versions rank every request of the test's stretch and each request's "
-                          f"expected click is paired): {paired['requests']:,} requests from {paired['users']} users, "
-                          f"treatment - control expected click {d['difference']:+.4f} [{d['low']:+.4f}, "
-                          f"{d['high']:+.4f}] (detects {d['detectable_at_80_power']:.4f} with 80% power), an "
-                          f"interval {serving['counterfactual_narrower_by']}x narrower than the live A/B's."]
-            lines.append("")
+        lines += _task_lines(task, summary, task == report["headline_task"])
+    if report["serving"]:
+        lines += _serving_lines(report["serving"])
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]] + [""]
     return "\n".join(lines)
 
@@ -213,4 +105,124 @@ def _transferability_lines(summary: dict[str, Any]) -> list[str]:
                   "the candidate, on the test slates): " + ", ".join(
                       f"{row['history_events']} events AUC {row['auc']:.3f} ({row['positives_in_window']:.0%} of the "
                       "real items in the window)" for row in summary["history_value"]) + ".", ""]
+    return lines
+
+
+def _task_lines(task: str, summary: dict[str, Any], headline: bool) -> list[str]:
+    """One task's section: the models, transferability, ablations and controls, tuning, the stream, the
+    versions served."""
+    keys = tuple(k for k in METRICS if k in summary["teacher"])
+    lines = [f"## Task `{task}`{' (headline: the serving scenario)' if headline else ''}",
+             "", "| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|",
+             _metric_row(f"teacher ({summary['teacher']['parameters']:,} params, full history)",
+                         summary["teacher"], keys),
+             *([_metric_row("short-history teacher (same size, last "
+                            f"{summary['short_history_teacher']['history_events']} events; a control)",
+                            summary["short_history_teacher"], keys)]
+               if summary.get("short_history_teacher") else []),
+             _metric_row(f"baseline student ({summary['student_parameters']:,} params, last 10 events, "
+                         f"seeds {summary['student_baseline']['seeds']})",
+                         summary["student_baseline"], keys),
+             _metric_row(f"distilled student (seeds {summary['student_distilled']['seeds']})",
+                         summary["student_distilled"], keys), ""]
+    lines += _transferability_lines(summary)
+    for title, rows in (("Ablations", summary.get("ablations")), ("Controls", summary.get("controls"))):
+        if not rows:
+            continue
+        lines += [f"### {title}", "", "| variant | test AUC | AUC - full method | transferability | what |",
+                  "|---|---|---|---|---|"]
+        for row in rows:
+            lines.append(f"| {row['name']} | {_fmt(row['auc'])} ± {_fmt(row['auc_std'])} (seeds {row['seeds']}) | "
+                         f"{_fmt(row.get('auc_minus_full_method'))} | {_fmt(row.get('transferability'), 3)} | "
+                         f"{row['description']} |")
+        lines.append("")
+    if summary.get("tuning"):
+        lines += ["### Tuning on the valid window (seed 0)", "", "| variant | tried (valid AUC) | chosen |",
+                  "|---|---|---|"]
+        for variant, tuning in summary["tuning"].items():
+            tried = "; ".join(", ".join(f"{k} {v:g}" for k, v in t.items() if k != "valid_auc")
+                              + f": {t['valid_auc']:.4f}" for t in tuning["tried"])
+            chosen = ", ".join(f"{k} {v:g}" for k, v in tuning["chosen"].items())
+            lines.append(f"| {variant} | {tried} | {chosen}{' (cached)' if tuning['cached'] else ''} |")
+        lines += ["", summary["protocol"], ""]
+    if summary.get("stream"):
+        lines += ["### Batch only vs batch + stream (after the replayed valid window)", "",
+                  "| variant | test AUC | ECE | click AUC on the exploration slice |", "|---|---|---|---|"]
+        lines += [f"| {r['name']} | {_fmt(r['auc'])} ± {_fmt(r['auc_std'])} | {_fmt(r['ece'])} | "
+                  f"{_fmt(r['exploration_click_auc'])} |" for r in summary["stream"]]
+        debiasing = summary["debiasing_evaluation"]
+        explored = debiasing["exploration_slice"] or {}
+        lines += ["", "#### Debiasing, measured", "", debiasing["design"],
+                  f"Exploration slice: {explored.get('requests', 0):,} requests, {explored.get('clicks', 0):,} "
+                  "clicks.", "", "| ablation | test AUC - stream [95% CI] | exploration click AUC - stream "
+                  "[95% CI] |", "|---|---|---|"]
+        for name in ("stream_no_ipw", "stream_no_position_tower", "batch_only"):
+            if name in debiasing:
+                cells = [debiasing[name].get(k) for k in ("test_auc_minus_stream",
+                                                          "exploration_click_auc_minus_stream")]
+                lines.append(f"| {name} | " + " | ".join(
+                    "n/a" if c is None else f"{c['difference']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}]"
+                    for c in cells) + " |")
+        lines.append("")
+    if summary.get("promoted_versions"):
+        lines += ["### Versions served during the replay", "",
+                  "Each promotion passed the gate: non-inferior, on the gate's holdout, to the active version and "
+                  "to the anchor (the batch version, moved only by a significantly better one), by a paired "
+                  "user-level test (one-sided 95% lower bound above -margin).", "",
+                  "| at (s) | phase | version | test AUC | holdout AUC - active [90% CI] | holdout AUC - anchor "
+                  "[90% CI] | power at the margin |", "|---|---|---|---|---|---|---|"]
+        for v in summary["promoted_versions"]:
+            gate = v.get("gate") or {}
+            cells = [f"{d['difference']:+.4f} [{d['ci90'][0]:+.4f}, {d['ci90'][1]:+.4f}]" if d else "n/a"
+                     for d in (gate.get(role) for role in ("active", "anchor"))]
+            power = (gate.get("anchor") or gate.get("active") or {}).get("power_at_margin")
+            lines.append(f"| {v['at_s']} | {v['phase']} | {v['version']} | {_fmt(v['test']['auc'])} | "
+                         f"{cells[0]} | {cells[1]} | {_fmt(power, 2)} |")
+        below = summary.get("promoted_below_batch_by_more_than_margin")
+        if below is not None:
+            lines.append(f"\nStreamed versions whose test AUC fell below the batch version's by more than the "
+                         f"margin: {len(below)} {below if below else ''}")
+        lines.append("")
+    return lines
+
+
+def _serving_lines(serving: dict[str, Any]) -> list[str]:
+    """The replay's section: what was served, and the online A/B test with its paired counterfactual."""
+    lines = ["## Serving during the replay", "",
+             f"{serving['requests']:,} requests (HTTP and gRPC alternating) in {serving['duration_s']} s, "
+             f"{serving['errors']} errors, p50 {serving['p50_ms']} ms, p99 {serving['p99_ms']} ms, "
+             f"{serving['swaps']} hot swaps, {serving['refused_by_gate']} exports refused by the gate, "
+             f"{serving['feedback_errors']} feedback errors. Latency is measured by the replay client on the "
+             "same 2 cores as the server, Triton and the training worker.", ""]
+    if serving["failed"]:
+        lines += [f"**The run failed**: more than {MAX_ERROR_SHARE:.0%} of the replay's requests failed; the "
+                  f"first error ({serving['first_error_count']} times): `{serving['first_error']}`. The "
+                  "figures below are not the served loop's.", ""]
+    ab = serving.get("online_ab")
+    if ab and "treatment_minus_control" in ab:
+        lines += ["### Online A/B test (traffic split by user, at the same time)", "",
+                  f"From {ab['started_at_s']} s on, {ab['share_held_back']:.0%} of users (by a hash of the user "
+                  f"id) stayed on the baseline `{ab['control_version']}`; the others got the batch student and "
+                  "then each streamed version. Exploration-slice requests are left out.", "",
+                  "| arm | requests | users | " + " | ".join(ab["treatment_minus_control"]) + " |",
+                  "|---|---|---|" + "---|" * len(ab["treatment_minus_control"])]
+        for arm in ("control", "treatment"):
+            lines.append(f"| {arm} | {ab[arm]['requests']:,} | {ab[arm]['users']:,} | "
+                         + " | ".join(_fmt(ab[arm][m]) for m in ab["treatment_minus_control"]) + " |")
+        lines.append("| treatment - control [95% CI, users resampled] | | | " + " | ".join(
+            f"{d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+            for d in ab["treatment_minus_control"].values()) + " |")
+        click = ab["treatment_minus_control"]["click"]
+        lines += ["", f"With this many users the live test detects a click-rate difference of "
+                  f"{click['detectable_at_80_power']:.4f} with 80% power."]
+        paired = serving.get("online_counterfactual")
+        if paired:
+            d = paired["treatment_minus_control"]
+            lines += ["", "**Counterfactual, paired** (the replay knows each request's real item and the click "
+                      "model, so both versions rank every request of the test's stretch and each request's "
+                      f"expected click is paired): {paired['requests']:,} requests from {paired['users']} users, "
+                      f"treatment - control expected click {d['difference']:+.4f} [{d['low']:+.4f}, "
+                      f"{d['high']:+.4f}] (detects {d['detectable_at_80_power']:.4f} with 80% power), an "
+                      f"interval {serving['counterfactual_narrower_by']}x narrower than the live A/B's."]
+        lines.append("")
     return lines

@@ -27,7 +27,6 @@ from recdistill.core.data.prepare import prepare_source
 from recdistill.core.evaluation import evaluate
 from recdistill.core.logs import STDERR
 from recdistill.core.training import predict
-from recdistill.core.valkey import local_valkey
 from recdistill.demo.config import DemoConfig
 from recdistill.demo.experiments import TEACHER_TERM, BatchExperiment, TuningGrid
 from recdistill.demo.live import live_stage, stream_config, student_server_process
@@ -35,6 +34,7 @@ from recdistill.demo.online import counterfactual_ab, exploration_set
 from recdistill.demo.report import StreamRun, TaskResults, write_report
 from recdistill.demo.streaming import STREAM_VARIANTS, rerun_stream
 from recdistill.demo.teachers import choose_teacher, train_or_reuse
+from recdistill.demo.valkey import local_valkey
 from teacher_service.launcher import teacher_process
 from teacher_service.train import TeacherTrainConfig
 

@@ -12,7 +12,17 @@ import numpy as np
 import pytest
 import torch
 
+from recdistill.core.contracts.admin import (
+    HoldbackState,
+    ReplicaEntry,
+    VersionChange,
+    VersionDeleted,
+    VersionEntry,
+    VersionList,
+    operator_schemas,
+)
 from recdistill.core.contracts.dataset import DATASET_FORMAT, DatasetManifest
+from recdistill.core.contracts.registry import Holdback, Manifest
 from recdistill.core.contracts.teacher import TEACHER_MANIFEST_FORMAT, TeacherDataWindow, TeacherManifest
 from recdistill.core.contracts.worker import (
     CALIBRATION_FORMAT,
@@ -135,3 +145,16 @@ def test_a_teacher_manifest_round_trips_and_an_unknown_format_is_refused(tmp_pat
     path.write_bytes(msgspec.json.encode(msgspec.to_builtins(manifest) | {"format": TEACHER_MANIFEST_FORMAT + 1}))
     with pytest.raises(DataError, match=f"teacher manifest format {TEACHER_MANIFEST_FORMAT + 1} is not supported"):
         TeacherManifest.read(path)
+
+
+def test_operator_responses_round_trip_and_are_documented() -> None:
+    manifest = Manifest(version="v1", schema_hash="f" * 16, sha256="0" * 64, created_unix=1.0,
+                        data_window=DataWindow(sampled_requests=3, first_served_unix=1.0, last_served_unix=2.0))
+    listing = VersionList(
+        active="v1", holdback=Holdback(version="v0", share=0.1),
+        versions=[VersionEntry(version="v1", active=True, holdback=False, staged=True, manifest=manifest)],
+        replicas=[ReplicaEntry(replica="a:1", active="v1", http="h:1", grpc="h:2", updated_unix=1.0, stale=True)])
+    for value in (listing, VersionChange(version="v1", manifest=manifest, active=True), VersionDeleted(deleted="v0"),
+                  HoldbackState(holdback=None)):
+        assert msgspec.json.decode(msgspec.json.encode(value), type=type(value)) == value
+    assert set(operator_schemas()) >= {"VersionList", "VersionChange", "VersionDeleted", "HoldbackState", "Manifest"}

@@ -10,7 +10,7 @@ import redis
 from recdistill.core.errors import BrokerUnavailableError
 from recdistill.core.samplelog import LogLocation, open_source, open_writer
 from recdistill.core.samplelog.redis import RedisLogConfig, RedisStreamSource, RedisStreamWriter, RedisTrainerLease
-from recdistill.core.valkey import LocalValkey
+from recdistill.demo.valkey import LocalValkey
 
 
 def test_locations_parse_and_bad_ones_are_named() -> None:

@@ -21,7 +21,7 @@ from distill_worker.teacher_client import TeacherClient
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.samplelog.redis import RedisLogConfig, RedisStreamSource
-from recdistill.core.valkey import LocalValkey
+from recdistill.demo.valkey import LocalValkey
 from tests.conftest import RunningTriton
 from tests.distill_worker.test_stream_phase import _replay
 from tests.student_server.conftest import make_settings, run_server

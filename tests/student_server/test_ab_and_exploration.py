@@ -19,7 +19,7 @@ from recdistill.core.contracts.records import SampledRequest
 from recdistill.core.contracts.registry import Holdback
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
-from recdistill.core.valkey import LocalValkey
+from recdistill.demo.valkey import LocalValkey
 from tests.student_server.conftest import TOKEN, make_settings, onnx_scores, run_server, sampled_records
 
 pytestmark = pytest.mark.integration

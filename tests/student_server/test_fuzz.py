@@ -8,8 +8,6 @@ import asyncio
 import math
 import os
 import shutil
-import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recdistill.core._proto import ranking_pb2
-from recdistill.core.processes import free_port
-from tests.student_server.conftest import TOKEN, make_settings, run_server, wait_ready
+from student_server.launcher import student_process
+from tests.student_server.conftest import TOKEN, make_settings, run_server
 
 pytestmark = pytest.mark.integration
 SCHEMATHESIS = str(Path(sys.executable).parent / "st")
@@ -68,16 +66,8 @@ _messages = st.builds(
 def grpc_server(registry_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     registry = tmp_path_factory.mktemp("fuzz") / "registry"
     shutil.copytree(registry_template, registry)
-    port, grpc_port = free_port(), free_port()
-    command = [str(Path(sys.executable).parent / "recdistill"), "student", "serve", "--registry", str(registry),
-               "--port", str(port), "--grpc-port", str(grpc_port), "--sample-log", str(registry.parent / "samples")]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_ready(f"http://127.0.0.1:{port}", process)
-        yield f"127.0.0.1:{grpc_port}"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+    with student_process(registry, registry.parent / "samples") as (server, _):
+        yield server.grpc_target
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

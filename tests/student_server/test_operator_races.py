@@ -17,7 +17,7 @@ from recdistill.core.errors import ConflictError
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.features.schema import FeatureSchema
 from recdistill.core.registry_store import FileStateStore, RedisStateStore, StateStore
-from recdistill.core.valkey import LocalValkey
+from recdistill.demo.valkey import LocalValkey
 from student_server.registry import ModelRegistry
 from tests.student_server.conftest import TOKEN, make_settings, run_server
 

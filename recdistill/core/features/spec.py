@@ -209,12 +209,6 @@ class SchemaSpec(_Spec):
     def entity_features(self, entity: Entity) -> list[FeatureSpec]:
         return {"user": self.user_features, "context": self.context_features, "item": self.item_features}[entity]
 
-    def entity_of(self, feature: str) -> Entity:
-        for entity in ("user", "context", "item"):
-            if any(f.name == feature for f in self.entity_features(entity)):
-                return entity
-        raise KeyError(feature)
-
     @cached_property
     def request_columns(self) -> dict[Entity, dict[str, bool]]:
         """Per entity, the raw columns a request carries -> whether the column holds a list."""
@@ -228,19 +222,6 @@ class SchemaSpec(_Spec):
         if "multi_categorical" in kinds:
             return "list"
         return "number" if kinds & {"numeric", "bucketized"} else "category"
-
-    def source_columns(self) -> dict[str, str]:
-        """Every column the interaction log must have -> what needs it (for error messages)."""
-        needed = {self.source.user_id: "source.user_id", self.source.item_id: "source.item_id",
-                  self.source.timestamp: "source.timestamp"}
-        needed |= dict.fromkeys(label_columns(self.source.label), "source.label")
-        for name in ("action", "value", "weight"):
-            column = getattr(self.source, name)
-            if column:
-                needed[column] = f"source.{name}"
-        for feature in [*self.user_features, *self.context_features]:
-            needed[feature.source] = f"feature `{feature.name}`"
-        return needed
 
 
 def json_schema() -> dict[str, Any]:

@@ -18,10 +18,9 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recdistill.core.contracts.dataset import Task
 from recdistill.core.contracts.worker import CalibrationMethod
 from recdistill.core.samplelog.source import LogURL
-
-Task = Literal["slate", "ctr"]
 
 
 class TeacherClientSettings(BaseModel):
@@ -118,9 +117,10 @@ class WorkerSettings(BaseSettings):
     registry: Path = Path("registry")
     state_dir: Path = Path("worker-state")
     # The student servers' sample log: file:DIR (a directory per partition) or redis://HOST:PORT/N (Redis
-    # Streams); env WORKER_SAMPLES or RECDISTILL_SAMPLE_LOG (shared with the servers).
-    samples: LogURL = Field(default="samples", validation_alias=AliasChoices("WORKER_SAMPLES", "RECDISTILL_SAMPLE_LOG",
-                                                                          "samples"))
+    # Streams); env WORKER_SAMPLE_LOG or RECDISTILL_SAMPLE_LOG (shared with the servers, whose setting has
+    # the same name).
+    sample_log: LogURL = Field(default="samples", validation_alias=AliasChoices(
+        "WORKER_SAMPLE_LOG", "RECDISTILL_SAMPLE_LOG", "sample_log"))
     # Names this worker in the sample log's consumer group; with a redis log, one worker trains at a time
     # (it holds a lease renewed every step), others wait as hot standbys and take over within the lease.
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")

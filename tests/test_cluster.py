@@ -47,7 +47,7 @@ def _replica(index: int, registry: Path, valkey: LocalValkey, logs: Path) -> Ite
 @contextmanager
 def _worker(name: str, ml100k: PreparedDataset, triton: RunningTriton, registry: Path, valkey: LocalValkey,
             state_dir: Path, logs: Path) -> Iterator[subprocess.Popen]:
-    command = [RECDISTILL, "worker", "run", "--mode", "stream", "--log", valkey.url, "--worker-id", name,
+    command = [RECDISTILL, "worker", "run", "--mode", "stream", "--sample-log", valkey.url, "--worker-id", name,
                "--data", str(ml100k.directory), "--state-dir", str(state_dir), "--registry", str(registry),
                "--teacher-url", triton.grpc_url, "--teacher-version", "tiny-1", "--join-window-s", "0",
                "--export-every", "1000000"]

@@ -252,7 +252,7 @@ async def stream_main(settings: WorkerSettings, steps: int | None = None,
         assert holdout is not None
         return publish_and_promote(settings, model, holdout, window, distill)
 
-    location = LogLocation.parse(settings.samples)
+    location = LogLocation.parse(settings.sample_log)
     # One trainer at a time: this one may be a hot standby until the lease is free.
     lease = open_lease(location, settings.worker_id, settings.lease_ttl_s)
     if not await _acquire(lease, until):

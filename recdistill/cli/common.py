@@ -32,6 +32,24 @@ def settings_from_cli(cls: type[S], config: Path | None, table: str, **flags: An
                                  param_hint=f"--{name.replace('_', '-')}") from None
 
 
+def shown(model: type[BaseSettings], path: str) -> str:
+    """`(default: X)` for a settings field (`stream.join_window_s` walks into a section), read from the settings
+    model, so no help string restates a default by hand."""
+    *sections, name = path.split(".")
+    owner: Any = model.model_fields[sections[0] if sections else name].get_default(call_default_factory=True)
+    for section in [*sections[1:], name] if sections else []:
+        owner = getattr(owner, section)
+    if isinstance(owner, bool):
+        return f"(default: {'on' if owner else 'off'})"
+    if isinstance(owner, float):
+        return f"(default: {owner:g})"
+    if isinstance(owner, list | tuple):
+        return f"(default: {','.join(map(str, owner)) or 'none'})"
+    if isinstance(owner, dict):
+        return f"(default: {','.join(f'{k}={v}' for k, v in owner.items()) or 'none'})"
+    return f"(default: {'none' if owner is None else owner})"
+
+
 def resolve_schema(schema: Path | None, dataset: str) -> Path:
     """The schema file given, or the one shipped for a built-in dataset; a usage error otherwise."""
     from recdistill.core.data.sources import SCHEMAS, shipped_schema

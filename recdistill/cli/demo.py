@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -20,8 +21,9 @@ def demo_command(
     catalogue: str | None = typer.Option(None, help="Item catalogue for your own data: csv:PATH, parquet:PATH or "
                                                     "jsonl:PATH."),
     out: Path | None = typer.Option(None, help="Run directory (default runs/demo, or runs/quick with --quick)."),
-    log: str = typer.Option("file", "--log", help="The live stage's sample log: file (segment files) or redis "
-                                                  "(Redis Streams on a Valkey server this demo starts)."),
+    log_backend: Literal["file", "redis"] = typer.Option(
+        "file", help="The live stage's sample log: file (segment files) or redis (Redis Streams on a Valkey server "
+                     "this demo starts)."),
 ) -> None:
     """Prepare data, train or reuse the teacher, serve it with Triton, train baseline and distilled students,
     replay live traffic against the student server while the worker streams and hot-swaps, then report."""
@@ -32,13 +34,12 @@ def demo_command(
     from recdistill.demo.config import preset
     from recdistill.demo.runner import run_demo
 
-    if log not in ("file", "redis"):
-        raise typer.BadParameter("file or redis", param_hint="--log")
     schema_path = resolve_schema(schema, dataset)
     out = out or Path("runs") / ("quick" if quick else "demo")
     # SIGTERM (a job scheduler, `kill`) unwinds like Ctrl-C, so every service the demo started is stopped.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    report = run_demo(out, dataset, replace(preset(quick, seeds, dataset), sample_log=log), schema_path, catalogue)
+    config = replace(preset(quick, seeds, dataset), sample_log=log_backend)
+    report = run_demo(out, dataset, config, schema_path, catalogue)
     typer.echo(f"report: {out / 'report.md'} (all figures in {out / 'report.json'})")
     if report.get("non_finite"):
         typer.echo(f"warning: non-finite figures in the report: {report['non_finite']}", err=True)

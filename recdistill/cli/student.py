@@ -10,6 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from recdistill.cli.common import shown
+from student_server.settings import StudentSettings as S
+
 app = typer.Typer(help="The student server: HTTP + gRPC ranking with hot-swappable ONNX models.",
                   no_args_is_help=True)
 models = typer.Typer(help="Operate the model registry of a running server (operator API).", no_args_is_help=True)
@@ -17,7 +20,7 @@ app.add_typer(models, name="models")
 console = Console()
 
 
-CONFIG = typer.Option(None, "--config", help="TOML config file (its [student] table); precedence: defaults < "
+CONFIG = typer.Option(None, "--config", help="TOML config file (its `student` table); precedence: defaults < "
                                           "config file < environment (STUDENT_*) < flags given here.")
 
 
@@ -26,28 +29,31 @@ def serve_command(
     ctx: typer.Context,
     config: Path | None = CONFIG,
     registry: Path | None = typer.Option(None, help="Model registry directory (features.json, versions) "
-                                                    "[default: registry]."),
-    host: str | None = typer.Option(None, help="[default: 127.0.0.1]"),
-    port: int | None = typer.Option(None, help="HTTP port [default: 8080]."),
-    grpc_port: int | None = typer.Option(None, help="gRPC port [default: 50051]."),
+                                                    f"{shown(S, 'registry')}."),
+    host: str | None = typer.Option(None, help=shown(S, "host")),
+    port: int | None = typer.Option(None, help=f"HTTP port {shown(S, 'port')}."),
+    grpc_port: int | None = typer.Option(None, help=f"gRPC port {shown(S, 'grpc_port')}."),
     workers: int | None = typer.Option(None, min=1, help="Server processes (one per core is the usual choice) "
-                                                         "[default: 1]."),
+                                                         f"{shown(S, 'workers')}."),
     sampling_rate: float | None = typer.Option(None, min=0.0, max=1.0, help="Share of requests written to the "
-                                                                           "sample log [default: 0]."),
+                                                                           f"sample log {shown(S, 'sampling_rate')}."),
     sampling_rate_long_history: float | None = typer.Option(
         None, min=0.0, max=1.0, help="Sampling rate for users with long histories (default: --sampling-rate)."),
     sampling_rate_by_source: list[str] | None = typer.Option(
         None, "--sampling-rate-by-source", metavar="SOURCE=RATE", help="Sample requests whose traffic-source "
-        "header is SOURCE at RATE times the other rules' rate; repeatable [default: none]."),
-    exploration_rate: float | None = typer.Option(None, min=0.0, max=1.0, help="Share of requests served in a "
-                                                  "random order (the exploration slice) [default: 0]."),
-    sample_log: str | None = typer.Option(None, "--log", "--sample-log", help="Sample log: file:DIR or "
-                                          "redis://HOST:PORT/N (env RECDISTILL_SAMPLE_LOG) [default: samples]."),
+        "header is SOURCE at RATE times the other rules' rate; repeatable "
+        f"{shown(S, 'sampling_rate_by_source')}."),
+    exploration_rate: float | None = typer.Option(
+        None, min=0.0, max=1.0,
+        help=f"Share of requests served in a random order (the exploration slice) {shown(S, 'exploration_rate')}."),
+    sample_log: str | None = typer.Option(
+        None, help="Sample log: file:DIR or redis://HOST:PORT/N (env RECDISTILL_SAMPLE_LOG) "
+                   f"{shown(S, 'sample_log')}."),
     server_id: str | None = typer.Option(None, help="Stable name of this server's sample-log partitions "
-                                                    "[default: the host name]."),
+                                                    "(default: the host name)."),
     registry_store: str | None = typer.Option(None, help="A fleet's shared active-version pointer, "
-                                              "redis://HOST:PORT/N (env RECDISTILL_REGISTRY_STORE) [default: "
-                                              "state.json in the registry, polled]."),
+                                              "redis://HOST:PORT/N (env RECDISTILL_REGISTRY_STORE) (default: "
+                                              "state.json in the registry, polled)."),
 ) -> None:
     """Serve ranking requests until SIGTERM / Ctrl-C (the operator token comes from RECDISTILL_ADMIN_TOKEN)."""
     from recdistill.cli.common import settings_from_cli

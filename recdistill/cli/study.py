@@ -27,7 +27,7 @@ def scaling_command(
                                          "every event, 3 seeds, on CUDA."),
     sizes: str | None = typer.Option(None, help="Comma-separated teacher sizes (the grid's by default)."),
     history_limits: str | None = typer.Option(None, help="Comma-separated history limits, 'all' for the whole "
-                                                         "history [default: 10,100,1000,all]."),
+                                                         "history (default: 10,100,1000,all)."),
     seeds: int | None = typer.Option(None, min=1, help="Paired student seeds (the grid's by default)."),
     teacher_epochs: int | None = typer.Option(None, min=1, help="At most (early stopping on valid AUC)."),
     device: str | None = typer.Option(None, help="auto, cpu or cuda (the grid's by default)."),

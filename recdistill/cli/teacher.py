@@ -10,6 +10,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from recdistill.cli.common import shown
+from recdistill.core.contracts.dataset import Task
+from teacher_service.settings import TeacherServeSettings as T
+
 app = typer.Typer(help="The teacher: train it, serve it behind Triton, score requests.", no_args_is_help=True)
 console = Console()
 
@@ -18,7 +22,7 @@ console = Console()
 def train_command(
     data: Path = typer.Option(Path("data/ml-100k"), help="Prepared dataset directory."),
     out: Path = typer.Option(..., help="New checkpoint directory (must not exist)."),
-    task: str = typer.Option("ctr", help="ctr or slate."),
+    task: Task = typer.Option("ctr", help="ctr or slate."),
     size: str = typer.Option("medium", help="Target attention: tiny, medium, large; causal transformer "
                                             "(every position in one pass): seq-xs, seq-s, seq-m, seq-l, seq-xl."),
     device: str = typer.Option("auto", help="auto (CUDA when there is one, else the CPU), cpu or cuda."),
@@ -33,8 +37,6 @@ def train_command(
     from teacher_service.sequence_train import resolve_device
     from teacher_service.train import TeacherTrainConfig, architecture, train_teacher
 
-    if task not in ("ctr", "slate"):
-        raise typer.BadParameter("task must be ctr or slate", param_hint="--task")
     for check, hint in ((lambda: architecture(size), "--size"), (lambda: resolve_device(device), "--device")):
         try:
             check()
@@ -54,12 +56,12 @@ def train_command(
 @app.command("serve")
 def serve_command(
     checkpoint: Path | None = typer.Option(None, help="Teacher checkpoint directory (or TEACHER_CHECKPOINT)."),
-    config: Path | None = typer.Option(None, "--config", help="TOML config file (its [teacher] table); "
+    config: Path | None = typer.Option(None, "--config", help="TOML config file (its `teacher` table); "
                                        "precedence: defaults < config file < environment (TEACHER_*) < flags."),
-    http_port: int | None = typer.Option(None, help="[default: 8000]"),
-    grpc_port: int | None = typer.Option(None, help="[default: 8001]"),
-    metrics_port: int | None = typer.Option(None, help="[default: 8002]"),
-    model_name: str | None = typer.Option(None, help="[default: teacher]"),
+    http_port: int | None = typer.Option(None, help=shown(T, "http_port")),
+    grpc_port: int | None = typer.Option(None, help=shown(T, "grpc_port")),
+    metrics_port: int | None = typer.Option(None, help=shown(T, "metrics_port")),
+    model_name: str | None = typer.Option(None, help=shown(T, "model_name")),
     instances: int | None = typer.Option(None, min=1, help="Model instances (default: cores / 2)."),
 ) -> None:
     """Serve the teacher as a Triton model over gRPC and HTTP until SIGTERM / Ctrl-C."""

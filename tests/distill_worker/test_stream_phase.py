@@ -67,7 +67,7 @@ async def test_stream_trains_each_record_once_across_kills_and_promotes(
     settings = make_settings(registry, tmp_path, sampling_rate=1.0)
     worker_settings = WorkerSettings(data=ml100k.directory, registry=registry, state_dir=state_dir,
                                      server_url=f"http://{settings.host}:{settings.port}", admin_token=TOKEN,
-                                     samples=samples, gate=GateConfig(auc_tolerance=1.0),
+                                     sample_log=samples, gate=GateConfig(auc_tolerance=1.0),
                                      teacher=teacher.settings)
 
     windows = []
@@ -195,7 +195,7 @@ async def test_batch_then_stream_promotes_twice(
     url = f"http://{server_settings.host}:{server_settings.port}"
     settings = WorkerSettings(data=ml100k.directory, registry=registry, state_dir=state_dir, server_url=url,
                               admin_token=TOKEN, max_train_events=2_000, max_holdout_events=1_000,
-                              samples=tmp_path / "samples", gate=GateConfig(auc_tolerance=1.0),
+                              sample_log=tmp_path / "samples", gate=GateConfig(auc_tolerance=1.0),
                               teacher=TeacherClientSettings(url=triton_teacher.grpc_url, teacher_version="tiny-1"),
                               distill=DistillConfig(epochs=1, patience=1),
                               stream=StreamConfig(join_window_s=0.0, export_every=20))

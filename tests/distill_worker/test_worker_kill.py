@@ -32,7 +32,7 @@ pytestmark = pytest.mark.e2e
 def _worker(ml100k: PreparedDataset, triton: RunningTriton, registry: Path, samples: Path, state_dir: Path,
             metrics_port: int, *extra: str) -> subprocess.Popen:
     command = [str(Path(sys.executable).parent / "recdistill"), "worker", "run", "--mode", "stream",
-               "--data", str(ml100k.directory), "--samples", str(samples), "--state-dir", str(state_dir),
+               "--data", str(ml100k.directory), "--sample-log", str(samples), "--state-dir", str(state_dir),
                "--registry", str(registry), "--teacher-url", triton.grpc_url, "--teacher-version", "tiny-1",
                "--join-window-s", "0", "--export-every", "1000000", "--metrics-port", str(metrics_port), *extra]
     env = os.environ | {"WORKER_MAX_HOLDOUT_EVENTS": "300"}

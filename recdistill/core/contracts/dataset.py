@@ -8,6 +8,7 @@ are ignored, so adding an optional field is a compatible change.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 from msgspec import Struct
@@ -15,6 +16,7 @@ from msgspec import Struct
 from recdistill.core.errors import DataError
 
 DATASET_FORMAT = 1
+Task = Literal["slate", "ctr"]  # a ranked slate of candidates (the serving scenario), or one impression
 
 
 class DatasetStats(Struct, frozen=True, kw_only=True):

@@ -15,6 +15,7 @@ import msgspec
 import numpy as np
 from msgspec import Struct
 
+from recdistill.core.contracts.dataset import Task
 from recdistill.core.errors import DataError
 from recdistill.core.features.encoder import Encoder, TensorSpec
 from recdistill.core.features.schema import FeatureSchema
@@ -35,7 +36,7 @@ class TeacherDataWindow(Struct, frozen=True, kw_only=True):
 
 class TeacherManifest(Struct, frozen=True, kw_only=True):
     teacher_version: str  # names the weights: labels are keyed by it
-    task: Literal["slate", "ctr"]
+    task: Task
     size: str
     family: Literal["attention", "sequence"] = "attention"
     config: dict[str, Any]  # the model's architecture (its family's config)

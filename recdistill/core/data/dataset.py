@@ -6,17 +6,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from recdistill.core.contracts.dataset import DatasetManifest
+from recdistill.core.contracts.dataset import DatasetManifest, Task
 from recdistill.core.errors import DataError
 from recdistill.core.features.encoder import Encoder, MappedContext
 from recdistill.core.features.schema import FeatureSchema, is_missing
 
-Task = Literal["ctr", "slate"]
 TASKS: tuple[Task, ...] = ("ctr", "slate")
 
 

@@ -25,7 +25,7 @@ from recdistill.core.data.sources import shipped_schema
 from recdistill.core.data.synthetic import synthetic_requests
 from recdistill.core.features.encoder import Encoder
 from teacher_service.sequence import SEQUENCE_SIZES, SequenceTeacher
-from teacher_service.sequence_train import sequence_loss, training_windows, window_batch
+from teacher_service.sequence_train import train_step, training_windows, window_batch
 
 
 def training_throughput(dataset: PreparedDataset, size: str, device: torch.device, batch: int,
@@ -44,12 +44,7 @@ def training_throughput(dataset: PreparedDataset, size: str, device: torch.devic
         chosen = [windows[i] for i in rng.integers(len(windows), size=batch)]
         shared = rng.integers(2, model.embed.item.num_embeddings, model.config.negatives)
         data = window_batch(chosen, device, shared, model.config.own_negatives)
-        negatives = torch.from_numpy(shared).to(device)
-        with autocast:
-            loss = sequence_loss(model, data, negatives)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, optimizer, data, torch.from_numpy(shared).to(device), autocast)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if started is None:  # the first step warms up

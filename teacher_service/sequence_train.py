@@ -183,6 +183,17 @@ def sequence_loss(model: SequenceTeacher, batch: dict[str, torch.Tensor], negati
     return F.cross_entropy(logits.float(), torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device))
 
 
+
+def train_step(model: SequenceTeacher, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
+               negatives: torch.Tensor, autocast: torch.autocast) -> torch.Tensor:
+    """One optimizer step on a batch of windows; returns the loss."""
+    with autocast:
+        loss = sequence_loss(model, batch, negatives)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
 def fit_sequence(model: SequenceTeacher, windows: list[_Window], valid: EncodedSplit, *, epochs: int,
                  batch_size: int, lr: float, weight_decay: float, patience: int, seed: int, device: torch.device,
                  on_epoch: Callable[[dict[str, float]], None] | None = None) -> FitResult:
@@ -209,12 +220,7 @@ def fit_sequence(model: SequenceTeacher, windows: list[_Window], valid: EncodedS
             shared = generator.integers(FIRST_KNOWN_INDEX, vocabulary, model.config.negatives)
             batch = window_batch(chosen, device, shared, model.config.own_negatives, model.config.history_limit,
                                  seed=int(generator.integers(2**31)))
-            negatives = torch.from_numpy(shared).to(device)
-            with autocast:
-                loss = sequence_loss(model, batch, negatives)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = train_step(model, optimizer, batch, torch.from_numpy(shared).to(device), autocast)
             losses.append(float(loss.detach()))
             tokens += int(batch["lengths"].sum())
         seconds = time.perf_counter() - started

@@ -111,9 +111,9 @@ def test_a_calibration_round_trips_without_pickle(method: str) -> None:
 
 def test_an_unknown_calibration_format_or_garbage_is_refused_by_name() -> None:
     future = msgspec.msgpack.encode({"format": CALIBRATION_FORMAT + 1, "method": "platt", "teacher_version": "t"})
-    with pytest.raises(DataError, match=f"c.msgpack: calibration format {CALIBRATION_FORMAT + 1}"):
+    with pytest.raises(DataError, match=f"c.msgpack: teacher calibration format {CALIBRATION_FORMAT + 1}"):
         Calibration.from_bytes(future, "c.msgpack")
-    with pytest.raises(DataError, match="c.msgpack is not a teacher calibration"):
+    with pytest.raises(DataError, match="c.msgpack: teacher calibration is unreadable"):
         Calibration.from_bytes(b"\x80\x04pickle", "c.msgpack")
 
 
@@ -128,7 +128,7 @@ def test_a_dataset_manifest_round_trips_and_an_unknown_format_is_refused(ml100k:
     with pytest.raises(DataError, match=f"dataset manifest format {DATASET_FORMAT + 1} is not supported"):
         DatasetManifest.read(path)
     path.write_text("{}")
-    with pytest.raises(DataError, match="is not a dataset manifest"):
+    with pytest.raises(DataError, match="dataset manifest is unreadable"):
         DatasetManifest.read(path)
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 import msgspec
 from msgspec import Struct
 
-from recdistill.core.errors import DataError
+from recdistill.core.contracts.versioned import decode_versioned
 
 DATASET_FORMAT = 1
 Task = Literal["slate", "ctr"]  # a ranked slate of candidates (the serving scenario), or one impression
@@ -62,18 +62,8 @@ class DatasetManifest(Struct, frozen=True, kw_only=True):
     @classmethod
     def read(cls, path: Path) -> DatasetManifest:
         """`DataError` naming the file for an unknown format or a manifest that does not parse."""
-        try:
-            found = msgspec.json.decode(path.read_bytes(), type=_Versioned).format
-            if found != DATASET_FORMAT:
-                raise DataError(f"{path}: dataset manifest format {found} is not supported: this version knows "
-                                f"format {DATASET_FORMAT}; prepare the dataset again")
-            return msgspec.json.decode(path.read_bytes(), type=cls)
-        except msgspec.DecodeError as exc:
-            raise DataError(f"{path} is not a dataset manifest ({exc}); prepare the dataset again") from None
+        return decode_versioned(path.read_bytes(), cls, DATASET_FORMAT, f"{path}: dataset manifest",
+                                "prepare the dataset again")
 
     def to_json(self) -> bytes:
         return msgspec.json.format(msgspec.json.encode(self), indent=2)
-
-
-class _Versioned(Struct):
-    format: int = DATASET_FORMAT  # manifests from before the field are format 1

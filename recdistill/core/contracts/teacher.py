@@ -16,7 +16,7 @@ import numpy as np
 from msgspec import Struct
 
 from recdistill.core.contracts.dataset import Task
-from recdistill.core.errors import DataError
+from recdistill.core.contracts.versioned import decode_versioned
 from recdistill.core.features.encoder import Encoder, TensorSpec
 from recdistill.core.features.schema import FeatureSchema
 
@@ -60,22 +60,11 @@ class TeacherManifest(Struct, frozen=True, kw_only=True):
     @classmethod
     def read(cls, path: Path) -> TeacherManifest:
         """`DataError` naming the file for an unknown format or a manifest that does not parse."""
-        try:
-            data = path.read_bytes()
-            found = msgspec.json.decode(data, type=_Versioned).format
-            if found != TEACHER_MANIFEST_FORMAT:
-                raise DataError(f"{path}: teacher manifest format {found} is not supported: this version knows "
-                                f"format {TEACHER_MANIFEST_FORMAT}; upgrade, or train the teacher again")
-            return msgspec.json.decode(data, type=cls)
-        except msgspec.DecodeError as exc:
-            raise DataError(f"{path} is not a teacher manifest ({exc})") from None
+        return decode_versioned(path.read_bytes(), cls, TEACHER_MANIFEST_FORMAT, f"{path}: teacher manifest",
+                                "upgrade, or train the teacher again")
 
     def to_json(self) -> bytes:
         return msgspec.json.format(msgspec.json.encode(self), indent=2)
-
-
-class _Versioned(Struct):
-    format: int = TEACHER_MANIFEST_FORMAT  # manifests from before the field are format 1
 
 
 class TeacherTensorSpec(Struct, frozen=True):

@@ -16,6 +16,7 @@ import msgspec
 import numpy as np
 from msgspec import Struct, field
 
+from recdistill.core.contracts.versioned import decode_versioned
 from recdistill.core.errors import DataError
 
 CHECKPOINT_FORMAT = 2  # 1: the state as a plain dict, loaded with weights_only=False (still read)
@@ -61,18 +62,8 @@ class Calibration(Struct, kw_only=True):
     @classmethod
     def from_bytes(cls, data: bytes, where: str) -> Calibration:
         """`DataError` naming the file for an unknown format or content that is not a calibration."""
-        try:
-            found = msgspec.msgpack.decode(data, type=_Versioned).format
-            if found != CALIBRATION_FORMAT:
-                raise DataError(f"{where}: calibration format {found} is not supported: this worker knows format "
-                                f"{CALIBRATION_FORMAT}; upgrade the worker")
-            return msgspec.msgpack.decode(data, type=cls)
-        except msgspec.DecodeError as exc:
-            raise DataError(f"{where} is not a teacher calibration: {exc}") from None
-
-
-class _Versioned(Struct):
-    format: int
+        return decode_versioned(data, cls, CALIBRATION_FORMAT, f"{where}: teacher calibration", "upgrade the worker",
+                                msgpack=True)
 
 
 class DataWindow(Struct, frozen=True, kw_only=True, omit_defaults=True):

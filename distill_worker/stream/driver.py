@@ -231,15 +231,26 @@ class StreamPhase:
         return self.state
 
 
-async def stream_main(settings: WorkerSettings, steps: int | None = None,
-                      on_publish: Callable[[str | None], None] | None = None,
-                      until: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.time,
+@dataclass(frozen=True)
+class StreamHooks:
+    """How a caller that embeds the stream (the demo, a test) watches and ends it; the job itself needs none.
+    `until`: stop once true and nothing more is to be read or trained; `clock`: event time (the demo's
+    replay closes every join window with infinity); `on_step` and `on_publish`: told each step and each
+    publication's outcome."""
+
+    until: Callable[[], bool] = lambda: False
+    clock: Callable[[], float] = time.time
+    on_step: Callable[[StepResult, StreamState], None] | None = None
+    on_publish: Callable[[str | None], None] | None = None
+
+
+async def stream_main(settings: WorkerSettings, steps: int | None = None, hooks: StreamHooks = StreamHooks(),
                       initial_model: StudentModel | None = None, calibration: Calibration | None = None,
-                      on_step: Callable[[StepResult, StreamState], None] | None = None,
                       holdout: EncodedSplit | None = None, publish: bool = True
                       ) -> tuple[StreamReport | StandbyReport, StudentModel]:
-    """The `worker run --mode stream` job: continue from the batch student (or the last checkpoint) and
-    publish through the gate; the demo and the tests call it the same way. Returns (report, model)."""
+    """The `worker run --mode stream` job: continue from the batch student (or the last checkpoint) (or from
+    `initial_model`, with its `calibration`) and publish through the gate (on `holdout`, default: the gate's
+    own; nothing when not `publish`); the demo and the tests call it the same way. Returns (report, model)."""
     dataset = PreparedDataset(settings.data)
     if holdout is None and publish:
         holdout = EncodedSplit.build(dataset, Encoder(dataset.schema, "student"), "valid", "slate", None,
@@ -255,7 +266,7 @@ async def stream_main(settings: WorkerSettings, steps: int | None = None,
     location = LogLocation.parse(settings.sample_log)
     # One trainer at a time: this one may be a hot standby until the lease is free.
     lease = open_lease(location, settings.worker_id, settings.lease_ttl_s)
-    if not await _acquire(lease, until):
+    if not await _acquire(lease, hooks.until):
         return StandbyReport(holder=lease.holder()), initial_model
     teacher, store = None, None
     if settings.distill.use_teacher:
@@ -266,8 +277,8 @@ async def stream_main(settings: WorkerSettings, steps: int | None = None,
         phase = StreamPhase(dataset, open_source(location, settings.worker_id), settings.state_dir,
                             settings.distill, settings.stream, teacher, store, initial_model=initial_model,
                             calibration=calibration, publisher=publisher if publish else None,
-                            on_publish=on_publish, lease=lease)
-        state = await phase.run(until=until, steps=steps, clock=clock, on_step=on_step)
+                            on_publish=hooks.on_publish, lease=lease)
+        state = await phase.run(until=hooks.until, steps=steps, clock=hooks.clock, on_step=hooks.on_step)
     finally:
         if teacher is not None:
             await teacher.close()

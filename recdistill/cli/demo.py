@@ -41,9 +41,9 @@ def demo_command(
     config = replace(preset(quick, seeds, dataset), sample_log=log_backend)
     report = run_demo(out, dataset, config, schema_path, catalogue)
     typer.echo(f"report: {out / 'report.md'} (all figures in {out / 'report.json'})")
-    if report.get("non_finite"):
-        typer.echo(f"warning: non-finite figures in the report: {report['non_finite']}", err=True)
-    serving = report.get("serving") or {}
+    if report.non_finite:
+        typer.echo(f"warning: non-finite figures in the report: {report.non_finite}", err=True)
+    serving = report.serving or {}
     if serving.get("failed"):
         typer.echo(f"error: {serving['errors']} of the replay's {serving['requests']} ranking requests failed; the "
                    f"first error, seen {serving['first_error_count']} times: {serving['first_error']}", err=True)

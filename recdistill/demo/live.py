@@ -19,7 +19,7 @@ from rich.progress import Progress
 from distill_worker.debias import Calibration
 from distill_worker.promote import promote
 from distill_worker.settings import StreamConfig, WorkerSettings
-from distill_worker.stream import stream_main
+from distill_worker.stream import StreamHooks, stream_main
 from distill_worker.stream.consumer import StepResult
 from distill_worker.student import StudentModel
 from recdistill.core.contracts.registry import Holdback, to_builtins
@@ -127,9 +127,9 @@ async def live_stage(config: DemoConfig, settings: WorkerSettings, server: Stude
                                         f"{len(swaps) - 1} swaps")
 
             # Until the replay is over (all its feedback acknowledged, hence durable) and drained.
-            stream_report, _ = await stream_main(worker_settings, until=replay.done, on_publish=on_publish,
-                                                 initial_model=batch_model, calibration=calibration,
-                                                 on_step=on_step, holdout=gate_holdout)
+            hooks = StreamHooks(until=replay.done, on_publish=on_publish, on_step=on_step)
+            stream_report, _ = await stream_main(worker_settings, hooks=hooks, initial_model=batch_model,
+                                                 calibration=calibration, holdout=gate_holdout)
     finally:
         replay.stop()
     served, feedback_errors = replay.results()

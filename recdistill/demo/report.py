@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from recdistill.core.contracts.demo import DemoDataset, DemoReport
 from recdistill.core.contracts.teacher import TeacherManifest
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.history_value import history_value
@@ -316,34 +316,28 @@ def _finite(value: Any, path: str = "") -> list[str]:
 
 
 def write_report(out: Path, dataset: PreparedDataset, config: DemoConfig, results: dict[str, TaskResults],
-                 timings: dict[str, float], seconds: float) -> dict[str, Any]:
+                 timings: dict[str, float], seconds: float) -> DemoReport:
     tasks = {task: summarize_task(result, config) for task, result in results.items()}
     headline = tasks.get("slate") or next(iter(tasks.values()))
     live = results["slate"].live if "slate" in results else None
-    report: dict[str, Any] = {
-        "dataset": {"name": dataset.manifest.dataset, "stats": msgspec.to_builtins(dataset.manifest.stats),
-                    "split": dataset.manifest.split.counts},
-        "headline_task": "slate" if "slate" in tasks else next(iter(tasks)),
+    manifest = dataset.manifest
+    report = DemoReport(
+        dataset=DemoDataset(name=manifest.dataset, stats=manifest.stats, split=manifest.split.counts),
+        headline_task="slate" if "slate" in tasks else next(iter(tasks)),  # type: ignore[arg-type]
         **{k: headline[k] for k in ("teacher", "student_baseline", "student_distilled", "transferability",
                                     "transferability_std", "transferability_ci95", "transferability_attributable",
                                     "transferability_attributable_ci95", "best_control")},
-        "ablations": headline.get("ablations", []),
-        "controls": headline.get("controls", []),
-        "serving": _serving(live, config.exposed_positions, config.bootstrap_samples,
-                            results["slate"].counterfactual) if live else None,
-        "tasks": tasks,
-        "config": config.to_dict(),
-        "stage_seconds": timings,
-        "total_seconds": round(seconds, 1),
-        "artifacts": {"registry": "registry/", "teacher": "teacher/", "sample_log": "samples/", "logs": "logs/"},
-    }
-    report["plots"] = _plots(out, results, live)
-    bad = _finite(report)
-    if bad:
-        report["non_finite"] = bad
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    (out / "report.md").write_text(render_markdown(report))
-    print_summary(report)
+        ablations=headline.get("ablations", []), controls=headline.get("controls", []),
+        serving=_serving(live, config.exposed_positions, config.bootstrap_samples,
+                         results["slate"].counterfactual) if live else None,
+        tasks=tasks, config=config.to_dict(), stage_seconds=timings, total_seconds=round(seconds, 1),
+        artifacts={"registry": "registry/", "teacher": "teacher/", "sample_log": "samples/", "logs": "logs/"},
+        plots=_plots(out, results, live))
+    report = msgspec.structs.replace(report, non_finite=_finite(msgspec.to_builtins(report)))
+    (out / "report.json").write_bytes(report.to_json())
+    people = msgspec.to_builtins(report)
+    (out / "report.md").write_text(render_markdown(people))
+    print_summary(people)
     return report
 
 

@@ -11,7 +11,6 @@ import time
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +19,7 @@ from distill_worker.batch import BatchPhase
 from distill_worker.promote import onnx_metrics
 from distill_worker.settings import DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings
 from recdistill.core.artifact import read_manifest, write_state
+from recdistill.core.contracts.demo import DemoReport
 from recdistill.core.contracts.registry import RegistryState
 from recdistill.core.contracts.teacher import TeacherManifest
 from recdistill.core.data.dataset import PreparedDataset, Task
@@ -70,7 +70,7 @@ def load_dataset(source: str, schema_path: Path, out: Path, catalogue: str | Non
 
 
 def run_demo(out: Path, dataset_spec: str, config: DemoConfig, schema_path: Path,
-             catalogue: str | None = None) -> dict[str, Any]:
+             catalogue: str | None = None) -> DemoReport:
     torch.set_num_threads(os.cpu_count() or 1)
     for leftover in ("registry", "worker", "samples", "logs"):  # a rerun into the same directory starts clean
         shutil.rmtree(out / leftover, ignore_errors=True)

@@ -13,7 +13,7 @@ import torch
 
 from distill_worker.debias import Calibration
 from distill_worker.settings import WorkerSettings
-from distill_worker.stream import stream_main
+from distill_worker.stream import StreamHooks, stream_main
 from distill_worker.student import StudentModel
 from recdistill.core.samplelog import LogLocation
 
@@ -53,7 +53,7 @@ async def rerun_stream(variant: str, settings: WorkerSettings, samples: str, lab
         "sample_log": rerun_log, "state_dir": work_dir / "state",
         "stream": replace(settings.stream, max_records=1 << 30, inverse_propensity=variant != "stream_no_ipw"),
         "distill": replace(settings.distill, seed=seed)})
-    _, model = await stream_main(rerun, until=lambda: True, clock=lambda: float("inf"), initial_model=model,
-                                 calibration=calibration, publish=False)
+    _, model = await stream_main(rerun, hooks=StreamHooks(until=lambda: True, clock=lambda: float("inf")),
+                                 initial_model=model, calibration=calibration, publish=False)
     shutil.rmtree(work_dir, ignore_errors=True)
     return model

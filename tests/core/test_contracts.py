@@ -22,6 +22,7 @@ from recdistill.core.contracts.admin import (
     operator_schemas,
 )
 from recdistill.core.contracts.dataset import DATASET_FORMAT, DatasetManifest
+from recdistill.core.contracts.demo import DEMO_REPORT_FORMAT, DemoDataset, DemoReport
 from recdistill.core.contracts.registry import Holdback, Manifest
 from recdistill.core.contracts.teacher import TEACHER_MANIFEST_FORMAT, TeacherDataWindow, TeacherManifest
 from recdistill.core.contracts.worker import (
@@ -158,3 +159,21 @@ def test_operator_responses_round_trip_and_are_documented() -> None:
                   HoldbackState(holdback=None)):
         assert msgspec.json.decode(msgspec.json.encode(value), type=type(value)) == value
     assert set(operator_schemas()) >= {"VersionList", "VersionChange", "VersionDeleted", "HoldbackState", "Manifest"}
+
+
+def test_the_demo_report_round_trips_and_an_unknown_format_is_refused(ml100k: PreparedDataset,
+                                                                      tmp_path: Path) -> None:
+    manifest = ml100k.manifest
+    report = DemoReport(
+        dataset=DemoDataset(name=manifest.dataset, stats=manifest.stats, split=manifest.split.counts),
+        headline_task="slate", teacher={"auc": 0.7}, student_baseline={"auc": 0.6}, student_distilled={"auc": 0.65},
+        transferability=0.5, transferability_std=0.1, transferability_ci95={"low": 0.1, "high": 0.9},
+        transferability_attributable=None, transferability_attributable_ci95=None, best_control=None,
+        ablations=[], controls=[], serving=None, tasks={"slate": {}}, config={}, stage_seconds={"data": 1.0},
+        total_seconds=2.0, artifacts={})
+    path = tmp_path / "report.json"
+    path.write_bytes(report.to_json())
+    assert DemoReport.read(path) == report
+    path.write_bytes(msgspec.json.encode(msgspec.to_builtins(report) | {"format": DEMO_REPORT_FORMAT + 1}))
+    with pytest.raises(DataError, match=f"demo report format {DEMO_REPORT_FORMAT + 1} is not supported"):
+        DemoReport.read(path)

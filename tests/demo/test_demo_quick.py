@@ -15,6 +15,8 @@ from typing import Any
 import psutil
 import pytest
 
+from recdistill.core.contracts.demo import DemoReport
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(660)]
 RECDISTILL = str(Path(sys.executable).parent / "recdistill")
 
@@ -45,11 +47,12 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path) -> None:
     assert finished.returncode == 0, finished.stderr[-3000:]
     print(f"demo --quick took {seconds:.0f}s")
     report = json.loads((out / "report.json").read_text())
+    assert DemoReport.read(out / "report.json").headline_task == "slate", "the file is the typed contract"
 
     for key in ("auc", "gauc", "log_loss", "ece", "ndcg@10"):
         for model in ("teacher", "student_baseline", "student_distilled"):
             assert 0.0 <= report[model][key] <= 10.0, (model, key)
-    assert "non_finite" not in report
+    assert report["non_finite"] == []
     for path, number in _numbers(report):
         assert math.isfinite(number), path
     assert list(report["tasks"]) == ["slate"], "quick mode runs the serving scenario only"

@@ -89,7 +89,9 @@ class StreamPhase:
         self.publisher = publisher
         self.on_publish = on_publish
         self.lease = lease  # this worker trains only while it holds the lease
-        # Freshness: for each request trained, the time from serving it to the first live version trained on it.
+        # Freshness: for each request trained, the time from serving it to the first live version trained on it
+        # (in memory: the requests trained by this process).
+        self._unpublished_ts: list[float] = []
         self.freshness_s: list[float] = []
         self.state = StreamState()
         model = initial_model or StudentModel(dataset.schema, StudentConfig())
@@ -117,16 +119,16 @@ class StreamPhase:
     # ---- steps --------------------------------------------------------------------------------
     async def _publish(self) -> str | None:
         assert self.publisher is not None
-        window = DataWindow.served(self.state.unpublished_served)
-        published = await asyncio.to_thread(self.publisher, self.model, window)
+        published = await asyncio.to_thread(self.publisher, self.model, self.state.unpublished)
         version = published.version
         self.state.since_export = 0
         PROMOTIONS.labels(outcome="promoted" if version else "refused").inc()
         if version:
             self.state.versions_promoted.append(version)
             now = time.time()
-            self.freshness_s += [now - ts for ts in self.state.unpublished_served]
-            self.state.unpublished_served = []
+            self.freshness_s += [now - ts for ts in self._unpublished_ts]
+            self._unpublished_ts = []
+            self.state.unpublished = DataWindow(sampled_requests=0)
         else:
             self.state.exports_refused += 1
         if self.on_publish is not None:
@@ -143,7 +145,9 @@ class StreamPhase:
             refused = await self.trainer.train(chunk, self.state.feedback)
             for index, reason in refused.items():
                 self._dead_letter(encode_record(chunk[index]), chunk[index].request_id, reason)
-            self.state.unpublished_served += [r.ts for i, r in enumerate(chunk) if i not in refused]
+            served = [r.ts for i, r in enumerate(chunk) if i not in refused]
+            self._unpublished_ts += served
+            self.state.unpublished = self.state.unpublished.extended(served)
             if self.config.audit_trained_ids:
                 self.state.trained_ids += [r.request_id for i, r in enumerate(chunk) if i not in refused]
             self.consumer.release(chunk)

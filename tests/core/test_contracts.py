@@ -49,7 +49,7 @@ PUBLISHED = PublishResult(version="v-1", gate=GateVerdict(accepted=True, metrics
 
 @pytest.mark.parametrize("value", [
     DataWindow(train_events=1_000),
-    DataWindow.served([3.0, 1.0, 2.0]),
+    DataWindow(sampled_requests=0).extended([3.0, 1.0, 2.0]).extended([0.5]),
     PUBLISHED,
     PublishResult(version=None, gate=GateVerdict(accepted=False, reasons=["ONNX parity 1e-3 > 1e-5"])),
     BatchReport(task="slate", teacher_version="t-1", train_events=10, distill={"alpha": 0.5}, label_hit_rate=1.0,
@@ -58,6 +58,11 @@ PUBLISHED = PublishResult(version="v-1", gate=GateVerdict(accepted=True, metrics
 ])
 def test_reports_round_trip_as_json(value: object) -> None:
     assert msgspec.json.decode(msgspec.json.encode(value), type=type(value)) == value
+
+
+def test_a_streamed_versions_window_grows_with_what_it_trained() -> None:
+    window = DataWindow(sampled_requests=0).extended([3.0, 1.0, 2.0]).extended([]).extended([0.5])
+    assert window == DataWindow(sampled_requests=4, first_served_unix=0.5, last_served_unix=3.0)
 
 
 def test_a_stream_report_or_a_standby_decodes_as_its_own_variant() -> None:
@@ -81,7 +86,8 @@ def _through_torch(saved: dict) -> dict:
 
 def test_the_stream_checkpoint_loads_with_weights_only_and_refuses_an_unknown_format() -> None:
     state = StreamState(offsets={"server-0": 12, "redis": "1-0"}, waiting={"r1": b"\x81\xa1a\x01"},
-                        feedback={"r1": {"7": 1.0}}, examples_trained=4, unpublished_served=[1.5])
+                        feedback={"r1": {"7": 1.0}}, examples_trained=4,
+                        unpublished=DataWindow(sampled_requests=2, first_served_unix=1.0, last_served_unix=2.0))
     model = torch.nn.Linear(2, 1)
     optimizer = torch.optim.Adam(model.parameters())
     saved = _through_torch(StreamCheckpoint(state=state, saved_unix=9.0).to_torch(model.state_dict(),

@@ -75,13 +75,14 @@ class DataWindow(Struct, frozen=True, kw_only=True, omit_defaults=True):
     first_served_unix: float | None = None
     last_served_unix: float | None = None
 
-    @classmethod
-    def served(cls, served_unix: list[float]) -> DataWindow:
-        """The window of the sampled requests served at these times."""
+    def extended(self, served_unix: list[float]) -> DataWindow:
+        """This window of sampled requests, and those served at these times."""
         if not served_unix:
-            return cls(sampled_requests=0)
-        return cls(sampled_requests=len(served_unix), first_served_unix=min(served_unix),
-                   last_served_unix=max(served_unix))
+            return self
+        firsts = [t for t in (self.first_served_unix, min(served_unix)) if t is not None]
+        lasts = [t for t in (self.last_served_unix, max(served_unix)) if t is not None]
+        return DataWindow(sampled_requests=(self.sampled_requests or 0) + len(served_unix),
+                          first_served_unix=min(firsts), last_served_unix=max(lasts))
 
 
 class GateVerdict(Struct, frozen=True, kw_only=True):
@@ -150,8 +151,8 @@ class StreamState(Struct, kw_only=True):
     exploration_held_out: int = 0
     trained_ids: list[str] = []  # with StreamConfig.audit_trained_ids only
     since_export: int = 0
-    # Server times of the requests trained since the last published version: its data window, and freshness.
-    unpublished_served: list[float] = []
+    # The sampled requests trained since the last published version: the next one's data window.
+    unpublished: DataWindow = DataWindow(sampled_requests=0)
     versions_promoted: list[str] = []
     exports_refused: int = 0
 

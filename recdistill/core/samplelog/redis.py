@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import redis
 
 from recdistill.core.errors import BrokerUnavailableError
-from recdistill.core.samplelog.source import LogEntry, Position
+from recdistill.core.samplelog.entry import LogEntry, Position
 
 FIELD = b"p"
 # A redis-py error that means "the broker is not reachable now" (not a bug in what we sent).

@@ -18,9 +18,8 @@ from typing import IO, Annotated, Literal, Protocol
 from pydantic import BeforeValidator
 
 from recdistill.core.errors import ConfigError
+from recdistill.core.samplelog.entry import LogEntry, Position
 from recdistill.core.samplelog.file import SampleLog, claim_partition
-
-Position = int | str  # file: the next offset of a partition; redis: the last entry id taken
 
 
 @dataclass(frozen=True)
@@ -62,14 +61,6 @@ def _checked(value: object) -> str:
 
 # A settings field holding a sample-log location (a path is taken as file:PATH).
 LogURL = Annotated[str, BeforeValidator(_checked)]
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    partition: str
-    position: Position  # resume after this entry from here
-    payload: bytes
-    replayed: bool = False  # at or before the checkpointed position: already taken, only to be committed
 
 
 class LogWriter(Protocol):

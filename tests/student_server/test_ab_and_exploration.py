@@ -86,7 +86,7 @@ async def test_a_holdback_serves_each_user_one_version_at_the_same_time(registry
             httpx.AsyncClient(base_url=server.http_url) as client:
         again = await _rank_all(server.http_url, server.grpc_target, [_for_user(body, u) for u in users])
         assert [v for v, _, _ in again] == [v for v, _, _ in first]
-        assert (await client.delete("/admin/holdback", headers=AUTH)).json() == {"holdback": None}
+        assert (await client.delete("/admin/holdback", headers=AUTH)).json() == {"holdback": None, "format": 1}
         after = await _rank_all(server.http_url, server.grpc_target, [_for_user(body, u) for u in users])
     assert {v for v, _, _ in after} == {"v2"}
 

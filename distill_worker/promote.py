@@ -1,6 +1,7 @@
 """The gate every exported student passes before it serves (ONNX parity; holdout quality, non-inferior to
-the active version and to a fixed anchor by a paired user-level test; ONNX Runtime latency), and
-promotion through the student server's operator API.
+the active version and to a fixed anchor by a paired user-level test; ONNX Runtime latency), publishing
+into the registry (`publish_and_promote`, which returns a `PublishResult`), and promotion through the
+student server's operator API.
 
 Why an anchor: compared with the active version alone, each promotion may lose up to the margin, and the
 losses add up (a stream of versions each a little worse than the last). The anchor is the batch phase's

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,8 @@ def test_a_failing_replay_fails_the_demo(monkeypatch: pytest.MonkeyPatch, tmp_pa
         (2, True, error, 2)
     tolerated = dataclasses.replace(live, served=[_served(None)] * 99 + [_served(error)])
     assert not _serving(tolerated, exposed_positions=10, samples=10)["failed"], "1% is tolerated"
-    monkeypatch.setattr("recdistill.demo.runner.run_demo", lambda *args, **kwargs: {"serving": serving})
+    report = types.SimpleNamespace(serving=serving, non_finite=[])  # the fields of a DemoReport the command reads
+    monkeypatch.setattr("recdistill.demo.runner.run_demo", lambda *args, **kwargs: report)
     result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(tmp_path / "run")])
     assert result.exit_code == 1
     assert "2 of the replay's 100 ranking requests failed" in result.output

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from benchmarks.profile import describe, profile_under_load
@@ -18,36 +20,68 @@ from benchmarks.samplelog_bench import _payloads
 from benchmarks.student_bench import _load, _ours, _registry, request_body
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.samplelog import LogLocation, open_source, open_writer
-from recdistill.demo.valkey import local_valkey
+from recdistill.demo.valkey import LocalValkey, local_valkey
 
 SECTION = "Beyond one machine (Redis Streams on Valkey, DDP)"
 COMMAND = "make bench  # benchmarks/scaleout_bench.py"
 BIN = Path(sys.executable).parent
 
 
-def _server_cpu(results: Results, dataset: PreparedDataset, tmp: Path, valkey_url: str, quick: bool) -> None:
-    """Server CPU per HTTP ranking request (1 process), with every request sampled to each backend."""
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of process `pid` onto `cpus` (`sched_setaffinity` of a pid moves only its main thread)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), cpus)
+
+
+@contextmanager
+def _server_alone(server_pid: int, broker_pid: int | None) -> Iterator[None]:
+    """The server on CPU 0; the broker and the load generator (this process's children) on the others."""
+    others = os.sched_getaffinity(0) - {0}
+    before = os.sched_getaffinity(0)
+    _pin(server_pid, {0})
+    if broker_pid is not None:
+        _pin(broker_pid, others)
+    os.sched_setaffinity(0, others)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+        if broker_pid is not None:
+            _pin(broker_pid, before)
+
+
+def _server_cpu(results: Results, dataset: PreparedDataset, tmp: Path, valkey: LocalValkey, quick: bool) -> None:
+    """Server CPU per HTTP ranking request (1 process), with every request sampled to each backend: on the
+    shared cores (the broker and the load generator beside the server), then with the server alone on one core,
+    so the broker's own work (Valkey: XADD, trimming, an fsync per write) is not charged to the server."""
     registry = tmp / "registry"
     _registry(dataset, registry)
     body = tmp / "request.json"
     body.write_bytes(request_body(dataset))
     seconds, repeats = (3.0, 1) if quick else (6.0, 3)
-    measured, profiles = {}, {}
+    measured, alone, profiles = {}, {}, {}
+    can_pin = len(os.sched_getaffinity(0)) > 1 and 0 in os.sched_getaffinity(0)
     for name, log, rate in (("off", str(tmp / "samples-off"), "0"), ("file", str(tmp / "samples-file"), "1"),
-                            ("redis", valkey_url, "1")):
+                            ("redis", valkey.url, "1")):
         with _ours(registry, log, "--sampling-rate", rate) as (process, port, _):
             url = f"http://127.0.0.1:{port}/v1/rank"
             measured[name] = _load("http", url, body, seconds, repeats, process.pid)
             profiles[name] = profile_under_load(process.pid, seconds,
                                                 lambda url=url, pid=process.pid: _load("http", url, body, seconds, 1,
                                                                                        pid))
+            if can_pin:
+                with _server_alone(process.pid, valkey.pid if name == "redis" else None):
+                    alone[name] = _load("http", url, body, seconds, repeats, process.pid)
     for name in ("redis", "file"):
         run, off = measured[name], measured["off"]
+        pinned = (f"with the server alone on CPU 0 (broker and load generator on the other core): "
+                  f"{alone[name]['server_cpu_us']:.0f} vs {alone['off']['server_cpu_us']:.0f} us, "
+                  f"{alone[name]['server_cpu_us'] / alone['off']['server_cpu_us']:.2f}x; ") if alone else ""
         results.add(Row(SECTION, f"server CPU per ranking request, every request sampled to the {name} log",
                         run["server_cpu_us"], "us", "sampling off", off["server_cpu_us"],
                         note=f"goal <= 1.15x; {run['throughput']:,.0f} vs {off['throughput']:,.0f} req/s; "
                              f"{run['errors']} errors; HTTP, 1 process, 16 connections; the writer gathers 10 ms of "
-                             f"samples a write; {describe(profiles[name])}", command=COMMAND))
+                             f"samples a write; {pinned}{describe(profiles[name])}", command=COMMAND))
 
 
 def _transport(results: Results, dataset: PreparedDataset, tmp: Path, valkey_url: str, quick: bool) -> None:
@@ -135,7 +169,7 @@ def run(results: Results, dataset: PreparedDataset, quick: bool, demo_report: Pa
     with tempfile.TemporaryDirectory(prefix="scaleout-bench-") as name:
         tmp = Path(name)
         with local_valkey(tmp / "valkey") as valkey:
-            _server_cpu(results, dataset, tmp, valkey.url, quick)
+            _server_cpu(results, dataset, tmp, valkey, quick)
             _transport(results, dataset, tmp, valkey.url, quick)
         _ddp(results, dataset, tmp, quick)
     _freshness(results, demo_report or Path(__file__).parents[1] / "runs" / "demo" / "report.json")

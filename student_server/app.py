@@ -21,20 +21,18 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
 
-from recdistill.core.artifact import ArtifactError
 from recdistill.core.contracts.admin import operator_schemas
 from recdistill.core.contracts.registry import ReplicaStatus
-from recdistill.core.errors import BrokerUnavailableError, RecDistillError, ValidationError
-from recdistill.core.features.encoder import Encoder
+from recdistill.core.errors import RecDistillError, ValidationError
 from recdistill.core.features.schema import FeatureSchema
-from recdistill.core.registry_store import StateStore, open_state_store
+from recdistill.core.registry_store import StateStore
 from recdistill.core.samplelog import LogLocation, open_writer
 from student_server import admin, metrics, routes
 from student_server.errors import error_body, error_headers, http_status
 from student_server.grpc_service import start_grpc_server
-from student_server.rank_http import RankEndpoint, RankFastPath, openapi_path_item
-from student_server.registry import ModelRegistry
+from student_server.rank_http import SCENARIO_PREFIX, RankEndpoint, RankFastPath, openapi_path_item, scenario_path_item
 from student_server.sampling import TrafficSampler
+from student_server.scenarios import Scenario, build_scenarios
 from student_server.service import RankingService
 from student_server.settings import StudentSettings
 
@@ -55,11 +53,12 @@ def _json_error(status: int, body: dict[str, object], headers: dict[str, str] | 
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-async def _follow_registry(service: RankingService, period_s: float, replica: ReplicaStatus) -> None:
-    """Follow the state store: at once when a notification wakes it (a fleet's pub/sub), else every
+async def _follow_registry(scenario: Scenario, period_s: float, replica: ReplicaStatus) -> None:
+    """Follow a scenario's state store: at once when a notification wakes it (a fleet's pub/sub), else every
     `period_s` (polling, also the fallback when notifications are lost); report what this replica serves."""
+    registry = scenario.registry
     wake = asyncio.Event()
-    listener = asyncio.create_task(_listen(service.registry.store, wake))
+    listener = asyncio.create_task(_listen(registry.store, wake))
     failing = False
     try:
         while True:
@@ -67,20 +66,19 @@ async def _follow_registry(service: RankingService, period_s: float, replica: Re
                 await asyncio.wait_for(wake.wait(), period_s)
             wake.clear()
             try:
-                if await asyncio.to_thread(service.registry.sync_with_state):
-                    metrics.set_active_version(service.registry.active.version)  # type: ignore[union-attr]
-                active, holdback = service.registry.active, service.registry.holdback
+                await asyncio.to_thread(scenario.sync)
+                active, holdback = registry.active, registry.holdback
                 replica = msgspec.structs.replace(replica, active=active.version if active else None,
                                                   holdback=holdback.version if holdback else None,
                                                   updated_unix=time.time())
-                await asyncio.to_thread(service.registry.store.report, replica)
+                await asyncio.to_thread(registry.store.report, replica)
                 if failing:
-                    logger.info("the registry's state store answers again")
+                    logger.info("scenario %s: the registry's state store answers again", scenario.name)
                 failing = False
             except Exception as exc:  # noqa: BLE001 - keep serving the current version
                 if not failing:  # once per outage, not every poll
-                    logger.error("could not follow the registry's active version (%s); serving %s meanwhile", exc,
-                                 service.registry.active.version if service.registry.active else None)
+                    logger.error("scenario %s: could not follow the registry's active version (%s); serving %s "
+                                 "meanwhile", scenario.name, exc, registry.active.version if registry.active else None)
                 failing = True
     finally:
         listener.cancel()
@@ -106,15 +104,8 @@ async def _listen(store: StateStore, wake: asyncio.Event) -> None:
 
 def build_service(settings: StudentSettings) -> RankingService:
     schema = FeatureSchema.load(settings.registry / "features.json")
-    encoder = Encoder(schema, "student")
-    store = open_state_store(settings.registry, settings.registry_store)
-    registry = ModelRegistry(settings.registry, encoder, settings.ort_threads, settings.warmup_runs,
-                             settings.max_candidates, store, settings.max_batch_requests, tuple(settings.ort_providers))
-    try:
-        if registry.sync_with_state():  # the active version, and the holdback of an A/B test if one runs
-            metrics.set_active_version(registry.active.version)  # type: ignore[union-attr]
-    except (ArtifactError, BrokerUnavailableError) as exc:  # serve nothing rather than not start: /readyz says so
-        logger.error("no version is active at start-up: %s", exc)
+    # Each scenario's active version, and the holdback of an A/B test if one runs.
+    scenarios = build_scenarios(settings, schema)
     # A file log: a partition per live process, named by the stable server id (a restart appends to its own
     # again). A redis log: one stream shared by every replica.
     log, where, lock = open_writer(LogLocation.parse(settings.sample_log), settings.server_id,
@@ -124,7 +115,7 @@ def build_service(settings: StudentSettings) -> RankingService:
                              long_history_rate=settings.sampling_rate_long_history,
                              long_history_events=settings.long_history_events, partition_lock=lock,
                              buffer=settings.sample_buffer, source_rates=settings.sampling_rate_by_source)
-    return RankingService(settings, encoder, registry, sampler)
+    return RankingService(settings, schema, scenarios, sampler)
 
 
 def create_app(settings: StudentSettings | None = None) -> RankFastPath:
@@ -139,20 +130,22 @@ def create_app(settings: StudentSettings | None = None) -> RankFastPath:
         replica = ReplicaStatus(replica=f"{settings.server_id}:{os.getpid()}", active=None,
                                 http=f"{settings.host}:{settings.port}", grpc=f"{settings.host}:{bound}",
                                 updated_unix=time.time())
-        follower = asyncio.create_task(_follow_registry(service, settings.state_poll_s, replica))
+        followers = [asyncio.create_task(_follow_registry(scenario, settings.state_poll_s, replica))
+                     for scenario in service.scenarios]
         # Everything loaded so far lives as long as the process: keep it out of the collector's full
         # passes, whose pauses (a few ms per 100k objects) otherwise land in the latency tail.
         gc.collect()
         gc.freeze()
-        logger.info("student server ready: HTTP %s:%d, gRPC %s:%d, active version %s", settings.host,
+        logger.info("student server ready: HTTP %s:%d, gRPC %s:%d, active versions %s", settings.host,
                     settings.port, settings.host, bound,
-                    service.registry.active.version if service.registry.active else None)
+                    {s.name: s.registry.active.version if s.registry.active else None for s in service.scenarios})
         try:
             yield
         finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            for follower in followers:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
             await grpc_server.stop(grace=5)
             service.close()
 
@@ -161,15 +154,19 @@ def create_app(settings: StudentSettings | None = None) -> RankFastPath:
     app.state.settings = settings
     rank_endpoint = RankEndpoint(settings.max_body_bytes, settings.body_timeout_s)
     # Also a route of its own (first in the table): other methods get a 405 from Starlette.
-    app.router.routes.insert(0, Route("/v1/rank", rank_endpoint, methods=["POST"]))
+    app.router.routes[:0] = [Route("/v1/rank", rank_endpoint, methods=["POST"]),
+                             Route(f"{SCENARIO_PREFIX}{{scenario}}/rank", rank_endpoint, methods=["POST"])]
     app.include_router(routes.router)
     app.include_router(admin.router)
 
     def openapi() -> dict[str, object]:
         if app.openapi_schema is None:
             spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            rank_item, components = openapi_path_item(app.state.service.request_types)
-            spec["paths"] = {"/v1/rank": rank_item} | spec["paths"]
+            service = app.state.service
+            rank_item, components = openapi_path_item(service.request_types)
+            scenario_item = scenario_path_item(rank_item, list(service.scenarios.by_name))
+            spec["paths"] = {"/v1/rank": rank_item, f"{SCENARIO_PREFIX}{{scenario}}/rank": scenario_item} \
+                | spec["paths"]
             spec.setdefault("components", {}).setdefault("schemas", {}).update(components | operator_schemas())
             app.openapi_schema = spec
         return app.openapi_schema
@@ -186,7 +183,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _known_error(request: Request, exc: RecDistillError) -> Response:
         status = http_status(exc)
         endpoint = request.url.path.rsplit("/", 1)[-1] if request.url.path.startswith("/v1/") else "admin"
-        metrics.REQUESTS.labels(endpoint=endpoint, protocol="http", status=str(status)).inc()
+        metrics.count_request(endpoint, "http", str(status))
         return _json_error(status, error_body(exc), error_headers(exc))
 
     @app.exception_handler(HTTPException)

@@ -12,6 +12,7 @@ from recdistill.core._proto import ranking_pb2, ranking_pb2_grpc
 from recdistill.core.contracts.rank_grpc import request_from_message
 from student_server import metrics
 from student_server.errors import error_body, grpc_status, http_status
+from student_server.scenarios import UNKNOWN
 from student_server.service import RankingService
 
 logger = logging.getLogger(__name__)
@@ -31,28 +32,32 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
     async def Rank(self, request: ranking_pb2.RankRequest,  # noqa: N802 - gRPC method name
                    context: grpc.aio.ServicerContext) -> ranking_pb2.RankResponse:
         started = time.perf_counter()
-        status = "OK"
+        status, scenario = "OK", None
         try:
             service = self.service
             source = None
-            if service.sampler.source_rates:
+            if service.reads_source:
                 header = service.source_header.decode()
                 source = service.traffic_source(
                     next((v for k, v in context.invocation_metadata() or () if k == header), None))
-            result = await service.rank(request_from_message(request, service.request_types), source)
+            scenario = service.scenarios.get(request.scenario if request.HasField("scenario") else None, source)
+            result = await service.rank(request_from_message(request, service.request_types), scenario, source)
             return ranking_pb2.RankResponse(request_id=result.request_id, model_version=result.model_version,
                                             scores=result.scores.tolist(), ranking=result.ranking,
-                                            policy=result.policy)
+                                            policy=result.policy, scenario=result.scenario)
         except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
             status = grpc_status(exc).name
             await self._fail(context, exc)
             raise
         finally:
-            metrics.RANK_GRPC_LATENCY.observe(time.perf_counter() - started)
-            if status == "OK":
-                metrics.RANK_GRPC_OK.inc()
+            if scenario is None:
+                metrics.count_request("rank", "grpc", status, UNKNOWN)
             else:
-                metrics.REQUESTS.labels(endpoint="rank", protocol="grpc", status=status).inc()
+                scenario.children["grpc_latency"].observe(time.perf_counter() - started)
+                if status == "OK":
+                    scenario.children["grpc_ok"].inc()
+                else:
+                    metrics.count_request("rank", "grpc", status, scenario.name)
 
     async def Feedback(self, request: ranking_pb2.FeedbackRequest,  # noqa: N802 - gRPC method name
                        context: grpc.aio.ServicerContext) -> ranking_pb2.FeedbackResponse:
@@ -74,8 +79,7 @@ def _handlers(servicer: RankingServicer) -> grpc.GenericRpcHandler:
             try:
                 request = message_type.FromString(payload)
             except DecodeError as exc:
-                metrics.REQUESTS.labels(endpoint=method.__name__.lower(), protocol="grpc",
-                                        status="INVALID_ARGUMENT").inc()
+                metrics.count_request(method.__name__.lower(), "grpc", "INVALID_ARGUMENT")
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"body: not a valid {message_type.DESCRIPTOR.full_name} message ({exc})")
             return await method(request, context)

@@ -16,22 +16,20 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-LATENCY = Histogram("recdistill_request_seconds", "Request latency", ["endpoint", "protocol"],
+# `scenario`: a declared scenario's name on ranking requests ("unknown" when the request named another; never a
+# value taken from the request), "" on the other endpoints.
+LATENCY = Histogram("recdistill_request_seconds", "Request latency", ["endpoint", "protocol", "scenario"],
                     buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0))
-REQUESTS = Counter("recdistill_requests", "Requests by outcome", ["endpoint", "protocol", "status"])
+REQUESTS = Counter("recdistill_requests", "Requests by outcome", ["endpoint", "protocol", "status", "scenario"])
 CANDIDATES = Histogram("recdistill_candidates_per_request", "Candidates per ranking request",
                        buckets=(1, 10, 20, 50, 100, 200, 500, 1000))
-ACTIVE_VERSION = Gauge("recdistill_active_version_info", "1 for the active model version", ["version"],
+ACTIVE_VERSION = Gauge("recdistill_active_version_info", "1 for each scenario's active model version",
+                       ["scenario", "version"],
                        multiprocess_mode="max")
 SWAPS = Counter("recdistill_model_swaps", "Activations of a model version")
 ROLLBACKS = Counter("recdistill_model_rollbacks", "Rollbacks to the previous version")
 EXPLORED = Counter("recdistill_explored_requests", "Requests of the exploration slice (served in a random order)")
 SAMPLED = Counter("recdistill_sampled_records", "Records written to the sample log", ["kind"])
-# The ranking paths' latency children, bound once (a labels() lookup per request is measurable).
-RANK_HTTP_LATENCY = LATENCY.labels(endpoint="rank", protocol="http")
-RANK_GRPC_LATENCY = LATENCY.labels(endpoint="rank", protocol="grpc")
-RANK_HTTP_OK = REQUESTS.labels(endpoint="rank", protocol="http", status="200")
-RANK_GRPC_OK = REQUESTS.labels(endpoint="rank", protocol="grpc", status="OK")
 DROPPED = Counter("recdistill_dropped_records", "Sampled records not written to the sample log, by reason "
                   "(queue_full, unencodable, buffer_full: the log was unavailable and the buffer full)",
                   ["kind", "reason"])
@@ -43,15 +41,20 @@ LOG_UP = Gauge("recdistill_sample_log_up", "1 while the last write to the sample
                multiprocess_mode="min")
 
 
-_shown: set[str] = set()
+_shown: dict[str, set[str]] = {}
 
 
-def set_active_version(version: str) -> None:
+def set_active_version(scenario: str, version: str) -> None:
     # Zero the others rather than clear(): in multiprocess mode values live in shared files.
-    for other in _shown - {version}:
-        ACTIVE_VERSION.labels(version=other).set(0)
-    ACTIVE_VERSION.labels(version=version).set(1)
-    _shown.add(version)
+    shown = _shown.setdefault(scenario, set())
+    for other in shown - {version}:
+        ACTIVE_VERSION.labels(scenario=scenario, version=other).set(0)
+    ACTIVE_VERSION.labels(scenario=scenario, version=version).set(1)
+    shown.add(version)
+
+
+def count_request(endpoint: str, protocol: str, status: str, scenario: str = "") -> None:
+    REQUESTS.labels(endpoint=endpoint, protocol=protocol, status=status, scenario=scenario).inc()
 
 
 def exposition() -> tuple[bytes, str]:

@@ -23,9 +23,11 @@ from recdistill.core.errors import RecDistillError
 from recdistill.core.features.request import RequestTypes
 from student_server import metrics
 from student_server.errors import ErrorResponse, PayloadTooLargeError, RequestTimeoutError, error_body, http_status
+from student_server.scenarios import UNKNOWN
 from student_server.service import RankingService
 
 logger = logging.getLogger(__name__)
+SCENARIO_PREFIX = "/v1/scenarios/"
 _CONTENT_TYPE = (b"content-type", b"application/json")
 
 
@@ -35,6 +37,7 @@ class RankResponse(BaseModel):
     scores: list[float] = Field(description="one per candidate, in request order")
     ranking: list[str] = Field(description="candidate item ids, best first")
     policy: str = Field(description='"model" (ranked by the scores) or "random" (the exploration slice)')
+    scenario: str = Field(description="the scenario that served it")
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int, timeout_s: float) -> bytes:
@@ -71,12 +74,12 @@ class RankEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         service: RankingService = scope["app"].state.service
-        status = 200
+        status, scenario = 200, None
         try:
+            source = service.traffic_source(_header(scope, service.source_header)) if service.reads_source else None
+            scenario = service.scenarios.get(scenario_in(scope["path"]), source)
             body = await read_body(scope, receive, self.max_body_bytes, self.body_timeout_s)
-            source = service.traffic_source(_header(scope, service.source_header)) if service.sampler.source_rates \
-                else None
-            result = await service.rank(service.request_types.parse(body), source, body)
+            result = await service.rank(service.request_types.parse(body), scenario, source, body)
             payload = orjson.dumps(result.to_json())
         except RecDistillError as exc:
             status = http_status(exc)
@@ -85,14 +88,27 @@ class RankEndpoint:
             logger.exception("ranking request failed")
             status = 500
             payload = orjson.dumps(error_body(exc))
-        metrics.RANK_HTTP_LATENCY.observe(time.perf_counter() - started)
-        if status == 200:
-            metrics.RANK_HTTP_OK.inc()
+        if scenario is None:
+            metrics.count_request("rank", "http", str(status), UNKNOWN)
         else:
-            metrics.REQUESTS.labels(endpoint="rank", protocol="http", status=str(status)).inc()
+            scenario.children["http_latency"].observe(time.perf_counter() - started)
+            if status == 200:
+                scenario.children["http_ok"].inc()
+            else:
+                metrics.count_request("rank", "http", str(status), scenario.name)
         headers = [_CONTENT_TYPE, (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+
+
+def scenario_in(path: str) -> str | None:
+    """The scenario a ranking path names: `/v1/scenarios/{name}/rank` -> name; `/v1/rank` -> None."""
+    return path[len(SCENARIO_PREFIX):-len("/rank")] if path.startswith(SCENARIO_PREFIX) else None
+
+
+def is_rank_path(path: str) -> bool:
+    return path == "/v1/rank" or (path.startswith(SCENARIO_PREFIX) and path.endswith("/rank")
+                                  and "/" not in path[len(SCENARIO_PREFIX):-len("/rank")])
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -111,7 +127,7 @@ class RankFastPath:
         self.endpoint = endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/v1/rank" and scope["method"] == "POST":
+        if scope["type"] == "http" and scope["method"] == "POST" and is_rank_path(scope["path"]):
             scope["app"] = self.api  # where the endpoint finds the service, as under Starlette
             await self.endpoint(scope, receive, send)
             return
@@ -173,3 +189,17 @@ def openapi_path_item(types: RequestTypes, ref_template: str = "#/components/sch
         },
     }
     return {"post": operation}, components
+
+
+def scenario_path_item(path_item: dict[str, Any], scenarios: list[str]) -> dict[str, Any]:
+    """POST /v1/scenarios/{scenario}/rank: the same operation, with the scenario in the path (one of the
+    declared ones) and a 404 for any other."""
+    operation = dict(path_item["post"])
+    operation["operationId"] = "rank_scenario_v1_post"
+    operation["summary"] = "Score and rank candidates for a user, in one scenario"
+    operation["parameters"] = [{"name": "scenario", "in": "path", "required": True,
+                                "schema": {"type": "string", "enum": scenarios}}]
+    operation["responses"] = operation["responses"] | {
+        "404": {"description": "The schema declares no such scenario",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}}
+    return {"post": operation}

@@ -56,8 +56,9 @@ def staging_probes(encoder: Encoder, max_candidates: int, max_batch: int) -> lis
 class ModelRegistry:
     def __init__(self, root: Path, encoder: Encoder, ort_threads: int, warmup_runs: int,
                  max_candidates: int = 100, store: StateStore | None = None, max_batch: int = 32,
-                 providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> None:
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",), scenario: str | None = None) -> None:
         self.root = Path(root).resolve()
+        self.scenario = scenario  # a version trained for another scenario is refused
         self.store = store or FileStateStore(self.root)
         self.encoder = encoder
         self.ort_threads = ort_threads
@@ -123,11 +124,14 @@ class ModelRegistry:
             raise ArtifactError(f"version {version}: model.onnx is missing")
         if sha256_bytes(model_path.read_bytes()) != manifest.sha256:
             raise ArtifactError(f"version {version}: model.onnx does not match the sha256 in its manifest")
+        if manifest.scenario is not None and self.scenario is not None and manifest.scenario != self.scenario:
+            raise ArtifactError(f"version {version} was trained for scenario {manifest.scenario!r}, this registry "
+                                f"serves {self.scenario!r}")
         if manifest.schema_hash != self.encoder.schema.hash:
             raise ArtifactError(f"version {version} was built for feature schema {manifest.schema_hash}, "
                                 f"this server encodes with {self.encoder.schema.hash}")
         try:
-            scorer = Scorer.load(model_path, version, manifest, self.ort_threads, self.providers)
+            scorer = Scorer.load(model_path, version, manifest, self.ort_threads, self.encoder, self.providers)
         except Exception as exc:  # noqa: BLE001 - any load failure refuses the version
             raise ArtifactError(f"version {version}: model cannot be loaded ({exc})") from None
         for shape, probe in self._probes:

@@ -45,8 +45,9 @@ async def feedback(body: Feedback, request: Request) -> dict[str, bool]:
     try:
         await _service(request).feedback(body.request_id, str(body.item_id), float(body.label), body.ts)
     finally:
-        metrics.LATENCY.labels(endpoint="feedback", protocol="http").observe(time.perf_counter() - started)
-    metrics.REQUESTS.labels(endpoint="feedback", protocol="http", status="202").inc()
+        metrics.LATENCY.labels(endpoint="feedback", protocol="http", scenario="").observe(
+            time.perf_counter() - started)
+    metrics.count_request("feedback", "http", "202")
     return {"accepted": True}
 
 
@@ -55,14 +56,19 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: 503 until a model version is active and warmed up",
-            responses={503: {"description": "No model version is active yet"}})
+@router.get("/readyz", summary="Readiness: 503 until the default scenario has a model version active and warmed up",
+            responses={503: {"description": "The default (first) scenario has no active model version yet"}})
 async def readyz(request: Request) -> Response:
-    active = _service(request).registry.active
-    if active is None:
-        return Response(orjson.dumps({"ready": False, "reason": "no active model"}), status_code=503,
-                        media_type="application/json")
-    return Response(orjson.dumps({"ready": True, "model_version": active.version}), media_type="application/json")
+    """Ready once the default scenario serves; every scenario's version is listed (null: not serving yet, its
+    requests get a 503 naming it), so that adding a scenario to the schema never takes a fleet out of service."""
+    service = _service(request)
+    serving = {s.name: s.registry.active.version if s.registry.active else None for s in service.scenarios}
+    default = service.scenarios.default.name
+    if serving[default] is None:
+        return Response(orjson.dumps({"ready": False, "reason": f"no active model in scenario {default}",
+                                      "scenarios": serving}), status_code=503, media_type="application/json")
+    return Response(orjson.dumps({"ready": True, "model_version": serving[default], "scenarios": serving}),
+                    media_type="application/json")
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,

@@ -25,16 +25,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Scorer:
-    """One loaded model version."""
+    """One loaded model version, with the encoder of its scenario's view (what its batches are assembled by)."""
 
     version: str
     manifest: Manifest
     session: ort.InferenceSession
+    encoder: Encoder
 
     @classmethod
-    def load(cls, path: Path, version: str, manifest: Manifest, threads: int,
+    def load(cls, path: Path, version: str, manifest: Manifest, threads: int, encoder: Encoder,
              providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> Scorer:
-        return cls(version, manifest, serving_session(path, threads, providers))
+        return cls(version, manifest, serving_session(path, threads, providers), encoder)
 
     def run(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(None, tensors)[0]
@@ -50,10 +51,9 @@ class _Pending:
 
 class MicroBatcher:
     """Scores mapped contexts in batches on one thread, one ONNX Runtime call per version in the batch (two
-    while an A/B test runs); each result is the candidates' probabilities."""
+    while an A/B test runs, one more per scenario served); each result is the candidates' probabilities."""
 
-    def __init__(self, encoder: Encoder, max_requests: int, max_wait_us: int) -> None:
-        self.encoder = encoder
+    def __init__(self, max_requests: int, max_wait_us: int) -> None:
         self.max_requests = max_requests
         self.max_wait_s = max_wait_us / 1e6
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
@@ -107,7 +107,7 @@ class MicroBatcher:
             for indices in by_scorer.values():
                 group = [batch[i] for i in indices]
                 try:
-                    tensors, _ = self.encoder.assemble([p.context for p in group])
+                    tensors, _ = group[0].scorer.encoder.assemble([p.context for p in group])
                     probabilities = group[0].scorer.run(tensors)
                     for row, (index, pending) in enumerate(zip(indices, group, strict=True)):
                         results[index] = probabilities[row, : len(pending.context.cand_item)]

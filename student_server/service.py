@@ -14,12 +14,13 @@ import numpy as np
 
 from recdistill.core.contracts.records import FeedbackRecord, Policy, SampledRequest
 from recdistill.core.errors import ValidationError
-from recdistill.core.features.encoder import Encoder
 from recdistill.core.features.request import ITEM_ID_MAX_LENGTH, REQUEST_ID_MAX_LENGTH, TS_MAX, check_limits
+from recdistill.core.features.schema import FeatureSchema
 from student_server import metrics
 from student_server.errors import BadHeaderError, NotReadyError
 from student_server.registry import ModelRegistry
 from student_server.sampling import TrafficSampler
+from student_server.scenarios import Scenario, Scenarios
 from student_server.scoring import MicroBatcher
 from student_server.settings import StudentSettings
 
@@ -32,6 +33,7 @@ class RankResult:
     model_version: str
     item_ids: list[str]
     scores: np.ndarray
+    scenario: str
     # "model": ranked by the scores; "random": the exploration slice, served in a uniformly random order
     # (still with the model's scores), so that position is independent of the item there.
     policy: Policy = "model"
@@ -51,22 +53,29 @@ class RankResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"request_id": self.request_id, "model_version": self.model_version,
-                "scores": self.scores.tolist(), "ranking": self.ranking, "policy": self.policy}
+                "scores": self.scores.tolist(), "ranking": self.ranking, "policy": self.policy,
+                "scenario": self.scenario}
 
 
 class RankingService:
-    def __init__(self, settings: StudentSettings, encoder: Encoder, registry: ModelRegistry,
+    def __init__(self, settings: StudentSettings, schema: FeatureSchema, scenarios: Scenarios,
                  sampler: TrafficSampler) -> None:
         self.settings = settings
-        self.encoder = encoder
-        # The request structs of the registry's schema; a field it does not declare is a 422 naming it,
-        # unless the operator chose to ignore such fields.
-        self.request_types = encoder.schema.request_types(settings.ignore_unknown_features)
-        self.registry = registry
+        # The request structs of the registry's schema (every scenario's request carries the same raw
+        # columns); a field it does not declare is a 422 naming it, unless the operator chose to ignore such fields.
+        self.request_types = schema.request_types(settings.ignore_unknown_features)
+        self.scenarios = scenarios
         self.sampler = sampler
-        self.batcher = MicroBatcher(encoder, settings.max_batch_requests, settings.max_batch_wait_us)
+        self.batcher = MicroBatcher(settings.max_batch_requests, settings.max_batch_wait_us)
         self._random = random.Random()
         self.source_header = settings.traffic_source_header.lower().encode("latin-1")
+        # The traffic source is read when a sampling rule or a scenario's traffic needs it.
+        self.reads_source = bool(sampler.source_rates) or scenarios.reads_source
+
+    @property
+    def registry(self) -> ModelRegistry:
+        """The first scenario's registry (the only one of a schema that declares no scenarios)."""
+        return self.scenarios.default.registry
 
     def traffic_source(self, value: bytes | str | None) -> str | None:
         """The caller's traffic source from its header (HTTP bytes, gRPC text), kept as sent: at most
@@ -82,34 +91,38 @@ class RankingService:
         except UnicodeDecodeError:
             raise BadHeaderError(name, "must be UTF-8 text") from None
 
-    async def rank(self, request: Any, source: str | None = None, body: bytes | None = None) -> RankResult:
-        """Score and rank; `source` is the caller's traffic source (a header), which only sampling reads;
-        `body` the request's JSON as it came (HTTP), which a sampled record keeps as is."""
+    async def rank(self, request: Any, scenario: Scenario, source: str | None = None,
+                   body: bytes | None = None) -> RankResult:
+        """Score and rank for `scenario`; `source` is the caller's traffic source (a header), which sampling and
+        the choice of a scenario read; `body` the request's JSON as it came (HTTP), which a sampled record keeps."""
         check_limits(request, self.settings.max_candidates, self.settings.max_history)
-        scorer = self.registry.scorer_for(str(request.user.user_id))
+        scorer = scenario.registry.scorer_for(str(request.user.user_id))
         if scorer is None:
-            raise NotReadyError("no model version is active; stage and activate one through /admin")
+            raise NotReadyError(f"scenario {scenario.name}: no model version is active; stage and activate one "
+                                "through /admin")
         item_ids = [str(c.item_id) for c in request.candidates]
-        context = self.encoder.map_request(request, candidate_ids=item_ids)
+        context = scenario.encoder.map_request(request, candidate_ids=item_ids)
         probabilities = await self.batcher.submit(context, scorer)
         metrics.CANDIDATES.observe(len(item_ids))
-        result = RankResult(request.request_id or uuid.uuid4().hex, scorer.version, item_ids, probabilities)
+        result = RankResult(request.request_id or uuid.uuid4().hex, scorer.version, item_ids, probabilities,
+                            scenario.name)
         if self.settings.exploration_rate and self._random.random() < self.settings.exploration_rate:
             result.policy, result.shuffle_seed = "random", self._random.getrandbits(64)
             metrics.EXPLORED.inc()
         probability = self.sampler.probability(len(request.history), source)
         if self.sampler.should_sample(probability):
-            self.sampler.offer(self._sample_record(request, body, result, context.request_ts, probability, source))
+            self.sampler.offer(self._sample_record(request, body, result, context.request_ts, probability, source,
+                                                   scenario))
         return result
 
     def _sample_record(self, request: Any, body: bytes | None, result: RankResult, request_ts: float,
-                       probability: float, source: str | None) -> SampledRequest:
+                       probability: float, source: str | None, scenario: Scenario) -> SampledRequest:
         scores, positions = SampledRequest.pack(result.scores, result.order)
         return SampledRequest(
             request_id=result.request_id, ts=time.time(), request_ts=request_ts, model_version=result.model_version,
             sampling_probability=probability, request=msgspec.json.encode(request) if body is None else body,
-            student_view=self.encoder.view_name, scores=scores, positions=positions, policy=result.policy,
-            traffic_source=source)
+            student_view=scenario.encoder.view_name, scores=scores, positions=positions, policy=result.policy,
+            traffic_source=source, scenario=scenario.name)
 
     async def feedback(self, request_id: str, item_id: str, label: float, ts: float | None) -> None:
         """The same limits whichever protocol it came by (the HTTP model documents them too)."""

@@ -14,7 +14,7 @@ import torch
 
 from distill_worker.export import export_onnx
 from distill_worker.student import StudentConfig, StudentModel
-from recdistill.core.artifact import publish_version, write_state
+from recdistill.core.artifact import publish_version, scenario_registry, write_state
 from recdistill.core.contracts.registry import RegistryState
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.prepare import prepare_source
@@ -56,18 +56,30 @@ def any_dataset(request: pytest.FixtureRequest) -> PreparedDataset:
     return request.getfixturevalue(request.param)
 
 
+def publish_students(dataset: PreparedDataset, root: Path, view: str, versions: dict[str, int],
+                     scenario: str | None = None) -> None:
+    """Real (untrained, seeded) students of `view`, exported to ONNX and published into `root`."""
+    encoder = Encoder(dataset.schema, view)
+    probe, _ = encoder.assemble(dataset.contexts(encoder, dataset.split("test")[:32], "slate"))
+    for version, seed in versions.items():
+        torch.manual_seed(seed)
+        model = StudentModel(dataset.schema, StudentConfig(), view=view).eval()
+        publish_version(root, version, export_onnx(model, probe), dataset.schema.hash, scenario=scenario)
+
+
 @pytest.fixture(scope="session")
 def registry_template(ml100k: PreparedDataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A registry with features.json and two real (untrained, differently seeded) student versions."""
+    """A registry with features.json and, for each of the shipped MovieLens schema's two scenarios, two real
+    (untrained, differently seeded) student versions: `home` (the first: the registry itself) v1 and v2 on
+    the 10-event student view, `related` (registry/scenarios/related) r1 and r2 on the 5-event compact view;
+    v1 and r1 active."""
     root = tmp_path_factory.mktemp("registry-template")
     ml100k.schema.save(root / "features.json")
-    encoder = Encoder(ml100k.schema, "student")
-    probe, _ = encoder.assemble(ml100k.contexts(encoder, ml100k.split("test")[:32], "slate"))
-    for seed, version in ((1, "v1"), (2, "v2")):
-        torch.manual_seed(seed)
-        model = StudentModel(ml100k.schema, StudentConfig()).eval()
-        publish_version(root, version, export_onnx(model, probe), ml100k.schema.hash)
+    publish_students(ml100k, root, "student", {"v1": 1, "v2": 2}, scenario="home")
     write_state(root, RegistryState(active="v1"))
+    related = scenario_registry(root, ml100k.schema, "related")
+    publish_students(ml100k, related, "student_compact", {"r1": 3, "r2": 4}, scenario="related")
+    write_state(related, RegistryState(active="r1"))
     return root
 
 

@@ -89,13 +89,14 @@ def _source_rates(values: list[str] | None) -> dict[str, float] | None:
     return rates
 
 
-def _call(method: str, path: str, url: str, token: str | None, body: dict | None = None) -> dict:
+def _call(method: str, path: str, url: str, token: str | None, body: dict | None = None,
+          scenario: str | None = None) -> dict:
     import httpx
 
     if not token:
         raise typer.BadParameter("set RECDISTILL_ADMIN_TOKEN or pass --token", param_hint="--token")
     response = httpx.request(method, f"{url.rstrip('/')}/admin{path}", headers={"Authorization": f"Bearer {token}"},
-                             json=body, timeout=120)
+                             json=body, params={"scenario": scenario} if scenario else None, timeout=120)
     if response.status_code >= 400:
         console.print(f"[red]error {response.status_code}:[/red] {response.json().get('error', response.text)}")
         raise typer.Exit(1)
@@ -104,13 +105,15 @@ def _call(method: str, path: str, url: str, token: str | None, body: dict | None
 
 URL = typer.Option("http://127.0.0.1:8080", help="Student server HTTP URL.")
 TOKEN = typer.Option(None, envvar="RECDISTILL_ADMIN_TOKEN", help="Operator bearer token.")
+SCENARIO = typer.Option(None, help="The scenario whose registry to act on (default: the schema's first).")
 
 
 @models.command("list")
-def list_command(url: str = URL, token: str | None = TOKEN) -> None:
+def list_command(url: str = URL, token: str | None = TOKEN,
+    scenario: str | None = SCENARIO) -> None:
     """List versions (active, staged, metrics)."""
-    data = _call("GET", "/versions", url, token)
-    table = Table(title=f"active: {data['active']}")
+    data = _call("GET", "/versions", url, token, scenario=scenario)
+    table = Table(title=f"scenario {data.get('scenario')}, active: {data['active']}")
     for column in ("version", "active", "staged", "teacher", "created"):
         table.add_column(column)
     for v in data["versions"]:
@@ -121,40 +124,46 @@ def list_command(url: str = URL, token: str | None = TOKEN) -> None:
 
 
 @models.command("stage")
-def stage_command(version: str, url: str = URL, token: str | None = TOKEN) -> None:
+def stage_command(version: str, url: str = URL, token: str | None = TOKEN,
+    scenario: str | None = SCENARIO) -> None:
     """Load, verify (sha256, schema hash), probe and warm up a version."""
-    print(json.dumps(_call("POST", f"/versions/{version}/stage", url, token), indent=1))
+    print(json.dumps(_call("POST", f"/versions/{version}/stage", url, token, scenario=scenario), indent=1))
 
 
 @models.command("activate")
-def activate_command(version: str, url: str = URL, token: str | None = TOKEN) -> None:
+def activate_command(version: str, url: str = URL, token: str | None = TOKEN,
+    scenario: str | None = SCENARIO) -> None:
     """Atomically switch serving to a version."""
-    print(json.dumps(_call("POST", f"/versions/{version}/activate", url, token), indent=1))
+    print(json.dumps(_call("POST", f"/versions/{version}/activate", url, token, scenario=scenario), indent=1))
 
 
 @models.command("rollback")
-def rollback_command(url: str = URL, token: str | None = TOKEN) -> None:
+def rollback_command(url: str = URL, token: str | None = TOKEN,
+    scenario: str | None = SCENARIO) -> None:
     """Switch back to the previously active version."""
-    print(json.dumps(_call("POST", "/rollback", url, token), indent=1))
+    print(json.dumps(_call("POST", "/rollback", url, token, scenario=scenario), indent=1))
 
 
 @models.command("delete")
-def delete_command(version: str, url: str = URL, token: str | None = TOKEN) -> None:
+def delete_command(version: str, url: str = URL, token: str | None = TOKEN,
+    scenario: str | None = SCENARIO) -> None:
     """Delete a version that is not active."""
-    print(json.dumps(_call("DELETE", f"/versions/{version}", url, token), indent=1))
+    print(json.dumps(_call("DELETE", f"/versions/{version}", url, token, scenario=scenario), indent=1))
 
 
 @models.command("holdback")
 def holdback_command(version: str, share: float = typer.Option(..., min=0.0, max=1.0, help="Share of users kept "
                                                                "on VERSION (by a hash of the user id)."),
                      salt: str = typer.Option("holdback", help="A new salt draws new users."),
-                     url: str = URL, token: str | None = TOKEN) -> None:
+                     url: str = URL, token: str | None = TOKEN,
+    scenario: str | None = SCENARIO) -> None:
     """Start an A/B test: keep a share of users on VERSION while the others get the active version."""
-    print(json.dumps(_call("PUT", "/holdback", url, token, {"version": version, "share": share, "salt": salt}),
-                     indent=1))
+    body = {"version": version, "share": share, "salt": salt}
+    print(json.dumps(_call("PUT", "/holdback", url, token, body, scenario=scenario), indent=1))
 
 
 @models.command("end-holdback")
-def end_holdback_command(url: str = URL, token: str | None = TOKEN) -> None:
+def end_holdback_command(url: str = URL, token: str | None = TOKEN,
+    scenario: str | None = SCENARIO) -> None:
     """End the A/B test: every user gets the active version."""
-    print(json.dumps(_call("DELETE", "/holdback", url, token), indent=1))
+    print(json.dumps(_call("DELETE", "/holdback", url, token, scenario=scenario), indent=1))

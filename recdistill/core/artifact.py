@@ -6,6 +6,8 @@ registry/
   gate-anchor.json         `GateAnchor`: the version the promotion gate holds every candidate to
   <version>/model.onnx     the serving graph (inputs: the encoder's tensors; output: probability [B, C])
   <version>/manifest.json  `Manifest`: version, schema hash, sha256 of model.onnx, teacher, metrics, ...
+  scenarios/<name>/        every scenario after the schema's first: its own versions, state.json, gate-anchor.json
+                           (the first scenario's live at the top, so a one-scenario registry is laid out as above)
 Versions are written to a temporary directory and renamed into place: never half-visible.
 """
 
@@ -28,13 +30,14 @@ from recdistill.core.contracts.registry import (
     RegistryState,
     to_json,
 )
-from recdistill.core.errors import NotFoundError, RecDistillError, SchemaMismatchError
+from recdistill.core.errors import NotFoundError, RecDistillError, SchemaMismatchError, UnknownScenarioError
 from recdistill.core.features.schema import FeatureSchema
 from recdistill.core.fileio import atomic_write_bytes, publish_directory
 
 # Letters, digits, "_", "-" and single dots (never "..", so never a path out of the registry); at most 64.
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*\.?$")
 VERSION_MAX_LENGTH = 64
+SCENARIOS_DIR = "scenarios"  # not a version name: the other scenarios' registries live under it
 
 
 class ArtifactError(RecDistillError):
@@ -48,7 +51,18 @@ class VersionNotFoundError(ArtifactError, NotFoundError):
 def check_version_name(version: str) -> str:
     if len(version) > VERSION_MAX_LENGTH or not VERSION_PATTERN.fullmatch(version):
         raise ArtifactError(f"invalid version name {version!r}: letters, digits, '.', '_', '-' (max 64)")
+    if version == SCENARIOS_DIR:
+        raise ArtifactError(f"invalid version name {version!r}: the registry keeps its other scenarios there")
     return version
+
+
+def scenario_registry(registry: Path, schema: FeatureSchema, scenario: str) -> Path:
+    """Where a scenario's versions and state live: the registry itself for the schema's first scenario (a
+    one-scenario registry is laid out as it always was), `registry/scenarios/<name>` for every other."""
+    names = schema.scenario_names
+    if scenario not in names:
+        raise UnknownScenarioError(scenario, names)
+    return registry if scenario == names[0] else registry / SCENARIOS_DIR / scenario
 
 
 def sha256_bytes(data: bytes) -> str:

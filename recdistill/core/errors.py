@@ -26,6 +26,14 @@ class NotFoundError(RecDistillError):
     """The thing asked for does not exist (a model version, a dataset file)."""
 
 
+class UnknownScenarioError(NotFoundError):
+    """A request or an operator named a scenario the schema does not declare."""
+
+    def __init__(self, scenario: str, known: list[str]) -> None:
+        super().__init__(f"unknown scenario {scenario!r}; this schema declares {known}")
+        self.scenario = scenario
+
+
 class ConflictError(RecDistillError):
     """The operation conflicts with the current state (activating an A/B test's control arm, deleting the
     active version, a change that lost a race with another writer)."""

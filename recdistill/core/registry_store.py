@@ -166,6 +166,10 @@ class RedisStateStore:
         self._client.close()
 
 
-def open_state_store(registry: Path, url: str | None) -> StateStore:
-    """The registry directory's state.json, or with `url` (redis://...) the fleet's shared pointer."""
-    return RedisStateStore(url, seed_from=registry) if url else FileStateStore(registry)
+def open_state_store(registry: Path, url: str | None, scenario: str | None = None) -> StateStore:
+    """The registry directory's state.json, or with `url` (redis://...) the fleet's shared pointer: one key
+    for the first scenario (as before scenarios), one more per other `scenario`."""
+    if not url:
+        return FileStateStore(registry)
+    prefix = "recdistill:registry" + (f":scenario:{scenario}" if scenario else "")
+    return RedisStateStore(url, prefix=prefix, seed_from=registry)

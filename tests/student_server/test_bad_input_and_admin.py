@@ -86,7 +86,7 @@ async def test_rank_answers_only_post_and_counts_refusals(registry: Path, tmp_pa
         assert refused.status_code == 422
         assert refused.headers["content-type"] == "application/json"
         metrics = (await client.get("/metrics")).text
-    assert 'recdistill_requests_total{endpoint="rank",protocol="http",status="422"}' in metrics
+    assert 'recdistill_requests_total{endpoint="rank",protocol="http",scenario="home",status="422"}' in metrics
 
 
 async def test_unknown_ids_are_served_not_refused(registry: Path, tmp_path: Path) -> None:

@@ -66,8 +66,8 @@ def test_two_workers_share_activation_metrics_and_ports(registry: Path, tmp_path
         assert set(served.values()) == {"v1", "v2"}
         result = CliRunner().invoke(app, ["student", "models", "end-holdback", "--url", url, "--token", TOKEN])
         assert result.exit_code == 0, result.output
-        counts = re.findall(r'recdistill_request_seconds_count\{endpoint="rank",protocol="http"\} (\S+)',
-                            metrics_text)
+        counts = re.findall(r'recdistill_request_seconds_count\{endpoint="rank",protocol="http",'
+                            r'scenario="home"\} (\S+)', metrics_text)
         assert sum(float(c) for c in counts) == 70, "metrics aggregate requests served by both processes"
         pids = {p.pid for p in __import__("psutil").Process(process.pid).children(recursive=True)}
         assert len(pids) >= 2

@@ -92,7 +92,7 @@ async def test_active_version_survives_a_restart(registry: Path, tmp_path: Path)
     async with run_server(make_settings(registry, tmp_path)) as server, \
             httpx.AsyncClient(base_url=server.http_url) as client:
         ready = await client.get("/readyz")
-        assert ready.json() == {"ready": True, "model_version": "v2"}
+        assert ready.json() == {"ready": True, "model_version": "v2", "scenarios": {"home": "v2", "related": "r1"}}
 
 
 async def test_not_ready_without_an_active_version(registry: Path, tmp_path: Path) -> None:
@@ -157,9 +157,9 @@ async def test_metrics_expose_latency_versions_and_samples(registry: Path, tmp_p
         await client.post("/admin/versions/v2/activate", headers=AUTH)
         await client.post("/admin/rollback", headers=AUTH)
         text = (await client.get("/metrics")).text
-    assert 'recdistill_request_seconds_bucket{endpoint="rank",le="0.01",protocol="http"}' in text
-    assert 'recdistill_requests_total{endpoint="rank",protocol="http",status="200"}' in text
-    assert 'recdistill_active_version_info{version="v1"} 1.0' in text
+    assert 'recdistill_request_seconds_bucket{endpoint="rank",le="0.01",protocol="http",scenario="home"}' in text
+    assert 'recdistill_requests_total{endpoint="rank",protocol="http",scenario="home",status="200"}' in text
+    assert 'recdistill_active_version_info{scenario="home",version="v1"} 1.0' in text
     assert "recdistill_model_swaps_total" in text
     assert "recdistill_model_rollbacks_total" in text
     assert "recdistill_candidates_per_request_bucket" in text

@@ -34,6 +34,7 @@ class VersionList(Struct, frozen=True, kw_only=True):
     versions: list[VersionEntry]
     # What each replica serves (a fleet's shared store: every replica; state.json: this process).
     replicas: list[ReplicaEntry]
+    scenario: str | None = None  # whose registry this is
     format: int = ADMIN_FORMAT
 
 

@@ -53,6 +53,7 @@ class SampledRequest(Struct, Generic[R], tag="request", tag_field="kind", frozen
     positions: bytes  # int32 little-endian: each candidate's 0-based rank in the served ranking, request order
     policy: Policy = "model"
     traffic_source: str | None = None  # the caller's traffic source, when the sampling rules read one
+    scenario: str | None = None  # the scenario that served it (None: written before scenarios, the first)
     format: int = RECORD_FORMAT
 
     @property

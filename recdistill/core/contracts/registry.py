@@ -28,6 +28,7 @@ class Manifest(Struct, frozen=True, kw_only=True):
     sha256: str  # of model.onnx
     created_unix: float
     teacher_version: str | None = None
+    scenario: str | None = None  # the scenario it was trained for (None: before scenarios, the first one)
     data_window: DataWindow = msgspec.field(default_factory=DataWindow)  # what it was trained on
     # The gate's verdict inputs (parity, holdout metrics, latency), the model and training configs:
     # free-form reports for people, never read by the serving path.

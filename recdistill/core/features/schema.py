@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recdistill.core.errors import DataError, SchemaMismatchError
+from recdistill.core.errors import DataError, SchemaMismatchError, UnknownScenarioError
 from recdistill.core.features.request import RequestTypes, request_types
-from recdistill.core.features.spec import SchemaSpec
+from recdistill.core.features.spec import ScenarioSpec, SchemaSpec
 from recdistill.core.fileio import atomic_write_text
 
 MISSING_INDEX = 0
@@ -139,6 +139,22 @@ class FeatureSchema:
     def parse_request(self, body: bytes | str | dict[str, Any]) -> Any:
         """Validate a ranking request for this schema; `ValidationError` names the field at fault."""
         return self.request_types().parse(body)
+
+    @property
+    def scenarios(self) -> list[ScenarioSpec]:
+        """The surfaces served, the first being the default (`[[scenarios]]`, or the implicit `default`)."""
+        return self.spec_model.served_scenarios
+
+    @property
+    def scenario_names(self) -> list[str]:
+        return [s.name for s in self.scenarios]
+
+    def scenario(self, name: str | None = None) -> ScenarioSpec:
+        """A declared scenario by name (the first when None); `UnknownScenarioError` names the others."""
+        found = next((s for s in self.scenarios if name is None or s.name == name), None)
+        if found is None:
+            raise UnknownScenarioError(str(name), self.scenario_names)
+        return found
 
     def view(self, name: str) -> ModelView:
         if name not in self.views:

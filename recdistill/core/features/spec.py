@@ -159,6 +159,23 @@ class ViewSpec(_Spec):
     features: list[str] | None = None
 
 
+SCENARIO_NAME = r"^[a-z][a-z0-9_-]{0,31}$"
+DEFAULT_SCENARIO = "default"
+
+
+class ScenarioSpec(_Spec):
+    """One surface the students serve (`[[scenarios]]`): its task, the student's view (a `[views.X]` table:
+    the features it reads and its history length) and the traffic it serves: the traffic sources (the
+    value of the server's traffic-source header) whose requests it ranks and trains on, every source when
+    empty. One teacher labels every scenario."""
+
+    name: Annotated[str, Field(pattern=SCENARIO_NAME)]
+    task: Literal["slate", "ctr"] = "slate"
+    view: str = "student"
+    traffic: list[Annotated[str, Field(min_length=1, max_length=64)]] = []
+    description: str = ""
+
+
 class SchemaSpec(_Spec):
     """A dataset's feature schema file."""
 
@@ -171,6 +188,8 @@ class SchemaSpec(_Spec):
     sequence: SequenceSpec = SequenceSpec()
     tasks: TasksSpec = TasksSpec()
     views: dict[str, ViewSpec]
+    scenarios: list[ScenarioSpec] = Field([], description="the surfaces served; none declared: one, `default`, "
+                                                          "on the student view and the first declared task")
     max_candidates: Annotated[int, Field(ge=1, le=1_000)] = 1_000
 
     @model_validator(mode="after")
@@ -199,7 +218,39 @@ class SchemaSpec(_Spec):
             raise ValueError("`sequence.value` is on but `source.value` names no column")
         if self.tasks.slate is None and not self.tasks.ctr:
             raise ValueError("declare at least one task")
+        self._check_scenarios()
         return self
+
+    def _check_scenarios(self) -> None:
+        names = [s.name for s in self.scenarios]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate scenario name in {names}")
+        for scenario in self.scenarios:
+            if scenario.view not in self.views or scenario.view == "teacher":
+                raise ValueError(f"scenario `{scenario.name}` reads view `{scenario.view}`, which is not a student "
+                                 f"view of this schema (views: {sorted(set(self.views) - {'teacher'})})")
+            if (self.tasks.slate if scenario.task == "slate" else self.tasks.ctr) in (None, False):
+                raise ValueError(f"scenario `{scenario.name}` is a {scenario.task} task, which `tasks` does not "
+                                 "declare")
+            teacher, view, every = self.views["teacher"], self.views[scenario.view], self.feature_names()
+            unserved = sorted(set(view.features or every) - set(teacher.features or every))
+            problems = [f"its features {unserved} are not in the teacher's view"] if unserved else []
+            if view.history_len > teacher.history_len:
+                problems.append(f"it reads {view.history_len} history events, the teacher's view "
+                                f"{teacher.history_len}")
+            if problems:
+                raise ValueError(f"scenario `{scenario.name}`: the teacher cannot serve its view `{scenario.view}` "
+                                 f"({'; '.join(problems)})")
+
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features()]
+
+    @property
+    def served_scenarios(self) -> list[ScenarioSpec]:
+        """The declared scenarios, or the one implicit scenario of a schema that declares none."""
+        if self.scenarios:
+            return list(self.scenarios)
+        return [ScenarioSpec(name=DEFAULT_SCENARIO, task="slate" if self.tasks.slate is not None else "ctr")]
 
     def features(self) -> Iterable[FeatureSpec]:
         yield from self.user_features

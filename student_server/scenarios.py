@@ -1,0 +1,97 @@
+"""The scenarios one server serves (the schema's `[[scenarios]]`): each has its own encoder (the scenario's
+student view), model registry (versions, the active one, a holdback, hot swaps; `scenario_registry` says
+where) and metric children. One micro-batcher scores them all: a batch runs once per version it holds.
+
+A request names its scenario by route (`POST /v1/scenarios/{name}/rank`) or field (gRPC `scenario`); one that
+names none is served by the scenario whose `traffic` holds its traffic source, else by the first declared."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from prometheus_client.metrics import MetricWrapperBase
+
+from recdistill.core.artifact import ArtifactError, scenario_registry
+from recdistill.core.errors import BrokerUnavailableError, UnknownScenarioError
+from recdistill.core.features.encoder import Encoder
+from recdistill.core.features.schema import FeatureSchema
+from recdistill.core.features.spec import ScenarioSpec
+from recdistill.core.registry_store import open_state_store
+from student_server import metrics
+from student_server.registry import ModelRegistry
+from student_server.settings import StudentSettings
+
+logger = logging.getLogger(__name__)
+UNKNOWN = "unknown"  # the metrics' scenario label of a request that named no declared scenario
+
+
+@dataclass
+class Scenario:
+    spec: ScenarioSpec
+    encoder: Encoder
+    registry: ModelRegistry
+    # Bound once per scenario (a labels() lookup per request is measurable): latency and success counters.
+    children: dict[str, MetricWrapperBase] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def __post_init__(self) -> None:
+        for protocol, ok in (("http", "200"), ("grpc", "OK")):
+            self.children[f"{protocol}_latency"] = metrics.LATENCY.labels(endpoint="rank", protocol=protocol,
+                                                                          scenario=self.name)
+            self.children[f"{protocol}_ok"] = metrics.REQUESTS.labels(endpoint="rank", protocol=protocol,
+                                                                      status=ok, scenario=self.name)
+
+    def sync(self) -> bool:
+        """Follow the registry's state; True (and the metric set) when the active version changed."""
+        changed = self.registry.sync_with_state()
+        if changed:
+            metrics.set_active_version(self.name, self.registry.active.version)  # type: ignore[union-attr]
+        return changed
+
+
+class Scenarios:
+    """Every scenario the schema declares, by name, the first being the default."""
+
+    def __init__(self, scenarios: list[Scenario]) -> None:
+        self.by_name = {s.name: s for s in scenarios}
+        self.default = scenarios[0]
+        self.by_source = {source: s for s in scenarios for source in s.spec.traffic}
+        self.reads_source = bool(self.by_source)
+
+    def __iter__(self):  # noqa: ANN204 - an iterator of Scenario
+        return iter(self.by_name.values())
+
+    def get(self, name: str | None, source: str | None = None) -> Scenario:
+        """By name; with none, the one serving the traffic source, else the default. Unknown: 404 naming it."""
+        if name is None:
+            return self.by_source.get(source, self.default) if source is not None else self.default
+        found = self.by_name.get(name)
+        if found is None:
+            raise UnknownScenarioError(name, list(self.by_name))
+        return found
+
+
+def build_scenarios(settings: StudentSettings, schema: FeatureSchema) -> Scenarios:
+    """A registry per declared scenario (created when missing), each synced to its active version; a version
+    that cannot be loaded at start leaves that scenario serving nothing (`/readyz` says so), not the server
+    down."""
+    built = []
+    for spec in schema.scenarios:
+        root = scenario_registry(settings.registry, schema, spec.name)
+        root.mkdir(parents=True, exist_ok=True)
+        first = spec.name == schema.scenario_names[0]
+        store = open_state_store(root, settings.registry_store, None if first else spec.name)
+        registry = ModelRegistry(root, Encoder(schema, spec.view), settings.ort_threads, settings.warmup_runs,
+                                 settings.max_candidates, store, settings.max_batch_requests,
+                                 tuple(settings.ort_providers), scenario=spec.name)
+        scenario = Scenario(spec, registry.encoder, registry)
+        try:
+            scenario.sync()
+        except (ArtifactError, BrokerUnavailableError) as exc:
+            logger.error("scenario %s: no version is active at start-up: %s", spec.name, exc)
+        built.append(scenario)
+    return Scenarios(built)

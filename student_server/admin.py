@@ -45,8 +45,9 @@ router = APIRouter(prefix="/admin", tags=["operator"], dependencies=[Depends(req
 # A version name as the registry accepts it; another is refused before the handler runs (422).
 Version = Annotated[str, Path(pattern=VERSION_PATTERN.pattern, max_length=VERSION_MAX_LENGTH,
                               description="a version directory's name")]
-_CHANGE = documented(r404="No such version, or no such scenario", r409="Refused by the registry's state: the version is active or an "
-                     "A/B test's control arm, or another operator changed the state meanwhile",
+_CHANGE = documented(r404="No such version, or no such scenario",
+                     r409="Refused by the registry's state: the version is active or an A/B test's control arm, or "
+                     "another operator changed the state meanwhile",
                      r422="An invalid version name, or a version that fails verification, loading or its probes")
 
 

@@ -15,7 +15,8 @@ import torch
 from rich.progress import Progress
 
 from distill_worker.debias import Calibration, CalibrationMethod, fit_calibration, to_sampled_space
-from distill_worker.labels import LabelRequest, LabelStore
+from distill_worker.label_log import Labels, open_label_store
+from distill_worker.labels import LabelRequest
 from distill_worker.promote import publish_and_promote
 from distill_worker.settings import DistillConfig, WorkerSettings
 from distill_worker.student import StudentConfig, StudentModel, save_student
@@ -33,7 +34,7 @@ LABEL_CHUNK = 4_096
 
 
 async def teacher_labels(dataset: PreparedDataset, split: EncodedSplit, negatives: int | None,
-                         client: TeacherClient, store: LabelStore, what: str) -> np.ndarray:
+                         client: TeacherClient, store: Labels, what: str) -> np.ndarray:
     """Soft labels [N, C] of the teacher for each event's candidates (store first, then the teacher)."""
     encoder = Encoder(dataset.schema, "teacher")
     out = np.zeros(split.labels.shape, dtype=np.float32)
@@ -70,7 +71,7 @@ class BatchData:
     @classmethod
     def build(cls, settings: WorkerSettings) -> BatchData:
         dataset = PreparedDataset(settings.data)
-        encoder = Encoder(dataset.schema, "student")
+        encoder = Encoder(dataset.schema, settings.target(dataset.schema).view)
         task = settings.task
         observed_negatives = settings.observed_negatives if task == "slate" else 0
         negatives = observed_negatives + settings.teacher_negatives
@@ -108,7 +109,7 @@ class BatchPhase:
         and for its scores on each `extra` split (returned by name); the label store makes a rerun free."""
         teacher = self.settings.teacher
         client = TeacherClient(teacher, Encoder(self.data.dataset.schema, "teacher", teacher.history_events))
-        store = LabelStore(self.settings.state_dir / "labels.sqlite")
+        store = open_label_store(self.settings)
         try:
             data = self.data
             self.raw_soft = await teacher_labels(data.dataset, data.train, data.train_negatives, client, store,
@@ -162,7 +163,7 @@ class BatchPhase:
         """Train one student (the baseline when `soft_labels` is None); seeded, so paired runs match."""
         torch.manual_seed(distill.seed)
         data = self.data
-        model = StudentModel(data.dataset.schema, student_config or StudentConfig())
+        model = StudentModel(data.dataset.schema, student_config or StudentConfig(), view=data.train.encoder.view_name)
         extras = dict(data.train.extras)
         if soft_labels is not None:
             extras["soft_label"] = soft_labels
@@ -220,7 +221,7 @@ async def run_batch(settings: WorkerSettings, student_config: StudentConfig | No
     report.valid = evaluate_split(lambda inputs: model(**inputs), phase.data.valid)
     report.test = evaluate_split(lambda inputs: model(**inputs), phase.data.holdout("test", settings))
     report.published = await asyncio.to_thread(lambda: phase.publish(model, distill, anchor=True))
-    save_student(settings.state_dir, model, calibration)
+    save_student(settings.target_state(phase.data.dataset.schema), model, calibration)
     report.seconds = round(time.perf_counter() - started, 1)
     seconds = sum(h["train_seconds"] for h in result.history)
     report.train_seconds = round(seconds, 2)

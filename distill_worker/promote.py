@@ -110,10 +110,12 @@ def gate(onnx_model: bytes, model: torch.nn.Module, probe: dict[str, np.ndarray]
     return msgspec.structs.replace(result, accepted=not result.reasons)
 
 
-def promote(server_url: str, token: str, version: str) -> None:
-    """Stage then activate `version` on the student server; raises with the server's reason."""
+def promote(server_url: str, token: str, version: str, scenario: str | None = None) -> None:
+    """Stage then activate `version` in `scenario` (default: the first) on the student server; raises with the
+    server's reason."""
     headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=server_url, headers=headers, timeout=120) as client:
+    params = {"scenario": scenario} if scenario else None
+    with httpx.Client(base_url=server_url, headers=headers, params=params, timeout=120) as client:
         for action in ("stage", "activate"):
             response = client.post(f"/admin/versions/{version}/{action}")
             if response.status_code != 200:
@@ -126,26 +128,28 @@ def publish_and_promote(settings: WorkerSettings, model: StudentModel, holdout: 
     """Export, gate, publish (its manifest says what it was trained on: `window`, with the `distill` settings)
     and, with a server URL, promote. The version becomes the gate's anchor when `anchor` (the batch phase's),
     when there is none yet, or when it is significantly better than the anchor."""
+    schema = holdout.encoder.schema
+    scenario, registry = settings.target(schema).name, settings.target_registry(schema)
     probe, _ = holdout.encoder.assemble(holdout.contexts[:64])
     onnx_model = export_onnx(model, probe)
-    verdict = gate(onnx_model, model, probe, holdout, settings.registry, settings.gate)
+    verdict = gate(onnx_model, model, probe, holdout, registry, settings.gate)
     if not verdict.accepted:
         logger.warning("candidate refused, the active version keeps serving: %s", "; ".join(verdict.reasons))
         return PublishResult(version=None, gate=verdict)
     version = f"{settings.version_prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    ensure_registry(settings.registry, holdout.encoder.schema)
-    publish_version(settings.registry, version, onnx_model, holdout.encoder.schema.hash,
-                    teacher_version=settings.teacher.teacher_version, data_window=window, metrics=verdict.metrics,
-                    config=model.config.to_dict(), distill=distill)
+    ensure_registry(settings.registry, schema)
+    publish_version(registry, version, onnx_model, schema.hash, teacher_version=settings.teacher.teacher_version,
+                    scenario=scenario, data_window=window, metrics=verdict.metrics, config=model.config.to_dict(),
+                    distill=distill)
     promoted = bool(settings.server_url and settings.admin_token)
     if promoted:
-        promote(settings.server_url, settings.admin_token, version)  # type: ignore[arg-type]
+        promote(settings.server_url, settings.admin_token, version, scenario)  # type: ignore[arg-type]
     anchored = anchor or bool(verdict.metrics["reanchor"])
     if anchored:
-        previous = read_anchor(settings.registry)
+        previous = read_anchor(registry)
         reason = "batch version" if anchor else "first version" if previous is None else \
             f"significantly better than {previous.version}"
-        write_anchor(settings.registry, GateAnchor(version=version, holdout_auc=verdict.metrics["holdout"]["auc"],
+        write_anchor(registry, GateAnchor(version=version, holdout_auc=verdict.metrics["holdout"]["auc"],
                                                    reason=reason, anchored_unix=time.time()))
         logger.info("gate anchor: %s (%s)", version, reason)
     return PublishResult(version=version, gate=verdict, promoted=promoted, anchored=anchored)

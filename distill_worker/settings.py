@@ -18,9 +18,12 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recdistill.core.artifact import scenario_registry
 from recdistill.core.contracts.dataset import Task
 from recdistill.core.contracts.worker import CalibrationMethod
-from recdistill.core.samplelog.source import LogURL
+from recdistill.core.features.schema import FeatureSchema
+from recdistill.core.features.spec import ScenarioSpec
+from recdistill.core.samplelog.source import LogURL, consumer_group
 
 
 class TeacherClientSettings(BaseModel):
@@ -121,6 +124,10 @@ class WorkerSettings(BaseSettings):
     # the same name).
     sample_log: LogURL = Field(default="samples", validation_alias=AliasChoices(
         "WORKER_SAMPLE_LOG", "RECDISTILL_SAMPLE_LOG", "sample_log"))
+    # Teacher labels shared by every trainer through a log on the same backends (file:DIR, or
+    # redis://HOST:PORT/N?stream=NAME, a stream of its own): labelled once, whichever trainer asks first. None:
+    # a SQLite store in `state_dir`, shared only by the trainers of one host.
+    label_log: LogURL | None = None
     # Names this worker in the sample log's consumer group; with a redis log, one worker trains at a time
     # (it holds a lease renewed every step), others wait as hot standbys and take over within the lease.
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
@@ -128,6 +135,11 @@ class WorkerSettings(BaseSettings):
     server_url: str | None = None  # student server to promote to; None: publish to the registry only
     admin_token: str | None = Field(default=None, validation_alias=AliasChoices("RECDISTILL_ADMIN_TOKEN",
                                                                                 "admin_token"))
+    # The scenario this worker trains (the schema's `[[scenarios]]`): its student view, its registry
+    # (`registry/scenarios/<name>` beyond the first), its share of the sampled traffic (the requests it served
+    # and those of its traffic sources; all of them when it lists none) and its consumer group. None: the
+    # schema's first. The CLI's `--task` defaults to the scenario's.
+    scenario: str | None = None
     task: Task = "slate"
     observed_negatives: int = Field(default=4, ge=0)  # sampled negatives with a hard label (0)
     teacher_negatives: int = Field(default=4, ge=0)  # further not-yet-interacted items: a teacher label only
@@ -144,3 +156,22 @@ class WorkerSettings(BaseSettings):
     distill: DistillConfig = DistillConfig()
     stream: StreamConfig = StreamConfig()
     gate: GateConfig = GateConfig()
+
+    def target(self, schema: FeatureSchema) -> ScenarioSpec:
+        """The scenario trained (`UnknownScenarioError` names the declared ones)."""
+        return schema.scenario(self.scenario)
+
+    def target_registry(self, schema: FeatureSchema) -> Path:
+        return scenario_registry(self.registry, schema, self.target(schema).name)
+
+    def target_state(self, schema: FeatureSchema) -> Path:
+        """The scenario's own state (batch student, stream checkpoint, dead letters): `state_dir` for the
+        first, `state_dir/scenarios/<name>` for the others. The label store stays at `state_dir`, shared: a
+        request one scenario's trainer had labelled is not sent to the teacher again for another."""
+        name = self.target(schema).name
+        return self.state_dir if name == schema.scenario_names[0] else self.state_dir / "scenarios" / name
+
+    def group(self, schema: FeatureSchema) -> str:
+        """The sample log's consumer group (and trainer lease) of this scenario's trainer."""
+        name = self.target(schema).name
+        return consumer_group(None if name == schema.scenario_names[0] else name)

@@ -82,7 +82,7 @@ def save_student(state_dir: Path, model: StudentModel, calibration: Calibration 
     """The batch phase's student (weights and config, loaded with `weights_only=True`) and its teacher
     calibration (a typed struct), from which the streaming phase continues."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    saved = {"config": model.config.to_dict(), "model": model.state_dict()}
+    saved = {"config": model.config.to_dict(), "model": model.state_dict(), "view": model.view}
     atomic_write_with(state_dir / BATCH_STUDENT, lambda handle: torch.save(saved, handle))
     calibration_path = state_dir / BATCH_CALIBRATION
     if calibration is None:
@@ -97,7 +97,7 @@ def load_student(state_dir: Path, schema: FeatureSchema) -> tuple[StudentModel |
     if not path.exists():
         return None, None
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    model = StudentModel(schema, StudentConfig.from_dict(saved["config"]))
+    model = StudentModel(schema, StudentConfig.from_dict(saved["config"]), view=saved.get("view", "student"))
     model.load_state_dict(saved["model"])
     calibration_path = state_dir / BATCH_CALIBRATION
     calibration = Calibration.from_bytes(calibration_path.read_bytes(), str(calibration_path)) \

@@ -35,12 +35,12 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         status, scenario = "OK", None
         try:
             service = self.service
+            scenario = service.scenarios.get(request.scenario if request.HasField("scenario") else None)
             source = None
             if service.reads_source:
                 header = service.source_header.decode()
                 source = service.traffic_source(
                     next((v for k, v in context.invocation_metadata() or () if k == header), None))
-            scenario = service.scenarios.get(request.scenario if request.HasField("scenario") else None, source)
             result = await service.rank(request_from_message(request, service.request_types), scenario, source)
             return ranking_pb2.RankResponse(request_id=result.request_id, model_version=result.model_version,
                                             scores=result.scores.tolist(), ranking=result.ranking,

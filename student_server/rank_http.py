@@ -76,8 +76,8 @@ class RankEndpoint:
         service: RankingService = scope["app"].state.service
         status, scenario = 200, None
         try:
+            scenario = service.scenarios.get(scenario_in(scope["path"]))
             source = service.traffic_source(_header(scope, service.source_header)) if service.reads_source else None
-            scenario = service.scenarios.get(scenario_in(scope["path"]), source)
             body = await read_body(scope, receive, self.max_body_bytes, self.body_timeout_s)
             result = await service.rank(service.request_types.parse(body), scenario, source, body)
             payload = orjson.dumps(result.to_json())

@@ -3,11 +3,13 @@ student view), model registry (versions, the active one, a holdback, hot swaps; 
 where) and metric children. One micro-batcher scores them all: a batch runs once per version it holds.
 
 A request names its scenario by route (`POST /v1/scenarios/{name}/rank`) or field (gRPC `scenario`); one that
-names none is served by the scenario whose `traffic` holds its traffic source, else by the first declared."""
+names none is served by the first declared. (A scenario's `traffic` says which sampled requests its trainer
+takes, not where a request is served: a frontend that sends a source has not chosen a model by it.)"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client.metrics import MetricWrapperBase
@@ -59,16 +61,14 @@ class Scenarios:
     def __init__(self, scenarios: list[Scenario]) -> None:
         self.by_name = {s.name: s for s in scenarios}
         self.default = scenarios[0]
-        self.by_source = {source: s for s in scenarios for source in s.spec.traffic}
-        self.reads_source = bool(self.by_source)
 
-    def __iter__(self):  # noqa: ANN204 - an iterator of Scenario
+    def __iter__(self) -> Iterator[Scenario]:
         return iter(self.by_name.values())
 
-    def get(self, name: str | None, source: str | None = None) -> Scenario:
-        """By name; with none, the one serving the traffic source, else the default. Unknown: 404 naming it."""
+    def get(self, name: str | None) -> Scenario:
+        """By name, the default with none; an unknown one is a 404 naming the declared ones."""
         if name is None:
-            return self.by_source.get(source, self.default) if source is not None else self.default
+            return self.default
         found = self.by_name.get(name)
         if found is None:
             raise UnknownScenarioError(name, list(self.by_name))

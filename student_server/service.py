@@ -69,8 +69,7 @@ class RankingService:
         self.batcher = MicroBatcher(settings.max_batch_requests, settings.max_batch_wait_us)
         self._random = random.Random()
         self.source_header = settings.traffic_source_header.lower().encode("latin-1")
-        # The traffic source is read when a sampling rule or a scenario's traffic needs it.
-        self.reads_source = bool(sampler.source_rates) or scenarios.reads_source
+        self.reads_source = bool(sampler.source_rates)  # the traffic source is read for the sampling rules
 
     @property
     def registry(self) -> ModelRegistry:
@@ -93,8 +92,8 @@ class RankingService:
 
     async def rank(self, request: Any, scenario: Scenario, source: str | None = None,
                    body: bytes | None = None) -> RankResult:
-        """Score and rank for `scenario`; `source` is the caller's traffic source (a header), which sampling and
-        the choice of a scenario read; `body` the request's JSON as it came (HTTP), which a sampled record keeps."""
+        """Score and rank for `scenario`; `source` is the caller's traffic source (a header), which only sampling
+        reads; `body` the request's JSON as it came (HTTP), which a sampled record keeps."""
         check_limits(request, self.settings.max_candidates, self.settings.max_history)
         scorer = scenario.registry.scorer_for(str(request.user.user_id))
         if scorer is None:

@@ -12,6 +12,7 @@ from prometheus_client import Counter
 from distill_worker.settings import StreamConfig
 from recdistill.core.contracts.records import InvalidRecordError, SampledRequest, SampleRecord, decode_record
 from recdistill.core.contracts.worker import StreamState
+from recdistill.core.features.spec import ScenarioSpec
 from recdistill.core.samplelog import LogEntry, LogSource
 
 RECORDS = Counter("recdistill_worker_records_consumed", "Sample-log records consumed", ["kind"])
@@ -26,13 +27,36 @@ class StepResult:
     refused: bool = False
 
 
+@dataclass(frozen=True)
+class ScenarioFilter:
+    """Which sampled requests a scenario's trainer takes (each scenario's trainer reads the whole log): every
+    request when the scenario lists no traffic sources, else those it served (a record from before scenarios
+    counts as the first scenario's) and those from its traffic sources, whichever scenario served them."""
+
+    name: str
+    first: bool
+    traffic: frozenset[str]
+
+    @classmethod
+    def of(cls, spec: ScenarioSpec, first: bool) -> ScenarioFilter:
+        return cls(spec.name, first, frozenset(spec.traffic))
+
+    def takes(self, record: SampledRequest) -> bool:
+        if not self.traffic:
+            return True
+        served = record.scenario == self.name if record.scenario is not None else self.first
+        return served or record.traffic_source in self.traffic
+
+
 class SampleConsumer:
     """Reads new records from the sample log (any backend) past the state's positions, de-duplicates them
     by sample id where delivery is at least once, and joins feedback to requests."""
 
     def __init__(self, source: LogSource, state: StreamState, config: StreamConfig,
-                 dead_letter: Callable[[bytes, str, str], None], request_type: type) -> None:
+                 dead_letter: Callable[[bytes, str, str], None], request_type: type,
+                 scenario: ScenarioFilter | None = None) -> None:
         self.source = source
+        self.scenario = scenario  # None: every sampled request
         self.request_type = request_type  # the schema's request struct: records are validated as at the edge
         self.state = state
         self.config = config
@@ -95,6 +119,9 @@ class SampleConsumer:
         """Take one record into the state; returns its server time."""
         if isinstance(record, SampledRequest):
             RECORDS.labels(kind="request").inc()
+            if self.scenario is not None and not self.scenario.takes(record):
+                self.state.other_scenario += 1
+                return record.ts
             if record.policy == "random" and not self.config.train_on_exploration:
                 self.state.exploration_held_out += 1
                 return record.ts

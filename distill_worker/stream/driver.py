@@ -29,11 +29,11 @@ from prometheus_client import Counter
 
 from distill_worker.breaker import CircuitOpenError
 from distill_worker.debias import Calibration
-from distill_worker.labels import LabelStore
+from distill_worker.label_log import Labels, open_label_store
 from distill_worker.promote import publish_and_promote
 from distill_worker.settings import DistillConfig, StreamConfig, WorkerSettings
 from distill_worker.stream.checkpoint import load_checkpoint, save_checkpoint
-from distill_worker.stream.consumer import SampleConsumer, StepResult
+from distill_worker.stream.consumer import SampleConsumer, ScenarioFilter, StepResult
 from distill_worker.stream.trainer import StreamTrainer
 from distill_worker.student import StudentConfig, StudentModel, load_student
 from distill_worker.teacher_client import TeacherClient, TeacherUnavailableError
@@ -50,11 +50,11 @@ from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.errors import BrokerUnavailableError, RecDistillError
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.samplelog import LogLocation, LogSource, TrainerLease, open_lease, open_source
-from recdistill.core.samplelog.source import FileSource
+from recdistill.core.samplelog.entry import DEFAULT_GROUP
 from recdistill.core.training import EncodedSplit
 
 logger = logging.getLogger(__name__)
-CONSUMER = FileSource.consumer
+CONSUMER = DEFAULT_GROUP  # the first scenario trainer's consumer name on a file log
 PROMOTIONS = Counter("recdistill_worker_promotions", "Exported students by gate outcome", ["outcome"])
 DEAD_LETTERED = Counter("recdistill_worker_dead_lettered", "Sampled requests the teacher refused (not trained)")
 
@@ -77,9 +77,10 @@ class StreamPhase:
 
     def __init__(self, dataset: PreparedDataset, samples: Path | str | LogSource, state_dir: Path,
                  distill: DistillConfig, config: StreamConfig, teacher: TeacherClient | None = None,
-                 store: LabelStore | None = None, initial_model: StudentModel | None = None,
+                 store: Labels | None = None, initial_model: StudentModel | None = None,
                  calibration: Calibration | None = None, publisher: Publisher | None = None,
-                 on_publish: Callable[[str | None], None] | None = None, lease: TrainerLease | None = None) -> None:
+                 on_publish: Callable[[str | None], None] | None = None, lease: TrainerLease | None = None,
+                 scenario: ScenarioFilter | None = None) -> None:
         if distill.use_teacher and (teacher is None or store is None):
             raise ValueError("distillation needs a teacher client and a label store")
         self.state_path = state_dir / "stream.pt"
@@ -101,7 +102,7 @@ class StreamPhase:
             self._restore()
         source = open_source(LogLocation.parse(samples), "worker") if isinstance(samples, Path | str) else samples
         self.consumer = SampleConsumer(source, self.state, config, self._dead_letter,
-                                       dataset.schema.request_types(ignore_unknown=True).rank_request)
+                                       dataset.schema.request_types(ignore_unknown=True).rank_request, scenario)
 
     @property
     def model(self) -> StudentModel:
@@ -256,11 +257,15 @@ async def stream_main(settings: WorkerSettings, steps: int | None = None, hooks:
     `initial_model`, with its `calibration`) and publish through the gate (on `holdout`, default: the gate's
     own; nothing when not `publish`); the demo and the tests call it the same way. Returns (report, model)."""
     dataset = PreparedDataset(settings.data)
+    target = settings.target(dataset.schema)  # the scenario: its view, state, consumer group and registry
+    state_dir, group = settings.target_state(dataset.schema), settings.group(dataset.schema)
     if holdout is None and publish:
-        holdout = EncodedSplit.build(dataset, Encoder(dataset.schema, "student"), "valid", "slate", None,
+        holdout = EncodedSplit.build(dataset, Encoder(dataset.schema, target.view), "valid", settings.task, None,
                                      settings.gate.holdout_events)  # the gate's own holdout, as in the batch phase
     if initial_model is None:
-        initial_model, calibration = load_student(settings.state_dir, dataset.schema)
+        initial_model, calibration = load_student(state_dir, dataset.schema)
+    if initial_model is None:
+        initial_model = StudentModel(dataset.schema, StudentConfig(), view=target.view)
     distill = asdict(settings.distill)
 
     def publisher(model: StudentModel, window: DataWindow) -> PublishResult:
@@ -269,19 +274,20 @@ async def stream_main(settings: WorkerSettings, steps: int | None = None, hooks:
 
     location = LogLocation.parse(settings.sample_log)
     # One trainer at a time: this one may be a hot standby until the lease is free.
-    lease = open_lease(location, settings.worker_id, settings.lease_ttl_s)
+    lease = open_lease(location, settings.worker_id, settings.lease_ttl_s, group)
     if not await _acquire(lease, hooks.until):
         return StandbyReport(holder=lease.holder()), initial_model
     teacher, store = None, None
     if settings.distill.use_teacher:
         teacher = TeacherClient(settings.teacher, Encoder(dataset.schema, "teacher", settings.teacher.history_events))
-        store = LabelStore(settings.state_dir / "labels.sqlite")
+        store = open_label_store(settings)
     try:
         # Built once the lease is held: a standby that takes over resumes from the latest checkpoint.
-        phase = StreamPhase(dataset, open_source(location, settings.worker_id), settings.state_dir,
+        phase = StreamPhase(dataset, open_source(location, settings.worker_id, group), state_dir,
                             settings.distill, settings.stream, teacher, store, initial_model=initial_model,
                             calibration=calibration, publisher=publisher if publish else None,
-                            on_publish=hooks.on_publish, lease=lease)
+                            on_publish=hooks.on_publish, lease=lease,
+                            scenario=ScenarioFilter.of(target, target.name == dataset.schema.scenario_names[0]))
         state = await phase.run(until=hooks.until, steps=steps, clock=hooks.clock, on_step=hooks.on_step)
     finally:
         if teacher is not None:
@@ -292,7 +298,7 @@ async def stream_main(settings: WorkerSettings, steps: int | None = None, hooks:
     return _report(state, store, phase.freshness_s), phase.model
 
 
-def _report(state: StreamState, store: LabelStore | None, freshness_s: list[float]) -> StreamReport:
+def _report(state: StreamState, store: Labels | None, freshness_s: list[float]) -> StreamReport:
     freshness = None
     if freshness_s:
         values = np.array(freshness_s)

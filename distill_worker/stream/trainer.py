@@ -10,7 +10,8 @@ import torch
 from prometheus_client import Gauge
 
 from distill_worker.debias import inverse_propensity_weights
-from distill_worker.labels import LabelRequest, LabelStore
+from distill_worker.label_log import Labels
+from distill_worker.labels import LabelRequest
 from distill_worker.settings import DistillConfig, StreamConfig
 from distill_worker.student import StudentModel
 from distill_worker.teacher_client import TeacherClient, TeacherRefusedError
@@ -29,12 +30,12 @@ class StreamTrainer:
     """One incremental update on a chunk of joined requests, with teacher labels for every candidate."""
 
     def __init__(self, dataset: PreparedDataset, model: StudentModel, distill: DistillConfig, config: StreamConfig,
-                 teacher: TeacherClient | None, store: LabelStore | None,
+                 teacher: TeacherClient | None, store: Labels | None,
                  soft_transform: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.model, self.distill, self.config = model, distill, config
         self.teacher, self.store = teacher, store
         self.soft_transform = soft_transform  # the batch phase's teacher calibration, if any
-        self.student_encoder = Encoder(dataset.schema, "student")
+        self.student_encoder = Encoder(dataset.schema, model.view)
         self.teacher_encoder = Encoder(dataset.schema, "teacher")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
 

@@ -25,10 +25,16 @@ def run_command(
                                        "`worker.teacher`, `worker.distill`, `worker.stream`, `worker.gate`); "
                                        "precedence: defaults < config file < environment (WORKER_*, "
                                        "WORKER_<SECTION>__<FIELD>) < flags given here."),
-    task: Task | None = typer.Option(None, help=f"batch: slate (the serving scenario) or ctr {shown(W, 'task')}."),
+    scenario: str | None = typer.Option(None, help="The schema's scenario to train: its student view, its registry "
+                                                   "(registry/scenarios/NAME beyond the first), the traffic it served "
+                                                   "(default: the schema's first)."),
+    task: Task | None = typer.Option(None, help="slate or ctr (default: the scenario's task)."),
     sample_log: str | None = typer.Option(None, help="stream: the student servers' sample log, "
                                        "file:DIR or redis://HOST:PORT/N (env RECDISTILL_SAMPLE_LOG) "
                                        f"{shown(W, 'sample_log')}."),
+    label_log: str | None = typer.Option(None, help="Share teacher labels with every trainer through a log, "
+                                                    "file:DIR or redis://HOST:PORT/N?stream=NAME (default: a "
+                                                    "SQLite store in --state-dir)."),
     worker_id: str | None = typer.Option(None, help="stream: this worker's name in the consumer group (redis) "
                                                     "(default: host-pid)."),
     steps: int | None = typer.Option(None, help="stream: stop after N steps (default: until Ctrl-C)."),
@@ -77,13 +83,15 @@ def run_command(
 
     settings = settings_from_cli(
         WorkerSettings, config, "worker", data=data, registry=registry, state_dir=state_dir, sample_log=sample_log,
+        label_log=label_log,
         worker_id=worker_id,
-        server_url=server_url, task=task, calibration=calibration, max_train_events=max_train_events,
+        server_url=server_url, scenario=scenario, task=task, calibration=calibration, max_train_events=max_train_events,
         sampling_correction=sampling_correction, version_prefix=None if teacher is not False else "baseline",
         metrics_port=metrics_port,
         teacher=section(url=teacher_url, teacher_version=teacher_version, teacher_data_end_ts=teacher_data_end_ts),
         distill=section(use_teacher=teacher, head=head, epochs=epochs, seed=seed, unexposed_weight=unexposed_weight),
         stream=section(join_window_s=join_window_s, export_every=export_every, inverse_propensity=ipw))
+    settings = _with_scenario_task(settings)
     if settings.distill.use_teacher and settings.teacher.teacher_version == "unknown":
         raise typer.BadParameter("give the version of the teacher behind --teacher-url (labels are keyed by it)",
                                  param_hint="--teacher-version")
@@ -94,7 +102,18 @@ def run_command(
     if mode == "batch":
         report: object = asyncio.run(run_batch(settings))
     else:
-        if settings.task != "slate":
-            raise typer.BadParameter("the stream serves slates: --task slate", param_hint="--task")
         report, _ = asyncio.run(stream_main(settings, steps=steps))
     print(msgspec.json.format(msgspec.json.encode(report), indent=1).decode())
+
+
+def _with_scenario_task(settings: W) -> W:
+    """The scenario's task where no flag, environment or config file chose one; an unknown scenario is a usage
+    error naming the declared ones."""
+    from recdistill.core.errors import RecDistillError
+    from recdistill.core.features.schema import FeatureSchema
+
+    try:
+        scenario = settings.target(FeatureSchema.load(settings.data / "features.json"))
+    except RecDistillError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--scenario" if settings.scenario else "--data") from None
+    return settings if "task" in settings.model_fields_set else settings.model_copy(update={"task": scenario.task})

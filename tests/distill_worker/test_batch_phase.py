@@ -95,7 +95,7 @@ def test_a_worse_model_is_not_promoted(ml100k: PreparedDataset, registry: Path, 
     assert version is None
     assert any("holdout AUC vs the active version" in reason for reason in report.gate.reasons)
     assert read_state(registry) == state_before
-    assert sorted(p.name for p in registry.iterdir() if p.is_dir()) == ["trained", "v1", "v2"]
+    assert sorted(p.name for p in registry.iterdir() if p.is_dir()) == ["scenarios", "trained", "v1", "v2"]
 
 
 def test_the_latency_gate_refuses_a_slow_model(ml100k: PreparedDataset, registry: Path, tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """One server, every scenario the schema declares: each with its own registry, active version, holdback and
-swaps, chosen by route (HTTP), field (gRPC) or traffic source; unknown scenarios are a 404 / NOT_FOUND naming
+swaps, chosen by route (HTTP) or field (gRPC); unknown scenarios are a 404 / NOT_FOUND naming
 them; metrics carry the scenario; sampled records say which scenario served them. The registry (tests/conftest.py)
 serves the shipped MovieLens schema's `home` (v1, v2) and `related` (r1, r2, on its compact view)."""
 
@@ -46,7 +46,8 @@ async def test_each_scenario_is_served_by_its_own_version_and_view(registry: Pat
         ready = (await client.get("/readyz")).json()
     assert (default["scenario"], default["model_version"]) == ("home", "v1")
     assert (related["scenario"], related["model_version"]) == ("related", "r1")
-    assert (by_source["scenario"], by_source["model_version"]) == ("related", "r1")
+    # A traffic source chooses no scenario (it says which trainers take the sampled request).
+    assert (by_source["scenario"], by_source["model_version"]) == ("home", "v1")
     assert (reply.scenario, reply.model_version) == ("related", "r1")
     assert ready == {"ready": True, "model_version": "v1", "scenarios": {"home": "v1", "related": "r1"}}
     # Each scored by its own model on its own view's tensors.
@@ -59,7 +60,7 @@ async def test_each_scenario_is_served_by_its_own_version_and_view(registry: Pat
     np.testing.assert_allclose(list(reply.scores), related["scores"], rtol=0, atol=1e-6)
     records = [r for r in sampled_records(tmp_path / "samples") if isinstance(r, SampledRequest)]
     assert [(r.scenario, r.student_view, r.model_version) for r in records] == [
-        ("home", "student", "v1"), ("related", "student_compact", "r1"), ("related", "student_compact", "r1"),
+        ("home", "student", "v1"), ("related", "student_compact", "r1"), ("home", "student", "v1"),
         ("related", "student_compact", "r1")]
 
 

@@ -149,6 +149,7 @@ class StreamState(Struct, kw_only=True):
     # Requests of the exploration slice (served in a random order): kept for unbiased evaluation, not trained
     # on (their feedback then counts as unmatched), unless StreamConfig.train_on_exploration.
     exploration_held_out: int = 0
+    other_scenario: int = 0  # requests another scenario served: its own trainer trains them
     trained_ids: list[str] = []  # with StreamConfig.audit_trained_ids only
     since_export: int = 0
     # The sampled requests trained since the last published version: the next one's data window.
@@ -159,19 +160,21 @@ class StreamState(Struct, kw_only=True):
     def progress(self) -> tuple[int, ...]:
         """Changes whenever a step changed anything a checkpoint holds."""
         return (self.records_consumed, self.examples_trained, self.dead_lettered, self.unmatched_feedback,
-                self.duplicates, self.exploration_held_out, self.since_export, len(self.versions_promoted),
-                self.exports_refused)
+                self.duplicates, self.exploration_held_out, self.other_scenario, self.since_export,
+                len(self.versions_promoted), self.exports_refused)
 
     def counters(self) -> StreamCounters:
         """The state without its working sets, which it counts instead: what a report shows. Every record
-        consumed is in exactly one of: trained, held out (exploration), dead-lettered, duplicate, feedback
-        joined, feedback unmatched, or still waiting (requests and feedback whose join window is open)."""
+        consumed is in exactly one of: trained, held out (exploration), another scenario's, dead-lettered,
+        duplicate, feedback joined, feedback unmatched, or still waiting (requests and feedback whose join window
+        is open)."""
         return StreamCounters(
             offsets=dict(self.offsets), records_consumed=self.records_consumed,
             examples_trained=self.examples_trained, feedback_joined=self.feedback_joined,
             unmatched_feedback=self.unmatched_feedback, dead_lettered=self.dead_lettered,
             duplicates=self.duplicates, exploration_held_out=self.exploration_held_out,
-            since_export=self.since_export, versions_promoted=list(self.versions_promoted),
+            other_scenario=self.other_scenario, since_export=self.since_export,
+            versions_promoted=list(self.versions_promoted),
             exports_refused=self.exports_refused, waiting_requests=len(self.waiting),
             waiting_feedback=sum(len(items) for items in self.feedback.values()))
 
@@ -190,6 +193,7 @@ class StreamCounters(Struct, frozen=True, kw_only=True):
     exports_refused: int
     waiting_requests: int
     waiting_feedback: int
+    other_scenario: int = 0
 
 
 class Freshness(Struct, frozen=True, kw_only=True):

@@ -165,9 +165,9 @@ DEFAULT_SCENARIO = "default"
 
 class ScenarioSpec(_Spec):
     """One surface the students serve (`[[scenarios]]`): its task, the student's view (a `[views.X]` table:
-    the features it reads and its history length) and the traffic it serves: the traffic sources (the
-    value of the server's traffic-source header) whose requests it ranks and trains on, every source when
-    empty. One teacher labels every scenario."""
+    the features it reads and its history length) and its traffic: the traffic sources (the value of the
+    server's traffic-source header) whose sampled requests its trainer takes besides those it served, every
+    request when empty. A request chooses its scenario by route or field. One teacher labels every scenario."""
 
     name: Annotated[str, Field(pattern=SCENARIO_NAME)]
     task: Literal["slate", "ctr"] = "slate"

@@ -17,7 +17,15 @@ from __future__ import annotations
 
 from recdistill.core.samplelog.file import PartitionBusyError, SampleLog, claim_partition
 from recdistill.core.samplelog.lease import TrainerLease, open_lease
-from recdistill.core.samplelog.source import LogEntry, LogLocation, LogSource, LogWriter, open_source, open_writer
+from recdistill.core.samplelog.source import (
+    LogEntry,
+    LogLocation,
+    LogSource,
+    LogWriter,
+    consumer_group,
+    open_source,
+    open_writer,
+)
 
 __all__ = ["LogEntry", "LogLocation", "LogSource", "LogWriter", "PartitionBusyError", "SampleLog", "TrainerLease",
-           "claim_partition", "open_lease", "open_source", "open_writer"]
+           "claim_partition", "consumer_group", "open_lease", "open_source", "open_writer"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 Position = int | str  # file: the next offset of a partition; redis: the last entry id taken
+DEFAULT_GROUP = "distill-worker"  # the consumer group of the first scenario's trainer (`source.consumer_group`)
 
 
 @dataclass(frozen=True)

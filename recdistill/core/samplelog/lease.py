@@ -14,6 +14,7 @@ import fcntl
 from pathlib import Path
 from typing import IO, Protocol
 
+from recdistill.core.samplelog.entry import DEFAULT_GROUP
 from recdistill.core.samplelog.source import LogLocation
 
 
@@ -35,8 +36,8 @@ class TrainerLease(Protocol):
 
 
 class FileTrainerLease:
-    def __init__(self, directory: Path, owner: str, ttl_s: float = 5.0) -> None:
-        self.path = directory / ".trainer.lock"
+    def __init__(self, directory: Path, owner: str, ttl_s: float = 5.0, group: str = DEFAULT_GROUP) -> None:
+        self.path = directory / (".trainer.lock" if group == DEFAULT_GROUP else f".trainer.{group}.lock")
         self.owner = owner
         self.ttl_ms = int(ttl_s * 1000)
         self._handle: IO[str] | None = None
@@ -75,9 +76,10 @@ class FileTrainerLease:
             self._handle = None
 
 
-def open_lease(location: LogLocation, owner: str, ttl_s: float = 5.0) -> TrainerLease:
+def open_lease(location: LogLocation, owner: str, ttl_s: float = 5.0, group: str = DEFAULT_GROUP) -> TrainerLease:
+    """The trainer lease of consumer group `group`: one trainer at a time per scenario."""
     if location.kind == "redis":
         from recdistill.core.samplelog.redis import RedisLogConfig, RedisTrainerLease
 
-        return RedisTrainerLease(RedisLogConfig(location.target), owner, ttl_s)
-    return FileTrainerLease(location.directory, owner, ttl_s)
+        return RedisTrainerLease(RedisLogConfig(location.target).in_group(group), owner, ttl_s)
+    return FileTrainerLease(location.directory, owner, ttl_s, group)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import redis
 
 from recdistill.core.errors import BrokerUnavailableError
-from recdistill.core.samplelog.entry import LogEntry, Position
+from recdistill.core.samplelog.entry import DEFAULT_GROUP, LogEntry, Position
 
 FIELD = b"p"
 # A redis-py error that means "the broker is not reachable now" (not a bug in what we sent).
@@ -35,7 +36,7 @@ class RedisLogConfig:
 
     url: str
     stream: str = "recdistill:samples"
-    group: str = "distill-worker"
+    group: str = DEFAULT_GROUP
     maxlen: int = 2_000_000  # approximate: entries beyond it are trimmed, oldest first
     seen_ttl_s: int = 7 * 86_400  # how long a committed sample id is remembered for de-duplication
     socket_timeout_s: float = 2.0
@@ -48,6 +49,10 @@ class RedisLogConfig:
                 object.__setattr__(self, key, cast(query.pop(key)))
         rest = "&".join(f"{k}={v}" for k, v in query.items())
         object.__setattr__(self, "url", urlunsplit(parts._replace(query=rest)))
+
+    def in_group(self, group: str) -> RedisLogConfig:
+        """The same stream read by another consumer group (the URL's `group` is the default one's name)."""
+        return self if group == DEFAULT_GROUP else dataclasses.replace(self, group=group)
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url, socket_timeout=self.socket_timeout_s,
@@ -85,6 +90,26 @@ class RedisStreamWriter:
             pipe.xadd(self.config.stream, {FIELD: payload}, maxlen=self.config.maxlen, approximate=True)
         broker_call(f"the sample log at {self.config.url}", pipe.execute)
         return len(payloads)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class RedisStreamScan:
+    """Every entry of a stream after a position, read without a consumer group (XRANGE): a reader that keeps
+    nothing on the broker, e.g. the label log's, whose readers each rebuild their index from the start."""
+
+    def __init__(self, config: RedisLogConfig) -> None:
+        self.config = config
+        self._client = config.client()
+
+    def read(self, positions: Mapping[str, Position], max_records: int) -> tuple[list[LogEntry], set[str]]:
+        stream = self.config.stream
+        start = f"({positions[stream]}" if stream in positions else "-"
+        batch = broker_call(f"the log at {self.config.url}", self._client.xrange, stream, min=start,
+                            count=max_records)
+        entries = [LogEntry(stream, entry_id.decode(), fields.get(FIELD, b"")) for entry_id, fields in batch]
+        return entries, {stream} if len(batch) >= max_records else set()
 
     def close(self) -> None:
         self._client.close()

@@ -18,7 +18,7 @@ from typing import IO, Annotated, Literal, Protocol
 from pydantic import BeforeValidator
 
 from recdistill.core.errors import ConfigError
-from recdistill.core.samplelog.entry import LogEntry, Position
+from recdistill.core.samplelog.entry import DEFAULT_GROUP, LogEntry, Position
 from recdistill.core.samplelog.file import SampleLog, claim_partition
 
 
@@ -87,14 +87,20 @@ class LogSource(Protocol):
     def close(self) -> None: ...
 
 
+def consumer_group(scenario: str | None) -> str:
+    """The consumer group of a scenario's trainer: each reads the whole log at its own position (the first
+    scenario's keeps the name it had before scenarios, so its position carries over)."""
+    return DEFAULT_GROUP if scenario is None else f"{DEFAULT_GROUP}-{scenario}"
+
+
 class FileSource:
     """Every partition directory under `root`, each read from its checkpointed offset."""
 
     at_least_once = False
-    consumer = "distill-worker"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, consumer: str = DEFAULT_GROUP) -> None:
         self.root = root
+        self.consumer = consumer  # its committed offsets, which retention waits for
         self._logs: dict[str, SampleLog] = {}  # kept open: a reader's cost per poll is the new data
         self._committed: dict[str, Position] = {}
 
@@ -145,10 +151,29 @@ def open_writer(location: LogLocation, server_id: str, min_segments: int = 2
     return SampleLog(location.directory / partition, min_segments=min_segments), f"partition {partition}", lock
 
 
-def open_source(location: LogLocation, consumer: str) -> LogSource:
-    """The worker's reader; `consumer` names this worker in a consumer group (redis)."""
+class LogScan(Protocol):
+    def read(self, positions: Mapping[str, Position], max_records: int) -> tuple[list[LogEntry], set[str]]:
+        """Entries after `positions` (every partition), and the partitions with more to read."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_scan(location: LogLocation) -> LogScan:
+    """A reader of every entry after the positions it is given, keeping no position anywhere (no consumer
+    group, no committed offset)."""
+    if location.kind == "redis":
+        from recdistill.core.samplelog.redis import RedisLogConfig, RedisStreamScan
+
+        return RedisStreamScan(RedisLogConfig(url=location.target))
+    return FileSource(location.directory)
+
+
+def open_source(location: LogLocation, consumer: str, group: str = DEFAULT_GROUP) -> LogSource:
+    """The worker's reader in consumer group `group` (one per scenario's trainer); `consumer` names this worker
+    in it (redis)."""
     if location.kind == "redis":
         from recdistill.core.samplelog.redis import RedisLogConfig, RedisStreamSource
 
-        return RedisStreamSource(RedisLogConfig(url=location.target), consumer)
-    return FileSource(location.directory)
+        return RedisStreamSource(RedisLogConfig(url=location.target).in_group(group), consumer)
+    return FileSource(location.directory, group)

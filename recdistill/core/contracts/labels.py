@@ -1,0 +1,80 @@
+"""The label log's records: the teacher's soft labels for one example, keyed by example, candidate and teacher
+version, msgpack-encoded and versioned like the sample log's records (`records.py`).
+
+Written once, by whichever trainer asked the teacher first; every other trainer (another scenario's, a
+restarted one, one on another host) reads them from the log instead of calling the teacher again."""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+import numpy as np
+from msgspec import Struct
+
+from recdistill.core.contracts.records import InvalidRecordError, RecordFormatError
+
+LABEL_FORMAT = 1
+
+
+class TeacherLabels(Struct, frozen=True, kw_only=True):
+    example_id: str  # a sampled request's id, or a training-window event's `dataset:task:event`
+    teacher_version: str
+    candidates: list[str]  # item ids, in the order of `probabilities`
+    probabilities: bytes  # float32 little-endian, one per candidate
+    created_unix: float
+    format: int = LABEL_FORMAT
+
+    @classmethod
+    def of(cls, example_id: str, teacher_version: str, candidates: list[str], probabilities: np.ndarray,
+           created_unix: float) -> TeacherLabels:
+        return cls(example_id=example_id, teacher_version=teacher_version, candidates=candidates,
+                   probabilities=np.asarray(probabilities, dtype="<f4").tobytes(), created_unix=created_unix)
+
+    @property
+    def array(self) -> np.ndarray:
+        return np.frombuffer(self.probabilities, dtype="<f4")
+
+    def check(self) -> None:
+        """ValueError naming what does not agree: one finite probability in [0, 1] per candidate."""
+        if not self.example_id or not self.teacher_version:
+            raise ValueError("an empty example id or teacher version")
+        if len(self.probabilities) % 4:
+            raise ValueError("probabilities must be packed 4-byte floats")
+        values = self.array
+        if len(values) != len(self.candidates) or not values.size:
+            raise ValueError(f"{len(values)} probabilities for {len(self.candidates)} candidates")
+        if not np.all(np.isfinite(values) & (values >= 0) & (values <= 1)):
+            raise ValueError("a probability that is not finite or not in [0, 1]")
+        if not math.isfinite(self.created_unix):
+            raise ValueError("created_unix must be finite")
+
+
+class _Format(Struct):
+    format: int
+
+
+_encoder = msgspec.msgpack.Encoder()
+_format = msgspec.msgpack.Decoder(_Format)
+_labels = msgspec.msgpack.Decoder(TeacherLabels)
+
+
+def encode_labels(labels: TeacherLabels) -> bytes:
+    return _encoder.encode(labels)
+
+
+def decode_labels(payload: bytes) -> TeacherLabels:
+    """The checked record; `InvalidRecordError` (set aside with its reason) or `RecordFormatError` (stop)."""
+    try:
+        found = _format.decode(payload).format
+    except msgspec.DecodeError as exc:
+        raise InvalidRecordError(f"not a label-log record ({exc})") from None
+    if found != LABEL_FORMAT:
+        raise RecordFormatError(f"label-log record format {found} is not supported: this reader knows format "
+                                f"{LABEL_FORMAT}; upgrade the reader")
+    try:
+        labels = _labels.decode(payload)
+        labels.check()
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise InvalidRecordError(f"invalid teacher labels: {exc}") from None
+    return labels

@@ -19,10 +19,12 @@ import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
+from distill_worker.label_log import SharedLabelStore
 from recdistill.core.contracts.records import FeedbackRecord, SampledRequest
 from recdistill.core.contracts.worker import StreamCheckpoint
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.processes import free_port
+from recdistill.core.samplelog import LogLocation
 from tests.conftest import RunningTriton
 from tests.student_server.conftest import make_settings, run_server, sampled_records
 
@@ -109,3 +111,67 @@ async def test_kill_9_of_the_stream_worker_under_load_trains_each_request_once(
     assert report["dead_lettered"] == 0
     assert report["examples_trained"] == len(ranked), "each sampled request trained exactly once across the kill"
     assert report["feedback_joined"] + report["unmatched_feedback"] == len(clicked)
+
+
+async def test_kill_9_of_one_scenarios_trainer_trains_each_request_once_per_scenario_and_labels_once(
+    triton_teacher: RunningTriton, ml100k: PreparedDataset, registry: Path, tmp_path: Path
+) -> None:
+    """Two scenarios' trainers over one sample log and one label log: `related`'s is killed -9 while traffic
+    flows and restarted; each trains exactly the requests its scenario served, once, and the teacher labelled
+    each request once (a label asked again would be a second record of it in the label log)."""
+    samples, state_dir, labels = tmp_path / "samples", tmp_path / "worker", tmp_path / "labels"
+    shared = ("--label-log", str(labels))
+    events = ml100k.split("test")[:160].tolist()
+    served: dict[str, list[str]] = {"home": [], "related": []}
+    settings = make_settings(registry, tmp_path, sampling_rate=1.0)
+    metrics_port = free_port()
+    worker = _worker(ml100k, triton_teacher, registry, samples, state_dir, metrics_port, "--scenario", "related",
+                     *shared)
+    related_state = state_dir / "scenarios" / "related"
+    try:
+        async with run_server(settings) as server, httpx.AsyncClient(base_url=server.http_url) as client:
+
+            async def traffic() -> None:
+                for index, event in enumerate(events):
+                    scenario = "related" if index % 2 else "home"
+                    route = "/v1/scenarios/related/rank" if scenario == "related" else "/v1/rank"
+                    body = ml100k.to_request(event, "slate", negatives=9)
+                    if (await client.post(route, json=body)).status_code == 200:
+                        served[scenario].append(body["request_id"])
+                    await asyncio.sleep(0.02)  # bounded: 160 requests, about 50 per second at most
+
+            load = asyncio.create_task(traffic())
+            deadline = time.monotonic() + 180
+            while not (_consumed(metrics_port) > 0 and (related_state / "stream.pt").exists()):
+                assert worker.poll() is None, worker.communicate()[1][-3000:]
+                assert time.monotonic() < deadline, "the worker never consumed the traffic"
+                await asyncio.sleep(0.1)
+            assert not load.done(), "the kill must land while traffic flows"
+            worker.send_signal(signal.SIGKILL)
+            assert await asyncio.to_thread(worker.wait, 30) == -signal.SIGKILL
+            await load
+        reports = {}
+        for scenario in ("related", "home"):  # the restarted one, then the other scenario's, each to the end
+            process = _worker(ml100k, triton_teacher, registry, samples, state_dir, free_port(), "--scenario",
+                              scenario, "--steps", "3", *shared)
+            out, err = await asyncio.to_thread(process.communicate, timeout=300)
+            assert process.returncode == 0, err[-3000:]
+            reports[scenario] = json.loads(out[out.index("{"):])
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    records = [r for r in sampled_records(samples) if isinstance(r, SampledRequest)]
+    assert sorted(r.request_id for r in records) == sorted(served["home"] + served["related"])
+    for scenario, other in (("related", "home"), ("home", "related")):
+        report = reports[scenario]
+        assert report["records_consumed"] == len(records)
+        assert report["examples_trained"] == len(served[scenario]), f"{scenario}: each of its requests once"
+        assert report["other_scenario"] == len(served[other])
+        assert report["dead_lettered"] == report["duplicates"] == 0
+    store = SharedLabelStore(LogLocation.parse(labels), "auditor")
+    try:
+        assert store.refresh() == len(records), "one label record a request: none asked twice"
+    finally:
+        store.close()
+    assert (store.duplicates, store.invalid) == (0, 0)

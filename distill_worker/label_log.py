@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from prometheus_client import Counter
 
-from distill_worker.labels import LABEL_LOOKUPS, LabelRequest, LabelStore
+from distill_worker.labels import LabelRequest, LabelStore, tally
 from distill_worker.settings import WorkerSettings
 from distill_worker.teacher_client import TeacherClient
 from recdistill.core.contracts.labels import TeacherLabels, decode_labels, encode_labels
@@ -106,11 +106,7 @@ class SharedLabelStore:
         await asyncio.to_thread(self.refresh)
         version = teacher.settings.teacher_version
         found = [self.get(r.example_id, r.candidates, version) for r in requests]
-        missing = [i for i, labels in enumerate(found) if labels is None]
-        self.hits += len(requests) - len(missing)
-        self.misses += len(missing)
-        LABEL_LOOKUPS.labels(result="hit").inc(len(requests) - len(missing))
-        LABEL_LOOKUPS.labels(result="miss").inc(len(missing))
+        missing = tally(self, found)
         scored = await asyncio.gather(*(teacher.score(requests[i].context) for i in missing))
         self.teacher_calls += len(missing)
         now = time.time()

@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from prometheus_client import Counter
@@ -24,6 +25,17 @@ class LabelRequest:
     example_id: str
     candidates: Sequence[str]  # candidate item ids, in the order of the context's candidates
     context: MappedContext  # encoded for the teacher's view
+
+
+def tally(store: Any, found: Sequence[np.ndarray | None]) -> list[int]:
+    """The indices of the lookups that found nothing; counts hits and misses on `store` (a label store: its
+    `hits` and `misses`) and in the metric."""
+    missing = [i for i, labels in enumerate(found) if labels is None]
+    store.hits += len(found) - len(missing)
+    store.misses += len(missing)
+    LABEL_LOOKUPS.labels(result="hit").inc(len(found) - len(missing))
+    LABEL_LOOKUPS.labels(result="miss").inc(len(missing))
+    return missing
 
 
 class LabelStore:
@@ -74,11 +86,7 @@ class LabelStore:
         """Soft labels for every request: from the store when present, else from the teacher (then stored)."""
         version = teacher.settings.teacher_version
         found = [self.get(r.example_id, r.candidates, version) for r in requests]
-        missing = [i for i, labels in enumerate(found) if labels is None]
-        self.hits += len(requests) - len(missing)
-        self.misses += len(missing)
-        LABEL_LOOKUPS.labels(result="hit").inc(len(requests) - len(missing))
-        LABEL_LOOKUPS.labels(result="miss").inc(len(missing))
+        missing = tally(self, found)
         scored = await asyncio.gather(*(teacher.score(requests[i].context) for i in missing))
         for i, probabilities in zip(missing, scored, strict=True):
             self.put(requests[i].example_id, requests[i].candidates, version, probabilities)

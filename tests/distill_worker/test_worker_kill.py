@@ -51,6 +51,20 @@ def _consumed(metrics_port: int) -> float:
                for sample in family.samples if sample.name.endswith("_total"))
 
 
+async def _kill_mid_traffic(worker: subprocess.Popen, metrics_port: int, checkpoint: Path, load: asyncio.Task) -> None:
+    """kill -9 of the worker once it has consumed records and checkpointed, while requests still arrive; then
+    the rest of the traffic."""
+    deadline = time.monotonic() + 180
+    while not (_consumed(metrics_port) > 0 and checkpoint.exists()):
+        assert worker.poll() is None, worker.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the worker never consumed the traffic"
+        await asyncio.sleep(0.1)
+    assert not load.done(), "the kill must land while traffic flows"
+    worker.send_signal(signal.SIGKILL)
+    assert await asyncio.to_thread(worker.wait, 30) == -signal.SIGKILL
+    await load
+
+
 async def test_kill_9_of_the_stream_worker_under_load_trains_each_request_once(
     triton_teacher: RunningTriton, ml100k: PreparedDataset, registry: Path, tmp_path: Path
 ) -> None:
@@ -76,17 +90,8 @@ async def test_kill_9_of_the_stream_worker_under_load_trains_each_request_once(
                             clicked.append(body["request_id"])
                     await asyncio.sleep(0.02)  # bounded: 240 requests, about 50 per second at most
 
-            load = asyncio.create_task(traffic(events))
-            deadline = time.monotonic() + 180
-            # Kill the worker once it has consumed records and checkpointed, while requests still arrive.
-            while not (_consumed(metrics_port) > 0 and (state_dir / "stream.pt").exists()):
-                assert worker.poll() is None, worker.communicate()[1][-3000:]
-                assert time.monotonic() < deadline, "the worker never consumed the traffic"
-                await asyncio.sleep(0.1)
-            assert not load.done(), "the kill must land while traffic flows"
-            worker.send_signal(signal.SIGKILL)
-            assert await asyncio.to_thread(worker.wait, 30) == -signal.SIGKILL
-            await load
+            await _kill_mid_traffic(worker, metrics_port, state_dir / "stream.pt",
+                                    asyncio.create_task(traffic(events)))
         saved = torch.load(state_dir / "stream.pt", map_location="cpu", weights_only=True)
         at_kill = msgspec.to_builtins(StreamCheckpoint.from_torch(saved, "stream.pt").state)
         assert 0 < at_kill["records_consumed"] < len(events), "the kill landed part-way through the traffic"
@@ -140,16 +145,7 @@ async def test_kill_9_of_one_scenarios_trainer_trains_each_request_once_per_scen
                         served[scenario].append(body["request_id"])
                     await asyncio.sleep(0.02)  # bounded: 160 requests, about 50 per second at most
 
-            load = asyncio.create_task(traffic())
-            deadline = time.monotonic() + 180
-            while not (_consumed(metrics_port) > 0 and (related_state / "stream.pt").exists()):
-                assert worker.poll() is None, worker.communicate()[1][-3000:]
-                assert time.monotonic() < deadline, "the worker never consumed the traffic"
-                await asyncio.sleep(0.1)
-            assert not load.done(), "the kill must land while traffic flows"
-            worker.send_signal(signal.SIGKILL)
-            assert await asyncio.to_thread(worker.wait, 30) == -signal.SIGKILL
-            await load
+            await _kill_mid_traffic(worker, metrics_port, related_state / "stream.pt", asyncio.create_task(traffic()))
         reports = {}
         for scenario in ("related", "home"):  # the restarted one, then the other scenario's, each to the end
             process = _worker(ml100k, triton_teacher, registry, samples, state_dir, free_port(), "--scenario",

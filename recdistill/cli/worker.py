@@ -71,9 +71,7 @@ def run_command(
     metrics_port: int | None = typer.Option(None, help="Serve the worker's Prometheus metrics on this port."),
 ) -> None:
     """Run a phase of the worker and print its report (JSON)."""
-    from distill_worker.batch import run_batch
     from distill_worker.settings import WorkerSettings
-    from distill_worker.stream import stream_main
     from recdistill.cli.common import settings_from_cli
 
 
@@ -91,7 +89,14 @@ def run_command(
         teacher=section(url=teacher_url, teacher_version=teacher_version, teacher_data_end_ts=teacher_data_end_ts),
         distill=section(use_teacher=teacher, head=head, epochs=epochs, seed=seed, unexposed_weight=unexposed_weight),
         stream=section(join_window_s=join_window_s, export_every=export_every, inverse_propensity=ipw))
-    settings = _with_scenario_task(settings)
+    _run(_with_scenario_task(settings), mode, steps)
+
+
+def _run(settings: W, mode: str, steps: int | None) -> None:
+    """Run the phase and print its report (JSON)."""
+    from distill_worker.batch import run_batch
+    from distill_worker.stream import stream_main
+
     if settings.distill.use_teacher and settings.teacher.teacher_version == "unknown":
         raise typer.BadParameter("give the version of the teacher behind --teacher-url (labels are keyed by it)",
                                  param_hint="--teacher-version")

@@ -18,6 +18,10 @@ class ValidationError(RecDistillError):
         self.message = message
 
 
+class SchemaError(RecDistillError):
+    """A schema file that cannot be used: the message names the file, and the line or feature at fault."""
+
+
 class SchemaMismatchError(RecDistillError):
     """A model artifact was built for a different feature schema than the one in use."""
 

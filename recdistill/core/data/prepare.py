@@ -23,6 +23,7 @@ import pandas as pd
 from recdistill.core.contracts.dataset import DatasetManifest, DatasetSplit, DatasetStats
 from recdistill.core.data.log import RawLog
 from recdistill.core.errors import DataError
+from recdistill.core.features.label import evaluate_label, maybe_numeric
 from recdistill.core.features.request import TS_MAX, UNIT_NAMES
 from recdistill.core.features.schema import build_schema, canonical_action, is_missing, split_list
 from recdistill.core.features.spec import (
@@ -30,8 +31,6 @@ from recdistill.core.features.spec import (
     SchemaError,
     SchemaSpec,
     SourceSpec,
-    evaluate_label,
-    maybe_numeric,
     parse_schema_spec,
 )
 from recdistill.core.fileio import atomic_write_bytes, atomic_write_text, atomic_write_with

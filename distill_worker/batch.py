@@ -141,7 +141,7 @@ class BatchPhase:
         if self.raw_soft is None or self.raw_fresh is None:
             raise RuntimeError("label() first")
         if method not in self._debiased:
-            self._debiased[method] = self.debias(self.raw_soft, self.raw_fresh, self.settings.teacher.teacher_version,
+            self._debiased[method] = self.debias(self.raw_soft, self.raw_fresh, self.settings.teacher.trained_version,
                                                  method)
         return self._debiased[method]
 
@@ -201,7 +201,7 @@ async def run_batch(settings: WorkerSettings, student_config: StudentConfig | No
     started = time.perf_counter()
     phase = await asyncio.to_thread(BatchPhase, settings)
     distill = settings.distill
-    report = BatchReport(task=settings.task, teacher_version=settings.teacher.teacher_version,
+    report = BatchReport(task=settings.task, teacher_version=settings.teacher.trained_version,
                          train_events=len(phase.data.train), distill=asdict(distill), processes=world,
                          rank=ranks.rank if ranks else 0)
     soft, calibration = None, None

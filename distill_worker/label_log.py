@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from prometheus_client import Counter
 
-from distill_worker.labels import LabelRequest, LabelStore, tally
+from distill_worker.labels import LabelRequest, LabelStore, refuse_unlabelled, tally
 from distill_worker.settings import WorkerSettings
 from distill_worker.teacher_client import TeacherClient
 from recdistill.core.contracts.labels import TeacherLabels, decode_labels, encode_labels
@@ -104,9 +104,10 @@ class SharedLabelStore:
         """Soft labels for every request: from the log when any trainer had them, else from the teacher (then
         appended to the log, in one write)."""
         await asyncio.to_thread(self.refresh)
-        version = teacher.settings.teacher_version
+        version = teacher.settings.trained_version
         found = [self.get(r.example_id, r.candidates, version) for r in requests]
         missing = tally(self, found)
+        refuse_unlabelled(teacher, requests, missing)
         scored = await asyncio.gather(*(teacher.score(requests[i].context) for i in missing))
         self.teacher_calls += len(missing)
         now = time.time()

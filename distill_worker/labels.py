@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import Counter
 
-from distill_worker.teacher_client import TeacherClient
+from distill_worker.teacher_client import TeacherClient, TeacherRefusedError
 from recdistill.core.features.encoder import MappedContext
 
 LABEL_LOOKUPS = Counter("recdistill_worker_label_lookups", "Soft-label lookups by result", ["result"])
@@ -25,6 +25,17 @@ class LabelRequest:
     example_id: str
     candidates: Sequence[str]  # candidate item ids, in the order of the context's candidates
     context: MappedContext  # encoded for the teacher's view
+
+
+def refuse_unlabelled(teacher: TeacherClient, requests: Sequence[LabelRequest], missing: list[int]) -> None:
+    """A trainer pinned to a teacher version the teacher no longer serves reads labels, never asks for them."""
+    settings = teacher.settings
+    if missing and settings.trained_version != settings.teacher_version:
+        ids = [requests[i].example_id for i in missing]
+        raise TeacherRefusedError(f"no label of teacher version {settings.trained_version} for {ids[:5]}"
+                                  f"{' ...' if len(ids) > 5 else ''} ({len(ids)}), and the teacher serves "
+                                  f"{settings.teacher_version}: this trainer only reads labels of "
+                                  f"{settings.trained_version}")
 
 
 def tally(store: Any, found: Sequence[np.ndarray | None]) -> list[int]:
@@ -84,9 +95,10 @@ class LabelStore:
 
     async def label(self, requests: Sequence[LabelRequest], teacher: TeacherClient) -> list[np.ndarray]:
         """Soft labels for every request: from the store when present, else from the teacher (then stored)."""
-        version = teacher.settings.teacher_version
+        version = teacher.settings.trained_version
         found = [self.get(r.example_id, r.candidates, version) for r in requests]
         missing = tally(self, found)
+        refuse_unlabelled(teacher, requests, missing)
         scored = await asyncio.gather(*(teacher.score(requests[i].context) for i in missing))
         for i, probabilities in zip(missing, scored, strict=True):
             self.put(requests[i].example_id, requests[i].candidates, version, probabilities)

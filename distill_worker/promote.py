@@ -138,7 +138,7 @@ def publish_and_promote(settings: WorkerSettings, model: StudentModel, holdout: 
         return PublishResult(version=None, gate=verdict)
     version = f"{settings.version_prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     ensure_registry(settings.registry, schema)
-    publish_version(registry, version, onnx_model, schema.hash, teacher_version=settings.teacher.teacher_version,
+    publish_version(registry, version, onnx_model, schema.hash, teacher_version=settings.teacher.trained_version,
                     scenario=scenario, data_window=window, metrics=verdict.metrics, config=model.config.to_dict(),
                     distill=distill)
     promoted = bool(settings.server_url and settings.admin_token)

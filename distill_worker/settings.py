@@ -33,6 +33,14 @@ class TeacherClientSettings(BaseModel):
     model_name: str = "teacher"
     # The teacher is a black box: its version is what the operator says it serves.
     teacher_version: str = "unknown"
+    # Train only on labels of this teacher version, read from the label store or log (a request without one is
+    # set aside with its reason when the teacher now serves another). None: the version it serves, the newest.
+    label_version: str | None = None
+
+    @property
+    def trained_version(self) -> str:
+        """The teacher version whose labels the student trains on."""
+        return self.label_version or self.teacher_version
     # End of the teacher's training window (unix seconds), from its manifest: the lag metric's origin.
     teacher_data_end_ts: float | None = None
     # Send only the most recent N history events (None: the teacher view's window), for a teacher that

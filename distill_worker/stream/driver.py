@@ -295,7 +295,10 @@ async def stream_main(settings: WorkerSettings, steps: int | None = None, hooks:
         if store is not None:
             store.close()
         lease.release()
-    return _report(state, store, phase.freshness_s), phase.model
+    report = _report(state, store, phase.freshness_s)
+    if settings.distill.use_teacher:
+        report = msgspec.structs.replace(report, label_version=settings.teacher.trained_version)
+    return report, phase.model
 
 
 def _report(state: StreamState, store: Labels | None, freshness_s: list[float]) -> StreamReport:

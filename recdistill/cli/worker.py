@@ -57,6 +57,9 @@ def run_command(
     teacher_url: str | None = typer.Option(None, help=f"Teacher Triton gRPC HOST:PORT {shown(W, 'teacher.url')}."),
     teacher_version: str | None = typer.Option(None, help="Version of the teacher behind that URL (labels are "
                                                           "keyed by it)."),
+    label_version: str | None = typer.Option(None, help="Train only on labels of this teacher version, read from "
+                                                        "the label store or log (default: the version the teacher "
+                                                        "serves)."),
     teacher_data_end_ts: float | None = typer.Option(None, help="End of the teacher's training window (its "
                                                      "manifest's data_window.train_end_ts), for the lag metric."),
     server_url: str | None = typer.Option(None, help="Student server to promote to (token: RECDISTILL_ADMIN_TOKEN)."),
@@ -86,7 +89,8 @@ def run_command(
         server_url=server_url, scenario=scenario, task=task, calibration=calibration, max_train_events=max_train_events,
         sampling_correction=sampling_correction, version_prefix=None if teacher is not False else "baseline",
         metrics_port=metrics_port,
-        teacher=section(url=teacher_url, teacher_version=teacher_version, teacher_data_end_ts=teacher_data_end_ts),
+        teacher=section(url=teacher_url, teacher_version=teacher_version, label_version=label_version,
+                        teacher_data_end_ts=teacher_data_end_ts),
         distill=section(use_teacher=teacher, head=head, epochs=epochs, seed=seed, unexposed_weight=unexposed_weight),
         stream=section(join_window_s=join_window_s, export_every=export_every, inverse_propensity=ipw))
     _run(_with_scenario_task(settings), mode, steps)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from distill_worker.label_log import SharedLabelStore
-from distill_worker.labels import LabelRequest
+from distill_worker.labels import LabelRequest, LabelStore
 from distill_worker.settings import TeacherClientSettings
-from distill_worker.teacher_client import TeacherClient
+from distill_worker.teacher_client import TeacherClient, TeacherRefusedError
 from recdistill.core.contracts.labels import TeacherLabels, encode_labels
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
@@ -93,3 +93,30 @@ def test_bad_label_records_are_set_aside_with_their_reason(label_log: LogLocatio
     assert all("not finite or not in [0, 1]" in reason for reason in set_aside[2:])
     np.testing.assert_array_equal(store.get("r1", ["b", "a"], "t1"), np.array([0.5, 0.25], dtype=np.float32))
     assert store.get("r2", ["a"], "t1") is None
+
+
+@pytest.mark.parametrize("shared", [True, False])
+async def test_a_trainer_pinned_to_a_teacher_version_reads_its_labels_and_never_asks_the_newer_teacher(
+    triton_teacher: RunningTriton, ml100k: PreparedDataset, tmp_path: Path, shared: bool
+) -> None:
+    requests = _requests(ml100k, ml100k.split("test")[:12].tolist())
+    settings = TeacherClientSettings(url=triton_teacher.grpc_url, teacher_version="tiny-1")
+    old = TeacherClient(settings, Encoder(ml100k.schema, "teacher"))
+    # The teacher moved on to tiny-2; this trainer keeps training on tiny-1's labels.
+    pinned = TeacherClient(settings.model_copy(update={"teacher_version": "tiny-2", "label_version": "tiny-1"}),
+                           old.encoder)
+    store = SharedLabelStore(LogLocation.parse(tmp_path / "labels"), "host-a") if shared \
+        else LabelStore(tmp_path / "labels.sqlite")
+    try:
+        labelled = await store.label(requests[:8], old)
+        read = await store.label(requests[:8], pinned)
+        with pytest.raises(TeacherRefusedError, match=r"no label of teacher version tiny-1 .*\(4\), and the "
+                                                      r"teacher serves tiny-2"):
+            await store.label(requests[4:], pinned)
+    finally:
+        await old.close()
+        await pinned.close()
+        store.close()
+    for mine, theirs in zip(labelled, read, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    assert pinned.requests_sent == 0

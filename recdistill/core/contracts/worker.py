@@ -210,6 +210,7 @@ class StreamReport(StreamCounters, frozen=True, kw_only=True, tag="stream", tag_
 
     label_hit_rate: float | None = None
     freshness_s: Freshness | None = None
+    label_version: str | None = None  # the teacher version whose labels it trained on (None: no teacher)
 
 
 class StandbyReport(Struct, frozen=True, kw_only=True, tag="standby", tag_field="kind"):

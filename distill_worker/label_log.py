@@ -89,13 +89,6 @@ class SharedLabelStore:
             return None
         return np.array([known[c] for c in candidates], dtype=np.float32)
 
-    def put(self, example_id: str, candidates: Sequence[str], teacher_version: str, probabilities: np.ndarray) -> None:
-        """Append to the log (durable before it returns) and to the index."""
-        payload = encode_labels(TeacherLabels.of(example_id, teacher_version, list(candidates), probabilities,
-                                                 time.time()))
-        self._writer.append([payload])
-        self._take(payload)
-
     def count(self, teacher_version: str | None = None) -> int:
         return sum(len(known) for (_, version), known in self._index.items()
                    if teacher_version is None or version == teacher_version)

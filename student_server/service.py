@@ -18,7 +18,6 @@ from recdistill.core.features.request import ITEM_ID_MAX_LENGTH, REQUEST_ID_MAX_
 from recdistill.core.features.schema import FeatureSchema
 from student_server import metrics
 from student_server.errors import BadHeaderError, NotReadyError
-from student_server.registry import ModelRegistry
 from student_server.sampling import TrafficSampler
 from student_server.scenarios import Scenario, Scenarios
 from student_server.scoring import MicroBatcher
@@ -70,11 +69,6 @@ class RankingService:
         self._random = random.Random()
         self.source_header = settings.traffic_source_header.lower().encode("latin-1")
         self.reads_source = bool(sampler.source_rates)  # the traffic source is read for the sampling rules
-
-    @property
-    def registry(self) -> ModelRegistry:
-        """The first scenario's registry (the only one of a schema that declares no scenarios)."""
-        return self.scenarios.default.registry
 
     def traffic_source(self, value: bytes | str | None) -> str | None:
         """The caller's traffic source from its header (HTTP bytes, gRPC text), kept as sent: at most

@@ -94,3 +94,22 @@ def test_a_scenario_trains_on_what_it_served_and_on_its_traffic() -> None:
     assert not related.takes(record(None))
     assert not related.takes(record("home", source="home"))
     assert all(everything.takes(r) for r in (record("home"), record("related"), record(None)))
+
+
+async def test_the_batch_window_is_labelled_once_for_every_scenario_through_the_label_log(
+    triton_teacher: RunningTriton, ml100k: PreparedDataset, registry: Path, tmp_path: Path
+) -> None:
+    """Two scenarios' batch phases on the same window, on different hosts (state dirs) sharing a label log: the
+    second finds every label the first had the teacher give."""
+    base = WorkerSettings(data=ml100k.directory, registry=registry, label_log=str(tmp_path / "labels"),
+                          max_train_events=500, max_holdout_events=300, gate=GateConfig(auc_tolerance=1.0),
+                          teacher=TeacherClientSettings(url=triton_teacher.grpc_url, teacher_version="tiny-1"),
+                          distill=DistillConfig(epochs=1, patience=1))
+    first = await run_batch(base.model_copy(update={"state_dir": tmp_path / "host-a"}))
+    second = await run_batch(base.model_copy(update={"state_dir": tmp_path / "host-b", "scenario": "related"}))
+    assert first.label_hit_rate == 0.0
+    assert second.label_hit_rate == 1.0
+    assert not (tmp_path / "host-a" / "labels.sqlite").exists()
+    assert second.published is not None
+    assert second.published.version is not None
+    assert read_manifest(registry / "scenarios" / "related", second.published.version).scenario == "related"

@@ -177,9 +177,9 @@ class WorkerSettings(BaseSettings):
         first, `state_dir/scenarios/<name>` for the others. The label store stays at `state_dir`, shared: a
         request one scenario's trainer had labelled is not sent to the teacher again for another."""
         name = self.target(schema).name
-        return self.state_dir if name == schema.scenario_names[0] else self.state_dir / "scenarios" / name
+        return self.state_dir if schema.is_first_scenario(name) else self.state_dir / "scenarios" / name
 
     def group(self, schema: FeatureSchema) -> str:
         """The sample log's consumer group (and trainer lease) of this scenario's trainer."""
         name = self.target(schema).name
-        return consumer_group(None if name == schema.scenario_names[0] else name)
+        return consumer_group(None if schema.is_first_scenario(name) else name)

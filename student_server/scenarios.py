@@ -31,7 +31,6 @@ UNKNOWN = "unknown"  # the metrics' scenario label of a request that named no de
 @dataclass
 class Scenario:
     spec: ScenarioSpec
-    encoder: Encoder
     registry: ModelRegistry
     # Bound once per scenario (a labels() lookup per request is measurable): latency and success counters.
     children: dict[str, MetricWrapperBase] = field(default_factory=dict)
@@ -39,6 +38,11 @@ class Scenario:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def encoder(self) -> Encoder:
+        """The scenario's student view, as its registry probes and scores versions with."""
+        return self.registry.encoder
 
     def __post_init__(self) -> None:
         for protocol, ok in (("http", "200"), ("grpc", "OK")):
@@ -83,12 +87,12 @@ def build_scenarios(settings: StudentSettings, schema: FeatureSchema) -> Scenari
     for spec in schema.scenarios:
         root = scenario_registry(settings.registry, schema, spec.name)
         root.mkdir(parents=True, exist_ok=True)
-        first = spec.name == schema.scenario_names[0]
-        store = open_state_store(root, settings.registry_store, None if first else spec.name)
+        store = open_state_store(root, settings.registry_store, None if schema.is_first_scenario(spec.name)
+                                 else spec.name)
         registry = ModelRegistry(root, Encoder(schema, spec.view), settings.ort_threads, settings.warmup_runs,
                                  settings.max_candidates, store, settings.max_batch_requests,
                                  tuple(settings.ort_providers), scenario=spec.name)
-        scenario = Scenario(spec, registry.encoder, registry)
+        scenario = Scenario(spec, registry)
         try:
             scenario.sync()
         except (ArtifactError, BrokerUnavailableError) as exc:

@@ -62,7 +62,7 @@ def scenario_registry(registry: Path, schema: FeatureSchema, scenario: str) -> P
     names = schema.scenario_names
     if scenario not in names:
         raise UnknownScenarioError(scenario, names)
-    return registry if scenario == names[0] else registry / SCENARIOS_DIR / scenario
+    return registry if schema.is_first_scenario(scenario) else registry / SCENARIOS_DIR / scenario
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -7,7 +7,14 @@ import logging
 import tempfile
 from pathlib import Path
 
-from benchmarks import samplelog_bench, scaleout_bench, student_bench, teacher_bench, worker_bench
+from benchmarks import (
+    samplelog_bench,
+    scaleout_bench,
+    scenarios_bench,
+    student_bench,
+    teacher_bench,
+    worker_bench,
+)
 from benchmarks.results import Results
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.prepare import prepare_source
@@ -39,6 +46,7 @@ def main() -> None:
         student_bench.run_other_schema(results, PreparedDataset(Path(other)), args.quick)
     for section in (teacher_bench, worker_bench, samplelog_bench):
         section.run(results, dataset, args.quick)
+    scenarios_bench.run(results, args.quick)
     scaleout_bench.run(results, dataset, args.quick, args.demo_report)
     results.write(args.out / "BENCHMARKS.md", args.out / "BENCHMARKS.json")
     print((args.out / "BENCHMARKS.md").read_text())  # noqa: T201

@@ -44,7 +44,7 @@ async def teacher_labels(dataset: PreparedDataset, split: EncodedSplit, negative
             chunk = split.event_ids[start:start + LABEL_CHUNK]
             contexts = dataset.contexts(encoder, chunk, split.task, negatives)
             requests = [LabelRequest(f"{dataset.manifest.dataset}:{split.task}:{e}",
-                                     dataset.candidates(int(e), split.task, negatives), c)
+                                     dataset.candidates(int(e), split.task, negatives), c, "window")
                         for e, c in zip(chunk, contexts, strict=True)]
             out[start:start + len(chunk)] = np.stack(await store.label(requests, client))
             progress.update(bar, advance=len(chunk))

@@ -3,39 +3,73 @@ redis://HOST:PORT/N?stream=NAME): the teacher labels an example once, whichever 
 every trainer that shares the log (another scenario's, a restarted one, one on another host) finds the
 labels there. The same interface as the local `LabelStore`, so the batch and stream phases use either.
 
+With a labeller (`recdistill worker label`, `distill_worker.labeller`) every sampled request is labelled once,
+as it arrives, and the trainers are told to read labels only (`labels_from = "labeller"`): they never call the
+teacher, and wait (as for a teacher outage, nothing lost) while the labeller is behind.
+
 Each store reads the whole log into an index (example, teacher version) -> candidate -> probability, then
-only what is new before each lookup. Labels are write-once: the first record of a key wins, a later one
-for the same candidates is a duplicate (two trainers that missed at the same moment). A record that cannot
-be read, or whose probabilities do not agree with its candidates, is set aside with its reason
-(`dead_letter`) and never used."""
+only what is new before each lookup, at its own position (a restarted trainer reads it again from the start:
+one scan, no teacher call). Labels are write-once: the first record of a key wins, a later one for the same
+candidates is a duplicate (two trainers that missed at the same moment). Set aside with its reason
+(`dead_letter`) and never used: a record that cannot be read, one whose probabilities do not agree with its
+candidates, and a sampled request's label for a request the sample log does not hold (`sweep`)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 from prometheus_client import Counter
 
 from distill_worker.labels import LabelRequest, LabelStore, refuse_unlabelled, tally
 from distill_worker.settings import WorkerSettings
-from distill_worker.teacher_client import TeacherClient
+from distill_worker.teacher_client import TeacherClient, TeacherUnavailableError
 from recdistill.core.contracts.labels import TeacherLabels, decode_labels, encode_labels
 from recdistill.core.contracts.records import InvalidRecordError
+from recdistill.core.errors import ConfigError
 from recdistill.core.samplelog.entry import Position
 from recdistill.core.samplelog.source import LogLocation, open_scan, open_writer
 
 logger = logging.getLogger(__name__)
 LABEL_RECORDS = Counter("recdistill_worker_label_log_records", "Label-log records read, by outcome", ["outcome"])
 READ_CHUNK = 5_000
+SEEN_KEEP_S = 3_600.0  # how long a request read waits for its label before it is forgotten (`saw`)
+
+
+class LabelsPendingError(TeacherUnavailableError):
+    """A trainer that reads labels only (from the labeller) found some not yet in the log: it waits and tries
+    again, as through a teacher outage; nothing is lost."""
+
+
+def dead_letter_file(path: Path) -> Callable[[bytes, str], None]:
+    """Set-aside label records as JSON lines (reason, time, the record), for a person to look at."""
+
+    def write(payload: bytes, reason: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        line = {"reason": reason, "dead_lettered_unix": time.time(),
+                "record_msgpack_b64": base64.b64encode(payload).decode()}
+        with path.open("a") as handle:
+            handle.write(json.dumps(line) + "\n")
+        logger.warning("label record set aside: %s", reason)
+
+    return write
 
 
 class SharedLabelStore:
+    """`ask_teacher=False`: read labels only (the labeller writes them), waiting up to `wait_s` for those not
+    there yet, then `LabelsPendingError`."""
+
     def __init__(self, location: LogLocation, writer_id: str,
-                 dead_letter: Callable[[bytes, str], None] | None = None) -> None:
+                 dead_letter: Callable[[bytes, str], None] | None = None, ask_teacher: bool = True,
+                 wait_s: float = 5.0) -> None:
         self.location = location
+        self.ask_teacher, self.wait_s = ask_teacher, wait_s
         self._writer, where, self._lock = open_writer(location, f"labels-{writer_id}")
         self._scan = open_scan(location)
         self._positions: dict[str, Position] = {}
@@ -47,12 +81,19 @@ class SharedLabelStore:
         self.teacher_calls = 0
         self.invalid = 0
         self.duplicates = 0
+        self.unknown = 0  # labels of requests the sample log does not hold (`sweep`)
+        self._unclaimed: dict[str, tuple[float, bytes]] = {}  # request labels whose request was not read yet
+        self._seen: dict[str, float] = {}  # requests read whose label did not arrive yet -> when read
         logger.info("teacher labels are shared through %s (this worker writes %s)", location.target, where)
 
     @property
     def hit_rate(self) -> float:
         total = self.hits + self.misses
         return self.hits / total if total else float("nan")
+
+    @property
+    def dead_lettered(self) -> int:
+        return self.invalid + self.unknown
 
     def refresh(self) -> int:
         """Read what the log gained since the last call into the index; returns how many records were read."""
@@ -82,6 +123,34 @@ class SharedLabelStore:
             return
         known.update(fresh)  # write-once: a candidate's first label wins
         LABEL_RECORDS.labels(outcome="taken").inc()
+        if labels.origin == "request" and self._seen.pop(labels.example_id, None) is None:
+            self._unclaimed[labels.example_id] = (labels.created_unix, payload)
+
+    def saw(self, request_id: str) -> None:
+        """The trainer read this sampled request (any scenario's): its label is not one for an unknown request."""
+        if self._unclaimed.pop(request_id, None) is None:
+            self._seen[request_id] = time.time()
+
+    def sweep(self, read_from_unix: float, caught_up_unix: float, slack_s: float) -> int:
+        """Set aside the labels of requests the sample log does not hold: a label is written after its request
+        was served, so one created in this trainer's reading (after `read_from_unix`) and more than `slack_s`
+        (the sampler's write delay) before a read that found no backlog (`caught_up_unix`) whose request was
+        never read has no request. Returns how many were set aside (removed from the index: never trained)."""
+        self.refresh()
+        horizon = caught_up_unix - slack_s
+        unknown = [example for example, (created, _) in self._unclaimed.items()
+                   if read_from_unix + slack_s <= created < horizon]
+        for example in unknown:
+            _, payload = self._unclaimed.pop(example)
+            for key in [k for k in self._index if k[0] == example]:
+                del self._index[key]
+            self.unknown += 1
+            LABEL_RECORDS.labels(outcome="unknown_request").inc()
+            self.dead_letter(payload, f"a label for request {example}, which the sample log does not hold")
+        self._unclaimed = {k: v for k, v in self._unclaimed.items() if v[0] >= read_from_unix + slack_s}
+        stale = time.time() - SEEN_KEEP_S
+        self._seen = {k: ts for k, ts in self._seen.items() if ts >= stale}
+        return len(unknown)
 
     def get(self, example_id: str, candidates: Sequence[str], teacher_version: str) -> np.ndarray | None:
         known = self._index.get((example_id, teacher_version), {})
@@ -96,16 +165,18 @@ class SharedLabelStore:
     async def label(self, requests: Sequence[LabelRequest], teacher: TeacherClient) -> list[np.ndarray]:
         """Soft labels for every request: from the log when any trainer had them, else from the teacher (then
         appended to the log, in one write)."""
-        await asyncio.to_thread(self.refresh)
         version = teacher.settings.trained_version
-        found = [self.get(r.example_id, r.candidates, version) for r in requests]
+        found = await self._lookup(requests, version)
         missing = tally(self, found)
         refuse_unlabelled(teacher, requests, missing)
+        if missing and not self.ask_teacher:
+            raise LabelsPendingError(f"{len(missing)} of {len(requests)} requests have no label of teacher version "
+                                     f"{version} in {self.location} yet: the labeller is behind, or down")
         scored = await asyncio.gather(*(teacher.score(requests[i].context) for i in missing))
         self.teacher_calls += len(missing)
         now = time.time()
         records = [TeacherLabels.of(requests[i].example_id, version, list(requests[i].candidates), probabilities,
-                                    now) for i, probabilities in zip(missing, scored, strict=True)]
+                                    now, requests[i].origin) for i, probabilities in zip(missing, scored, strict=True)]
         if records:
             payloads = [encode_labels(r) for r in records]
             await asyncio.to_thread(self._writer.append, payloads)
@@ -114,6 +185,17 @@ class SharedLabelStore:
         for i, probabilities in zip(missing, scored, strict=True):
             found[i] = np.asarray(probabilities, dtype=np.float32)
         return found  # type: ignore[return-value]
+
+    async def _lookup(self, requests: Sequence[LabelRequest], version: str) -> list[np.ndarray | None]:
+        """The labels the log holds (read up to now); reading only, those not there yet are waited for up to
+        `wait_s`."""
+        deadline = time.monotonic() + (0 if self.ask_teacher else self.wait_s)
+        while True:
+            await asyncio.to_thread(self.refresh)
+            found = [self.get(r.example_id, r.candidates, version) for r in requests]
+            if all(labels is not None for labels in found) or time.monotonic() >= deadline:
+                return found
+            await asyncio.sleep(0.05)
 
     def close(self) -> None:
         self._writer.close()
@@ -126,8 +208,14 @@ Labels = LabelStore | SharedLabelStore  # where the phases get soft labels
 
 
 def open_label_store(settings: WorkerSettings) -> Labels:
-    """The label log when one is configured (`label_log`), else this worker's own SQLite store in its state
-    directory (shared by the scenarios' trainers of one host)."""
+    """The label log when one is configured (`label_log`; read only when `labels_from` is the labeller), else
+    this worker's own SQLite store in its state directory (shared by the scenarios' trainers of one host). Label
+    records set aside go to `state_dir/labels-dead-letter.jsonl`."""
     if settings.label_log is None:
+        if settings.labels_from == "labeller":
+            raise ConfigError("labels_from = labeller: the trainer reads the labeller's label log; set label_log "
+                              "(--label-log) to the log `recdistill worker label` writes")
         return LabelStore(settings.state_dir / "labels.sqlite")
-    return SharedLabelStore(LogLocation.parse(settings.label_log), settings.worker_id)
+    return SharedLabelStore(LogLocation.parse(settings.label_log), settings.worker_id,
+                            dead_letter_file(settings.state_dir / "labels-dead-letter.jsonl"),
+                            ask_teacher=settings.labels_from == "teacher", wait_s=settings.label_wait_s)

@@ -9,13 +9,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from prometheus_client import Counter
 
 from distill_worker.teacher_client import TeacherClient, TeacherRefusedError
-from recdistill.core.features.encoder import MappedContext
+from recdistill.core.contracts.records import SampledRequest
+from recdistill.core.features.encoder import Encoder, MappedContext
 
 LABEL_LOOKUPS = Counter("recdistill_worker_label_lookups", "Soft-label lookups by result", ["result"])
 
@@ -25,6 +26,31 @@ class LabelRequest:
     example_id: str
     candidates: Sequence[str]  # candidate item ids, in the order of the context's candidates
     context: MappedContext  # encoded for the teacher's view
+    origin: Literal["request", "window"] = "request"  # a sampled request, or a training-window event
+
+    @classmethod
+    def of(cls, record: SampledRequest, teacher_encoder: Encoder) -> LabelRequest:
+        """A sampled request's: every candidate it was served with, in the teacher's view."""
+        return cls(record.request_id, [str(c.item_id) for c in record.request.candidates],
+                   teacher_encoder.map_request(record.request, now=record.request_ts))
+
+
+async def label_each(store: Any, requests: Sequence[LabelRequest], teacher: TeacherClient
+                     ) -> tuple[list[np.ndarray], dict[int, str]]:
+    """Soft labels of `store` (a label store) for the requests, and those the teacher refused (index -> reason,
+    no label). A refused batch is retried one request at a time, so one bad request never costs the others
+    their labels."""
+    refused: dict[int, str] = {}
+    try:
+        return await store.label(requests, teacher), refused
+    except TeacherRefusedError:
+        soft: list[np.ndarray] = []
+        for index, request in enumerate(requests):
+            try:
+                soft += await store.label([request], teacher)
+            except TeacherRefusedError as exc:
+                refused[index] = str(exc)
+        return soft, refused
 
 
 def refuse_unlabelled(teacher: TeacherClient, requests: Sequence[LabelRequest], missing: list[int]) -> None:
@@ -77,6 +103,12 @@ class LabelStore:
         if not all(c in rows for c in candidates):
             return None
         return np.array([rows[c] for c in candidates], dtype=np.float32)
+
+    def saw(self, request_id: str) -> None:
+        """Nothing to match: this store holds only labels its own host asked for."""
+
+    def sweep(self, read_from_unix: float, caught_up_unix: float, slack_s: float) -> int:
+        return 0
 
     def put(self, example_id: str, candidates: Sequence[str], teacher_version: str, probabilities: np.ndarray) -> None:
         """Write-once: a label already stored for the same key is kept, never overwritten."""

@@ -136,6 +136,12 @@ class WorkerSettings(BaseSettings):
     # redis://HOST:PORT/N?stream=NAME, a stream of its own): labelled once, whichever trainer asks first. None:
     # a SQLite store in `state_dir`, shared only by the trainers of one host.
     label_log: LogURL | None = None
+    # Where a trainer gets the labels it lacks: "teacher" (it asks, and writes them to the label store or log)
+    # or "labeller" (it reads the label log only, which `recdistill worker label` writes, labelling every
+    # sampled request once: the teacher's cost does not grow with the scenarios), waiting up to `label_wait_s`
+    # a step for labels not there yet.
+    labels_from: Literal["teacher", "labeller"] = "teacher"
+    label_wait_s: float = Field(default=5.0, ge=0)
     # Names this worker in the sample log's consumer group; with a redis log, one worker trains at a time
     # (it holds a lease renewed every step), others wait as hot standbys and take over within the lease.
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -54,8 +55,9 @@ class SampleConsumer:
 
     def __init__(self, source: LogSource, state: StreamState, config: StreamConfig,
                  dead_letter: Callable[[bytes, str, str], None], request_type: type,
-                 scenario: ScenarioFilter | None = None) -> None:
+                 scenario: ScenarioFilter | None = None, saw: Callable[[str], None] | None = None) -> None:
         self.source = source
+        self.saw = saw  # told every sampled request read (any scenario's), for the label store's matching
         self.scenario = scenario  # None: every sampled request
         self.request_type = request_type  # the schema's request struct: records are validated as at the edge
         self.state = state
@@ -64,6 +66,8 @@ class SampleConsumer:
         self._decoded: dict[str, SampledRequest] = {}  # the waiting requests, decoded (the state keeps bytes)
         self._behind: dict[str, float] = {}  # partition -> server time of the newest record read from it
         self._keys: list[str] = []  # sample ids taken since the last commit
+        self.read_from_unix = 0.0  # when this process first read the log
+        self.caught_up_unix = 0.0  # when the last read that found no backlog began
 
     def _record(self, payload: bytes) -> SampleRecord | None:
         try:
@@ -80,7 +84,11 @@ class SampleConsumer:
 
     def consume(self) -> int:
         """Read new records into the state; returns how many were read (duplicates and unreadable ones too)."""
+        started = time.time()
+        self.read_from_unix = self.read_from_unix or started
         entries, behind = self.source.read(self.state.offsets, self.config.max_records)
+        if not behind:
+            self.caught_up_unix = started
         records: list[tuple[LogEntry, SampleRecord, str]] = []
         for entry in entries:
             if entry.replayed:  # in the checkpoint already: re-marked and acknowledged, not taken again
@@ -119,6 +127,8 @@ class SampleConsumer:
         """Take one record into the state; returns its server time."""
         if isinstance(record, SampledRequest):
             RECORDS.labels(kind="request").inc()
+            if self.saw is not None:
+                self.saw(record.request_id)
             if self.scenario is not None and not self.scenario.takes(record):
                 self.state.other_scenario += 1
                 return record.ts

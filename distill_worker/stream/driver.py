@@ -102,7 +102,10 @@ class StreamPhase:
             self._restore()
         source = open_source(LogLocation.parse(samples), "worker") if isinstance(samples, Path | str) else samples
         self.consumer = SampleConsumer(source, self.state, config, self._dead_letter,
-                                       dataset.schema.request_types(ignore_unknown=True).rank_request, scenario)
+                                       dataset.schema.request_types(ignore_unknown=True).rank_request, scenario,
+                                       store.saw if store is not None else None)
+        for request_id in self.state.waiting if store is not None else ():  # restored: their labels are wanted
+            store.saw(request_id)
 
     @property
     def model(self) -> StudentModel:
@@ -176,6 +179,9 @@ class StreamPhase:
         await self._hold_lease()
         before = self.state.progress()
         read = self.consumer.consume()
+        if self.trainer.store is not None:  # labels of requests the log does not hold: set aside
+            await asyncio.to_thread(self.trainer.store.sweep, self.consumer.read_from_unix,
+                                    self.consumer.caught_up_unix, 2 * self.config.join_window_s)
         trained = await self.train_due(now)
         self.consumer.prune_feedback(now)
         result = StepResult(read, trained)
@@ -275,7 +281,7 @@ async def stream_main(settings: WorkerSettings, steps: int | None = None, hooks:
     location = LogLocation.parse(settings.sample_log)
     # One trainer at a time: this one may be a hot standby until the lease is free.
     lease = open_lease(location, settings.worker_id, settings.lease_ttl_s, group)
-    if not await _acquire(lease, hooks.until):
+    if not await acquire_lease(lease, hooks.until):
         return StandbyReport(holder=lease.holder()), initial_model
     teacher, store = None, None
     if settings.distill.use_teacher:
@@ -309,11 +315,12 @@ def _report(state: StreamState, store: Labels | None, freshness_s: list[float]) 
                               p95=round(float(np.percentile(values, 95)), 2), requests=int(values.size))
     counters = msgspec.structs.asdict(state.counters())
     return StreamReport(**counters, label_hit_rate=store.hit_rate if store is not None else None,
-                        freshness_s=freshness)
+                        freshness_s=freshness, labels_dead_lettered=getattr(store, "dead_lettered", None))
 
 
-async def _acquire(lease: TrainerLease, until: Callable[[], bool]) -> bool:
-    """Wait as a hot standby until the trainer lease is free (the active worker stopped renewing it)."""
+async def acquire_lease(lease: TrainerLease, until: Callable[[], bool]) -> bool:
+    """Wait as a hot standby until the lease is free (the active worker stopped renewing it); False when
+    `until()` came first."""
     waited = False
     while not await asyncio.to_thread(lease.acquire):
         if until():

@@ -11,10 +11,10 @@ from prometheus_client import Gauge
 
 from distill_worker.debias import inverse_propensity_weights
 from distill_worker.label_log import Labels
-from distill_worker.labels import LabelRequest
+from distill_worker.labels import LabelRequest, label_each
 from distill_worker.settings import DistillConfig, StreamConfig
 from distill_worker.student import StudentModel
-from distill_worker.teacher_client import TeacherClient, TeacherRefusedError
+from distill_worker.teacher_client import TeacherClient
 from distill_worker.trainer import distill_loss
 from recdistill.core.contracts.records import SampledRequest
 from recdistill.core.data.dataset import PreparedDataset
@@ -38,10 +38,6 @@ class StreamTrainer:
         self.student_encoder = Encoder(dataset.schema, model.view)
         self.teacher_encoder = Encoder(dataset.schema, "teacher")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
-
-    def label_request(self, record: SampledRequest) -> LabelRequest:
-        return LabelRequest(record.request_id, [str(c.item_id) for c in record.request.candidates],
-                            self.teacher_encoder.map_request(record.request, now=record.request_ts))
 
     def examples(self, records: list[SampledRequest], feedback: dict[str, dict[str, float]]) -> Batch:
         contexts = [self.student_encoder.map_request(r.request, now=r.request_ts) for r in records]
@@ -73,17 +69,8 @@ class StreamTrainer:
         so one bad record never costs the others their labels."""
         assert self.teacher is not None
         assert self.store is not None
-        requests = [self.label_request(r) for r in records]
-        refused: dict[int, str] = {}
-        try:
-            soft = await self.store.label(requests, self.teacher)
-        except TeacherRefusedError:
-            soft = []
-            for index, request in enumerate(requests):
-                try:
-                    soft += await self.store.label([request], self.teacher)
-                except TeacherRefusedError as exc:
-                    refused[index] = str(exc)
+        requests = [LabelRequest.of(r, self.teacher_encoder) for r in records]
+        soft, refused = await label_each(self.store, requests, self.teacher)
         if self.teacher.settings.teacher_data_end_ts is not None:
             TEACHER_LAG.set(records[-1].request_ts - self.teacher.settings.teacher_data_end_ts)
         if self.soft_transform is not None and soft:  # one call for the whole batch

@@ -35,6 +35,9 @@ def run_command(
     label_log: str | None = typer.Option(None, help="Share teacher labels with every trainer through a log, "
                                                     "file:DIR or redis://HOST:PORT/N?stream=NAME (default: a "
                                                     "SQLite store in --state-dir)."),
+    labels_from: Literal["teacher", "labeller"] | None = typer.Option(
+        None, help="teacher (ask it for missing labels) or labeller (read --label-log only, written by "
+                   f"`recdistill worker label`) {shown(W, 'labels_from')}."),
     worker_id: str | None = typer.Option(None, help="stream: this worker's name in the consumer group (redis) "
                                                     "(default: host-pid)."),
     steps: int | None = typer.Option(None, help="stream: stop after N steps (default: until Ctrl-C)."),
@@ -84,7 +87,7 @@ def run_command(
 
     settings = settings_from_cli(
         WorkerSettings, config, "worker", data=data, registry=registry, state_dir=state_dir, sample_log=sample_log,
-        label_log=label_log,
+        label_log=label_log, labels_from=labels_from,
         worker_id=worker_id,
         server_url=server_url, scenario=scenario, task=task, calibration=calibration, max_train_events=max_train_events,
         sampling_correction=sampling_correction, version_prefix=None if teacher is not False else "baseline",
@@ -126,3 +129,42 @@ def _with_scenario_task(settings: W) -> W:
     except RecDistillError as exc:
         raise typer.BadParameter(str(exc), param_hint="--scenario" if settings.scenario else "--data") from None
     return settings if "task" in settings.model_fields_set else settings.model_copy(update={"task": scenario.task})
+
+
+@app.command("label")
+def label_command(
+    config: Path | None = typer.Option(None, "--config", help="TOML config file (its `worker` table); the same "
+                                       "precedence as `worker run`."),
+    sample_log: str | None = typer.Option(None, help="The student servers' sample log, file:DIR or "
+                                                     f"redis://HOST:PORT/N {shown(W, 'sample_log')}."),
+    label_log: str | None = typer.Option(None, help="The label log the trainers read (--labels-from labeller), "
+                                                    "file:DIR or redis://HOST:PORT/N?stream=NAME."),
+    data: Path | None = typer.Option(None, help=f"Prepared dataset directory {shown(W, 'data')}."),
+    state_dir: Path | None = typer.Option(None, help=f"Where dead letters go {shown(W, 'state_dir')}."),
+    worker_id: str | None = typer.Option(None, help="This labeller's name (consumer, lease holder)."),
+    teacher_url: str | None = typer.Option(None, help=f"Teacher Triton gRPC HOST:PORT {shown(W, 'teacher.url')}."),
+    teacher_version: str | None = typer.Option(None, help="Version of the teacher behind that URL (labels are "
+                                                          "keyed by it)."),
+    steps: int | None = typer.Option(None, help="Stop after N steps (default: until Ctrl-C)."),
+    metrics_port: int | None = typer.Option(None, help="Serve the labeller's Prometheus metrics on this port."),
+) -> None:
+    """Label every sampled request once, for every scenario's trainer (run them with --labels-from labeller)."""
+    from distill_worker.labeller import labeller_main
+    from distill_worker.settings import WorkerSettings
+    from recdistill.cli.common import settings_from_cli
+
+    settings = settings_from_cli(
+        WorkerSettings, config, "worker", data=data, state_dir=state_dir, sample_log=sample_log, label_log=label_log,
+        worker_id=worker_id, metrics_port=metrics_port,
+        teacher={k: v for k, v in {"url": teacher_url, "teacher_version": teacher_version}.items() if v} or None)
+    if settings.teacher.teacher_version == "unknown":
+        raise typer.BadParameter("give the version of the teacher behind --teacher-url (labels are keyed by it)",
+                                 param_hint="--teacher-version")
+    if settings.label_log is None:
+        raise typer.BadParameter("the labeller writes the label log the trainers read", param_hint="--label-log")
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    report = asyncio.run(labeller_main(settings, steps=steps))
+    print(msgspec.json.format(msgspec.json.encode(report), indent=1).decode())

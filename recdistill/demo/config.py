@@ -69,6 +69,10 @@ class DemoConfig:
     # The online A/B test: from the batch student's promotion on, this share of users (by a hash of the user
     # id) stays on the baseline while the rest get the batch student and then each streamed version.
     holdback_share: float = 0.5
+    # The schema's other scenarios of the slate task are served beside the first during the replay: this share of
+    # its requests goes to their routes (`/v1/scenarios/NAME/rank`, the gRPC `scenario` field), each streamed by
+    # its own trainer over the same sample log and teacher.
+    scenario_share: float = 0.2
     # Serving comes first: Triton, and this process (the worker) from the live replay on, run at this lower
     # CPU priority, so on a small shared machine the student server and the replay client win the cores.
     background_niceness: int = 10

@@ -202,7 +202,8 @@ class BatchExperiment:
                    "negatives": [settings.observed_negatives, settings.teacher_negatives],
                    "debias": [settings.calibration, settings.sampling_correction],
                    "student": self.student.to_dict(), "distill": asdict(self.distill),
-                   "soft_labels": labels} | ({"grid": grid} if grid is not None else {})
+                   "soft_labels": labels} | ({"grid": grid} if grid is not None else {}) \
+            | ({"scenario": settings.scenario} if settings.scenario else {})  # another view (the first's: none)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def _tried_before(self, variant: str, points: list[dict[str, float]], cache: Path) -> tuple[Path, list[dict]]:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from distill_worker.stream import StreamHooks, stream_main
 from distill_worker.stream.consumer import StepResult
 from distill_worker.student import StudentModel
 from recdistill.core.contracts.registry import Holdback, to_builtins
-from recdistill.core.contracts.worker import StreamReport, StreamState
+from recdistill.core.contracts.worker import StandbyReport, StreamReport, StreamState
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.logs import STDERR
 from recdistill.core.processes import lower_priority
@@ -62,9 +62,27 @@ class Swap:
     phase: str  # baseline | batch | stream
 
 
+@dataclass(frozen=True)
+class ScenarioLive:
+    """A scenario beside the first, live: its batch student (active in its registry from the start) streamed on
+    from the requests routed to it."""
+
+    name: str
+    model: StudentModel
+    calibration: Calibration | None
+    gate_holdout: EncodedSplit
+
+
+@dataclass
+class ScenarioServed:
+    served: list[Served]  # the requests routed to the scenario
+    stream_state: dict[str, Any]  # its trainer's report
+    versions: list[str]  # promoted by its trainer during the replay
+
+
 @dataclass
 class LiveResult:
-    served: list[Served]
+    served: list[Served]  # the first scenario's requests (`/v1/rank`)
     swaps: list[Swap]
     holdback: Holdback | None  # the A/B test's control arm (the baseline), from `holdback_at_s` on
     holdback_at_s: float | None
@@ -72,19 +90,31 @@ class LiveResult:
     stream_state: dict[str, Any]
     feedback_errors: int
     duration_s: float
+    scenarios: dict[str, ScenarioServed] = field(default_factory=dict)  # the others, by name
+
+
+def scenario_routes(event_ids: list[int], names: list[str], share: float) -> dict[int, str]:
+    """Event id -> the scenario beside the first it is sent to: about `share` of the replay, in turn."""
+    if not names or share <= 0:
+        return {}
+    every = max(1, round(1 / share))
+    chosen = [e for i, e in enumerate(event_ids) if i % every == every - 1]
+    return {e: names[i % len(names)] for i, e in enumerate(chosen)}
 
 
 async def live_stage(config: DemoConfig, settings: WorkerSettings, server: StudentServer, replay_events: list[int],
                      gate_holdout: EncodedSplit, baseline_version: str, batch_version: str | None,
-                     batch_model: StudentModel, calibration: Calibration | None, replay_log: Path) -> LiveResult:
+                     batch_model: StudentModel, calibration: Calibration | None, replay_log: Path,
+                     scenarios: Sequence[ScenarioLive] = ()) -> LiveResult:
     """Serve the baseline (active at start-up), start the replay, promote the batch student while an A/B test
     keeps `holdback_share` of users on the baseline, then run the worker's stream phase (the same driver as
     `recdistill worker run --mode stream`) until the replay has ended and every sampled request's feedback
     window has closed."""
     sources = await asyncio.to_thread(traffic_sources, PreparedDataset(settings.data), replay_events)
+    routes = scenario_routes(replay_events, [s.name for s in scenarios], config.scenario_share)
     replay = ReplayProcess(ReplayPlan(settings.data, replay_events, server.http_url, server.grpc_target,
                                       config.replay_rate, config.replay_concurrency, config.feedback_delay_s,
-                                      config.exposed_positions, replay_log, sources))
+                                      config.exposed_positions, replay_log, sources, routes))
     replay.start()
     # From here this process is the worker beside serving: it yields the cores to the server and the replay
     # (started above, at the normal priority). Client CPU per request is ~2x on HTTP (httpx, pure Python)
@@ -128,19 +158,31 @@ async def live_stage(config: DemoConfig, settings: WorkerSettings, server: Stude
 
             # Until the replay is over (all its feedback acknowledged, hence durable) and drained.
             hooks = StreamHooks(until=replay.done, on_publish=on_publish, on_step=on_step)
-            stream_report, _ = await stream_main(worker_settings, hooks=hooks, initial_model=batch_model,
-                                                 calibration=calibration, holdout=gate_holdout)
+            # Each scenario's trainer beside the first's, over the same sample log (its own consumer group).
+            others = [stream_main(worker_settings.model_copy(update={"scenario": s.name}),
+                                  hooks=StreamHooks(until=replay.done), initial_model=s.model,
+                                  calibration=s.calibration, holdout=s.gate_holdout) for s in scenarios]
+            (stream_report, _), *other_reports = await asyncio.gather(
+                stream_main(worker_settings, hooks=hooks, initial_model=batch_model, calibration=calibration,
+                            holdout=gate_holdout), *others)
     finally:
         replay.stop()
-    served, feedback_errors = replay.results()
+    every, feedback_errors = replay.results()
+    served = [s for s in every if s.scenario is None]
+    by_scenario = {s.name: ScenarioServed([r for r in every if r.scenario == s.name], _counts(report),
+                                          report.versions_promoted if isinstance(report, StreamReport) else [])
+                   for s, (report, _) in zip(scenarios, other_reports, strict=True)}
     # The server's own view of the replay (latency histograms, swap counters), kept with the logs.
     replay_log.with_name("student-server-metrics.prom").write_text(
         httpx.get(f"{server.http_url}/metrics", timeout=10).text)
     return LiveResult(served=served, swaps=swaps, holdback=holdback, holdback_at_s=holdback_at_s,
                       refused=stream_report.exports_refused if isinstance(stream_report, StreamReport) else 0,
-                      stream_state={k: v for k, v in msgspec.to_builtins(stream_report).items()
-                                    if k not in ("offsets", "kind")},
-                      feedback_errors=feedback_errors, duration_s=round(time.perf_counter() - started, 1))
+                      stream_state=_counts(stream_report), feedback_errors=feedback_errors,
+                      duration_s=round(time.perf_counter() - started, 1), scenarios=by_scenario)
+
+
+def _counts(report: StreamReport | StandbyReport) -> dict[str, Any]:
+    return {k: v for k, v in msgspec.to_builtins(report).items() if k not in ("offsets", "kind")}
 
 
 async def _start_holdback(server: StudentServer, holdback: Holdback) -> None:

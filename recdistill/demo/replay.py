@@ -49,6 +49,7 @@ class ReplayPlan:
     exposed_positions: int
     out_path: Path  # one JSON line per request: what the client saw
     traffic_sources: dict[int, str] = field(default_factory=dict)  # event id -> source header (hidden variable)
+    scenarios: dict[int, str] = field(default_factory=dict)  # event id -> a scenario beside the first (its route)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Served:
     traffic_source: str | None = None
     candidates: int = 0
     exposed: list[int] = field(default_factory=list)  # candidate indices (request order) shown, best first
+    scenario: str | None = None  # the scenario it was sent to (None: the first, `/v1/rank`)
 
 
 class ReplayProcess:
@@ -153,18 +155,23 @@ class _Replay:
     async def _one(self, http: httpx.AsyncClient, clicks: httpx.AsyncClient, stub: ranking_pb2_grpc.RankingStub,
                    event_id: int, body: dict[str, Any], protocol: str, start: float, gate: asyncio.Semaphore) -> None:
         source = self.plan.traffic_sources.get(event_id)
+        scenario = self.plan.scenarios.get(event_id)
         sent = time.perf_counter()
         version, error, ranking, policy = None, None, [], "model"
         try:
             if protocol == "http":
-                response = await http.post("/v1/rank", json=body, headers={SOURCE_HEADER: source} if source else None)
+                route = f"/v1/scenarios/{scenario}/rank" if scenario else "/v1/rank"
+                response = await http.post(route, json=body, headers={SOURCE_HEADER: source} if source else None)
                 if response.status_code == 200:
                     served = response.json()
                     version, ranking, policy = served["model_version"], served["ranking"], served["policy"]
                 else:
                     error = f"HTTP {response.status_code}: {response.text[:300]}"
             else:
-                reply = await stub.Rank(request_from_dict(body), timeout=30,
+                message = request_from_dict(body)
+                if scenario:
+                    message.scenario = scenario
+                reply = await stub.Rank(message, timeout=30,
                                         metadata=((SOURCE_HEADER, source),) if source else None)
                 version, ranking, policy = reply.model_version, list(reply.ranking), reply.policy
         except grpc.aio.AioRpcError as exc:
@@ -181,7 +188,7 @@ class _Replay:
         index = {str(c["item_id"]): i for i, c in enumerate(body["candidates"])}
         self.served.append(Served(round(sent - start, 4), latency_ms, protocol, version, error, rank, clicked, event_id,
                                   str(body["user"]["user_id"]), policy, source, len(index),
-                                  [index[item] for item in ranking[: self.plan.exposed_positions]]))
+                                  [index[item] for item in ranking[: self.plan.exposed_positions]], scenario))
         if clicked:
             await asyncio.sleep(self.plan.feedback_delay_s)  # the click comes later than the response
             await self._feedback(clicks, stub, body["request_id"], real_item, protocol)

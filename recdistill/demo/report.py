@@ -20,6 +20,7 @@ from recdistill.demo.live import LiveResult
 from recdistill.demo.online import ExplorationSet, online_ab
 from recdistill.demo.plots import plot_auc_per_version, plot_calibration, plot_latency
 from recdistill.demo.report_md import MAX_ERROR_SHARE, METRICS, print_summary, render_markdown
+from recdistill.demo.report_scenarios import scenario_figures, scenario_serving
 from recdistill.demo.stats import auc_difference, by_history_length, std, transferability_figures
 from recdistill.demo.streaming import STREAM_VARIANTS
 
@@ -49,6 +50,7 @@ class TaskResults:
     exploration: ExplorationSet | None = None  # the live replay's exploration slice
     teacher_selection: list[dict[str, Any]] = field(default_factory=list)  # candidates by valid AUC
     counterfactual: dict[str, Any] | None = None  # the A/B question asked of every request (`counterfactual_ab`)
+    scenarios: dict[str, BatchExperiment] = field(default_factory=dict)  # the task's other scenarios' students
 
 
 def _round(value: float | None, digits: int) -> float | None:
@@ -158,7 +160,8 @@ def _serving(live: LiveResult, exposed_positions: int, samples: int,
         "requests": len(live.served), "errors": len(errors),
         "error_kinds": sorted(set(errors)),
         # More than MAX_ERROR_SHARE of the replay failing makes the run a failure: `recdistill demo` exits 1.
-        "failed": len(errors) > MAX_ERROR_SHARE * max(1, len(live.served)),
+        "failed": len(errors) + sum(s.error is not None for o in live.scenarios.values() for s in o.served)
+        > MAX_ERROR_SHARE * max(1, len(live.served) + sum(len(o.served) for o in live.scenarios.values())),
         "first_error": first_error, "first_error_count": errors.count(first_error) if errors else 0,
         "p50_ms": round(float(np.percentile(latencies, 50)), 2) if latencies.size else None,
         "p99_ms": round(float(np.percentile(latencies, 99)), 2) if latencies.size else None,
@@ -175,6 +178,7 @@ def _serving(live: LiveResult, exposed_positions: int, samples: int,
         "counterfactual_narrower_by": _narrower(ab, counterfactual),
         "feedback_errors": live.feedback_errors,
         "stream": live.stream_state,
+        "scenarios": {name: scenario_serving(other) for name, other in live.scenarios.items()},
     }
 
 
@@ -330,7 +334,9 @@ def write_report(out: Path, dataset: PreparedDataset, config: DemoConfig, result
         ablations=headline.get("ablations", []), controls=headline.get("controls", []),
         serving=_serving(live, config.exposed_positions, config.bootstrap_samples,
                          results["slate"].counterfactual) if live else None,
-        tasks=tasks, config=config.to_dict(), stage_seconds=timings, total_seconds=round(seconds, 1),
+        tasks=tasks, scenarios=scenario_figures(dataset, config, results, tasks, summarize_task),
+        config=config.to_dict(),
+        stage_seconds=timings, total_seconds=round(seconds, 1),
         artifacts={"registry": "registry/", "teacher": "teacher/", "sample_log": "samples/", "logs": "logs/"},
         plots=_plots(out, results, live))
     report = msgspec.structs.replace(report, non_finite=_finite(msgspec.to_builtins(report)))

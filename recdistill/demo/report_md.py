@@ -35,10 +35,33 @@ def render_markdown(report: dict[str, Any]) -> str:
              + f"). Total {report['total_seconds']} s.", ""]
     for task, summary in report["tasks"].items():
         lines += _task_lines(task, summary, task == report["headline_task"])
+    lines += _scenario_lines(report.get("scenarios", []))
     if report["serving"]:
         lines += _serving_lines(report["serving"])
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]] + [""]
     return "\n".join(lines)
+
+
+def _scenario_lines(scenarios: list[dict[str, Any]]) -> list[str]:
+    """One row per declared scenario: its student's view against the one teacher (the first's are the headline
+    task's figures)."""
+    if len(scenarios) < 2:
+        return []
+    lines = ["## Scenarios: one teacher, a student per scenario", "",
+             "| scenario | task | view (history events) | student params | teacher AUC | baseline AUC | distilled AUC "
+             "| transferability [95% CI] | attributable [95% CI] | window labels found in the store |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: |"]
+    for s in scenarios:
+        if not s["evaluated"]:
+            lines.append(f"| {s['name']} | {s['task']} | {s['view']} ({s['history_events']}) | n/a | n/a | n/a | n/a "
+                         f"| {s['note']} | | |")
+            continue
+        ratios = [_fmt(s[key], 3) + ("" if s[f"{key}_ci95"] is None else f" {_ci(s[f'{key}_ci95'], 3)}")
+                  for key in ("transferability", "transferability_attributable")]
+        lines.append(f"| {s['name']} | {s['task']} | {s['view']} ({s['history_events']}) | {s['student_parameters']:,} "
+                     f"| {_fmt(s['teacher_auc'])} | {_fmt(s['baseline_auc'])} | {_fmt(s['distilled_auc'])} "
+                     f"| {ratios[0]} | {ratios[1]} | {_fmt(s['label_hit_rate'], 2)} |")
+    return [*lines, ""]
 
 
 def print_summary(report: dict[str, Any]) -> None:

@@ -25,11 +25,12 @@ from recdistill.core.contracts.teacher import TeacherManifest
 from recdistill.core.data.dataset import PreparedDataset, Task
 from recdistill.core.data.prepare import prepare_source
 from recdistill.core.evaluation import evaluate
+from recdistill.core.features.spec import ScenarioSpec, load_schema_spec
 from recdistill.core.logs import STDERR
 from recdistill.core.training import predict
 from recdistill.demo.config import DemoConfig
 from recdistill.demo.experiments import TEACHER_TERM, BatchExperiment, TuningGrid
-from recdistill.demo.live import live_stage, stream_config, student_server_process
+from recdistill.demo.live import ScenarioLive, live_stage, stream_config, student_server_process
 from recdistill.demo.online import counterfactual_ab, exploration_set
 from recdistill.demo.report import StreamRun, TaskResults, write_report
 from recdistill.demo.streaming import STREAM_VARIANTS, rerun_stream
@@ -75,7 +76,9 @@ def run_demo(out: Path, dataset_spec: str, config: DemoConfig, schema_path: Path
     for leftover in ("registry", "worker", "samples", "logs"):  # a rerun into the same directory starts clean
         shutil.rmtree(out / leftover, ignore_errors=True)
     (out / "logs").mkdir(parents=True)
-    stages = Stages(total=2 + 3 * len(config.tasks) + (2 if "slate" in config.tasks else 0) + 1)
+    declared = load_schema_spec(schema_path).served_scenarios
+    scenarios = sum(len(other_scenarios(declared, task)) for task in config.tasks)
+    stages = Stages(total=2 + 3 * len(config.tasks) + (2 if "slate" in config.tasks else 0) + scenarios + 1)
     started = time.perf_counter()
     stages(f"prepare {dataset_spec}")
     dataset = load_dataset(dataset_spec, schema_path, out / "data", catalogue)
@@ -127,17 +130,25 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
         experiment = await asyncio.to_thread(BatchExperiment, settings)
         await experiment.label()
         result.experiment = experiment
+        # The schema's other scenarios of this task: their students (their own views) learn from the same teacher,
+        # whose labels of the window are in the label store already (no teacher call: `label_hit_rate` 1.0).
+        for spec in other_scenarios(dataset.schema.scenarios, task):
+            result.scenarios[spec.name] = await asyncio.to_thread(
+                BatchExperiment, settings.model_copy(update={"scenario": spec.name}))
+            await result.scenarios[spec.name].label()
         for seed, seed_manifest in enumerate(result.teacher_seed_manifests[1:], start=1):
-            phase, scores = await _label_with_teacher(experiment, out / "teacher" / f"{task}-seed{seed}",
-                                                      seed_manifest, out / "logs" / f"triton-{task}-seed{seed}.log",
-                                                      config.background_niceness)
-            experiment.teacher_phases.append(phase)
-            experiment.teacher_seed_scores.append(scores)
+            labelled = await _label_with_teacher([experiment, *result.scenarios.values()],
+                                                 out / "teacher" / f"{task}-seed{seed}", seed_manifest,
+                                                 out / "logs" / f"triton-{task}-seed{seed}.log",
+                                                 config.background_niceness)
+            for each, (phase, scores) in zip([experiment, *result.scenarios.values()], labelled, strict=True):
+                each.teacher_phases.append(phase)
+                each.teacher_seed_scores.append(scores)
         if result.short_teacher_manifest is not None:  # debiased like the real teacher's, distilled the same way
-            phase, scores = await _label_with_teacher(experiment, out / "teacher" / f"{task}-short-history",
-                                                      result.short_teacher_manifest,
-                                                      out / "logs" / f"triton-{task}-short-history.log",
-                                                      config.background_niceness)
+            [(phase, scores)] = await _label_with_teacher([experiment], out / "teacher" / f"{task}-short-history",
+                                                          result.short_teacher_manifest,
+                                                          out / "logs" / f"triton-{task}-short-history.log",
+                                                          config.background_niceness)
             experiment.other_teachers["short_history_teacher"] = phase.debiased()[0]
             result.short_teacher_test, result.short_teacher_scores = experiment.metrics(scores), scores
         stages(f"{task}: batch phase, tuning on valid, {config.seeds} paired seeds + ablations and controls")
@@ -149,6 +160,9 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
         variants = [(v, s) for s in range(config.seeds) for v in ("baseline", "distilled", *ABLATIONS, *controls)]
         for variant, seed in variants:
             await asyncio.to_thread(experiment.run, variant, seed)
+        for name, scenario in result.scenarios.items():
+            stages(f"{task}: scenario {name}: the same search and paired seeds on its own view")
+            await asyncio.to_thread(_scenario_students, scenario, grid, config.seeds, out.parent / ".cache")
         if task == "slate":
             sample_log = f"file:{out / 'samples'}"
             if config.sample_log == "redis":  # a real Valkey for the run; its append-only file stays in `out`
@@ -160,14 +174,33 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
             await _stream_ablations(config, experiment, result, sample_log)
 
 
-async def _label_with_teacher(experiment: BatchExperiment, checkpoint: Path, manifest: TeacherManifest,
-                              log_path: Path, niceness: int) -> tuple[BatchPhase, np.ndarray]:
-    """Labels of another teacher checkpoint (a teacher seed, or a control), through its own Triton server."""
+def other_scenarios(scenarios: list[ScenarioSpec], task: Task) -> list[ScenarioSpec]:
+    """The scenarios beside the first (whose students are the task's own experiment) that the task's teacher
+    serves."""
+    return [s for s in scenarios[1:] if s.task == task]
+
+
+def _scenario_students(experiment: BatchExperiment, grid: TuningGrid, seeds: int, cache: Path) -> None:
+    """A scenario's baseline, method and controls: the same search on valid and the same paired seeds as the
+    first scenario's (the short-history teacher control aside: it reads the first scenario's window)."""
+    variants = ("baseline", "distilled", *(c for c in CONTROLS if c != "short_history_teacher"))
+    for variant in variants:
+        if variant == "baseline" or variant in TEACHER_TERM:
+            experiment.tune(variant, grid, cache)
+    for seed in range(seeds):
+        for variant in variants:
+            experiment.run(variant, seed)
+
+
+async def _label_with_teacher(experiments: list[BatchExperiment], checkpoint: Path, manifest: TeacherManifest,
+                              log_path: Path, niceness: int) -> list[tuple[BatchPhase, np.ndarray]]:
+    """Labels of another teacher checkpoint (a teacher seed, or a control), through its own Triton server, for
+    each experiment (a scenario's finds the first's labels in the store)."""
     with teacher_process(checkpoint, log_path=log_path, niceness=niceness) as (endpoints, _):
         teacher = TeacherClientSettings(url=endpoints.grpc_url, teacher_version=manifest.teacher_version,
                                         teacher_data_end_ts=manifest.data_window.train_end_ts,
                                         history_events=manifest.history_limit)  # all it reads
-        return await experiment.label_with(teacher)
+        return [await experiment.label_with(teacher) for experiment in experiments]
 
 
 async def _live(dataset: PreparedDataset, config: DemoConfig, experiment: BatchExperiment, out: Path,
@@ -191,12 +224,13 @@ async def _live(dataset: PreparedDataset, config: DemoConfig, experiment: BatchE
     batch_version = batch_published.version
     if not batch_version:
         logger.warning("the gate refused the batch student: %s", batch_published.gate.reasons)
+    scenarios = [s for s in map(_scenario_live, result.scenarios.values()) if s is not None]
     with student_server_process(registry, sample_log, config, out / "logs" / "student-server.log") as server:
         live_settings = settings.model_copy(update={"state_dir": settings.state_dir / "live",
                                                     "distill": replace(settings.distill, seed=0)})
         result.live = await live_stage(config, live_settings, server, [int(e) for e in replay_ids], gate_holdout,
                                        baseline_version, batch_version, copy.deepcopy(distilled.model),
-                                       experiment.calibration, out / "logs" / "replay.jsonl")
+                                       experiment.calibration, out / "logs" / "replay.jsonl", scenarios)
     for swap in result.live.swaps:  # each promotion with the gate's decision (the baseline served from the start)
         quality = read_manifest(registry, swap.version).metrics.get("quality", {})
         result.live_versions.append({"version": swap.version, "phase": swap.phase, "at_s": round(swap.at_s, 2),
@@ -204,6 +238,21 @@ async def _live(dataset: PreparedDataset, config: DemoConfig, experiment: BatchE
                                      "gate": quality})
     result.counterfactual = counterfactual_ab(dataset, experiment.test.encoder, result.live, registry,
                                               config.exposed_positions, config.bootstrap_samples)
+
+
+def _scenario_live(experiment: BatchExperiment) -> ScenarioLive | None:
+    """A scenario's batch student (seed 0) published through the gate into its registry and active there from
+    the start; None (logged) when the gate refuses it."""
+    settings, distilled = experiment.settings, experiment.run("distilled", 0)
+    published = experiment.phase.publish(distilled.model, settings.distill, experiment.data.gate, "student-batch",
+                                         anchor=True)
+    if not published.version:
+        logger.warning("scenario %s: the gate refused its batch student (%s): it is not served live",
+                       settings.scenario, published.gate.reasons)
+        return None
+    write_state(settings.target_registry(experiment.data.dataset.schema), RegistryState(active=published.version))
+    return ScenarioLive(str(settings.scenario), copy.deepcopy(distilled.model), experiment.calibration,
+                        experiment.data.gate)
 
 
 async def _stream_ablations(config: DemoConfig, experiment: BatchExperiment, result: TaskResults,

@@ -117,8 +117,16 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path) -> None:
     assert report["serving"]["counterfactual_narrower_by"] > 1
 
     serving = report["serving"]
-    assert serving["requests"] == report["config"]["replay_events"]
-    assert serving["errors"] == 0
+    # A share of the replay went to the second scenario's route: its own student served it (no error), and its
+    # own stream trainer, over the same sample log, trained on it.
+    beside = serving["scenarios"]["buy_again"]
+    assert serving["requests"] + beside["requests"] == report["config"]["replay_events"]
+    assert beside["requests"] >= report["config"]["scenario_share"] * report["config"]["replay_events"] - 1
+    assert serving["errors"] == beside["errors"] == 0
+    assert beside["versions_served"]
+    assert not set(beside["versions_served"]) & {v["version"] for v in report["tasks"]["slate"]["promoted_versions"]}
+    assert beside["stream"]["examples_trained"] > 0
+    assert beside["stream"]["records_consumed"] == serving["stream"]["records_consumed"], "one sample log"
     assert serving["per_protocol"]["http"]["requests"] > 0
     assert serving["per_protocol"]["grpc"]["requests"] > 0
     assert serving["stream"]["examples_trained"] > 0
@@ -127,6 +135,23 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path) -> None:
     assert counts["records_consumed"] == sum(counts[k] for k in (
         "examples_trained", "exploration_held_out", "dead_lettered", "duplicates", "feedback_joined",
         "unmatched_feedback", "waiting_requests", "waiting_feedback")), counts
+
+    # Every declared scenario (Instacart: home, buy_again), its own student view against the one teacher, with the
+    # protocol's intervals; the second scenario's students found every label of the window in the store.
+    scenarios = {s["name"]: s for s in report["scenarios"]}
+    assert list(scenarios) == ["home", "buy_again"]
+    assert scenarios["home"]["transferability_attributable"] == summary["transferability_attributable"]
+    second = scenarios["buy_again"]
+    assert second["evaluated"]
+    assert (second["view"], second["history_events"]) == ("student_long", 50)
+    assert second["label_hit_rate"] == 1.0
+    assert second["served_live"] == report["serving"]["scenarios"]["buy_again"]["requests"]
+    assert second["streamed"] == report["serving"]["scenarios"]["buy_again"]["stream"]["examples_trained"]
+    assert second["seeds"] == len(summary["student_distilled"]["seeds"])
+    assert second["gain_auc_ci95"]["low"] <= second["gain_auc"] <= second["gain_auc_ci95"]["high"]
+    assert (second["transferability"] is not None) == (second["teacher_gain_auc_ci95"]["low"] > 0)
+    assert second["best_control"] in ("self_distillation", "label_smoothing")
+    assert "## Scenarios" in (out / "report.md").read_text()
 
     versions = report["tasks"]["slate"]["promoted_versions"]
     assert versions[0]["phase"] == "baseline"

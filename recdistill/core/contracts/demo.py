@@ -26,6 +26,42 @@ class DemoDataset(Struct, frozen=True, kw_only=True):
     split: dict[str, int]  # events per split
 
 
+class ScenarioFigures(Struct, frozen=True, kw_only=True):
+    """One scenario of the schema in the demo: its students (its own view) against the one teacher, on its task's
+    test window, with the protocol's figures (the same search, paired seeds and user-level intervals as the
+    headline's). The first scenario's are the headline task's."""
+
+    name: str
+    task: Task
+    view: str
+    history_events: int
+    traffic: list[str]
+    evaluated: bool
+    note: str | None = None  # why a scenario was not evaluated
+    student_parameters: int | None = None
+    seeds: int | None = None
+    teacher_auc: float | None = None
+    baseline_auc: float | None = None
+    distilled_auc: float | None = None
+    gain_auc: float | None = None
+    gain_auc_ci95: dict[str, Any] | None = None
+    teacher_gain_auc_ci95: dict[str, Any] | None = None
+    transferability: float | None = None
+    transferability_ci95: dict[str, Any] | None = None
+    transferability_attributable: float | None = None
+    transferability_attributable_ci95: dict[str, Any] | None = None
+    best_control: str | None = None
+    # The share of its training window's teacher labels found in the label store (1.0: the teacher was not
+    # asked again for this scenario).
+    label_hit_rate: float | None = None
+    # The live replay (the slate task): requests sent to the scenario, failed ones, examples its stream trainer
+    # trained and the versions it promoted.
+    served_live: int | None = None
+    live_errors: int | None = None
+    streamed: int | None = None
+    versions_streamed: list[str] = []
+
+
 class DemoReport(Struct, frozen=True, kw_only=True):
     dataset: DemoDataset
     headline_task: Task
@@ -48,6 +84,7 @@ class DemoReport(Struct, frozen=True, kw_only=True):
     total_seconds: float
     artifacts: dict[str, str]
     plots: list[str] = []
+    scenarios: list[ScenarioFigures] = []  # every scenario the schema declares, the first being the headline's
     non_finite: list[str] = []  # paths of figures that came out NaN or infinite (a report must carry none)
     format: int = DEMO_REPORT_FORMAT
 

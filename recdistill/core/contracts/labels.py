@@ -1,12 +1,14 @@
 """The label log's records: the teacher's soft labels for one example, keyed by example, candidate and teacher
 version, msgpack-encoded and versioned like the sample log's records (`records.py`).
 
-Written once, by whichever trainer asked the teacher first; every other trainer (another scenario's, a
-restarted one, one on another host) reads them from the log instead of calling the teacher again."""
+Written once, by the labeller (`recdistill worker label`) or by whichever trainer asked the teacher first; every
+other trainer (another scenario's, a restarted one, one on another host) reads them from the log instead of
+calling the teacher again."""
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import msgspec
 import numpy as np
@@ -23,13 +25,17 @@ class TeacherLabels(Struct, frozen=True, kw_only=True):
     candidates: list[str]  # item ids, in the order of `probabilities`
     probabilities: bytes  # float32 little-endian, one per candidate
     created_unix: float
+    # "request": a sampled request's (a trainer that never reads that request dead-letters it); "window": a
+    # training-window event's, written by a batch phase.
+    origin: Literal["request", "window"] = "request"
     format: int = LABEL_FORMAT
 
     @classmethod
     def of(cls, example_id: str, teacher_version: str, candidates: list[str], probabilities: np.ndarray,
-           created_unix: float) -> TeacherLabels:
+           created_unix: float, origin: Literal["request", "window"] = "request") -> TeacherLabels:
         return cls(example_id=example_id, teacher_version=teacher_version, candidates=candidates,
-                   probabilities=np.asarray(probabilities, dtype="<f4").tobytes(), created_unix=created_unix)
+                   probabilities=np.asarray(probabilities, dtype="<f4").tobytes(), created_unix=created_unix,
+                   origin=origin)
 
     @property
     def array(self) -> np.ndarray:
@@ -78,3 +84,22 @@ def decode_labels(payload: bytes) -> TeacherLabels:
     except (msgspec.DecodeError, ValueError) as exc:
         raise InvalidRecordError(f"invalid teacher labels: {exc}") from None
     return labels
+
+
+class LabellerReport(Struct, kw_only=True, tag="labeller", tag_field="kind"):
+    """What `recdistill worker label` did. Every record read is one of: a request labelled now, a request whose
+    labels the log already held (no teacher call), a feedback record (nothing to label) or a dead letter (an
+    unreadable record, or a request the teacher refused). `teacher_requests`: contexts sent to the teacher."""
+
+    records_read: int = 0
+    labelled: int = 0
+    already_labelled: int = 0
+    feedback: int = 0
+    dead_lettered: int = 0
+    teacher_requests: int = 0
+    teacher_version: str = ""
+    label_log: str = ""
+
+    @property
+    def adds_up(self) -> bool:
+        return self.records_read == self.labelled + self.already_labelled + self.feedback + self.dead_lettered

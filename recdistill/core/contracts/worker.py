@@ -211,6 +211,9 @@ class StreamReport(StreamCounters, frozen=True, kw_only=True, tag="stream", tag_
     label_hit_rate: float | None = None
     freshness_s: Freshness | None = None
     label_version: str | None = None  # the teacher version whose labels it trained on (None: no teacher)
+    # Label-log records set aside (unreadable, inconsistent, or for a request the sample log does not hold);
+    # None: no label log.
+    labels_dead_lettered: int | None = None
 
 
 class StandbyReport(Struct, frozen=True, kw_only=True, tag="standby", tag_field="kind"):

@@ -84,6 +84,11 @@ class LogSource(Protocol):
         """The checkpoint now holds everything up to `positions`, and these sample ids."""
         ...
 
+    def committed(self) -> dict[str, Position]:
+        """Where the group committed last, for a reader that keeps no checkpoint of its own (the labeller):
+        file, the offsets; redis, none (the group re-delivers its pending entries itself)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -134,6 +139,9 @@ class FileSource:
             if self._committed.get(partition) != offset:
                 self._log(partition).commit(self.consumer, int(offset))
                 self._committed[partition] = offset
+
+    def committed(self) -> dict[str, Position]:
+        return {partition: self._log(partition).committed(self.consumer) for partition in self.partitions()}
 
     def close(self) -> None:
         self._logs.clear()

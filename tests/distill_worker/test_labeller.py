@@ -1,0 +1,152 @@
+"""The labeller: every sampled request labelled by the teacher once, into a label log that every scenario's
+trainer reads (`labels_from = "labeller"`) without calling the teacher; a restarted labeller does not ask again;
+label records for requests the sample log does not hold, with the wrong number of candidates or a non-finite
+probability are set aside with their reason and never trained on. A real student server, a real Triton (its
+own inference count is the teacher-call figure), file and Valkey logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from distill_worker.labeller import LABELLER_GROUP, labeller_main
+from distill_worker.settings import DistillConfig, StreamConfig, TeacherClientSettings, WorkerSettings
+from distill_worker.stream import StreamHooks, stream_main
+from recdistill.core.contracts.labels import TeacherLabels, encode_labels
+from recdistill.core.contracts.worker import StreamReport
+from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.errors import ConfigError
+from recdistill.core.samplelog import LogLocation, open_writer
+from tests.conftest import RunningTriton
+from tests.distill_worker.test_stream_phase import _written
+from tests.student_server.conftest import make_settings, run_server
+
+pytestmark = pytest.mark.e2e
+
+
+def _teacher_inferences(triton: RunningTriton) -> float:
+    """Contexts Triton scored so far (its own counter, not the worker's)."""
+    text = httpx.get(f"http://{triton.metrics_url}/metrics", timeout=10).text
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               if family.name == "nv_inference_count" for sample in family.samples
+               if sample.labels.get("model") == "teacher")
+
+
+@pytest.fixture(params=["file", "redis"])
+def logs(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(sample log, label log) on one backend."""
+    if request.param == "file":
+        return f"file:{tmp_path / 'samples'}", f"file:{tmp_path / 'labels'}"
+    valkey = request.getfixturevalue("valkey")
+    return valkey.url, f"{valkey.url}?stream=recdistill:labels"
+
+
+async def _serve_two_scenarios(ml100k: PreparedDataset, registry: Path, tmp_path: Path, sample_log: str,
+                               events: list[int]) -> None:
+    """`events` ranked by the real server, alternating the two scenarios, every request sampled."""
+    settings = make_settings(registry, tmp_path, sampling_rate=1.0).model_copy(update={"sample_log": sample_log})
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.http_url) as client:
+        for index, event in enumerate(events):
+            route = "/v1/rank" if index % 2 else "/v1/scenarios/related/rank"
+            assert (await client.post(route, json=ml100k.to_request(event, "slate", negatives=9))).status_code == 200
+    if sample_log.startswith("file:"):
+        await _written(Path(sample_log.removeprefix("file:")), len(events))
+
+
+async def test_one_labelling_serves_every_scenario_and_a_restart_asks_nothing_again(
+    triton_teacher: RunningTriton, ml100k: PreparedDataset, registry: Path, tmp_path: Path, logs: tuple[str, str]
+) -> None:
+    sample_log, label_log = logs
+    events = ml100k.split("test")[400:440].tolist()
+    await _serve_two_scenarios(ml100k, registry, tmp_path, sample_log, events)
+    base = WorkerSettings(data=ml100k.directory, registry=registry, state_dir=tmp_path / "worker",
+                          sample_log=sample_log, label_log=label_log, labels_from="labeller",
+                          teacher=TeacherClientSettings(url=triton_teacher.grpc_url, teacher_version="tiny-1"),
+                          distill=DistillConfig(epochs=1, patience=1), stream=StreamConfig(join_window_s=0.0))
+    before = _teacher_inferences(triton_teacher)
+
+    async def trainer(scenario: str) -> StreamReport:
+        settings = base.model_copy(update={"scenario": scenario})
+        report, _ = await stream_main(settings, hooks=StreamHooks(until=lambda: True), publish=False)
+        assert isinstance(report, StreamReport)
+        return report
+
+    # The trainers start first: they wait for the labeller (as for a teacher outage), then train.
+    home, related, labelled = await asyncio.gather(trainer("home"), trainer("related"),
+                                                   labeller_main(base, until=lambda: True))
+    after_first = _teacher_inferences(triton_teacher)
+    # A labeller whose committed position was lost (killed after appending, before committing) reads every
+    # request again and finds every label in the log: no teacher call.
+    if sample_log.startswith("file:"):
+        for offset in Path(sample_log.removeprefix("file:")).glob(f"*/consumers/{LABELLER_GROUP}.offset"):
+            offset.unlink()
+    rerun = await labeller_main(base.model_copy(update={"worker_id": "labeller-2"}), until=lambda: True)
+    assert after_first - before == len(events) == labelled.labelled == labelled.teacher_requests
+    assert _teacher_inferences(triton_teacher) == after_first
+    assert labelled.adds_up
+    assert labelled.dead_lettered == 0
+    assert (home.examples_trained, home.other_scenario) == (20, 20)
+    assert (related.examples_trained, related.other_scenario) == (20, 20)
+    assert home.label_version == related.label_version == "tiny-1"
+    assert home.labels_dead_lettered == related.labels_dead_lettered == 0
+    assert rerun.teacher_requests == 0
+    assert rerun.adds_up
+    if sample_log.startswith("file:"):
+        assert rerun.already_labelled == len(events)
+
+
+async def test_labels_for_unknown_requests_or_inconsistent_ones_are_set_aside(
+    triton_teacher: RunningTriton, ml100k: PreparedDataset, registry: Path, tmp_path: Path
+) -> None:
+    sample_log, label_log = f"file:{tmp_path / 'samples'}", f"file:{tmp_path / 'labels'}"
+    events = ml100k.split("test")[440:460].tolist()
+    await _serve_two_scenarios(ml100k, registry, tmp_path, sample_log, events)
+    settings = WorkerSettings(data=ml100k.directory, registry=registry, state_dir=tmp_path / "worker",
+                              sample_log=sample_log, label_log=label_log, labels_from="labeller",
+                              teacher=TeacherClientSettings(url=triton_teacher.grpc_url, teacher_version="tiny-1"),
+                              distill=DistillConfig(epochs=1, patience=1), stream=StreamConfig(join_window_s=0.0))
+    await labeller_main(settings, until=lambda: True)
+    writer, _, lock = open_writer(LogLocation.parse(label_log), "intruder")
+    injected: list[str] = []
+
+    def inject(*_: object) -> None:
+        """After the trainer's first read: a ghost's label (a request never served), and two inconsistent ones
+        for a real request (a missing candidate; a NaN)."""
+        if injected:
+            return
+        now = time.time()
+        ghost = TeacherLabels.of("ghost-request", "tiny-1", ["1", "2"], np.array([0.1, 0.2]), now)
+        short = TeacherLabels(example_id="x", teacher_version="tiny-1", candidates=["1", "2"],
+                              probabilities=np.array([0.5], dtype="<f4").tobytes(), created_unix=now)
+        nan = TeacherLabels.of("y", "tiny-1", ["1"], np.array([np.nan]), now)
+        writer.append([encode_labels(r) for r in (ghost, short, nan)])
+        injected.append("done")
+
+    report, _ = await stream_main(settings, steps=3, hooks=StreamHooks(on_step=inject), publish=False)
+    writer.close()
+    if lock is not None:
+        lock.close()
+    assert isinstance(report, StreamReport)
+    assert report.examples_trained == 10  # the first scenario's half; nothing of the injected labels
+    assert report.labels_dead_lettered == 3
+    reasons = [json.loads(line)["reason"] for line in
+               (tmp_path / "worker" / "labels-dead-letter.jsonl").read_text().splitlines()]
+    assert any("ghost-request" in r and "does not hold" in r for r in reasons)
+    assert any("1 probabilities for 2 candidates" in r for r in reasons)
+    assert any("not finite" in r for r in reasons)
+
+
+def test_reading_from_the_labeller_needs_its_label_log(ml100k: PreparedDataset, tmp_path: Path) -> None:
+    from distill_worker.label_log import open_label_store
+
+    with pytest.raises(ConfigError, match="label_log"):
+        open_label_store(WorkerSettings(data=ml100k.directory, state_dir=tmp_path, labels_from="labeller"))
+    with pytest.raises(ConfigError, match="label_log"):
+        asyncio.run(labeller_main(WorkerSettings(data=ml100k.directory, state_dir=tmp_path)))

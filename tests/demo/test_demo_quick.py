@@ -134,7 +134,7 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path) -> None:
     counts = serving["stream"]
     assert counts["records_consumed"] == sum(counts[k] for k in (
         "examples_trained", "exploration_held_out", "dead_lettered", "duplicates", "feedback_joined",
-        "unmatched_feedback", "waiting_requests", "waiting_feedback")), counts
+        "unmatched_feedback", "waiting_requests", "waiting_feedback", "other_scenario")), counts
 
     # Every declared scenario (Instacart: home, buy_again), its own student view against the one teacher, with the
     # protocol's intervals; the second scenario's students found every label of the window in the store.

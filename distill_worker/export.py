@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 
 import numpy as np
@@ -13,6 +14,9 @@ from recdistill.core.nn import Positional
 
 OUTPUT = "probability"
 PARITY_TOLERANCE = 1e-5
+# torch.onnx keeps its exporter's state in module globals: one export at a time in a process (the scenarios'
+# trainers of one worker process publish from their own threads).
+_EXPORTING = threading.Lock()
 
 
 def _dynamic_axes(name: str) -> dict[int, str]:
@@ -31,7 +35,7 @@ def export_onnx(model: torch.nn.Module, example: dict[str, np.ndarray]) -> bytes
     args = tuple(torch.from_numpy(example[name]) for name in names)
     axes = {name: _dynamic_axes(name) for name in names} | {OUTPUT: {0: "batch", 1: "candidates"}}
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
+    with _EXPORTING, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
         # The wrapper in eval mode too: the exporter restores the mode it found, recursively, after exporting.
         torch.onnx.export(Positional(model, names).eval(), args, buffer, input_names=list(names), output_names=[OUTPUT],

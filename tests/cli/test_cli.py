@@ -96,6 +96,16 @@ def test_demo_is_a_command_and_the_worker_refuses_an_unknown_task() -> None:
         assert "--task" in result.output
 
 
+def test_the_labeller_needs_a_label_log_and_a_teacher_version() -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["worker", "label", "--teacher-version", "t"])
+    assert result.exit_code == 2, result.output
+    assert "--label-log" in result.output
+    result = runner.invoke(app, ["worker", "label", "--label-log", "file:labels"])
+    assert result.exit_code == 2, result.output
+    assert "--teacher-version" in result.output
+
+
 def test_a_sampling_rule_by_source_that_is_not_source_equals_rate_is_named(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["student", "serve", "--registry", str(tmp_path),
                                       "--sampling-rate-by-source", "search:0.25"])

@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from prometheus_client import Counter
@@ -34,7 +35,7 @@ from recdistill.core.contracts.labels import TeacherLabels, decode_labels, encod
 from recdistill.core.contracts.records import InvalidRecordError
 from recdistill.core.errors import ConfigError
 from recdistill.core.samplelog.entry import Position
-from recdistill.core.samplelog.source import LogLocation, open_scan, open_writer
+from recdistill.core.samplelog.source import LogLocation, LogWriter, open_scan, open_writer
 
 logger = logging.getLogger(__name__)
 LABEL_RECORDS = Counter("recdistill_worker_label_log_records", "Label-log records read, by outcome", ["outcome"])
@@ -70,7 +71,9 @@ class SharedLabelStore:
                  wait_s: float = 5.0) -> None:
         self.location = location
         self.ask_teacher, self.wait_s = ask_teacher, wait_s
-        self._writer, where, self._lock = open_writer(location, f"labels-{writer_id}")
+        self.writer_id = writer_id
+        self._writer: LogWriter | None = None  # opened at the first append: a reader claims no partition
+        self._lock: IO | None = None
         self._scan = open_scan(location)
         self._positions: dict[str, Position] = {}
         self._index: dict[tuple[str, str], dict[str, float]] = {}
@@ -84,7 +87,7 @@ class SharedLabelStore:
         self.unknown = 0  # labels of requests the sample log does not hold (`sweep`)
         self._unclaimed: dict[str, tuple[float, bytes]] = {}  # request labels whose request was not read yet
         self._seen: dict[str, float] = {}  # requests read whose label did not arrive yet -> when read
-        logger.info("teacher labels are shared through %s (this worker writes %s)", location.target, where)
+        logger.info("teacher labels are shared through %s", location.target)
 
     @property
     def hit_rate(self) -> float:
@@ -179,7 +182,7 @@ class SharedLabelStore:
                                     now, requests[i].origin) for i, probabilities in zip(missing, scored, strict=True)]
         if records:
             payloads = [encode_labels(r) for r in records]
-            await asyncio.to_thread(self._writer.append, payloads)
+            await asyncio.to_thread(self._append, payloads)
             for payload in payloads:
                 self._take(payload)
         for i, probabilities in zip(missing, scored, strict=True):
@@ -197,8 +200,15 @@ class SharedLabelStore:
                 return found
             await asyncio.sleep(0.05)
 
+    def _append(self, payloads: list[bytes]) -> None:
+        if self._writer is None:
+            self._writer, where, self._lock = open_writer(self.location, f"labels-{self.writer_id}")
+            logger.info("this worker writes teacher labels to %s", where)
+        self._writer.append(payloads)
+
     def close(self) -> None:
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
         self._scan.close()
         if self._lock is not None:
             self._lock.close()

@@ -17,6 +17,7 @@ import msgspec
 from rich.progress import Progress
 
 from distill_worker.debias import Calibration
+from distill_worker.labeller import labeller_main
 from distill_worker.promote import promote
 from distill_worker.settings import StreamConfig, WorkerSettings
 from distill_worker.stream import StreamHooks, stream_main
@@ -91,6 +92,7 @@ class LiveResult:
     feedback_errors: int
     duration_s: float
     scenarios: dict[str, ScenarioServed] = field(default_factory=dict)  # the others, by name
+    labeller: dict[str, Any] = field(default_factory=dict)  # its report (`LabellerReport`)
 
 
 def scenario_routes(event_ids: list[int], names: list[str], share: float) -> dict[int, str]:
@@ -158,13 +160,22 @@ async def live_stage(config: DemoConfig, settings: WorkerSettings, server: Stude
 
             # Until the replay is over (all its feedback acknowledged, hence durable) and drained.
             hooks = StreamHooks(until=replay.done, on_publish=on_publish, on_step=on_step)
-            # Each scenario's trainer beside the first's, over the same sample log (its own consumer group).
+            # The labeller labels every sampled request once, whichever scenario served it, until every trainer
+            # has finished (a request's record can land after the replay's end: the sampler writes behind the
+            # response); each scenario's trainer, beside the first's over the same sample log (its own consumer
+            # group), reads its labels.
+            trained = asyncio.Event()
+            labelling = asyncio.create_task(labeller_main(worker_settings, until=trained.is_set))
             others = [stream_main(worker_settings.model_copy(update={"scenario": s.name}),
                                   hooks=StreamHooks(until=replay.done), initial_model=s.model,
                                   calibration=s.calibration, holdout=s.gate_holdout) for s in scenarios]
-            (stream_report, _), *other_reports = await asyncio.gather(
-                stream_main(worker_settings, hooks=hooks, initial_model=batch_model, calibration=calibration,
-                            holdout=gate_holdout), *others)
+            try:
+                (stream_report, _), *other_reports = await asyncio.gather(
+                    stream_main(worker_settings, hooks=hooks, initial_model=batch_model, calibration=calibration,
+                                holdout=gate_holdout), *others)
+            finally:
+                trained.set()
+                labelled = await labelling
     finally:
         replay.stop()
     every, feedback_errors = replay.results()
@@ -178,7 +189,8 @@ async def live_stage(config: DemoConfig, settings: WorkerSettings, server: Stude
     return LiveResult(served=served, swaps=swaps, holdback=holdback, holdback_at_s=holdback_at_s,
                       refused=stream_report.exports_refused if isinstance(stream_report, StreamReport) else 0,
                       stream_state=_counts(stream_report), feedback_errors=feedback_errors,
-                      duration_s=round(time.perf_counter() - started, 1), scenarios=by_scenario)
+                      duration_s=round(time.perf_counter() - started, 1), scenarios=by_scenario,
+                      labeller=msgspec.to_builtins(labelled))
 
 
 def _counts(report: StreamReport | StandbyReport) -> dict[str, Any]:

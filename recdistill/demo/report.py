@@ -179,7 +179,16 @@ def _serving(live: LiveResult, exposed_positions: int, samples: int,
         "feedback_errors": live.feedback_errors,
         "stream": live.stream_state,
         "scenarios": {name: scenario_serving(other) for name, other in live.scenarios.items()},
+        # Every sampled request labelled once for every scenario's trainer: teacher requests a sampled request.
+        "labeller": _labeller(live.labeller),
     }
+
+
+def _labeller(report: dict[str, Any]) -> dict[str, Any]:
+    """The labeller's report, and its teacher requests a sampled request (1.0: each asked once)."""
+    sampled = report["labelled"] + report["already_labelled"]
+    return report | {"teacher_requests_a_sampled_request":
+                     round(report["teacher_requests"] / sampled, 4) if sampled else None}
 
 
 CONTROLS = ("self_distillation", "label_smoothing", "short_history_teacher")

@@ -73,7 +73,7 @@ def load_dataset(source: str, schema_path: Path, out: Path, catalogue: str | Non
 def run_demo(out: Path, dataset_spec: str, config: DemoConfig, schema_path: Path,
              catalogue: str | None = None) -> DemoReport:
     torch.set_num_threads(os.cpu_count() or 1)
-    for leftover in ("registry", "worker", "samples", "logs"):  # a rerun into the same directory starts clean
+    for leftover in ("registry", "worker", "samples", "labels", "logs"):  # a rerun into the same directory starts clean
         shutil.rmtree(out / leftover, ignore_errors=True)
     (out / "logs").mkdir(parents=True)
     declared = load_schema_spec(schema_path).served_scenarios
@@ -168,10 +168,13 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
             if config.sample_log == "redis":  # a real Valkey for the run; its append-only file stays in `out`
                 shutil.rmtree(out / "valkey", ignore_errors=True)
                 sample_log = services.enter_context(local_valkey(out / "valkey")).url
+            # The labeller's label log, on the sample log's backend: every trainer reads its labels there.
+            label_log = f"file:{out / 'labels'}" if sample_log.startswith("file:") else \
+                f"{sample_log}{'&' if '?' in sample_log else '?'}stream=recdistill:labels"
             stages("slate: serve, replay the valid window live, stream and hot-swap")
-            await _live(dataset, config, experiment, out, result, sample_log)
+            await _live(dataset, config, experiment, out, result, sample_log, label_log)
             stages("slate: stream ablations (offline reruns over the recorded sample log)")
-            await _stream_ablations(config, experiment, result, sample_log)
+            await _stream_ablations(config, experiment, result, sample_log, label_log)
 
 
 def other_scenarios(scenarios: list[ScenarioSpec], task: Task) -> list[ScenarioSpec]:
@@ -204,7 +207,7 @@ async def _label_with_teacher(experiments: list[BatchExperiment], checkpoint: Pa
 
 
 async def _live(dataset: PreparedDataset, config: DemoConfig, experiment: BatchExperiment, out: Path,
-                result: TaskResults, sample_log: str) -> None:
+                result: TaskResults, sample_log: str, label_log: str) -> None:
     """Baseline active at start-up, then the replay, the batch student's promotion and the stream."""
     settings = experiment.settings
     gate_holdout = experiment.data.gate  # disjoint from training, early stopping and calibration
@@ -227,7 +230,8 @@ async def _live(dataset: PreparedDataset, config: DemoConfig, experiment: BatchE
     scenarios = [s for s in map(_scenario_live, result.scenarios.values()) if s is not None]
     with student_server_process(registry, sample_log, config, out / "logs" / "student-server.log") as server:
         live_settings = settings.model_copy(update={"state_dir": settings.state_dir / "live",
-                                                    "distill": replace(settings.distill, seed=0)})
+                                                    "distill": replace(settings.distill, seed=0),
+                                                    "label_log": label_log, "labels_from": "labeller"})
         result.live = await live_stage(config, live_settings, server, [int(e) for e in replay_ids], gate_holdout,
                                        baseline_version, batch_version, copy.deepcopy(distilled.model),
                                        experiment.calibration, out / "logs" / "replay.jsonl", scenarios)
@@ -256,10 +260,10 @@ def _scenario_live(experiment: BatchExperiment) -> ScenarioLive | None:
 
 
 async def _stream_ablations(config: DemoConfig, experiment: BatchExperiment, result: TaskResults,
-                            sample_log: str) -> None:
+                            sample_log: str, label_log: str) -> None:
     """Each stream variant rerun per seed, scored on the test window and on the live exploration slice."""
-    settings = experiment.settings.model_copy(update={"stream": stream_config(config)})
-    labels_db = experiment.settings.state_dir / "live" / "labels.sqlite"
+    settings = experiment.settings.model_copy(update={"stream": stream_config(config), "label_log": label_log,
+                                                      "labels_from": "labeller"})  # the live stage's labels
     test = experiment.test
     assert result.live is not None
     explored = exploration_set(experiment.data.dataset, test.encoder, result.live)
@@ -267,9 +271,8 @@ async def _stream_ablations(config: DemoConfig, experiment: BatchExperiment, res
     for seed in range(config.seeds):
         batch_model = experiment.run("distilled", seed).model
         for variant in STREAM_VARIANTS:
-            model = await rerun_stream(variant, settings, sample_log, labels_db,
-                                       experiment.settings.state_dir / "rerun", batch_model, experiment.calibration,
-                                       seed)
+            model = await rerun_stream(variant, settings, sample_log, experiment.settings.state_dir / "rerun",
+                                       batch_model, experiment.calibration, seed)
             with torch.no_grad():
                 scores, mask = predict(lambda inputs, m=model: m(**inputs), test)
                 on_slice = predict(lambda inputs, m=model: m(**inputs), explored.split) if explored else None

@@ -25,11 +25,11 @@ STREAM_VARIANTS: dict[str, str] = {
 }
 
 
-async def rerun_stream(variant: str, settings: WorkerSettings, samples: str, labels_db: Path, work_dir: Path,
+async def rerun_stream(variant: str, settings: WorkerSettings, samples: str, work_dir: Path,
                        batch_model: StudentModel, calibration: Calibration | None, seed: int) -> StudentModel:
     """The worker's stream phase over the recorded sample log (a copy of a file log; a consumer group of its
-    own on a redis log), from a copy of `batch_model`, with the live stage's teacher labels (no new teacher
-    calls); nothing is published."""
+    own on a redis log), from a copy of `batch_model`, reading the live stage's teacher labels from the
+    labeller's label log (`settings.label_log`; no teacher call); nothing is published."""
     if variant == "batch_only":
         return batch_model
     torch.manual_seed(seed)
@@ -43,7 +43,6 @@ async def rerun_stream(variant: str, settings: WorkerSettings, samples: str, lab
         separator = "&" if "?" in samples else "?"
         rerun_log = f"{samples}{separator}group=rerun-{variant}-{seed}-{uuid.uuid4().hex[:8]}"
     (work_dir / "state").mkdir(parents=True)
-    shutil.copy(labels_db, work_dir / "state" / "labels.sqlite")
     model = copy.deepcopy(batch_model)
     if variant == "stream_no_position_tower":
         model = StudentModel(batch_model.schema, replace(batch_model.config, position_tower=False))

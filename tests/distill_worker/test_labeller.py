@@ -100,6 +100,8 @@ async def test_one_labelling_serves_every_scenario_and_a_restart_asks_nothing_ag
     assert rerun.adds_up
     if sample_log.startswith("file:"):
         assert rerun.already_labelled == len(events)
+        # Only the labeller wrote: the trainers and the second labeller (nothing to ask) claimed no partition.
+        assert len([p for p in Path(label_log.removeprefix("file:")).iterdir() if p.is_dir()]) == 1
 
 
 async def test_labels_for_unknown_requests_or_inconsistent_ones_are_set_aside(

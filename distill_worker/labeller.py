@@ -20,7 +20,7 @@ from distill_worker.breaker import CircuitOpenError
 from distill_worker.label_log import SharedLabelStore, dead_letter_file
 from distill_worker.labels import LabelRequest, label_each
 from distill_worker.settings import WorkerSettings
-from distill_worker.stream.driver import acquire_lease
+from distill_worker.stream.driver import LeaseLostError, acquire_lease
 from distill_worker.teacher_client import TeacherClient, TeacherUnavailableError
 from recdistill.core.contracts.labels import LabellerReport
 from recdistill.core.contracts.records import InvalidRecordError, SampledRequest, decode_record
@@ -63,13 +63,14 @@ class Labeller:
                 payloads.append(entry.payload)
             else:
                 report.feedback += 1
-        calls, hits = self.store.teacher_calls, self.store.hits
+        calls = self.store.teacher_calls
         _, refused = await label_each(self.store, requests, self.teacher)
         for index, reason in refused.items():
             report.dead_lettered += 1
             self.dead_letter(payloads[index], f"request {requests[index].example_id}: {reason}")
-        report.labelled += self.store.teacher_calls - calls
-        report.already_labelled += self.store.hits - hits
+        labelled = self.store.teacher_calls - calls  # labels the teacher gave now and the log took
+        report.labelled += labelled
+        report.already_labelled += len(requests) - labelled - len(refused)
         report.teacher_requests = self.store.teacher_calls
         report.records_read += len(entries)
         for entry in entries:
@@ -85,7 +86,7 @@ class Labeller:
         while steps is None or done < steps:
             stop_requested = until()
             if not await asyncio.to_thread(lease_renew):
-                raise ConfigError("the labeller lost its lease to another labeller: it stops")
+                raise LeaseLostError("the labeller lost its lease to another labeller: it stops")
             try:
                 read = await self.step()
             except (TeacherUnavailableError, CircuitOpenError, BrokerUnavailableError) as exc:

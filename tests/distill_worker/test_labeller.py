@@ -152,3 +152,29 @@ def test_reading_from_the_labeller_needs_its_label_log(ml100k: PreparedDataset, 
         open_label_store(WorkerSettings(data=ml100k.directory, state_dir=tmp_path, labels_from="labeller"))
     with pytest.raises(ConfigError, match="label_log"):
         asyncio.run(labeller_main(WorkerSettings(data=ml100k.directory, state_dir=tmp_path)))
+
+
+async def test_the_labeller_sets_aside_a_poison_record_and_a_refused_request_and_its_counts_add_up(
+    tiny_teacher: Path, ml100k: PreparedDataset, registry: Path, tmp_path: Path
+) -> None:
+    from recdistill.core.samplelog.file import SampleLog
+    from teacher_service.launcher import teacher_process
+    from tests.distill_worker.test_stream_faults import _serve_requests
+
+    events = ml100k.split("test")[460:472].tolist()
+    # One request with 30 candidates, which this teacher (at most 20) refuses; the others have 10.
+    await _serve_requests(registry, tmp_path, ml100k, events, {events[4]: 29})
+    SampleLog(tmp_path / "samples" / "test-0").append([b"\x93garbage that is no record"])
+    with teacher_process(tiny_teacher, log_path=tmp_path / "triton.log",
+                         env={"TEACHER_MAX_CANDIDATES": "20"}) as (endpoints, _):
+        settings = WorkerSettings(data=ml100k.directory, state_dir=tmp_path / "worker",
+                                  sample_log=f"file:{tmp_path / 'samples'}", label_log=f"file:{tmp_path / 'labels'}",
+                                  teacher=TeacherClientSettings(url=endpoints.grpc_url, teacher_version="tiny-1"))
+        report = await labeller_main(settings, until=lambda: True)
+    assert (report.records_read, report.labelled, report.dead_lettered) == (13, 11, 2)
+    assert report.adds_up
+    assert report.teacher_requests == 11
+    reasons = [json.loads(line)["reason"] for line in
+               (tmp_path / "worker" / "labeller-dead-letter.jsonl").read_text().splitlines()]
+    assert any(f"event-{events[4]}" in r and "refused" in r for r in reasons)
+    assert any("unreadable" in r for r in reasons)

@@ -116,7 +116,8 @@ async def _grpc(args: argparse.Namespace, body: bytes, seconds: float) -> _Stats
     return stats
 
 
-def _tree_cpu_seconds(pid: int) -> float:
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and every descendant (user + system)."""
     import psutil
 
     root = psutil.Process(pid)
@@ -152,7 +153,7 @@ def main() -> None:
     run = _http if args.protocol == "http" else _grpc
     uvloop.install()
     asyncio.run(run(args, body, args.warmup))
-    server_started = _tree_cpu_seconds(args.server_pid) if args.server_pid else 0.0
+    server_started = tree_cpu_seconds(args.server_pid) if args.server_pid else 0.0
     cpu_started, started = time.process_time(), time.perf_counter()
     stats = asyncio.run(run(args, body, args.seconds))
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
@@ -161,7 +162,7 @@ def main() -> None:
               "throughput": len(values) / elapsed, "p50_ms": float(np.percentile(values, 50)),
               "p99_ms": float(np.percentile(values, 99)), "client_cpu_us": cpu / len(values) * 1e6}
     if args.server_pid:
-        result["server_cpu_us"] = (_tree_cpu_seconds(args.server_pid) - server_started) / len(values) * 1e6
+        result["server_cpu_us"] = (tree_cpu_seconds(args.server_pid) - server_started) / len(values) * 1e6
     print(json.dumps(result))  # noqa: T201
 
 

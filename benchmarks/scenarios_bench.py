@@ -22,9 +22,9 @@ from pathlib import Path
 import httpx
 import msgspec
 import numpy as np
-import psutil
 import torch
 
+from benchmarks.loadgen import tree_cpu_seconds
 from benchmarks.results import Results, Row
 from benchmarks.teacher_bench import _checkpoint
 from distill_worker.labeller import labeller_main
@@ -88,19 +88,6 @@ def _inferences(metrics_url: str) -> tuple[float, float]:
                    if line.startswith(f"{name}{{") and 'model="teacher"' in line)
 
     return counter("nv_inference_count"), counter("nv_inference_exec_count")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """CPU time of the teacher's whole process tree (launcher, Triton, the Python backend stub)."""
-    root = psutil.Process(pid)
-    total = 0.0
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            times = process.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            continue
-    return total
 
 
 def _trainer(settings: WorkerSettings, ready: Event, done: Event, out: Queue) -> None:
@@ -188,10 +175,11 @@ def run(results: Results, quick: bool) -> None:
             idle = _idle_cpu_rate(process.pid)
             per_request: dict[int, Pass] = {}
             for scenarios in (1, 2, 4):
-                (calls, runs), cpu, started = _inferences(endpoints.metrics_url), _cpu_seconds(process.pid), time.time()
+                (calls, runs), started = _inferences(endpoints.metrics_url), time.time()
+                cpu = tree_cpu_seconds(process.pid)
                 reports, worker_cpu = _one_pass(base, root / f"k{scenarios}", scenarios, bodies)
                 wall = time.time() - started
-                busy = _cpu_seconds(process.pid) - cpu - idle * wall
+                busy = tree_cpu_seconds(process.pid) - cpu - idle * wall
                 calls_after, runs_after = _inferences(endpoints.metrics_url)
                 per_request[scenarios] = Pass(
                     (calls_after - calls) / requests, busy / requests * 1e3,
@@ -212,9 +200,9 @@ class Pass:
 def _idle_cpu_rate(pid: int, seconds: float = 5.0) -> float:
     """CPU seconds a second the teacher's processes spend with no request (Triton's and the stub's own
     threads), subtracted from each pass in proportion to its length."""
-    before = _cpu_seconds(pid)
+    before = tree_cpu_seconds(pid)
     time.sleep(seconds)
-    return (_cpu_seconds(pid) - before) / seconds
+    return (tree_cpu_seconds(pid) - before) / seconds
 
 
 def _rows(results: Results, requests: int, throughput: float, passes: dict[int, Pass], idle: float) -> None:

@@ -60,16 +60,22 @@ async def _serve_two_scenarios(ml100k: PreparedDataset, registry: Path, tmp_path
         await _written(Path(sample_log.removeprefix("file:")), len(events))
 
 
+def _reading_the_labeller(ml100k: PreparedDataset, triton: RunningTriton, tmp_path: Path, sample_log: str,
+                          label_log: str) -> WorkerSettings:
+    """A trainer's settings that read the labeller's label log (nothing published: no registry needed)."""
+    return WorkerSettings(data=ml100k.directory, state_dir=tmp_path / "worker", sample_log=sample_log,
+                          label_log=label_log, labels_from="labeller",
+                          teacher=TeacherClientSettings(url=triton.grpc_url, teacher_version="tiny-1"),
+                          distill=DistillConfig(epochs=1, patience=1), stream=StreamConfig(join_window_s=0.0))
+
+
 async def test_one_labelling_serves_every_scenario_and_a_restart_asks_nothing_again(
     triton_teacher: RunningTriton, ml100k: PreparedDataset, registry: Path, tmp_path: Path, logs: tuple[str, str]
 ) -> None:
     sample_log, label_log = logs
     events = ml100k.split("test")[400:440].tolist()
     await _serve_two_scenarios(ml100k, registry, tmp_path, sample_log, events)
-    base = WorkerSettings(data=ml100k.directory, registry=registry, state_dir=tmp_path / "worker",
-                          sample_log=sample_log, label_log=label_log, labels_from="labeller",
-                          teacher=TeacherClientSettings(url=triton_teacher.grpc_url, teacher_version="tiny-1"),
-                          distill=DistillConfig(epochs=1, patience=1), stream=StreamConfig(join_window_s=0.0))
+    base = _reading_the_labeller(ml100k, triton_teacher, tmp_path, sample_log, label_log)
     before = _teacher_inferences(triton_teacher)
 
     async def trainer(scenario: str) -> StreamReport:
@@ -110,10 +116,7 @@ async def test_labels_for_unknown_requests_or_inconsistent_ones_are_set_aside(
     sample_log, label_log = f"file:{tmp_path / 'samples'}", f"file:{tmp_path / 'labels'}"
     events = ml100k.split("test")[440:460].tolist()
     await _serve_two_scenarios(ml100k, registry, tmp_path, sample_log, events)
-    settings = WorkerSettings(data=ml100k.directory, registry=registry, state_dir=tmp_path / "worker",
-                              sample_log=sample_log, label_log=label_log, labels_from="labeller",
-                              teacher=TeacherClientSettings(url=triton_teacher.grpc_url, teacher_version="tiny-1"),
-                              distill=DistillConfig(epochs=1, patience=1), stream=StreamConfig(join_window_s=0.0))
+    settings = _reading_the_labeller(ml100k, triton_teacher, tmp_path, sample_log, label_log)
     await labeller_main(settings, until=lambda: True)
     writer, _, lock = open_writer(LogLocation.parse(label_log), "intruder")
     injected: list[str] = []

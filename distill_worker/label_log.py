@@ -30,7 +30,7 @@ from prometheus_client import Counter
 
 from distill_worker.labels import LabelRequest, LabelStore, refuse_unlabelled, tally
 from distill_worker.settings import WorkerSettings
-from distill_worker.teacher_client import TeacherClient, TeacherUnavailableError
+from distill_worker.teacher_client import TeacherClient, TeacherRefusedError, TeacherUnavailableError
 from recdistill.core.contracts.labels import TeacherLabels, decode_labels, encode_labels
 from recdistill.core.contracts.records import InvalidRecordError
 from recdistill.core.errors import ConfigError
@@ -87,6 +87,7 @@ class SharedLabelStore:
         self.unknown = 0  # labels of requests the sample log does not hold (`sweep`)
         self._unclaimed: dict[str, tuple[float, bytes]] = {}  # request labels whose request was not read yet
         self._seen: dict[str, float] = {}  # requests read whose label did not arrive yet -> when read
+        self._refused: dict[tuple[str, str], str] = {}  # (example, teacher version) -> why the teacher refused it
         logger.info("teacher labels are shared through %s", location.target)
 
     @property
@@ -117,6 +118,11 @@ class SharedLabelStore:
             self.invalid += 1
             LABEL_RECORDS.labels(outcome="invalid").inc()
             self.dead_letter(payload, str(exc))
+            return
+        if labels.refused is not None:  # the teacher refused it: its trainers set it aside, never wait for it
+            self._refused.setdefault((labels.example_id, labels.teacher_version), labels.refused)
+            self._seen.pop(labels.example_id, None)
+            LABEL_RECORDS.labels(outcome="refusal").inc()
             return
         known = self._index.setdefault((labels.example_id, labels.teacher_version), {})
         fresh = {c: float(p) for c, p in zip(labels.candidates, labels.array, strict=True) if c not in known}
@@ -172,6 +178,11 @@ class SharedLabelStore:
         found = await self._lookup(requests, version)
         missing = tally(self, found)
         refuse_unlabelled(teacher, requests, missing)
+        refused = [i for i in missing if (requests[i].example_id, version) in self._refused]
+        if refused:  # the batch fails as the teacher's refusal does; `label_each` then asks one by one
+            first = requests[refused[0]].example_id
+            raise TeacherRefusedError(f"the teacher refused {first} (the labeller's record): "
+                                      f"{self._refused[(first, version)]}")
         if missing and not self.ask_teacher:
             raise LabelsPendingError(f"{len(missing)} of {len(requests)} requests have no label of teacher version "
                                      f"{version} in {self.location} yet: the labeller is behind, or down")
@@ -199,6 +210,12 @@ class SharedLabelStore:
             if all(labels is not None for labels in found) or time.monotonic() >= deadline:
                 return found
             await asyncio.sleep(0.05)
+
+    def refuse(self, example_id: str, teacher_version: str, reason: str) -> None:
+        """Record in the log that the teacher refused the example, so no trainer waits for its labels."""
+        payload = encode_labels(TeacherLabels.refusal(example_id, teacher_version, reason, time.time()))
+        self._append([payload])
+        self._take(payload)
 
     def _append(self, payloads: list[bytes]) -> None:
         if self._writer is None:

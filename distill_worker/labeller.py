@@ -65,9 +65,11 @@ class Labeller:
                 report.feedback += 1
         calls = self.store.teacher_calls
         _, refused = await label_each(self.store, requests, self.teacher)
-        for index, reason in refused.items():
+        for index, reason in refused.items():  # recorded in the label log too: the trainers set it aside
             report.dead_lettered += 1
             self.dead_letter(payloads[index], f"request {requests[index].example_id}: {reason}")
+            await asyncio.to_thread(self.store.refuse, requests[index].example_id,
+                                    self.teacher.settings.trained_version, reason)
         labelled = self.store.teacher_calls - calls  # labels the teacher gave now and the log took
         report.labelled += labelled
         report.already_labelled += len(requests) - labelled - len(refused)

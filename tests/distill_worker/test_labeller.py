@@ -1,7 +1,8 @@
 """The labeller: every sampled request labelled by the teacher once, into a label log that every scenario's
 trainer reads (`labels_from = "labeller"`) without calling the teacher; a restarted labeller does not ask again;
 label records for requests the sample log does not hold, with the wrong number of candidates or a non-finite
-probability are set aside with their reason and never trained on. A real student server, a real Triton (its
+probability are set aside with their reason and never trained on; a request the teacher refused is set aside by
+the labeller and, from its record in the log, by the trainers. A real student server, a real Triton (its
 own inference count is the teacher-call figure), file and Valkey logs."""
 
 from __future__ import annotations
@@ -174,7 +175,16 @@ async def test_the_labeller_sets_aside_a_poison_record_and_a_refused_request_and
                                   sample_log=f"file:{tmp_path / 'samples'}", label_log=f"file:{tmp_path / 'labels'}",
                                   teacher=TeacherClientSettings(url=endpoints.grpc_url, teacher_version="tiny-1"))
         report = await labeller_main(settings, until=lambda: True)
+        # A trainer reading the labeller's log sets the refused request aside with the teacher's reason (the
+        # labeller recorded the refusal) instead of waiting for a label that never comes.
+        trainer, _ = await stream_main(settings.model_copy(update={"labels_from": "labeller"}),
+                                       hooks=StreamHooks(until=lambda: True), publish=False)
     assert (report.records_read, report.labelled, report.dead_lettered) == (13, 11, 2)
+    assert isinstance(trainer, StreamReport)
+    assert (trainer.records_consumed, trainer.examples_trained, trainer.dead_lettered) == (13, 11, 2)
+    trainer_reasons = [json.loads(line)["reason"] for line in
+                       (tmp_path / "worker" / "dead-letter.jsonl").read_text().splitlines()]
+    assert any("labeller's record" in r and "refused" in r for r in trainer_reasons)
     assert report.adds_up
     assert report.teacher_requests == 11
     reasons = [json.loads(line)["reason"] for line in

@@ -28,6 +28,9 @@ class TeacherLabels(Struct, frozen=True, kw_only=True):
     # "request": a sampled request's (a trainer that never reads that request dead-letters it); "window": a
     # training-window event's, written by a batch phase.
     origin: Literal["request", "window"] = "request"
+    # The teacher refused the example (the labeller's record of it, with the reason): no candidates, no
+    # probabilities; a trainer reading the log sets the example aside with this reason instead of waiting.
+    refused: str | None = None
     format: int = LABEL_FORMAT
 
     @classmethod
@@ -37,6 +40,11 @@ class TeacherLabels(Struct, frozen=True, kw_only=True):
                    probabilities=np.asarray(probabilities, dtype="<f4").tobytes(), created_unix=created_unix,
                    origin=origin)
 
+    @classmethod
+    def refusal(cls, example_id: str, teacher_version: str, reason: str, created_unix: float) -> TeacherLabels:
+        return cls(example_id=example_id, teacher_version=teacher_version, candidates=[], probabilities=b"",
+                   created_unix=created_unix, refused=reason)
+
     @property
     def array(self) -> np.ndarray:
         return np.frombuffer(self.probabilities, dtype="<f4")
@@ -45,6 +53,10 @@ class TeacherLabels(Struct, frozen=True, kw_only=True):
         """ValueError naming what does not agree: one finite probability in [0, 1] per candidate."""
         if not self.example_id or not self.teacher_version:
             raise ValueError("an empty example id or teacher version")
+        if self.refused is not None:
+            if self.candidates or self.probabilities or not self.refused:
+                raise ValueError("a refusal carries its reason and no candidates or probabilities")
+            return
         if len(self.probabilities) % 4:
             raise ValueError("probabilities must be packed 4-byte floats")
         values = self.array

@@ -180,7 +180,7 @@ def _serving(live: LiveResult, exposed_positions: int, samples: int,
         "stream": live.stream_state,
         "scenarios": {name: scenario_serving(other) for name, other in live.scenarios.items()},
         # Every sampled request labelled once for every scenario's trainer: teacher requests a sampled request.
-        "labeller": _labeller(live.labeller),
+        "labeller": _labeller(live.labeller) if live.labeller else None,
     }
 
 

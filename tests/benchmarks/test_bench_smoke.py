@@ -20,7 +20,7 @@ def test_quick_bench_writes_every_section(ml100k_dir: Path, tmp_path: Path) -> N
                    cwd=ROOT, check=True, capture_output=True, text=True, timeout=600)
     results = json.loads((tmp_path / "BENCHMARKS.json").read_text())
     sections = {row["section"] for row in results["rows"]}
-    assert len(sections) == 5
+    assert len(sections) == 6
     for row in results["rows"]:
         assert math.isfinite(row["value"]), row
         assert row["command"], row
@@ -30,3 +30,4 @@ def test_quick_bench_writes_every_section(ml100k_dir: Path, tmp_path: Path) -> N
     assert "64 MiB segment" in markdown
     assert "through Valkey" in markdown
     assert "torchrun DDP" in markdown
+    assert "labeller throughput" in markdown

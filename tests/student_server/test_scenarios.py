@@ -145,7 +145,9 @@ def test_scenario_layout_and_names(ml100k: PreparedDataset, tmp_path: Path) -> N
     (lambda t: t.replace('name = "related"', 'name = "home"'), "duplicate scenario name"),
     (lambda t: t.replace('view = "student_compact"', 'view = "student_wide"'), "not a student view"),
     (lambda t: t.replace('view = "student_compact"', 'view = "teacher"'), "not a student view"),
-    (lambda t: t.replace("ctr = true", "ctr = false"), "a ctr task, which `tasks` does not declare"),
+    (lambda t: t.replace("ctr = true", "ctr = false").replace('task = "slate"\nview = "student_compact"',
+                                                               'task = "ctr"\nview = "student_compact"'),
+     "a ctr task, which `tasks` does not declare"),
     (lambda t: t.replace("history_len = 20000", "history_len = 8"),
      "scenario `home`: the teacher cannot serve its view `student` \\(it reads 10 history events, the teacher's "
      "view 8\\)"),

@@ -25,6 +25,7 @@ from distill_worker.trainer import distill_loss
 from recdistill.core import distributed
 from recdistill.core.contracts.worker import BatchReport, DataWindow, DebiasReport, PublishResult
 from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.data.dense import DenseCandidates
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.logs import STDERR
 from recdistill.core.training import EncodedSplit, FitResult, evaluate_split, fit
@@ -34,7 +35,8 @@ LABEL_CHUNK = 4_096
 
 
 async def teacher_labels(dataset: PreparedDataset, split: EncodedSplit, negatives: int | None,
-                         client: TeacherClient, store: Labels, what: str) -> np.ndarray:
+                         client: TeacherClient, store: Labels, what: str, dense: DenseCandidates | None = None
+                         ) -> np.ndarray:
     """Soft labels [N, C] of the teacher for each event's candidates (store first, then the teacher)."""
     encoder = Encoder(dataset.schema, "teacher")
     out = np.zeros(split.labels.shape, dtype=np.float32)
@@ -42,11 +44,12 @@ async def teacher_labels(dataset: PreparedDataset, split: EncodedSplit, negative
         bar = progress.add_task(f"teacher labels ({what})", total=len(split))
         for start in range(0, len(split), LABEL_CHUNK):
             chunk = split.event_ids[start:start + LABEL_CHUNK]
-            contexts = dataset.contexts(encoder, chunk, split.task, negatives)
+            contexts = dataset.contexts(encoder, chunk, split.task, negatives, dense)
             requests = [LabelRequest(f"{dataset.manifest.dataset}:{split.task}:{e}",
-                                     dataset.candidates(int(e), split.task, negatives), c, "window")
+                                     dataset.candidates(int(e), split.task, negatives, dense), c, "window")
                         for e, c in zip(chunk, contexts, strict=True)]
-            out[start:start + len(chunk)] = np.stack(await store.label(requests, client))
+            for row, soft in enumerate(await store.label(requests, client), start=start):
+                out[row, : len(soft)] = soft  # fewer dense candidates than the most: the rest is padding
             progress.update(bar, advance=len(chunk))
     return out
 
@@ -67,6 +70,7 @@ class BatchData:
     valid: EncodedSplit  # early stopping and calibration: the valid window before the gate's holdout
     gate: EncodedSplit  # the gate's holdout: the valid window's most recent events, used by nothing else
     train_negatives: int  # not-yet-interacted items per training event (slate: observed + teacher-only)
+    dense: DenseCandidates | None = None  # the training window's dense candidates (after the negatives)
 
     @classmethod
     def build(cls, settings: WorkerSettings) -> BatchData:
@@ -75,16 +79,17 @@ class BatchData:
         task = settings.task
         observed_negatives = settings.observed_negatives if task == "slate" else 0
         negatives = observed_negatives + settings.teacher_negatives
-        train = EncodedSplit.build(dataset, encoder, "train", task, negatives, settings.max_train_events)
+        train = EncodedSplit.build(dataset, encoder, "train", task, negatives, settings.max_train_events,
+                                   per_user=settings.window_events, dense=settings.dense)
         observed = np.zeros(train.labels.shape, dtype=np.float32)
-        observed[:, : 1 + observed_negatives] = 1.0
+        observed[:, : 1 + observed_negatives] = 1.0  # the negatives after them and the dense rows: teacher only
         train.extras["observed"] = observed
         # Holdouts as the teacher is evaluated: every logged negative (slate), impressions only (ctr).
         gate_events = settings.gate.holdout_events
         valid = EncodedSplit.build(dataset, encoder, "valid", task, None, settings.max_holdout_events,
                                    exclude_last=gate_events)
         gate = EncodedSplit.build(dataset, encoder, "valid", task, None, gate_events)
-        return cls(dataset, train, valid, gate, negatives)
+        return cls(dataset, train, valid, gate, negatives, settings.dense)
 
     def holdout(self, split: str, settings: WorkerSettings) -> EncodedSplit:
         return EncodedSplit.build(self.dataset, self.valid.encoder, split, self.valid.task, None,
@@ -113,7 +118,7 @@ class BatchPhase:
         try:
             data = self.data
             self.raw_soft = await teacher_labels(data.dataset, data.train, data.train_negatives, client, store,
-                                                 "train")
+                                                 "train", data.dense)
             self.raw_fresh = await teacher_labels(data.dataset, data.valid, None, client, store,
                                                   "valid, for calibration")
             scores = {name: await teacher_labels(data.dataset, split, None, client, store, name)

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from recdistill.core.artifact import scenario_registry
 from recdistill.core.contracts.dataset import Task
 from recdistill.core.contracts.worker import CalibrationMethod
+from recdistill.core.data.dense import DenseCandidates
 from recdistill.core.features.schema import FeatureSchema
 from recdistill.core.features.spec import ScenarioSpec
 from recdistill.core.samplelog.source import LogURL, consumer_group
@@ -157,6 +158,14 @@ class WorkerSettings(BaseSettings):
     task: Task = "slate"
     observed_negatives: int = Field(default=4, ge=0)  # sampled negatives with a hard label (0)
     teacher_negatives: int = Field(default=4, ge=0)  # further not-yet-interacted items: a teacher label only
+    # Dense black-box labels: for every labelled example, the teacher is also asked about `dense_own` of the
+    # user's own earlier items (from the request's history) and `dense_popular` popular items; they carry no
+    # observed label and train the student only through its teacher head.
+    dense_own: int = Field(default=30, ge=0)
+    dense_popular: int = Field(default=10, ge=0)
+    # The student's training window, counted as events per user: each user's most recent N training events
+    # (how much recent traffic a serving student retrains on). None: every event.
+    window_events: int | None = Field(default=None, ge=1)
     max_train_events: int | None = None
     max_holdout_events: int | None = None  # the most recent N events of the valid and test windows
     calibration: CalibrationMethod = "platt"
@@ -170,6 +179,12 @@ class WorkerSettings(BaseSettings):
     distill: DistillConfig = DistillConfig()
     stream: StreamConfig = StreamConfig()
     gate: GateConfig = GateConfig()
+
+    @property
+    def dense(self) -> DenseCandidates | None:
+        """The dense candidates of a labelled example (None: none)."""
+        dense = DenseCandidates(own=self.dense_own, popular=self.dense_popular)
+        return dense if dense.size else None
 
     def target(self, schema: FeatureSchema) -> ScenarioSpec:
         """The scenario trained (`UnknownScenarioError` names the declared ones)."""

@@ -1,5 +1,10 @@
 """The student: small enough for the serving budget (short history, small embeddings).
 
+What it reads of the user: its window of recent events (mean-pooled, and searched for each candidate: how
+often and how recently the window holds it), and, where the view declares a user channel, a hashed user-id
+embedding read against each candidate (a user x candidate term): the place where what the teacher knows about
+a user's long history can be kept. A bucket no training example reached reads the learned default alone.
+
 Decoupled heads share one bottom: the serving head learns observed labels and is the only one
 exported; the auxiliary head learns the teacher's soft labels, so teacher bias reaches served scores
 only through the shared bottom. Plain KD (teacher term on the serving head) remains an option.
@@ -14,7 +19,7 @@ import torch
 from torch import nn
 
 from recdistill.core.contracts.worker import Calibration
-from recdistill.core.features.schema import FeatureSchema
+from recdistill.core.features.schema import FIRST_KNOWN_INDEX, MISSING_INDEX, FeatureSchema
 from recdistill.core.fileio import atomic_write_bytes, atomic_write_with
 from recdistill.core.nn import FeatureEmbedding, ModelConfig, masked_mean, mlp
 
@@ -29,6 +34,10 @@ class StudentConfig(ModelConfig):
     # A train-only tower that absorbs the logged position's effect on labels; not exported.
     position_tower: bool = True
     max_positions: int = 1_000
+    # The user channel (where the view declares one; off: a control without it). In training this share of
+    # examples reads the default user in place of their own, so the default learns what an unknown user is.
+    user_channel: bool = True
+    user_dropout: float = 0.1
 
 
 class StudentModel(nn.Module):
@@ -39,7 +48,20 @@ class StudentModel(nn.Module):
         self.view = view
         d = config.dim
         self.embed = FeatureEmbedding(schema, view, d, config.user_dim, config.oov_dropout)
-        features = 3 * d + self.embed.user_out + self.embed.num_actions + 1
+        declared = schema.view(view)
+        self.user_rows = declared.user_buckets + FIRST_KNOWN_INDEX if declared.user_buckets else 0
+        channel = declared.user_dim if self.user_rows and config.user_channel else 0
+        self.channel_dim = channel
+        if channel:
+            # Rows start at 0 and only trained buckets move: an unseen user reads the default alone.
+            self.user_table = nn.Embedding(self.user_rows, channel, padding_idx=MISSING_INDEX)
+            nn.init.zeros_(self.user_table.weight)
+            self.user_default = nn.Parameter(torch.zeros(channel))
+            # The candidate as the user channel reads it: its own item table, so the term is a plain
+            # user x item factorisation (what "this user keeps buying this product" needs).
+            self.channel_items = nn.Embedding(schema.vocab_size("item_id"), channel, padding_idx=MISSING_INDEX)
+            nn.init.normal_(self.channel_items.weight, std=0.1)
+        features = 3 * d + self.embed.user_out + self.embed.num_actions + 1 + MATCH_FEATURES
         self.bottom = mlp([features, *config.hidden], config.dropout)
         self.serving_head = nn.Linear(config.hidden[-1], 1)
         self.teacher_head = nn.Linear(config.hidden[-1], 1)
@@ -58,6 +80,14 @@ class StudentModel(nn.Module):
             return torch.zeros(positions.shape, dtype=torch.float32)
         return self.position_bias(positions.clamp(0, self.config.max_positions)).squeeze(-1)
 
+    def user_vector(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, channel]: the learned default plus the user's bucket (0 without an id or, in training, for the
+        `user_dropout` share of examples)."""
+        rows = x["user_hash"][:, 0].clamp(0, self.user_rows - 1)
+        if self.training and self.config.user_dropout > 0:
+            rows = torch.where(torch.rand(rows.shape) < self.config.user_dropout, torch.zeros_like(rows), rows)
+        return self.user_default + self.user_table(rows)
+
     def heads(self, **x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(serving logits, teacher-head logits), each [B, C], from the encoder's tensors by name."""
         tokens, mask = self.embed.history(x)
@@ -65,13 +95,32 @@ class StudentModel(nn.Module):
         pooled = masked_mean(tokens, mask)
         context = torch.cat([pooled, self.embed.user(x), self.embed.action_distribution(x, mask),
                              x["hist_length"]], dim=-1).unsqueeze(1).expand(-1, cand.shape[1], -1)
-        shared = self.bottom(torch.cat([cand, cand * pooled.unsqueeze(1), context], dim=-1))
-        return self.serving_head(shared).squeeze(-1), self.teacher_head(shared).squeeze(-1)
+        shared = self.bottom(torch.cat([cand, cand * pooled.unsqueeze(1), context, window_matches(x)], dim=-1))
+        serving, teacher = self.serving_head(shared).squeeze(-1), self.teacher_head(shared).squeeze(-1)
+        if self.channel_dim:  # the user x candidate term, shared by both heads (part of the shared bottom)
+            term = (self.channel_items(x["cand_item"]) * self.user_vector(x).unsqueeze(1)).sum(-1)
+            serving, teacher = serving + term, teacher + term
+        return serving, teacher
 
     def forward(self, **x: torch.Tensor) -> torch.Tensor:
         """Serving probabilities [B, C]: the exported graph."""
         serving, _ = self.heads(**x)
         return torch.sigmoid(serving + self.serving_logit_offset)
+
+
+MATCH_FEATURES = 3
+
+
+def window_matches(x: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Candidate-aware reading of the window [B, C, 3]: log(1 + times the window holds the candidate), whether
+    it does, and the recency (log1p hours) of its last occurrence (0 when none). Unknown items never match."""
+    items, candidates = x["hist_item"], x["cand_item"]
+    eq = (candidates.unsqueeze(-1) == items.unsqueeze(1)) & (items >= FIRST_KNOWN_INDEX).unsqueeze(1)
+    counts = eq.float().sum(-1)
+    found = (counts > 0).float()
+    recency = torch.where(eq, x["hist_recency"].unsqueeze(1), torch.full_like(eq, 1e4, dtype=torch.float32))
+    last = recency.amin(-1) * found
+    return torch.stack([torch.log1p(counts), found, last], dim=-1)
 
 
 BATCH_STUDENT = "student-batch.pt"

@@ -32,6 +32,7 @@ from recdistill.core.nn import FeatureEmbedding, ModelConfig
 GAP_BUCKETS = 24  # log1p(hours) x 2, the last one open-ended
 COUNT_BUCKETS = 12  # matches of the candidate in the history: 0, 1, 2, 3-4, 5-8, ... (log2), the last open-ended
 NEVER = GAP_BUCKETS  # the time-since-last-match bucket of a candidate the history does not hold
+CADENCE_BUCKETS = 18  # the user's own cadence of the candidate: hours since its last match over its mean gap
 POSITION_BUCKETS = 64  # 4 x log2(1 + distance from the most recent event)
 HISTORY_INPUTS = ("hist_item", "hist_action", "hist_value", "hist_recency")
 
@@ -77,14 +78,26 @@ def since_bucket(hours: torch.Tensor) -> torch.Tensor:
                        torch.full_like(hours, NEVER, dtype=torch.long))
 
 
+def cadence_bucket(counts: torch.Tensor, since_hours: torch.Tensor, span_hours: torch.Tensor) -> torch.Tensor:
+    """Where the user stands in their own buying cycle of the candidate: hours since its last match over the
+    mean gap between its matches (span / (matches - 1)), log2 in half steps from 1/16 to 16; 0 (nothing added)
+    with fewer than 2 matches or no span (a history limit)."""
+    cycle = span_hours / (counts.float() - 1).clamp(min=1)
+    ratio = torch.nan_to_num(since_hours, posinf=0.0).clamp(min=0) / cycle.clamp(min=1.0)
+    bucket = torch.clamp(torch.round(torch.log2(ratio.clamp(min=1e-3)) * 2).long() + 9, 1, CADENCE_BUCKETS - 1)
+    return torch.where((counts >= 2) & torch.isfinite(span_hours), bucket, torch.zeros_like(bucket))
+
+
 def history_matches(candidates: torch.Tensor, items: torch.Tensor, hours: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The hard search: for candidates [B, C] in histories [B, L] (0: padding, unseen items never match)
     with each event's hours to the request [B, L]: (matches [B, C], hours since the last match [B, C], inf
-    for none)."""
+    for none, hours from the first match to the last [B, C])."""
     eq = (candidates.unsqueeze(-1) == items.unsqueeze(1)) & (items >= FIRST_KNOWN_INDEX).unsqueeze(1)
     since = torch.where(eq, hours.unsqueeze(1), torch.full_like(hours, float("inf")).unsqueeze(1)).amin(-1)
-    return eq.sum(-1), since
+    first = torch.where(eq, hours.unsqueeze(1), torch.zeros_like(hours).unsqueeze(1)).amax(-1)
+    counts = eq.sum(-1)
+    return counts, since, torch.where(counts > 0, first - torch.nan_to_num(since, posinf=0.0), 0.0)
 
 
 def position_bucket(distance: torch.Tensor) -> torch.Tensor:
@@ -136,7 +149,9 @@ class SequenceTeacher(nn.Module):
         self.match_count = nn.Embedding(COUNT_BUCKETS, d, padding_idx=0)
         self.match_since = nn.Embedding(GAP_BUCKETS + 1, d, padding_idx=NEVER)
         self.match_bias = nn.Embedding(COUNT_BUCKETS, 1, padding_idx=0)
-        for table in (self.match_count, self.match_since, self.match_bias):
+        self.match_cadence = nn.Embedding(CADENCE_BUCKETS, d, padding_idx=0)
+        self.cadence_bias = nn.Embedding(CADENCE_BUCKETS, 1, padding_idx=0)
+        for table in (self.match_count, self.match_since, self.match_bias, self.match_cadence, self.cadence_bias):
             nn.init.zeros_(table.weight)
 
     # ---- the sequence ------------------------------------------------------------------------------
@@ -173,15 +188,19 @@ class SequenceTeacher(nn.Module):
         """[..., d] queries against the same K items each (sampled negatives): logits [..., K]."""
         return queries @ self.embed.item(items).T / math.sqrt(self.config.dim) + self.item_bias(items).squeeze(-1)
 
-    def score_matches(self, queries: torch.Tensor, counts: torch.Tensor, since_hours: torch.Tensor) -> torch.Tensor:
-        """What the hard search found for [..., C] candidates (matches, hours since the last; inf: none), read
-        by their [..., d] queries: logits [..., C] added to the item scores. (The query meets each bucket's
-        embedding once, then every candidate picks its buckets: O(C) a query, not O(C x d).)"""
+    def score_matches(self, queries: torch.Tensor, counts: torch.Tensor, since_hours: torch.Tensor,
+                      span_hours: torch.Tensor) -> torch.Tensor:
+        """What the hard search found for [..., C] candidates (matches, hours since the last, inf: none; hours
+        from the first to the last, NaN: not known), read by their [..., d] queries: logits [..., C] added to the
+        item scores. (The query meets each bucket's embedding once, then every candidate picks its buckets:
+        O(C) a query, not O(C x d).)"""
         buckets, since = count_bucket(counts), since_bucket(since_hours)
+        cadence = cadence_bucket(counts, since_hours, span_hours)
         scale = math.sqrt(self.config.dim)
         by_count = (queries @ self.match_count.weight.T) / scale + self.match_bias.weight.T  # [..., COUNT_BUCKETS]
         by_since = (queries @ self.match_since.weight.T) / scale  # [..., GAP_BUCKETS + 1]
-        return by_count.gather(-1, buckets) + by_since.gather(-1, since)
+        by_cadence = (queries @ self.match_cadence.weight.T) / scale + self.cadence_bias.weight.T
+        return by_count.gather(-1, buckets) + by_since.gather(-1, since) + by_cadence.gather(-1, cadence)
 
     # ---- serving: the shared encoder's teacher view ---------------------------------------------------
     def logits(self, **x: torch.Tensor) -> torch.Tensor:
@@ -203,8 +222,10 @@ class SequenceTeacher(nn.Module):
         state = state * (lengths > 0).unsqueeze(-1)  # an empty history: no state
         to_request = hours.gather(1, last.view(-1, 1)).squeeze(1) * (lengths > 0)
         queries = self.queries(state, to_request)
-        counts, since = history_matches(x["cand_item"], items, hours)
-        return self.score(queries, x["cand_item"]) + self.score_matches(queries, counts, since)
+        counts, since, span = history_matches(x["cand_item"], items, hours)
+        if self.config.history_limit is not None:  # trained without the cadence (see `_Window.matches`)
+            span = torch.full_like(span, float("nan"))
+        return self.score(queries, x["cand_item"]) + self.score_matches(queries, counts, since, span)
 
     def forward(self, **x: torch.Tensor) -> torch.Tensor:
         """Probabilities [B, C]."""

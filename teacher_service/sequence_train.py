@@ -75,10 +75,11 @@ class _Window:
     def offset(self) -> int:
         return len(self.prefix) - len(self.items)
 
-    def matches(self, candidates: np.ndarray, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    def matches(self, candidates: np.ndarray, limit: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The hard search at every position t of the window for `candidates` [K] (what predicts event
         t + 1 reads): (matches in the history up to t [T, K], hours from the last match to event t + 1 [T, K],
-        inf for none), over the whole prefix, or its most recent `limit` events."""
+        inf for none, hours from the first match to the last [T, K]), over the whole prefix, or its most recent
+        `limit` events (then without the span: NaN)."""
         eq = (self.prefix[:, None] == candidates[None, :]) & (self.prefix >= FIRST_KNOWN_INDEX)[:, None]
         cumulative = np.cumsum(eq, axis=0, dtype=np.int32)
         rows = np.arange(self.offset, len(self.prefix))
@@ -90,7 +91,14 @@ class _Window:
             last = np.where(last > before[:, None], last, -1)
         target_hours = np.append(self.prefix_hours[rows[:-1] + 1], self.prefix_hours[-1])[:, None]
         since = np.where(last >= 0, target_hours - self.prefix_hours[last.clip(min=0)], np.inf)
-        return counts, since.astype(np.float32)
+        if limit is not None:
+            span = np.full(counts.shape, np.nan, dtype=np.float32)
+        else:
+            first = np.minimum.accumulate(np.where(eq, np.arange(len(self.prefix))[:, None], len(self.prefix)),
+                                          axis=0)[rows]
+            span = np.where(last >= 0, self.prefix_hours[last.clip(min=0)] -
+                            self.prefix_hours[first.clip(max=len(self.prefix) - 1)], 0.0)
+        return counts, since.astype(np.float32), span.astype(np.float32)
 
 
 def training_windows(dataset: PreparedDataset, encoder: Encoder, end_ts: float, length: int,
@@ -146,18 +154,20 @@ def window_batch(windows: list[_Window], device: torch.device, negatives: np.nda
     own = np.zeros((len(windows), m), dtype=np.int64)
     counts = np.zeros((len(windows), width, 1 + k + m), dtype=np.int64)
     since = np.full((len(windows), width, 1 + k + m), np.inf, dtype=np.float32)
+    span = np.zeros((len(windows), width, 1 + k + m), dtype=np.float32)
     for row, window in enumerate(windows):
         seen = window.prefix[window.prefix >= FIRST_KNOWN_INDEX]
         if m and len(seen):
             own[row] = generator.choice(seen, m)
         targets = np.append(window.items[1:], 0)
         unique, inverse = np.unique(np.concatenate([targets, negatives, own[row]]), return_inverse=True)
-        found, hours = window.matches(unique, limit)
+        found, hours, spans = window.matches(unique, limit)
         t = len(window.items)
         columns = np.concatenate([inverse[:t, None], np.broadcast_to(inverse[t:], (t, k + m))], axis=1)
         counts[row, :t] = np.take_along_axis(found, columns, axis=1)
         since[row, :t] = np.take_along_axis(hours, columns, axis=1)
-    found = {"own_negatives": own, "match_counts": counts, "match_since": since}
+        span[row, :t] = np.take_along_axis(spans, columns, axis=1)
+    found = {"own_negatives": own, "match_counts": counts, "match_since": since, "match_span": span}
     return batch | {name: torch.from_numpy(array).to(device) for name, array in found.items()}
 
 
@@ -175,7 +185,8 @@ def sequence_loss(model: SequenceTeacher, batch: dict[str, torch.Tensor], negati
     shared = model.score_shared(queries, negatives)  # [B, T, K]
     mine = model.score(queries, own.unsqueeze(1).expand(-1, queries.shape[1], -1))  # [B, T, M]
     logits = torch.cat([positive, shared, mine], dim=-1)
-    logits = logits + model.score_matches(queries, batch["match_counts"][:, :-1], batch["match_since"][:, :-1])
+    logits = logits + model.score_matches(queries, batch["match_counts"][:, :-1], batch["match_since"][:, :-1],
+                                          batch["match_span"][:, :-1])
     candidates = torch.cat([negatives.view(1, 1, -1).expand(own.shape[0], 1, -1), own.unsqueeze(1)], dim=-1)
     same = torch.cat([torch.zeros_like(targets, dtype=torch.bool).unsqueeze(-1),
                       candidates == targets.unsqueeze(-1)], dim=-1)  # a negative that is the target

@@ -21,6 +21,11 @@ def demo_command(
     catalogue: str | None = typer.Option(None, help="Item catalogue for your own data: csv:PATH, parquet:PATH or "
                                                     "jsonl:PATH."),
     out: Path | None = typer.Option(None, help="Run directory (default runs/demo, or runs/quick with --quick)."),
+    config_file: Path | None = typer.Option(None, "--config", help="A TOML file whose [demo] table sets the run's "
+                                                                   "settings by name (DemoConfig's fields); an "
+                                                                   "unknown key is refused."),
+    teacher_size: str | None = typer.Option(None, help="The teacher's size, or candidate sizes (comma-separated, "
+                                                       "chosen on valid); default: chosen from the data."),
     log_backend: Literal["file", "redis"] = typer.Option(
         "file", help="The live stage's sample log: file (segment files) or redis (Redis Streams on a Valkey server "
                      "this demo starts)."),
@@ -31,15 +36,32 @@ def demo_command(
     from dataclasses import replace
 
     from recdistill.cli.common import resolve_schema
-    from recdistill.demo.config import preset
+    from recdistill.core.errors import DataError
+    from recdistill.demo.config import load_config_file, preset
     from recdistill.demo.runner import run_demo
+    from teacher_service.train import architecture
 
     schema_path = resolve_schema(schema, dataset)
     out = out or Path("runs") / ("quick" if quick else "demo")
     # SIGTERM (a job scheduler, `kill`) unwinds like Ctrl-C, so every service the demo started is stopped.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    config = replace(preset(quick, seeds, dataset), sample_log=log_backend)
-    report = run_demo(out, dataset, config, schema_path, catalogue)
+    # Precedence: the preset < what the data is (in the run) < the config file < the flags given here.
+    try:
+        overrides = load_config_file(config_file) if config_file else {}
+    except DataError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--config") from exc
+    if seeds is not None:
+        overrides["seeds"] = seeds
+    if teacher_size:
+        sizes = tuple(s.strip() for s in teacher_size.split(",") if s.strip())
+        for size in sizes:
+            try:
+                architecture(size)
+            except DataError as exc:
+                raise typer.BadParameter(str(exc), param_hint="--teacher-size") from exc
+        overrides["teacher_sizes"] = sizes
+    config = replace(preset(quick, None), sample_log=log_backend)
+    report = run_demo(out, dataset, config, schema_path, catalogue, overrides, quick)
     typer.echo(f"report: {out / 'report.md'} (all figures in {out / 'report.json'})")
     if report.non_finite:
         typer.echo(f"warning: non-finite figures in the report: {report.non_finite}", err=True)

@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from recdistill.core import distributed
 from recdistill.core.data.dataset import PreparedDataset, Task
+from recdistill.core.data.dense import DenseCandidates
 from recdistill.core.evaluation import evaluate
 from recdistill.core.features.encoder import Encoder, MappedContext
 from recdistill.core.logs import STDERR
@@ -56,18 +57,22 @@ class EncodedSplit:
 
     @classmethod
     def build(cls, dataset: PreparedDataset, encoder: Encoder, split: str, task: Task,
-              negatives: int | None = None, limit: int | None = None, exclude_last: int = 0) -> EncodedSplit:
-        """The split's events (`task`'s), less its `exclude_last` most recent, then the `limit` most recent."""
+              negatives: int | None = None, limit: int | None = None, exclude_last: int = 0,
+              per_user: int | None = None, dense: DenseCandidates | None = None) -> EncodedSplit:
+        """The split's events (`task`'s), less its `exclude_last` most recent, then each user's `per_user` most
+        recent, then the `limit` most recent; `dense`: candidates with a teacher label only, after the rest."""
         event_ids = dataset.split(split, task)
         if exclude_last:
             event_ids = event_ids[:-exclude_last]
+        if per_user is not None:
+            event_ids = dataset.recent_per_user(event_ids, per_user)
         if limit is not None and limit < event_ids.size:
             event_ids = event_ids[-limit:]  # the most recent events of the split
         return cls(
             task=task,
             event_ids=event_ids,
-            contexts=dataset.contexts(encoder, event_ids, task, negatives),
-            labels=dataset.labels(event_ids, task, negatives),
+            contexts=dataset.contexts(encoder, event_ids, task, negatives, dense),
+            labels=dataset.labels(event_ids, task, negatives, dense),
             user_ids=dataset.events["user_id"].to_numpy()[event_ids],
             encoder=encoder,
         )

@@ -36,7 +36,9 @@ VARIANTS: dict[str, str] = {
                  "teacher labels on items the user had not interacted with before",
     "plain_kd": "ablation: teacher term on the serving head instead of the auxiliary head",
     "no_calibration": "ablation: raw teacher probabilities (no Platt calibration on the fresh window)",
-    "no_unexposed_labels": "ablation: no teacher labels for candidates without an observed label",
+    "no_unexposed_labels": "ablation and channel control: no teacher labels for candidates without an observed "
+                           "label (no dense rows)",
+    "no_user_channel": "channel control: the full method with the student's user channel off",
     "self_distillation": "control: the baseline student (same seed) as its own teacher",
     "label_smoothing": f"control: smoothed hard labels ({LABEL_SMOOTHING}) as the soft target",
     "short_history_teacher": "control: a teacher of the same architecture and size that reads only the "
@@ -60,6 +62,17 @@ class RunResult:
         return {"seed": self.seed, "best_epoch": self.best_epoch, "seconds": self.seconds, "valid": self.valid,
                 "test": self.test}
 
+
+# Soft targets without the long-history teacher (the first three), and the method without one of its channels
+# (the last two): the attributable gain is the method's over the best of the baseline and all of them.
+CONTROLS = ("self_distillation", "label_smoothing", "short_history_teacher", "no_unexposed_labels", "no_user_channel")
+# What each control says about the channel the long history travels through.
+CHANNELS: dict[str, str] = {
+    "short_history_teacher": "dense rows labelled by the 10-event teacher",
+    "self_distillation": "dense rows labelled by the student itself",
+    "no_unexposed_labels": "no dense rows",
+    "no_user_channel": "the user channel off",
+}
 
 # Variants whose objective has a teacher term: they tune its weight as well as the regulariser.
 TEACHER_TERM = ("distilled", "self_distillation", "label_smoothing", "short_history_teacher")
@@ -261,7 +274,8 @@ class BatchExperiment:
             raise ValueError(f"unknown variant {variant!r}; one of {sorted(VARIANTS)}")
         started = time.perf_counter()
         soft = self._soft_labels(variant, seed)
-        model, fit = self.phase.train(self.distill_config(variant, seed, point), soft, self.student,
+        student = replace(self.student, user_channel=False) if variant == "no_user_channel" else self.student
+        model, fit = self.phase.train(self.distill_config(variant, seed, point), soft, student,
                                       label=f"{self.settings.task} {variant} seed {seed}")
         result = RunResult(variant, seed, model, fit.history[fit.best_epoch - 1], fit.best_epoch,
                            round(time.perf_counter() - started, 1))

@@ -13,9 +13,9 @@ import numpy as np
 from recdistill.core.contracts.demo import DemoDataset, DemoReport
 from recdistill.core.contracts.teacher import TeacherManifest
 from recdistill.core.data.dataset import PreparedDataset
-from recdistill.core.data.history_value import history_value
+from recdistill.core.data.history_value import history_value, repeat_counter_scores
 from recdistill.demo.config import DemoConfig
-from recdistill.demo.experiments import VARIANTS, BatchExperiment
+from recdistill.demo.experiments import CHANNELS, CONTROLS, VARIANTS, BatchExperiment
 from recdistill.demo.live import LiveResult
 from recdistill.demo.online import ExplorationSet, online_ab
 from recdistill.demo.plots import plot_auc_per_version, plot_calibration, plot_latency
@@ -191,7 +191,6 @@ def _labeller(report: dict[str, Any]) -> dict[str, Any]:
                      round(report["teacher_requests"] / sampled, 4) if sampled else None}
 
 
-CONTROLS = ("self_distillation", "label_smoothing", "short_history_teacher")
 DEBIASING_DESIGN = (
     "The replay's logging policy has biases the student cannot see: users after a niche item come from the "
     "'search' source, sampled at a lower rate (a hidden variable: no model reads the source, no request names "
@@ -280,11 +279,39 @@ def summarize_task(result: TaskResults, config: DemoConfig) -> dict[str, Any]:
     summary["ablations"] = _variant_rows(result, ["plain_kd", "no_calibration", "no_unexposed_labels"],
                                          teacher["auc"], defined)
     summary["controls"] = _variant_rows(result, list(CONTROLS), teacher["auc"], defined)
+    summary["channels"] = [row | {"channel": CHANNELS[row["name"]]} for row in summary["controls"]
+                           if row["name"] in CHANNELS]
+    summary["student_window_events"] = experiment.settings.window_events or "all"
+    if result.task == "slate":
+        summary |= _references(experiment, baselines, config.bootstrap_samples)
     if result.stream_runs:
         summary |= _stream_summary(result, config)
         summary["ablations"] += [row | {"phase": "stream"} for row in summary["stream"]
                                  if row["name"] in ("batch_only", "stream_no_ipw", "stream_no_position_tower")]
     return summary
+
+
+def _references(experiment: BatchExperiment, baselines: list[Any], samples: int) -> dict[str, Any]:
+    """The no-teacher references on the test slates (the repeat counter over the whole history, the best student
+    trained on hard labels alone: the tuned baseline) and the teacher's margin over each and over the better one,
+    with user-level intervals (teacher seed s % T paired with reference seed s)."""
+    test = experiment.test
+    mask = test.labels >= 0
+    teachers = experiment.teacher_seed_scores
+    counter = repeat_counter_scores(experiment.data.dataset, test.event_ids, test.labels.shape[1])
+    runs = {"repeat_counter": [counter], "hard_label_student": [b.test_scores for b in baselines]}
+    rows = []
+    for name, scores in runs.items():
+        paired = [teachers[i % len(teachers)] for i in range(max(len(scores), len(teachers)))]
+        reference = [scores[i % len(scores)] for i in range(len(paired))]
+        margin = auc_difference(test.labels, mask, test.user_ids, paired, reference, samples)
+        rows.append({"name": name, "auc": round(float(np.mean([experiment.metrics(s)["auc"] for s in scores])), 6),
+                     "teacher_margin_auc": margin["difference"],
+                     "teacher_margin_auc_ci95": {"low": margin["low"], "high": margin["high"]}})
+    best = max(rows, key=lambda row: row["auc"])
+    return {"references": rows, "teacher_margin_over_best_reference": {
+        "reference": best["name"], "auc": best["teacher_margin_auc"], "ci95": best["teacher_margin_auc_ci95"],
+        "goal": 0.02, "met": best["teacher_margin_auc_ci95"]["low"] > 0 and best["teacher_margin_auc"] >= 0.02}}
 
 
 def _teacher_summary(result: TaskResults, teacher: dict[str, float]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from recdistill.core.evaluation import evaluate
 from recdistill.core.features.spec import ScenarioSpec, load_schema_spec
 from recdistill.core.logs import STDERR
 from recdistill.core.training import predict
-from recdistill.demo.config import DemoConfig
+from recdistill.demo.config import DemoConfig, from_data
 from recdistill.demo.experiments import TEACHER_TERM, BatchExperiment, TuningGrid
 from recdistill.demo.live import ScenarioLive, live_stage, stream_config, student_server_process
 from recdistill.demo.online import counterfactual_ab, exploration_set
@@ -41,7 +42,6 @@ from teacher_service.train import TeacherTrainConfig
 
 logger = logging.getLogger(__name__)
 ABLATIONS = ("plain_kd", "no_calibration", "no_unexposed_labels")
-CONTROLS = ("self_distillation", "label_smoothing", "short_history_teacher")
 
 
 class Stages:
@@ -71,7 +71,9 @@ def load_dataset(source: str, schema_path: Path, out: Path, catalogue: str | Non
 
 
 def run_demo(out: Path, dataset_spec: str, config: DemoConfig, schema_path: Path,
-             catalogue: str | None = None) -> DemoReport:
+             catalogue: str | None = None, overrides: dict[str, Any] | None = None, quick: bool = False) -> DemoReport:
+    """`config`: the preset; once the data is prepared, what it is adapts the preset (`from_data`), then
+    `overrides` (a config file's, then the command line's) win."""
     torch.set_num_threads(os.cpu_count() or 1)
     for leftover in ("registry", "worker", "samples", "labels", "logs"):  # a rerun into the same directory starts clean
         shutil.rmtree(out / leftover, ignore_errors=True)
@@ -82,6 +84,8 @@ def run_demo(out: Path, dataset_spec: str, config: DemoConfig, schema_path: Path
     started = time.perf_counter()
     stages(f"prepare {dataset_spec}")
     dataset = load_dataset(dataset_spec, schema_path, out / "data", catalogue)
+    config = replace(from_data(config, dataset, quick), **(overrides or {}))
+    logger.info("settings from the data: %s; given: %s", config.chosen_from_data, sorted(overrides or {}))
     results: dict[str, TaskResults] = {}
     for task in config.tasks:
         stages(f"teacher ({task}): train or reuse")
@@ -125,6 +129,7 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
                                         teacher_data_end_ts=manifest.data_window.train_end_ts)
         settings = WorkerSettings(data=dataset.directory, registry=out / "registry", state_dir=out / "worker" / task,
                                   task=task, max_train_events=config.max_train_events,
+                                  window_events=config.student_window_events,
                                   max_holdout_events=config.max_holdout_events, teacher=teacher, distill=distill,
                                   gate=GateConfig(holdout_events=config.gate_holdout_events))
         experiment = await asyncio.to_thread(BatchExperiment, settings)
@@ -152,12 +157,13 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
             experiment.other_teachers["short_history_teacher"] = phase.debiased()[0]
             result.short_teacher_test, result.short_teacher_scores = experiment.metrics(scores), scores
         stages(f"{task}: batch phase, tuning on valid, {config.seeds} paired seeds + ablations and controls")
-        controls = [c for c in CONTROLS if c != "short_history_teacher" or c in experiment.other_teachers]
+        controls = experiment.controls()
         grid = TuningGrid(config.tune_weight_decay, config.tune_kd_weight, config.tune_lr)
         for variant in ("baseline", *(v for v in TEACHER_TERM if v == "distilled" or v in controls)):
             await asyncio.to_thread(experiment.tune, variant, grid, out.parent / ".cache")
         # Every variant on the same seeds, paired seed by seed with the baseline and the method.
-        variants = [(v, s) for s in range(config.seeds) for v in ("baseline", "distilled", *ABLATIONS, *controls)]
+        variants = [(v, s) for s in range(config.seeds)
+                    for v in dict.fromkeys(("baseline", "distilled", *ABLATIONS, *controls))]
         for variant, seed in variants:
             await asyncio.to_thread(experiment.run, variant, seed)
         for name, scenario in result.scenarios.items():
@@ -186,7 +192,7 @@ def other_scenarios(scenarios: list[ScenarioSpec], task: Task) -> list[ScenarioS
 def _scenario_students(experiment: BatchExperiment, grid: TuningGrid, seeds: int, cache: Path) -> None:
     """A scenario's baseline, method and controls: the same search on valid and the same paired seeds as the
     first scenario's (the short-history teacher control aside: it reads the first scenario's window)."""
-    variants = ("baseline", "distilled", *(c for c in CONTROLS if c != "short_history_teacher"))
+    variants = ("baseline", "distilled", *(c for c in experiment.controls() if c != "short_history_teacher"))
     for variant in variants:
         if variant == "baseline" or variant in TEACHER_TERM:
             experiment.tune(variant, grid, cache)

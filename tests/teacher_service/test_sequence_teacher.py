@@ -128,8 +128,9 @@ def test_a_device_or_a_size_the_machine_does_not_have_is_refused_before_training
 
 @pytest.mark.parametrize("limit", [None, 3])
 def test_training_finds_in_the_history_what_serving_finds(limit: int | None) -> None:
-    """The hard search (how often the history holds a candidate, hours since it last did), counted at every
-    training position over the user's whole history, equals what serving finds for that position's request."""
+    """The hard search (how often the history holds a candidate, hours since it last did, hours from its first
+    match to its last: the user's own cadence), counted at every training position over the user's whole history,
+    equals what serving finds for that position's request (a limited history: no cadence in training)."""
     from teacher_service.sequence import history_matches
     from teacher_service.sequence_train import _Window
 
@@ -140,15 +141,20 @@ def test_training_finds_in_the_history_what_serving_finds(limit: int | None) -> 
     window = _Window(prefix[offset:], prefix[offset:] * 0, np.zeros(15, np.float32), np.zeros(15), np.zeros(15),
                      float(hours[-1]), prefix, hours)
     candidates = np.arange(1, 9)
-    counts, since = window.matches(candidates, limit)
+    counts, since, span = window.matches(candidates, limit)
     for t in range(offset, 39):  # the state after event t predicts event t + 1
         start = 0 if limit is None else max(0, t + 1 - limit)
         history = torch.from_numpy(prefix[start:t + 1]).unsqueeze(0)
         to_target = torch.from_numpy(hours[t + 1] - hours[start:t + 1]).float().unsqueeze(0)
-        found, ago = history_matches(torch.from_numpy(candidates).unsqueeze(0), history, to_target)
+        found, ago, spans = history_matches(torch.from_numpy(candidates).unsqueeze(0), history, to_target)
         np.testing.assert_array_equal(counts[t - offset], found[0].numpy())
         np.testing.assert_allclose(since[t - offset], ago[0].numpy(), rtol=1e-5)
+        if limit is None:
+            np.testing.assert_allclose(span[t - offset], spans[0].numpy(), rtol=1e-4, atol=1e-3)
+        else:
+            assert np.isnan(span[t - offset]).all()
     assert counts[:, 0].sum() == 0, "the unseen-item index is never a match"
+    assert limit is not None or (span[counts >= 2] > 0).all(), "two matches or more span some time"
 
 
 def test_a_limited_teacher_trains_on_only_its_most_recent_events(ml100k: PreparedDataset) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from recdistill.core.contracts.dataset import DatasetManifest, Task
+from recdistill.core.data.dense import DenseCandidates
 from recdistill.core.errors import DataError
 from recdistill.core.features.encoder import Encoder, MappedContext
 from recdistill.core.features.schema import FeatureSchema, is_missing
@@ -38,6 +39,21 @@ def _json_value(value: object) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return value
+
+
+def spread(negatives: list[str], n: int) -> list[str]:
+    """`n` of a slate's logged negatives, spread evenly over it (a slate lists its own-history negatives first,
+    then the never-interacted ones), in an order whose every prefix is spread too: the first k of them, as the
+    hard-label ones of a training example, are a mix of both kinds, as the evaluated slates are."""
+    if n >= len(negatives):
+        return negatives
+    picks = [(i * len(negatives)) // n for i in range(n)]
+    order: list[int] = []
+    step = 1 << max(0, n - 1).bit_length()
+    while step:  # a bit-reversal order of the picks: halves, then quarters, ...
+        order += [i for i in range(0, n, step) if i not in order]
+        step //= 2
+    return [negatives[picks[i]] for i in order]
 
 
 class PreparedDataset:
@@ -91,30 +107,55 @@ class PreparedDataset:
             }
         return self._mapped[key]
 
-    def candidates(self, event_id: int, task: Task, negatives: int | None = None) -> list[str]:
+    def candidates(self, event_id: int, task: Task, negatives: int | None = None,
+                   dense: DenseCandidates | None = None) -> list[str]:
         """The event's item first, then items the user had not interacted with before it: all logged ones
-        (slate, `negatives=None`) or the first `negatives`. For ctr, `negatives=None` means none."""
+        (slate, `negatives=None`) or the first `negatives`. For ctr, `negatives=None` means none. With
+        `dense`, the dense candidates follow (a teacher label only)."""
         row = self.events.iloc[event_id]
+        extra = self.dense_candidates(event_id, dense) if dense is not None and dense.size else []
         if task == "ctr" and not negatives:
-            return [row["item_id"]]
+            return [row["item_id"], *extra]
         negs = list(row["slate_negatives"])
-        return [row["item_id"], *(negs if negatives is None else negs[:negatives])]
+        return [row["item_id"], *(negs if negatives is None else spread(negs, negatives)), *extra]
 
-    def labels(self, event_ids: Sequence[int], task: Task, negatives: int | None = None) -> np.ndarray:
+    @cached_property
+    def popular_items(self) -> list[str]:
+        """Items by training-window count, most bought first."""
+        train = self.events.loc[self.events["split"] == "train", "item_id"]
+        return [str(item) for item in train.value_counts().index]
+
+    def dense_candidates(self, event_id: int, dense: DenseCandidates) -> list[str]:
+        """The dense candidates of an event, from what its request holds: its user's earlier items and the
+        popular ones (never its own item or label: the real item is as likely as any earlier one)."""
+        row = self.events.iloc[event_id]
+        history = self.timelines.loc[row["user_id"]].item_ids[: int(row["hist_len"])]
+        return dense.choose([str(item) for item in history], self.popular_items, seed=int(event_id))
+
+    def recent_per_user(self, event_ids: np.ndarray, per_user: int) -> np.ndarray:
+        """Of `event_ids` (in time order), each user's `per_user` most recent: the student's training window
+        counted as events per user (how much recent traffic a serving student retrains on)."""
+        users = self.events["user_id"].to_numpy()[event_ids]
+        order = pd.Series(np.arange(len(event_ids))).groupby(users).cumcount(ascending=False).to_numpy()
+        return event_ids[order < per_user]
+
+    def labels(self, event_ids: Sequence[int], task: Task, negatives: int | None = None,
+               dense: DenseCandidates | None = None) -> np.ndarray:
         """Labels [B, C]: the impression label (ctr) or 1 for the real item (slate), then 0s for the
         sampled negatives (for ctr these have no observed label: the trainer masks them)."""
         ids = np.asarray(event_ids)
+        extra = dense.size if dense is not None else 0
         if task == "ctr":
-            labels = np.zeros((len(ids), 1 + (negatives or 0)), dtype=np.float32)
+            labels = np.zeros((len(ids), 1 + (negatives or 0) + extra), dtype=np.float32)
             labels[:, 0] = self.events["label"].to_numpy()[ids]
             return labels
-        width = 1 + (self.manifest.slate_negatives if negatives is None else negatives)
+        width = 1 + (self.manifest.slate_negatives if negatives is None else negatives) + extra
         labels = np.zeros((len(ids), width), dtype=np.float32)
         labels[:, 0] = 1.0
         return labels
 
     def contexts(self, encoder: Encoder, event_ids: Sequence[int], task: Task,
-                 negatives: int | None = None) -> list[MappedContext]:
+                 negatives: int | None = None, dense: DenseCandidates | None = None) -> list[MappedContext]:
         timelines = self.mapped_timelines(encoder)
         events = self.events
         user_ids = events["user_id"].to_numpy()
@@ -128,7 +169,7 @@ class PreparedDataset:
             end = int(hist_lens[event_id])
             start = max(0, end - encoder.history_len)
             cand_item, cand_cat, cand_multi, cand_num = encoder.map_candidates(
-                self.candidates(event_id, task, negatives))
+                self.candidates(event_id, task, negatives, dense))
             user_cat, user_num = encoder.map_profile(
                 self.users.get(user, {}), {c: values[event_id] for c, values in context_columns.items()})
             out.append(MappedContext(
@@ -140,6 +181,7 @@ class PreparedDataset:
                 history_length=end,
                 request_ts=float(timestamps[event_id]),
                 cand_item=cand_item, cand_cat=cand_cat, cand_multi=cand_multi, cand_num=cand_num,
+                user_hash=encoder.user_bucket(user),
             ))
         return out
 

@@ -16,6 +16,24 @@ from recdistill.core.metrics import auc
 WINDOWS: tuple[int | None, ...] = (10, 100, 1_000, None)  # None: the whole history
 
 
+def repeat_counter_scores(dataset: PreparedDataset, event_ids: np.ndarray, width: int) -> np.ndarray:
+    """The repeat counter over each request's whole history, as scores [events, width] of the slate candidates
+    (the event's item, then its logged negatives; 0 past them): the first reference a practitioner tries."""
+    timelines = dataset.timelines["item_ids"]
+    events = dataset.events
+    scores = np.zeros((len(event_ids), width), dtype=np.float32)
+    users, lengths = events["user_id"].to_numpy(), events["hist_len"].to_numpy()
+    items, negatives = events["item_id"].to_numpy(), events["slate_negatives"].to_numpy()
+    for row, event in enumerate(event_ids):
+        history = timelines.loc[users[event]][: lengths[event]]
+        counts = Counter(history)
+        last = {item: position for position, item in enumerate(history)}
+        candidates = [items[event], *negatives[event]][:width]
+        scores[row, : len(candidates)] = [counts[c] + (last[c] + 1) / (len(history) + 1) if c in counts else 0.0
+                                          for c in candidates]
+    return scores
+
+
 def history_value(dataset: PreparedDataset, split: str = "test", windows: tuple[int | None, ...] = WINDOWS
                   ) -> list[dict[str, Any]]:
     """One row per window: the history scorer's pooled AUC on `split`'s slates and the share of the split's

@@ -11,6 +11,7 @@ Model input tensors of a view (B = batch, L = history window, C = candidates); a
 feature for is left out, so the input signature follows the schema (`input_specs`):
   user_cat int64 [B, Uc]     user and context categoricals (categorical, hashed, bucketized)
   user_num float32 [B, Un]   user and context numerics, normalised on the training window
+  user_hash int64 [B, 1]     the user id's hashed bucket (views with a user channel; 0: no id)
   hist_item int64 [B, L], hist_action int64 [B, L] (if the sequence carries actions),
   hist_value float32 [B, L] (if it carries values), hist_recency float32 [B, L], hist_length float32 [B, 1]
   cand_item int64 [B, C], cand_cat int64 [B, C, Ic], cand_multi float32 [B, C, M] (multi-hot of every
@@ -75,6 +76,7 @@ class MappedContext:
     cand_cat: np.ndarray  # int64 [C, Ic]
     cand_multi: np.ndarray  # float32 [C, M]
     cand_num: np.ndarray  # float32 [C, In]
+    user_hash: int = MISSING_INDEX  # the user channel's bucket (views with one)
 
 
 def stable_hash(text: str) -> int:
@@ -97,6 +99,7 @@ class Encoder:
         self.cand_cat, self.cand_multi, self.cand_num = groups.cand_cat, groups.cand_multi, groups.cand_num
         self.has_action, self.has_value, self.has_time_gap = groups.has_action, groups.has_value, groups.has_time_gap
         self.multi_width = groups.multi_width
+        self.user_buckets = schema.view(view).user_buckets
         self._index = {f.name: _vocab_index(f.vocab) for f in schema.features if f.kind in ("categorical",
                                                                                             "multi_categorical")}
         self._item_index = _vocab_index(schema.item_vocab)
@@ -121,6 +124,7 @@ class Encoder:
         groups: list[tuple[str, str, tuple[int, ...], bool]] = [
             ("user_cat", INT64, (len(self.user_cat),), bool(self.user_cat)),
             ("user_num", FLOAT32, (len(self.user_num),), bool(self.user_num)),
+            ("user_hash", INT64, (1,), self.user_buckets > 0),
             ("hist_item", INT64, (-1,), True),
             ("hist_action", INT64, (-1,), self.has_action),
             ("hist_value", FLOAT32, (-1,), self.has_value),
@@ -140,10 +144,18 @@ class Encoder:
                   "cand_item": np.array(self.schema.vocab_size("item_id")),
                   "hist_action": np.array(self.schema.vocab_size("action")),
                   "user_cat": np.array([f.rows for f in self.user_cat], dtype=np.int64),
-                  "cand_cat": np.array([f.rows for f in self.cand_cat], dtype=np.int64)}
+                  "cand_cat": np.array([f.rows for f in self.cand_cat], dtype=np.int64),
+                  "user_hash": np.array(self.user_buckets + FIRST_KNOWN_INDEX)}
         return {name: limit for name, limit in limits.items() if name in self.input_specs}
 
     # ---- stage 1: mapping -------------------------------------------------------------------
+    def user_bucket(self, user_id: object) -> int:
+        """The user channel's row of a user id (strings and integers alike: 7 and "7" are one user); 0 without
+        an id or a channel."""
+        if not self.user_buckets or is_missing(user_id):
+            return MISSING_INDEX
+        return FIRST_KNOWN_INDEX + stable_hash(canonical_action(user_id)) % self.user_buckets
+
     def category_index(self, feature: FittedFeature, raw: object) -> int:
         if is_missing(raw):
             return MISSING_INDEX
@@ -269,6 +281,7 @@ class Encoder:
             history_length=len(request.history),
             request_ts=float(request_ts) / self._units_per_second if request_ts is not None else (now or time.time()),
             cand_item=cand_item, cand_cat=cand_cat, cand_multi=cand_multi, cand_num=cand_num,
+            user_hash=self.user_bucket(getattr(request.user, "user_id", None)),
         )
 
     # ---- stage 2: assembly ------------------------------------------------------------------
@@ -283,6 +296,8 @@ class Encoder:
             out["user_cat"] = np.stack([c.user_cat for c in contexts])
         if "user_num" in specs:
             out["user_num"] = np.stack([c.user_num for c in contexts])
+        if "user_hash" in specs:
+            out["user_hash"] = np.array([[c.user_hash] for c in contexts], dtype=np.int64)
         for name in ("hist_item", "hist_action"):
             if name in specs:
                 out[name] = np.zeros((batch, window), dtype=np.int64)

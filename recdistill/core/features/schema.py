@@ -51,6 +51,8 @@ class ModelView:
 
     history_len: int
     features: tuple[str, ...] = ()
+    user_buckets: int = 0  # the user channel's hashed buckets (0: none)
+    user_dim: int = 0
 
 
 @dataclass
@@ -200,7 +202,9 @@ class FeatureSchema:
     def _to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("_hash")
-        data["views"] = {name: asdict(view) for name, view in sorted(self.views.items())}
+        # A view without a user channel is written as before (its schema hash does not change).
+        data["views"] = {name: {k: v for k, v in asdict(view).items() if k not in ("user_buckets", "user_dim") or
+                                view.user_buckets} for name, view in sorted(self.views.items())}
         data["item_table"] = dict(sorted(self.item_table.items()))
         return data
 
@@ -219,8 +223,8 @@ class FeatureSchema:
             raise DataError(f"{path}: fitted schema format {data.get('format')} is not {SCHEMA_FORMAT}; "
                             "prepare the data again with this version")
         stored_hash = data.pop("hash", None)
-        data["views"] = {name: ModelView(view["history_len"], tuple(view["features"]))
-                         for name, view in data["views"].items()}
+        data["views"] = {name: ModelView(view["history_len"], tuple(view["features"]), view.get("user_buckets", 0),
+                                         view.get("user_dim", 0)) for name, view in data["views"].items()}
         data["features"] = [FittedFeature(**feature) for feature in data["features"]]
         schema = cls(**data)
         if stored_hash is not None and stored_hash != schema.hash:
@@ -271,7 +275,8 @@ def _view(spec: SchemaSpec, name: str) -> ModelView:
     declared = spec.views[name]
     every = [f.name for f in spec.features()]
     reads = every if declared.features is None else [f for f in every if f in set(declared.features)]
-    return ModelView(declared.history_len, tuple(reads))
+    buckets = declared.user_buckets or 0
+    return ModelView(declared.history_len, tuple(reads), buckets, declared.user_dim if buckets else 0)
 
 
 def build_schema(spec: SchemaSpec, train_events: pd.DataFrame, users: pd.DataFrame,

@@ -152,6 +152,11 @@ class ViewSpec(_Spec):
 
     history_len: Annotated[int, Field(ge=1, le=20_000)]
     features: list[str] | None = None
+    # The user channel (students): the user id hashed into this many buckets of a `user_dim`-wide embedding,
+    # read against each candidate (a user x candidate term). None: no user channel. A user whose bucket was
+    # never trained reads the learned default alone.
+    user_buckets: Annotated[int, Field(ge=2, le=50_000_000)] | None = None
+    user_dim: Annotated[int, Field(ge=1, le=1_024)] = 32
 
 
 SCENARIO_NAME = r"^[a-z][a-z0-9_-]{0,31}$"

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import (
+    channel_bench,
     samplelog_bench,
     scaleout_bench,
     scenarios_bench,
@@ -44,6 +45,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as other:  # the second, differently shaped schema
         prepare_source("ecommerce", shipped_schema("ecommerce"), Path(other))
         student_bench.run_other_schema(results, PreparedDataset(Path(other)), args.quick)
+    channel_bench.run(results, args.quick)
     for section in (teacher_bench, worker_bench, samplelog_bench):
         section.run(results, dataset, args.quick)
     scaleout_bench.run(results, dataset, args.quick, args.demo_report)

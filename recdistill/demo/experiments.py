@@ -144,6 +144,16 @@ class BatchExperiment:
         self.teacher_test_scores = scores["test, for the report"]
         self.teacher_seed_scores = [self.teacher_test_scores]
 
+    @property
+    def has_user_channel(self) -> bool:
+        """Whether the student's view declares a user channel (else the channel control is the method itself)."""
+        return self.data.dataset.schema.view(self.data.train.encoder.view_name).user_buckets > 0
+
+    def controls(self) -> list[str]:
+        """The controls this experiment can run: the short-history teacher's only once it has labelled."""
+        return [c for c in CONTROLS if (c != "short_history_teacher" or c in self.other_teachers)
+                and (c != "no_user_channel" or self.has_user_channel)]
+
     async def label_with(self, teacher: TeacherClientSettings) -> tuple[BatchPhase, np.ndarray]:
         """Another teacher's labels on the same windows (through its own Triton): (its phase, test scores)."""
         phase = BatchPhase(self.settings.model_copy(update={"teacher": teacher}), data=self.data)

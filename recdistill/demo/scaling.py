@@ -31,6 +31,7 @@ from distill_worker.settings import DistillConfig, GateConfig, TeacherClientSett
 from recdistill.core.bootstrap import RankedScores, user_weights
 from recdistill.core.contracts.scaling import Interval, ScalingReport, ScalingRow
 from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.data.dense import DenseCandidates
 from recdistill.core.data.history_value import history_value
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.fileio import atomic_write_text
@@ -100,6 +101,34 @@ def auc_interval(runs: list[np.ndarray], test: EncodedSplit, mask: np.ndarray, s
     return mean_auc(runs, test, mask), Interval(**interval(draws))
 
 
+def teacher_scores(model: torch.nn.Module, dataset: PreparedDataset, split: EncodedSplit, limit: int | None,
+                   negatives: int | None, device: torch.device, dense: DenseCandidates | None = None) -> np.ndarray:
+    """A teacher's probabilities, in-process, on the same events and candidates as a student's split (encoded
+    for the teacher: its history, up to `limit` events)."""
+    encoder = Encoder(dataset.schema, "teacher", history_len=limit)
+    teacher_split = EncodedSplit(task=split.task, event_ids=split.event_ids,
+                                 contexts=dataset.contexts(encoder, split.event_ids, split.task, negatives, dense),
+                                 labels=split.labels, user_ids=split.user_ids, encoder=encoder)
+
+    def score(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(**{k: v.to(device) for k, v in inputs.items()}).float().cpu()
+
+    with torch.inference_mode():
+        return predict(score, teacher_split, 256)[0]
+
+
+def in_process_labels(experiment: BatchExperiment, model: torch.nn.Module, limit: int | None = None,
+                      device: torch.device | None = None) -> tuple[BatchPhase, np.ndarray]:
+    """A teacher's labels of an experiment's windows, scored in-process (an offline study): (the batch phase
+    holding its labels on the training window, with its dense rows, and the valid window; its test scores)."""
+    device = device or torch.device("cpu")
+    data = experiment.data
+    phase = BatchPhase(experiment.settings, data=data)
+    phase.use_labels(teacher_scores(model, data.dataset, data.train, limit, data.train_negatives, device, data.dense),
+                     teacher_scores(model, data.dataset, data.valid, limit, None, device))
+    return phase, teacher_scores(model, data.dataset, experiment.test, limit, None, device)
+
+
 class ScalingStudy:
     """One grid on one prepared dataset: the students' windows built once, then every teacher in turn."""
 
@@ -119,21 +148,6 @@ class ScalingStudy:
         self.device = resolve_device(config.device)  # where teachers train and score
         self.mask = self.test.labels >= 0  # every logged candidate of a test slate is real
 
-    def _teacher_view(self, split: EncodedSplit, limit: int | None, negatives: int | None) -> EncodedSplit:
-        """The same events and candidates as the student's split, encoded for the teacher (its history)."""
-        encoder = Encoder(self.dataset.schema, "teacher", history_len=limit)
-        return EncodedSplit(task=split.task, event_ids=split.event_ids,
-                            contexts=self.dataset.contexts(encoder, split.event_ids, split.task, negatives),
-                            labels=split.labels, user_ids=split.user_ids, encoder=encoder)
-
-    def _score(self, model: torch.nn.Module, split: EncodedSplit, limit: int | None, negatives: int | None
-               ) -> np.ndarray:
-        def score(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-            return model(**{k: v.to(self.device) for k, v in inputs.items()}).float().cpu()
-
-        with torch.inference_mode():
-            return predict(score, self._teacher_view(split, limit, negatives), 256)[0]
-
     def teacher(self, size: str, limit: int | None) -> tuple[dict[str, Any], bool, BatchPhase, np.ndarray, float]:
         """Train (or reuse) one teacher, label the students' windows with it in-process: (its manifest,
         cached?, the batch phase holding its labels, its test scores, seconds)."""
@@ -145,10 +159,7 @@ class ScalingStudy:
         manifest, cached = train_or_reuse(self.dataset, train, self.cache, None)
         model, _, _ = load_checkpoint(self.cache / f"teacher-slate-{content_key(self.dataset, train)}")
         model.to(self.device).eval()
-        phase = BatchPhase(self.experiment.settings, data=self.data)
-        phase.use_labels(self._score(model, self.data.train, limit, self.data.train_negatives),
-                         self._score(model, self.data.valid, limit, None))
-        scores = self._score(model, self.test, limit, None)
+        phase, scores = in_process_labels(self.experiment, model, limit, self.device)
         return manifest, cached, phase, scores, round(time.perf_counter() - started, 1)
 
     def distill(self, phase: BatchPhase, label: str) -> list[np.ndarray]:

@@ -96,6 +96,27 @@ def test_demo_is_a_command_and_the_worker_refuses_an_unknown_task() -> None:
         assert "--task" in result.output
 
 
+def test_the_demo_refuses_a_config_files_unknown_key_and_an_unknown_teacher_size(tmp_path: Path) -> None:
+    """Both are refused by name before anything is prepared or trained."""
+    runner = CliRunner()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[demo]\nstudent_window_event = 10\n')
+    result = runner.invoke(app, ["demo", "--config", str(bad), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert "student_window_event" in result.output
+    result = runner.invoke(app, ["demo", "--teacher-size", "seq-xs,enormous", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert "enormous" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_window_study_needs_four_windows(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["study", "window", "--windows", "5,10,all", "--out", str(tmp_path / "w")])
+    assert result.exit_code == 2, result.output
+    assert "at least 4" in result.output
+    assert not (tmp_path / "w").exists()
+
+
 def test_the_labeller_needs_a_label_log_and_a_teacher_version() -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["worker", "label", "--teacher-version", "t"])

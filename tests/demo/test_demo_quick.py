@@ -66,7 +66,8 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path) -> None:
     defined = summary["teacher_gain_auc_ci95"]["low"] is not None and summary["teacher_gain_auc_ci95"]["low"] > 0
     assert summary["ratio_defined"] == defined
     assert (summary["transferability"] is not None) == defined
-    assert summary["best_control"] in ("self_distillation", "label_smoothing")
+    assert summary["best_control"] in ("self_distillation", "label_smoothing", "no_unexposed_labels",
+                                       "no_user_channel")
     assert report["transferability_attributable"] == summary["transferability_attributable"]
     for row in report["controls"] + report["ablations"]:
         if row.get("phase") != "stream":
@@ -83,7 +84,23 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path) -> None:
     assert {"plain_kd", "no_calibration", "no_unexposed_labels", "batch_only", "stream_no_ipw",
             "stream_no_position_tower"} <= names
     # The short-history teacher control is off in --quick (tests/teacher_service covers its serving path).
-    assert {row["name"] for row in report["controls"]} == {"self_distillation", "label_smoothing"}
+    assert {row["name"] for row in report["controls"]} == {"self_distillation", "label_smoothing",
+                                                           "no_unexposed_labels", "no_user_channel"}
+    # The channel: one row per channel control, the student's training window, the no-teacher references on the
+    # same slates and the teacher's margin over the better one, with its interval.
+    assert {row["name"] for row in summary["channels"]} == {"self_distillation", "no_unexposed_labels",
+                                                            "no_user_channel"}
+    assert summary["student_window_events"] == report["config"]["student_window_events"] == 10
+    references = {row["name"]: row for row in summary["references"]}
+    assert set(references) == {"repeat_counter", "hard_label_student"}
+    assert abs(references["hard_label_student"]["auc"] - summary["student_baseline"]["auc"]) < 1e-4
+    margin = summary["teacher_margin_over_best_reference"]
+    best = max(references.values(), key=lambda row: row["auc"])
+    assert margin["reference"] == best["name"]
+    assert margin["auc"] == best["teacher_margin_auc"]
+    assert margin["ci95"]["low"] <= margin["auc"] <= margin["ci95"]["high"]
+    assert margin["met"] == (margin["auc"] >= 0.02 and margin["ci95"]["low"] > 0)
+    assert report["config"]["chosen_from_data"]["repeat_share"] > 0.3, "repeat purchases, read from the data"
     assert {row["name"] for row in report["tasks"]["slate"]["stream"]} >= {"batch_only", "stream"}
     # The baseline, the method and every control that ran went through the same search on valid.
     assert set(summary["tuning"]) == {"baseline", "distilled", "self_distillation", "label_smoothing"}

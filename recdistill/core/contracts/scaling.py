@@ -74,3 +74,39 @@ class ScalingReport(Struct, frozen=True, kw_only=True):
         if found != SCALING_FORMAT:
             raise DataError(f"scaling report format {found!r} is not {SCALING_FORMAT}, the one this version reads")
         return msgspec.json.decode(data, type=cls)
+
+
+class WindowRow(Struct, frozen=True, kw_only=True):
+    """One student training window (events per user) of the window study, every figure on the test window."""
+
+    window_events: int | None  # None: every training event
+    train_events: int
+    baseline_auc: float  # hard labels only, with the user channel
+    student_auc: float  # the full method
+    controls_auc: dict[str, float]
+    teacher_gain_auc: float
+    teacher_gain_auc_ci95: Interval
+    attributable_gain_auc: float
+    attributable_gain_auc_ci95: Interval
+    best_control: str | None
+    transferability: float | None
+    transferability_ci95: Interval | None
+    transferability_attributable: float | None
+    transferability_attributable_ci95: Interval | None
+    undefined_draws: int
+
+
+class WindowReport(Struct, frozen=True, kw_only=True):
+    """`recdistill study window`: transfer against how much of each user's history the student's own training
+    data covers."""
+
+    dataset: str
+    teacher: str  # its version
+    teacher_auc: float
+    repeat_counter_auc: float
+    config: dict[str, Any]  # the study's settings, for people
+    test_events: int
+    test_users: int
+    rows: list[WindowRow]
+    seconds: float
+    format: int = 1

@@ -1,0 +1,106 @@
+"""The channel section: what the user channel costs the student at serving (ONNX size, ONNX Runtime p50/p99 on
+one thread at 100 candidates, with and without it, side by side in one run) and what dense black-box labels cost
+the teacher (candidates scored per labelled example, and the teacher's CPU per example, with and without them).
+
+On the Instacart sample (its schema declares the user channel), prepared into a temporary directory when not
+given; the students are untrained (latency and size do not depend on the weights)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.results import Results, Row, percentiles_ms
+from distill_worker.export import export_onnx
+from distill_worker.student import StudentConfig, StudentModel
+from recdistill.core.contracts.onnx import session_options
+from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.data.dense import DenseCandidates
+from recdistill.core.data.prepare import prepare_source
+from recdistill.core.data.sources import shipped_schema
+from recdistill.core.features.encoder import Encoder
+from teacher_service.sequence import SEQUENCE_SIZES, SequenceTeacher
+
+SECTION = "Channel: the user channel at serving, dense labels at the teacher"
+COMMAND = "make bench (benchmarks/channel_bench.py)"
+CANDIDATES = 100
+
+
+def _onnx_latency(onnx_model: bytes, tensors: dict[str, np.ndarray], runs: int) -> tuple[float, float]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_model, session_options(1), providers=["CPUExecutionProvider"])
+    read = {i.name for i in session.get_inputs()}  # an input the graph does not read may be left out
+    tensors = {name: tensor for name, tensor in tensors.items() if name in read}
+    for _ in range(50):
+        session.run(None, tensors)
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, tensors)
+        seconds.append(time.perf_counter() - start)
+    return percentiles_ms(seconds)
+
+
+def _request(dataset: PreparedDataset, encoder: Encoder) -> dict[str, np.ndarray]:
+    """One request of the test window with its slate padded to 100 candidates from the catalogue."""
+    event = int(dataset.split("test", "slate")[0])
+    context = dataset.contexts(encoder, [event], "slate")[0]
+    extra = dataset.popular_items[: CANDIDATES - len(context.cand_item)]
+    items = [*dataset.candidates(event, "slate"), *extra][:CANDIDATES]
+    context.cand_item, context.cand_cat, context.cand_multi, context.cand_num = encoder.map_candidates(items)
+    return encoder.assemble([context])[0]
+
+
+def run(results: Results, quick: bool, data: Path | None = None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        if data is None:
+            data = Path(tmp) / "instacart"
+            prepare_source("instacart", shipped_schema("instacart"), data)
+        dataset = PreparedDataset(data)
+        runs = 300 if quick else 3_000
+        torch.manual_seed(0)
+        measured: dict[str, tuple[int, float, float]] = {}
+        for name, config in (("with", StudentConfig()), ("without", StudentConfig(user_channel=False))):
+            model = StudentModel(dataset.schema, config).eval()
+            tensors = _request(dataset, Encoder(dataset.schema, "student"))
+            onnx_model = export_onnx(model, tensors)
+            measured[name] = (len(onnx_model), *_onnx_latency(onnx_model, tensors, runs))
+        (size_on, p50_on, p99_on), (size_off, p50_off, p99_off) = measured["with"], measured["without"]
+        results.add(Row(SECTION, "student p99 at 100 candidates, ONNX Runtime, 1 thread, with the user channel",
+                        p99_on, "ms", "the same without it", p99_off, ratio=p99_on / p99_off,
+                        note=f"p50 {p50_on:.3f} ms with, {p50_off:.3f} ms without; goal: at most 1.2x",
+                        command=COMMAND))
+        results.add(Row(SECTION, "student ONNX size with the user channel", size_on / 2**20, "MiB",
+                        "the same without it", size_off / 2**20, ratio=size_on / size_off, command=COMMAND))
+        _teacher_rows(results, dataset, quick)
+
+
+def _teacher_rows(results: Results, dataset: PreparedDataset, quick: bool) -> None:
+    """Teacher candidates per labelled example and the teacher's CPU per example, with the default dense labels
+    (30 own earlier items + 10 popular) and without, on the same training events, one thread."""
+    encoder = Encoder(dataset.schema, "teacher")
+    model = SequenceTeacher(dataset.schema, SEQUENCE_SIZES["seq-xs"]).eval()
+    events = dataset.split("train", "slate")[-(64 if quick else 512):]
+    torch.set_num_threads(1)
+    figures = {}
+    for name, dense in (("with", DenseCandidates()), ("without", None)):
+        contexts = dataset.contexts(encoder, events, "slate", 8, dense)
+        candidates = float(np.mean([len(c.cand_item) for c in contexts]))
+        started = time.process_time()
+        with torch.inference_mode():
+            for start in range(0, len(contexts), 64):
+                tensors, _ = encoder.assemble(contexts[start:start + 64])
+                model(**{k: torch.from_numpy(v) for k, v in tensors.items()})
+        figures[name] = (candidates, (time.process_time() - started) / len(contexts) * 1e3)
+    torch.set_num_threads(torch.get_num_threads())
+    (cand_on, cpu_on), (cand_off, cpu_off) = figures["with"], figures["without"]
+    results.add(Row(SECTION, "teacher candidates per labelled example, dense labels on", cand_on, "candidates",
+                    "dense labels off (the item and 8 negatives)", cand_off, ratio=cand_on / cand_off,
+                    note="30 of the user's own earlier items + 10 popular ones by default", command=COMMAND))
+    results.add(Row(SECTION, "teacher CPU per labelled example, dense labels on (seq-xs, 1 thread)", cpu_on, "ms",
+                    "dense labels off", cpu_off, ratio=cpu_on / cpu_off, command=COMMAND))

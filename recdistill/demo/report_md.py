@@ -86,8 +86,8 @@ def print_summary(report: dict[str, Any]) -> None:
 
 def _ci(ci: dict[str, Any], digits: int = 4) -> str:
     """[low, high], an unbounded end as -inf / +inf."""
-    low = "-inf" if ci["low_unbounded"] else _fmt(ci["low"], digits)
-    high = "+inf" if ci["high_unbounded"] else _fmt(ci["high"], digits)
+    low = "-inf" if ci.get("low_unbounded") else _fmt(ci["low"], digits)
+    high = "+inf" if ci.get("high_unbounded") else _fmt(ci["high"], digits)
     return f"[{low}, {high}]"
 
 
@@ -131,6 +131,27 @@ def _transferability_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _channel_lines(summary: dict[str, Any]) -> list[str]:
+    """The channel: the student's training window, the no-teacher references and the teacher's margin over the
+    better one, and what each channel control reached."""
+    lines = []
+    if summary.get("references"):
+        margin = summary["teacher_margin_over_best_reference"]
+        lines += [f"### The channel (students trained on {summary['student_window_events']} events per user)", "",
+                  "| no-teacher reference, same test slates | test AUC | teacher minus it |", "|---|---|---|"]
+        lines += [f"| {row['name']} | {_fmt(row['auc'])} | {_fmt(row['teacher_margin_auc'])} "
+                  f"{_ci(row['teacher_margin_auc_ci95'])} |" for row in summary["references"]]
+        lines += ["", f"The teacher's margin over the better reference ({margin['reference']}): {_fmt(margin['auc'])} "
+                  f"{_ci(margin['ci95'])}; goal {margin['goal']} with the interval above 0: "
+                  f"{'met' if margin['met'] else 'not met'}.", ""]
+    if summary.get("channels"):
+        lines += ["| channel control | test AUC | AUC - full method |", "|---|---|---|"]
+        lines += [f"| {row['channel']} ({row['name']}) | {_fmt(row['auc'])} | {_fmt(row['auc_minus_full_method'])} |"
+                  for row in summary["channels"]]
+        lines.append("")
+    return lines
+
+
 def _task_lines(task: str, summary: dict[str, Any], headline: bool) -> list[str]:
     """One task's section: the models, transferability, ablations and controls, tuning, the stream, the
     versions served."""
@@ -149,6 +170,7 @@ def _task_lines(task: str, summary: dict[str, Any], headline: bool) -> list[str]
              _metric_row(f"distilled student (seeds {summary['student_distilled']['seeds']})",
                          summary["student_distilled"], keys), ""]
     lines += _transferability_lines(summary)
+    lines += _channel_lines(summary)
     for title, rows in (("Ablations", summary.get("ablations")), ("Controls", summary.get("controls"))):
         if not rows:
             continue

@@ -49,6 +49,7 @@ class WindowConfig:
     teacher_size: str | None = None
     teacher_epochs: int | None = None
     student_epochs: int | None = None
+    max_train_events: int | None = None  # at most the N most recent events of a window (a smaller run)
 
 
 def _interval(values: dict[str, Any] | None) -> Interval | None:
@@ -93,7 +94,8 @@ def run_window_study(dataset: PreparedDataset, out: Path, config: WindowConfig, 
     counter_auc = float("nan")
     for window in config.windows:
         settings = WorkerSettings(data=dataset.directory, registry=out / "registry", state_dir=out / "state",
-                                  task="slate", window_events=window, max_holdout_events=config.max_holdout_events,
+                                  task="slate", window_events=window, max_train_events=config.max_train_events,
+                                  max_holdout_events=config.max_holdout_events,
                                   teacher=TeacherClientSettings(url="in-process",
                                                                 teacher_version=manifest.teacher_version),
                                   distill=distill, gate=GateConfig(holdout_events=demo.gate_holdout_events))

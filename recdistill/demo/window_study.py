@@ -92,6 +92,7 @@ def run_window_study(dataset: PreparedDataset, out: Path, config: WindowConfig, 
     rows: list[WindowRow] = []
     teacher_scores: np.ndarray | None = None
     counter_auc = float("nan")
+    report: WindowReport | None = None
     for window in config.windows:
         settings = WorkerSettings(data=dataset.directory, registry=out / "registry", state_dir=out / "state",
                                   task="slate", window_events=window, max_train_events=config.max_train_events,
@@ -109,21 +110,27 @@ def run_window_study(dataset: PreparedDataset, out: Path, config: WindowConfig, 
             counter_auc = experiment.metrics(counter)["auc"]
         rows.append(_row(window, experiment, teacher_scores, config.seeds, config.bootstrap_samples))
         logger.info("window %s: %s", window or "all", rows[-1])
-    test = experiment.test
-    report = WindowReport(dataset=dataset.manifest.dataset, teacher=manifest.teacher_version,
-                          teacher_auc=round(experiment.metrics(teacher_scores)["auc"], 6),
-                          repeat_counter_auc=round(counter_auc, 6),
-                          config={"windows": ["all" if w is None else w for w in config.windows],
-                                  "seeds": config.seeds, "bootstrap_samples": config.bootstrap_samples,
-                                  "teacher_size": teacher_config.size, "student": distill.__dict__,
-                                  "dense": msgspec.to_builtins(settings.dense), "controls": list(STUDY_CONTROLS)},
-                          test_events=len(test), test_users=int(np.unique(test.user_ids).size), rows=rows,
-                          seconds=round(time.perf_counter() - started, 1))
+        test = experiment.test
+        summary = {"windows": ["all" if w is None else w for w in config.windows], "seeds": config.seeds,
+                   "bootstrap_samples": config.bootstrap_samples, "teacher_size": teacher_config.size,
+                   "student": distill.__dict__, "dense": msgspec.to_builtins(settings.dense),
+                   "controls": list(STUDY_CONTROLS)}
+        report = WindowReport(dataset=dataset.manifest.dataset, teacher=manifest.teacher_version,
+                              teacher_auc=round(experiment.metrics(teacher_scores)["auc"], 6),
+                              repeat_counter_auc=round(counter_auc, 6), config=summary, test_events=len(test),
+                              test_users=int(np.unique(test.user_ids).size), rows=list(rows),
+                              seconds=round(time.perf_counter() - started, 1))
+        _write(report, out)  # after every window: a long window cut short leaves the ones before it written
+    if report is None:
+        raise ValueError("no training window to study")
+    return report
+
+
+def _write(report: WindowReport, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "report.json", msgspec.json.format(msgspec.json.encode(report)))
     atomic_write_text(out / "window.md", window_table(report))
     plot_window(report, out / "transfer_by_window.png")
-    return report
 
 
 def _ci(value: Interval | None) -> str:

@@ -49,6 +49,10 @@ class DemoConfig:
     # a serving student retrains on: here as many events as it reads when it serves), not chosen for the
     # result. `recdistill study window` draws transferability against it.
     student_window_events: int | None = 10
+    # Dense black-box labels per training example: the user's own earlier items and popular ones (the worker's
+    # `dense_own` / `dense_popular`).
+    dense_own: int = 30
+    dense_popular: int = 10
     max_train_events: int | None = None
     max_holdout_events: int | None = None  # the most recent N events of the valid and test windows
     # The short-history teacher control: a second teacher of the same size reading the student's
@@ -103,7 +107,7 @@ QUICK = DemoConfig(
     teacher_max_train_events=20_000, student_epochs=4, student_patience=1, student_batch_size=512,
     max_train_events=12_000, max_holdout_events=2_000, replay_events=1_000,
     gate_holdout_events=1_000, replay_rate=100.0, export_every=300,
-    tune_weight_decay=(0.0,), tune_kd_weight=(), tune_lr=(),
+    tune_weight_decay=(0.0,), tune_kd_weight=(), tune_lr=(), dense_own=10, dense_popular=5,
 )
 
 

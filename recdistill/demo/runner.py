@@ -129,7 +129,8 @@ async def _task_stages(task: Task, dataset: PreparedDataset, config: DemoConfig,
                                         teacher_data_end_ts=manifest.data_window.train_end_ts)
         settings = WorkerSettings(data=dataset.directory, registry=out / "registry", state_dir=out / "worker" / task,
                                   task=task, max_train_events=config.max_train_events,
-                                  window_events=config.student_window_events,
+                                  window_events=config.student_window_events, dense_own=config.dense_own,
+                                  dense_popular=config.dense_popular,
                                   max_holdout_events=config.max_holdout_events, teacher=teacher, distill=distill,
                                   gate=GateConfig(holdout_events=config.gate_holdout_events))
         experiment = await asyncio.to_thread(BatchExperiment, settings)

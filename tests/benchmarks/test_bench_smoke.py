@@ -20,7 +20,8 @@ def test_quick_bench_writes_every_section(ml100k_dir: Path, tmp_path: Path) -> N
                    cwd=ROOT, check=True, capture_output=True, text=True, timeout=600)
     results = json.loads((tmp_path / "BENCHMARKS.json").read_text())
     sections = {row["section"] for row in results["rows"]}
-    assert len(sections) == 6
+    assert len(sections) == 7
+    assert any(section.startswith("Channel") for section in sections)
     for row in results["rows"]:
         assert math.isfinite(row["value"]), row
         assert row["command"], row
@@ -28,6 +29,7 @@ def test_quick_bench_writes_every_section(ml100k_dir: Path, tmp_path: Path) -> N
     assert "plain FastAPI" in markdown
     assert "history 20,000" in markdown
     assert "64 MiB segment" in markdown
+    assert "with the user channel" in markdown
     assert "through Valkey" in markdown
     assert "torchrun DDP" in markdown
     assert "labeller throughput" in markdown

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,17 +141,9 @@ async def live_stage(config: DemoConfig, settings: WorkerSettings, server: Stude
     try:
         with Progress(transient=True, console=STDERR) as bars:
             bar = bars.add_task("replay (HTTP + gRPC) and streaming", total=replay.total)
-            # The batch student goes live once a tenth of the replay has been served by the baseline.
-            while batch_version and replay.sent.value < replay.total // 10 and not replay.done():
-                bars.update(bar, completed=replay.sent.value)
-                await asyncio.sleep(0.2)
             if batch_version:
-                await asyncio.to_thread(promote, server.http_url, server.token, batch_version)
-                swaps.append(Swap(since_start(), batch_version, "batch"))
-                if config.holdback_share:
-                    holdback = Holdback(version=baseline_version, share=config.holdback_share, salt="demo")
-                    await _start_holdback(server, holdback)
-                    holdback_at_s = since_start()
+                holdback, holdback_at_s = await _promote_batch(config, server, replay, lambda: bars.update(
+                    bar, completed=replay.sent.value), batch_version, baseline_version, swaps, since_start)
 
             def on_step(_: StepResult, state: StreamState) -> None:
                 bars.update(bar, completed=replay.sent.value,
@@ -180,9 +172,7 @@ async def live_stage(config: DemoConfig, settings: WorkerSettings, server: Stude
         replay.stop()
     every, feedback_errors = replay.results()
     served = [s for s in every if s.scenario is None]
-    by_scenario = {s.name: ScenarioServed([r for r in every if r.scenario == s.name], _counts(report),
-                                          report.versions_promoted if isinstance(report, StreamReport) else [])
-                   for s, (report, _) in zip(scenarios, other_reports, strict=True)}
+    by_scenario = _scenarios_served(every, scenarios, [report for report, _ in other_reports])
     # The server's own view of the replay (latency histograms, swap counters), kept with the logs.
     replay_log.with_name("student-server-metrics.prom").write_text(
         httpx.get(f"{server.http_url}/metrics", timeout=10).text)
@@ -191,6 +181,31 @@ async def live_stage(config: DemoConfig, settings: WorkerSettings, server: Stude
                       stream_state=_counts(stream_report), feedback_errors=feedback_errors,
                       duration_s=round(time.perf_counter() - started, 1), scenarios=by_scenario,
                       labeller=msgspec.to_builtins(labelled))
+
+
+async def _promote_batch(config: DemoConfig, server: StudentServer, replay: ReplayProcess, progress: Callable[[], None],
+                         batch_version: str, baseline_version: str, swaps: list[Swap],
+                         since_start: Callable[[], float]) -> tuple[Holdback | None, float | None]:
+    """The batch student goes live once a tenth of the replay has been served by the baseline, and the A/B test
+    (`holdback_share` of users kept on the baseline) starts: (the holdback, when it started) or (None, None)."""
+    while replay.sent.value < replay.total // 10 and not replay.done():
+        progress()
+        await asyncio.sleep(0.2)
+    await asyncio.to_thread(promote, server.http_url, server.token, batch_version)
+    swaps.append(Swap(since_start(), batch_version, "batch"))
+    if not config.holdback_share:
+        return None, None
+    holdback = Holdback(version=baseline_version, share=config.holdback_share, salt="demo")
+    await _start_holdback(server, holdback)
+    return holdback, since_start()
+
+
+def _scenarios_served(every: list[Served], scenarios: Sequence[ScenarioLive],
+                      reports: list[StreamReport | StandbyReport]) -> dict[str, ScenarioServed]:
+    """What each other scenario served during the replay, with its trainer's counts and promotions."""
+    return {s.name: ScenarioServed([r for r in every if r.scenario == s.name], _counts(report),
+                                   report.versions_promoted if isinstance(report, StreamReport) else [])
+            for s, report in zip(scenarios, reports, strict=True)}
 
 
 def _counts(report: StreamReport | StandbyReport) -> dict[str, Any]:

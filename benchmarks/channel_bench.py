@@ -92,6 +92,7 @@ def _teacher_rows(results: Results, dataset: PreparedDataset, quick: bool) -> No
     encoder = Encoder(dataset.schema, "teacher")
     model = SequenceTeacher(dataset.schema, SEQUENCE_SIZES["seq-xs"]).eval()
     events = dataset.split("train", "slate")[-(64 if quick else 512):]
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     figures = {}
     for name, dense in (("with", DenseCandidates()), ("without", None)):
@@ -103,7 +104,7 @@ def _teacher_rows(results: Results, dataset: PreparedDataset, quick: bool) -> No
                 tensors, _ = encoder.assemble(contexts[start:start + 64])
                 model(**{k: torch.from_numpy(v) for k, v in tensors.items()})
         figures[name] = (candidates, (time.process_time() - started) / len(contexts) * 1e3)
-    torch.set_num_threads(torch.get_num_threads())
+    torch.set_num_threads(threads)
     (cand_on, cpu_on), (cand_off, cpu_off) = figures["with"], figures["without"]
     results.add(Row(SECTION, "teacher candidates per labelled example, dense labels on", cand_on, "candidates",
                     "dense labels off (the item and 8 negatives)", cand_off, ratio=cand_on / cand_off,

@@ -85,7 +85,8 @@ class StudentModel(nn.Module):
         `user_dropout` share of examples)."""
         rows = x["user_hash"][:, 0].clamp(0, self.user_rows - 1)
         if self.training and self.config.user_dropout > 0:
-            rows = torch.where(torch.rand(rows.shape) < self.config.user_dropout, torch.zeros_like(rows), rows)
+            dropped = torch.rand(rows.shape, device=rows.device) < self.config.user_dropout
+            rows = torch.where(dropped, torch.zeros_like(rows), rows)
         return self.user_default + self.user_table(rows)
 
     def heads(self, **x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

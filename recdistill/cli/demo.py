@@ -60,7 +60,7 @@ def demo_command(
             except DataError as exc:
                 raise typer.BadParameter(str(exc), param_hint="--teacher-size") from exc
         overrides["teacher_sizes"] = sizes
-    config = replace(preset(quick, None), sample_log=log_backend)
+    config = replace(preset(quick), sample_log=log_backend)
     report = run_demo(out, dataset, config, schema_path, catalogue, overrides, quick)
     typer.echo(f"report: {out / 'report.md'} (all figures in {out / 'report.json'})")
     if report.non_finite:

@@ -153,8 +153,5 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
 
 
-def preset(quick: bool, seeds: int | None) -> DemoConfig:
-    config = QUICK if quick else FULL
-    if seeds is not None:
-        config = replace(config, seeds=seeds)
-    return config
+def preset(quick: bool) -> DemoConfig:
+    return QUICK if quick else FULL

@@ -222,6 +222,7 @@ class BatchExperiment:
                    "split": msgspec.to_builtins(manifest.split), "slate_negatives": manifest.slate_negatives,
                    "task": settings.task, "variant": variant, "max_train_events": settings.max_train_events,
                    "max_holdout_events": settings.max_holdout_events, "gate_holdout": settings.gate.holdout_events,
+                   "window_events": settings.window_events, "dense": [settings.dense_own, settings.dense_popular],
                    "negatives": [settings.observed_negatives, settings.teacher_negatives],
                    "debias": [settings.calibration, settings.sampling_correction],
                    "student": self.student.to_dict(), "distill": asdict(self.distill),

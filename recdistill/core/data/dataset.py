@@ -113,7 +113,7 @@ class PreparedDataset:
         (slate, `negatives=None`) or the first `negatives`. For ctr, `negatives=None` means none. With
         `dense`, the dense candidates follow (a teacher label only)."""
         row = self.events.iloc[event_id]
-        extra = self.dense_candidates(event_id, dense) if dense is not None and dense.size else []
+        extra = self._dense(row, event_id, dense) if dense is not None and dense.size else []
         if task == "ctr" and not negatives:
             return [row["item_id"], *extra]
         negs = list(row["slate_negatives"])
@@ -128,7 +128,9 @@ class PreparedDataset:
     def dense_candidates(self, event_id: int, dense: DenseCandidates) -> list[str]:
         """The dense candidates of an event, from what its request holds: its user's earlier items and the
         popular ones (never its own item or label: the real item is as likely as any earlier one)."""
-        row = self.events.iloc[event_id]
+        return self._dense(self.events.iloc[event_id], event_id, dense)
+
+    def _dense(self, row: pd.Series, event_id: int, dense: DenseCandidates) -> list[str]:
         history = self.timelines.loc[row["user_id"]].item_ids[: int(row["hist_len"])]
         return dense.choose([str(item) for item in history], self.popular_items, seed=int(event_id))
 

@@ -6,6 +6,7 @@ teacher can show a long-history gain there and no student can be given one."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,14 @@ from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.metrics import auc
 
 WINDOWS: tuple[int | None, ...] = (10, 100, 1_000, None)  # None: the whole history
+
+
+def counter_scores(history: Sequence[str], candidates: Sequence[str]) -> list[float]:
+    """The repeat counter: how often `history` holds each candidate, then how recently (a fraction of one count,
+    to break ties); 0 for a candidate it does not hold."""
+    counts = Counter(history)
+    last = {item: position for position, item in enumerate(history)}
+    return [counts[c] + (last[c] + 1) / (len(history) + 1) if c in counts else 0.0 for c in candidates]
 
 
 def repeat_counter_scores(dataset: PreparedDataset, event_ids: np.ndarray, width: int) -> np.ndarray:
@@ -25,12 +34,8 @@ def repeat_counter_scores(dataset: PreparedDataset, event_ids: np.ndarray, width
     users, lengths = events["user_id"].to_numpy(), events["hist_len"].to_numpy()
     items, negatives = events["item_id"].to_numpy(), events["slate_negatives"].to_numpy()
     for row, event in enumerate(event_ids):
-        history = timelines.loc[users[event]][: lengths[event]]
-        counts = Counter(history)
-        last = {item: position for position, item in enumerate(history)}
         candidates = [items[event], *negatives[event]][:width]
-        scores[row, : len(candidates)] = [counts[c] + (last[c] + 1) / (len(history) + 1) if c in counts else 0.0
-                                          for c in candidates]
+        scores[row, : len(candidates)] = counter_scores(timelines.loc[users[event]][: lengths[event]], candidates)
     return scores
 
 
@@ -46,14 +51,9 @@ def history_value(dataset: PreparedDataset, split: str = "test", windows: tuple[
         for event in events.itertuples():
             items = timelines.loc[event.user_id][:event.hist_len]
             recent = items if window is None else items[-window:]
-            counts = Counter(recent)
-            last = {item: position for position, item in enumerate(recent)}
-            candidates = [event.item_id, *event.slate_negatives]
-            # count first, then recency (a fraction of one count) to break ties
-            scores += [counts.get(c, 0) + (last[c] + 1) / (len(recent) + 1) if c in counts else 0.0
-                       for c in candidates]
+            scores += counter_scores(recent, [event.item_id, *event.slate_negatives])
             labels += [1] + [0] * len(event.slate_negatives)
-            held += event.item_id in counts
+            held += event.item_id in set(recent)
         rows.append({"history_events": "all" if window is None else window,
                      "auc": round(float(auc(np.asarray(labels), np.asarray(scores))), 4),
                      "positives_in_window": round(held / len(events), 4)})

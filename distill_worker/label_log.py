@@ -21,7 +21,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -34,12 +34,13 @@ from distill_worker.teacher_client import TeacherClient, TeacherRefusedError, Te
 from recdistill.core.contracts.labels import TeacherLabels, decode_labels, encode_labels
 from recdistill.core.contracts.records import InvalidRecordError
 from recdistill.core.errors import ConfigError
-from recdistill.core.samplelog.entry import Position
-from recdistill.core.samplelog.source import LogLocation, LogWriter, open_scan, open_writer
+from recdistill.core.samplelog.entry import Position, reached
+from recdistill.core.samplelog.source import LogLocation, LogWriter, group_done, open_scan, open_writer
 
 logger = logging.getLogger(__name__)
 LABEL_RECORDS = Counter("recdistill_worker_label_log_records", "Label-log records read, by outcome", ["outcome"])
 READ_CHUNK = 5_000
+LABELLER_GROUP = "distill-labeller"  # the labeller's consumer group on the sample log
 SEEN_KEEP_S = 3_600.0  # how long a request read waits for its label before it is forgotten (`saw`)
 
 
@@ -63,13 +64,21 @@ def dead_letter_file(path: Path) -> Callable[[bytes, str], None]:
 
 
 class SharedLabelStore:
-    """`ask_teacher=False`: read labels only (the labeller writes them), waiting up to `wait_s` for those not
-    there yet, then `LabelsPendingError`."""
+    """`ask_teacher=False`: read labels only (the labeller writes them), waiting up to `wait_s` a batch for
+    those not there yet, then `LabelsPendingError`; a label that will not come (the labeller is done past its
+    request, and the log holds none of this version for it) is a refusal: the request is set aside with the
+    reason, never waited for again."""
 
     def __init__(self, location: LogLocation, writer_id: str,
                  dead_letter: Callable[[bytes, str], None] | None = None, ask_teacher: bool = True,
-                 wait_s: float = 5.0) -> None:
+                 wait_s: float = 5.0, labeller_done: Callable[[], dict[str, Position]] | None = None) -> None:
         self.location = location
+        # Reading only: how far the labeller is done on the sample log (`group_done`), to tell a label that will
+        # not come from one the labeller has not got to yet.
+        self.labeller_done = labeller_done
+        self._read_to: Mapping[str, Position] = {}
+        self._marks: dict[str, dict[str, Position]] = {}  # example -> what this trainer had read when it missed
+        self.gave_up = 0  # requests whose label will not come, set aside
         self.ask_teacher, self.wait_s = ask_teacher, wait_s
         self.writer_id = writer_id
         self._writer: LogWriter | None = None  # opened at the first append: a reader claims no partition
@@ -82,6 +91,7 @@ class SharedLabelStore:
         self.hits = 0
         self.misses = 0
         self.teacher_calls = 0
+        self.teacher_candidates = 0  # candidates the teacher was asked about (its cost), dense ones included
         self.invalid = 0
         self.duplicates = 0
         self.unknown = 0  # labels of requests the sample log does not hold (`sweep`)
@@ -167,29 +177,40 @@ class SharedLabelStore:
             return None
         return np.array([known[c] for c in candidates], dtype=np.float32)
 
+    def extra(self, example_id: str, candidates: Sequence[str], teacher_version: str) -> tuple[list[str], np.ndarray]:
+        """The example's other labelled candidates (its dense ones, whoever asked for them), in log order."""
+        taken = set(candidates)
+        rows = [(c, p) for c, p in self._index.get((example_id, teacher_version), {}).items() if c not in taken]
+        return [c for c, _ in rows], np.array([p for _, p in rows], dtype=np.float32)
+
     def count(self, teacher_version: str | None = None) -> int:
         return sum(len(known) for (_, version), known in self._index.items()
                    if teacher_version is None or version == teacher_version)
 
     async def label(self, requests: Sequence[LabelRequest], teacher: TeacherClient) -> list[np.ndarray]:
         """Soft labels for every request: from the log when any trainer had them, else from the teacher (then
-        appended to the log, in one write)."""
+        appended to the log, in one write). Reading only: a label that will not come fails the batch as the
+        teacher's refusal does (`label_each` then sets that request aside), one the labeller has not got to
+        yet as `LabelsPendingError` (the trainer waits, as for an outage)."""
         version = teacher.settings.trained_version
         found = await self._lookup(requests, version)
         missing = tally(self, found)
-        refuse_unlabelled(teacher, requests, missing)
+        if missing and not self.ask_teacher:
+            await asyncio.to_thread(self._give_up, [requests[i] for i in missing], version)
         refused = [i for i in missing if (requests[i].example_id, version) in self._refused]
         if refused:  # the batch fails as the teacher's refusal does; `label_each` then asks one by one
             first = requests[refused[0]].example_id
-            raise TeacherRefusedError(f"the teacher refused {first} (the labeller's record): "
+            raise TeacherRefusedError(f"no label of teacher version {version} for {first} will come: "
                                       f"{self._refused[(first, version)]}")
         if missing and not self.ask_teacher:
             raise LabelsPendingError(f"{len(missing)} of {len(requests)} requests have no label of teacher version "
                                      f"{version} in {self.location} yet: the labeller is behind, or down")
+        refuse_unlabelled(teacher, requests, missing)
         scored = await asyncio.gather(*(teacher.score(requests[i].context) for i in missing))
         self.teacher_calls += len(missing)
+        self.teacher_candidates += sum(len(p) for p in scored)
         now = time.time()
-        records = [TeacherLabels.of(requests[i].example_id, version, list(requests[i].candidates), probabilities,
+        records = [TeacherLabels.of(requests[i].example_id, version, requests[i].asked, probabilities,
                                     now, requests[i].origin) for i, probabilities in zip(missing, scored, strict=True)]
         if records:
             payloads = [encode_labels(r) for r in records]
@@ -197,17 +218,52 @@ class SharedLabelStore:
             for payload in payloads:
                 self._take(payload)
         for i, probabilities in zip(missing, scored, strict=True):
-            found[i] = np.asarray(probabilities, dtype=np.float32)
+            found[i] = np.asarray(probabilities[: len(requests[i].candidates)], dtype=np.float32)
         return found  # type: ignore[return-value]
+
+    def follow(self, read_to: Mapping[str, Position]) -> None:
+        """The sample-log positions this trainer has read up to (its live offsets): a request it lacks a label
+        for was read at or before them."""
+        self._read_to = read_to
+
+    def _give_up(self, requests: list[LabelRequest], version: str) -> None:
+        """Of the examples without a label, those whose label will not come, set aside with the reason (as a
+        teacher's refusal): the labeller is done with everything this trainer had read when it first missed
+        them (the labeller appends labels before it commits), and the log, read after that, still lacks them.
+        The labeller labelled them with another teacher version, or their record could not be read."""
+        for request in requests:
+            self._marks.setdefault(request.example_id, dict(self._read_to))
+        if self.labeller_done is None:
+            return
+        done = self.labeller_done()  # before the log is read again: what it committed is in the log by then
+        self.refresh()
+        for request in requests:
+            example = request.example_id
+            if self.get(example, request.candidates, version) is not None or not reached(done, self._marks[example]):
+                continue
+            others = sorted(v for (e, v) in self._index if e == example and v != version)
+            if (example, version) in self._index:
+                reason = "the labeller moved past it and its label in the log lacks some of its candidates"
+            elif others:
+                reason = (f"the labeller labelled it with teacher version {', '.join(others)}, not {version}: this "
+                          "trainer reads the labels of the version it was given (--label-version)")
+            else:
+                reason = ("the labeller moved past it and the log holds no readable label for it (see "
+                          "labels-dead-letter.jsonl for a record that could not be read)")
+            self._refused[(example, version)] = reason
+            self.gave_up += 1
+            del self._marks[example]
 
     async def _lookup(self, requests: Sequence[LabelRequest], version: str) -> list[np.ndarray | None]:
         """The labels the log holds (read up to now); reading only, those not there yet are waited for up to
-        `wait_s`."""
+        `wait_s` (a request already known to have none coming is not waited for)."""
         deadline = time.monotonic() + (0 if self.ask_teacher else self.wait_s)
         while True:
             await asyncio.to_thread(self.refresh)
             found = [self.get(r.example_id, r.candidates, version) for r in requests]
-            if all(labels is not None for labels in found) or time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or all(
+                    labels is not None or (r.example_id, version) in self._refused
+                    for r, labels in zip(requests, found, strict=True)):
                 return found
             await asyncio.sleep(0.05)
 
@@ -243,6 +299,9 @@ def open_label_store(settings: WorkerSettings) -> Labels:
             raise ConfigError("labels_from = labeller: the trainer reads the labeller's label log; set label_log "
                               "(--label-log) to the log `recdistill worker label` writes")
         return LabelStore(settings.state_dir / "labels.sqlite")
+    reading = settings.labels_from == "labeller"
+    samples = LogLocation.parse(settings.sample_log)
     return SharedLabelStore(LogLocation.parse(settings.label_log), settings.worker_id,
                             dead_letter_file(settings.state_dir / "labels-dead-letter.jsonl"),
-                            ask_teacher=settings.labels_from == "teacher", wait_s=settings.label_wait_s)
+                            ask_teacher=not reading, wait_s=settings.label_wait_s,
+                            labeller_done=(lambda: group_done(samples, LABELLER_GROUP)) if reading else None)

@@ -1,5 +1,7 @@
 """The labeller (`recdistill worker label`): every sampled request labelled by the teacher once, as it arrives,
-for all the candidates it was served with, into the label log, whatever scenario served it. The scenarios'
+for all the candidates it was served with and its dense candidates (`dense_own` of the user's earlier items
+from the request's history, `dense_popular` popular ones: teacher labels only, in the same call and the same
+record), into the label log, whatever scenario served it. The scenarios'
 trainers (`labels_from = "labeller"`) read their labels from that log and never call the teacher, so the
 teacher's cost a sampled request does not grow with the number of scenarios.
 
@@ -17,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from distill_worker.breaker import CircuitOpenError
-from distill_worker.label_log import SharedLabelStore, dead_letter_file
+from distill_worker.label_log import LABELLER_GROUP, SharedLabelStore, dead_letter_file
 from distill_worker.labels import LabelRequest, label_each
 from distill_worker.settings import WorkerSettings
 from distill_worker.stream.driver import LeaseLostError, acquire_lease
@@ -25,20 +27,23 @@ from distill_worker.teacher_client import TeacherClient, TeacherUnavailableError
 from recdistill.core.contracts.labels import LabellerReport
 from recdistill.core.contracts.records import InvalidRecordError, SampledRequest, decode_record
 from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.data.dense import DenseCandidates
 from recdistill.core.errors import BrokerUnavailableError, ConfigError
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.samplelog import LogLocation, LogSource, open_lease, open_source
 from recdistill.core.samplelog.entry import Position
 
 logger = logging.getLogger(__name__)
-LABELLER_GROUP = "distill-labeller"
+
+__all__ = ["LABELLER_GROUP", "Labeller", "labeller_main"]
 READ_CHUNK = 512  # sampled requests labelled per step (one label-log append)
 
 
 class Labeller:
     def __init__(self, dataset: PreparedDataset, source: LogSource, store: SharedLabelStore, teacher: TeacherClient,
-                 dead_letter: Callable[[bytes, str], None]) -> None:
+                 dead_letter: Callable[[bytes, str], None], dense: DenseCandidates | None = None) -> None:
         self.source, self.store, self.teacher, self.dead_letter = source, store, teacher, dead_letter
+        self.dense, self.popular = dense, dataset.popular_items if dense is not None else []
         self.request_type = dataset.schema.request_types(ignore_unknown=True).rank_request
         self.encoder = Encoder(dataset.schema, "teacher", teacher.settings.history_events)
         self.positions: dict[str, Position] = dict(source.committed())
@@ -59,7 +64,7 @@ class Labeller:
                 self.dead_letter(entry.payload, f"an unreadable sample-log record: {exc}")
                 continue
             if isinstance(record, SampledRequest):
-                requests.append(LabelRequest.of(record, self.encoder))
+                requests.append(LabelRequest.of(record, self.encoder, self.dense, self.popular))
                 payloads.append(entry.payload)
             else:
                 report.feedback += 1
@@ -74,6 +79,7 @@ class Labeller:
         report.labelled += labelled
         report.already_labelled += len(requests) - labelled - len(refused)
         report.teacher_requests = self.store.teacher_calls
+        report.teacher_candidates = self.store.teacher_candidates
         report.records_read += len(entries)
         for entry in entries:
             self.positions[entry.partition] = entry.position
@@ -123,7 +129,7 @@ async def labeller_main(settings: WorkerSettings, steps: int | None = None,
     started = time.perf_counter()
     try:
         labeller = Labeller(dataset, source, store, teacher,
-                            dead_letter_file(settings.state_dir / "labeller-dead-letter.jsonl"))
+                            dead_letter_file(settings.state_dir / "labeller-dead-letter.jsonl"), settings.dense)
         report = await labeller.run(until, steps, settings.stream.idle_s, settings.stream.outage_backoff_max_s,
                                     lease.renew)
     finally:

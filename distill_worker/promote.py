@@ -25,7 +25,14 @@ import torch
 from distill_worker.export import PARITY_TOLERANCE, export_onnx, parity
 from distill_worker.settings import GateConfig, WorkerSettings
 from distill_worker.student import StudentModel
-from recdistill.core.artifact import ensure_registry, publish_version, read_anchor, read_state, write_anchor
+from recdistill.core.artifact import (
+    ensure_registry,
+    publish_version,
+    read_anchor,
+    read_state,
+    recorded_anchor,
+    write_anchor,
+)
 from recdistill.core.bootstrap import non_inferiority
 from recdistill.core.contracts.onnx import serving_session
 from recdistill.core.contracts.registry import GateAnchor
@@ -69,6 +76,17 @@ def standard_request(encoder: Encoder) -> dict[str, np.ndarray]:
     return tensors
 
 
+def gate_anchor(registry: Path) -> GateAnchor | None:
+    """The gate's anchor: `gate-anchor.json`, or when that is missing, the one the manifests record (written
+    back); None only for a registry that never had a gated version (the first becomes the anchor)."""
+    anchor = read_anchor(registry)
+    if anchor is None and (anchor := recorded_anchor(registry)) is not None:
+        write_anchor(registry, anchor)
+        logger.warning("gate-anchor.json was missing in %s: rebuilt from the manifests (anchor %s)", registry,
+                       anchor.version)
+    return anchor
+
+
 def gate(onnx_model: bytes, model: torch.nn.Module, probe: dict[str, np.ndarray], holdout: EncodedSplit,
          registry: Path, config: GateConfig) -> GateVerdict:
     result = GateVerdict(accepted=True)
@@ -78,7 +96,10 @@ def gate(onnx_model: bytes, model: torch.nn.Module, probe: dict[str, np.ndarray]
         result.reasons.append(f"ONNX parity {difference:.2e} > {PARITY_TOLERANCE:.0e}")
     scores, mask = onnx_scores(onnx_model, holdout)
     result.metrics["holdout"] = evaluate(holdout.task, holdout.labels, scores, mask, holdout.user_ids)
-    anchor = read_anchor(registry)
+    anchor = gate_anchor(registry)
+    if anchor is not None and not (registry / anchor.version / "model.onnx").is_file():
+        result.reasons.append(f"the gate's anchor version {anchor.version} is not in the registry {registry}: "
+                              "restore it, or write gate-anchor.json naming a version to hold candidates to")
     roles = {"active": read_state(registry).active, "anchor": anchor.version if anchor else None}
     loaded: dict[str, np.ndarray] = {}
     references = {}
@@ -137,6 +158,8 @@ def publish_and_promote(settings: WorkerSettings, model: StudentModel, holdout: 
         logger.warning("candidate refused, the active version keeps serving: %s", "; ".join(verdict.reasons))
         return PublishResult(version=None, gate=verdict)
     version = f"{settings.version_prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    anchored = anchor or bool(verdict.metrics["reanchor"])
+    verdict.metrics["anchored"] = anchored  # in the manifest: a lost gate-anchor.json is rebuilt from it
     ensure_registry(settings.registry, schema)
     publish_version(registry, version, onnx_model, schema.hash, teacher_version=settings.teacher.trained_version,
                     scenario=scenario, data_window=window, metrics=verdict.metrics, config=model.config.to_dict(),
@@ -144,7 +167,6 @@ def publish_and_promote(settings: WorkerSettings, model: StudentModel, holdout: 
     promoted = bool(settings.server_url and settings.admin_token)
     if promoted:
         promote(settings.server_url, settings.admin_token, version, scenario)  # type: ignore[arg-type]
-    anchored = anchor or bool(verdict.metrics["reanchor"])
     if anchored:
         previous = read_anchor(registry)
         reason = "batch version" if anchor else "first version" if previous is None else \

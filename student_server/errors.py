@@ -82,13 +82,20 @@ def error_headers(exc: Exception) -> dict[str, str]:
     return {}
 
 
+ERROR_CHARS = 1_000  # the most of an error's text a client is sent (a gRPC trailer must stay small)
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= ERROR_CHARS else f"{text[:ERROR_CHARS]}... ({len(text)} characters)"
+
+
 def error_body(exc: Exception) -> dict[str, object]:
-    """What the client sees; unknown errors never leak internals."""
+    """What the client sees, at most `ERROR_CHARS` of it a field; unknown errors never leak internals."""
     if http_status(exc) == 500:
         return {"error": "internal error"}
     if isinstance(exc, ValidationError):
-        return {"error": exc.message, "field": exc.field}
-    return {"error": str(exc)}
+        return {"error": _bounded(exc.message), "field": _bounded(exc.field)}
+    return {"error": _bounded(str(exc))}
 
 
 class ErrorResponse(BaseModel):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from recdistill.core.artifact import (
     ArtifactError,
     VersionNotFoundError,
     check_version_name,
+    read_anchor,
     read_manifest,
     sha256_bytes,
 )
@@ -124,9 +126,10 @@ class ModelRegistry:
             raise ArtifactError(f"version {version}: model.onnx is missing")
         if sha256_bytes(model_path.read_bytes()) != manifest.sha256:
             raise ArtifactError(f"version {version}: model.onnx does not match the sha256 in its manifest")
-        if manifest.scenario is not None and self.scenario is not None and manifest.scenario != self.scenario:
-            raise ArtifactError(f"version {version} was trained for scenario {manifest.scenario!r}, this registry "
-                                f"serves {self.scenario!r}")
+        first = self.encoder.schema.scenario(None).name  # a manifest without a scenario is the first's
+        if (manifest.scenario or first) != (self.scenario or first):
+            raise ArtifactError(f"version {version} was trained for scenario {manifest.scenario or first!r}, this "
+                                f"registry serves {self.scenario or first!r}")
         if manifest.schema_hash != self.encoder.schema.hash:
             raise ArtifactError(f"version {version} was built for feature schema {manifest.schema_hash}, "
                                 f"this server encodes with {self.encoder.schema.hash}")
@@ -152,7 +155,15 @@ class ModelRegistry:
     def activate(self, version: str) -> Scorer:
         with self._lock:
             scorer = self._stage(version)
-            self.store.update(lambda state: state.activated(version))
+            directory = self._version_dir(version)
+
+            def activated(state: RegistryState) -> RegistryState:
+                # Checked under the store's lock: another process may have deleted it since it was staged here.
+                if not directory.is_dir():
+                    raise VersionNotFoundError(f"version {version} was deleted from the registry meanwhile")
+                return state.activated(version)
+
+            self.store.update(activated)
             self._swap(scorer)
             return scorer
 
@@ -202,21 +213,39 @@ class ModelRegistry:
             directory = self._version_dir(version)
             if not directory.is_dir():
                 raise VersionNotFoundError(f"version {version} not found in the registry")
-            # Out of the state first (refused while it is active or held back), then off the disk.
-            self.store.update(lambda state: state.without(version))
+            anchor = read_anchor(self.root)
+            if anchor is not None and anchor.version == version:
+                raise ConflictError(f"version {version} is the promotion gate's anchor (gate-anchor.json): every "
+                                    "candidate is held to it; it cannot be deleted")
+            trash = self.root / f".deleting-{version}-{uuid.uuid4().hex[:8]}"
+
+            def without(state: RegistryState) -> RegistryState:
+                # Out of the state (refused while it is active or held back) and out of sight, under the store's
+                # lock, so an activation in another process either comes first (and this is refused) or finds
+                # the version gone; a retried change (Redis) finds it moved already.
+                changed = state.without(version)
+                if directory.is_dir():
+                    directory.rename(trash)
+                return changed
+
+            try:
+                self.store.update(without)
+            except BaseException:
+                if trash.is_dir() and not directory.exists():
+                    trash.rename(directory)  # the state kept it: so does the disk
+                raise
             self._staged.pop(version, None)
-            shutil.rmtree(directory)
+            shutil.rmtree(trash)
 
     def sync_with_state(self) -> bool:
         """Follow the state store (another process or replica may have activated, or started or ended an
         A/B test); True when the active version changed."""
-        state = self.store.read()
-        if state.holdback != self.holdback:
-            with self._lock:
+        with self._lock:  # read under the lock: an activation in this process cannot come between read and swap
+            state = self.store.read()
+            if state.holdback != self.holdback:
                 self._hold(state.holdback, self._stage(state.holdback.version) if state.holdback else None)
-        active = state.active
-        if active is None or (self._active is not None and self._active.version == active):
-            return False
-        with self._lock:
+            active = state.active
+            if active is None or (self._active is not None and self._active.version == active):
+                return False
             self._swap(self._stage(active))
-        return True
+            return True

@@ -47,6 +47,7 @@ from recdistill.core.contracts.worker import (
     StreamState,
 )
 from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.data.dense import DenseCandidates
 from recdistill.core.errors import BrokerUnavailableError, RecDistillError
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.samplelog import LogLocation, LogSource, TrainerLease, open_lease, open_source
@@ -80,7 +81,7 @@ class StreamPhase:
                  store: Labels | None = None, initial_model: StudentModel | None = None,
                  calibration: Calibration | None = None, publisher: Publisher | None = None,
                  on_publish: Callable[[str | None], None] | None = None, lease: TrainerLease | None = None,
-                 scenario: ScenarioFilter | None = None) -> None:
+                 scenario: ScenarioFilter | None = None, dense: DenseCandidates | None = None) -> None:
         if distill.use_teacher and (teacher is None or store is None):
             raise ValueError("distillation needs a teacher client and a label store")
         self.state_path = state_dir / "stream.pt"
@@ -97,13 +98,15 @@ class StreamPhase:
         self.state = StreamState()
         model = initial_model or StudentModel(dataset.schema, StudentConfig())
         self.trainer = StreamTrainer(dataset, model, distill, config, teacher, store,
-                                     calibration.transform if calibration else None)
+                                     calibration.transform if calibration else None, dense)
         if self.state_path.exists():
             self._restore()
         source = open_source(LogLocation.parse(samples), "worker") if isinstance(samples, Path | str) else samples
         self.consumer = SampleConsumer(source, self.state, config, self._dead_letter,
                                        dataset.schema.request_types(ignore_unknown=True).rank_request, scenario,
                                        store.saw if store is not None else None)
+        if store is not None:
+            store.follow(self.state.offsets)  # what this trainer has read: a label it lacks was read before it
         for request_id in self.state.waiting if store is not None else ():  # restored: their labels are wanted
             store.saw(request_id)
 
@@ -146,7 +149,9 @@ class StreamPhase:
         trained = 0
         for start in range(0, len(due), self.config.batch_size):
             chunk = due[start:start + self.config.batch_size]
+            dense_before = self.trainer.dense_rows
             refused = await self.trainer.train(chunk, self.state.feedback)
+            self.state.dense_rows_trained += self.trainer.dense_rows - dense_before
             for index, reason in refused.items():
                 self._dead_letter(encode_record(chunk[index]), chunk[index].request_id, reason)
             served = [r.ts for i, r in enumerate(chunk) if i not in refused]
@@ -293,7 +298,8 @@ async def stream_main(settings: WorkerSettings, steps: int | None = None, hooks:
                             settings.distill, settings.stream, teacher, store, initial_model=initial_model,
                             calibration=calibration, publisher=publisher if publish else None,
                             on_publish=hooks.on_publish, lease=lease,
-                            scenario=ScenarioFilter.of(target, dataset.schema.is_first_scenario(target.name)))
+                            scenario=ScenarioFilter.of(target, dataset.schema.is_first_scenario(target.name)),
+                            dense=settings.dense)
         state = await phase.run(until=hooks.until, steps=steps, clock=hooks.clock, on_step=hooks.on_step)
     finally:
         if teacher is not None:

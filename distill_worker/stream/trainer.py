@@ -1,5 +1,6 @@
 """The stream's trainer: one incremental update on a chunk of joined requests, with teacher labels (from the
-label store, else from Triton) for every candidate."""
+label store, else from Triton) for every candidate, and the request's dense candidates (teacher labels only:
+unobserved columns after the served ones, which the serving head's loss never reads)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from distill_worker.teacher_client import TeacherClient
 from distill_worker.trainer import distill_loss
 from recdistill.core.contracts.records import SampledRequest
 from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.data.dense import DenseCandidates
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.training import Batch, to_torch
 
@@ -27,20 +29,30 @@ TEACHER_LAG = Gauge("recdistill_worker_teacher_lag_seconds",
 
 
 class StreamTrainer:
-    """One incremental update on a chunk of joined requests, with teacher labels for every candidate."""
+    """One incremental update on a chunk of joined requests, with teacher labels for every candidate. With
+    `dense`, the teacher is asked about each request's dense candidates too (when this trainer asks it), and
+    every labelled candidate the store holds beyond the served ones (whoever asked) trains the teacher head."""
 
     def __init__(self, dataset: PreparedDataset, model: StudentModel, distill: DistillConfig, config: StreamConfig,
                  teacher: TeacherClient | None, store: Labels | None,
-                 soft_transform: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+                 soft_transform: Callable[[np.ndarray], np.ndarray] | None = None,
+                 dense: DenseCandidates | None = None) -> None:
         self.model, self.distill, self.config = model, distill, config
         self.teacher, self.store = teacher, store
+        self.dense, self.popular = dense, dataset.popular_items if dense is not None else []
+        self.dense_rows = 0  # dense candidates trained on (through the teacher head)
         self.soft_transform = soft_transform  # the batch phase's teacher calibration, if any
         self.student_encoder = Encoder(dataset.schema, model.view)
         self.teacher_encoder = Encoder(dataset.schema, "teacher")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
 
-    def examples(self, records: list[SampledRequest], feedback: dict[str, dict[str, float]]) -> Batch:
-        contexts = [self.student_encoder.map_request(r.request, now=r.request_ts) for r in records]
+    def examples(self, records: list[SampledRequest], feedback: dict[str, dict[str, float]],
+                 dense: list[list[str]] | None = None) -> Batch:
+        """The records' batch; `dense`: each record's dense candidates, after its served ones (unobserved)."""
+        extra = dense or [[] for _ in records]
+        contexts = [self.student_encoder.map_request(r.request, now=r.request_ts,
+                                                     candidate_ids=[str(c.item_id) for c in r.request.candidates]
+                                                     + more) for r, more in zip(records, extra, strict=True)]
         tensors, mask = self.student_encoder.assemble(contexts)
         width = mask.shape[1]
         labels = np.zeros((len(records), width), dtype=np.float32)
@@ -63,20 +75,30 @@ class StreamTrainer:
         return Batch(to_torch(tensors), torch.from_numpy(labels), torch.from_numpy(mask),
                      np.arange(len(records)), {k: torch.from_numpy(v) for k, v in extras.items()})
 
-    async def label(self, records: list[SampledRequest]) -> tuple[list[np.ndarray], dict[int, str]]:
-        """Teacher soft labels (from the store, else from Triton) for every candidate, calibrated; and the
-        records the teacher refused (index -> reason). A refused batch is retried one record at a time,
-        so one bad record never costs the others their labels."""
+    async def label(self, records: list[SampledRequest]
+                    ) -> tuple[list[np.ndarray], list[list[str]], dict[int, str]]:
+        """Teacher soft labels (from the store, else from Triton) for every candidate and then every dense
+        candidate the store holds, calibrated; each labelled record's dense candidates; and the records the
+        teacher refused (index -> reason). A refused batch is retried one record at a time, so one bad record
+        never costs the others their labels."""
         assert self.teacher is not None
         assert self.store is not None
-        requests = [LabelRequest.of(r, self.teacher_encoder) for r in records]
+        requests = [LabelRequest.of(r, self.teacher_encoder, self.dense, self.popular) for r in records]
         soft, refused = await label_each(self.store, requests, self.teacher)
+        dense: list[list[str]] = []
+        if self.dense is not None:
+            version = self.teacher.settings.trained_version
+            kept = [r for index, r in enumerate(requests) if index not in refused]
+            for row, request in enumerate(kept):
+                items, values = self.store.extra(request.example_id, request.candidates, version)
+                dense.append(items)
+                soft[row] = np.concatenate([soft[row], values])
         if self.teacher.settings.teacher_data_end_ts is not None:
             TEACHER_LAG.set(records[-1].request_ts - self.teacher.settings.teacher_data_end_ts)
         if self.soft_transform is not None and soft:  # one call for the whole batch
             lengths = np.cumsum([len(values) for values in soft])[:-1]
             soft = np.split(self.soft_transform(np.concatenate(soft)), lengths)
-        return soft, refused
+        return soft, dense, refused
 
     def update(self, batch: Batch) -> float:
         self.model.train()
@@ -93,12 +115,14 @@ class StreamTrainer:
         """One update on the records; returns those the teacher refused (index -> reason), not trained."""
         refused: dict[int, str] = {}
         soft: list[np.ndarray] = []
+        dense: list[list[str]] = []
         if self.distill.use_teacher:
-            soft, refused = await self.label(records)
+            soft, dense, refused = await self.label(records)
             records = [r for index, r in enumerate(records) if index not in refused]
         if not records:
             return refused
-        batch = self.examples(records, feedback)
+        batch = self.examples(records, feedback, dense)
+        self.dense_rows += sum(map(len, dense))
         if self.distill.use_teacher:
             padded = np.zeros(batch.labels.shape, dtype=np.float32)
             for row, values in enumerate(soft):

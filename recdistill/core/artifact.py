@@ -144,3 +144,23 @@ def read_anchor(registry: Path) -> GateAnchor | None:
 
 def write_anchor(registry: Path, anchor: GateAnchor) -> None:
     atomic_write_bytes(registry / "gate-anchor.json", to_json(anchor))
+
+
+def recorded_anchor(registry: Path) -> GateAnchor | None:
+    """The anchor as the registry's manifests record it (for a lost `gate-anchor.json`): the newest version
+    whose gate made it the anchor (`metrics.anchored`; `metrics.reanchor` in manifests written before it). None
+    when no manifest records one (the registry never had a gated version)."""
+    manifests = []
+    for path in registry.iterdir() if registry.is_dir() else ():
+        if path.is_dir() and not path.name.startswith(".") and (path / "manifest.json").is_file():
+            try:
+                manifests.append(read_manifest(registry, path.name))
+            except ArtifactError:
+                continue
+    anchored = [m for m in manifests if m.metrics.get("anchored", m.metrics.get("reanchor"))]
+    if not anchored:
+        return None
+    newest = max(anchored, key=lambda m: m.created_unix)
+    return GateAnchor(version=newest.version, holdout_auc=float(newest.metrics.get("holdout", {}).get("auc", "nan")),
+                      reason=f"rebuilt from the manifest of {newest.version}: gate-anchor.json was missing",
+                      anchored_unix=newest.created_unix)

@@ -34,7 +34,8 @@ class UnknownScenarioError(NotFoundError):
     """A request or an operator named a scenario the schema does not declare."""
 
     def __init__(self, scenario: str, known: list[str]) -> None:
-        super().__init__(f"unknown scenario {scenario!r}; this schema declares {known}")
+        shown = repr(scenario) if len(scenario) <= 64 else f"{scenario[:64]!r}... ({len(scenario)} characters)"
+        super().__init__(f"unknown scenario {shown}; this schema declares {known}")
         self.scenario = scenario
 
 

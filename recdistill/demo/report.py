@@ -185,10 +185,13 @@ def _serving(live: LiveResult, exposed_positions: int, samples: int,
 
 
 def _labeller(report: dict[str, Any]) -> dict[str, Any]:
-    """The labeller's report, and its teacher requests a sampled request (1.0: each asked once)."""
+    """The labeller's report, its teacher requests a sampled request (1.0: each asked once) and the
+    candidates in them (the served ones and the dense ones: the cost of dense labelling)."""
     sampled = report["labelled"] + report["already_labelled"]
     return report | {"teacher_requests_a_sampled_request":
-                     round(report["teacher_requests"] / sampled, 4) if sampled else None}
+                     round(report["teacher_requests"] / sampled, 4) if sampled else None,
+                     "teacher_candidates_a_sampled_request":
+                     round(report["teacher_candidates"] / sampled, 2) if sampled else None}
 
 
 DEBIASING_DESIGN = (

@@ -84,3 +84,31 @@ def test_the_batch_version_anchors_and_only_a_significantly_better_one_moves_it(
     assert not decision["better"]
     assert 0 < decision["power_at_margin"] <= 1
     assert read_anchor(settings.registry).version == first, "an equal version does not move the anchor"
+
+
+def test_the_gate_never_runs_without_its_anchor(ml100k: PreparedDataset, tmp_path: Path) -> None:
+    """Deleting gate-anchor.json used to let the next candidates be held to the active version only, and the
+    next one became the anchor as "first version"; deleting the anchor version's directory did the same."""
+    import shutil
+
+    holdout = _holdout(ml100k, 1_000)
+    settings = WorkerSettings(data=ml100k.directory, registry=tmp_path / "registry", state_dir=tmp_path / "state",
+                              gate=GateConfig(bootstrap_samples=100))
+    torch.manual_seed(0)
+    model = StudentModel(ml100k.schema, StudentConfig()).eval()
+    first = publish_and_promote(settings, model, holdout, DataWindow(), {}, anchor=True).version
+    assert first is not None
+    second = publish_and_promote(settings, model, holdout, DataWindow(), {})  # equal: the anchor stays
+    assert (second.version, second.anchored) != (None, True)
+    (settings.registry / "gate-anchor.json").unlink()
+    third = publish_and_promote(settings, model, holdout, DataWindow(), {})
+    assert third.gate.metrics["quality"]["anchor"]["version"] == first, "rebuilt from the manifests"
+    assert not third.anchored
+    rebuilt = read_anchor(settings.registry)
+    assert rebuilt is not None
+    assert rebuilt.version == first
+    assert "rebuilt" in rebuilt.reason
+    shutil.rmtree(settings.registry / first)  # the anchor version gone by hand: promotion stops, by reason
+    refused = publish_and_promote(settings, model, holdout, DataWindow(), {})
+    assert refused.version is None
+    assert any(f"anchor version {first} is not in the registry" in r for r in refused.gate.reasons)

@@ -23,6 +23,7 @@ from distill_worker.stream import StreamHooks, stream_main
 from recdistill.core.contracts.labels import TeacherLabels, encode_labels
 from recdistill.core.contracts.worker import StreamReport
 from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.data.dense import DenseCandidates
 from recdistill.core.errors import ConfigError
 from recdistill.core.samplelog import LogLocation, open_writer
 from tests.conftest import RunningTriton
@@ -191,3 +192,134 @@ async def test_the_labeller_sets_aside_a_poison_record_and_a_refused_request_and
                (tmp_path / "worker" / "labeller-dead-letter.jsonl").read_text().splitlines()]
     assert any(f"event-{events[4]}" in r and "refused" in r for r in reasons)
     assert any("unreadable" in r for r in reasons)
+
+
+def _label_records(label_log: str) -> list[TeacherLabels]:
+    from recdistill.core.contracts.labels import decode_labels
+    from recdistill.core.samplelog.source import open_scan
+
+    scan = open_scan(LogLocation.parse(label_log))
+    entries, _ = scan.read({}, 100_000)
+    scan.close()
+    return [decode_labels(entry.payload) for entry in entries]
+
+
+async def test_the_label_log_holds_each_requests_dense_rows_once_and_the_trainers_train_them(
+    triton_teacher: RunningTriton, ml100k: PreparedDataset, registry: Path, tmp_path: Path
+) -> None:
+    sample_log, label_log = f"file:{tmp_path / 'samples'}", f"file:{tmp_path / 'labels'}"
+    events = ml100k.split("test")[480:500].tolist()
+    await _serve_two_scenarios(ml100k, registry, tmp_path, sample_log, events)
+    base = _reading_the_labeller(ml100k, triton_teacher, tmp_path, sample_log, label_log).model_copy(
+        update={"dense_own": 3, "dense_popular": 2})
+    labelled = await labeller_main(base, until=lambda: True)
+    records = _label_records(label_log)
+    assert len(records) == len(events) == labelled.teacher_requests
+    served = {f"event-{e}": [str(c) for c in ml100k.candidates(e, "slate", 9)] for e in events}
+    dense_total = 0
+    for record in records:
+        event = int(record.example_id.removeprefix("event-"))
+        row = ml100k.events.iloc[event]
+        history = [str(i) for i in ml100k.timelines.loc[row["user_id"]].item_ids[: int(row["hist_len"])]]
+        asked = record.candidates
+        dense = asked[len(served[record.example_id]):]
+        assert asked[: len(served[record.example_id])] == served[record.example_id]
+        # From the request's history and the popular items, seeded by the request; none a served one again.
+        chosen = DenseCandidates(own=3, popular=2).choose(history, ml100k.popular_items, seed=record.example_id)
+        assert dense == [item for item in chosen if item not in served[record.example_id]]
+        assert 0 < len(dense) <= 5
+        assert len(set(asked)) == len(asked)
+        dense_total += len(dense)
+    assert labelled.teacher_candidates == sum(len(r.candidates) for r in records)
+    # The labeller's position lost (killed after appending, before committing): nothing is asked or written again.
+    for offset in Path(sample_log.removeprefix("file:")).glob(f"*/consumers/{LABELLER_GROUP}.offset"):
+        offset.unlink()
+    inferences = _teacher_inferences(triton_teacher)
+    rerun = await labeller_main(base.model_copy(update={"worker_id": "labeller-2"}), until=lambda: True)
+    assert (rerun.teacher_requests, rerun.already_labelled) == (0, len(events))
+    assert len(_label_records(label_log)) == len(records)
+    # Both scenarios' trainers train the served candidates and every dense row the labeller wrote, asking nothing.
+    reports = [(await stream_main(base.model_copy(update={"scenario": name}), hooks=StreamHooks(until=lambda: True),
+                                  publish=False))[0] for name in ("home", "related")]
+    assert _teacher_inferences(triton_teacher) == inferences
+    assert all(isinstance(r, StreamReport) for r in reports)
+    assert sum(r.examples_trained for r in reports) == len(events)  # type: ignore[union-attr]
+    assert sum(r.dense_rows_trained for r in reports) == dense_total  # type: ignore[union-attr]
+    # The control without dense rows trains none of them, from the same log.
+    control, _ = await stream_main(base.model_copy(update={"scenario": "home", "dense_own": 0, "dense_popular": 0,
+                                                           "state_dir": tmp_path / "control"}),
+                                   hooks=StreamHooks(until=lambda: True), publish=False)
+    assert isinstance(control, StreamReport)
+    assert (control.examples_trained, control.dense_rows_trained) == (len(events) // 2, 0)
+
+
+async def test_ids_sent_as_integral_floats_are_labelled_as_the_server_accepted_them(
+    triton_teacher: RunningTriton, ml100k: PreparedDataset, registry: Path, tmp_path: Path
+) -> None:
+    """The docs say ids are strings or integers and the parser reads 7.0 as 7: the labeller must too (it used to
+    dead-letter such a record: `Expected int | str, got float`)."""
+    events = ml100k.split("test")[500:506].tolist()
+    settings = make_settings(registry, tmp_path, sampling_rate=1.0)
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.http_url) as client:
+        for event in events:
+            body = ml100k.to_request(event, "slate", negatives=9)
+            for entry in (*body["history"], *body["candidates"]):
+                entry["item_id"] = float(entry["item_id"])
+            body["user"]["user_id"] = float(body["user"]["user_id"])
+            assert (await client.post("/v1/rank", json=body)).status_code == 200
+    await _written(tmp_path / "samples", len(events))
+    worker = _reading_the_labeller(ml100k, triton_teacher, tmp_path, f"file:{tmp_path / 'samples'}",
+                                   f"file:{tmp_path / 'labels'}")
+    report = await labeller_main(worker, until=lambda: True)
+    assert (report.labelled, report.dead_lettered) == (len(events), 0)
+    records = _label_records(f"file:{tmp_path / 'labels'}")
+    assert {r.candidates[0] for r in records} == {str(ml100k.events.iloc[e]["item_id"]) for e in events}
+
+
+def _damage_record(label_log: Path, index: int) -> None:
+    """Flip one byte in the payload of the label log's `index`-th record (its checksum then fails)."""
+    (segment,) = [p for p in label_log.glob("*/segment-*.log")]
+    data = bytearray(segment.read_bytes())
+    at = 0
+    for _ in range(index):
+        at += 16 + int.from_bytes(data[at + 4:at + 8], "little")
+    data[at + 16 + 5] ^= 0xFF
+    segment.write_bytes(bytes(data))
+
+
+async def test_a_damaged_label_record_or_a_label_of_another_version_never_stalls_a_trainer(
+    triton_teacher: RunningTriton, ml100k: PreparedDataset, registry: Path, tmp_path: Path
+) -> None:
+    """Both used to stall the trainer for good: it waited for labels the labeller had moved past (5 s a request,
+    then again). Now each such request is set aside with its reason after one bounded wait a batch, and the
+    counts add up."""
+    sample_log, label_log = f"file:{tmp_path / 'samples'}", f"file:{tmp_path / 'labels'}"
+    events = ml100k.split("test")[520:540].tolist()
+    await _serve_two_scenarios(ml100k, registry, tmp_path, sample_log, events)
+    base = _reading_the_labeller(ml100k, triton_teacher, tmp_path, sample_log, label_log).model_copy(
+        update={"label_wait_s": 2.0, "dense_own": 0, "dense_popular": 0})
+    assert (await labeller_main(base, until=lambda: True)).labelled == len(events)
+    _damage_record(tmp_path / "labels", 3)
+
+    async def trainer(settings: WorkerSettings) -> StreamReport:
+        report, _ = await asyncio.wait_for(stream_main(settings, hooks=StreamHooks(until=lambda: True),
+                                                       publish=False), timeout=60)
+        assert isinstance(report, StreamReport)
+        return report
+
+    damaged = await trainer(base)
+    reasons = [json.loads(line)["reason"] for line in (tmp_path / "worker" / "dead-letter.jsonl").read_text()
+               .splitlines()]
+    # The 4th request went to the first scenario, whose trainer this is (every second request).
+    assert (damaged.examples_trained, damaged.dead_lettered) == (len(events) // 2 - 1, 1)
+    assert damaged.records_consumed == damaged.examples_trained + damaged.dead_lettered + damaged.other_scenario
+    assert len(reasons) == 1
+    assert "moved past it" in reasons[0]
+    # Pinned to a teacher version the labeller does not label with: every request set aside at once, by reason.
+    pinned = await trainer(base.model_copy(update={
+        "state_dir": tmp_path / "pinned", "teacher": base.teacher.model_copy(update={"label_version": "old-0"})}))
+    assert (pinned.examples_trained, pinned.dead_lettered) == (0, len(events) // 2)
+    reasons = [json.loads(line)["reason"] for line in (tmp_path / "pinned" / "dead-letter.jsonl").read_text()
+               .splitlines()]
+    assert len(reasons) == len(events) // 2
+    assert all("teacher version tiny-1, not old-0" in r for r in reasons)

@@ -110,3 +110,84 @@ def test_concurrent_operator_actions_are_never_lost(registry: Path, kind: str, r
         assert (state.active, held) == ("v3", "v2"), f"trial {trial}: an update was lost: {state}"
         assert state.history[-1] == "v1"
         setup.update(lambda s: s.with_holdback(None))
+
+
+def test_the_gates_anchor_cannot_be_deleted(registry: Path) -> None:
+    import time
+
+    from recdistill.core.artifact import write_anchor
+    from recdistill.core.contracts.registry import GateAnchor
+
+    write_anchor(registry, GateAnchor(version="v2", holdout_auc=0.7, reason="batch version",
+                                      anchored_unix=time.time()))
+    with pytest.raises(ConflictError, match="anchor"):
+        _registry(registry, FileStateStore(registry)).delete("v2")
+    assert (registry / "v2" / "model.onnx").is_file()
+
+
+def test_a_version_another_process_deleted_is_never_activated(registry: Path) -> None:
+    """Activate and delete of one version in two processes could both succeed (3 of 15 trials with --workers 2):
+    the active version's directory was gone. Staged here, deleted there, then activated here: refused."""
+    from recdistill.core.artifact import VersionNotFoundError
+
+    here, there = _registry(registry, FileStateStore(registry)), _registry(registry, FileStateStore(registry))
+    here.stage("v2")
+    there.delete("v2")
+    with pytest.raises(VersionNotFoundError, match="deleted"):
+        here.activate("v2")
+    assert FileStateStore(registry).read().active == "v1"
+    _third_version(registry)
+    for trial in range(6):  # at the same moment, in either order: never both, never an active version off disk
+        copy = f"w{trial}"
+        shutil.copytree(registry / "v3", registry / copy)
+        (registry / copy / "manifest.json").write_text(
+            (registry / copy / "manifest.json").read_text().replace('"version": "v3"', f'"version": "{copy}"'))
+        here.stage(copy)
+        outcomes: list[str] = []
+
+        def act(action: Callable[[], object], name: str) -> None:
+            try:
+                action()
+                outcomes.append(name)
+            except (ConflictError, VersionNotFoundError):
+                pass
+
+        _at_once(lambda: act(lambda: here.activate(copy), "activated"),  # noqa: B023 - joined here
+                 lambda: act(lambda: there.delete(copy), "deleted"))  # noqa: B023
+        assert len(outcomes) == 1, f"trial {trial}: {outcomes}"
+        active = FileStateStore(registry).read().active
+        assert (registry / str(active) / "model.onnx").is_file()
+        if outcomes == ["activated"]:
+            here.activate("v1")
+
+
+def test_the_follower_never_swaps_back_to_a_state_it_read_before_an_activation(registry: Path) -> None:
+    """The follower read the state, then took the lock: an activation in between was undone for a moment (1 of
+    85 trials). The state read here is held back while an activation of v2 tries to run in another thread."""
+
+    class Slow(FileStateStore):
+        def __init__(self, root: Path) -> None:
+            super().__init__(root)
+            self.intercept = False
+
+        def read(self) -> RegistryState:
+            state = super().read()
+            if self.intercept:
+                self.intercept = False
+                racer = threading.Thread(target=lambda: served.activate("v2"))
+                racer.start()
+                racer.join(1.0)  # it finishes here unless the follower holds the lock
+                threads.append(racer)
+            return state
+
+    threads: list[threading.Thread] = []
+    store = Slow(registry)
+    served = _registry(registry, store)
+    served.sync_with_state()  # v1, as the state says
+    served.stage("v2")
+    store.intercept = True
+    served.sync_with_state()
+    for thread in threads:
+        thread.join(60)
+    assert served.active is not None
+    assert served.active.version == "v2" == store.read().active

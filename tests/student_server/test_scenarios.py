@@ -125,11 +125,30 @@ async def test_a_version_trained_for_another_scenario_is_refused(registry: Path,
                                                                  tmp_path: Path) -> None:
     related = registry / "scenarios" / "related"
     shutil.copytree(registry / "v2", related / "v2")  # a home version dropped into related
+    # One whose manifest names no scenario (`scenario: null`: the first, home) was staged and served there.
+    shutil.copytree(registry / "v1", related / "v1")
+    manifest = json.loads((related / "v1" / "manifest.json").read_text())
+    del manifest["scenario"]
+    (related / "v1" / "manifest.json").write_text(json.dumps(manifest))
     async with run_server(make_settings(registry, tmp_path)) as server, \
-            httpx.AsyncClient(base_url=server.http_url, headers=AUTH) as client:
+            httpx.AsyncClient(base_url=server.http_url, headers=AUTH) as client, \
+            grpc.aio.insecure_channel(server.grpc_target) as channel:
         refused = await client.post("/admin/versions/v2/stage", params={"scenario": "related"})
+        unnamed = await client.post("/admin/versions/v1/stage", params={"scenario": "related"})
+        message = request_from_dict(json.loads(EXAMPLE.read_text()))
+        message.scenario = "x" * 200_000  # a huge unknown name: NOT_FOUND, and not echoed back whole
+        with pytest.raises(grpc.aio.AioRpcError) as huge:
+            await ranking_pb2_grpc.RankingStub(channel).Rank(message)
+        long_http = await client.post(f"/v1/scenarios/{'y' * 5_000}/rank", json=json.loads(EXAMPLE.read_text()))
     assert refused.status_code == 422
     assert "trained for scenario 'home'" in refused.json()["error"]
+    assert unnamed.status_code == 422
+    assert "trained for scenario 'home'" in unnamed.json()["error"]
+    assert huge.value.code() == grpc.StatusCode.NOT_FOUND
+    assert len(huge.value.details() or "") < 2_000
+    assert "200000 characters" in (huge.value.details() or "")
+    assert long_http.status_code == 404
+    assert len(long_http.text) < 2_000
 
 
 def test_scenario_layout_and_names(ml100k: PreparedDataset, tmp_path: Path) -> None:

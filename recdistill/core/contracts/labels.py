@@ -101,7 +101,8 @@ def decode_labels(payload: bytes) -> TeacherLabels:
 class LabellerReport(Struct, kw_only=True, tag="labeller", tag_field="kind"):
     """What `recdistill worker label` did. Every record read is one of: a request labelled now, a request whose
     labels the log already held (no teacher call), a feedback record (nothing to label) or a dead letter (an
-    unreadable record, or a request the teacher refused). `teacher_requests`: contexts sent to the teacher."""
+    unreadable record, or a request the teacher refused). `teacher_requests`: contexts sent to the teacher;
+    `teacher_candidates`: candidates in them (the served ones and the dense ones: the teacher's cost)."""
 
     records_read: int = 0
     labelled: int = 0
@@ -109,9 +110,15 @@ class LabellerReport(Struct, kw_only=True, tag="labeller", tag_field="kind"):
     feedback: int = 0
     dead_lettered: int = 0
     teacher_requests: int = 0
+    teacher_candidates: int = 0
     teacher_version: str = ""
     label_log: str = ""
 
     @property
     def adds_up(self) -> bool:
         return self.records_read == self.labelled + self.already_labelled + self.feedback + self.dead_lettered
+
+    @property
+    def candidates_a_request(self) -> float | None:
+        """Teacher candidates a labelled request (the cost of dense labelling)."""
+        return self.teacher_candidates / self.teacher_requests if self.teacher_requests else None

@@ -15,6 +15,7 @@ import numpy as np
 from msgspec import Meta, Struct
 
 from recdistill.core.errors import RecDistillError
+from recdistill.core.features.request import decode_accepted
 
 RECORD_FORMAT = 2  # 2: the request as its JSON, scores and positions packed
 
@@ -153,8 +154,10 @@ def decode_record(payload: bytes, request_type: type | None = None) -> SampleRec
     if decoder is None:
         decoder = _requests[request_type] = msgspec.json.Decoder(request_type or Any)
     try:
-        record = msgspec.structs.replace(record, request=decoder.decode(record.request))
-    except msgspec.DecodeError as exc:
+        request = decode_accepted(record.request, request_type, decoder) if request_type is not None \
+            else decoder.decode(record.request)
+        record = msgspec.structs.replace(record, request=request)
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise InvalidRecordError(f"invalid sampled request {record.request_id!r}: its request JSON: {exc}") from None
     try:
         record.check()

@@ -150,6 +150,7 @@ class StreamState(Struct, kw_only=True):
     # on (their feedback then counts as unmatched), unless StreamConfig.train_on_exploration.
     exploration_held_out: int = 0
     other_scenario: int = 0  # requests another scenario served: its own trainer trains them
+    dense_rows_trained: int = 0  # dense candidates trained on (teacher labels only), beside the examples
     trained_ids: list[str] = []  # with StreamConfig.audit_trained_ids only
     since_export: int = 0
     # The sampled requests trained since the last published version: the next one's data window.
@@ -173,7 +174,8 @@ class StreamState(Struct, kw_only=True):
             examples_trained=self.examples_trained, feedback_joined=self.feedback_joined,
             unmatched_feedback=self.unmatched_feedback, dead_lettered=self.dead_lettered,
             duplicates=self.duplicates, exploration_held_out=self.exploration_held_out,
-            other_scenario=self.other_scenario, since_export=self.since_export,
+            other_scenario=self.other_scenario, dense_rows_trained=self.dense_rows_trained,
+            since_export=self.since_export,
             versions_promoted=list(self.versions_promoted),
             exports_refused=self.exports_refused, waiting_requests=len(self.waiting),
             waiting_feedback=sum(len(items) for items in self.feedback.values()))
@@ -194,6 +196,7 @@ class StreamCounters(Struct, frozen=True, kw_only=True):
     waiting_requests: int
     waiting_feedback: int
     other_scenario: int = 0
+    dense_rows_trained: int = 0
 
 
 class Freshness(Struct, frozen=True, kw_only=True):

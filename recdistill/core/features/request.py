@@ -91,6 +91,17 @@ class RequestTypes:
         return schema, components
 
 
+def decode_accepted(payload: bytes, request_type: Any, decoder: msgspec.json.Decoder) -> Any:
+    """A request as the parser accepted it at the edge (`RequestTypes.parse`): an integral float where the
+    schema wants an integer (an id sent as 7.0) read as that integer; `msgspec.DecodeError` otherwise."""
+    try:
+        return decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        if "got `float`" not in str(exc):
+            raise
+        return msgspec.convert(_integral(msgspec.json.decode(payload)), request_type)
+
+
 def _integral(value: Any) -> Any:
     """`value` with every float that has no fractional part as an int (valid wherever a float is)."""
     if isinstance(value, float) and value.is_integer():

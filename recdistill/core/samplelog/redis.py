@@ -205,6 +205,31 @@ class RedisStreamSource:
         self._client.close()
 
 
+def group_done(config: RedisLogConfig) -> dict[str, Position]:
+    """The last entry id consumer group `config.group` is done with (delivered and acknowledged: before its
+    oldest pending entry); {} while the group does not exist."""
+    client = config.client()
+    try:
+        what = f"the log at {config.url}"
+        groups = broker_call(what, client.xinfo_groups, config.stream) if broker_call(
+            what, client.exists, config.stream) else []
+        group = next((g for g in groups if _text(g["name"]) == config.group), None)
+        if group is None:
+            return {}
+        last = _id(group["last-delivered-id"])
+        pending = broker_call(what, client.xpending, config.stream, config.group)
+        if pending["pending"]:
+            ms, seq = _id(pending["min"])
+            last = min(last, (ms, seq - 1) if seq else (ms - 1, 2**63))
+        return {config.stream: f"{last[0]}-{last[1]}"}
+    finally:
+        client.close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class RedisTrainerLease:
     """One active trainer at a time: a key holding the owner's name with a TTL, renewed every step. A hot
     standby polls `acquire()`; it gets the lease once the active worker stopped renewing it (died)."""

@@ -177,6 +177,21 @@ def open_scan(location: LogLocation) -> LogScan:
     return FileSource(location.directory)
 
 
+def group_done(location: LogLocation, group: str) -> dict[str, Position]:
+    """How far consumer group `group` is done, per partition, in the positions its readers keep (file: the
+    committed next offset; redis: the last entry id acknowledged before any pending one)."""
+    if location.kind == "redis":
+        from recdistill.core.samplelog.redis import RedisLogConfig
+        from recdistill.core.samplelog.redis import group_done as redis_group_done
+
+        return redis_group_done(RedisLogConfig(url=location.target).in_group(group))
+    source = FileSource(location.directory, group)
+    try:
+        return source.committed()
+    finally:
+        source.close()
+
+
 def open_source(location: LogLocation, consumer: str, group: str = DEFAULT_GROUP) -> LogSource:
     """The worker's reader in consumer group `group` (one per scenario's trainer); `consumer` names this worker
     in it (redis)."""

@@ -45,7 +45,7 @@ from student_server.launcher import student_process
 SECTION = "Student server (100 candidates, 16 connections)"
 COMMAND = "make bench  # benchmarks/student_bench.py"
 ROOT = Path(__file__).parents[1]
-EXAMPLE = ROOT / "examples" / "rank_request.json"
+EXAMPLE = ROOT / "examples" / "rank_request.movielens-100k.json"
 TOKEN = "bench-token"
 REPEATS = 3
 TRITON_METHOD = "/inference.GRPCInferenceService/ModelInfer"

@@ -28,9 +28,9 @@ from typing import IO
 import numpy as np
 from prometheus_client import Counter
 
-from distill_worker.labels import LabelRequest, LabelStore, refuse_unlabelled, tally
+from distill_worker.labels import LabelRequest, LabelStore, LabelWillNotComeError, refuse_unlabelled, tally
 from distill_worker.settings import WorkerSettings
-from distill_worker.teacher_client import TeacherClient, TeacherRefusedError, TeacherUnavailableError
+from distill_worker.teacher_client import TeacherClient, TeacherUnavailableError
 from recdistill.core.contracts.labels import TeacherLabels, decode_labels, encode_labels
 from recdistill.core.contracts.records import InvalidRecordError
 from recdistill.core.errors import ConfigError
@@ -130,7 +130,8 @@ class SharedLabelStore:
             self.dead_letter(payload, str(exc))
             return
         if labels.refused is not None:  # the teacher refused it: its trainers set it aside, never wait for it
-            self._refused.setdefault((labels.example_id, labels.teacher_version), labels.refused)
+            self._refused.setdefault((labels.example_id, labels.teacher_version),
+                                     f"the teacher refused it (the labeller's record): {labels.refused}")
             self._seen.pop(labels.example_id, None)
             LABEL_RECORDS.labels(outcome="refusal").inc()
             return
@@ -200,8 +201,8 @@ class SharedLabelStore:
         refused = [i for i in missing if (requests[i].example_id, version) in self._refused]
         if refused:  # the batch fails as the teacher's refusal does; `label_each` then asks one by one
             first = requests[refused[0]].example_id
-            raise TeacherRefusedError(f"no label of teacher version {version} for {first} will come: "
-                                      f"{self._refused[(first, version)]}")
+            raise LabelWillNotComeError(f"no label of teacher version {version} for {first} will come: "
+                                        f"{self._refused[(first, version)]}")
         if missing and not self.ask_teacher:
             raise LabelsPendingError(f"{len(missing)} of {len(requests)} requests have no label of teacher version "
                                      f"{version} in {self.location} yet: the labeller is behind, or down")
@@ -239,6 +240,9 @@ class SharedLabelStore:
         self.refresh()
         for request in requests:
             example = request.example_id
+            if (example, version) in self._refused:  # the labeller's record of a refusal says why already
+                self._marks.pop(example, None)
+                continue
             if self.get(example, request.candidates, version) is not None or not reached(done, self._marks[example]):
                 continue
             others = sorted(v for (e, v) in self._index if e == example and v != version)

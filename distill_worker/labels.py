@@ -26,6 +26,12 @@ logger = logging.getLogger(__name__)
 LABEL_LOOKUPS = Counter("recdistill_worker_label_lookups", "Soft-label lookups by result", ["result"])
 
 
+class LabelWillNotComeError(TeacherRefusedError):
+    """No label of the trainer's teacher version will come for this request (the teacher refused it, by the
+    labeller's record; the labeller is done past it; the teacher serves another version): the request is set
+    aside with the reason, as a teacher's refusal is, and asking again without dense candidates cannot help."""
+
+
 @dataclass(frozen=True)
 class LabelRequest:
     """`candidates`: the labels wanted; `dense`: dense candidates asked in the same teacher call, after them
@@ -91,7 +97,7 @@ async def _label_one(store: Any, request: LabelRequest, teacher: TeacherClient) 
     try:
         return await store.label([request], teacher)
     except TeacherRefusedError as exc:
-        if not request.dense:
+        if not request.dense or isinstance(exc, LabelWillNotComeError):
             raise
         logger.warning("the teacher refused %s with its %d dense candidates (%s): asked again without them",
                        request.example_id, len(request.dense), exc)
@@ -103,7 +109,7 @@ def refuse_unlabelled(teacher: TeacherClient, requests: Sequence[LabelRequest], 
     settings = teacher.settings
     if missing and settings.trained_version != settings.teacher_version:
         ids = [requests[i].example_id for i in missing]
-        raise TeacherRefusedError(f"no label of teacher version {settings.trained_version} for {ids[:5]}"
+        raise LabelWillNotComeError(f"no label of teacher version {settings.trained_version} for {ids[:5]}"
                                   f"{' ...' if len(ids) > 5 else ''} ({len(ids)}), and the teacher serves "
                                   f"{settings.teacher_version}: this trainer only reads labels of "
                                   f"{settings.trained_version}")

@@ -1,11 +1,12 @@
 """Locust users for the student server: `locust -f loadtests/ --host http://127.0.0.1:8080`.
 
-- RankHttpUser: POST /v1/rank with real MovieLens-100K histories and 20-200 candidates.
+- RankHttpUser: POST /v1/rank with real histories of the served data and 20-200 candidates.
 - RankGrpcUser: gRPC Rank on RECDISTILL_GRPC_TARGET (default 127.0.0.1:50051), reported to Locust's stats.
 - OperatorUser: every 20-40 s, activates another registry version (token: RECDISTILL_ADMIN_TOKEN).
 - SoakHttpUser (only with RECDISTILL_SOAK_RATE set): RankHttpUser at a fixed rate (`make soak`).
-Requests come from the prepared dataset in RECDISTILL_DATA (default data/ml-100k), or from
-examples/rank_request.json when none is prepared. Pick users with `locust ... RankHttpUser`.
+Requests come from the prepared dataset in RECDISTILL_DATA (default runs/demo/data, what `make demo` prepared),
+or when none is prepared from the shipped example for the schema of the registry in RECDISTILL_REGISTRY (default
+runs/demo/registry): examples/rank_request[.SCHEMA].json. Pick users with `locust ... RankHttpUser`.
 """
 
 from __future__ import annotations
@@ -37,11 +38,23 @@ class RequestMix:
         return self._encoded[next(self._cycle)]
 
 
+def _example() -> Path:
+    """The shipped example request for the served registry's schema."""
+    from recdistill.core.features.examples import DEFAULT_EXAMPLE, example_request
+
+    schema = Path(os.environ.get("RECDISTILL_REGISTRY", ROOT / "runs" / "demo" / "registry")) / "features.json"
+    name = json.loads(schema.read_text())["name"] if schema.is_file() else DEFAULT_EXAMPLE
+    path = example_request(name)
+    if not path.is_file():
+        raise SystemExit(f"no example request for schema {name!r} ({path}): set RECDISTILL_DATA to its prepared data")
+    return path
+
+
 def request_mix(count: int, seed: int = 0) -> RequestMix:
-    data = Path(os.environ.get("RECDISTILL_DATA", ROOT / "data" / "ml-100k"))
+    data = Path(os.environ.get("RECDISTILL_DATA", ROOT / "runs" / "demo" / "data"))
     rng = np.random.default_rng(seed)
     if not (data / "manifest.json").exists():
-        example = json.loads((ROOT / "examples" / "rank_request.json").read_text())
+        example = json.loads(_example().read_text())
         sizes = rng.integers(20, len(example["candidates"]) + 1, count)
         return RequestMix([example | {"candidates": example["candidates"][:n]} for n in sizes])
     from recdistill.core.data.dataset import PreparedDataset

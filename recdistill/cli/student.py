@@ -103,7 +103,7 @@ def _call(method: str, path: str, url: str, token: str | None, body: dict | None
     return response.json()
 
 
-URL = typer.Option("http://127.0.0.1:8080", help="Student server HTTP URL.")
+URL = typer.Option("http://127.0.0.1:8080", envvar="RECDISTILL_SERVER_URL", help="Student server HTTP URL.")
 TOKEN = typer.Option(None, envvar="RECDISTILL_ADMIN_TOKEN", help="Operator bearer token.")
 SCENARIO = typer.Option(None, help="The scenario whose registry to act on (default: the schema's first).")
 

@@ -105,22 +105,31 @@ def triton_config_command(
 
 @app.command("score")
 def score_command(
-    request: Path = typer.Option(Path("examples/rank_request.json"), help="A /v1/rank JSON body."),
+    request: Path | None = typer.Option(None, help="A /v1/rank JSON body (default: the shipped example for the "
+                                                   "schema, examples/rank_request[.SCHEMA].json)."),
     url: str = typer.Option("127.0.0.1:8001", help="Triton gRPC HOST:PORT."),
-    schema: Path = typer.Option(Path("data/ml-100k/features.json"), help="The feature schema (features.json)."),
+    schema: Path = typer.Option(Path("runs/demo/data/features.json"),
+                                help="The feature schema (features.json; default: the one `make demo` prepared)."),
     model_name: str = typer.Option("teacher"),
 ) -> None:
     """Encode a ranking request with the shared encoder and print the teacher's score per candidate."""
-    from recdistill.core.errors import RecDistillError
+    from recdistill.core.errors import RecDistillError, ValidationError
     from recdistill.core.features import Encoder, FeatureSchema
+    from recdistill.core.features.examples import example_request
     from teacher_service.client import score
 
+    fitted: FeatureSchema | None = None
     try:
         fitted = FeatureSchema.load(schema)
+        request = request or example_request(fitted.name)
         parsed = fitted.parse_request(request.read_bytes())
         tensors, _ = Encoder(fitted, "teacher").encode_requests([parsed])
     except (OSError, RecDistillError) as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)  # the message may hold brackets
+        hint = ""
+        if isinstance(exc, ValidationError) and fitted is not None:
+            hint = (f" ({request} is not a request of schema {fitted.name!r}; {example_request(fitted.name)} is, "
+                    "or pass one with --request)")
+        console.print(f"[red]error:[/red] {escape(str(exc) + hint)}", soft_wrap=True)  # it may hold brackets
         raise typer.Exit(2) from None
     probabilities = score(url, tensors, model_name)[0]
     print(json.dumps({"scores": [

@@ -15,7 +15,7 @@ from recdistill.core.features.request import check_limits
 from recdistill.core.features.schema import FIRST_KNOWN_INDEX, MISSING_INDEX, OOV_INDEX, FeatureSchema
 
 pytestmark = pytest.mark.unit
-EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.json"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.movielens-100k.json"
 
 
 def _events_to_check(dataset: PreparedDataset, task: str) -> list[int]:

@@ -43,7 +43,7 @@ async def test_batch_phase_labels_trains_gates_and_promotes(
         version = report.published.version
         assert version is not None, report.published.gate
         served = await client.post("/v1/rank", content=(Path(__file__).parents[2] / "examples" /
-                                                        "rank_request.json").read_bytes())
+                                                        "rank_request.movielens-100k.json").read_bytes())
         assert served.json()["model_version"] == version
     assert read_state(registry).active == version
     manifest = read_manifest(registry, version)

@@ -278,7 +278,7 @@ async def test_ids_sent_as_integral_floats_are_labelled_as_the_server_accepted_t
 
 def _damage_record(label_log: Path, index: int) -> None:
     """Flip one byte in the payload of the label log's `index`-th record (its checksum then fails)."""
-    (segment,) = [p for p in label_log.glob("*/segment-*.log")]
+    (segment,) = list(label_log.glob("*/segment-*.log"))
     data = bytearray(segment.read_bytes())
     at = 0
     for _ in range(index):
@@ -322,4 +322,6 @@ async def test_a_damaged_label_record_or_a_label_of_another_version_never_stalls
     reasons = [json.loads(line)["reason"] for line in (tmp_path / "pinned" / "dead-letter.jsonl").read_text()
                .splitlines()]
     assert len(reasons) == len(events) // 2
-    assert all("teacher version tiny-1, not old-0" in r for r in reasons)
+    # (The damaged one has no label of any version: the labeller moved past it.)
+    assert sum("teacher version tiny-1, not old-0" in r for r in reasons) == len(events) // 2 - 1, reasons[:2]
+    assert sum("moved past it" in r for r in reasons) == 1

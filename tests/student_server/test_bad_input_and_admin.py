@@ -32,7 +32,7 @@ from student_server.scoring import Scorer
 from tests.student_server.conftest import TOKEN, make_settings, run_server, sampled_records
 
 pytestmark = pytest.mark.integration
-EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.json"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.movielens-100k.json"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 GOOD = json.loads(EXAMPLE.read_text())
 SMALL = GOOD | {"candidates": GOOD["candidates"][:10]}  # within the limits the bad-input tests configure

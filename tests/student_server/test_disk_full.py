@@ -27,7 +27,7 @@ from student_server.sampling import TrafficSampler
 from tests.student_server.conftest import sampled_records, wait_ready
 
 pytestmark = pytest.mark.integration
-EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.json"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.movielens-100k.json"
 LIMIT = 16 * 1024
 
 

@@ -20,7 +20,7 @@ from recdistill.core.errors import ValidationError
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.features.request import MAX_CANDIDATES
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.json"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.movielens-100k.json"
 
 
 def _value(**kind: object) -> ranking_pb2.Value:

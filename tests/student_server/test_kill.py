@@ -18,7 +18,7 @@ from recdistill.core.processes import free_port
 from tests.student_server.conftest import sampled_records, wait_ready
 
 pytestmark = pytest.mark.integration
-EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.json"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.movielens-100k.json"
 
 
 def _start(registry: Path, samples: Path, port: int, grpc_port: int) -> subprocess.Popen:

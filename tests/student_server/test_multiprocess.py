@@ -21,7 +21,7 @@ from recdistill.core.processes import free_port
 from tests.student_server.conftest import TOKEN, sampled_records, wait_ready
 
 pytestmark = pytest.mark.integration
-EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.json"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.movielens-100k.json"
 
 
 def test_two_workers_share_activation_metrics_and_ports(registry: Path, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from recdistill.core.features.encoder import Encoder
 from recdistill.core.features.spec import SchemaError, parse_schema_spec
 from tests.student_server.conftest import TOKEN, make_settings, onnx_scores, run_server, sampled_records
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.json"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.movielens-100k.json"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SHIPPED = Path(__file__).parents[2] / "recdistill" / "schemas" / "movielens-100k.toml"
 

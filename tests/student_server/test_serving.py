@@ -21,7 +21,7 @@ from recdistill.core.samplelog import SampleLog
 from tests.student_server.conftest import TOKEN, make_settings, onnx_scores, run_server, sampled_records
 
 pytestmark = pytest.mark.integration
-EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.json"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.movielens-100k.json"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

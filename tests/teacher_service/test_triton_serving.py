@@ -134,11 +134,11 @@ def test_bad_input_is_refused_and_the_server_keeps_serving(
 
 def test_score_command_prints_one_score_per_candidate(triton_teacher: RunningTriton, ml100k: PreparedDataset) -> None:
     command = [str(Path(sys.executable).parent / "recdistill"), "teacher", "score", "--url", triton_teacher.grpc_url,
-               "--request", str(ROOT / "examples" / "rank_request.json"),
+               "--request", str(ROOT / "examples" / "rank_request.movielens-100k.json"),
                "--schema", str(ml100k.directory / "features.json")]
     result = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120)
     scores = json.loads(result.stdout)["scores"]
-    request = json.loads((ROOT / "examples" / "rank_request.json").read_text())
+    request = json.loads((ROOT / "examples" / "rank_request.movielens-100k.json").read_text())
     assert [s["item_id"] for s in scores] == [str(c["item_id"]) for c in request["candidates"]]
     assert all(0.0 <= s["score"] <= 1.0 for s in scores)
 

@@ -32,12 +32,13 @@ _CONTENT_TYPE = (b"content-type", b"application/json")
 
 
 class RankResponse(BaseModel):
-    request_id: str
+    request_id: str = Field(description="the server's id of this request (unique): send feedback with it")
     model_version: str
     scores: list[float] = Field(description="one per candidate, in request order")
     ranking: list[str] = Field(description="candidate item ids, best first")
     policy: str = Field(description='"model" (ranked by the scores) or "random" (the exploration slice)')
     scenario: str = Field(description="the scenario that served it")
+    client_request_id: str | None = Field(default=None, description="the request's own `request_id`, if it had one")
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int, timeout_s: float) -> bytes:

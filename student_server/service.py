@@ -28,7 +28,7 @@ TRAFFIC_SOURCE_MAX_BYTES = 64
 
 @dataclass
 class RankResult:
-    request_id: str
+    request_id: str  # the server's own, unique: the key of the sampled record and of the feedback to it
     model_version: str
     item_ids: list[str]
     scores: np.ndarray
@@ -37,6 +37,7 @@ class RankResult:
     # (still with the model's scores), so that position is independent of the item there.
     policy: Policy = "model"
     shuffle_seed: int | None = None
+    client_request_id: str | None = None  # the client's `request_id`, kept beside the server's, never a key
 
     @cached_property
     def order(self) -> np.ndarray:
@@ -53,7 +54,7 @@ class RankResult:
     def to_json(self) -> dict[str, Any]:
         return {"request_id": self.request_id, "model_version": self.model_version,
                 "scores": self.scores.tolist(), "ranking": self.ranking, "policy": self.policy,
-                "scenario": self.scenario}
+                "scenario": self.scenario, "client_request_id": self.client_request_id}
 
 
 class RankingService:
@@ -97,8 +98,9 @@ class RankingService:
         context = scenario.encoder.map_request(request, candidate_ids=item_ids)
         probabilities = await self.batcher.submit(context, scorer)
         metrics.CANDIDATES.observe(len(item_ids))
-        result = RankResult(request.request_id or uuid.uuid4().hex, scorer.version, item_ids, probabilities,
-                            scenario.name)
+        # Every request its own id (two clients, or one client's retries, may send the same `request_id`).
+        result = RankResult(uuid.uuid4().hex, scorer.version, item_ids, probabilities, scenario.name,
+                            client_request_id=request.request_id)
         if self.settings.exploration_rate and self._random.random() < self.settings.exploration_rate:
             result.policy, result.shuffle_seed = "random", self._random.getrandbits(64)
             metrics.EXPLORED.inc()
@@ -115,7 +117,7 @@ class RankingService:
             request_id=result.request_id, ts=time.time(), request_ts=request_ts, model_version=result.model_version,
             sampling_probability=probability, request=msgspec.json.encode(request) if body is None else body,
             student_view=scenario.encoder.view_name, scores=scores, positions=positions, policy=result.policy,
-            traffic_source=source, scenario=scenario.name)
+            traffic_source=source, scenario=scenario.name, client_request_id=result.client_request_id)
 
     async def feedback(self, request_id: str, item_id: str, label: float, ts: float | None) -> None:
         """The same limits whichever protocol it came by (the HTTP model documents them too)."""

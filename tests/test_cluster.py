@@ -99,21 +99,22 @@ async def test_a_cluster_on_one_box_survives_kills_and_a_broker_restart(
                     if response.status_code != 200:
                         failures.append(f"{url}: {response.status_code} {response.text[:200]}")
                         continue
-                    served[body["request_id"]] = url
-                    versions_served[body["request_id"]] = response.json()["model_version"]
+                    request_id = response.json()["request_id"]  # the server's id: feedback is sent with it
+                    served[request_id] = url
+                    versions_served[request_id] = response.json()["model_version"]
                     if event % 3 == 0:
-                        click = {"request_id": body["request_id"], "item_id": body["candidates"][0]["item_id"],
-                                 "label": 1}
+                        click = {"request_id": request_id, "item_id": body["candidates"][0]["item_id"], "label": 1}
                         if (await client.post(f"{url}/v1/feedback", json=click)).status_code == 202:
-                            clicks.append(body["request_id"])
+                            clicks.append(request_id)
                     await asyncio.sleep(0.025)
 
             urls = [url for url, _ in replicas]
             await traffic(60, urls)
             # Samples from every replica reach the one active worker.
             await _wait(lambda: _checkpoint(state_dir).get("examples_trained", 0) > 0, "the first training step")
-            lease_key = RedisTrainerLease(config, "observer").key
-            holder = broker.get(lease_key).decode()
+            observer = RedisTrainerLease(config, "observer")
+            holder = observer.holder()
+            assert holder is not None
             active, standby = workers[holder], workers[({"worker-a", "worker-b"} - {holder}).pop()]
 
             # kill -9 of the active worker while traffic flows: the standby takes over within the lease.
@@ -122,7 +123,7 @@ async def test_a_cluster_on_one_box_survives_kills_and_a_broker_restart(
             active.send_signal(signal.SIGKILL)
             assert await asyncio.to_thread(active.wait, 30) == -signal.SIGKILL
             await load
-            await _wait(lambda: broker.get(lease_key) not in (None, holder.encode()),
+            await _wait(lambda: observer.holder() not in (None, holder),
                         "the standby to take the lease", 30)
             assert standby.poll() is None
 

@@ -157,7 +157,7 @@ class _Replay:
         source = self.plan.traffic_sources.get(event_id)
         scenario = self.plan.scenarios.get(event_id)
         sent = time.perf_counter()
-        version, error, ranking, policy = None, None, [], "model"
+        version, error, ranking, policy, served_id = None, None, [], "model", ""
         try:
             if protocol == "http":
                 route = f"/v1/scenarios/{scenario}/rank" if scenario else "/v1/rank"
@@ -165,6 +165,7 @@ class _Replay:
                 if response.status_code == 200:
                     served = response.json()
                     version, ranking, policy = served["model_version"], served["ranking"], served["policy"]
+                    served_id = served["request_id"]  # the server's id of it: feedback is sent with it
                 else:
                     error = f"HTTP {response.status_code}: {response.text[:300]}"
             else:
@@ -174,6 +175,7 @@ class _Replay:
                 reply = await stub.Rank(message, timeout=30,
                                         metadata=((SOURCE_HEADER, source),) if source else None)
                 version, ranking, policy = reply.model_version, list(reply.ranking), reply.policy
+                served_id = reply.request_id
         except grpc.aio.AioRpcError as exc:
             error = f"gRPC {exc.code().name}: {(exc.details() or '')[:300]}"
         except (httpx.HTTPError, grpc.RpcError) as exc:
@@ -191,7 +193,7 @@ class _Replay:
                                   [index[item] for item in ranking[: self.plan.exposed_positions]], scenario))
         if clicked:
             await asyncio.sleep(self.plan.feedback_delay_s)  # the click comes later than the response
-            await self._feedback(clicks, stub, body["request_id"], real_item, protocol)
+            await self._feedback(clicks, stub, served_id, real_item, protocol)
 
     async def _feedback(self, http: httpx.AsyncClient, stub: ranking_pb2_grpc.RankingStub, request_id: str,
                         item_id: str, protocol: str) -> None:

@@ -85,6 +85,11 @@ def test_the_trainer_lease_has_one_holder_and_passes_on_when_it_expires(valkey: 
     # A lease that expired while nobody else took it (the broker was down longer than its TTL) is taken back.
     assert active.renew()
     assert standby.holder() == "w1"
+    # Two processes started with the same worker id are two holders: only one gets the lease (both did).
+    twin = RedisTrainerLease(config, "w1", ttl_s=0.3)
+    assert not twin.acquire()
+    assert not twin.renew()
+    assert active.renew()
 
 
 def test_a_broker_that_is_down_is_an_unavailable_error_not_a_crash(valkey: LocalValkey) -> None:

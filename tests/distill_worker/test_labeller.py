@@ -28,7 +28,7 @@ from recdistill.core.errors import ConfigError
 from recdistill.core.samplelog import LogLocation, open_writer
 from tests.conftest import RunningTriton
 from tests.distill_worker.test_stream_phase import _written
-from tests.student_server.conftest import make_settings, run_server
+from tests.student_server.conftest import client_ids, make_settings, run_server
 
 pytestmark = pytest.mark.e2e
 
@@ -190,7 +190,8 @@ async def test_the_labeller_sets_aside_a_poison_record_and_a_refused_request_and
     assert report.teacher_requests == 11
     reasons = [json.loads(line)["reason"] for line in
                (tmp_path / "worker" / "labeller-dead-letter.jsonl").read_text().splitlines()]
-    assert any(f"event-{events[4]}" in r and "refused" in r for r in reasons)
+    refused_id = next(k for k, v in client_ids(tmp_path / "samples").items() if v == f"event-{events[4]}")
+    assert any(refused_id in r and "refused" in r for r in reasons)
     assert any("unreadable" in r for r in reasons)
 
 
@@ -215,10 +216,11 @@ async def test_the_label_log_holds_each_requests_dense_rows_once_and_the_trainer
     labelled = await labeller_main(base, until=lambda: True)
     records = _label_records(label_log)
     assert len(records) == len(events) == labelled.teacher_requests
-    served = {f"event-{e}": [str(c) for c in ml100k.candidates(e, "slate", 9)] for e in events}
+    event_of = {k: int(str(v).removeprefix("event-")) for k, v in client_ids(tmp_path / "samples").items()}
+    served = {k: [str(c) for c in ml100k.candidates(e, "slate", 9)] for k, e in event_of.items()}
     dense_total = 0
     for record in records:
-        event = int(record.example_id.removeprefix("event-"))
+        event = event_of[record.example_id]
         row = ml100k.events.iloc[event]
         history = [str(i) for i in ml100k.timelines.loc[row["user_id"]].item_ids[: int(row["hist_len"])]]
         asked = record.candidates

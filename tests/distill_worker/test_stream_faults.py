@@ -24,7 +24,7 @@ from recdistill.core.features.encoder import Encoder
 from recdistill.core.processes import free_port
 from recdistill.core.samplelog import SampleLog
 from teacher_service.launcher import teacher_process
-from tests.student_server.conftest import make_settings, run_server, sampled_records
+from tests.student_server.conftest import client_ids, make_settings, run_server, sampled_records
 
 pytestmark = pytest.mark.e2e
 FAR_FUTURE = math.inf
@@ -79,7 +79,9 @@ async def test_a_poison_record_and_a_refused_request_are_dead_lettered(
     assert state.dead_lettered == 3
     assert state.waiting == {}
     lines = [json.loads(line) for line in (state_dir / "dead-letter.jsonl").read_text().splitlines()]
-    assert sorted(line["request_id"] for line in lines) == ["", f"event-{events[3]}", f"event-{events[11]}"]
+    ids = client_ids(samples)
+    assert sorted(ids.get(line["request_id"]) or "" for line in lines) == ["", f"event-{events[3]}",
+                                                                            f"event-{events[11]}"]
     assert any("refused" in line["reason"] for line in lines)
     assert any("not a sample-log record" in line["reason"] for line in lines)
 

@@ -30,14 +30,19 @@ FAR_FUTURE = math.inf
 
 
 async def _replay(client: httpx.AsyncClient, dataset: PreparedDataset, events: list[int],
-                  feedback_for: set[int]) -> None:
+                  feedback_for: set[int]) -> dict[int, str]:
+    """Each event ranked (feedback with the id the server gave it); returns event -> that id."""
+    served: dict[int, str] = {}
     for event in events:
         body = dataset.to_request(event, "slate", negatives=9)
-        assert (await client.post("/v1/rank", json=body)).status_code == 200
+        response = await client.post("/v1/rank", json=body)
+        assert response.status_code == 200
+        served[event] = response.json()["request_id"]
         if event in feedback_for:
             item = body["candidates"][0]["item_id"]
-            feedback = {"request_id": body["request_id"], "item_id": item, "label": 1}
+            feedback = {"request_id": served[event], "item_id": item, "label": 1}
             assert (await client.post("/v1/feedback", json=feedback)).status_code == 202
+    return served
 
 
 def _total_records(root: Path) -> int:
@@ -81,7 +86,7 @@ async def test_stream_trains_each_record_once_across_kills_and_promotes(
 
     try:
         async with run_server(settings) as server, httpx.AsyncClient(base_url=server.http_url) as client:
-            await _replay(client, ml100k, first, feedback_for=set(first[:10]))
+            ids = await _replay(client, ml100k, first, feedback_for=set(first[:10]))
             await _written(samples, 30 + 10)
             worker = new_worker()
             step = await worker.step(now=FAR_FUTURE)
@@ -119,7 +124,7 @@ async def test_stream_trains_each_record_once_across_kills_and_promotes(
             assert (state_dir / "stream.pt").stat().st_mtime_ns == stamp, "an idle step rewrites nothing"
 
             # Feedback for a request that was trained already is counted as late, not silently joined.
-            late = {"request_id": f"event-{first[-1]}", "item_id": "1", "label": 1}
+            late = {"request_id": ids[first[-1]], "item_id": "1", "label": 1}
             assert (await client.post("/v1/feedback", json=late)).status_code == 202
             await final.step(now=FAR_FUTURE)
             assert final.state.unmatched_feedback == 1

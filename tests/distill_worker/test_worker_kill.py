@@ -81,13 +81,14 @@ async def test_kill_9_of_the_stream_worker_under_load_trains_each_request_once(
             async def traffic(chunk: list[int]) -> None:
                 for event in chunk:
                     body = ml100k.to_request(event, "slate", negatives=9)
-                    if (await client.post("/v1/rank", json=body)).status_code == 200:
-                        ranked.append(body["request_id"])
+                    response = await client.post("/v1/rank", json=body)
+                    if response.status_code != 200:
+                        continue
+                    ranked.append(response.json()["request_id"])  # the server's id: feedback is sent with it
                     if event % 3 == 0:
-                        click = {"request_id": body["request_id"], "item_id": body["candidates"][0]["item_id"],
-                                 "label": 1}
+                        click = {"request_id": ranked[-1], "item_id": body["candidates"][0]["item_id"], "label": 1}
                         if (await client.post("/v1/feedback", json=click)).status_code == 202:
-                            clicked.append(body["request_id"])
+                            clicked.append(ranked[-1])
                     await asyncio.sleep(0.02)  # bounded: 240 requests, about 50 per second at most
 
             await _kill_mid_traffic(worker, metrics_port, state_dir / "stream.pt",
@@ -141,8 +142,9 @@ async def test_kill_9_of_one_scenarios_trainer_trains_each_request_once_per_scen
                     scenario = "related" if index % 2 else "home"
                     route = "/v1/scenarios/related/rank" if scenario == "related" else "/v1/rank"
                     body = ml100k.to_request(event, "slate", negatives=9)
-                    if (await client.post(route, json=body)).status_code == 200:
-                        served[scenario].append(body["request_id"])
+                    response = await client.post(route, json=body)
+                    if response.status_code == 200:
+                        served[scenario].append(response.json()["request_id"])
                     await asyncio.sleep(0.02)  # bounded: 160 requests, about 50 per second at most
 
             await _kill_mid_traffic(worker, metrics_port, related_state / "stream.pt", asyncio.create_task(traffic()))

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import uvicorn
 
-from recdistill.core.contracts.records import SampleRecord, decode_record
+from recdistill.core.contracts.records import InvalidRecordError, SampledRequest, SampleRecord, decode_record
 from recdistill.core.processes import free_port
 from recdistill.core.samplelog import SampleLog
 from student_server.app import create_app
@@ -86,6 +86,21 @@ def onnx_scores(registry: Path, version: str, tensors: dict[str, np.ndarray]) ->
 def sampled_records(sample_log: Path, partition: str = "test-0") -> list[SampleRecord]:
     """Every record one partition of the sample log holds, decoded as the worker decodes them."""
     return [decode_record(payload) for _, payload in SampleLog(sample_log / partition).read(0, 1 << 30)]
+
+
+def client_ids(sample_log: Path) -> dict[str, str | None]:
+    """The server's id of each sampled request in the log -> the client's `request_id` (unreadable records
+    skipped)."""
+    out: dict[str, str | None] = {}
+    for partition in sorted(p for p in sample_log.iterdir() if p.is_dir()):
+        for _, payload in SampleLog(partition).read(0, 1 << 30):
+            try:
+                record = decode_record(payload)
+            except InvalidRecordError:
+                continue
+            if isinstance(record, SampledRequest):
+                out[record.request_id] = record.client_request_id
+    return out
 
 
 def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 60) -> None:

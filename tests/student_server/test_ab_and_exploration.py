@@ -161,4 +161,4 @@ async def test_sampling_by_traffic_source_reads_a_header_no_model_sees(registry:
     assert {r.sampling_probability for r in by_source["search"]} == {0.25}
     assert {r.sampling_probability for r in by_source["home"] + by_source[None]} == {1.0}
     assert 5 <= len(by_source["search"]) <= 40  # Binomial(80, 0.25): outside with probability < 1e-5
-    assert {int(r.request_id[1:]) % 2 for r in by_source["search"]} == {0, 1}  # both protocols read it
+    assert {int(r.client_request_id[1:]) % 2 for r in by_source["search"]} == {0, 1}  # both protocols read it

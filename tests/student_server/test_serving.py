@@ -36,7 +36,9 @@ async def test_http_and_grpc_agree_with_onnx_runtime(registry: Path, tmp_path: P
     tensors, _ = Encoder(ml100k.schema, "student").encode_requests([ml100k.schema.parse_request(body)])
     expected = onnx_scores(registry, "v1", tensors)[0]
     assert http["model_version"] == reply.model_version == "v1"
-    assert http["request_id"] == reply.request_id == body["request_id"]
+    # Each request gets the server's own id; the client's is kept beside it (never a key: clients reuse them).
+    assert http["client_request_id"] == body["request_id"]
+    assert len({http["request_id"], reply.request_id, body["request_id"]}) == 3
     np.testing.assert_allclose(http["scores"], expected, rtol=0, atol=1e-6)
     np.testing.assert_allclose(list(reply.scores), expected, rtol=0, atol=1e-6)
     assert http["ranking"] == list(reply.ranking)
@@ -121,7 +123,8 @@ async def test_sampled_requests_and_feedback_reach_the_sample_log(registry: Path
     records = sampled_records(tmp_path / "samples")
     requests = [r for r in records if isinstance(r, SampledRequest)]
     feedbacks = [r for r in records if isinstance(r, FeedbackRecord)]
-    assert [r.request_id for r in requests] == [f"r{i}" for i in range(5)]
+    assert [r.client_request_id for r in requests] == [f"r{i}" for i in range(5)]
+    assert len({r.request_id for r in requests}) == 5
     first = requests[0]
     assert first.model_version == "v1"
     assert first.format == RECORD_FORMAT
@@ -229,4 +232,4 @@ async def test_a_restarted_server_appends_to_its_own_partition(registry: Path, t
             assert (await client.post("/v1/rank", json=body | {"request_id": f"run{round_}"})).status_code == 200
     partitions = sorted(p.name for p in (tmp_path / "samples").iterdir() if p.is_dir())
     assert partitions == ["test-0"]
-    assert [r.request_id for r in sampled_records(tmp_path / "samples")] == ["run0", "run1"]
+    assert [r.client_request_id for r in sampled_records(tmp_path / "samples")] == ["run0", "run1"]

@@ -55,6 +55,8 @@ class SampledRequest(Struct, Generic[R], tag="request", tag_field="kind", frozen
     policy: Policy = "model"
     traffic_source: str | None = None  # the caller's traffic source, when the sampling rules read one
     scenario: str | None = None  # the scenario that served it (None: written before scenarios, the first)
+    # `request_id` is the server's own (unique); the client's, when it sent one, is kept here and keys nothing.
+    client_request_id: str | None = None
     format: int = RECORD_FORMAT
 
     @property

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -244,28 +245,32 @@ class RedisTrainerLease:
     def __init__(self, config: RedisLogConfig, owner: str, ttl_s: float = 5.0) -> None:
         self.key = f"{config.stream}:{config.group}:trainer"
         self.owner = owner
+        # What the key holds: the owner's name and a token of this lease object, so two processes that share a
+        # worker id are still two holders (only one gets it).
+        self._token = f"{owner}#{uuid.uuid4().hex[:12]}"
         self.ttl_ms = int(ttl_s * 1000)
         self._client = config.client()
 
     def acquire(self) -> bool:
         try:
-            return bool(self._client.set(self.key, self.owner, nx=True, px=self.ttl_ms)) or self.renew()
+            return bool(self._client.set(self.key, self._token, nx=True, px=self.ttl_ms)) or self.renew()
         except UNAVAILABLE:
             return False
 
     def renew(self) -> bool:
         """True while this owner still holds the lease (extended); False once it was lost."""
         return bool(broker_call(f"the trainer lease {self.key}", self._client.eval, self._RENEW, 1, self.key,
-                                self.owner, self.ttl_ms))
+                                self._token, self.ttl_ms))
 
     def holder(self) -> str | None:
+        """The holder's name (its worker id)."""
         try:
             value = self._client.get(self.key)
         except UNAVAILABLE:
             return None
-        return value.decode() if value else None
+        return value.decode().rpartition("#")[0] or value.decode() if value else None
 
     def release(self) -> None:
         with contextlib.suppress(*UNAVAILABLE):  # unreachable: it expires by itself
-            self._client.eval(self._RELEASE, 1, self.key, self.owner)
+            self._client.eval(self._RELEASE, 1, self.key, self._token)
         self._client.close()

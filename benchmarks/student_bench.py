@@ -31,10 +31,11 @@ from benchmarks.references import triton_request_bodies
 from benchmarks.results import Results, Row, percentiles_ms
 from distill_worker.export import export_onnx
 from distill_worker.student import StudentConfig, StudentModel
-from recdistill.core._proto import ranking_pb2
+from recdistill.core._proto import ranking_pb2, ranking_v3_pb2
 from recdistill.core.artifact import publish_version, write_state
 from recdistill.core.contracts.onnx import session_options
 from recdistill.core.contracts.rank_grpc import request_from_dict, request_from_message
+from recdistill.core.contracts.rank_v3 import columns_from_dict, request_from_columns
 from recdistill.core.contracts.registry import RegistryState
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.synthetic import synthetic_requests
@@ -44,6 +45,7 @@ from student_server.launcher import student_process
 
 SECTION = "Student server (100 candidates, 16 connections)"
 COMMAND = "make bench  # benchmarks/student_bench.py"
+V3_METHOD = "/recdistill.v3.Ranking/Rank"
 ROOT = Path(__file__).parents[1]
 EXAMPLE = ROOT / "examples" / "rank_request.movielens-100k.json"
 TOKEN = "bench-token"
@@ -124,9 +126,10 @@ def _in_process(dataset: PreparedDataset, bodies: _Bodies, runs: int) -> dict[st
     """Microseconds a call of the Python work every ranking request needs whatever serves it, timed in this
     process on the benchmark's request: the floor under the server's CPU, beside its protocol's own."""
     types, encoder = dataset.schema.request_types(), Encoder(dataset.schema, "student")
-    body, proto = bodies.json.read_bytes(), bodies.proto.read_bytes()
+    body, proto, columns = bodies.json.read_bytes(), bodies.proto.read_bytes(), bodies.columns.read_bytes()
     request = types.parse(body)
     ids = [str(c.item_id) for c in request.candidates]
+    columnar = request_from_columns(ranking_v3_pb2.RankRequest.FromString(columns), types)
 
     def per_call(work: Callable[[], object]) -> float:
         for _ in range(100):
@@ -138,7 +141,9 @@ def _in_process(dataset: PreparedDataset, bodies: _Bodies, runs: int) -> dict[st
 
     return {"json": per_call(lambda: types.parse(body)),
             "proto": per_call(lambda: request_from_message(ranking_pb2.RankRequest.FromString(proto), types)),
-            "encode": per_call(lambda: encoder.assemble([encoder.map_request(request, candidate_ids=ids)]))}
+            "columns": per_call(lambda: request_from_columns(ranking_v3_pb2.RankRequest.FromString(columns), types)),
+            "encode": per_call(lambda: encoder.assemble([encoder.map_request(request, candidate_ids=ids)])),
+            "encode_columns": per_call(lambda: encoder.assemble([encoder.map_request(columnar)]))}
 
 
 class _Bodies:
@@ -146,10 +151,11 @@ class _Bodies:
     same encoded tensors as Triton requests (HTTP binary tensors, gRPC ModelInferRequest)."""
 
     def __init__(self, tmp: Path, tensors: dict[str, np.ndarray], body: bytes) -> None:
-        self.json, self.proto = tmp / "request.json", tmp / "request.pb"
+        self.json, self.proto, self.columns = tmp / "request.json", tmp / "request.pb", tmp / "request.v3.pb"
         self.triton_http, self.triton_grpc = tmp / "triton.bin", tmp / "triton.pb"
         self.json.write_bytes(body)
         self.proto.write_bytes(request_from_dict(json.loads(body)).SerializeToString())
+        self.columns.write_bytes(columns_from_dict(json.loads(body)).SerializeToString())
         http_body, self.triton_json_size, grpc_body = triton_request_bodies(tensors)
         self.triton_http.write_bytes(http_body)
         self.triton_grpc.write_bytes(grpc_body)
@@ -208,11 +214,14 @@ def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
         with _ours(registry, tmp / "samples-1") as (process, port, grpc_port):
             load("http", process, "http", f"http://127.0.0.1:{port}/v1/rank", bodies.json)
             load("grpc", process, "grpc", f"127.0.0.1:{grpc_port}", bodies.proto)
+            load("grpc_v3", process, "grpc", f"127.0.0.1:{grpc_port}", bodies.columns, "--method", V3_METHOD)
             profiles = {
-                name: profile_under_load(process.pid, seconds, lambda name=name, target=target, body=body: _load(
-                    name, target, body, seconds, 1, process.pid))
-                for name, target, body in (("http", f"http://127.0.0.1:{port}/v1/rank", bodies.json),
-                                           ("grpc", f"127.0.0.1:{grpc_port}", bodies.proto))}
+                name: profile_under_load(process.pid, seconds, lambda protocol=protocol, target=target, body=body,
+                                         extra=extra: _load(protocol, target, body, seconds, 1, process.pid, *extra))
+                for name, protocol, target, body, extra in (
+                    ("http", "http", f"http://127.0.0.1:{port}/v1/rank", bodies.json, ()),
+                    ("grpc", "grpc", f"127.0.0.1:{grpc_port}", bodies.proto, ()),
+                    ("grpc_v3", "grpc", f"127.0.0.1:{grpc_port}", bodies.columns, ("--method", V3_METHOD)))}
             rss_under_load = psutil.Process(process.pid).memory_info().rss / 2**20
             swapping = _during_swaps(port, process.pid, bodies.json, seconds)
             erring = _during_errors(port, process.pid, bodies.json, seconds)
@@ -220,6 +229,7 @@ def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
         with _ours(registry, tmp / "samples-2", workers=2) as (process, port, grpc_port):
             load("http2", process, "http", f"http://127.0.0.1:{port}/v1/rank", bodies.json)
             load("grpc2", process, "grpc", f"127.0.0.1:{grpc_port}", bodies.proto)
+            load("grpc2_v3", process, "grpc", f"127.0.0.1:{grpc_port}", bodies.columns, "--method", V3_METHOD)
         server, plain_port = _plain(registry)
         with server as process:
             load("plain", process, "http", f"http://127.0.0.1:{plain_port}/v1/rank", bodies.json)
@@ -262,14 +272,17 @@ def _rows(results: Results, m: dict[str, dict[str, float]], repeats: int, raw: d
     add("HTTP, 1 server process vs Triton", "http", "Triton (PyTriton) HTTP, binary tensors", "triton_http")
     add("gRPC, 2 server processes vs Triton", "grpc2", "Triton (PyTriton) gRPC, pre-serialised request",
         "triton_grpc")
-    add("gRPC vs HTTP, 1 server process", "grpc", "our HTTP, 1 process", "http")
-    add("gRPC vs HTTP, 2 server processes", "grpc2", "our HTTP, 2 processes", "http2")
+    add("gRPC (v2, typed maps) vs HTTP, 1 server process", "grpc", "our HTTP, 1 process", "http")
+    add("gRPC (v3, columnar) vs HTTP, 1 server process", "grpc_v3", "our HTTP, 1 process", "http")
+    add("gRPC (v2) vs HTTP, 2 server processes", "grpc2", "our HTTP, 2 processes", "http2")
+    add("gRPC (v3) vs HTTP, 2 server processes", "grpc2_v3", "our HTTP, 2 processes", "http2")
     add("protocol floor: grpc.aio server doing no work", "echo_grpc", "bare uvicorn ASGI app doing no work",
         "echo_http")
-    results.add(Row(SECTION, "server CPU per request, gRPC vs HTTP, 1 process", m["grpc"]["server_cpu_us"], "us",
-                    "HTTP", m["http"]["server_cpu_us"],
-                    note=f"protocol floors: grpc.aio {m['echo_grpc']['server_cpu_us']:.0f} us, bare uvicorn "
-                         f"{m['echo_http']['server_cpu_us']:.0f} us", command=COMMAND))
+    for key, label in (("grpc_v3", "v3, columnar"), ("grpc", "v2, typed maps")):
+        results.add(Row(SECTION, f"server CPU per request, gRPC ({label}) vs HTTP, 1 process",
+                        m[key]["server_cpu_us"], "us", "HTTP", m["http"]["server_cpu_us"],
+                        note=f"goal (v3) <= 1.00x; protocol floors: grpc.aio {m['echo_grpc']['server_cpu_us']:.0f} "
+                             f"us, bare uvicorn {m['echo_http']['server_cpu_us']:.0f} us", command=COMMAND))
     for key, label in (("http", "1 process"), ("http2", "2 processes")):
         results.add(Row(SECTION, f"HTTP p99 latency, {label}", m[key]["p99_ms"], "ms", "plain FastAPI p99",
                         m["plain"]["p99_ms"], command=COMMAND))
@@ -302,13 +315,16 @@ def _goal_rows(results: Results, m: dict[str, dict[str, float]], raw: dict[str, 
                          f"work; {describe(profiles['http'])}",
                     command=COMMAND))
     floor = m["echo_grpc"]["server_cpu_us"] + m["http"]["server_cpu_us"] - m["echo_http"]["server_cpu_us"]
-    results.add(Row(SECTION, "server CPU per request, gRPC, vs the grpc.aio floor plus HTTP's own work",
-                    m["grpc"]["server_cpu_us"], "us", "grpc.aio floor + (HTTP - bare uvicorn)", floor,
-                    note=f"goal <= 1.00x; in this process the same request takes {stages['proto']:.0f} us from "
-                         f"protobuf bytes through the typed maps (a Python loop over upb messages, one wrapper an "
-                         f"event and a candidate) against {stages['json']:.0f} us from JSON (msgspec, in C): "
-                         f"{stages['proto'] - stages['json']:.0f} us of the gap; {describe(profiles['grpc'])}",
-                    command=COMMAND))
+    for key, label, read in (
+            ("grpc_v3", "v3, columnar", f"{stages['columns']:.0f} us from the columnar message's bytes to the "
+                                        f"checked columns, {stages['encode_columns']:.0f} us to encode them"),
+            ("grpc", "v2, typed maps", f"{stages['proto']:.0f} us from protobuf bytes through the typed maps (a "
+                                       "Python loop over upb messages, one wrapper an event and a candidate)")):
+        results.add(Row(SECTION, f"server CPU per request, gRPC ({label}), vs the grpc.aio floor plus HTTP's own "
+                        "work", m[key]["server_cpu_us"], "us", "grpc.aio floor + (HTTP - bare uvicorn)", floor,
+                        note=f"goal <= 1.00x; in this process the same request takes {read}, against "
+                             f"{stages['json']:.0f} us from JSON (msgspec, in C) and {stages['encode']:.0f} us to "
+                             f"encode it; {describe(profiles[key])}", command=COMMAND))
 
 
 def _load_while(port: int, server_pid: int, body: Path, seconds: float, every_s: float,

@@ -1,7 +1,8 @@
 """Locust users for the student server: `locust -f loadtests/ --host http://127.0.0.1:8080`.
 
 - RankHttpUser: POST /v1/rank with real histories of the served data and 20-200 candidates.
-- RankGrpcUser: gRPC Rank on RECDISTILL_GRPC_TARGET (default 127.0.0.1:50051), reported to Locust's stats.
+- RankGrpcUser: gRPC Rank (recdistill.v3, columnar) on RECDISTILL_GRPC_TARGET (default 127.0.0.1:50051), reported
+  to Locust's stats.
 - OperatorUser: every 20-40 s, activates another registry version (token: RECDISTILL_ADMIN_TOKEN).
 - SoakHttpUser (only with RECDISTILL_SOAK_RATE set): RankHttpUser at a fixed rate (`make soak`).
 Requests come from the prepared dataset in RECDISTILL_DATA (default runs/demo/data, what `make demo` prepared),
@@ -22,8 +23,8 @@ import numpy as np
 import orjson
 from locust import FastHttpUser, User, between, constant, constant_throughput, events, task
 
-from recdistill.core._proto import ranking_pb2_grpc
-from recdistill.core.contracts.rank_grpc import request_from_dict
+from recdistill.core._proto import ranking_v3_pb2_grpc
+from recdistill.core.contracts.rank_v3 import columns_from_dict
 
 ROOT = Path(__file__).parents[1]
 
@@ -103,8 +104,8 @@ class RankGrpcUser(User):
 
     def on_start(self) -> None:
         self.channel = grpc.insecure_channel(os.environ.get("RECDISTILL_GRPC_TARGET", "127.0.0.1:50051"))
-        self.stub = ranking_pb2_grpc.RankingStub(self.channel)
-        self.messages = [request_from_dict(b) for b in BODIES.bodies[:50]]
+        self.stub = ranking_v3_pb2_grpc.RankingStub(self.channel)  # the columnar message (v3)
+        self.messages = [columns_from_dict(b) for b in BODIES.bodies[:50]]
         self.index = 0
 
     def on_stop(self) -> None:

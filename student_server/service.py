@@ -14,7 +14,14 @@ import numpy as np
 
 from recdistill.core.contracts.records import FeedbackRecord, Policy, SampledRequest
 from recdistill.core.errors import ValidationError
-from recdistill.core.features.request import ITEM_ID_MAX_LENGTH, REQUEST_ID_MAX_LENGTH, TS_MAX, check_limits
+from recdistill.core.features.request import (
+    ITEM_ID_MAX_LENGTH,
+    REQUEST_ID_MAX_LENGTH,
+    TS_MAX,
+    ColumnarRequest,
+    candidate_ids,
+    check_limits,
+)
 from recdistill.core.features.schema import FeatureSchema
 from student_server import metrics
 from student_server.errors import BadHeaderError, NotReadyError
@@ -94,7 +101,7 @@ class RankingService:
         if scorer is None:
             raise NotReadyError(f"scenario {scenario.name}: no model version is active; stage and activate one "
                                 "through /admin")
-        item_ids = [str(c.item_id) for c in request.candidates]
+        item_ids = candidate_ids(request)
         context = scenario.encoder.map_request(request, candidate_ids=item_ids)
         probabilities = await self.batcher.submit(context, scorer)
         metrics.CANDIDATES.observe(len(item_ids))
@@ -115,7 +122,8 @@ class RankingService:
         scores, positions = SampledRequest.pack(result.scores, result.order)
         return SampledRequest(
             request_id=result.request_id, ts=time.time(), request_ts=request_ts, model_version=result.model_version,
-            sampling_probability=probability, request=msgspec.json.encode(request) if body is None else body,
+            sampling_probability=probability, request=body if body is not None else request.to_json()
+            if isinstance(request, ColumnarRequest) else msgspec.json.encode(request),
             student_view=scenario.encoder.view_name, scores=scores, positions=positions, policy=result.policy,
             traffic_source=source, scenario=scenario.name, client_request_id=result.client_request_id)
 

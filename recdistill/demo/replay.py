@@ -29,8 +29,8 @@ from typing import Any
 import grpc
 import httpx
 
-from recdistill.core._proto import ranking_pb2, ranking_pb2_grpc
-from recdistill.core.contracts.rank_grpc import request_from_dict
+from recdistill.core._proto import ranking_v3_pb2, ranking_v3_pb2_grpc
+from recdistill.core.contracts.rank_v3 import columns_from_dict
 from recdistill.core.data.dataset import PreparedDataset
 from student_server.settings import StudentSettings
 
@@ -131,7 +131,7 @@ class _Replay:
         async with httpx.AsyncClient(base_url=plan.http_url, timeout=30, limits=limits) as http, \
                 httpx.AsyncClient(base_url=plan.http_url, timeout=30, limits=limits) as clicks, \
                 grpc.aio.insecure_channel(plan.grpc_target) as channel:
-            stub = ranking_pb2_grpc.RankingStub(channel)
+            stub = ranking_v3_pb2_grpc.RankingStub(channel)
             gate = asyncio.Semaphore(plan.concurrency)
             tasks: set[asyncio.Task] = set()
             start = time.perf_counter()
@@ -152,7 +152,7 @@ class _Replay:
                 out.write(json.dumps(asdict(served)) + "\n")
             out.write(json.dumps({"kind": "summary", "feedback_errors": self.feedback_errors}) + "\n")
 
-    async def _one(self, http: httpx.AsyncClient, clicks: httpx.AsyncClient, stub: ranking_pb2_grpc.RankingStub,
+    async def _one(self, http: httpx.AsyncClient, clicks: httpx.AsyncClient, stub: ranking_v3_pb2_grpc.RankingStub,
                    event_id: int, body: dict[str, Any], protocol: str, start: float, gate: asyncio.Semaphore) -> None:
         source = self.plan.traffic_sources.get(event_id)
         scenario = self.plan.scenarios.get(event_id)
@@ -169,7 +169,7 @@ class _Replay:
                 else:
                     error = f"HTTP {response.status_code}: {response.text[:300]}"
             else:
-                message = request_from_dict(body)
+                message = columns_from_dict(body)
                 if scenario:
                     message.scenario = scenario
                 reply = await stub.Rank(message, timeout=30,
@@ -195,7 +195,7 @@ class _Replay:
             await asyncio.sleep(self.plan.feedback_delay_s)  # the click comes later than the response
             await self._feedback(clicks, stub, served_id, real_item, protocol)
 
-    async def _feedback(self, http: httpx.AsyncClient, stub: ranking_pb2_grpc.RankingStub, request_id: str,
+    async def _feedback(self, http: httpx.AsyncClient, stub: ranking_v3_pb2_grpc.RankingStub, request_id: str,
                         item_id: str, protocol: str) -> None:
         try:
             if protocol == "http":
@@ -203,7 +203,7 @@ class _Replay:
                                                                   "label": 1.0})
                 response.raise_for_status()
             else:
-                await stub.Feedback(ranking_pb2.FeedbackRequest(request_id=request_id, item_id=item_id, label=1.0),
+                await stub.Feedback(ranking_v3_pb2.FeedbackRequest(request_id=request_id, item_id=item_id, label=1.0),
                                     timeout=30)
         except (httpx.HTTPError, grpc.RpcError):
             self.feedback_errors += 1

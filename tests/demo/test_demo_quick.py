@@ -332,12 +332,20 @@ def test_the_serving_docs_run_as_written_against_what_the_demo_left(quick_demo: 
             if words[0] == "curl":
                 assert '"error"' not in done.stdout, (command, done.stdout[:2000])
             ran.append(command)
+        # The page's Python (the v3 gRPC client), against the same server.
+        for block in re.findall(r"```python\n(.*?)```", (root / "docs" / "serving.md").read_text(), flags=re.S):
+            code = block.replace("127.0.0.1:50051", f"127.0.0.1:{ports['50051']}")
+            done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
+                                  timeout=120)
+            assert done.returncode == 0, done.stderr[-3000:]
+            ran.append("python: " + code.splitlines()[0])
         # Locust against that server, its payloads from what the demo prepared (runs/demo/data).
         locust = subprocess.run(
             [str(Path(sys.executable).parent / "locust"), "-f", "loadtests/", "--host",
              f"http://127.0.0.1:{ports['8080']}", "--headless", "-u", "2", "-r", "2", "-t", "4s", "--only-summary",
-             "RankHttpUser"], cwd=root, env=env | {"RECDISTILL_DATA": str(quick_demo / "data"),
-                                                   "RECDISTILL_LOAD_REQUESTS": "20"},
+             "RankHttpUser", "RankGrpcUser"], cwd=root,
+            env=env | {"RECDISTILL_DATA": str(quick_demo / "data"), "RECDISTILL_LOAD_REQUESTS": "20",
+                       "RECDISTILL_GRPC_TARGET": f"127.0.0.1:{ports['50051']}"},
             capture_output=True, text=True, timeout=120)
     finally:
         for process in servers:
@@ -346,6 +354,7 @@ def test_the_serving_docs_run_as_written_against_what_the_demo_left(quick_demo: 
     assert any("teacher score" in c for c in ran)
     assert any("/v1/rank" in c for c in ran)
     assert any("/v1/feedback" in c for c in ran)
+    assert any(c.startswith("python: ") for c in ran)
     assert locust.returncode == 0, locust.stderr[-3000:]
     assert re.search(r"Aggregated\s+\d+\s+0\(0\.00%\)", locust.stderr + locust.stdout), locust.stderr[-3000:]
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recdistill.core._proto import ranking_pb2
+from recdistill.core._proto import ranking_pb2, ranking_v3_pb2
 from student_server.launcher import student_process
 from tests.student_server.conftest import TOKEN, make_settings, run_server
 
@@ -85,3 +85,49 @@ def test_random_grpc_messages_never_get_unknown_or_internal(grpc_server: str, pa
         return
     assert all(math.isfinite(score) and 0 <= score <= 1 for score in reply.scores)
     assert len(reply.scores) == len(ranking_pb2.RankRequest.FromString(payload).candidates)
+
+
+_column = (st.builds(ranking_v3_pb2.Column, strings=st.lists(_text, max_size=4))
+           | st.builds(ranking_v3_pb2.Column, numbers=st.lists(_double, max_size=4))
+           | st.builds(ranking_v3_pb2.Column, lists=st.lists(st.builds(ranking_v3_pb2.StringList,
+                                                                       values=st.lists(_text, max_size=3)), max_size=3))
+           | st.builds(ranking_v3_pb2.Column, strings=st.lists(_text, max_size=2),
+                       numbers=st.lists(_double, max_size=2)))
+
+
+@st.composite
+def _columnar(draw: st.DrawFn) -> bytes:
+    """v3 messages: columns mostly as long as their ids (so most reach the model), some not."""
+    history = draw(st.lists(_text, max_size=30))
+    candidates = draw(st.lists(_text, max_size=60))
+    rows = st.integers(0, 3) | st.just(0)
+    ts = draw(st.lists(_double, min_size=len(history), max_size=len(history)) | st.lists(_double, max_size=3))
+    message = ranking_v3_pb2.RankRequest(
+        user_id=draw(_text), user_features=draw(st.dictionaries(_user_keys, _column, max_size=3)),
+        history_item_ids=history, history_ts=ts,
+        history_actions=ranking_v3_pb2.Column(strings=draw(st.lists(_text, min_size=len(history),
+                                                                    max_size=len(history) + draw(rows)))),
+        candidate_ids=candidates,
+        candidate_features=draw(st.dictionaries(_item_keys, _column, max_size=2)),
+        request_id=draw(st.text(max_size=200)),
+        context_features=draw(st.dictionaries(st.sampled_from(["device", "ts"]), _column, max_size=1)))
+    if draw(st.booleans()):
+        message.context_ts = draw(_double)
+    return message.SerializeToString()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=_columnar() | st.binary(max_size=300))
+def test_random_columnar_messages_never_get_unknown_or_internal(grpc_server: str, payload: bytes) -> None:
+    code, detail, reply = grpc.StatusCode.OK, "", ranking_v3_pb2.RankResponse()
+    with grpc.insecure_channel(grpc_server) as channel:
+        rank = channel.unary_unary("/recdistill.v3.Ranking/Rank")  # bytes in, bytes out
+        try:
+            reply = ranking_v3_pb2.RankResponse.FromString(rank(payload, timeout=30))
+        except grpc.RpcError as exc:
+            code, detail = exc.code(), exc.details()
+    if code != grpc.StatusCode.OK:
+        assert code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION), (code, detail)
+        return
+    assert all(math.isfinite(score) and 0 <= score <= 1 for score in reply.scores)
+    assert len(reply.scores) == len(ranking_v3_pb2.RankRequest.FromString(payload).candidate_ids)

@@ -265,24 +265,42 @@ class Encoder:
         context = {column: getattr(request.context, column, None) for column in columns["context"]} \
             if request.context is not None else {}
         user_cat, user_num = self.map_profile(user, context)
-        window = request.history[-self.history_len:] if self.history_len else []
         request_ts = request.context.ts if request.context is not None and request.context.ts is not None else None
-        ids = candidate_ids if candidate_ids is not None else [str(c.item_id) for c in request.candidates]
-        cand_item, cand_cat, cand_multi, cand_num = self.map_candidates(ids, request.candidates)
+        if candidate_ids is None:  # a columnar request has them as a column
+            candidate_ids = getattr(request, "candidate_ids", None) or [str(c.item_id) for c in request.candidates]
+        cand_item, cand_cat, cand_multi, cand_num = self.map_candidates(candidate_ids, request.candidates)
+        columns = getattr(request, "history_columns", None)  # the columnar wire form: no object an event
+        hist_item, hist_action, hist_value, hist_ts = (self._window(request.history) if columns is None
+                                                       else self._window_columns(columns))
         return MappedContext(
-            user_cat=user_cat, user_num=user_num,
-            hist_item=self.map_items([str(e.item_id) for e in window]),
-            hist_action=self.map_actions([canonical_action(e.action) for e in window]) if self.has_action
-            else np.zeros(len(window), dtype=np.int64),
-            hist_value=self.map_values([e.value for e in window]) if self.has_value
-            else np.zeros(len(window), dtype=np.float32),
-            hist_ts=np.array([math.nan if e.ts is None else float(e.ts) for e in window],
-                             dtype=np.float64) / self._units_per_second,
-            history_length=len(request.history),
+            user_cat=user_cat, user_num=user_num, hist_item=hist_item, hist_action=hist_action,
+            hist_value=hist_value, hist_ts=hist_ts / self._units_per_second, history_length=len(request.history),
             request_ts=float(request_ts) / self._units_per_second if request_ts is not None else (now or time.time()),
             cand_item=cand_item, cand_cat=cand_cat, cand_multi=cand_multi, cand_num=cand_num,
             user_hash=self.user_bucket(getattr(request.user, "user_id", None)),
         )
+
+    def _window(self, history: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(items, actions, values, times in the schema's unit) of the view's most recent events."""
+        window = history[-self.history_len:] if self.history_len else []
+        return (self.map_items([str(e.item_id) for e in window]),
+                self.map_actions([canonical_action(e.action) for e in window]) if self.has_action
+                else np.zeros(len(window), dtype=np.int64),
+                self.map_values([e.value for e in window]) if self.has_value
+                else np.zeros(len(window), dtype=np.float32),
+                np.array([math.nan if e.ts is None else float(e.ts) for e in window], dtype=np.float64))
+
+    def _window_columns(self, columns: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """`_window` of a `HistoryColumns`."""
+        start = max(0, len(columns) - self.history_len) if self.history_len else len(columns)
+        size = len(columns) - start
+        actions = columns.actions
+        return (self.map_items(columns.item_ids[start:]),
+                self.map_actions([canonical_action(a) for a in actions[start:]]) if self.has_action and actions
+                else np.zeros(size, dtype=np.int64),
+                self.map_values(columns.values[start:]) if self.has_value and columns.values is not None
+                else np.zeros(size, dtype=np.float32),
+                columns.times(start))
 
     # ---- stage 2: assembly ------------------------------------------------------------------
     def assemble(self, contexts: Sequence[MappedContext]) -> tuple[Tensors, np.ndarray]:

@@ -15,11 +15,14 @@ request), which is a large share of a ranking request's CPU.
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
+import numpy as np
 from msgspec import Meta, Struct
 
 from recdistill.core.errors import ValidationError
@@ -62,6 +65,7 @@ class RequestTypes:
     context: type[Struct]
     columns: dict[str, dict[str, bool]]  # entity -> raw column -> holds a list
     decoder: msgspec.json.Decoder
+    ts_most: float = TS_MAX  # the latest time a request may carry, in the schema's unit
 
     def parse(self, body: bytes | str | dict[str, Any]) -> Any:
         """Validate a ranking request; raise `ValidationError` naming the first field at fault."""
@@ -159,7 +163,7 @@ def request_types(spec: SchemaSpec, ignore_unknown: bool = False) -> RequestType
     ], **options)
     types = RequestTypes(rank_request, user, history_event, candidate, item_features, context,
                          {entity: dict(columns) for entity, columns in spec.request_columns.items()},
-                         msgspec.json.Decoder(rank_request))
+                         msgspec.json.Decoder(rank_request), TS_MAX * unit[1])
     _CACHE[key] = types
     return types
 
@@ -178,9 +182,78 @@ def field_path(message: str) -> str:
     return ".".join(parts) or "body"
 
 
+@dataclass(frozen=True)
+class HistoryColumns:
+    """A request's history as columns (the columnar gRPC message's own containers), read by the encoder
+    without one object an event (it converts only the slice its view reads): item ids, times in the schema's
+    unit (NaN: unknown; None: none known), actions and values (NaN: none), each None when the request carries
+    none."""
+
+    item_ids: Sequence[str]
+    ts: Sequence[float] | None
+    actions: Sequence[Any] | None
+    values: Sequence[float] | None
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def times(self, start: int) -> np.ndarray:
+        """The times from row `start` on (float64, NaN where unknown)."""
+        if self.ts is None:
+            return np.full(len(self.item_ids) - start, math.nan)
+        return np.array(self.ts[start:], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class ColumnarRequest:
+    """A ranking request read from columns (`recdistill.core.contracts.rank_v3`), validated as the JSON body
+    is: the user and the context as the schema's structs, the history and the candidates as columns.
+    `candidates` holds the candidate structs only where some override the catalogue's features (else [])."""
+
+    user: Any
+    context: Any | None
+    request_id: str | None
+    candidate_ids: list[str]
+    candidates: list[Any]
+    history_columns: HistoryColumns
+
+    @property
+    def history(self) -> HistoryColumns:
+        return self.history_columns
+
+    def to_json(self) -> bytes:
+        """The request as the JSON body `POST /v1/rank` takes (what a sampled record keeps)."""
+        columns = self.history_columns
+        history = []
+        for row, item in enumerate(columns.item_ids):
+            event: dict[str, Any] = {"item_id": item}
+            if columns.ts is not None and not math.isnan(columns.ts[row]):
+                event["ts"] = columns.ts[row]
+            if columns.actions is not None:
+                event["action"] = columns.actions[row]
+            if columns.values is not None and not math.isnan(columns.values[row]):
+                event["value"] = columns.values[row]
+            history.append(event)
+        body: dict[str, Any] = {"user": self.user, "history": history,
+                                "candidates": self.candidates or [{"item_id": c} for c in self.candidate_ids]}
+        if self.request_id is not None:
+            body["request_id"] = self.request_id
+        if self.context is not None:
+            body["context"] = self.context
+        return msgspec.json.encode(body)
+
+
+def candidate_ids(request: Any) -> list[str]:
+    """A parsed request's candidate ids, as strings (either wire form)."""
+    if isinstance(request, ColumnarRequest):
+        return request.candidate_ids
+    return [str(c.item_id) for c in request.candidates]
+
+
 def check_limits(request: Any, max_candidates: int, max_history: int) -> None:
     """Apply a server's configured limits (at most the protocol limits)."""
-    if len(request.candidates) > max_candidates:
-        raise ValidationError("candidates", f"{len(request.candidates)} candidates, at most {max_candidates}")
+    count = len(request.candidate_ids) if isinstance(request, ColumnarRequest) else len(request.candidates)
+    if count > max_candidates:
+        raise ValidationError("candidates", f"{count} candidates, at most {max_candidates}")
     if len(request.history) > max_history:
         raise ValidationError("history", f"{len(request.history)} events, at most {max_history}")

@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import torch
 
@@ -84,6 +85,7 @@ def run(results: Results, quick: bool, data: Path | None = None) -> None:
         results.add(Row(SECTION, "student ONNX size with the user channel", size_on / 2**20, "MiB",
                         "the same without it", size_off / 2**20, ratio=size_on / size_off, command=COMMAND))
         _teacher_rows(results, dataset, quick)
+        _labeller_rows(results, dataset, Path(tmp), quick)
 
 
 def _teacher_rows(results: Results, dataset: PreparedDataset, quick: bool) -> None:
@@ -111,3 +113,65 @@ def _teacher_rows(results: Results, dataset: PreparedDataset, quick: bool) -> No
                     note="30 of the user's own earlier items + 10 popular ones by default", command=COMMAND))
     results.add(Row(SECTION, "teacher CPU per labelled example, dense labels on (seq-xs, 1 thread)", cpu_on, "ms",
                     "dense labels off", cpu_off, ratio=cpu_on / cpu_off, command=COMMAND))
+
+
+def _labeller_rows(results: Results, dataset: PreparedDataset, tmp: Path, quick: bool) -> None:
+    """The labeller's throughput (sampled requests labelled a second, end to end: sample log, Triton, label log)
+    with the default dense candidates and without, over the same sampled requests, one after the other against
+    one Triton serving an (untrained) seq-xs teacher."""
+    import asyncio
+
+    from distill_worker.label_log import SharedLabelStore
+    from distill_worker.labeller import Labeller
+    from distill_worker.settings import TeacherClientSettings
+    from distill_worker.teacher_client import TeacherClient
+    from recdistill.core.contracts.records import SampledRequest, encode_record
+    from recdistill.core.contracts.teacher import TeacherDataWindow, TeacherManifest
+    from recdistill.core.samplelog import LogLocation, SampleLog, open_source
+    from teacher_service.checkpoint import save_checkpoint
+    from teacher_service.launcher import teacher_process
+
+    config = SEQUENCE_SIZES["seq-xs"]
+    model = SequenceTeacher(dataset.schema, config).eval()
+    save_checkpoint(tmp / "teacher", model, dataset.schema, TeacherManifest(
+        teacher_version="bench-seq-xs", task="slate", size="seq-xs", family="sequence",
+        config=dataclasses.asdict(config), parameters=sum(p.numel() for p in model.parameters()),
+        schema_hash=dataset.schema.hash, dataset=dataset.manifest.dataset,
+        data_window=TeacherDataWindow(train_start_ts=0, train_end_ts=0, train_events=0), train={}, best_epoch=0,
+        history=[], valid={}, test={}, seconds=0.0))
+    events = dataset.split("test", "slate")[: 128 if quick else 512]
+    log = SampleLog(tmp / "samples" / "bench-0")
+    records = []
+    for event in events:
+        body = dataset.to_request(int(event), "slate", negatives=20)
+        count = len(body["candidates"])
+        scores, positions = SampledRequest.pack(np.full(count, 0.5), np.arange(count))
+        records.append(encode_record(SampledRequest(
+            request_id=f"bench-{event}", ts=1.0, request_ts=1.0, model_version="v", sampling_probability=1.0,
+            request=msgspec.json.encode(body), student_view="student", scores=scores, positions=positions)))
+    log.append(records)
+    rates = {}
+    with teacher_process(tmp / "teacher", log_path=tmp / "triton.log") as (endpoints, _):
+        for name, dense in (("without", None), ("with", DenseCandidates()), ):
+            async def label(dense: DenseCandidates | None = dense, name: str = name) -> tuple[float, float]:
+                teacher = TeacherClient(TeacherClientSettings(url=endpoints.grpc_url, teacher_version="bench"),
+                                        Encoder(dataset.schema, "teacher"))
+                store = SharedLabelStore(LogLocation.parse(f"file:{tmp / ('labels-' + name)}"), "bench")
+                source = open_source(LogLocation.parse(f"file:{tmp / 'samples'}"), "bench", f"bench-{name}")
+                labeller = Labeller(dataset, source, store, teacher, lambda payload, reason: None, dense)
+                started = time.perf_counter()
+                while await labeller.step():
+                    pass
+                seconds = time.perf_counter() - started
+                await teacher.close()
+                store.close()
+                source.close()
+                report = labeller.report
+                return report.labelled / seconds, report.candidates_a_request or 0.0
+
+            rates[name] = asyncio.run(label())
+    (rate_on, cand_on), (rate_off, cand_off) = rates["with"], rates["without"]
+    results.add(Row(SECTION, "labeller throughput, dense labels on (sample log -> Triton seq-xs -> label log)",
+                    rate_on, "requests/s", "dense labels off", rate_off, ratio=rate_on / rate_off,
+                    note=f"{len(events)} sampled requests of 21 candidates; teacher candidates a request: "
+                         f"{cand_on:.1f} with, {cand_off:.1f} without", command=COMMAND))

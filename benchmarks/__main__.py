@@ -32,7 +32,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT)
     parser.add_argument("--demo-report", type=Path, default=ROOT / "runs" / "demo" / "report.json",
                         help="the demo report whose streaming stage gives the freshness row")
+    parser.add_argument("--only", choices=["student", "channel"],
+                        help="one section (its rows alone in --out's BENCHMARKS.md; use another --out)")
     args = parser.parse_args()
+    if args.only and args.out.resolve() == ROOT.resolve():
+        parser.error("--only writes one section's rows: give it an --out of its own (the repository's "
+                     "BENCHMARKS.md holds every section)")
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
         dataset = PreparedDataset(args.data)
@@ -41,6 +46,13 @@ def main() -> None:
         prepare_source("ml-100k", shipped_schema("ml-100k"), args.data)
         dataset = PreparedDataset(args.data)
     results = Results(command="make bench" + (" (--quick)" if args.quick else ""))
+    if args.only:
+        if args.only == "student":
+            student_bench.run(results, dataset, args.quick)
+        else:
+            channel_bench.run(results, args.quick)
+        results.write(args.out / "BENCHMARKS.md", args.out / "BENCHMARKS.json")
+        return
     student_bench.run(results, dataset, args.quick)
     with tempfile.TemporaryDirectory() as other:  # the second, differently shaped schema
         prepare_source("ecommerce", shipped_schema("ecommerce"), Path(other))

@@ -78,7 +78,6 @@ class SharedLabelStore:
         self.labeller_done = labeller_done
         self._read_to: Mapping[str, Position] = {}
         self._marks: dict[str, dict[str, Position]] = {}  # example -> what this trainer had read when it missed
-        self.gave_up = 0  # requests whose label will not come, set aside
         self.ask_teacher, self.wait_s = ask_teacher, wait_s
         self.writer_id = writer_id
         self._writer: LogWriter | None = None  # opened at the first append: a reader claims no partition
@@ -196,6 +195,10 @@ class SharedLabelStore:
         version = teacher.settings.trained_version
         found = await self._lookup(requests, version)
         missing = tally(self, found)
+        if self._marks:  # a label missed before came after all: forget what was read when it was missed
+            for request, labels in zip(requests, found, strict=True):
+                if labels is not None:
+                    self._marks.pop(request.example_id, None)
         if missing and not self.ask_teacher:
             await asyncio.to_thread(self._give_up, [requests[i] for i in missing], version)
         refused = [i for i in missing if (requests[i].example_id, version) in self._refused]
@@ -255,7 +258,6 @@ class SharedLabelStore:
                 reason = ("the labeller moved past it and the log holds no readable label for it (see "
                           "labels-dead-letter.jsonl for a record that could not be read)")
             self._refused[(example, version)] = reason
-            self.gave_up += 1
             del self._marks[example]
 
     async def _lookup(self, requests: Sequence[LabelRequest], version: str) -> list[np.ndarray | None]:

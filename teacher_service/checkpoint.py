@@ -13,8 +13,7 @@ from recdistill.core.contracts.teacher import TeacherManifest
 from recdistill.core.errors import DataError
 from recdistill.core.features.schema import FeatureSchema
 from recdistill.core.fileio import publish_directory
-from teacher_service.model import TeacherConfig, TeacherModel
-from teacher_service.sequence import SequenceConfig, SequenceTeacher
+from teacher_service.families import FAMILIES
 
 
 def save_checkpoint(out_dir: Path, model: torch.nn.Module, schema: FeatureSchema, manifest: TeacherManifest) -> None:
@@ -41,11 +40,7 @@ def load_checkpoint(directory: Path) -> tuple[torch.nn.Module, FeatureSchema, Te
     """The teacher of either family (`family` in the manifest; checkpoints before it are target attention)."""
     manifest = read_manifest(directory)
     schema = FeatureSchema.load(directory / "features.json")
-    model: torch.nn.Module
-    if manifest.family == "sequence":
-        model = SequenceTeacher(schema, SequenceConfig.from_dict(manifest.config))
-    else:
-        model = TeacherModel(schema, TeacherConfig.from_dict(manifest.config))
+    model = FAMILIES[manifest.family].build(schema, manifest.config)
     model.load_state_dict(torch.load(directory / "model.pt", map_location="cpu", weights_only=True))
     model.eval()
     return model, schema, manifest

@@ -33,19 +33,6 @@ from teacher_service.sequence import SequenceConfig, SequenceTeacher
 logger = logging.getLogger(__name__)
 
 
-def resolve_device(requested: str) -> torch.device:
-    """`auto`: CUDA when there is one, else the CPU (and it says so); `cuda` without CUDA: a clear error."""
-    if requested not in ("auto", "cpu", "cuda"):
-        raise DataError(f"device must be auto, cpu or cuda, not {requested!r}")
-    available = torch.cuda.is_available()
-    if requested == "cuda" and not available:
-        raise DataError("--device cuda: no CUDA device is available here (torch.cuda.is_available() is False); "
-                        "use --device cpu or auto")
-    if requested == "auto" and not available:
-        logger.info("--device auto: no CUDA device here, training on the CPU")
-    return torch.device("cuda" if requested == "cuda" or (requested == "auto" and available) else "cpu")
-
-
 def check_memory(size: str, model: SequenceTeacher, batch_size: int, device: torch.device) -> None:
     """Refuse, before any training, a size the device cannot hold: weights, gradients and Adam's two
     moments (16 bytes a parameter) and the activations of a batch (about 16 floats a token a layer)."""

@@ -20,10 +20,12 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+import torch
+
 from recdistill.core.contracts.teacher import TeacherTensorSpec, triton_model_config
 from recdistill.core.features.schema import FeatureSchema
 from teacher_service.checkpoint import read_manifest
-from teacher_service.sequence_train import resolve_device
+from teacher_service.device import resolve_device, triton_kind
 from teacher_service.settings import TeacherServeSettings
 
 logger = logging.getLogger(__name__)
@@ -42,9 +44,9 @@ def ensure_libpython_on_library_path() -> None:
         os.environ["LD_LIBRARY_PATH"] = f"{libdir}:{current}" if current else libdir
 
 
-def prepare_workspace(settings: TeacherServeSettings, workspace: Path) -> list[str]:
-    """Lay out Triton (binary, backends, this Python's stub) and a model repository holding the teacher in
-    `workspace`; return the `tritonserver` command line."""
+def prepare_workspace(settings: TeacherServeSettings, workspace: Path, device: torch.device) -> list[str]:
+    """Lay out Triton (binary, backends, this Python's stub) and a model repository holding the teacher on
+    `device` (its instance kind follows) in `workspace`; return the `tritonserver` command line."""
     from pytriton.triton import TRITONSERVER_DIST_DIR
     from pytriton.utils.distribution import get_stub_path
 
@@ -60,9 +62,9 @@ def prepare_workspace(settings: TeacherServeSettings, workspace: Path) -> list[s
     (model_dir / "1" / "model.py").write_text(_MODEL_FILE)
     (model_dir / "config.pbtxt").write_text(triton_model_config(
         TeacherTensorSpec.from_schema(schema), settings.model_name, settings.max_batch_size,
-        settings.max_queue_delay_us, instance_kind="KIND_CPU", instances=settings.instances,
+        settings.max_queue_delay_us, instance_kind=triton_kind(device.type), instances=settings.instances,
         checkpoint=str(settings.checkpoint.resolve()),
-        parameters={"threads": settings.threads_per_instance, "device": settings.device,
+        parameters={"threads": settings.threads_per_instance, "device": device.type,
                     "max_candidates": settings.max_candidates, "max_history": settings.max_history}))
     return [str(server / "bin" / "tritonserver"),
             f"--model-repository={workspace / 'models'}", f"--backend-directory={server / 'backends'}",
@@ -99,8 +101,8 @@ def _die_with_parent() -> None:
 
 def serve(settings: TeacherServeSettings) -> None:
     """Start Triton, wait until SIGTERM/SIGINT (or Triton exits), then stop it cleanly."""
+    device = resolve_device(settings.device)  # once: `cuda` without CUDA is refused here, before Triton starts
     manifest = read_manifest(settings.checkpoint)
-    resolve_device(settings.device)  # `cuda` without CUDA: refused here, before Triton starts
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -109,11 +111,11 @@ def serve(settings: TeacherServeSettings) -> None:
 
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     with tempfile.TemporaryDirectory(prefix="recdistill-triton-") as workspace:
-        command = prepare_workspace(settings, Path(workspace))
+        command = prepare_workspace(settings, Path(workspace), device)
         logger.info("teacher %s (schema %s) served by Triton as model '%s': %d instance(s) x %d thread(s), "
                     "device %s; gRPC 127.0.0.1:%d, HTTP 127.0.0.1:%d, metrics 127.0.0.1:%d",
                     manifest.teacher_version, manifest.schema_hash, settings.model_name, settings.instances,
-                    settings.threads_per_instance, settings.device, settings.grpc_port, settings.http_port,
+                    settings.threads_per_instance, device, settings.grpc_port, settings.http_port,
                     settings.metrics_port)
         triton = subprocess.Popen(command, env=_environment(), preexec_fn=_die_with_parent)  # noqa: PLW1509
         try:

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recdistill.core.features.request import MAX_CANDIDATES, MAX_HISTORY_EVENTS
+from teacher_service.device import Device
 
 
 def _cores() -> int:
@@ -33,7 +34,7 @@ class TeacherServeSettings(BaseSettings):
     max_candidates: int = MAX_CANDIDATES
     max_history: int = MAX_HISTORY_EVENTS
     # auto: the model on the GPU when CUDA is present (every instance shares it), else the CPU.
-    device: str = "auto"
+    device: Device = "auto"  # where the model runs; the Triton instance kind follows (`teacher_service.device`)
 
     @model_validator(mode="after")
     def _fill_threads(self) -> TeacherServeSettings:

@@ -13,21 +13,18 @@ import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from recdistill.core.contracts.teacher import TeacherDataWindow, TeacherManifest
 from recdistill.core.data.dataset import PreparedDataset, Task
-from recdistill.core.errors import DataError
 from recdistill.core.features.encoder import Encoder
-from recdistill.core.nn import ModelConfig
-from recdistill.core.training import Batch, EncodedSplit, FitResult, evaluate_split, fit
+from recdistill.core.training import EncodedSplit, evaluate_split
 from teacher_service.checkpoint import save_checkpoint
-from teacher_service.model import TEACHER_SIZES, TeacherModel
-from teacher_service.sequence import SEQUENCE_SIZES, SequenceTeacher
-from teacher_service.sequence_train import check_memory, fit_sequence, resolve_device, training_windows
+from teacher_service.device import Device, resolve_device
+from teacher_service.families import architecture, family_of
+
+__all__ = ["TeacherTrainConfig", "architecture", "train_teacher"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,29 +45,16 @@ class TeacherTrainConfig:
     # The most recent N events of the valid window are another job's holdout (the promotion gate's): early
     # stopping and the valid metrics read the valid window before them.
     holdout_events: int = 0
-    device: str = "auto"  # auto | cpu | cuda: where the sequence family trains (bf16 autocast on CUDA)
+    device: Device = "auto"  # where it trains (the sequence family with bf16 autocast on CUDA)
     windows_per_batch: int = 8  # sequence family: user-sequence windows per optimiser step
 
 
-def architecture(size: str) -> ModelConfig:
-    """The architecture a size names, in either family; an unknown size names them all."""
-    if size in TEACHER_SIZES:
-        return TEACHER_SIZES[size]
-    if size in SEQUENCE_SIZES:
-        return SEQUENCE_SIZES[size]
-    raise DataError(f"unknown teacher size {size!r}: {', '.join(TEACHER_SIZES)} (target attention) or "
-                    f"{', '.join(SEQUENCE_SIZES)} (causal transformer)")
-
-
-def _bce(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-    logits = model.logits(**batch.inputs)
-    losses = F.binary_cross_entropy_with_logits(logits, batch.labels, reduction="none")
-    return (losses * batch.mask).sum() / batch.mask.sum()
-
-
-def train_teacher(data_dir: Path, out_dir: Path, config: TeacherTrainConfig) -> TeacherManifest:
-    arch = replace(architecture(config.size), history_limit=config.history_limit)  # an unknown size stops here
-    family = "sequence" if config.size in SEQUENCE_SIZES else "attention"
+def train_teacher(data_dir: Path, out_dir: Path, config: TeacherTrainConfig,
+                  device: torch.device | None = None) -> TeacherManifest:
+    """`device`: resolved by the caller (the CLI); default: `config.device` resolved here."""
+    family = family_of(config.size)  # an unknown size stops here
+    arch = replace(family.sizes[config.size], history_limit=config.history_limit)
+    device = device or resolve_device(config.device)
     torch.manual_seed(config.seed)
     torch.set_num_threads(os.cpu_count() or 1)
     started = time.perf_counter()
@@ -80,16 +64,7 @@ def train_teacher(data_dir: Path, out_dir: Path, config: TeacherTrainConfig) -> 
     valid = EncodedSplit.build(dataset, encoder, "valid", config.task, exclude_last=config.holdout_events)
     test = EncodedSplit.build(dataset, encoder, "test", config.task)
     train_ids = dataset.split("train", config.task)[-(config.max_train_events or 0):]
-    model: torch.nn.Module
-    if family == "sequence":
-        model, result = _train_sequence(dataset, encoder, arch, valid, config)
-    else:
-        negatives = config.train_negatives if config.task == "slate" else None
-        train = EncodedSplit.build(dataset, encoder, "train", config.task, negatives, config.max_train_events)
-        model = TeacherModel(dataset.schema, arch)  # type: ignore[arg-type]
-        result = fit(model, train, valid, _bce, lambda inputs: model(**inputs), epochs=config.epochs,
-                     batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
-                     patience=config.patience, seed=config.seed, label=f"teacher[{config.task}]")
+    model, result = family.fit(dataset, encoder, arch, valid, config, device)
 
     def score(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(**inputs)
@@ -100,7 +75,7 @@ def train_teacher(data_dir: Path, out_dir: Path, config: TeacherTrainConfig) -> 
     manifest = TeacherManifest(
         teacher_version=f"teacher-{config.task}{'-short' if config.history_limit else ''}-"
                         f"{weights_digest.hexdigest()[:12]}",
-        task=config.task, size=config.size, family=family, config=model.config.to_dict(),
+        task=config.task, size=config.size, family=family.name, config=model.config.to_dict(),
         parameters=sum(p.numel() for p in model.parameters()), schema_hash=dataset.schema.hash,
         dataset=dataset.manifest.dataset,
         data_window=TeacherDataWindow(train_start_ts=int(train_ts.min()), train_end_ts=int(train_ts.max()),
@@ -111,18 +86,3 @@ def train_teacher(data_dir: Path, out_dir: Path, config: TeacherTrainConfig) -> 
     logger.info("teacher %s: valid auc %.4f, test auc %.4f (%.0fs)", manifest.teacher_version,
                 valid_metrics["auc"], test_metrics["auc"], manifest.seconds)
     return manifest
-
-
-def _train_sequence(dataset: PreparedDataset, encoder: Encoder, arch: Any, valid: EncodedSplit,
-                    config: TeacherTrainConfig) -> tuple[SequenceTeacher, FitResult]:
-    device = resolve_device(config.device)
-    model = SequenceTeacher(dataset.schema, arch)
-    check_memory(config.size, model, config.windows_per_batch, device)  # before any training
-    windows = training_windows(dataset, encoder, float(dataset.manifest.split.valid_start_ts), arch.train_len,
-                               config.max_train_events)
-    logger.info("sequence teacher %s: %d windows, %d events, %s parameters, on %s", config.size, len(windows),
-                sum(len(w.items) for w in windows), f"{sum(p.numel() for p in model.parameters()):,}", device)
-    result = fit_sequence(model, windows, valid, epochs=config.epochs, batch_size=config.windows_per_batch,
-                          lr=config.lr, weight_decay=config.weight_decay, patience=config.patience, seed=config.seed,
-                          device=device)
-    return model, result

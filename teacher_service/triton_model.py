@@ -19,8 +19,8 @@ import torch
 from recdistill.core.contracts.teacher import TEACHER_OUTPUT
 from recdistill.core.features.request import MAX_CANDIDATES, MAX_HISTORY_EVENTS
 from teacher_service.checkpoint import load_checkpoint
+from teacher_service.device import resolve_device
 from teacher_service.inference import BadTeacherInput, TeacherInference
-from teacher_service.sequence_train import resolve_device
 
 logger = logging.getLogger(__name__)
 

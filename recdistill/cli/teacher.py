@@ -25,7 +25,8 @@ def train_command(
     task: Task = typer.Option("ctr", help="ctr or slate."),
     size: str = typer.Option("medium", help="Target attention: tiny, medium, large; causal transformer "
                                             "(every position in one pass): seq-xs, seq-s, seq-m, seq-l, seq-xl."),
-    device: str = typer.Option("auto", help="auto (CUDA when there is one, else the CPU), cpu or cuda."),
+    device: str = typer.Option("auto", help="auto (CUDA when there is one, else the CPU), cpu or cuda: every "
+                                            "size trains there."),
     epochs: int = typer.Option(20, min=1, help="At most; early stopping on valid AUC (patience 3)."),
     batch_size: int = typer.Option(256, min=1),
     lr: float = typer.Option(2e-3),
@@ -34,17 +35,18 @@ def train_command(
 ) -> None:
     """Train the long-sequence teacher with early stopping on valid AUC and write a checkpoint."""
     from recdistill.core.errors import DataError
-    from teacher_service.sequence_train import resolve_device
+    from teacher_service.device import resolve_device
     from teacher_service.train import TeacherTrainConfig, architecture, train_teacher
 
+    resolved = None
     for check, hint in ((lambda: architecture(size), "--size"), (lambda: resolve_device(device), "--device")):
         try:
-            check()
+            resolved = check()
         except DataError as exc:
             raise typer.BadParameter(str(exc), param_hint=hint) from None
     config = TeacherTrainConfig(task=task, size=size, epochs=epochs, batch_size=batch_size, lr=lr,  # type: ignore[arg-type]
-                                seed=seed, max_train_events=max_train_events, device=device)
-    manifest = train_teacher(data, out, config)
+                                seed=seed, max_train_events=max_train_events, device=device)  # type: ignore[arg-type]
+    manifest = train_teacher(data, out, config, resolved)  # type: ignore[arg-type]
     table = Table(title=f"{manifest.teacher_version} ({manifest.parameters:,} parameters)")
     for column in ("split", "auc", "gauc", "log_loss", "ece"):
         table.add_column(column)
@@ -63,6 +65,8 @@ def serve_command(
     metrics_port: int | None = typer.Option(None, help=shown(T, "metrics_port")),
     model_name: str | None = typer.Option(None, help=shown(T, "model_name")),
     instances: int | None = typer.Option(None, min=1, help="Model instances (default: cores / 2)."),
+    device: str | None = typer.Option(None, help=f"auto, cpu or cuda: where the model runs (the Triton instance "
+                                                 f"kind follows it); {shown(T, 'device')}."),
 ) -> None:
     """Serve the teacher as a Triton model over gRPC and HTTP until SIGTERM / Ctrl-C."""
     from recdistill.cli.common import settings_from_cli
@@ -72,7 +76,7 @@ def serve_command(
 
     settings = settings_from_cli(TeacherServeSettings, config, "teacher", checkpoint=checkpoint, http_port=http_port,
                                  grpc_port=grpc_port, metrics_port=metrics_port, model_name=model_name,
-                                 instances=instances)
+                                 instances=instances, device=device)
     try:
         serve(settings)
     except RecDistillError as exc:  # not a checkpoint, a schema that does not match, no CUDA for `cuda`
@@ -87,15 +91,19 @@ def triton_config_command(
                                                "default: print."),
     model_name: str = typer.Option("teacher"),
     max_batch_size: int = typer.Option(64, min=1),
-    instance_kind: str = typer.Option("KIND_GPU", help="KIND_GPU or KIND_CPU."),
+    device: str = typer.Option("cuda", help="cuda or cpu: where the stand-alone Triton runs the model (its "
+                                            "instance kind and the model's device follow)."),
 ) -> None:
     """Generate the stand-alone Triton model config from the teacher's tensor spec (never edit it by hand)."""
     from recdistill.core.contracts.teacher import TeacherTensorSpec, triton_model_config
     from recdistill.core.features.schema import FeatureSchema
     from recdistill.core.fileio import atomic_write_text
+    from teacher_service.device import triton_kind
 
+    if device not in ("cuda", "cpu"):
+        raise typer.BadParameter(f"cuda or cpu, not {device!r}", param_hint="--device")
     text = triton_model_config(TeacherTensorSpec.from_schema(FeatureSchema.load(schema)), model_name,
-                               max_batch_size, instance_kind=instance_kind)
+                               max_batch_size, instance_kind=triton_kind(device))
     if out is None:
         print(text, end="")
     else:

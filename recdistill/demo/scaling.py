@@ -40,8 +40,9 @@ from recdistill.demo.experiments import BatchExperiment
 from recdistill.demo.stats import interval, transferability_figures
 from recdistill.demo.teachers import content_key, train_or_reuse
 from teacher_service.checkpoint import load_checkpoint
+from teacher_service.device import resolve_device
 from teacher_service.sequence import SEQUENCE_SIZES, SequenceTeacher
-from teacher_service.sequence_train import check_memory, resolve_device
+from teacher_service.sequence_train import check_memory
 from teacher_service.train import TeacherTrainConfig
 
 logger = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ import msgspec
 
 from recdistill.core.contracts.teacher import TeacherManifest
 from recdistill.core.data.dataset import PreparedDataset
-from teacher_service.sequence import SEQUENCE_SIZES
+from teacher_service.families import family_of
 from teacher_service.train import TeacherTrainConfig, architecture, train_teacher
 
-SEQUENCE_ONLY = ("device", "windows_per_batch")  # training settings only the sequence family reads
+SEQUENCE_ONLY = ("windows_per_batch",)  # training settings only the sequence family reads
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def content_key(dataset: PreparedDataset, config: TeacherTrainConfig) -> str:
                "split": msgspec.to_builtins(manifest.split), "slate_negatives": manifest.slate_negatives,
                "seed": manifest.seed,
                "train": {k: v for k, v in asdict(config).items()  # what the family reads
-                         if config.size in SEQUENCE_SIZES or k not in SEQUENCE_ONLY},
+                         if family_of(config.size).name == "sequence" or k not in SEQUENCE_ONLY},
                "architecture": architecture(config.size).to_dict()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -18,9 +18,10 @@ from recdistill.core.errors import DataError
 from recdistill.core.features.encoder import Encoder
 from teacher_service.checkpoint import load_checkpoint
 from teacher_service.client import score
+from teacher_service.device import resolve_device
 from teacher_service.launcher import teacher_process
 from teacher_service.sequence import SEQUENCE_SIZES, SequenceConfig, SequenceTeacher
-from teacher_service.sequence_train import check_memory, resolve_device
+from teacher_service.sequence_train import check_memory
 from teacher_service.train import TeacherTrainConfig, train_teacher
 
 pytestmark = pytest.mark.integration

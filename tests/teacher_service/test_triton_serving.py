@@ -62,7 +62,7 @@ def test_metadata_exposes_only_inputs_and_the_probability(triton_teacher: Runnin
 def test_the_deploy_model_config_is_generated_from_the_tensor_spec(ml100k: PreparedDataset) -> None:
     """deploy/triton/teacher/config.pbtxt is `recdistill teacher triton-config` output, kept current."""
     deployed = (Path(__file__).parents[2] / "deploy" / "triton" / "teacher" / "config.pbtxt").read_text()
-    assert deployed == triton_model_config(TeacherTensorSpec.from_schema(ml100k.schema)), \
+    assert deployed == triton_model_config(TeacherTensorSpec.from_schema(ml100k.schema), instance_kind="KIND_GPU"), \
         "regenerate it: recdistill teacher triton-config --schema data/ml-100k/features.json " \
         "--out deploy/triton/teacher/config.pbtxt"
 

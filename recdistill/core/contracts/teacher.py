@@ -98,12 +98,14 @@ def infer_inputs(tensors: dict[str, np.ndarray], client_module: object, names: S
 
 
 def triton_model_config(spec: TeacherTensorSpec, model_name: str = TEACHER_MODEL_NAME, max_batch_size: int = 64,
-                        max_queue_delay_us: int = 0, instance_kind: str = "KIND_GPU", instances: int = 1,
+                        max_queue_delay_us: int = 0, *, instance_kind: Literal["KIND_CPU", "KIND_GPU"],
+                        instances: int = 1,
                         checkpoint: str = "/models/teacher-checkpoint",
                         parameters: Mapping[str, str | int] | None = None) -> str:
     """`config.pbtxt` of a Triton Python-backend model serving a teacher checkpoint (`teacher_service.triton_model`):
     the stand-alone container's and the one `recdistill teacher serve` generates. `parameters` (e.g. threads,
-    device, max_candidates) reach the model's `initialize` next to the checkpoint."""
+    device, max_candidates) reach the model's `initialize` next to the checkpoint. `instance_kind` follows the
+    device the model runs on (`teacher_service.device.triton_kind`): no default here."""
     def tensor(t: TensorSpec) -> str:
         return f'  {{ name: "{t.name}" data_type: TYPE_{t.dtype} dims: [ {", ".join(map(str, t.dims))} ] }}'
 

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import msgspec
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -21,7 +20,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
 
-from recdistill.core.contracts.admin import operator_schemas
+from recdistill.core.contracts.admin import ErrorBody, operator_schemas
 from recdistill.core.contracts.registry import ReplicaStatus
 from recdistill.core.errors import RecDistillError, ValidationError
 from recdistill.core.features.schema import FeatureSchema
@@ -49,8 +48,8 @@ def _pydantic_field(location: tuple[object, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def _json_error(status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+def _json_error(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> Response:
+    return Response(body.to_json(), status_code=status, media_type="application/json", headers=headers)
 
 
 async def _follow_registry(scenario: Scenario, period_s: float, replica: ReplicaStatus) -> None:
@@ -197,7 +196,7 @@ def _install_error_handlers(app: FastAPI) -> None:
             methods = {m for r in app.router.routes if isinstance(r, Route) and r.methods
                        and r.matches(request.scope)[0] != Match.NONE for m in r.methods}
             headers["Allow"] = ", ".join(sorted(methods))
-        return _json_error(exc.status_code, {"error": str(exc.detail)}, headers)
+        return _json_error(exc.status_code, ErrorBody(error=str(exc.detail)), headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:

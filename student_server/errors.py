@@ -9,6 +9,7 @@ import grpc
 from pydantic import BaseModel, Field
 
 from recdistill.core.artifact import ArtifactError
+from recdistill.core.contracts.admin import ErrorBody
 from recdistill.core.errors import (
     BrokerUnavailableError,
     ConflictError,
@@ -89,13 +90,13 @@ def _bounded(text: str) -> str:
     return text if len(text) <= ERROR_CHARS else f"{text[:ERROR_CHARS]}... ({len(text)} characters)"
 
 
-def error_body(exc: Exception) -> dict[str, object]:
+def error_body(exc: Exception) -> ErrorBody:
     """What the client sees, at most `ERROR_CHARS` of it a field; unknown errors never leak internals."""
     if http_status(exc) == 500:
-        return {"error": "internal error"}
+        return ErrorBody(error="internal error")
     if isinstance(exc, ValidationError):
-        return {"error": _bounded(exc.message), "field": _bounded(exc.field)}
-    return {"error": _bounded(str(exc))}
+        return ErrorBody(error=_bounded(exc.message), field=_bounded(exc.field))
+    return ErrorBody(error=_bounded(str(exc)))
 
 
 class ErrorResponse(BaseModel):

@@ -33,9 +33,7 @@ class RankingServicer:
     async def _fail(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
         if http_status(exc) == 500:
             logger.exception("gRPC request failed", exc_info=exc)
-        body = error_body(exc)
-        detail = f"{body['field']}: {body['error']}" if "field" in body else str(body["error"])
-        await context.abort(grpc_status(exc), detail)
+        await context.abort(grpc_status(exc), error_body(exc).detail)
 
     async def rank(self, request: Any, context: grpc.aio.ServicerContext, read: Callable[[Any, Any], Any],
                    response: type) -> Any:

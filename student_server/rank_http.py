@@ -84,11 +84,11 @@ class RankEndpoint:
             payload = orjson.dumps(result.to_json())
         except RecDistillError as exc:
             status = http_status(exc)
-            payload = orjson.dumps(error_body(exc))
+            payload = error_body(exc).to_json()
         except Exception as exc:  # noqa: BLE001 - a 500 without internals; the log has the traceback
             logger.exception("ranking request failed")
             status = 500
-            payload = orjson.dumps(error_body(exc))
+            payload = error_body(exc).to_json()
         if scenario is None:
             metrics.count_request("rank", "http", str(status), UNKNOWN)
         else:
@@ -137,7 +137,7 @@ class RankFastPath:
             try:
                 body = await read_body(scope, receive, self.endpoint.max_body_bytes, self.endpoint.body_timeout_s)
             except (PayloadTooLargeError, RequestTimeoutError) as exc:
-                payload = orjson.dumps(error_body(exc))
+                payload = error_body(exc).to_json()
                 await send({"type": "http.response.start", "status": http_status(exc),
                             "headers": [_CONTENT_TYPE, (b"content-length", str(len(payload)).encode())]})
                 await send({"type": "http.response.body", "body": payload})

@@ -65,3 +65,19 @@ def operator_schemas(ref_template: str = "#/components/schemas/{name}") -> dict[
     """The JSON schemas of every operator response and what they refer to, as OpenAPI components."""
     _, components = msgspec.json.schema_components(OPERATOR_RESPONSES, ref_template=ref_template)
     return components
+
+
+class ErrorBody(Struct, frozen=True, omit_defaults=True):
+    """Every error answer's body, over HTTP (JSON) and gRPC (its text is the status detail): what went wrong, and
+    the request field at fault when one is (`candidates.0.item_id`, `history_ts.3`)."""
+
+    error: str
+    field: str | None = None
+
+    @property
+    def detail(self) -> str:
+        """The gRPC status detail."""
+        return f"{self.field}: {self.error}" if self.field is not None else self.error
+
+    def to_json(self) -> bytes:
+        return msgspec.json.encode(self)

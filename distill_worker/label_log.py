@@ -17,17 +17,15 @@ candidates, and a sampled request's label for a request the sample log does not 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import IO
 
 import numpy as np
 from prometheus_client import Counter
 
+from distill_worker.jobs import dead_letter_file
 from distill_worker.labels import LabelRequest, LabelStore, LabelWillNotComeError, refuse_unlabelled, tally
 from distill_worker.settings import WorkerSettings
 from distill_worker.teacher_client import TeacherClient, TeacherUnavailableError
@@ -47,20 +45,6 @@ SEEN_KEEP_S = 3_600.0  # how long a request read waits for its label before it i
 class LabelsPendingError(TeacherUnavailableError):
     """A trainer that reads labels only (from the labeller) found some not yet in the log: it waits and tries
     again, as through a teacher outage; nothing is lost."""
-
-
-def dead_letter_file(path: Path) -> Callable[[bytes, str], None]:
-    """Set-aside label records as JSON lines (reason, time, the record), for a person to look at."""
-
-    def write(payload: bytes, reason: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        line = {"reason": reason, "dead_lettered_unix": time.time(),
-                "record_msgpack_b64": base64.b64encode(payload).decode()}
-        with path.open("a") as handle:
-            handle.write(json.dumps(line) + "\n")
-        logger.warning("label record set aside: %s", reason)
-
-    return write
 
 
 class SharedLabelStore:

@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable
 
 from distill_worker.breaker import CircuitOpenError
-from distill_worker.label_log import LABELLER_GROUP, SharedLabelStore, dead_letter_file
+from distill_worker.jobs import LeaseLostError, acquire_lease, dead_letter_file
+from distill_worker.label_log import LABELLER_GROUP, SharedLabelStore
 from distill_worker.labels import LabelRequest, label_each
 from distill_worker.settings import WorkerSettings
-from distill_worker.stream.driver import LeaseLostError, acquire_lease
 from distill_worker.teacher_client import TeacherClient, TeacherUnavailableError
 from recdistill.core.contracts.labels import LabellerReport
 from recdistill.core.contracts.records import InvalidRecordError, SampledRequest, decode_record

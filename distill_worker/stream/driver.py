@@ -15,8 +15,6 @@ wait on the log's trainer lease as hot standbys.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -29,6 +27,7 @@ from prometheus_client import Counter
 
 from distill_worker.breaker import CircuitOpenError
 from distill_worker.debias import Calibration
+from distill_worker.jobs import DeadLetterFile, LeaseLostError, acquire_lease
 from distill_worker.label_log import Labels, open_label_store
 from distill_worker.promote import publish_and_promote
 from distill_worker.settings import DistillConfig, StreamConfig, WorkerSettings
@@ -48,7 +47,7 @@ from recdistill.core.contracts.worker import (
 )
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.dense import DenseCandidates
-from recdistill.core.errors import BrokerUnavailableError, RecDistillError
+from recdistill.core.errors import BrokerUnavailableError
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.samplelog import LogLocation, LogSource, TrainerLease, open_lease, open_source
 from recdistill.core.samplelog.entry import DEFAULT_GROUP
@@ -58,11 +57,6 @@ logger = logging.getLogger(__name__)
 CONSUMER = DEFAULT_GROUP  # the first scenario trainer's consumer name on a file log
 PROMOTIONS = Counter("recdistill_worker_promotions", "Exported students by gate outcome", ["outcome"])
 DEAD_LETTERED = Counter("recdistill_worker_dead_lettered", "Sampled requests the teacher refused (not trained)")
-
-
-@dataclass
-class LeaseLostError(RecDistillError):
-    """Another worker holds the trainer lease: this one must stop training."""
 
 
 # Exports, gates, publishes and promotes a model trained on the window it is given.
@@ -85,7 +79,7 @@ class StreamPhase:
         if distill.use_teacher and (teacher is None or store is None):
             raise ValueError("distillation needs a teacher client and a label store")
         self.state_path = state_dir / "stream.pt"
-        self.dead_letter_path = state_dir / "dead-letter.jsonl"
+        self.dead_letters = DeadLetterFile(state_dir / "dead-letter.jsonl")
         state_dir.mkdir(parents=True, exist_ok=True)
         self.config = config
         self.publisher = publisher
@@ -170,13 +164,9 @@ class StreamPhase:
         """Set aside a record that cannot be trained (unreadable, or refused by the teacher), with the reason,
         for a person to look at; never retried. After a crash a line may repeat (the file is written before
         the checkpoint); the counter in the checkpoint counts each record once."""
-        line = {"request_id": request_id, "reason": reason, "dead_lettered_unix": time.time(),
-                "record_msgpack_b64": base64.b64encode(payload).decode()}
-        with self.dead_letter_path.open("a") as handle:
-            handle.write(json.dumps(line) + "\n")
+        self.dead_letters.write(payload, reason, request_id)
         self.state.dead_lettered += 1
         DEAD_LETTERED.inc()
-        logger.warning("dead-lettered a sample-log record %s: %s", request_id or "(unreadable)", reason)
 
     async def step(self, now: float | None = None) -> StepResult:
         """Consume, train what is due, maybe publish, checkpoint, commit. Safe to kill at any point."""
@@ -322,18 +312,3 @@ def _report(state: StreamState, store: Labels | None, freshness_s: list[float]) 
     counters = msgspec.structs.asdict(state.counters())
     return StreamReport(**counters, label_hit_rate=store.hit_rate if store is not None else None,
                         freshness_s=freshness, labels_dead_lettered=getattr(store, "dead_lettered", None))
-
-
-async def acquire_lease(lease: TrainerLease, until: Callable[[], bool]) -> bool:
-    """Wait as a hot standby until the lease is free (the active worker stopped renewing it); False when
-    `until()` came first."""
-    waited = False
-    while not await asyncio.to_thread(lease.acquire):
-        if until():
-            return False
-        if not waited:
-            logger.info("worker %s is a hot standby: %s holds the trainer lease", lease.owner, lease.holder())
-            waited = True
-        await asyncio.sleep(min(1.0, lease.ttl_ms / 5_000))
-    logger.info("worker %s holds the trainer lease and trains", lease.owner)
-    return True

@@ -247,3 +247,17 @@ class StreamCheckpoint(Struct, kw_only=True):
             raise DataError(f"{where}: stream checkpoint format {found} is not supported: this worker knows format "
                             f"{CHECKPOINT_FORMAT}; upgrade the worker")
         return msgspec.msgpack.decode(saved["checkpoint"], type=cls)
+
+
+DEAD_LETTER_FORMAT = 1
+
+
+class DeadLetter(Struct, frozen=True, kw_only=True):
+    """One line of a dead-letter file (`*dead-letter.jsonl`: the stream's, the labeller's, the label log's): a
+    record set aside with the reason, for a person to look at; never retried."""
+
+    reason: str
+    dead_lettered_unix: float
+    record_msgpack_b64: str  # the record as it was read (a sample-log or a label-log record)
+    request_id: str = ""  # the sampled request's, where one could be read
+    format: int = DEAD_LETTER_FORMAT

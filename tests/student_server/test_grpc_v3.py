@@ -118,3 +118,13 @@ async def test_v2_v3_and_http_score_the_same_request_alike(ml100k: PreparedDatas
         for name, array in expected.items():
             np.testing.assert_array_equal(got[name], array, err_msg=name)
         np.testing.assert_allclose(record.score_array, records[0].score_array, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("pair", [(1e308, 1e308), (math.inf, -math.inf)])
+def test_huge_numbers_are_named_not_an_internal_error(ml100k: PreparedDataset, pair: tuple[float, float]) -> None:
+    """The fuzz test's find: times near the largest float (or inf and -inf) broke the column check (fsum)."""
+    message = columns_from_dict(json.loads(EXAMPLE.read_text()))
+    message.history_ts[0], message.history_ts[1] = pair
+    with pytest.raises(ValidationError) as refused:
+        request_from_columns(message, ml100k.schema.request_types())
+    assert refused.value.field == "history_ts.0"

@@ -65,8 +65,11 @@ def _convert(value: dict[str, Any], kind: type, prefix: str) -> Any:
 def _bounded(values: Sequence[float], name: str, low: float, high: float, what: str, nan: bool = True) -> None:
     """Every row within [low, high]; NaN allowed where `nan` (an unknown time, no value). The usual column (no
     NaN, in range) is checked in C (fsum, min, max); a row at fault is then found and named."""
-    if math.isfinite(math.fsum(values)) and min(values) >= low and max(values) <= high:
-        return
+    try:
+        if math.isfinite(math.fsum(values)) and min(values) >= low and max(values) <= high:
+            return
+    except (OverflowError, ValueError):  # past the largest float, or inf - inf: a row out of range, found below
+        pass
     for row, value in enumerate(values):
         if not (low <= value <= high) and not (nan and math.isnan(value)):
             raise ValidationError(f"{name}.{row}", f"{what}, got {value}")

@@ -109,7 +109,7 @@ def test_a_device_or_a_size_the_machine_does_not_have_is_refused_before_training
     if not torch.cuda.is_available():  # (no GPU here or in CI)
         with caplog.at_level(logging.INFO):
             assert resolve_device("auto").type == "cpu"
-        assert "training on the CPU" in caplog.text, "auto falls back to the CPU and says so"
+        assert "running on the CPU" in caplog.text, "auto falls back to the CPU and says so"
         with pytest.raises(DataError, match="no CUDA device"):
             resolve_device("cuda")
         result = CliRunner().invoke(app, ["teacher", "train", "--data", str(ml100k.directory), "--out",

@@ -17,10 +17,11 @@ from recdistill.core.data.history_value import history_value, repeat_counter_sco
 from recdistill.demo.config import DemoConfig
 from recdistill.demo.experiments import CHANNELS, CONTROLS, VARIANTS, BatchExperiment
 from recdistill.demo.live import LiveResult
-from recdistill.demo.online import ExplorationSet, online_ab
+from recdistill.demo.online import ExplorationSet
 from recdistill.demo.plots import plot_auc_per_version, plot_calibration, plot_latency
-from recdistill.demo.report_md import MAX_ERROR_SHARE, METRICS, print_summary, render_markdown
-from recdistill.demo.report_scenarios import scenario_figures, scenario_serving
+from recdistill.demo.report_md import METRICS, print_summary, render_markdown
+from recdistill.demo.report_scenarios import scenario_figures
+from recdistill.demo.report_serving import serving_summary
 from recdistill.demo.stats import auc_difference, by_history_length, std, transferability_figures
 from recdistill.demo.streaming import STREAM_VARIANTS
 
@@ -129,71 +130,6 @@ def _debiasing(result: TaskResults, samples: int) -> dict[str, Any]:
     return out
 
 
-def _narrower(ab: dict[str, Any] | None, counterfactual: dict[str, Any] | None) -> float | None:
-    if not ab or not counterfactual or "treatment_minus_control" not in ab:
-        return None
-    live, paired = ab["treatment_minus_control"]["click"], counterfactual["treatment_minus_control"]
-    width = paired["high"] - paired["low"]
-    return round((live["high"] - live["low"]) / width, 1) if width > 0 else None
-
-
-def _serving(live: LiveResult, exposed_positions: int, samples: int,
-             counterfactual: dict[str, Any] | None = None) -> dict[str, Any]:
-    latencies = np.array([s.latency_ms for s in live.served if s.error is None])
-    per_protocol = {}
-    for protocol in ("http", "grpc"):
-        values = np.array([s.latency_ms for s in live.served if s.protocol == protocol and s.error is None])
-        if values.size:
-            per_protocol[protocol] = {"requests": int(values.size),
-                                      "p50_ms": round(float(np.percentile(values, 50)), 2),
-                                      "p99_ms": round(float(np.percentile(values, 99)), 2)}
-    errors = [s.error for s in live.served if s.error is not None]
-    first_error = errors[0] if errors else None
-    online: dict[str, dict[str, float | int]] = {}  # what each served version did for the replayed users
-    for version in sorted({s.version for s in live.served if s.version}):
-        mine = [s for s in live.served if s.version == version]
-        online[version] = {"requests": len(mine),
-                            "real_item_in_top10": round(float(np.mean([s.real_item_rank is not None and
-                                                                       s.real_item_rank < 10 for s in mine])), 4),
-                            "click_rate": round(float(np.mean([s.clicked for s in mine])), 4)}
-    return {
-        "requests": len(live.served), "errors": len(errors),
-        "error_kinds": sorted(set(errors)),
-        # More than MAX_ERROR_SHARE of the replay failing makes the run a failure: `recdistill demo` exits 1.
-        "failed": len(errors) + sum(s.error is not None for o in live.scenarios.values() for s in o.served)
-        > MAX_ERROR_SHARE * max(1, len(live.served) + sum(len(o.served) for o in live.scenarios.values())),
-        "first_error": first_error, "first_error_count": errors.count(first_error) if errors else 0,
-        "p50_ms": round(float(np.percentile(latencies, 50)), 2) if latencies.size else None,
-        "p99_ms": round(float(np.percentile(latencies, 99)), 2) if latencies.size else None,
-        "per_protocol": per_protocol,
-        "duration_s": live.duration_s,
-        "swaps": len(live.swaps) - 1,  # the first entry is the baseline serving from the start
-        "refused_by_gate": live.refused,
-        "clicks": sum(s.clicked for s in live.served),
-        "online_by_version": online,
-        "online_by_version_note": ONLINE_NOTE,
-        "online_ab": (ab := online_ab(live, exposed_positions, samples)),
-        "online_counterfactual": counterfactual,
-        # How much narrower the paired counterfactual's click interval is than the live A/B's.
-        "counterfactual_narrower_by": _narrower(ab, counterfactual),
-        "feedback_errors": live.feedback_errors,
-        "stream": live.stream_state,
-        "scenarios": {name: scenario_serving(other) for name, other in live.scenarios.items()},
-        # Every sampled request labelled once for every scenario's trainer: teacher requests a sampled request.
-        "labeller": _labeller(live.labeller) if live.labeller else None,
-    }
-
-
-def _labeller(report: dict[str, Any]) -> dict[str, Any]:
-    """The labeller's report, its teacher requests a sampled request (1.0: each asked once) and the
-    candidates in them (the served ones and the dense ones: the cost of dense labelling)."""
-    sampled = report["labelled"] + report["already_labelled"]
-    return report | {"teacher_requests_a_sampled_request":
-                     round(report["teacher_requests"] / sampled, 4) if sampled else None,
-                     "teacher_candidates_a_sampled_request":
-                     round(report["teacher_candidates"] / sampled, 2) if sampled else None}
-
-
 DEBIASING_DESIGN = (
     "The replay's logging policy has biases the student cannot see: users after a niche item come from the "
     "'search' source, sampled at a lower rate (a hidden variable: no model reads the source, no request names "
@@ -201,8 +137,6 @@ DEBIASING_DESIGN = (
     "slice of traffic is served in a random order and kept out of training: there position is independent of "
     "the item, so its clicks rank models without the position bias. Each ablation is compared with the full "
     "stream, paired by seed, on that slice and on the test window; a difference whose interval holds 0 is noise.")
-ONLINE_NOTE = ("per served version over the stretch of the replay it served: different stretches of time, "
-               "not an A/B; the A/B test is `online_ab`")
 PROTOCOL = ("Every choice is made on the valid window: early stopping, calibration, and a search (seed 0) over "
             "the regulariser for the baseline, the method and every control, plus the teacher-term weight for "
             "those with a teacher term; ablations reuse the method's choice. The gate's holdout is the end of the "
@@ -371,7 +305,7 @@ def write_report(out: Path, dataset: PreparedDataset, config: DemoConfig, result
                                     "transferability_std", "transferability_ci95", "transferability_attributable",
                                     "transferability_attributable_ci95", "best_control")},
         ablations=headline.get("ablations", []), controls=headline.get("controls", []),
-        serving=_serving(live, config.exposed_positions, config.bootstrap_samples,
+        serving=serving_summary(live, config.exposed_positions, config.bootstrap_samples,
                          results["slate"].counterfactual) if live else None,
         tasks=tasks, scenarios=scenario_figures(dataset, config, results, tasks, summarize_task),
         config=config.to_dict(),

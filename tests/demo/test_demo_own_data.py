@@ -19,7 +19,7 @@ from recdistill.core.data.ecommerce import generate_ecommerce
 from recdistill.core.data.sources import shipped_schema
 from recdistill.demo.live import LiveResult
 from recdistill.demo.replay import Served
-from recdistill.demo.report import _serving
+from recdistill.demo.report_serving import serving_summary as _serving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 RECDISTILL = str(Path(sys.executable).parent / "recdistill")

@@ -148,7 +148,7 @@ def _labeller_rows(results: Results, dataset: PreparedDataset, tmp: Path, quick:
         scores, positions = SampledRequest.pack(np.full(count, 0.5), np.arange(count))
         records.append(encode_record(SampledRequest(
             request_id=f"bench-{event}", ts=1.0, request_ts=1.0, model_version="v", sampling_probability=1.0,
-            request=msgspec.json.encode(body), student_view="student", scores=scores, positions=positions)))
+            request=msgspec.json.encode(body), scores=scores, positions=positions)))
     log.append(records)
     rates = {}
     with teacher_process(tmp / "teacher", log_path=tmp / "triton.log") as (endpoints, _):

@@ -30,7 +30,7 @@ def _payloads(dataset: PreparedDataset, count: int) -> list[bytes]:
         scores, positions = SampledRequest.pack(np.full(10, 0.5), np.arange(10))
         out.append(encode_record(SampledRequest(
             request_id=body["request_id"], ts=1.0, request_ts=1.0, model_version="v1", sampling_probability=1.0,
-            request=json.dumps(body).encode(), student_view="student", scores=scores, positions=positions)))
+            request=json.dumps(body).encode(), scores=scores, positions=positions)))
         out.append(encode_record(FeedbackRecord(request_id=body["request_id"], item_id="1", label=1.0, ts=1.0,
                                                 received_ts=1.0)))
     return out

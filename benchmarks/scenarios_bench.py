@@ -72,7 +72,7 @@ def _write_at_rate(samples: Path, bodies: list[bytes], rate: float) -> None:
         request = json.loads(body) | {"request_id": uuid.uuid4().hex}
         writer.append([encode_record(SampledRequest(
             request_id=request["request_id"], ts=now, request_ts=now, model_version="bench", sampling_probability=1.0,
-            request=json.dumps(request).encode(), student_view="student", scores=scores, positions=positions,
+            request=json.dumps(request).encode(), scores=scores, positions=positions,
             scenario="home"))])
     writer.close()
     if lock is not None:

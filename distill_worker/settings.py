@@ -18,13 +18,13 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from recdistill.core.artifact import scenario_registry
 from recdistill.core.contracts.dataset import Task
 from recdistill.core.contracts.worker import CalibrationMethod
 from recdistill.core.data.dense import DenseCandidates
 from recdistill.core.features.schema import FeatureSchema
 from recdistill.core.features.spec import ScenarioSpec
-from recdistill.core.samplelog.source import LogURL, consumer_group
+from recdistill.core.places import ScenarioPlace
+from recdistill.core.samplelog.source import LogURL
 
 
 class TeacherClientSettings(BaseModel):
@@ -190,17 +190,19 @@ class WorkerSettings(BaseSettings):
         """The scenario trained (`UnknownScenarioError` names the declared ones)."""
         return schema.scenario(self.scenario)
 
+    def place(self, schema: FeatureSchema) -> ScenarioPlace:
+        """Where the scenario trained lives (registry, state, consumer group)."""
+        return ScenarioPlace.of(schema, self.scenario)
+
     def target_registry(self, schema: FeatureSchema) -> Path:
-        return scenario_registry(self.registry, schema, self.target(schema).name)
+        return self.place(schema).registry(self.registry)
 
     def target_state(self, schema: FeatureSchema) -> Path:
         """The scenario's own state (batch student, stream checkpoint, dead letters): `state_dir` for the
         first, `state_dir/scenarios/<name>` for the others. The label store stays at `state_dir`, shared: a
         request one scenario's trainer had labelled is not sent to the teacher again for another."""
-        name = self.target(schema).name
-        return self.state_dir if schema.is_first_scenario(name) else self.state_dir / "scenarios" / name
+        return self.place(schema).state(self.state_dir)
 
     def group(self, schema: FeatureSchema) -> str:
         """The sample log's consumer group (and trainer lease) of this scenario's trainer."""
-        name = self.target(schema).name
-        return consumer_group(None if schema.is_first_scenario(name) else name)
+        return self.place(schema).consumer_group

@@ -1,5 +1,5 @@
 """The scenarios one server serves (the schema's `[[scenarios]]`): each has its own encoder (the scenario's
-student view), model registry (versions, the active one, a holdback, hot swaps; `scenario_registry` says
+student view), model registry (versions, the active one, a holdback, hot swaps; `ScenarioPlace` says
 where) and metric children. One micro-batcher scores them all: a batch runs once per version it holds.
 
 A request names its scenario by route (`POST /v1/scenarios/{name}/rank`) or field (gRPC `scenario`); one that
@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 
 from prometheus_client.metrics import MetricWrapperBase
 
-from recdistill.core.artifact import ArtifactError, scenario_registry
+from recdistill.core.artifact import ArtifactError
 from recdistill.core.errors import BrokerUnavailableError, UnknownScenarioError
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.features.schema import FeatureSchema
 from recdistill.core.features.spec import ScenarioSpec
+from recdistill.core.places import ScenarioPlace
 from recdistill.core.registry_store import open_state_store
 from student_server import metrics
 from student_server.registry import ModelRegistry
@@ -85,10 +86,10 @@ def build_scenarios(settings: StudentSettings, schema: FeatureSchema) -> Scenari
     down."""
     built = []
     for spec in schema.scenarios:
-        root = scenario_registry(settings.registry, schema, spec.name)
+        place = ScenarioPlace.of(schema, spec.name)
+        root = place.registry(settings.registry)
         root.mkdir(parents=True, exist_ok=True)
-        store = open_state_store(root, settings.registry_store, None if schema.is_first_scenario(spec.name)
-                                 else spec.name)
+        store = open_state_store(settings.registry, settings.registry_store, place)
         registry = ModelRegistry(root, Encoder(schema, spec.view), settings.ort_threads, settings.warmup_runs,
                                  settings.max_candidates, store, settings.max_batch_requests,
                                  tuple(settings.ort_providers), scenario=spec.name)

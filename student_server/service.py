@@ -124,7 +124,7 @@ class RankingService:
             request_id=result.request_id, ts=time.time(), request_ts=request_ts, model_version=result.model_version,
             sampling_probability=probability, request=body if body is not None else request.to_json()
             if isinstance(request, ColumnarRequest) else msgspec.json.encode(request),
-            student_view=scenario.encoder.view_name, scores=scores, positions=positions, policy=result.policy,
+            scores=scores, positions=positions, policy=result.policy,
             traffic_source=source, scenario=scenario.name, client_request_id=result.client_request_id)
 
     async def feedback(self, request_id: str, item_id: str, label: float, ts: float | None) -> None:

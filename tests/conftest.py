@@ -14,12 +14,13 @@ import torch
 
 from distill_worker.export import export_onnx
 from distill_worker.student import StudentConfig, StudentModel
-from recdistill.core.artifact import publish_version, scenario_registry, write_state
+from recdistill.core.artifact import publish_version, write_state
 from recdistill.core.contracts.registry import RegistryState
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.prepare import prepare_source
 from recdistill.core.data.sources import shipped_schema
 from recdistill.core.features.encoder import Encoder
+from recdistill.core.places import ScenarioPlace
 from recdistill.demo.valkey import LocalValkey, local_valkey
 from teacher_service.launcher import teacher_process
 from teacher_service.train import TeacherTrainConfig, train_teacher
@@ -77,7 +78,7 @@ def registry_template(ml100k: PreparedDataset, tmp_path_factory: pytest.TempPath
     ml100k.schema.save(root / "features.json")
     publish_students(ml100k, root, "student", {"v1": 1, "v2": 2}, scenario="home")
     write_state(root, RegistryState(active="v1"))
-    related = scenario_registry(root, ml100k.schema, "related")
+    related = ScenarioPlace.of(ml100k.schema, "related").registry(root)
     publish_students(ml100k, related, "student_compact", {"r1": 3, "r2": 4}, scenario="related")
     write_state(related, RegistryState(active="r1"))
     return root

@@ -14,6 +14,7 @@ from distill_worker.settings import StreamConfig
 from recdistill.core.contracts.records import InvalidRecordError, SampledRequest, SampleRecord, decode_record
 from recdistill.core.contracts.worker import StreamState
 from recdistill.core.features.spec import ScenarioSpec
+from recdistill.core.places import ScenarioPlace
 from recdistill.core.samplelog import LogEntry, LogSource
 
 RECORDS = Counter("recdistill_worker_records_consumed", "Sample-log records consumed", ["kind"])
@@ -34,19 +35,17 @@ class ScenarioFilter:
     request when the scenario lists no traffic sources, else those it served (a record from before scenarios
     counts as the first scenario's) and those from its traffic sources, whichever scenario served them."""
 
-    name: str
-    first: bool
+    place: ScenarioPlace
     traffic: frozenset[str]
 
     @classmethod
-    def of(cls, spec: ScenarioSpec, first: bool) -> ScenarioFilter:
-        return cls(spec.name, first, frozenset(spec.traffic))
+    def of(cls, spec: ScenarioSpec, place: ScenarioPlace) -> ScenarioFilter:
+        return cls(place, frozenset(spec.traffic))
 
     def takes(self, record: SampledRequest) -> bool:
         if not self.traffic:
             return True
-        served = record.scenario == self.name if record.scenario is not None else self.first
-        return served or record.traffic_source in self.traffic
+        return self.place.serves(record.scenario) or record.traffic_source in self.traffic
 
 
 class SampleConsumer:

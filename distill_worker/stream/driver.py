@@ -288,7 +288,7 @@ async def stream_main(settings: WorkerSettings, steps: int | None = None, hooks:
                             settings.distill, settings.stream, teacher, store, initial_model=initial_model,
                             calibration=calibration, publisher=publisher if publish else None,
                             on_publish=hooks.on_publish, lease=lease,
-                            scenario=ScenarioFilter.of(target, dataset.schema.is_first_scenario(target.name)),
+                            scenario=ScenarioFilter.of(target, settings.place(dataset.schema)),
                             dense=settings.dense)
         state = await phase.run(until=hooks.until, steps=steps, clock=hooks.clock, on_step=hooks.on_step)
     finally:

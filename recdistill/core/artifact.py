@@ -7,7 +7,7 @@ registry/
   <version>/model.onnx     the serving graph (inputs: the encoder's tensors; output: probability [B, C])
   <version>/manifest.json  `Manifest`: version, schema hash, sha256 of model.onnx, teacher, metrics, ...
   scenarios/<name>/        every scenario after the schema's first: its own versions, state.json, gate-anchor.json
-                           (the first scenario's live at the top, so a one-scenario registry is laid out as above)
+                           (the first scenario's live at the top; `places.ScenarioPlace` says where each lives)
 Versions are written to a temporary directory and renamed into place: never half-visible.
 """
 
@@ -30,14 +30,14 @@ from recdistill.core.contracts.registry import (
     RegistryState,
     to_json,
 )
-from recdistill.core.errors import NotFoundError, RecDistillError, SchemaMismatchError, UnknownScenarioError
+from recdistill.core.errors import NotFoundError, RecDistillError, SchemaMismatchError
 from recdistill.core.features.schema import FeatureSchema
 from recdistill.core.fileio import atomic_write_bytes, publish_directory
+from recdistill.core.places import SCENARIOS_DIR
 
 # Letters, digits, "_", "-" and single dots (never "..", so never a path out of the registry); at most 64.
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*\.?$")
 VERSION_MAX_LENGTH = 64
-SCENARIOS_DIR = "scenarios"  # not a version name: the other scenarios' registries live under it
 
 
 class ArtifactError(RecDistillError):
@@ -54,15 +54,6 @@ def check_version_name(version: str) -> str:
     if version == SCENARIOS_DIR:
         raise ArtifactError(f"invalid version name {version!r}: the registry keeps its other scenarios there")
     return version
-
-
-def scenario_registry(registry: Path, schema: FeatureSchema, scenario: str) -> Path:
-    """Where a scenario's versions and state live: the registry itself for the schema's first scenario (a
-    one-scenario registry is laid out as it always was), `registry/scenarios/<name>` for every other."""
-    names = schema.scenario_names
-    if scenario not in names:
-        raise UnknownScenarioError(scenario, names)
-    return registry if schema.is_first_scenario(scenario) else registry / SCENARIOS_DIR / scenario
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -35,6 +35,7 @@ from recdistill.core.contracts.registry import (
     ReplicaStatus,
     to_json,
 )
+from recdistill.core.places import REGISTRY_KEY_PREFIX, ScenarioPlace
 from recdistill.core.samplelog.redis import broker_call
 
 STALE_AFTER_S = 15.0  # a replica that has not reported for this long is shown as stale
@@ -99,7 +100,7 @@ class FileStateStore:
 class RedisStateStore:
     shared = True
 
-    def __init__(self, url: str, prefix: str = "recdistill:registry", seed_from: Path | None = None) -> None:
+    def __init__(self, url: str, prefix: str = REGISTRY_KEY_PREFIX, seed_from: Path | None = None) -> None:
         self.url = url
         self.key, self.channel, self.replicas_key = f"{prefix}:state", f"{prefix}:activated", f"{prefix}:replicas"
         self._client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
@@ -166,10 +167,10 @@ class RedisStateStore:
         self._client.close()
 
 
-def open_state_store(registry: Path, url: str | None, scenario: str | None = None) -> StateStore:
-    """The registry directory's state.json, or with `url` (redis://...) the fleet's shared pointer: one key
-    for the first scenario (as before scenarios), one more per other `scenario`."""
+def open_state_store(root: Path, url: str | None, place: ScenarioPlace) -> StateStore:
+    """The scenario's registry folder's state.json, or with `url` (redis://...) the fleet's shared pointer
+    under the scenario's own key prefix."""
+    registry = place.registry(root)
     if not url:
         return FileStateStore(registry)
-    prefix = "recdistill:registry" + (f":scenario:{scenario}" if scenario else "")
-    return RedisStateStore(url, prefix=prefix, seed_from=registry)
+    return RedisStateStore(url, prefix=place.store_prefix, seed_from=registry)

@@ -12,6 +12,7 @@ import numpy as np
 
 from recdistill.core.contracts.demo import ScenarioFigures
 from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.places import ScenarioPlace
 from recdistill.demo.config import DemoConfig
 from recdistill.demo.live import LiveResult, ScenarioServed
 
@@ -27,7 +28,7 @@ def scenario_figures(dataset: PreparedDataset, config: DemoConfig, results: dict
         common = {"name": spec.name, "task": spec.task, "view": spec.view, "history_events": view.history_len,
                   "traffic": list(spec.traffic)}
         result = results.get(spec.task)
-        first = schema.is_first_scenario(spec.name)
+        first = ScenarioPlace.of(schema, spec.name).first
         experiment = None if result is None else result.experiment if first else result.scenarios.get(spec.name)
         if result is None or experiment is None:
             rows.append(ScenarioFigures(**common, evaluated=False, note=f"the demo ran no {spec.task} teacher "

@@ -4,6 +4,8 @@ import zlib
 from pathlib import Path
 
 import msgpack
+import msgspec
+import numpy as np
 import pytest
 
 from recdistill.core.contracts.records import (
@@ -11,6 +13,7 @@ from recdistill.core.contracts.records import (
     FeedbackRecord,
     InvalidRecordError,
     RecordFormatError,
+    SampledRequest,
     decode_record,
     encode_record,
 )
@@ -148,11 +151,26 @@ def test_a_restarted_writer_claims_its_own_partition_again(tmp_path: Path) -> No
     lock_again.close()
 
 
+def test_a_format_2_record_with_its_student_view_still_reads() -> None:
+    scores, positions = SampledRequest.pack(np.array([0.25, 0.5], dtype="<f4"), np.array([1, 0]))
+    old = msgpack.packb({"kind": "request", "format": 2, "request_id": "r1", "ts": 1.0, "request_ts": 1.0,
+                         "model_version": "v1", "sampling_probability": 0.5, "student_view": "student",
+                         "request": b'{"candidates": [{"item_id": 1}, {"item_id": 2}]}', "scores": scores,
+                         "positions": positions, "scenario": "home"})
+    record = decode_record(old)
+    assert isinstance(record, SampledRequest)
+    assert record.format == 2
+    assert (record.request_id, record.scenario, record.request["candidates"][1]) == ("r1", "home", {"item_id": 2})
+    assert not hasattr(record, "student_view")
+    assert msgpack.unpackb(encode_record(msgspec.structs.replace(record, format=RECORD_FORMAT))).keys().isdisjoint(
+        {"student_view"})
+
+
 def test_an_unknown_record_format_is_refused_with_its_version() -> None:
     record = FeedbackRecord(request_id="r1", item_id="7", label=1.0, ts=1.0, received_ts=2.0)
     assert decode_record(encode_record(record)) == record
     future = msgpack.packb({"kind": "feedback", "format": RECORD_FORMAT + 1, "request_id": "r1"})
-    with pytest.raises(RecordFormatError, match=f"format {RECORD_FORMAT + 1}.*knows format {RECORD_FORMAT}"):
+    with pytest.raises(RecordFormatError, match=f"format {RECORD_FORMAT + 1}.*knows formats 2, {RECORD_FORMAT}"):
         decode_record(future)
     with pytest.raises(InvalidRecordError, match="not a sample-log record"):
         decode_record(b"\x01\x02")

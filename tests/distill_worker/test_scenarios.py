@@ -19,6 +19,7 @@ from recdistill.core.contracts.records import SampledRequest
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.errors import UnknownScenarioError
 from recdistill.core.features.spec import ScenarioSpec
+from recdistill.core.places import ScenarioPlace
 from tests.conftest import RunningTriton
 from tests.distill_worker.test_stream_phase import _written
 from tests.student_server.conftest import TOKEN, make_settings, run_server
@@ -81,12 +82,13 @@ def test_an_unknown_scenario_is_refused_by_name(ml100k: PreparedDataset, tmp_pat
 def test_a_scenario_trains_on_what_it_served_and_on_its_traffic() -> None:
     def record(scenario: str | None, source: str | None = None) -> SampledRequest:
         return SampledRequest(request_id="r", ts=1.0, request_ts=1.0, model_version="v", sampling_probability=1.0,
-                              request={}, student_view="student", scores=b"", positions=b"",
+                              request={}, scores=b"", positions=b"",
                               traffic_source=source, scenario=scenario)
 
-    home = ScenarioFilter.of(ScenarioSpec(name="home", traffic=["home"]), first=True)
-    related = ScenarioFilter.of(ScenarioSpec(name="related", traffic=["related", "similar"]), first=False)
-    everything = ScenarioFilter.of(ScenarioSpec(name="all"), first=False)
+    home = ScenarioFilter.of(ScenarioSpec(name="home", traffic=["home"]), ScenarioPlace("home", first=True))
+    related = ScenarioFilter.of(ScenarioSpec(name="related", traffic=["related", "similar"]),
+                                ScenarioPlace("related", first=False))
+    everything = ScenarioFilter.of(ScenarioSpec(name="all"), ScenarioPlace("all", first=False))
     assert home.takes(record("home"))
     assert home.takes(record(None))
     assert not home.takes(record("related"))

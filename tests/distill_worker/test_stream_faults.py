@@ -196,7 +196,7 @@ def test_a_backlog_never_turns_clicks_into_negatives(ml100k: PreparedDataset, tm
         served = 1_000.0 + i  # one request a second; each click comes 1.5 s after its request
         payloads.append(encode_record(SampledRequest(
             request_id=body["request_id"], ts=served, request_ts=served, model_version="v1",
-            sampling_probability=1.0, request=json.dumps(body).encode(), student_view="student",
+            sampling_probability=1.0, request=json.dumps(body).encode(),
             scores=PACKED[0], positions=PACKED[1])))
         clicks.append((served + 1.5, encode_record(FeedbackRecord(
             request_id=body["request_id"], item_id=str(body["candidates"][0]["item_id"]), label=1.0,
@@ -232,7 +232,7 @@ def test_the_exploration_slice_stays_out_of_training_and_every_record_is_counted
         body = ml100k.to_request(event, "slate", negatives=9)
         payloads.append(encode_record(SampledRequest(
             request_id=body["request_id"], ts=1_000.0 + i, request_ts=1_000.0 + i, model_version="v1",
-            sampling_probability=1.0, request=json.dumps(body).encode(), student_view="student",
+            sampling_probability=1.0, request=json.dumps(body).encode(),
             scores=PACKED[0], positions=PACKED[1], policy="random" if i % 4 == 0 else "model")))
         payloads.append(encode_record(FeedbackRecord(
             request_id=body["request_id"], item_id=str(body["candidates"][0]["item_id"]), label=1.0,
@@ -264,7 +264,7 @@ def test_records_whose_fields_disagree_are_dead_lettered_not_trained(ml100k: Pre
         body = ml100k.to_request(event, "slate", negatives=9)
         record = SampledRequest(
             request_id=body["request_id"], ts=1_000.0 + i, request_ts=1_000.0 + i, model_version="v1",
-            sampling_probability=1.0, request=json.dumps(body).encode(), student_view="student",
+            sampling_probability=1.0, request=json.dumps(body).encode(),
             scores=PACKED[0], positions=PACKED[1])
         poison = {0: {"positions": _i4(range(12))}, 1: {"ts": math.nan}, 2: {"ts": math.inf},
                   3: {"request_ts": -math.inf}, 4: {"scores": _f4([0.5] * 3)}, 5: {"positions": _i4([0] * 10)},

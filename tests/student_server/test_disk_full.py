@@ -137,7 +137,7 @@ async def test_feedback_is_taken_again_as_soon_as_the_disk_has_room(tmp_path: Pa
 
 def _request(i: int) -> SampledRequest:
     return SampledRequest(request_id=f"r{i}", ts=1.0, request_ts=1.0, model_version="v1", sampling_probability=1.0,
-                          request=b'{"candidates": [{"item_id": 1}, {"item_id": 2}]}', student_view="student",
+                          request=b'{"candidates": [{"item_id": 1}, {"item_id": 2}]}',
                           scores=struct.pack("<2f", 0.5, 0.25), positions=struct.pack("<2i", 0, 1))
 
 

@@ -45,7 +45,7 @@ def test_message_and_json_encode_to_the_same_tensors(ml100k: PreparedDataset) ->
     count = len(from_message.candidates)
     scores, positions = SampledRequest.pack(np.full(count, 0.5), np.arange(count))
     record = SampledRequest(request_id="r", ts=1.0, request_ts=1.0, model_version="v", sampling_probability=1.0,
-                            request=msgspec.json.encode(from_message), student_view="student", scores=scores,
+                            request=msgspec.json.encode(from_message), scores=scores,
                             positions=positions)
     assert decode_record(encode_record(record), types.rank_request).request == from_message
 

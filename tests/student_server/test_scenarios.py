@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 
 from recdistill.core._proto import ranking_pb2_grpc
-from recdistill.core.artifact import ArtifactError, check_version_name, scenario_registry
+from recdistill.core.artifact import ArtifactError, check_version_name
 from recdistill.core.contracts.rank_grpc import request_from_dict
 from recdistill.core.contracts.records import SampledRequest
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.errors import UnknownScenarioError
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.features.spec import SchemaError, parse_schema_spec
+from recdistill.core.places import ScenarioPlace
 from tests.student_server.conftest import TOKEN, make_settings, onnx_scores, run_server, sampled_records
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "rank_request.movielens-100k.json"
@@ -59,9 +60,8 @@ async def test_each_scenario_is_served_by_its_own_version_and_view(registry: Pat
         np.testing.assert_allclose(answer["scores"], onnx_scores(root, version, tensors)[0], rtol=0, atol=1e-6)
     np.testing.assert_allclose(list(reply.scores), related["scores"], rtol=0, atol=1e-6)
     records = [r for r in sampled_records(tmp_path / "samples") if isinstance(r, SampledRequest)]
-    assert [(r.scenario, r.student_view, r.model_version) for r in records] == [
-        ("home", "student", "v1"), ("related", "student_compact", "r1"), ("home", "student", "v1"),
-        ("related", "student_compact", "r1")]
+    assert [(r.scenario, r.model_version) for r in records] == [("home", "v1"), ("related", "r1"), ("home", "v1"),
+                                                                ("related", "r1")]
 
 
 @pytest.mark.integration
@@ -153,9 +153,20 @@ async def test_a_version_trained_for_another_scenario_is_refused(registry: Path,
 
 def test_scenario_layout_and_names(ml100k: PreparedDataset, tmp_path: Path) -> None:
     with pytest.raises(UnknownScenarioError, match="'checkout'.*home"):
-        scenario_registry(tmp_path, ml100k.schema, "checkout")
+        ScenarioPlace.of(ml100k.schema, "checkout")
     with pytest.raises(ArtifactError, match="other scenarios"):
         check_version_name("scenarios")
+    # Every name a scenario goes by, from one place: the first keeps the names it had before scenarios.
+    home, related = ScenarioPlace.every(ml100k.schema)
+    assert (home, ScenarioPlace.of(ml100k.schema)) == (ScenarioPlace("home", first=True),) * 2
+    assert (home.registry(tmp_path), home.state(tmp_path / "s")) == (tmp_path, tmp_path / "s")
+    assert (home.consumer_group, home.store_prefix) == ("distill-worker", "recdistill:registry")
+    assert related.registry(tmp_path) == tmp_path / "scenarios" / "related"
+    assert related.state(tmp_path / "s") == tmp_path / "s" / "scenarios" / "related"
+    assert (related.consumer_group, related.store_prefix) == ("distill-worker-related",
+                                                              "recdistill:registry:scenario:related")
+    assert (home.serves(None), home.serves("home"), home.serves("related")) == (True, True, False)
+    assert (related.serves(None), related.serves("related")) == (False, True)
     assert [s.name for s in ml100k.schema.scenarios] == ["home", "related"]
     assert ml100k.schema.scenario().name == "home"
 

@@ -17,7 +17,8 @@ from msgspec import Meta, Struct
 from recdistill.core.errors import RecDistillError
 from recdistill.core.features.request import decode_accepted
 
-RECORD_FORMAT = 2  # 2: the request as its JSON, scores and positions packed
+RECORD_FORMAT = 3  # 2: the request as its JSON, scores and positions packed; 3: no `student_view`
+READABLE_FORMATS = (2, 3)  # a format-2 record still reads: its `student_view` (read by nothing) is skipped
 
 
 class RecordFormatError(RecDistillError):
@@ -49,7 +50,6 @@ class SampledRequest(Struct, Generic[R], tag="request", tag_field="kind", frozen
     model_version: str
     sampling_probability: Annotated[float, Meta(gt=0, le=1)]
     request: R
-    student_view: str
     scores: bytes  # float32 little-endian per candidate, request order
     positions: bytes  # int32 little-endian: each candidate's 0-based rank in the served ranking, request order
     policy: Policy = "model"
@@ -143,13 +143,14 @@ def decode_record(payload: bytes, request_type: type | None = None) -> SampleRec
         envelope = _envelope.decode(payload)
     except msgspec.DecodeError as exc:
         raise InvalidRecordError(f"not a sample-log record ({exc})") from None
-    if envelope.format != RECORD_FORMAT:
+    if envelope.format not in READABLE_FORMATS:
         raise RecordFormatError(f"sample-log record format {envelope.format} (kind {envelope.kind!r}) is not "
-                                f"supported: this reader knows format {RECORD_FORMAT}; upgrade the reader")
+                                f"supported: this reader knows formats {', '.join(map(str, READABLE_FORMATS))}; "
+                                f"upgrade the reader")
     try:
         record = _records.decode(payload)
     except msgspec.DecodeError as exc:
-        raise InvalidRecordError(f"invalid sample-log record of format {RECORD_FORMAT}: {exc}") from None
+        raise InvalidRecordError(f"invalid sample-log record of format {envelope.format}: {exc}") from None
     if isinstance(record, FeedbackRecord):
         return record
     decoder = _requests.get(request_type)

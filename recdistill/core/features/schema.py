@@ -151,10 +151,6 @@ class FeatureSchema:
     def scenario_names(self) -> list[str]:
         return [s.name for s in self.scenarios]
 
-    def is_first_scenario(self, name: str) -> bool:
-        """The first scenario keeps every name it had before scenarios (registry, state, consumer group)."""
-        return name == self.scenario_names[0]
-
     def scenario(self, name: str | None = None) -> ScenarioSpec:
         """A declared scenario by name (the first when None); `UnknownScenarioError` names the others."""
         found = next((s for s in self.scenarios if name is None or s.name == name), None)

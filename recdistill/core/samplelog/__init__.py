@@ -22,10 +22,9 @@ from recdistill.core.samplelog.source import (
     LogLocation,
     LogSource,
     LogWriter,
-    consumer_group,
     open_source,
     open_writer,
 )
 
 __all__ = ["LogEntry", "LogLocation", "LogSource", "LogWriter", "PartitionBusyError", "SampleLog", "TrainerLease",
-           "claim_partition", "consumer_group", "open_lease", "open_source", "open_writer"]
+           "claim_partition", "open_lease", "open_source", "open_writer"]

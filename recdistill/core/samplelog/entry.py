@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 Position = int | str  # file: the next offset of a partition; redis: the last entry id taken
-DEFAULT_GROUP = "distill-worker"  # the consumer group of the first scenario's trainer (`source.consumer_group`)
+DEFAULT_GROUP = "distill-worker"  # the first scenario trainer's consumer group (`places.ScenarioPlace`)
 
 
 @dataclass(frozen=True)

@@ -92,12 +92,6 @@ class LogSource(Protocol):
     def close(self) -> None: ...
 
 
-def consumer_group(scenario: str | None) -> str:
-    """The consumer group of a scenario's trainer: each reads the whole log at its own position (the first
-    scenario's keeps the name it had before scenarios, so its position carries over)."""
-    return DEFAULT_GROUP if scenario is None else f"{DEFAULT_GROUP}-{scenario}"
-
-
 class FileSource:
     """Every partition directory under `root`, each read from its checkpointed offset."""
 

@@ -36,7 +36,14 @@ from recdistill.core.artifact import (
 from recdistill.core.bootstrap import non_inferiority
 from recdistill.core.contracts.onnx import serving_session
 from recdistill.core.contracts.registry import GateAnchor
-from recdistill.core.contracts.worker import DataWindow, GateVerdict, PublishResult
+from recdistill.core.contracts.worker import (
+    DataWindow,
+    GateMetrics,
+    GateRole,
+    GateVerdict,
+    NonInferiority,
+    PublishResult,
+)
 from recdistill.core.data.synthetic import synthetic_requests
 from recdistill.core.evaluation import evaluate
 from recdistill.core.features.encoder import Encoder
@@ -60,8 +67,8 @@ def onnx_metrics(model: bytes | Path, holdout: EncodedSplit) -> dict[str, float]
     return evaluate(holdout.task, holdout.labels, scores, mask, holdout.user_ids)
 
 
-def quality_decision(candidate: np.ndarray, references: dict[str, np.ndarray], holdout: EncodedSplit,
-                     config: GateConfig) -> dict[str, dict[str, Any]]:
+def quality_decision(candidate: np.ndarray, references: dict[GateRole, np.ndarray], holdout: EncodedSplit,
+                     config: GateConfig) -> dict[GateRole, NonInferiority]:
     """The candidate against each reference ("active", "anchor") on the holdout: a paired non-inferiority
     test each (`non_inferiority`), with its interval and power."""
     mask = holdout.labels >= 0
@@ -89,46 +96,49 @@ def gate_anchor(registry: Path) -> GateAnchor | None:
 
 def gate(onnx_model: bytes, model: torch.nn.Module, probe: dict[str, np.ndarray], holdout: EncodedSplit,
          registry: Path, config: GateConfig) -> GateVerdict:
-    result = GateVerdict(accepted=True)
+    reasons = []
     difference = parity(onnx_model, model, probe)
-    result.metrics["parity_max_abs_diff"] = difference
     if difference > PARITY_TOLERANCE:
-        result.reasons.append(f"ONNX parity {difference:.2e} > {PARITY_TOLERANCE:.0e}")
+        reasons.append(f"ONNX parity {difference:.2e} > {PARITY_TOLERANCE:.0e}")
     scores, mask = onnx_scores(onnx_model, holdout)
-    result.metrics["holdout"] = evaluate(holdout.task, holdout.labels, scores, mask, holdout.user_ids)
     anchor = gate_anchor(registry)
     if anchor is not None and not (registry / anchor.version / "model.onnx").is_file():
-        result.reasons.append(f"the gate's anchor version {anchor.version} is not in the registry {registry}: "
-                              "restore it, or write gate-anchor.json naming a version to hold candidates to")
-    roles = {"active": read_state(registry).active, "anchor": anchor.version if anchor else None}
+        reasons.append(f"the gate's anchor version {anchor.version} is not in the registry {registry}: "
+                       "restore it, or write gate-anchor.json naming a version to hold candidates to")
+    roles: dict[GateRole, str | None] = {"active": read_state(registry).active,
+                                         "anchor": anchor.version if anchor else None}
     loaded: dict[str, np.ndarray] = {}
-    references = {}
+    references: dict[GateRole, np.ndarray] = {}
     for role, version in roles.items():
         if version and (registry / version / "model.onnx").is_file():
             if version not in loaded:
                 loaded[version] = onnx_scores(registry / version / "model.onnx", holdout)[0]
             references[role] = loaded[version]
-    decisions = quality_decision(scores, references, holdout, config)
+    decisions = {role: msgspec.structs.replace(decision, version=roles[role])
+                 for role, decision in quality_decision(scores, references, holdout, config).items()}
     for role, decision in decisions.items():
-        decision["version"] = roles[role]
-        if not decision["non_inferior"]:
-            low = decision["ci90"][0]
-            result.reasons.append(f"holdout AUC vs the {role} version {roles[role]}: {decision['difference']:+.4f} "
-                                  f"(lower 95% bound {low:+.4f}) is not within the margin -{decision['margin']}")
-    result.metrics["quality"] = decisions
+        if not decision.non_inferior:
+            reasons.append(f"holdout AUC vs the {role} version {decision.version}: {decision.difference:+.4f} "
+                           f"(lower 95% bound {decision.ci90[0]:+.4f}) is not within the margin -{decision.margin}")
+    p99 = onnx_p99_ms(onnx_model, holdout.encoder, config.latency_runs)
+    if p99 > config.latency_budget_ms:
+        reasons.append(f"ONNX Runtime p99 {p99:.2f} ms > budget {config.latency_budget_ms} ms")
     # A new anchor: the first version, or one significantly better than the anchor.
-    result.metrics["reanchor"] = anchor is None or bool(decisions.get("anchor", {}).get("better"))
-    session, request = serving_session(onnx_model), standard_request(holdout.encoder)
+    reanchor = anchor is None or ("anchor" in decisions and decisions["anchor"].better)
+    metrics = GateMetrics(parity_max_abs_diff=difference, quality=decisions, reanchor=reanchor, latency_p99_ms=p99,
+                          holdout=evaluate(holdout.task, holdout.labels, scores, mask, holdout.user_ids))
+    return GateVerdict(accepted=not reasons, reasons=reasons, metrics=metrics)
+
+
+def onnx_p99_ms(onnx_model: bytes, encoder: Encoder, runs: int) -> float:
+    """ONNX Runtime's p99 latency (ms) on the standard request (`standard_request`)."""
+    session, request = serving_session(onnx_model), standard_request(encoder)
     timings = []
-    for _ in range(config.latency_runs):
+    for _ in range(runs):
         started = time.perf_counter()
         session.run(None, request)
         timings.append(time.perf_counter() - started)
-    p99 = float(np.percentile(timings, 99) * 1e3)
-    result.metrics["latency_p99_ms"] = p99
-    if p99 > config.latency_budget_ms:
-        result.reasons.append(f"ONNX Runtime p99 {p99:.2f} ms > budget {config.latency_budget_ms} ms")
-    return msgspec.structs.replace(result, accepted=not result.reasons)
+    return float(np.percentile(timings, 99) * 1e3)
 
 
 def promote(server_url: str, token: str, version: str, scenario: str | None = None) -> None:
@@ -158,8 +168,9 @@ def publish_and_promote(settings: WorkerSettings, model: StudentModel, holdout: 
         logger.warning("candidate refused, the active version keeps serving: %s", "; ".join(verdict.reasons))
         return PublishResult(version=None, gate=verdict)
     version = f"{settings.version_prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    anchored = anchor or bool(verdict.metrics["reanchor"])
-    verdict.metrics["anchored"] = anchored  # in the manifest: a lost gate-anchor.json is rebuilt from it
+    anchored = anchor or verdict.metrics.reanchor
+    # In the manifest: a lost gate-anchor.json is rebuilt from it.
+    verdict = msgspec.structs.replace(verdict, metrics=msgspec.structs.replace(verdict.metrics, anchored=anchored))
     ensure_registry(settings.registry, schema)
     publish_version(registry, version, onnx_model, schema.hash, teacher_version=settings.teacher.trained_version,
                     scenario=scenario, data_window=window, metrics=verdict.metrics, config=model.config.to_dict(),
@@ -171,7 +182,7 @@ def publish_and_promote(settings: WorkerSettings, model: StudentModel, holdout: 
         previous = read_anchor(registry)
         reason = "batch version" if anchor else "first version" if previous is None else \
             f"significantly better than {previous.version}"
-        write_anchor(registry, GateAnchor(version=version, holdout_auc=verdict.metrics["holdout"]["auc"],
+        write_anchor(registry, GateAnchor(version=version, holdout_auc=float(verdict.metrics.holdout["auc"] or "nan"),
                                                    reason=reason, anchored_unix=time.time()))
         logger.info("gate anchor: %s (%s)", version, reason)
     return PublishResult(version=version, gate=verdict, promoted=promoted, anchored=anchored)

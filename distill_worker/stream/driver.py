@@ -30,7 +30,7 @@ from distill_worker.debias import Calibration
 from distill_worker.jobs import DeadLetterFile, LeaseLostError, acquire_lease
 from distill_worker.label_log import Labels, open_label_store
 from distill_worker.promote import publish_and_promote
-from distill_worker.settings import DistillConfig, StreamConfig, WorkerSettings
+from distill_worker.settings import WorkerSettings
 from distill_worker.stream.checkpoint import load_checkpoint, save_checkpoint
 from distill_worker.stream.consumer import SampleConsumer, ScenarioFilter, StepResult
 from distill_worker.stream.trainer import StreamTrainer
@@ -46,7 +46,6 @@ from recdistill.core.contracts.worker import (
     StreamState,
 )
 from recdistill.core.data.dataset import PreparedDataset
-from recdistill.core.data.dense import DenseCandidates
 from recdistill.core.errors import BrokerUnavailableError
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.samplelog import LogLocation, LogSource, TrainerLease, open_lease, open_source
@@ -66,22 +65,20 @@ Publisher = Callable[[StudentModel, DataWindow], PublishResult]
 class StreamPhase:
     """The stream-phase driver: consume, train what is due, export on a cadence, checkpoint, commit.
 
-    `publisher` exports, gates, publishes and promotes a model (None: nothing is published);
-    `on_publish(version_or_None)` is told each outcome.
+    Built from a ready `trainer` (the model, its teacher and label store, the settings); it reads `samples`
+    (a log location or a source) and keeps its checkpoint and dead letters in `state_dir`. `publisher`
+    exports, gates, publishes and promotes a model (None: nothing is published); `on_publish(version_or_None)`
+    is told each outcome; `lease`: it trains only while it holds it; `scenario`: the records it takes.
     """
 
-    def __init__(self, dataset: PreparedDataset, samples: Path | str | LogSource, state_dir: Path,
-                 distill: DistillConfig, config: StreamConfig, teacher: TeacherClient | None = None,
-                 store: Labels | None = None, initial_model: StudentModel | None = None,
-                 calibration: Calibration | None = None, publisher: Publisher | None = None,
-                 on_publish: Callable[[str | None], None] | None = None, lease: TrainerLease | None = None,
-                 scenario: ScenarioFilter | None = None, dense: DenseCandidates | None = None) -> None:
-        if distill.use_teacher and (teacher is None or store is None):
-            raise ValueError("distillation needs a teacher client and a label store")
+    def __init__(self, trainer: StreamTrainer, samples: Path | str | LogSource, state_dir: Path,
+                 publisher: Publisher | None = None, on_publish: Callable[[str | None], None] | None = None,
+                 lease: TrainerLease | None = None, scenario: ScenarioFilter | None = None) -> None:
         self.state_path = state_dir / "stream.pt"
         self.dead_letters = DeadLetterFile(state_dir / "dead-letter.jsonl")
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.config = config
+        self.config = config = trainer.config
+        store = trainer.store
         self.publisher = publisher
         self.on_publish = on_publish
         self.lease = lease  # this worker trains only while it holds the lease
@@ -90,14 +87,12 @@ class StreamPhase:
         self._unpublished_ts: list[float] = []
         self.freshness_s: list[float] = []
         self.state = StreamState()
-        model = initial_model or StudentModel(dataset.schema, StudentConfig())
-        self.trainer = StreamTrainer(dataset, model, distill, config, teacher, store,
-                                     calibration.transform if calibration else None, dense)
+        self.trainer = trainer
         if self.state_path.exists():
             self._restore()
         source = open_source(LogLocation.parse(samples), "worker") if isinstance(samples, Path | str) else samples
         self.consumer = SampleConsumer(source, self.state, config, self._dead_letter,
-                                       dataset.schema.request_types(ignore_unknown=True).rank_request, scenario,
+                                       trainer.schema.request_types(ignore_unknown=True).rank_request, scenario,
                                        store.saw if store is not None else None)
         if store is not None:
             store.follow(self.state.offsets)  # what this trainer has read: a label it lacks was read before it
@@ -284,12 +279,11 @@ async def stream_main(settings: WorkerSettings, steps: int | None = None, hooks:
         store = open_label_store(settings)
     try:
         # Built once the lease is held: a standby that takes over resumes from the latest checkpoint.
-        phase = StreamPhase(dataset, open_source(location, settings.worker_id, group), state_dir,
-                            settings.distill, settings.stream, teacher, store, initial_model=initial_model,
-                            calibration=calibration, publisher=publisher if publish else None,
-                            on_publish=hooks.on_publish, lease=lease,
-                            scenario=ScenarioFilter.of(target, settings.place(dataset.schema)),
-                            dense=settings.dense)
+        trainer = StreamTrainer(dataset, initial_model, settings.distill, settings.stream, teacher, store,
+                                calibration.transform if calibration else None, settings.dense)
+        phase = StreamPhase(trainer, open_source(location, settings.worker_id, group), state_dir,
+                            publisher=publisher if publish else None, on_publish=hooks.on_publish, lease=lease,
+                            scenario=ScenarioFilter.of(target, settings.place(dataset.schema)))
         state = await phase.run(until=hooks.until, steps=steps, clock=hooks.clock, on_step=hooks.on_step)
     finally:
         if teacher is not None:

@@ -14,7 +14,7 @@ from distill_worker.debias import inverse_propensity_weights
 from distill_worker.label_log import Labels
 from distill_worker.labels import LabelRequest, label_each
 from distill_worker.settings import DistillConfig, StreamConfig
-from distill_worker.student import StudentModel
+from distill_worker.student import StudentConfig, StudentModel
 from distill_worker.teacher_client import TeacherClient
 from distill_worker.trainer import distill_loss
 from recdistill.core.contracts.records import SampledRequest
@@ -33,10 +33,15 @@ class StreamTrainer:
     `dense`, the teacher is asked about each request's dense candidates too (when this trainer asks it), and
     every labelled candidate the store holds beyond the served ones (whoever asked) trains the teacher head."""
 
-    def __init__(self, dataset: PreparedDataset, model: StudentModel, distill: DistillConfig, config: StreamConfig,
-                 teacher: TeacherClient | None, store: Labels | None,
+    def __init__(self, dataset: PreparedDataset, model: StudentModel | None, distill: DistillConfig,
+                 config: StreamConfig, teacher: TeacherClient | None = None, store: Labels | None = None,
                  soft_transform: Callable[[np.ndarray], np.ndarray] | None = None,
                  dense: DenseCandidates | None = None) -> None:
+        """`model`: the student to go on training (None: a new one on the schema's student view)."""
+        if distill.use_teacher and (teacher is None or store is None):
+            raise ValueError("distillation needs a teacher client and a label store")
+        model = model or StudentModel(dataset.schema, StudentConfig())
+        self.schema = dataset.schema
         self.model, self.distill, self.config = model, distill, config
         self.teacher, self.store = teacher, store
         self.dense, self.popular = dense, dataset.popular_items if dense is not None else []

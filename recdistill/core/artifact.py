@@ -148,10 +148,10 @@ def recorded_anchor(registry: Path) -> GateAnchor | None:
                 manifests.append(read_manifest(registry, path.name))
             except ArtifactError:
                 continue
-    anchored = [m for m in manifests if m.metrics.get("anchored", m.metrics.get("reanchor"))]
+    anchored = [m for m in manifests if m.metrics.made_anchor]
     if not anchored:
         return None
     newest = max(anchored, key=lambda m: m.created_unix)
-    return GateAnchor(version=newest.version, holdout_auc=float(newest.metrics.get("holdout", {}).get("auc", "nan")),
+    return GateAnchor(version=newest.version, holdout_auc=float(newest.metrics.holdout.get("auc") or "nan"),
                       reason=f"rebuilt from the manifest of {newest.version}: gate-anchor.json was missing",
                       anchored_unix=newest.created_unix)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Any
 
 import numpy as np
+
+from recdistill.core.contracts.worker import NonInferiority
 
 
 @dataclass
@@ -44,7 +45,7 @@ def user_weights(user_ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def non_inferiority(candidate: np.ndarray, reference: np.ndarray, labels: np.ndarray, mask: np.ndarray,
                     user_ids: np.ndarray, margin: float, samples: int, power: float = 0.8,
-                    seed: int = 0) -> dict[str, Any]:
+                    seed: int = 0) -> NonInferiority:
     """Is `candidate` no worse than `reference` by more than the margin AUC on these events? A paired test
     (both score the same events; one user draw for both): non-inferior when the one-sided 95% lower bound of
     (candidate - reference) lies above -margin; better when it lies above 0.
@@ -65,6 +66,6 @@ def non_inferiority(candidate: np.ndarray, reference: np.ndarray, labels: np.nda
     z = NormalDist()
     sized = max(margin, (z.inv_cdf(0.95) + z.inv_cdf(power)) * se)
     achieved = z.cdf(sized / se - z.inv_cdf(0.95)) if se > 0 else 1.0
-    return {"difference": round(point, 6), "ci90": [round(low, 6), round(high, 6)], "se": round(se, 6),
-            "margin": round(sized, 6), "margin_configured": margin, "power_at_margin": round(achieved, 3),
-            "non_inferior": low > -sized, "better": low > 0, "samples": samples, "resamples": "users"}
+    return NonInferiority(difference=round(point, 6), ci90=(round(low, 6), round(high, 6)), se=round(se, 6),
+                          margin=round(sized, 6), margin_configured=margin, power_at_margin=round(achieved, 3),
+                          non_inferior=bool(low > -sized), better=bool(low > 0), samples=samples)

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import torch
 
@@ -243,7 +244,7 @@ async def _live(dataset: PreparedDataset, config: DemoConfig, experiment: BatchE
                                        baseline_version, batch_version, copy.deepcopy(distilled.model),
                                        experiment.calibration, out / "logs" / "replay.jsonl", scenarios)
     for swap in result.live.swaps:  # each promotion with the gate's decision (the baseline served from the start)
-        quality = read_manifest(registry, swap.version).metrics.get("quality", {})
+        quality = msgspec.to_builtins(read_manifest(registry, swap.version).metrics.quality)
         result.live_versions.append({"version": swap.version, "phase": swap.phase, "at_s": round(swap.at_s, 2),
                                      "test": onnx_metrics(registry / swap.version / "model.onnx", experiment.test),
                                      "gate": quality})

@@ -33,6 +33,7 @@ from recdistill.core.contracts.worker import (
     DataWindow,
     DebiasReport,
     Freshness,
+    GateMetrics,
     GateVerdict,
     PublishResult,
     StandbyReport,
@@ -43,7 +44,8 @@ from recdistill.core.contracts.worker import (
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.errors import DataError
 
-PUBLISHED = PublishResult(version="v-1", gate=GateVerdict(accepted=True, metrics={"latency_p99_ms": 0.4}),
+PUBLISHED = PublishResult(version="v-1",
+                          gate=GateVerdict(accepted=True, metrics=GateMetrics(latency_p99_ms=0.4)),
                           promoted=True, anchored=False)
 
 

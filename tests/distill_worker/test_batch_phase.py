@@ -48,7 +48,7 @@ async def test_batch_phase_labels_trains_gates_and_promotes(
     assert read_state(registry).active == version
     manifest = read_manifest(registry, version)
     assert manifest.teacher_version == "tiny-1"
-    assert manifest.metrics["parity_max_abs_diff"] <= 1e-5
+    assert manifest.metrics.parity_max_abs_diff <= 1e-5
     assert manifest.data_window == DataWindow(train_events=report.train_events)
     assert manifest.distill == asdict(settings.distill)
     assert report.published.gate.accepted
@@ -88,10 +88,10 @@ def test_a_worse_model_is_not_promoted(ml100k: PreparedDataset, registry: Path, 
             parameter.zero_()
     report = publish_and_promote(settings, constant.eval(), holdout, DataWindow(), {})
     version = report.version
-    decision = report.gate.metrics["quality"]["active"]
-    assert decision["version"] == "trained"
-    assert decision["difference"] < 0
-    assert not decision["non_inferior"]
+    decision = report.gate.metrics.quality["active"]
+    assert decision.version == "trained"
+    assert decision.difference < 0
+    assert not decision.non_inferior
     assert version is None
     assert any("holdout AUC vs the active version" in reason for reason in report.gate.reasons)
     assert read_state(registry) == state_before

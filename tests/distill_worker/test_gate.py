@@ -47,10 +47,10 @@ def test_a_slow_slide_is_refused_once_its_drops_add_up_past_the_margin(ml100k: P
     for step in range(1, 10):
         scores = candidate(step)
         alone = quality_decision(scores, {"active": candidate(step - 1)}, holdout, config)["active"]
-        active_only.append(alone["non_inferior"])
+        active_only.append(alone.non_inferior)
         decisions = quality_decision(scores, {"active": active, "anchor": anchor}, holdout, config)
-        assert decisions["anchor"]["ci90"][0] <= decisions["anchor"]["difference"] <= decisions["anchor"]["ci90"][1]
-        if all(d["non_inferior"] for d in decisions.values()):
+        assert decisions["anchor"].ci90[0] <= decisions["anchor"].difference <= decisions["anchor"].ci90[1]
+        if all(d.non_inferior for d in decisions.values()):
             active = scores
             served.append(step)
     drops = [auc(candidate(s)) - auc(candidate(s + 1)) for s in range(9)]
@@ -77,12 +77,12 @@ def test_the_batch_version_anchors_and_only_a_significantly_better_one_moves_it(
     again = publish_and_promote(settings, model, holdout, DataWindow(), {})  # the same model: equal, not better
     assert again.version is not None
     assert not again.anchored
-    decision = again.gate.metrics["quality"]["anchor"]
-    assert decision["version"] == first
-    assert decision["difference"] == 0.0
-    assert decision["non_inferior"]
-    assert not decision["better"]
-    assert 0 < decision["power_at_margin"] <= 1
+    decision = again.gate.metrics.quality["anchor"]
+    assert decision.version == first
+    assert decision.difference == 0.0
+    assert decision.non_inferior
+    assert not decision.better
+    assert 0 < decision.power_at_margin <= 1
     assert read_anchor(settings.registry).version == first, "an equal version does not move the anchor"
 
 
@@ -102,7 +102,7 @@ def test_the_gate_never_runs_without_its_anchor(ml100k: PreparedDataset, tmp_pat
     assert (second.version, second.anchored) != (None, True)
     (settings.registry / "gate-anchor.json").unlink()
     third = publish_and_promote(settings, model, holdout, DataWindow(), {})
-    assert third.gate.metrics["quality"]["anchor"]["version"] == first, "rebuilt from the manifests"
+    assert third.gate.metrics.quality["anchor"].version == first, "rebuilt from the manifests"
     assert not third.anchored
     rebuilt = read_anchor(settings.registry)
     assert rebuilt is not None

@@ -16,7 +16,7 @@ import pytest
 
 from distill_worker.labels import LabelStore
 from distill_worker.settings import DistillConfig, StreamConfig, TeacherClientSettings
-from distill_worker.stream import StreamPhase
+from distill_worker.stream import StreamPhase, StreamTrainer
 from distill_worker.teacher_client import TEACHER_UP, TeacherClient
 from recdistill.core.contracts.records import FeedbackRecord, SampledRequest, encode_record
 from recdistill.core.data.dataset import PreparedDataset
@@ -68,8 +68,8 @@ async def test_a_poison_record_and_a_refused_request_are_dead_lettered(
                          env={"TEACHER_MAX_CANDIDATES": "20"}) as (endpoints, _):
         client, store = _client(ml100k, endpoints.grpc_url), LabelStore(state_dir / "labels.sqlite")
         try:
-            phase = StreamPhase(ml100k, samples, state_dir, DistillConfig(), StreamConfig(join_window_s=0.0),
-                                client, store)
+            phase = StreamPhase(StreamTrainer(ml100k, None, DistillConfig(), StreamConfig(join_window_s=0.0),
+                                              client, store), samples, state_dir)
             state = await phase.run(until=lambda: True, clock=lambda: FAR_FUTURE)
         finally:
             await client.close()
@@ -94,8 +94,8 @@ async def test_the_stream_waits_out_a_30_s_teacher_outage_and_resumes(
     client = _client(ml100k, f"127.0.0.1:{port}", retries=1, backoff_base_s=0.05, timeout_s=2, breaker_failures=2,
                      breaker_reset_s=0.5)
     store = LabelStore(state_dir / "labels.sqlite")
-    phase = StreamPhase(ml100k, samples, state_dir, DistillConfig(),
-                        StreamConfig(join_window_s=0.0, idle_s=0.1, outage_backoff_max_s=2.0), client, store)
+    config = StreamConfig(join_window_s=0.0, idle_s=0.1, outage_backoff_max_s=2.0)
+    phase = StreamPhase(StreamTrainer(ml100k, None, DistillConfig(), config, client, store), samples, state_dir)
     traffic_over = asyncio.Event()
 
     async def wait_for(condition, what: str, timeout_s: float = 120) -> None:  # noqa: ANN001
@@ -143,8 +143,8 @@ async def test_a_stopped_teacher_is_reported_down_and_the_stream_resumes_within_
     samples, state_dir, port = tmp_path / "samples", tmp_path / "worker", free_port()
     client = _client(ml100k, f"127.0.0.1:{port}")
     store = LabelStore(state_dir / "labels.sqlite")
-    phase = StreamPhase(ml100k, samples, state_dir, DistillConfig(), StreamConfig(join_window_s=0.0, idle_s=0.1),
-                        client, store)
+    phase = StreamPhase(StreamTrainer(ml100k, None, DistillConfig(), StreamConfig(join_window_s=0.0, idle_s=0.1),
+                                      client, store), samples, state_dir)
     traffic_over = asyncio.Event()
 
     async def wait_for(condition, what: str, timeout_s: float) -> float:  # noqa: ANN001
@@ -205,8 +205,8 @@ def test_a_backlog_never_turns_clicks_into_negatives(ml100k: PreparedDataset, tm
         clicks = [(when, click) for when, click in clicks if when > served]
     payloads += [click for _, click in clicks]
     log.append(payloads)
-    phase = StreamPhase(ml100k, samples, tmp_path / "worker", DistillConfig(use_teacher=False),
-                        StreamConfig(join_window_s=2.0, max_records=10))
+    phase = StreamPhase(StreamTrainer(ml100k, None, DistillConfig(use_teacher=False),
+                                      StreamConfig(join_window_s=2.0, max_records=10)), samples, tmp_path / "worker")
     steps = 0
     while steps < 100:
         result = asyncio.run(phase.step(now=FAR_FUTURE))
@@ -238,8 +238,9 @@ def test_the_exploration_slice_stays_out_of_training_and_every_record_is_counted
             request_id=body["request_id"], item_id=str(body["candidates"][0]["item_id"]), label=1.0,
             ts=1_000.5 + i, received_ts=1_000.5 + i)))
     SampleLog(samples / "server-0").append(payloads)
-    phase = StreamPhase(ml100k, samples, tmp_path / "worker", DistillConfig(use_teacher=False),
-                        StreamConfig(join_window_s=0.0, train_on_exploration=train_on_exploration))
+    config = StreamConfig(join_window_s=0.0, train_on_exploration=train_on_exploration)
+    phase = StreamPhase(StreamTrainer(ml100k, None, DistillConfig(use_teacher=False), config), samples,
+                        tmp_path / "worker")
     state = asyncio.run(phase.run(until=lambda: True, clock=lambda: FAR_FUTURE))
     held = 0 if train_on_exploration else 10
     assert state.records_consumed == len(payloads) == 80
@@ -275,8 +276,8 @@ def test_records_whose_fields_disagree_are_dead_lettered_not_trained(ml100k: Pre
     feedback = FeedbackRecord(request_id="x", item_id="1", label=1.0, ts=1.0, received_ts=1.0)
     payloads += [encode_record(feedback), _poisoned(feedback, ts=math.nan)]
     SampleLog(samples / "server-0").append(payloads)
-    phase = StreamPhase(ml100k, samples, tmp_path / "worker", DistillConfig(use_teacher=False),
-                        StreamConfig(join_window_s=0.0))
+    phase = StreamPhase(StreamTrainer(ml100k, None, DistillConfig(use_teacher=False), StreamConfig(join_window_s=0.0)),
+                        samples, tmp_path / "worker")
     for _ in range(20):  # bounded: a record that is never released must fail the test, not hang it
         result = asyncio.run(phase.step(now=FAR_FUTURE))
         if not result.read and not phase.state.waiting:

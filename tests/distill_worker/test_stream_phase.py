@@ -14,7 +14,7 @@ import pytest
 from distill_worker.labels import LabelStore
 from distill_worker.promote import publish_and_promote
 from distill_worker.settings import DistillConfig, GateConfig, StreamConfig, TeacherClientSettings, WorkerSettings
-from distill_worker.stream import CONSUMER, StreamPhase, stream_main
+from distill_worker.stream import CONSUMER, StreamPhase, StreamTrainer, stream_main
 from distill_worker.teacher_client import TeacherClient
 from recdistill.core.artifact import read_manifest, read_state
 from recdistill.core.data.dataset import PreparedDataset
@@ -82,7 +82,8 @@ async def test_stream_trains_each_record_once_across_kills_and_promotes(
         return publish_and_promote(worker_settings, model, holdout, window, asdict(distill))
 
     def new_worker() -> StreamPhase:
-        return StreamPhase(ml100k, samples, state_dir, distill, config, teacher, store, publisher=publisher)
+        return StreamPhase(StreamTrainer(ml100k, None, distill, config, teacher, store), samples, state_dir,
+                           publisher=publisher)
 
     try:
         async with run_server(settings) as server, httpx.AsyncClient(base_url=server.http_url) as client:
@@ -167,7 +168,7 @@ async def test_teacher_down_fails_the_step_and_loses_nothing(
     dead = TeacherClient(TeacherClientSettings(url=f"127.0.0.1:{free_port()}", retries=1, backoff_base_s=0.05,
                                                timeout_s=2), encoder)
     config = StreamConfig(join_window_s=0.0)
-    worker = StreamPhase(ml100k, samples, state_dir, DistillConfig(), config, dead, store)
+    worker = StreamPhase(StreamTrainer(ml100k, None, DistillConfig(), config, dead, store), samples, state_dir)
     with pytest.raises(TeacherError):
         await worker.step(now=FAR_FUTURE)
     await dead.close()
@@ -175,7 +176,7 @@ async def test_teacher_down_fails_the_step_and_loses_nothing(
     live = TeacherClient(TeacherClientSettings(url=triton_teacher.grpc_url, teacher_version="tiny-1",
                                                teacher_data_end_ts=0.0), encoder)
     try:
-        recovered = StreamPhase(ml100k, samples, state_dir, DistillConfig(), config, live, store)
+        recovered = StreamPhase(StreamTrainer(ml100k, None, DistillConfig(), config, live, store), samples, state_dir)
         step = await recovered.step(now=FAR_FUTURE)
     finally:
         await live.close()

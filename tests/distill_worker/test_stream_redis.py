@@ -16,7 +16,7 @@ import redis
 
 from distill_worker.labels import LabelStore
 from distill_worker.settings import DistillConfig, StreamConfig, TeacherClientSettings
-from distill_worker.stream import StreamPhase
+from distill_worker.stream import StreamPhase, StreamTrainer
 from distill_worker.teacher_client import TeacherClient
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
@@ -58,8 +58,8 @@ async def test_a_standby_takes_over_a_dead_workers_entries_and_each_sample_is_tr
     store = LabelStore(state_dir / "labels.sqlite")
 
     def worker(name: str) -> StreamPhase:
-        return StreamPhase(ml100k, RedisStreamSource(config, name), state_dir, DistillConfig(),
-                           StreamConfig(join_window_s=0.0), teacher, store)
+        trainer = StreamTrainer(ml100k, None, DistillConfig(), StreamConfig(join_window_s=0.0), teacher, store)
+        return StreamPhase(trainer, RedisStreamSource(config, name), state_dir)
 
     settings = make_settings(registry, tmp_path, sampling_rate=1.0, sample_log=valkey.url)
     try:

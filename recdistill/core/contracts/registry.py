@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta, Struct
 
-from recdistill.core.contracts.worker import DataWindow
+from recdistill.core.contracts.worker import DataWindow, GateMetrics
 from recdistill.core.errors import ConflictError
 
 MANIFEST_FORMAT = 1
@@ -30,9 +30,9 @@ class Manifest(Struct, frozen=True, kw_only=True):
     teacher_version: str | None = None
     scenario: str | None = None  # the scenario it was trained for (None: before scenarios, the first one)
     data_window: DataWindow = msgspec.field(default_factory=DataWindow)  # what it was trained on
-    # The gate's verdict inputs (parity, holdout metrics, latency), the model and training configs:
-    # free-form reports for people, never read by the serving path.
-    metrics: dict[str, Any] = {}
+    metrics: GateMetrics = msgspec.field(default_factory=GateMetrics)  # what the gate measured on it
+    # The model's and the training's configs: free-form by nature (each family and phase has its own keys),
+    # reports for people, never read by the serving path.
     config: dict[str, Any] = {}
     distill: dict[str, Any] = {}
     format: int = MANIFEST_FORMAT

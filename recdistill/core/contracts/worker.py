@@ -85,11 +85,47 @@ class DataWindow(Struct, frozen=True, kw_only=True, omit_defaults=True):
                           first_served_unix=min(firsts), last_served_unix=max(lasts))
 
 
+class NonInferiority(Struct, frozen=True, kw_only=True):
+    """A candidate's holdout AUC against a reference's, by a paired user-level bootstrap
+    (`recdistill.core.bootstrap.non_inferiority`): non-inferior when the one-sided 95% lower bound of the
+    difference lies above -margin, better when it lies above 0."""
+
+    difference: float
+    ci90: tuple[float, float]
+    se: float
+    margin: float  # the margin used: at least `margin_configured`, at least what the holdout can refuse
+    margin_configured: float
+    power_at_margin: float
+    non_inferior: bool
+    better: bool
+    samples: int
+    resamples: Literal["users"] = "users"
+    version: str | None = None  # the reference version (the gate names it)
+
+
+GateRole = Literal["active", "anchor"]
+
+
+class GateMetrics(Struct, frozen=True, kw_only=True):
+    """What the gate measured on a candidate; kept in its manifest (a lost gate-anchor.json is rebuilt from
+    `anchored`), served by the operator API, read by the demo report."""
+
+    parity_max_abs_diff: float | None = None  # PyTorch vs ONNX Runtime on the probe batch
+    holdout: dict[str, float | None] = {}  # `core.evaluation.evaluate` on the gate's holdout (auc, gauc, ...)
+    quality: dict[GateRole, NonInferiority] = {}  # against each reference the registry had
+    reanchor: bool = False  # the first version, or significantly better than the anchor
+    latency_p99_ms: float | None = None  # ONNX Runtime, the standard request of 100 candidates
+    anchored: bool | None = None  # it became the gate's anchor (None: a manifest from before this field)
+
+    @property
+    def made_anchor(self) -> bool:
+        return self.anchored if self.anchored is not None else self.reanchor
+
+
 class GateVerdict(Struct, frozen=True, kw_only=True):
     accepted: bool
     reasons: list[str] = []
-    # Parity, holdout metrics, the quality tests, latency: a report for people (see distill_worker.promote).
-    metrics: dict[str, Any] = {}
+    metrics: GateMetrics = msgspec.field(default_factory=GateMetrics)
 
 
 class PublishResult(Struct, frozen=True, kw_only=True):

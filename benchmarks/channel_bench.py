@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from benchmarks.results import Results, Row, percentiles_ms
-from distill_worker.export import export_onnx
-from distill_worker.student import StudentConfig, StudentModel
+from distill_worker import StudentConfig, StudentModel, export_onnx
 from recdistill.core.contracts.onnx import session_options
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.dense import DenseCandidates
@@ -26,7 +25,7 @@ from recdistill.core.data.prepare import prepare_source
 from recdistill.core.data.sources import shipped_schema
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.features.schema import ModelView
-from teacher_service.sequence import SEQUENCE_SIZES, SequenceTeacher
+from teacher_service import SEQUENCE_SIZES, SequenceTeacher
 
 SECTION = "Channel: the user channel at serving, dense labels at the teacher"
 COMMAND = "make bench (benchmarks/channel_bench.py)"
@@ -121,15 +120,11 @@ def _labeller_rows(results: Results, dataset: PreparedDataset, tmp: Path, quick:
     one Triton serving an (untrained) seq-xs teacher."""
     import asyncio
 
-    from distill_worker.label_log import SharedLabelStore
-    from distill_worker.labeller import Labeller
-    from distill_worker.settings import TeacherClientSettings
-    from distill_worker.teacher_client import TeacherClient
+    from distill_worker import Labeller, SharedLabelStore, TeacherClient, TeacherClientSettings
     from recdistill.core.contracts.records import SampledRequest, encode_record
     from recdistill.core.contracts.teacher import TeacherDataWindow, TeacherManifest
     from recdistill.core.samplelog import LogLocation, SampleLog, open_source
-    from teacher_service.checkpoint import save_checkpoint
-    from teacher_service.launcher import teacher_process
+    from teacher_service import save_checkpoint, teacher_process
 
     config = SEQUENCE_SIZES["seq-xs"]
     model = SequenceTeacher(dataset.schema, config).eval()

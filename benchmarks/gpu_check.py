@@ -24,8 +24,7 @@ from recdistill.core.data.prepare import prepare_source
 from recdistill.core.data.sources import shipped_schema
 from recdistill.core.data.synthetic import synthetic_requests
 from recdistill.core.features.encoder import Encoder
-from teacher_service.sequence import SEQUENCE_SIZES, SequenceTeacher
-from teacher_service.sequence_train import train_step, training_windows, window_batch
+from teacher_service import SEQUENCE_SIZES, SequenceTeacher, train_step, training_windows, window_batch
 
 
 def training_throughput(dataset: PreparedDataset, size: str, device: torch.device, batch: int,
@@ -59,9 +58,7 @@ def training_throughput(dataset: PreparedDataset, size: str, device: torch.devic
 
 def labelling(checkpoint: Path, dataset: PreparedDataset, requests: int, clients: int) -> dict[str, Any]:
     """Candidates a second scored through Triton (`clients` concurrent gRPC clients) and in-process."""
-    from teacher_service.checkpoint import load_checkpoint
-    from teacher_service.client import score
-    from teacher_service.launcher import teacher_process
+    from teacher_service import load_checkpoint, score, teacher_process
 
     encoder = Encoder(dataset.schema, "teacher")
     bodies = synthetic_requests(dataset.schema, requests, history_len=100, candidates=100, seed=1)
@@ -119,7 +116,7 @@ def main() -> None:
         figures["train_cuda_vs_cpu"] = round(gpu / cpu, 1)
     else:
         figures["note"] = "no CUDA device here: the CPU side only"
-    from teacher_service.train import TeacherTrainConfig, train_teacher
+    from teacher_service import TeacherTrainConfig, train_teacher
 
     checkpoint = work / "teacher"
     train_teacher(dataset.directory, checkpoint, TeacherTrainConfig(task="slate", size=args.size, epochs=1,

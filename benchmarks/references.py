@@ -118,7 +118,7 @@ def serve_triton(registry: Path, version: str, grpc_port: int, http_port: int, m
     from pytriton.triton import Triton, TritonConfig
 
     from recdistill.core.contracts.teacher import TeacherTensorSpec
-    from teacher_service.serve import ensure_libpython_on_library_path
+    from teacher_service import ensure_libpython_on_library_path
 
     ensure_libpython_on_library_path()
     encoder, session = _load(registry, version)

@@ -27,9 +27,16 @@ import torch
 from benchmarks.loadgen import tree_cpu_seconds
 from benchmarks.results import Results, Row
 from benchmarks.teacher_bench import _checkpoint
-from distill_worker.labeller import labeller_main
-from distill_worker.settings import DistillConfig, GateConfig, StreamConfig, TeacherClientSettings, WorkerSettings
-from distill_worker.stream import StreamHooks, stream_main
+from distill_worker import (
+    DistillConfig,
+    GateConfig,
+    StreamConfig,
+    StreamHooks,
+    TeacherClientSettings,
+    WorkerSettings,
+    labeller_main,
+    stream_main,
+)
 from recdistill.core.contracts.labels import LabellerReport
 from recdistill.core.contracts.records import SampledRequest, encode_record
 from recdistill.core.contracts.worker import StandbyReport, StreamReport
@@ -37,7 +44,7 @@ from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.prepare import prepare_source
 from recdistill.core.data.sources import shipped_schema
 from recdistill.core.samplelog import LogLocation, open_writer
-from teacher_service.launcher import teacher_process
+from teacher_service import teacher_process
 
 SECTION = "Scenarios: one teacher, a labeller, several students"
 COMMAND = "make bench  # benchmarks/scenarios_bench.py"

@@ -18,7 +18,7 @@ import psutil
 
 from benchmarks.student_bench import ROOT, TOKEN, _registry
 from recdistill.core.data.dataset import PreparedDataset
-from student_server.launcher import student_process
+from student_server import student_process
 
 
 def main() -> None:

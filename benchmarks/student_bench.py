@@ -29,8 +29,7 @@ import torch
 from benchmarks.profile import Profile, describe, profile_under_load
 from benchmarks.references import triton_request_bodies
 from benchmarks.results import Results, Row, percentiles_ms
-from distill_worker.export import export_onnx
-from distill_worker.student import StudentConfig, StudentModel
+from distill_worker import StudentConfig, StudentModel, export_onnx
 from recdistill.core._proto import ranking_pb2, ranking_v3_pb2
 from recdistill.core.artifact import publish_version, write_state
 from recdistill.core.contracts.onnx import session_options
@@ -41,7 +40,7 @@ from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.synthetic import synthetic_requests
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.processes import child_process, free_port
-from student_server.launcher import student_process
+from student_server import student_process
 
 SECTION = "Student server (100 candidates, 16 connections)"
 COMMAND = "make bench  # benchmarks/student_bench.py"

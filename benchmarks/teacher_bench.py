@@ -23,10 +23,7 @@ from recdistill.core.contracts.teacher import TEACHER_OUTPUT, TeacherDataWindow,
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.synthetic import synthetic_requests
 from recdistill.core.features.encoder import Encoder
-from teacher_service.checkpoint import save_checkpoint
-from teacher_service.launcher import teacher_process
-from teacher_service.model import TEACHER_SIZES, TeacherModel
-from teacher_service.serve import ALLOCATOR_THRESHOLD
+from teacher_service import ALLOCATOR_THRESHOLD, TEACHER_SIZES, TeacherModel, save_checkpoint, teacher_process
 
 SECTION = "Teacher (Triton gRPC vs in-process)"
 COMMAND = "make bench  # benchmarks/teacher_bench.py"

@@ -8,8 +8,7 @@ import numpy as np
 import torch
 
 from benchmarks.results import Results, Row
-from distill_worker.student import StudentConfig, StudentModel
-from distill_worker.trainer import DistillConfig, distill_loss
+from distill_worker import DistillConfig, StudentConfig, StudentModel, distill_loss
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.training import EncodedSplit

@@ -39,7 +39,7 @@ def demo_command(
     from recdistill.core.errors import DataError
     from recdistill.demo.config import load_config_file, preset
     from recdistill.demo.runner import run_demo
-    from teacher_service.train import architecture
+    from teacher_service import architecture
 
     schema_path = resolve_schema(schema, dataset)
     out = out or Path("runs") / ("quick" if quick else "demo")

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from recdistill.cli.common import shown
-from student_server.settings import StudentSettings as S
+from student_server import StudentSettings as S
 
 app = typer.Typer(help="The student server: HTTP + gRPC ranking with hot-swappable ONNX models.",
                   no_args_is_help=True)
@@ -57,8 +57,7 @@ def serve_command(
 ) -> None:
     """Serve ranking requests until SIGTERM / Ctrl-C (the operator token comes from RECDISTILL_ADMIN_TOKEN)."""
     from recdistill.cli.common import settings_from_cli
-    from student_server.main import serve
-    from student_server.settings import StudentSettings
+    from student_server import StudentSettings, serve
 
     settings = settings_from_cli(StudentSettings, config, "student", registry=registry, host=host, port=port,
                              grpc_port=grpc_port, workers=workers, sampling_rate=sampling_rate,

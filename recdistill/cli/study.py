@@ -49,8 +49,7 @@ def scaling_command(
     from recdistill.core.errors import DataError
     from recdistill.demo.runner import load_dataset
     from recdistill.demo.scaling import CPU, GPU, run_scaling
-    from teacher_service.device import resolve_device
-    from teacher_service.sequence import SEQUENCE_SIZES
+    from teacher_service import SEQUENCE_SIZES, resolve_device
 
     if grid not in ("cpu", "gpu"):
         raise typer.BadParameter("cpu or gpu", param_hint="--grid")

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from recdistill.cli.common import shown
 from recdistill.core.contracts.dataset import Task
-from teacher_service.settings import TeacherServeSettings as T
+from teacher_service import TeacherServeSettings as T
 
 app = typer.Typer(help="The teacher: train it, serve it behind Triton, score requests.", no_args_is_help=True)
 console = Console()
@@ -35,8 +35,7 @@ def train_command(
 ) -> None:
     """Train the long-sequence teacher with early stopping on valid AUC and write a checkpoint."""
     from recdistill.core.errors import DataError
-    from teacher_service.device import resolve_device
-    from teacher_service.train import TeacherTrainConfig, architecture, train_teacher
+    from teacher_service import TeacherTrainConfig, architecture, resolve_device, train_teacher
 
     resolved = None
     for check, hint in ((lambda: architecture(size), "--size"), (lambda: resolve_device(device), "--device")):
@@ -71,14 +70,13 @@ def serve_command(
     """Serve the teacher as a Triton model over gRPC and HTTP until SIGTERM / Ctrl-C."""
     from recdistill.cli.common import settings_from_cli
     from recdistill.core.errors import RecDistillError
-    from teacher_service.serve import serve
-    from teacher_service.settings import TeacherServeSettings
+    from teacher_service import TeacherServeSettings, serve_teacher
 
     settings = settings_from_cli(TeacherServeSettings, config, "teacher", checkpoint=checkpoint, http_port=http_port,
                                  grpc_port=grpc_port, metrics_port=metrics_port, model_name=model_name,
                                  instances=instances, device=device)
     try:
-        serve(settings)
+        serve_teacher(settings)
     except RecDistillError as exc:  # not a checkpoint, a schema that does not match, no CUDA for `cuda`
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -98,7 +96,7 @@ def triton_config_command(
     from recdistill.core.contracts.teacher import TeacherTensorSpec, triton_model_config
     from recdistill.core.features.schema import FeatureSchema
     from recdistill.core.fileio import atomic_write_text
-    from teacher_service.device import triton_kind
+    from teacher_service import triton_kind
 
     if device not in ("cuda", "cpu"):
         raise typer.BadParameter(f"cuda or cpu, not {device!r}", param_hint="--device")
@@ -124,7 +122,7 @@ def score_command(
     from recdistill.core.errors import RecDistillError, ValidationError
     from recdistill.core.features import Encoder, FeatureSchema
     from recdistill.core.features.examples import example_request
-    from teacher_service.client import score
+    from teacher_service import score
 
     fitted: FeatureSchema | None = None
     try:

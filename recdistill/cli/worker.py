@@ -9,7 +9,7 @@ from typing import Literal
 import msgspec
 import typer
 
-from distill_worker.settings import WorkerSettings as W
+from distill_worker import WorkerSettings as W
 from recdistill.cli.common import shown
 from recdistill.core.contracts.dataset import Task
 
@@ -77,7 +77,7 @@ def run_command(
     metrics_port: int | None = typer.Option(None, help="Serve the worker's Prometheus metrics on this port."),
 ) -> None:
     """Run a phase of the worker and print its report (JSON)."""
-    from distill_worker.settings import WorkerSettings
+    from distill_worker import WorkerSettings
     from recdistill.cli.common import settings_from_cli
 
 
@@ -101,8 +101,7 @@ def run_command(
 
 def _run(settings: W, mode: str, steps: int | None) -> None:
     """Run the phase and print its report (JSON)."""
-    from distill_worker.batch import run_batch
-    from distill_worker.stream import stream_main
+    from distill_worker import run_batch, stream_main
 
     if settings.distill.use_teacher and settings.teacher.teacher_version == "unknown":
         raise typer.BadParameter("give the version of the teacher behind --teacher-url (labels are keyed by it)",
@@ -149,8 +148,7 @@ def label_command(
     metrics_port: int | None = typer.Option(None, help="Serve the labeller's Prometheus metrics on this port."),
 ) -> None:
     """Label every sampled request once, for every scenario's trainer (run them with --labels-from labeller)."""
-    from distill_worker.labeller import labeller_main
-    from distill_worker.settings import WorkerSettings
+    from distill_worker import WorkerSettings, labeller_main
     from recdistill.cli.common import settings_from_cli
 
     settings = settings_from_cli(

@@ -16,10 +16,15 @@ import msgspec
 import numpy as np
 import torch
 
-from distill_worker.batch import BatchPhase
-from distill_worker.debias import Calibration
-from distill_worker.settings import DistillConfig, TeacherClientSettings, WorkerSettings
-from distill_worker.student import StudentConfig, StudentModel
+from distill_worker import (
+    BatchPhase,
+    Calibration,
+    DistillConfig,
+    StudentConfig,
+    StudentModel,
+    TeacherClientSettings,
+    WorkerSettings,
+)
 from recdistill.core.contracts.worker import DebiasReport
 from recdistill.core.evaluation import evaluate
 from recdistill.core.fileio import atomic_write_text

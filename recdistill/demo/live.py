@@ -16,13 +16,17 @@ import httpx
 import msgspec
 from rich.progress import Progress
 
-from distill_worker.debias import Calibration
-from distill_worker.labeller import labeller_main
-from distill_worker.promote import promote
-from distill_worker.settings import StreamConfig, WorkerSettings
-from distill_worker.stream import StreamHooks, stream_main
-from distill_worker.stream.consumer import StepResult
-from distill_worker.student import StudentModel
+from distill_worker import (
+    Calibration,
+    StepResult,
+    StreamConfig,
+    StreamHooks,
+    StudentModel,
+    WorkerSettings,
+    labeller_main,
+    promote_version,
+    stream_main,
+)
 from recdistill.core.contracts.registry import Holdback, to_builtins
 from recdistill.core.contracts.worker import StandbyReport, StreamReport, StreamState
 from recdistill.core.data.dataset import PreparedDataset
@@ -32,7 +36,7 @@ from recdistill.core.training import EncodedSplit
 from recdistill.demo.config import DemoConfig
 from recdistill.demo.logging_policy import NICHE, traffic_sources
 from recdistill.demo.replay import ReplayPlan, ReplayProcess, Served
-from student_server.launcher import StudentServer, student_process
+from student_server import StudentServer, student_process
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +195,7 @@ async def _promote_batch(config: DemoConfig, server: StudentServer, replay: Repl
     while replay.sent.value < replay.total // 10 and not replay.done():
         progress()
         await asyncio.sleep(0.2)
-    await asyncio.to_thread(promote, server.http_url, server.token, batch_version)
+    await asyncio.to_thread(promote_version, server.http_url, server.token, batch_version)
     swaps.append(Swap(since_start(), batch_version, "batch"))
     if not config.holdback_share:
         return None, None

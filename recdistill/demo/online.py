@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from distill_worker.promote import onnx_scores
+from distill_worker import onnx_scores
 from recdistill.core import metrics
 from recdistill.core.bootstrap import user_weights
 from recdistill.core.data.dataset import PreparedDataset

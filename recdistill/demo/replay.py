@@ -32,7 +32,7 @@ import httpx
 from recdistill.core._proto import ranking_v3_pb2, ranking_v3_pb2_grpc
 from recdistill.core.contracts.rank_v3 import columns_from_dict
 from recdistill.core.data.dataset import PreparedDataset
-from student_server.settings import StudentSettings
+from student_server import StudentSettings
 
 SOURCE_HEADER = StudentSettings.model_fields["traffic_source_header"].default  # what the server reads
 

@@ -17,9 +17,7 @@ import msgspec
 import numpy as np
 import torch
 
-from distill_worker.batch import BatchPhase
-from distill_worker.promote import onnx_metrics
-from distill_worker.settings import DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings
+from distill_worker import BatchPhase, DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings, onnx_metrics
 from recdistill.core.artifact import read_manifest, write_state
 from recdistill.core.contracts.demo import DemoReport
 from recdistill.core.contracts.registry import RegistryState
@@ -38,8 +36,7 @@ from recdistill.demo.report import StreamRun, TaskResults, write_report
 from recdistill.demo.streaming import STREAM_VARIANTS, rerun_stream
 from recdistill.demo.teachers import choose_teacher, train_or_reuse
 from recdistill.demo.valkey import local_valkey
-from teacher_service.launcher import teacher_process
-from teacher_service.train import TeacherTrainConfig
+from teacher_service import TeacherTrainConfig, teacher_process
 
 logger = logging.getLogger(__name__)
 ABLATIONS = ("plain_kd", "no_calibration", "no_unexposed_labels")

@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distill_worker.batch import BatchPhase
-from distill_worker.settings import DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings
+from distill_worker import BatchPhase, DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings
 from recdistill.core.bootstrap import RankedScores, user_weights
 from recdistill.core.contracts.scaling import Interval, ScalingReport, ScalingRow
 from recdistill.core.data.dataset import PreparedDataset
@@ -39,11 +38,14 @@ from recdistill.core.training import EncodedSplit, predict
 from recdistill.demo.experiments import BatchExperiment
 from recdistill.demo.stats import interval, transferability_figures
 from recdistill.demo.teachers import content_key, train_or_reuse
-from teacher_service.checkpoint import load_checkpoint
-from teacher_service.device import resolve_device
-from teacher_service.sequence import SEQUENCE_SIZES, SequenceTeacher
-from teacher_service.sequence_train import check_memory
-from teacher_service.train import TeacherTrainConfig
+from teacher_service import (
+    SEQUENCE_SIZES,
+    SequenceTeacher,
+    TeacherTrainConfig,
+    check_memory,
+    load_checkpoint,
+    resolve_device,
+)
 
 logger = logging.getLogger(__name__)
 SHORT = 10  # the student's window: a teacher limited to it is the capacity-only control of its size

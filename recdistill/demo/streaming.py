@@ -11,10 +11,7 @@ from pathlib import Path
 
 import torch
 
-from distill_worker.debias import Calibration
-from distill_worker.settings import WorkerSettings
-from distill_worker.stream import StreamHooks, stream_main
-from distill_worker.student import StudentModel
+from distill_worker import Calibration, StreamHooks, StudentModel, WorkerSettings, stream_main
 from recdistill.core.samplelog import LogLocation
 
 STREAM_VARIANTS: dict[str, str] = {

@@ -15,8 +15,7 @@ import msgspec
 
 from recdistill.core.contracts.teacher import TeacherManifest
 from recdistill.core.data.dataset import PreparedDataset
-from teacher_service.families import family_of
-from teacher_service.train import TeacherTrainConfig, architecture, train_teacher
+from teacher_service import TeacherTrainConfig, architecture, family_of, train_teacher
 
 SEQUENCE_ONLY = ("windows_per_batch",)  # training settings only the sequence family reads
 

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless back
 import msgspec  # noqa: E402
 import numpy as np  # noqa: E402
 
-from distill_worker.settings import DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings  # noqa: E402
+from distill_worker import DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings  # noqa: E402
 from recdistill.core.contracts.scaling import Interval, WindowReport, WindowRow  # noqa: E402
 from recdistill.core.data.dataset import PreparedDataset  # noqa: E402
 from recdistill.core.data.history_value import repeat_counter_scores  # noqa: E402
@@ -32,8 +32,10 @@ from recdistill.demo.experiments import CONTROLS, BatchExperiment  # noqa: E402
 from recdistill.demo.scaling import in_process_labels  # noqa: E402
 from recdistill.demo.stats import transferability_figures  # noqa: E402
 from recdistill.demo.teachers import content_key, train_or_reuse  # noqa: E402
-from teacher_service.checkpoint import load_checkpoint  # noqa: E402
-from teacher_service.train import TeacherTrainConfig  # noqa: E402
+from teacher_service import (
+    TeacherTrainConfig,  # noqa: E402
+    load_checkpoint,  # noqa: E402
+)
 
 logger = logging.getLogger(__name__)
 STUDY_CONTROLS = tuple(c for c in CONTROLS if c != "short_history_teacher")  # one teacher: no 10-event twin here

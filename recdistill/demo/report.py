@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from recdistill.core.contracts.demo import DemoDataset, DemoReport
+from recdistill.core.contracts.demo import DemoDataset, DemoReport, HeadlineFigures
 from recdistill.core.contracts.teacher import TeacherManifest
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.history_value import history_value, repeat_counter_scores
@@ -298,13 +298,17 @@ def write_report(out: Path, dataset: PreparedDataset, config: DemoConfig, result
     headline = tasks.get("slate") or next(iter(tasks.values()))
     live = results["slate"].live if "slate" in results else None
     manifest = dataset.manifest
+    # The headline's figures, checked into their types (a key a type does not know is refused, not dropped).
+    typed = msgspec.convert({k: headline[k] for k in (
+        "teacher", "student_baseline", "student_distilled", "transferability_ci95",
+        "transferability_attributable_ci95")} | {k: headline.get(k, []) for k in ("ablations", "controls")},
+        HeadlineFigures)
     report = DemoReport(
         dataset=DemoDataset(name=manifest.dataset, stats=manifest.stats, split=manifest.split.counts),
         headline_task="slate" if "slate" in tasks else next(iter(tasks)),  # type: ignore[arg-type]
-        **{k: headline[k] for k in ("teacher", "student_baseline", "student_distilled", "transferability",
-                                    "transferability_std", "transferability_ci95", "transferability_attributable",
-                                    "transferability_attributable_ci95", "best_control")},
-        ablations=headline.get("ablations", []), controls=headline.get("controls", []),
+        **{k: headline[k] for k in ("transferability", "transferability_std", "transferability_attributable",
+                                    "best_control")},
+        **{field: getattr(typed, field) for field in typed.__struct_fields__},
         serving=serving_summary(live, config.exposed_positions, config.bootstrap_samples,
                          results["slate"].counterfactual) if live else None,
         tasks=tasks, scenarios=scenario_figures(dataset, config, results, tasks, summarize_task),

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from recdistill.core.contracts.demo import ScenarioFigures
@@ -38,15 +39,15 @@ def scenario_figures(dataset: PreparedDataset, config: DemoConfig, results: dict
             result, experiment=experiment, stream_runs={}, live_versions=[], short_teacher_scores=None,
             short_teacher_test=None), config)
         hit_rate = experiment.phase.label_hit_rate
-        rows.append(ScenarioFigures(
-            **common, **_live_figures(result.live, None if first else spec.name), evaluated=True,
-            student_parameters=summary["student_parameters"],
+        rows.append(msgspec.convert(common | _live_figures(result.live, None if first else spec.name) | dict(
+            evaluated=True, student_parameters=summary["student_parameters"],
             seeds=len(summary["student_distilled"]["seeds"]), teacher_auc=summary["teacher"]["auc"],
             baseline_auc=summary["student_baseline"]["auc"], distilled_auc=summary["student_distilled"]["auc"],
             label_hit_rate=round(hit_rate, 4) if math.isfinite(hit_rate) else None,
             **{key: summary[key] for key in (
                 "gain_auc", "gain_auc_ci95", "teacher_gain_auc_ci95", "transferability", "transferability_ci95",
-                "transferability_attributable", "transferability_attributable_ci95", "best_control")}))
+                "transferability_attributable", "transferability_attributable_ci95", "best_control")}),
+            ScenarioFigures))
     return rows
 
 

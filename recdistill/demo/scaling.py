@@ -28,7 +28,8 @@ import torch
 
 from distill_worker import BatchPhase, DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings
 from recdistill.core.bootstrap import RankedScores, user_weights
-from recdistill.core.contracts.scaling import Interval, ScalingReport, ScalingRow
+from recdistill.core.contracts.figures import Interval
+from recdistill.core.contracts.scaling import ScalingReport, ScalingRow
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.dense import DenseCandidates
 from recdistill.core.data.history_value import history_value

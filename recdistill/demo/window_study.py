@@ -23,7 +23,8 @@ import msgspec  # noqa: E402
 import numpy as np  # noqa: E402
 
 from distill_worker import DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings  # noqa: E402
-from recdistill.core.contracts.scaling import Interval, WindowReport, WindowRow  # noqa: E402
+from recdistill.core.contracts.figures import Interval
+from recdistill.core.contracts.scaling import WindowReport, WindowRow  # noqa: E402
 from recdistill.core.data.dataset import PreparedDataset  # noqa: E402
 from recdistill.core.data.history_value import repeat_counter_scores  # noqa: E402
 from recdistill.core.fileio import atomic_write_bytes, atomic_write_text  # noqa: E402

@@ -23,6 +23,14 @@ from recdistill.core.contracts.admin import (
 )
 from recdistill.core.contracts.dataset import DATASET_FORMAT, DatasetManifest
 from recdistill.core.contracts.demo import DEMO_REPORT_FORMAT, DemoDataset, DemoReport
+from recdistill.core.contracts.figures import (
+    Interval,
+    SeedRun,
+    StudentFigures,
+    TeacherFigures,
+    TeacherSeed,
+    VariantFigures,
+)
 from recdistill.core.contracts.registry import Holdback, Manifest
 from recdistill.core.contracts.teacher import TEACHER_MANIFEST_FORMAT, TeacherDataWindow, TeacherManifest
 from recdistill.core.contracts.worker import (
@@ -172,16 +180,31 @@ def test_operator_responses_round_trip_and_are_documented() -> None:
 def test_the_demo_report_round_trips_and_an_unknown_format_is_refused(ml100k: PreparedDataset,
                                                                       tmp_path: Path) -> None:
     manifest = ml100k.manifest
+    metrics = {"auc": 0.6, "gauc": 0.6, "log_loss": 0.2, "ece": 0.01, "auc_std": None, "gauc_std": None,
+               "log_loss_std": None, "ece_std": None, "seeds": [0]}
+    student = StudentFigures(**metrics, per_seed=[SeedRun(seed=0, best_epoch=2, seconds=1.0, valid={"auc": 0.61},
+                                                          test={"auc": 0.6})])
+    teacher = TeacherFigures(auc=0.7, gauc=0.7, log_loss=0.2, ece=0.01, events=100.0, auc_std=None, version="t1",
+                             parameters=10, history_events="all", reused=False, selection_on_valid=[],
+                             train_seconds=1.0, per_seed=[TeacherSeed(version="t1", test_auc=0.7)])
+    stream_row = VariantFigures(**metrics, ndcg_at_10=0.3, name="batch_only", description="d", phase="stream")
     report = DemoReport(
         dataset=DemoDataset(name=manifest.dataset, stats=manifest.stats, split=manifest.split.counts),
-        headline_task="slate", teacher={"auc": 0.7}, student_baseline={"auc": 0.6}, student_distilled={"auc": 0.65},
-        transferability=0.5, transferability_std=0.1, transferability_ci95={"low": 0.1, "high": 0.9},
+        headline_task="slate", teacher=teacher, student_baseline=student, student_distilled=student,
+        transferability=0.5, transferability_std=0.1, transferability_ci95=Interval(low=0.1, high=0.9),
         transferability_attributable=None, transferability_attributable_ci95=None, best_control=None,
-        ablations=[], controls=[], serving=None, tasks={"slate": {}}, config={}, stage_seconds={"data": 1.0},
-        total_seconds=2.0, artifacts={})
+        ablations=[stream_row], controls=[], serving=None, tasks={"slate": {}}, config={},
+        stage_seconds={"data": 1.0}, total_seconds=2.0, artifacts={})
     path = tmp_path / "report.json"
     path.write_bytes(report.to_json())
     assert DemoReport.read(path) == report
+    # A row carries only the keys its variant has: a stream row no transferability, a batch row no phase.
+    row = msgspec.json.decode(path.read_bytes())["ablations"][0]
+    assert (row["phase"], row["ndcg@10"]) == ("stream", 0.3)
+    assert "transferability" not in row
+    assert "channel" not in row
+    with pytest.raises(msgspec.ValidationError, match="unknown field `surprise`"):
+        msgspec.convert(msgspec.to_builtins(teacher) | {"surprise": 1}, TeacherFigures)
     path.write_bytes(msgspec.json.encode(msgspec.to_builtins(report) | {"format": DEMO_REPORT_FORMAT + 1}))
     with pytest.raises(DataError, match=f"demo report format {DEMO_REPORT_FORMAT + 1} is not supported"):
         DemoReport.read(path)

@@ -12,7 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 from recdistill.cli import app
-from recdistill.core.contracts.scaling import Interval, ScalingReport
+from recdistill.core.contracts.figures import Interval
+from recdistill.core.contracts.scaling import ScalingReport
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.errors import DataError
 from recdistill.demo.scaling import SHORT, ScalingConfig, ScalingStudy, run_scaling

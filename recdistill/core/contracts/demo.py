@@ -2,8 +2,9 @@
 figures, what was served during the replay, the run's settings and timings.
 
 It carries `format`; a reader that meets another format stops with an error naming it
-(`DemoReport.read`). The per-task figures (`tasks`, the rows of ablations and controls, `serving`) are
-reports for people and plots, kept as JSON objects; the fields a program reads are typed here.
+(`DemoReport.read`). The headline's figures (the teacher, the students, the ablation and control rows, the
+intervals) and every scenario's are typed (`figures.py`); the whole per-task summaries (`tasks`), the
+replay's (`serving`) and the settings (`config`) stay JSON objects, each commented below.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import msgspec
 from msgspec import Struct
 
 from recdistill.core.contracts.dataset import DatasetStats, Task
+from recdistill.core.contracts.figures import Interval, StudentFigures, TeacherFigures, VariantFigures
 from recdistill.core.contracts.versioned import decode_versioned
 
 DEMO_REPORT_FORMAT = 1
@@ -44,12 +46,12 @@ class ScenarioFigures(Struct, frozen=True, kw_only=True):
     baseline_auc: float | None = None
     distilled_auc: float | None = None
     gain_auc: float | None = None
-    gain_auc_ci95: dict[str, Any] | None = None
-    teacher_gain_auc_ci95: dict[str, Any] | None = None
+    gain_auc_ci95: Interval | None = None
+    teacher_gain_auc_ci95: Interval | None = None
     transferability: float | None = None
-    transferability_ci95: dict[str, Any] | None = None
+    transferability_ci95: Interval | None = None
     transferability_attributable: float | None = None
-    transferability_attributable_ci95: dict[str, Any] | None = None
+    transferability_attributable_ci95: Interval | None = None
     best_control: str | None = None
     # The share of its training window's teacher labels found in the label store (1.0: the teacher was not
     # asked again for this scenario).
@@ -62,24 +64,40 @@ class ScenarioFigures(Struct, frozen=True, kw_only=True):
     versions_streamed: list[str] = []
 
 
+class HeadlineFigures(Struct, frozen=True, kw_only=True):
+    """The headline task's typed figures, as `DemoReport` repeats them at the top."""
+
+    teacher: TeacherFigures
+    student_baseline: StudentFigures
+    student_distilled: StudentFigures
+    transferability_ci95: Interval | None
+    transferability_attributable_ci95: Interval | None
+    ablations: list[VariantFigures]
+    controls: list[VariantFigures]
+
+
 class DemoReport(Struct, frozen=True, kw_only=True):
     dataset: DemoDataset
     headline_task: Task
     # The headline task's figures (its entry in `tasks`), repeated at the top.
-    teacher: dict[str, Any]
-    student_baseline: dict[str, Any]
-    student_distilled: dict[str, Any]
+    teacher: TeacherFigures
+    student_baseline: StudentFigures
+    student_distilled: StudentFigures
     transferability: float | None
     transferability_std: float | None
-    transferability_ci95: dict[str, Any] | None
+    transferability_ci95: Interval | None
     transferability_attributable: float | None
-    transferability_attributable_ci95: dict[str, Any] | None
+    transferability_attributable_ci95: Interval | None
     best_control: str | None
-    ablations: list[dict[str, Any]]
-    controls: list[dict[str, Any]]
-    serving: dict[str, Any] | None  # the replay: requests, errors, latency, swaps, the online A/B test
+    ablations: list[VariantFigures]
+    controls: list[VariantFigures]
+    # The replay (requests, errors, latency, swaps, the online A/B test, the stream, the labeller): a report for
+    # people, its shape following what the replay ran; its figures a program reads are typed where they are made.
+    serving: dict[str, Any] | None
+    # Every task's whole summary (the headline's figures above are its own, typed): by-bucket tables, tuning
+    # grids, references and channels, for report.md and the plots; free-form, as the tasks run differ.
     tasks: dict[str, dict[str, Any]]
-    config: dict[str, Any]
+    config: dict[str, Any]  # the DemoConfig the run used (`DemoConfig.to_dict`), for people
     stage_seconds: dict[str, float]
     total_seconds: float
     artifacts: dict[str, str]

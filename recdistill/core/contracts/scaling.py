@@ -11,18 +11,10 @@ from typing import Any
 import msgspec
 from msgspec import Struct
 
+from recdistill.core.contracts.figures import Interval
 from recdistill.core.errors import DataError
 
 SCALING_FORMAT = 1
-
-
-class Interval(Struct, frozen=True, kw_only=True):
-    """A 95% bootstrap interval (users resampled, every draw kept); an end on an unbounded draw is None."""
-
-    low: float | None
-    high: float | None
-    low_unbounded: bool = False
-    high_unbounded: bool = False
 
 
 class ScalingRow(Struct, frozen=True, kw_only=True):

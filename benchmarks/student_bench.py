@@ -178,7 +178,7 @@ def _plain(registry: Path) -> tuple[AbstractContextManager[subprocess.Popen], in
 def run_other_schema(results: Results, dataset: PreparedDataset, quick: bool) -> None:
     """HTTP ranking on a second, differently shaped schema (the e-commerce one) against the plain FastAPI
     reference built from the same schema file, side by side in one run."""
-    seconds, repeats = (3.0, 1) if quick else (6.0, REPEATS)
+    seconds, repeats = (1.0, 1) if quick else (6.0, REPEATS)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         registry = tmp / "registry"
@@ -197,7 +197,7 @@ def run_other_schema(results: Results, dataset: PreparedDataset, quick: bool) ->
 
 
 def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
-    seconds, repeats = (3.0, 1) if quick else (6.0, REPEATS)
+    seconds, repeats = (1.0, 1) if quick else (6.0, REPEATS)
     measured: dict[str, dict[str, float]] = {}
 
     def load(name: str, server: subprocess.Popen, protocol: str, target: str, body: Path, *extra: str) -> None:

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
 
-from recdistill.core.contracts.figures import Interval
+from recdistill.core.contracts.figures import Interval  # noqa: E402
 from recdistill.core.contracts.scaling import ScalingReport, ScalingRow  # noqa: E402
 
 PANELS = (("teacher_auc", "teacher AUC (test)"), ("student_auc", "distilled student AUC (test)"),

@@ -23,7 +23,7 @@ import msgspec  # noqa: E402
 import numpy as np  # noqa: E402
 
 from distill_worker import DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings  # noqa: E402
-from recdistill.core.contracts.figures import Interval
+from recdistill.core.contracts.figures import Interval  # noqa: E402
 from recdistill.core.contracts.scaling import WindowReport, WindowRow  # noqa: E402
 from recdistill.core.data.dataset import PreparedDataset  # noqa: E402
 from recdistill.core.data.history_value import repeat_counter_scores  # noqa: E402
@@ -33,10 +33,7 @@ from recdistill.demo.experiments import CONTROLS, BatchExperiment  # noqa: E402
 from recdistill.demo.scaling import in_process_labels  # noqa: E402
 from recdistill.demo.stats import transferability_figures  # noqa: E402
 from recdistill.demo.teachers import content_key, train_or_reuse  # noqa: E402
-from teacher_service import (
-    TeacherTrainConfig,  # noqa: E402
-    load_checkpoint,  # noqa: E402
-)
+from teacher_service import TeacherTrainConfig, load_checkpoint  # noqa: E402
 
 logger = logging.getLogger(__name__)
 STUDY_CONTROLS = tuple(c for c in CONTROLS if c != "short_history_teacher")  # one teacher: no 10-event twin here

@@ -249,9 +249,15 @@ def test_quick_demo_runs_the_whole_loop_on_the_ecommerce_schema_over_redis_strea
     assert not _services_of(out), "services left running after the demo"
 
 
+@pytest.fixture(scope="module")
+def interrupted_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One runs directory for both interrupted demos: they share its teacher cache (`runs/.cache`)."""
+    return tmp_path_factory.mktemp("interrupted") / "runs"
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_or_sigterm_stops_every_service(tmp_path: Path, stop: signal.Signals) -> None:
-    out = tmp_path / "runs" / "interrupted"
+def test_ctrl_c_or_sigterm_stops_every_service(interrupted_runs: Path, stop: signal.Signals) -> None:
+    out = interrupted_runs / f"interrupted-{stop.name}"  # the second run takes the first's teacher from the cache
     # SIGINT as a terminal delivers it, also when this test runs as a background job (which ignores it).
     demo = subprocess.Popen([RECDISTILL, "demo", "--quick", "--dataset", "ml-100k", "--out", str(out)],
                             stdout=subprocess.DEVNULL,

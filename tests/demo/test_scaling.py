@@ -20,7 +20,7 @@ from recdistill.demo.scaling import SHORT, ScalingConfig, ScalingStudy, run_scal
 
 pytestmark = pytest.mark.e2e
 
-SMALL = ScalingConfig(sizes=("seq-2xs", "seq-xs"), history_limits=(SHORT, None), teacher_epochs=2, seeds=2,
+SMALL = ScalingConfig(sizes=("seq-2xs", "seq-xs"), history_limits=(SHORT, None), teacher_epochs=2, seeds=1,
                       student_epochs=3, student_patience=1, max_train_events=3_000, max_holdout_events=1_500,
                       teacher_holdout_events=500, bootstrap_samples=200)
 

@@ -39,7 +39,7 @@ class TeacherManifest(Struct, frozen=True, kw_only=True):
     task: Task
     size: str
     family: Literal["attention", "sequence"] = "attention"
-    config: dict[str, Any]  # the model's architecture (its family's config)
+    config: dict[str, Any]  # the architecture: its family's config, each family with its own keys
     parameters: int
     schema_hash: str
     dataset: str

@@ -155,7 +155,7 @@ class BatchReport(Struct, kw_only=True, tag="batch", tag_field="kind"):
     task: str
     teacher_version: str | None
     train_events: int
-    distill: dict[str, Any]  # the DistillConfig trained with
+    distill: dict[str, Any]  # the DistillConfig trained with (the worker app's dataclass: the core cannot import it)
     processes: int = 1
     rank: int = 0
     label_hit_rate: float | None = None  # None: trained without a teacher

@@ -40,7 +40,8 @@ class StreamTrainer:
         """`model`: the student to go on training (None: a new one on the schema's student view)."""
         if distill.use_teacher and (teacher is None or store is None):
             raise ValueError("distillation needs a teacher client and a label store")
-        model = model or StudentModel(dataset.schema, StudentConfig())
+        if model is None:
+            model = StudentModel(dataset.schema, StudentConfig())
         self.schema = dataset.schema
         self.model, self.distill, self.config = model, distill, config
         self.teacher, self.store = teacher, store

@@ -41,11 +41,6 @@ class ScenarioPlace:
     def every(cls, schema: FeatureSchema) -> list[ScenarioPlace]:
         return [cls.of(schema, name) for name in schema.scenario_names]
 
-    @property
-    def own_name(self) -> str | None:
-        """The scenario's name where it needs one of its own; None for the first (its legacy names)."""
-        return None if self.first else self.name
-
     def registry(self, root: Path) -> Path:
         """Its versions, state.json and gate anchor, under the registry `root`."""
         return root if self.first else root / SCENARIOS_DIR / self.name

@@ -182,7 +182,7 @@ def publish_and_promote(settings: WorkerSettings, model: StudentModel, holdout: 
         previous = read_anchor(registry)
         reason = "batch version" if anchor else "first version" if previous is None else \
             f"significantly better than {previous.version}"
-        write_anchor(registry, GateAnchor(version=version, holdout_auc=float(verdict.metrics.holdout["auc"] or "nan"),
+        write_anchor(registry, GateAnchor(version=version, holdout_auc=verdict.metrics.holdout_auc,
                                                    reason=reason, anchored_unix=time.time()))
         logger.info("gate anchor: %s (%s)", version, reason)
     return PublishResult(version=version, gate=verdict, promoted=promoted, anchored=anchored)

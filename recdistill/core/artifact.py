@@ -152,6 +152,6 @@ def recorded_anchor(registry: Path) -> GateAnchor | None:
     if not anchored:
         return None
     newest = max(anchored, key=lambda m: m.created_unix)
-    return GateAnchor(version=newest.version, holdout_auc=float(newest.metrics.holdout.get("auc") or "nan"),
+    return GateAnchor(version=newest.version, holdout_auc=newest.metrics.holdout_auc,
                       reason=f"rebuilt from the manifest of {newest.version}: gate-anchor.json was missing",
                       anchored_unix=newest.created_unix)

@@ -121,6 +121,12 @@ class GateMetrics(Struct, frozen=True, kw_only=True):
     def made_anchor(self) -> bool:
         return self.anchored if self.anchored is not None else self.reanchor
 
+    @property
+    def holdout_auc(self) -> float:
+        """The holdout AUC (NaN when it was not measured or undefined)."""
+        auc = self.holdout.get("auc")
+        return math.nan if auc is None else float(auc)
+
 
 class GateVerdict(Struct, frozen=True, kw_only=True):
     accepted: bool

@@ -10,7 +10,8 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from recdistill.core.contracts.demo import DemoDataset, DemoReport, HeadlineFigures
+from recdistill.core.contracts.demo import DemoDataset, DemoReport
+from recdistill.core.contracts.figures import TaskFigures
 from recdistill.core.contracts.teacher import TeacherManifest
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.history_value import history_value, repeat_counter_scores
@@ -292,26 +293,28 @@ def _finite(value: Any, path: str = "") -> list[str]:
     return []
 
 
+# The headline task's figures that the report repeats at its top.
+HEADLINE = ("teacher", "student_baseline", "student_distilled", "transferability", "transferability_std",
+            "transferability_ci95", "transferability_attributable", "transferability_attributable_ci95",
+            "best_control", "ablations", "controls")
+
+
 def write_report(out: Path, dataset: PreparedDataset, config: DemoConfig, results: dict[str, TaskResults],
                  timings: dict[str, float], seconds: float) -> DemoReport:
     tasks = {task: summarize_task(result, config) for task, result in results.items()}
-    headline = tasks.get("slate") or next(iter(tasks.values()))
+    # Every task's figures checked into their types (a key a type does not know is refused, not dropped).
+    typed = msgspec.convert(tasks, dict[str, TaskFigures])
+    headline_task = "slate" if "slate" in typed else next(iter(typed))
+    headline = typed[headline_task]
     live = results["slate"].live if "slate" in results else None
     manifest = dataset.manifest
-    # The headline's figures, checked into their types (a key a type does not know is refused, not dropped).
-    typed = msgspec.convert({k: headline[k] for k in (
-        "teacher", "student_baseline", "student_distilled", "transferability_ci95",
-        "transferability_attributable_ci95")} | {k: headline.get(k, []) for k in ("ablations", "controls")},
-        HeadlineFigures)
     report = DemoReport(
         dataset=DemoDataset(name=manifest.dataset, stats=manifest.stats, split=manifest.split.counts),
-        headline_task="slate" if "slate" in tasks else next(iter(tasks)),  # type: ignore[arg-type]
-        **{k: headline[k] for k in ("transferability", "transferability_std", "transferability_attributable",
-                                    "best_control")},
-        **{field: getattr(typed, field) for field in typed.__struct_fields__},
+        headline_task=headline_task,  # type: ignore[arg-type]
+        **{name: getattr(headline, name) for name in HEADLINE},
         serving=serving_summary(live, config.exposed_positions, config.bootstrap_samples,
                          results["slate"].counterfactual) if live else None,
-        tasks=tasks, scenarios=scenario_figures(dataset, config, results, tasks, summarize_task),
+        tasks=typed, scenarios=scenario_figures(dataset, config, results, tasks, summarize_task),
         config=config.to_dict(),
         stage_seconds=timings, total_seconds=round(seconds, 1),
         artifacts={"registry": "registry/", "teacher": "teacher/", "sample_log": "samples/", "logs": "logs/"},

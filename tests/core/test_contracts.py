@@ -24,11 +24,14 @@ from recdistill.core.contracts.admin import (
 from recdistill.core.contracts.dataset import DATASET_FORMAT, DatasetManifest
 from recdistill.core.contracts.demo import DEMO_REPORT_FORMAT, DemoDataset, DemoReport
 from recdistill.core.contracts.figures import (
+    BucketFigures,
     Interval,
     SeedRun,
     StudentFigures,
+    TaskFigures,
     TeacherFigures,
     TeacherSeed,
+    TuningFigures,
     VariantFigures,
 )
 from recdistill.core.contracts.registry import Holdback, Manifest
@@ -188,12 +191,26 @@ def test_the_demo_report_round_trips_and_an_unknown_format_is_refused(ml100k: Pr
                              parameters=10, history_events="all", reused=False, selection_on_valid=[],
                              train_seconds=1.0, per_seed=[TeacherSeed(version="t1", test_auc=0.7)])
     stream_row = VariantFigures(**metrics, ndcg_at_10=0.3, name="batch_only", description="d", phase="stream")
+    gains = {"teacher_gain_auc": 0.1, "teacher_gain_auc_ci95": Interval(low=0.05, high=0.15), "gain_auc": 0.05,
+             "gain_auc_ci95": None, "attributable_gain_auc": 0.01, "attributable_gain_auc_ci95": None,
+             "ratio_defined": True, "transferability": 0.5, "transferability_ci95": Interval(low=0.1, high=0.9),
+             "transferability_attributable": None, "transferability_attributable_ci95": None, "best_control": None,
+             "undefined_draws": 0, "bootstrap_resamples": 2000}
+    # A ctr task: no references, no stream (UNSET: absent from the JSON, not null).
+    task = TaskFigures(
+        teacher=teacher, student_parameters=10, student_baseline=student, student_distilled=student, **gains,
+        transferability_std=None, transferability_per_seed=[0.5],
+        by_history_length=[BucketFigures(history_events="0-9", events=0, users=0)], history_value=None,
+        transferability_note="n", teacher_calibration=None, test_events=100, test_users=10, teacher_seeds=1,
+        tuning={"baseline": TuningFigures(chosen={"weight_decay": 0.0}, tried=[{"weight_decay": 0.0,
+                                                                               "valid_auc": 0.6}], cached=False)},
+        protocol="p", ablations=[stream_row], controls=[], channels=[], student_window_events="all")
     report = DemoReport(
         dataset=DemoDataset(name=manifest.dataset, stats=manifest.stats, split=manifest.split.counts),
         headline_task="slate", teacher=teacher, student_baseline=student, student_distilled=student,
         transferability=0.5, transferability_std=0.1, transferability_ci95=Interval(low=0.1, high=0.9),
         transferability_attributable=None, transferability_attributable_ci95=None, best_control=None,
-        ablations=[stream_row], controls=[], serving=None, tasks={"slate": {}}, config={},
+        ablations=[stream_row], controls=[], serving=None, tasks={"ctr": task}, config={},
         stage_seconds={"data": 1.0}, total_seconds=2.0, artifacts={})
     path = tmp_path / "report.json"
     path.write_bytes(report.to_json())
@@ -203,8 +220,14 @@ def test_the_demo_report_round_trips_and_an_unknown_format_is_refused(ml100k: Pr
     assert (row["phase"], row["ndcg@10"]) == ("stream", 0.3)
     assert "transferability" not in row
     assert "channel" not in row
+    summary = msgspec.json.decode(path.read_bytes())["tasks"]["ctr"]
+    assert "references" not in summary
+    assert "stream" not in summary
+    assert summary["by_history_length"] == [{"history_events": "0-9", "events": 0, "users": 0}]
     with pytest.raises(msgspec.ValidationError, match="unknown field `surprise`"):
         msgspec.convert(msgspec.to_builtins(teacher) | {"surprise": 1}, TeacherFigures)
+    with pytest.raises(msgspec.ValidationError, match=r"unknown field `surprise` - at `\$\[...\]`"):
+        msgspec.convert({"ctr": msgspec.to_builtins(task) | {"surprise": 1}}, dict[str, TaskFigures])
     path.write_bytes(msgspec.json.encode(msgspec.to_builtins(report) | {"format": DEMO_REPORT_FORMAT + 1}))
     with pytest.raises(DataError, match=f"demo report format {DEMO_REPORT_FORMAT + 1} is not supported"):
         DemoReport.read(path)

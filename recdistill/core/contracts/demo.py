@@ -2,9 +2,9 @@
 figures, what was served during the replay, the run's settings and timings.
 
 It carries `format`; a reader that meets another format stops with an error naming it
-(`DemoReport.read`). The headline's figures (the teacher, the students, the ablation and control rows, the
-intervals) and every scenario's are typed (`figures.py`); the whole per-task summaries (`tasks`), the
-replay's (`serving`) and the settings (`config`) stay JSON objects, each commented below.
+(`DemoReport.read`). Every task's figures (`TaskFigures`: the teacher, the students, every variant's row, the
+intervals, the references), the headline's copy of them and every scenario's are typed (`figures.py`); the
+replay's report (`serving`) and the settings (`config`) stay JSON objects, each commented below.
 """
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ import msgspec
 from msgspec import Struct
 
 from recdistill.core.contracts.dataset import DatasetStats, Task
-from recdistill.core.contracts.figures import Interval, StudentFigures, TeacherFigures, VariantFigures
+from recdistill.core.contracts.figures import (
+    Interval,
+    StudentFigures,
+    TaskFigures,
+    TeacherFigures,
+    VariantFigures,
+)
 from recdistill.core.contracts.versioned import decode_versioned
 
 DEMO_REPORT_FORMAT = 1
@@ -64,18 +70,6 @@ class ScenarioFigures(Struct, frozen=True, kw_only=True):
     versions_streamed: list[str] = []
 
 
-class HeadlineFigures(Struct, frozen=True, kw_only=True):
-    """The headline task's typed figures, as `DemoReport` repeats them at the top."""
-
-    teacher: TeacherFigures
-    student_baseline: StudentFigures
-    student_distilled: StudentFigures
-    transferability_ci95: Interval | None
-    transferability_attributable_ci95: Interval | None
-    ablations: list[VariantFigures]
-    controls: list[VariantFigures]
-
-
 class DemoReport(Struct, frozen=True, kw_only=True):
     dataset: DemoDataset
     headline_task: Task
@@ -94,9 +88,7 @@ class DemoReport(Struct, frozen=True, kw_only=True):
     # The replay (requests, errors, latency, swaps, the online A/B test, the stream, the labeller): a report for
     # people, its shape following what the replay ran; its figures a program reads are typed where they are made.
     serving: dict[str, Any] | None
-    # Every task's whole summary (the headline's figures above are its own, typed): by-bucket tables, tuning
-    # grids, references and channels, for report.md and the plots; free-form, as the tasks run differ.
-    tasks: dict[str, dict[str, Any]]
+    tasks: dict[str, TaskFigures]  # every task's whole summary (the headline's figures above are its own)
     config: dict[str, Any]  # the DemoConfig the run used (`DemoConfig.to_dict`), for people
     stage_seconds: dict[str, float]
     total_seconds: float

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from msgspec import UNSET, Struct, UnsetType, field
 
+from recdistill.core.contracts.worker import DebiasReport, GateRole, NonInferiority
+
 
 class Interval(Struct, frozen=True, kw_only=True):
     """A 95% bootstrap interval (users resampled, every draw kept); an end on an unbounded draw is None."""
@@ -91,3 +93,156 @@ class TeacherFigures(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     selection_on_valid: list[TeacherChoice]
     train_seconds: float
     per_seed: list[TeacherSeed]
+
+
+class BucketFigures(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The test events whose user had `history_events` events before them; the figures where the bucket holds
+    any (an empty bucket carries its counts only)."""
+
+    history_events: str
+    events: int
+    users: int
+    teacher_gain_auc: float | UnsetType = UNSET
+    teacher_gain_auc_ci95: Interval | None | UnsetType = UNSET
+    gain_auc: float | UnsetType = UNSET
+    gain_auc_ci95: Interval | None | UnsetType = UNSET
+    attributable_gain_auc: float | UnsetType = UNSET
+    attributable_gain_auc_ci95: Interval | None | UnsetType = UNSET
+    best_control: str | None | UnsetType = UNSET
+    ratio_defined: bool | UnsetType = UNSET
+    transferability: float | None | UnsetType = UNSET
+    transferability_ci95: Interval | None | UnsetType = UNSET
+    transferability_attributable: float | None | UnsetType = UNSET
+    transferability_attributable_ci95: Interval | None | UnsetType = UNSET
+    undefined_draws: int | UnsetType = UNSET
+    bootstrap_resamples: int | UnsetType = UNSET
+    aucs: dict[str, float] | UnsetType = UNSET  # the teacher's, the baseline's, the method's and each control's
+
+
+class HistoryValue(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The repeat scorer reading the last `history_events` events of the history: its AUC before any training."""
+
+    history_events: int | str  # "all": the whole history
+    auc: float
+    positives_in_window: float
+
+
+class ReferenceFigures(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A no-teacher reference on the test slates, and the teacher's paired margin over it."""
+
+    name: str
+    auc: float
+    teacher_margin_auc: float
+    teacher_margin_auc_ci95: Interval
+
+
+class TeacherMargin(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The teacher's margin over the best reference, against the goal it must reach (with its interval above 0)."""
+
+    reference: str
+    auc: float
+    ci95: Interval
+    goal: float
+    met: bool
+
+
+class PromotedVersion(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A version the replay served, when it went live, and its test metrics."""
+
+    version: str
+    phase: str  # baseline, batch or stream
+    at_s: float
+    test: dict[str, float]
+    gate: dict[GateRole, NonInferiority]  # the gate's quality decisions (none for the first version)
+
+
+class PairedDifference(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A difference in AUC (treatment - control) with its 95% bootstrap interval and what the draws resampled."""
+
+    difference: float
+    low: float
+    high: float
+    samples: int
+    resamples: str
+
+
+class DebiasingRow(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A debiasing ablation against the full stream, paired by seed: on the test window, and on the exploration
+    slice's clicks where it has any."""
+
+    test_auc_minus_stream: PairedDifference
+    exploration_click_auc_minus_stream: PairedDifference | UnsetType = UNSET
+
+
+class ExplorationSlice(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    requests: int
+    clicks: int
+    exposed_candidates: int
+
+
+class DebiasingEvaluation(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    design: str
+    exploration_slice: ExplorationSlice | None
+    stream_no_ipw: DebiasingRow | UnsetType = UNSET
+    stream_no_position_tower: DebiasingRow | UnsetType = UNSET
+    batch_only: DebiasingRow | UnsetType = UNSET
+
+
+class TuningFigures(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A variant's search on valid: each point tried (its settings by name, and `valid_auc`), the one chosen, and
+    whether the search was read from the cache."""
+
+    chosen: dict[str, float]
+    tried: list[dict[str, float]]
+    cached: bool
+
+
+class TaskFigures(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One task's whole summary in the demo's report (the headline task's figures are also at its top): the
+    protocol's gains in AUC with their paired user-level intervals, the raw and teacher-attributable ratios
+    (None where the teacher's gain has no interval above 0), every variant's row, the references. Keys a task
+    may lack (a ctr task has no references; a task without a replay, no stream) are UNSET."""
+
+    teacher: TeacherFigures
+    student_parameters: int
+    student_baseline: StudentFigures
+    student_distilled: StudentFigures
+    teacher_gain_auc: float
+    teacher_gain_auc_ci95: Interval | None
+    gain_auc: float
+    gain_auc_ci95: Interval | None
+    attributable_gain_auc: float
+    attributable_gain_auc_ci95: Interval | None
+    ratio_defined: bool
+    transferability: float | None
+    transferability_ci95: Interval | None
+    transferability_attributable: float | None
+    transferability_attributable_ci95: Interval | None
+    best_control: str | None
+    undefined_draws: int
+    bootstrap_resamples: int
+    transferability_std: float | None
+    transferability_per_seed: list[float | None]
+    by_history_length: list[BucketFigures]
+    history_value: list[HistoryValue] | None
+    transferability_note: str
+    teacher_calibration: DebiasReport | None
+    test_events: int
+    test_users: int
+    teacher_seeds: int
+    tuning: dict[str, TuningFigures]  # by variant
+    protocol: str
+    teacher_history_gain_auc: float | UnsetType = UNSET
+    teacher_history_gain_auc_ci95: Interval | UnsetType = UNSET
+    # The 10-event twin's test metrics, its version and history length.
+    short_history_teacher: dict[str, float | int | str | None] | UnsetType = UNSET
+    ablations: list[VariantFigures]
+    controls: list[VariantFigures]
+    channels: list[VariantFigures]
+    student_window_events: int | str  # "all": every training event
+    references: list[ReferenceFigures] | UnsetType = UNSET
+    teacher_margin_over_best_reference: TeacherMargin | UnsetType = UNSET
+    stream: list[VariantFigures] | UnsetType = UNSET
+    debiasing_evaluation: DebiasingEvaluation | UnsetType = UNSET
+    promoted_versions: list[PromotedVersion] | UnsetType = UNSET
+    promoted_below_batch_by_more_than_margin: list[str] | None | UnsetType = UNSET

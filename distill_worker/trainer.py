@@ -25,6 +25,18 @@ def _masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (values * weights).sum() / weights.sum().clamp(min=_EPS)
 
 
+def _kd_cross_entropy(logits: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, soft, reduction="none")
+
+
+def _kd_logit_mse(logits: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    return (logits - torch.log(soft / (1 - soft))) ** 2
+
+
+# `DistillConfig.kd_loss` -> the per-candidate distillation term (logits, soft labels) -> loss.
+KD_LOSSES = {"ce": _kd_cross_entropy, "mse": _kd_logit_mse}
+
+
 def distill_loss(model: StudentModel, batch: Batch, config: DistillConfig, full_traffic: bool = False
                  ) -> torch.Tensor:
     """`full_traffic`: the batch holds whole served slates (the stream), not negative-sampled ones, so
@@ -42,10 +54,7 @@ def distill_loss(model: StudentModel, batch: Batch, config: DistillConfig, full_
     if not config.use_teacher:
         return loss
     soft = batch.extras["soft_label"].clamp(_EPS, 1 - _EPS)
-    logits = teacher_head if config.head == "aux" else serving
-    if config.kd_loss == "ce":
-        kd = F.binary_cross_entropy_with_logits(logits, soft, reduction="none")
-    else:
-        kd = (logits - torch.log(soft / (1 - soft))) ** 2
+    logits = {"aux": teacher_head, "serving": serving}[config.head]
+    kd = KD_LOSSES[config.kd_loss](logits, soft)
     kd_weight = torch.where(observed > 0, 1.0, config.unexposed_weight) * mask * example_weight
     return loss + config.kd_weight * _masked_mean(kd, kd_weight)

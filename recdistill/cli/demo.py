@@ -65,8 +65,8 @@ def demo_command(
     typer.echo(f"report: {out / 'report.md'} (all figures in {out / 'report.json'})")
     if report.non_finite:
         typer.echo(f"warning: non-finite figures in the report: {report.non_finite}", err=True)
-    serving = report.serving or {}
-    if serving.get("failed"):
-        typer.echo(f"error: {serving['errors']} of the replay's {serving['requests']} ranking requests failed; the "
-                   f"first error, seen {serving['first_error_count']} times: {serving['first_error']}", err=True)
+    serving = report.serving
+    if serving is not None and serving.failed:
+        typer.echo(f"error: {serving.errors} of the replay's {serving.requests} ranking requests failed; the "
+                   f"first error, seen {serving.first_error_count} times: {serving.first_error}", err=True)
         raise typer.Exit(1)

@@ -10,10 +10,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
-import msgspec
 from rich.progress import Progress
 
 from distill_worker import (
@@ -27,6 +25,7 @@ from distill_worker import (
     promote_version,
     stream_main,
 )
+from recdistill.core.contracts.labels import LabellerReport
 from recdistill.core.contracts.registry import Holdback, to_builtins
 from recdistill.core.contracts.worker import StandbyReport, StreamReport, StreamState
 from recdistill.core.data.dataset import PreparedDataset
@@ -81,7 +80,7 @@ class ScenarioLive:
 @dataclass
 class ScenarioServed:
     served: list[Served]  # the requests routed to the scenario
-    stream_state: dict[str, Any]  # its trainer's report
+    stream_state: StreamReport | StandbyReport  # its trainer's report
     versions: list[str]  # promoted by its trainer during the replay
 
 
@@ -92,11 +91,11 @@ class LiveResult:
     holdback: Holdback | None  # the A/B test's control arm (the baseline), from `holdback_at_s` on
     holdback_at_s: float | None
     refused: int
-    stream_state: dict[str, Any]
+    stream_state: StreamReport | StandbyReport | None  # the first scenario's trainer's report
     feedback_errors: int
     duration_s: float
     scenarios: dict[str, ScenarioServed] = field(default_factory=dict)  # the others, by name
-    labeller: dict[str, Any] = field(default_factory=dict)  # its report (`LabellerReport`)
+    labeller: LabellerReport | None = None
 
 
 def scenario_routes(event_ids: list[int], names: list[str], share: float) -> dict[int, str]:
@@ -182,9 +181,9 @@ async def live_stage(config: DemoConfig, settings: WorkerSettings, server: Stude
         httpx.get(f"{server.http_url}/metrics", timeout=10).text)
     return LiveResult(served=served, swaps=swaps, holdback=holdback, holdback_at_s=holdback_at_s,
                       refused=stream_report.exports_refused if isinstance(stream_report, StreamReport) else 0,
-                      stream_state=_counts(stream_report), feedback_errors=feedback_errors,
+                      stream_state=stream_report, feedback_errors=feedback_errors,
                       duration_s=round(time.perf_counter() - started, 1), scenarios=by_scenario,
-                      labeller=msgspec.to_builtins(labelled))
+                      labeller=labelled)
 
 
 async def _promote_batch(config: DemoConfig, server: StudentServer, replay: ReplayProcess, progress: Callable[[], None],
@@ -207,13 +206,10 @@ async def _promote_batch(config: DemoConfig, server: StudentServer, replay: Repl
 def _scenarios_served(every: list[Served], scenarios: Sequence[ScenarioLive],
                       reports: list[StreamReport | StandbyReport]) -> dict[str, ScenarioServed]:
     """What each other scenario served during the replay, with its trainer's counts and promotions."""
-    return {s.name: ScenarioServed([r for r in every if r.scenario == s.name], _counts(report),
+    return {s.name: ScenarioServed([r for r in every if r.scenario == s.name], report,
                                    report.versions_promoted if isinstance(report, StreamReport) else [])
             for s, report in zip(scenarios, reports, strict=True)}
 
-
-def _counts(report: StreamReport | StandbyReport) -> dict[str, Any]:
-    return {k: v for k, v in msgspec.to_builtins(report).items() if k not in ("offsets", "kind")}
 
 
 async def _start_holdback(server: StudentServer, holdback: Holdback) -> None:

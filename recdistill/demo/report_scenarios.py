@@ -11,7 +11,8 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from recdistill.core.contracts.demo import ScenarioFigures
+from recdistill.core.contracts.demo import ScenarioFigures, ScenarioServing
+from recdistill.core.contracts.worker import StreamReport
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.places import ScenarioPlace
 from recdistill.demo.config import DemoConfig
@@ -62,15 +63,16 @@ def _live_figures(live: LiveResult | None, other: str | None) -> dict[str, Any]:
         served, stream, versions = live.scenarios[other].served, live.scenarios[other].stream_state, \
             live.scenarios[other].versions
     return {"served_live": len(served), "live_errors": sum(s.error is not None for s in served),
-            "streamed": stream.get("examples_trained"), "versions_streamed": versions}
+            "streamed": stream.examples_trained if isinstance(stream, StreamReport) else None,
+            "versions_streamed": versions}
 
 
-def scenario_serving(other: ScenarioServed) -> dict[str, Any]:
+def scenario_serving(other: ScenarioServed) -> ScenarioServing:
     """A scenario beside the first during the replay: its requests, errors, latency, its trainer's counts and
     the versions it promoted."""
     latencies = np.array([s.latency_ms for s in other.served if s.error is None])
-    return {"requests": len(other.served), "errors": sum(s.error is not None for s in other.served),
-            "p50_ms": round(float(np.percentile(latencies, 50)), 2) if latencies.size else None,
-            "p99_ms": round(float(np.percentile(latencies, 99)), 2) if latencies.size else None,
-            "versions_served": sorted({s.version for s in other.served if s.version}),
-            "versions_promoted": other.versions, "stream": other.stream_state}
+    return ScenarioServing(requests=len(other.served), errors=sum(s.error is not None for s in other.served),
+                           p50_ms=round(float(np.percentile(latencies, 50)), 2) if latencies.size else None,
+                           p99_ms=round(float(np.percentile(latencies, 99)), 2) if latencies.size else None,
+                           versions_served=sorted({s.version for s in other.served if s.version}),
+                           versions_promoted=other.versions, stream=other.stream_state)

@@ -74,12 +74,11 @@ def test_a_failing_replay_fails_the_demo(monkeypatch: pytest.MonkeyPatch, tmp_pa
     report it would return: the quick runs above cover the run.)"""
     error = 'HTTP 422: {"error":"must be <= 100000000000","field":"context.ts"}'
     live = LiveResult(served=[_served(None)] * 98 + [_served(error)] * 2, swaps=[], holdback=None,
-                      holdback_at_s=None, refused=0, stream_state={}, feedback_errors=0, duration_s=1.0)
+                      holdback_at_s=None, refused=0, stream_state=None, feedback_errors=0, duration_s=1.0)
     serving = _serving(live, exposed_positions=10, samples=10)
-    assert (serving["errors"], serving["failed"], serving["first_error"], serving["first_error_count"]) == \
-        (2, True, error, 2)
+    assert (serving.errors, serving.failed, serving.first_error, serving.first_error_count) == (2, True, error, 2)
     tolerated = dataclasses.replace(live, served=[_served(None)] * 99 + [_served(error)])
-    assert not _serving(tolerated, exposed_positions=10, samples=10)["failed"], "1% is tolerated"
+    assert not _serving(tolerated, exposed_positions=10, samples=10).failed, "1% is tolerated"
     report = types.SimpleNamespace(serving=serving, non_finite=[])  # the fields of a DemoReport the command reads
     monkeypatch.setattr("recdistill.demo.runner.run_demo", lambda *args, **kwargs: report)
     result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(tmp_path / "run")])

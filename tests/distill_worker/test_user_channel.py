@@ -4,16 +4,18 @@ the per-user training window."""
 from __future__ import annotations
 
 import dataclasses
+import typing
 from pathlib import Path
 
 import numpy as np
+import pydantic
 import pytest
 import torch
 
 from distill_worker.export import export_onnx, parity
 from distill_worker.settings import DistillConfig
 from distill_worker.student import StudentConfig, StudentModel, window_matches
-from distill_worker.trainer import distill_loss
+from distill_worker.trainer import KD_LOSSES, distill_loss
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.dense import DenseCandidates
 from recdistill.core.errors import DataError
@@ -160,3 +162,16 @@ def test_a_config_files_unknown_key_is_refused_by_name(tmp_path: Path) -> None:
     bad.write_text('[demo]\nteacher_sizez = ["seq-xs"]\n')
     with pytest.raises(DataError, match="'teacher_sizez'"):
         load_config_file(bad)
+
+
+def test_every_distillation_loss_a_setting_names_has_its_function() -> None:
+    """`kd_loss` is a Literal resolved through one name -> function table: the two cannot drift apart, and each
+    term is 0 where the student's logit equals the teacher's."""
+    assert set(typing.get_args(typing.get_type_hints(DistillConfig)["kd_loss"])) == set(KD_LOSSES)
+    soft = torch.tensor([[0.2, 0.7]])
+    logits = torch.log(soft / (1 - soft))
+    assert float(KD_LOSSES["mse"](logits, soft).abs().max()) < 1e-6
+    entropy = -(soft * soft.log() + (1 - soft) * (1 - soft).log())
+    torch.testing.assert_close(KD_LOSSES["ce"](logits, soft), entropy)
+    with pytest.raises(pydantic.ValidationError, match="kd_loss"):  # as the worker's settings read it
+        pydantic.TypeAdapter(DistillConfig).validate_python({"kd_loss": "kl"})

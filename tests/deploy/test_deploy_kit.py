@@ -12,8 +12,11 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic import AliasChoices, BaseModel
+from pydantic_settings import BaseSettings
 
-from student_server import metrics
+from distill_worker import WorkerSettings
+from student_server import StudentSettings, metrics
 
 ROOT = Path(__file__).parents[2]
 CHART = ROOT / "deploy" / "helm" / "recdistill"
@@ -124,3 +127,67 @@ def test_dockerfiles_copy_what_exists_and_run_real_commands(dockerfile: str) -> 
         assert arguments
         for flag in re.findall(r'"(--[a-z-]+)"', arguments.group(1)):
             assert flag in help_text.stdout, f"{dockerfile}: {flag} is not an option of {' '.join(command)}"
+
+
+def _reads(settings: type[BaseSettings]) -> set[str]:
+    """The environment variables a settings class reads: its prefix and each field's name, or the names a field
+    declares (`AliasChoices`), and one level into a nested section where the class has a delimiter."""
+    prefix = settings.model_config.get("env_prefix", "")
+    nested = settings.model_config.get("env_nested_delimiter")
+    names = set()
+    for name, info in settings.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names |= {choice for choice in alias.choices if isinstance(choice, str)}
+        else:
+            names.add(alias if isinstance(alias, str) else f"{prefix}{name}")
+        if nested and isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            names |= {f"{prefix}{name}{nested}{sub}" for sub in info.annotation.model_fields}
+    return {name.upper() for name in names}
+
+
+def _dockerfile_list(dockerfile: str, instruction: str) -> list[str]:
+    text = (ROOT / "deploy" / "docker" / f"{dockerfile}.Dockerfile").read_text()
+    found = re.search(rf"^{instruction} \[(.*)\]$", text, re.MULTILINE)
+    assert found, (dockerfile, instruction)
+    return [part.strip().strip('"') for part in found.group(1).split(",")]
+
+
+def _exposed(dockerfile: str) -> set[int]:
+    text = (ROOT / "deploy" / "docker" / f"{dockerfile}.Dockerfile").read_text()
+    return {int(port) for line in re.findall(r"^EXPOSE (.*)$", text, re.MULTILINE) for port in line.split()}
+
+
+def test_compose_helm_and_the_dockerfiles_name_the_same_settings_ports_and_commands_the_code_reads() -> None:
+    """The compose file and the chart cannot drift from each other or from the code: every environment variable
+    either sets is one the component's settings read, both set the same ones, both run the image's command with
+    the same flags, and the ports they wire are the ones the images expose and the commands listen on."""
+    compose = yaml.safe_load((ROOT / "deploy" / "compose" / "compose.yaml").read_text())["services"]
+    docs = _render()
+    helm = {component: _kind(docs, "Deployment", component)["spec"]["template"]["spec"]["containers"][0]
+            for component in ("student", "worker", "teacher")}
+    for component, replica, settings in (("student", "student-1", StudentSettings),
+                                         ("worker", "worker", WorkerSettings)):
+        in_compose, in_helm = set(compose[replica]["environment"]), {e["name"] for e in helm[component]["env"]}
+        assert in_compose == in_helm, (component, in_compose ^ in_helm)
+        assert in_helm <= _reads(settings), (component, in_helm - _reads(settings))
+    # The student: the chart runs the image's own arguments; its ports are the image's, and the balancer's.
+    student_args = _dockerfile_list("student-server", "CMD")
+    assert helm["student"]["args"] == student_args
+    assert "command" not in compose["student-1"], "compose runs the image's own arguments"
+    ports = {int(student_args[student_args.index(flag) + 1]) for flag in ("--port", "--grpc-port")}
+    assert ports == _exposed("student-server") == {p["containerPort"] for p in helm["student"]["ports"]}
+    nginx = (ROOT / "deploy" / "compose" / "nginx.conf").read_text()
+    assert {int(p) for p in re.findall(r"server student-1:(\d+)", nginx)} == ports
+    assert {int(p) for p in re.findall(r"listen (\d+)", nginx)} == ports
+    # The worker: the same flags in both (their values name each one's paths and hosts), the image's metrics port.
+    flags = {arg for arg in helm["worker"]["args"] if arg.startswith("--")}
+    assert flags == {arg for arg in compose["worker"]["command"] if arg.startswith("--")}
+    worker_args = helm["worker"]["args"]
+    assert {int(worker_args[worker_args.index("--metrics-port") + 1])} == _exposed("worker") == \
+        {p["containerPort"] for p in helm["worker"]["ports"]}
+    # The teacher: Triton's ports, which the worker's teacher URL names in both.
+    assert _exposed("teacher") == {p["containerPort"] for p in helm["teacher"]["ports"]}
+    compose_teacher = compose["worker"]["command"][compose["worker"]["command"].index("--teacher-url") + 1]
+    helm_teacher = worker_args[worker_args.index("--teacher-url") + 1]
+    assert compose_teacher.rsplit(":", 1)[1] == helm_teacher.rsplit(":", 1)[1] == "8001"

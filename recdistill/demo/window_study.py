@@ -133,11 +133,11 @@ def _write(report: WindowReport, out: Path) -> None:
     plot_window(report, out / "transfer_by_window.png")
 
 
-def _ci(value: Interval | None) -> str:
+def _ci(value: Interval | None, digits: int = 2) -> str:
     if value is None:
         return "-"
-    low = "-inf" if value.low_unbounded or value.low is None else f"{value.low:+.2f}"
-    high = "+inf" if value.high_unbounded or value.high is None else f"{value.high:+.2f}"
+    low = "-inf" if value.low_unbounded or value.low is None else f"{value.low:+.{digits}f}"
+    high = "+inf" if value.high_unbounded or value.high is None else f"{value.high:+.{digits}f}"
     return f"[{low}, {high}]"
 
 
@@ -154,7 +154,7 @@ def window_table(report: WindowReport) -> str:
                      f"| {best} | {r.transferability if r.transferability is not None else '-'} "
                      f"{_ci(r.transferability_ci95)} | {r.transferability_attributable if r.transferability_attributable is not None else '-'} "  # noqa: E501
                      f"{_ci(r.transferability_attributable_ci95)} | {r.attributable_gain_auc:+.4f} "
-                     f"{_ci(r.attributable_gain_auc_ci95)} |")
+                     f"{_ci(r.attributable_gain_auc_ci95, 4)} |")
     lines += ["", "Intervals: 95%, users resampled with the paired seeds, every draw kept; a ratio is `-` where the "
               "teacher's gain has no interval above 0."]
     return "\n".join(lines) + "\n"

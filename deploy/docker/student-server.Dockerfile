@@ -1,24 +1,34 @@
-# The student ranking server: FastAPI (HTTP) + gRPC on ONNX Runtime. No torch at run time is needed for
-# serving, but the package depends on it; the CPU wheel keeps the image small.
+# The student ranking server: FastAPI (HTTP) + gRPC on ONNX Runtime.
 # Build from the repository root:  docker build -f deploy/docker/student-server.Dockerfile -t recdistill-student .
-FROM python:3.11-slim
+#
+# BASE: any Debian-like image with Python 3.11 and its venv module: the public python:3.11-slim by default;
+# `make deploy-check` builds one locally with mmdebstrap (no image registry there). The package pins torch, whose
+# CPU build comes from PyTorch's index (PIP_EXTRA_INDEX_URL); a build without that index mounts a folder holding
+# the wheel at /wheels (`podman build -v DIR:/wheels:ro --build-arg PIP_EXTRA_INDEX_URL= ...`).
+ARG BASE=python:3.11-slim
 
-ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-WORKDIR /app
-COPY pyproject.toml README.md LICENSE ./
+FROM ${BASE} AS build
+ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_FIND_LINKS=/wheels \
+    PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL}
+WORKDIR /src
+COPY pyproject.toml setup.py README.md LICENSE ./
 COPY protos ./protos
 COPY recdistill ./recdistill
 COPY teacher_service ./teacher_service
 COPY student_server ./student_server
 COPY distill_worker ./distill_worker
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
-    && useradd --uid 10001 --create-home recdistill
+RUN python3 -m venv /opt/recdistill && /opt/recdistill/bin/pip install .
 
+# The run stage: the virtual environment only (no sources, no build tools), as a non-root user.
+FROM ${BASE}
+COPY --from=build /opt/recdistill /opt/recdistill
+ENV PATH=/opt/recdistill/bin:$PATH PYTHONUNBUFFERED=1 HOME=/tmp
 USER 10001
 EXPOSE 8080 50051
 # The registry (features.json and the versions) is a volume shared by every replica.
 VOLUME ["/registry"]
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \
-    CMD python -c "import sys, httpx; sys.exit(httpx.get('http://127.0.0.1:8080/readyz').status_code != 200)"
+    CMD ["python3", "-c", "import sys, httpx; sys.exit(httpx.get('http://127.0.0.1:8080/readyz').status_code != 200)"]
 ENTRYPOINT ["recdistill", "student", "serve"]
 CMD ["--registry", "/registry", "--host", "0.0.0.0", "--port", "8080", "--grpc-port", "50051"]

@@ -1,12 +1,14 @@
 """What a snapshot of the teacher knows later: the window study's teacher scores the test slates reading each
 user's history (a) up to the request, (b) frozen at the user's last event of the students' training window,
-with that event's clock, and (c) frozen there but with the request's clock.
+with that event's clock, and (c) frozen there but with the request's clock; and (a)'s margin over the repeat
+counter over the whole history (paired, users resampled, 2,000 draws).
 
 Run after the window study (`recdistill study window --out runs/window`), from the repository root:
 
     .venv/bin/python docs/window/frozen_teacher.py runs/window
 
-It prints the three test AUCs (docs/demo.md quotes them). The window is the study's 10 events per user.
+It prints the three test AUCs and the margin (README and docs/demo.md quote them). The window is the
+study's 10 events per user.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import torch
 
 from distill_worker import DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings
 from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.data.history_value import repeat_counter_scores
 from recdistill.demo.config import FULL, from_data
 from recdistill.demo.experiments import BatchExperiment
 from recdistill.demo.scaling import teacher_scores
+from recdistill.demo.stats import auc_difference
 from recdistill.demo.teachers import content_key, train_or_reuse
 from teacher_service import TeacherTrainConfig, load_checkpoint
 
@@ -43,10 +47,18 @@ def main(study: Path) -> None:
     experiment = BatchExperiment(settings)
     test, events = experiment.test, dataset.events
 
-    def auc() -> float:
-        return experiment.metrics(teacher_scores(model, dataset, test, None, None, torch.device("cpu")))["auc"]
+    def scores() -> np.ndarray:
+        return teacher_scores(model, dataset, test, None, None, torch.device("cpu"))
 
-    sys.stdout.write(f"teacher reading up to the request: {auc():.4f}\n")
+    def auc() -> float:
+        return experiment.metrics(scores())["auc"]
+
+    now = scores()
+    counter = repeat_counter_scores(dataset, test.event_ids, test.labels.shape[1])
+    margin = auc_difference(test.labels, test.labels >= 0, test.user_ids, [now], [counter], 2_000)
+    sys.stdout.write(f"teacher reading up to the request: {experiment.metrics(now)['auc']:.4f}; repeat counter "
+                     f"{experiment.metrics(counter)['auc']:.4f}; the teacher's margin {margin['difference']:+.4f} "
+                     f"[{margin['low']:+.4f}, {margin['high']:+.4f}]\n")
     users, times = events["user_id"].to_numpy(), events["timestamp"].to_numpy()
     last: dict[str, int] = {}
     for event in np.asarray(experiment.data.train.event_ids):

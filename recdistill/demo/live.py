@@ -211,7 +211,6 @@ def _scenarios_served(every: list[Served], scenarios: Sequence[ScenarioLive],
             for s, report in zip(scenarios, reports, strict=True)}
 
 
-
 async def _start_holdback(server: StudentServer, holdback: Holdback) -> None:
     async with httpx.AsyncClient(base_url=server.http_url, timeout=120,
                                  headers={"Authorization": f"Bearer {server.token}"}) as client:

@@ -22,24 +22,15 @@ import torch
 from distill_worker import DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.history_value import repeat_counter_scores
-from recdistill.demo.config import FULL, from_data
 from recdistill.demo.experiments import BatchExperiment
 from recdistill.demo.scaling import teacher_scores
 from recdistill.demo.stats import auc_difference
-from recdistill.demo.teachers import content_key, train_or_reuse
-from teacher_service import TeacherTrainConfig, load_checkpoint
+from recdistill.demo.window_study import study_teacher
 
 
 def main(study: Path) -> None:
     dataset = PreparedDataset(study / "data")
-    demo = from_data(FULL, dataset, quick=False)  # the teacher the study used (from its cache)
-    config = TeacherTrainConfig(task="slate", size=demo.teacher_sizes[0], epochs=demo.teacher_epochs,
-                                batch_size=demo.teacher_batch_size, lr=demo.teacher_lr,
-                                holdout_events=demo.gate_holdout_events)
-    cache = study.parent / ".cache"
-    train_or_reuse(dataset, config, cache, None)
-    model, _, _ = load_checkpoint(cache / f"teacher-slate-{content_key(dataset, config)}")
-    model.eval()
+    demo, _, _, model = study_teacher(dataset, study.parent / ".cache")  # the study's teacher, from its cache
     settings = WorkerSettings(data=dataset.directory, registry=study / "frozen" / "registry",
                               state_dir=study / "frozen" / "state", task="slate", window_events=10,
                               teacher=TeacherClientSettings(url="in-process", teacher_version="frozen"),

@@ -21,14 +21,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
 import msgspec  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from distill_worker import DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings  # noqa: E402
 from recdistill.core.contracts.figures import Interval  # noqa: E402
 from recdistill.core.contracts.scaling import WindowReport, WindowRow  # noqa: E402
+from recdistill.core.contracts.teacher import TeacherManifest  # noqa: E402
 from recdistill.core.data.dataset import PreparedDataset  # noqa: E402
 from recdistill.core.data.history_value import repeat_counter_scores  # noqa: E402
 from recdistill.core.fileio import atomic_write_bytes, atomic_write_text  # noqa: E402
-from recdistill.demo.config import FULL, from_data  # noqa: E402
+from recdistill.demo.config import FULL, DemoConfig, from_data  # noqa: E402
 from recdistill.demo.experiments import CONTROLS, BatchExperiment  # noqa: E402
 from recdistill.demo.scaling import in_process_labels  # noqa: E402
 from recdistill.demo.stats import transferability_figures  # noqa: E402
@@ -77,16 +79,25 @@ def _row(window: int | None, experiment: BatchExperiment, teacher: np.ndarray, s
         undefined_draws=figures["undefined_draws"])
 
 
-def run_window_study(dataset: PreparedDataset, out: Path, config: WindowConfig, cache: Path) -> WindowReport:
-    started = time.perf_counter()
-    demo = from_data(FULL, dataset, quick=False)  # the teacher the demo would choose on this data
-    teacher_config = TeacherTrainConfig(task="slate", size=config.teacher_size or demo.teacher_sizes[0],
-                                        epochs=config.teacher_epochs or demo.teacher_epochs,
+def study_teacher(dataset: PreparedDataset, cache: Path, size: str | None = None, epochs: int | None = None
+                  ) -> tuple[DemoConfig, TeacherTrainConfig, TeacherManifest, torch.nn.Module]:
+    """The slate teacher the demo would choose on this data (`from_data`; `size`, `epochs`: a smaller run),
+    trained or reused from `cache`: (the demo's settings, the teacher's training settings, its manifest, the
+    model in eval mode)."""
+    demo = from_data(FULL, dataset, quick=False)
+    teacher_config = TeacherTrainConfig(task="slate", size=size or demo.teacher_sizes[0],
+                                        epochs=epochs or demo.teacher_epochs,
                                         batch_size=demo.teacher_batch_size, lr=demo.teacher_lr,
                                         holdout_events=demo.gate_holdout_events)
     manifest, _ = train_or_reuse(dataset, teacher_config, cache, None)
     model, _, _ = load_checkpoint(cache / f"teacher-slate-{content_key(dataset, teacher_config)}")
     model.eval()
+    return demo, teacher_config, manifest, model
+
+
+def run_window_study(dataset: PreparedDataset, out: Path, config: WindowConfig, cache: Path) -> WindowReport:
+    started = time.perf_counter()
+    demo, teacher_config, manifest, model = study_teacher(dataset, cache, config.teacher_size, config.teacher_epochs)
     distill = DistillConfig(epochs=config.student_epochs or demo.student_epochs, patience=demo.student_patience,
                             batch_size=demo.student_batch_size, lr=demo.student_lr, kd_weight=demo.kd_weight)
     rows: list[WindowRow] = []

@@ -1,7 +1,12 @@
 """User-level (cluster) bootstrap of AUC on one holdout: the resampling the demo's statistics and the
 worker's promotion gate share. A resample draws users with replacement, each draw bringing all of that
-user's events (a heavy user's events rise and fall together); scores are sorted once per model, so a
-resample only changes the rows' weights."""
+user's events (a heavy user's events rise and fall together), so a resample is one count per user.
+
+The pooled AUC of a resample only needs, for every pair of users (u, v), how many (positive of u, negative
+of v) pairs are ordered right: with the draw counts d, AUC = d'Cd / ((d.P)(d.N)), P and N each user's
+positives and negatives. `RankedScores` counts C once per model (one sort), so a draw costs a
+users x users product instead of a pass over every candidate; where users are so many that the matrix
+would cost more than the candidates, it keeps the sorted candidates and weighs them per draw instead."""
 
 from __future__ import annotations
 
@@ -15,32 +20,64 @@ from recdistill.core.contracts.worker import NonInferiority
 
 @dataclass
 class RankedScores:
-    """One model's scores [events, candidates] on a holdout, sorted once."""
+    """One model's scores [events, candidates] on a holdout, reduced to what a user resample needs."""
 
-    rows: np.ndarray  # event row of each candidate, in ascending score order
-    positive: np.ndarray  # bool, same order
+    pairs: np.ndarray | None  # [users, users]: (positive of u, negative of v) pairs with the positive above
+    positives: np.ndarray  # [users]: each user's positives
+    negatives: np.ndarray  # [users]: each user's negatives
+    users: np.ndarray | None  # user index of each candidate in ascending score order (without `pairs`)
+    positive: np.ndarray | None  # bool, same order (without `pairs`)
 
     @classmethod
-    def of(cls, scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> RankedScores:
-        """`mask`: the real candidates (padded slates have others); a label above 0.5 is a positive."""
-        rows = np.broadcast_to(np.arange(scores.shape[0])[:, None], scores.shape)[mask]
+    def of(cls, scores: np.ndarray, labels: np.ndarray, mask: np.ndarray, user_ids: np.ndarray) -> RankedScores:
+        """`mask`: the real candidates (padded slates have others); a label above 0.5 is a positive;
+        `user_ids`: each event row's user. Ties are broken by the candidates' order in the array, as in the
+        stable sort the plain pooled AUC of this holdout uses."""
+        _, user_of_row = np.unique(user_ids, return_inverse=True)
+        users = int(user_of_row.max()) + 1 if user_of_row.size else 0
+        candidate_users = np.broadcast_to(user_of_row.reshape(-1, 1), scores.shape)[mask]
         order = np.argsort(scores[mask], kind="stable")
-        return cls(rows[order], labels[mask][order] > 0.5)
+        ranked_users, positive = candidate_users[order], labels[mask][order] > 0.5
+        positives = np.bincount(ranked_users[positive], minlength=users).astype(np.float64)
+        negatives = np.bincount(ranked_users[~positive], minlength=users).astype(np.float64)
+        if users * users > 4 * order.size:  # the matrix would cost more per draw than the candidates
+            return cls(None, positives, negatives, ranked_users, positive)
+        position = np.arange(order.size)
+        positive_users, positive_at = ranked_users[positive], position[positive]
+        negative_users, negative_at = ranked_users[~positive], position[~positive]
+        by_user = np.argsort(negative_users, kind="stable")  # each user's negatives, in score order
+        starts = np.searchsorted(negative_users[by_user], np.arange(users + 1))
+        sorted_at = negative_at[by_user]
+        pairs = np.empty((users, users))
+        for v in range(users):
+            below = np.searchsorted(sorted_at[starts[v]:starts[v + 1]], positive_at)
+            pairs[:, v] = np.bincount(positive_users, weights=below, minlength=users)
+        return cls(pairs, positives, negatives, None, None)
 
-    def auc(self, row_weights: np.ndarray) -> float:
-        """The pooled AUC with each event row counted `row_weights[row]` times."""
-        weights = row_weights[self.rows]
+    def auc(self, draws: np.ndarray | None = None) -> float:
+        """The pooled AUC with each user counted `draws[user]` times (users in sorted id order, as
+        `user_draws` gives them); every user once when None."""
+        d = np.ones(self.positives.size) if draws is None else np.asarray(draws, dtype=np.float64)
+        total = float(d @ self.positives) * float(d @ self.negatives)
+        if self.pairs is not None:
+            return float(d @ self.pairs @ d) / total
+        weights = d[self.users]
         negative = np.where(self.positive, 0.0, weights)
         below = np.cumsum(negative) - negative  # weight of negatives scored below each candidate
-        positive_weight = weights[self.positive].sum()
-        return float((weights[self.positive] * below[self.positive]).sum() / (positive_weight * negative.sum()))
+        return float((weights[self.positive] * below[self.positive]).sum()) / total
+
+
+def user_draws(user_ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One cluster-bootstrap resample: how many times each user (in sorted id order) is drawn, with
+    replacement, as many draws as users."""
+    users = np.unique(user_ids).size
+    return rng.multinomial(users, np.full(users, 1.0 / users)).astype(np.float64)
 
 
 def user_weights(user_ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Row weights of one cluster-bootstrap resample: users drawn with replacement."""
-    _, inverse, counts = np.unique(user_ids, return_inverse=True, return_counts=True)
-    draws = rng.multinomial(counts.size, np.full(counts.size, 1.0 / counts.size))
-    return draws[inverse].astype(np.float64)
+    """The same resample as row weights: each event row counted as often as its user was drawn."""
+    _, inverse = np.unique(user_ids, return_inverse=True)
+    return user_draws(user_ids, rng)[inverse]
 
 
 def non_inferiority(candidate: np.ndarray, reference: np.ndarray, labels: np.ndarray, mask: np.ndarray,
@@ -53,14 +90,13 @@ def non_inferiority(candidate: np.ndarray, reference: np.ndarray, labels: np.nda
     The margin is sized to the holdout: at least `margin`, and at least the loss this holdout refuses with
     `power` ((z_0.95 + z_power) standard errors of the paired difference), so a small holdout does not
     refuse every candidate that is not clearly better; both are reported, with the power at the margin."""
-    a, b = RankedScores.of(candidate, labels, mask), RankedScores.of(reference, labels, mask)
-    ones = np.ones(labels.shape[0])
-    point = a.auc(ones) - b.auc(ones)
+    a, b = (RankedScores.of(scores, labels, mask, user_ids) for scores in (candidate, reference))
+    point = a.auc() - b.auc()
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(samples):
-        weights = user_weights(user_ids, rng)
-        draws.append(a.auc(weights) - b.auc(weights))
+        users = user_draws(user_ids, rng)
+        draws.append(a.auc(users) - b.auc(users))
     low, high = (float(v) for v in np.percentile(draws, [5.0, 95.0]))
     se = float(np.std(draws, ddof=1))
     z = NormalDist()

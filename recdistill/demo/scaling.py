@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from distill_worker import BatchPhase, DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings
-from recdistill.core.bootstrap import RankedScores, user_weights
+from recdistill.core.bootstrap import RankedScores, user_draws
 from recdistill.core.contracts.figures import Interval
 from recdistill.core.contracts.scaling import ScalingReport, ScalingRow
 from recdistill.core.data.dataset import PreparedDataset
@@ -92,16 +92,19 @@ def _ci(values: dict[str, Any] | None) -> Interval | None:
 
 def mean_auc(runs: list[np.ndarray], test: EncodedSplit, mask: np.ndarray) -> float:
     """Seed-mean AUC of score arrays on the test window."""
-    return round(float(np.mean([RankedScores.of(s, test.labels, mask).auc(np.ones(len(test))) for s in runs])), 6)
+    return round(float(np.mean([RankedScores.of(s, test.labels, mask, test.user_ids).auc() for s in runs])), 6)
 
 
 def auc_interval(runs: list[np.ndarray], test: EncodedSplit, mask: np.ndarray, samples: int,
                  seed: int = 0) -> tuple[float, Interval]:
-    """Seed-mean AUC of score arrays on the test window, with a 95% interval resampling users and seeds."""
-    ranked = [RankedScores.of(scores, test.labels, mask) for scores in runs]
+    """Seed-mean AUC of score arrays on the test window, with a 95% interval resampling users and seeds
+    (one user resample a draw, shared by the seeds it picks)."""
+    ranked = [RankedScores.of(scores, test.labels, mask, test.user_ids) for scores in runs]
     rng = np.random.default_rng(seed)
-    draws = [float(np.mean([ranked[i].auc(user_weights(test.user_ids, rng))
-                            for i in rng.integers(len(ranked), size=len(ranked))])) for _ in range(samples)]
+    draws = []
+    for _ in range(samples):
+        users = user_draws(test.user_ids, rng)
+        draws.append(float(np.mean([ranked[i].auc(users) for i in rng.integers(len(ranked), size=len(ranked))])))
     return mean_auc(runs, test, mask), Interval(**interval(draws))
 
 

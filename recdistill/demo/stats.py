@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from recdistill.core.bootstrap import RankedScores as _Ranked
-from recdistill.core.bootstrap import user_weights
+from recdistill.core.bootstrap import user_draws, user_weights
 
 CONFIDENCE = (2.5, 97.5)
 
@@ -83,21 +83,22 @@ def transferability_figures(labels: np.ndarray, mask: np.ndarray, user_ids: np.n
         raise ValueError("every variant needs the method's seeds, in the same order (paired): "
                          f"method {seeds}, baseline {len(baseline)}, "
                          + ", ".join(f"{name} {len(runs)}" for name, runs in controls.items()))
-    ranked = {"teacher": [_Ranked.of(s, labels, mask) for s in teachers],
-              "baseline": [_Ranked.of(s, labels, mask) for s in baseline],
-              "method": [_Ranked.of(s, labels, mask) for s in method],
-              **{f"control:{name}": [_Ranked.of(s, labels, mask) for s in runs] for name, runs in controls.items()}}
+    def rank(runs: Sequence[np.ndarray]) -> list[_Ranked]:
+        return [_Ranked.of(s, labels, mask, user_ids) for s in runs]
 
-    def figures(weights: np.ndarray, picks: np.ndarray, teacher_picks: np.ndarray) -> Figures:
+    ranked = {"teacher": rank(teachers), "baseline": rank(baseline), "method": rank(method),
+              **{f"control:{name}": rank(runs) for name, runs in controls.items()}}
+
+    def figures(users: np.ndarray | None, picks: np.ndarray, teacher_picks: np.ndarray) -> Figures:
         def mean(name: str, chosen: np.ndarray) -> float:
-            return float(np.mean([ranked[name][i].auc(weights) for i in chosen]))
+            return float(np.mean([ranked[name][i].auc(users) for i in chosen]))
 
         return Figures(mean("teacher", teacher_picks), mean("baseline", picks), mean("method", picks),
                        {name: mean(f"control:{name}", picks) for name in controls})
 
-    point = figures(np.ones(labels.shape[0]), np.arange(seeds), np.arange(len(teachers)))
+    point = figures(None, np.arange(seeds), np.arange(len(teachers)))
     rng = np.random.default_rng(seed)
-    draws = [figures(user_weights(user_ids, rng), rng.integers(seeds, size=seeds),
+    draws = [figures(user_draws(user_ids, rng), rng.integers(seeds, size=seeds),
                      rng.integers(len(teachers), size=len(teachers))) for _ in range(samples)]
     gain_interval = interval([d.gain for d in draws])
     defined = gain_interval["low"] is not None and gain_interval["low"] > 0
@@ -129,15 +130,15 @@ def auc_difference(labels: np.ndarray, mask: np.ndarray, user_ids: np.ndarray, r
                    reference: Sequence[np.ndarray], samples: int, seed: int = 0) -> dict[str, Any]:
     """Seed-mean AUC of `runs` minus that of `reference` (paired by seed: runs[i] against reference[i]), on
     the same events, with a 95% interval that resamples users and the seed pairs."""
-    ranked = [(_Ranked.of(a, labels, mask), _Ranked.of(b, labels, mask)) for a, b in zip(runs, reference, strict=True)]
-    ones = np.ones(labels.shape[0])
-    point = float(np.mean([a.auc(ones) - b.auc(ones) for a, b in ranked]))
+    ranked = [(_Ranked.of(a, labels, mask, user_ids), _Ranked.of(b, labels, mask, user_ids))
+              for a, b in zip(runs, reference, strict=True)]
+    point = float(np.mean([a.auc() - b.auc() for a, b in ranked]))
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(samples):
-        weights = user_weights(user_ids, rng)
+        users = user_draws(user_ids, rng)
         picks = rng.integers(len(ranked), size=len(ranked))
-        values.append(float(np.mean([ranked[i][0].auc(weights) - ranked[i][1].auc(weights) for i in picks])))
+        values.append(float(np.mean([ranked[i][0].auc(users) - ranked[i][1].auc(users) for i in picks])))
     low, high = np.percentile(values, [2.5, 97.5])
     return {"difference": round(point, 4), "low": round(float(low), 4), "high": round(float(high), 4),
             "samples": samples, "resamples": "users, paired seeds"}

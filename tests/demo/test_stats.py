@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from recdistill.core import metrics
-from recdistill.core.bootstrap import RankedScores, user_weights
+from recdistill.core.bootstrap import RankedScores, user_draws, user_weights
 from recdistill.demo.stats import by_history_length, interval, std, transferability_figures
 
 pytestmark = pytest.mark.unit
@@ -19,11 +19,30 @@ def test_weighted_auc_of_a_resample_equals_the_auc_of_the_repeated_rows() -> Non
     labels[:, 0] = 1
     scores = rng.random((300, 5)) + labels * 0.3
     mask = np.ones_like(labels, dtype=bool)
-    ranked = RankedScores.of(scores, labels, mask)
-    assert ranked.auc(np.ones(300)) == pytest.approx(metrics.auc(labels, scores))
-    counts = rng.multinomial(300, np.full(300, 1 / 300)).astype(float)
-    rows = np.repeat(np.arange(300), counts.astype(int))
+    users = rng.integers(0, 40, 300)
+    ranked = RankedScores.of(scores, labels, mask, users)
+    assert ranked.pairs is not None, "40 users: the per-user pair matrix"
+    assert ranked.auc() == pytest.approx(metrics.auc(labels, scores))
+    counts = rng.multinomial(40, np.full(40, 1 / 40))
+    rows = np.concatenate([np.flatnonzero(users == user) for user in range(40) for _ in range(counts[user])])
     assert ranked.auc(counts) == pytest.approx(metrics.auc(labels[rows], scores[rows]))
+
+
+def test_the_pair_matrix_and_the_sorted_candidates_give_the_same_resampled_auc() -> None:
+    rng = np.random.default_rng(2)
+    labels = np.zeros((400, 6))
+    labels[:, 0] = 1
+    scores = np.round(rng.random((400, 6)) + labels * 0.2, 1)  # ties, broken by the candidates' order
+    mask = rng.random((400, 6)) > 0.2
+    few, many = rng.integers(0, 30, 400), np.arange(400)
+    matrix, rows = RankedScores.of(scores, labels, mask, few), RankedScores.of(scores, labels, mask, many)
+    assert matrix.pairs is not None
+    assert rows.pairs is None, "400 users of one event each: the sorted candidates"
+    assert matrix.auc() == pytest.approx(rows.auc(), abs=1e-12)
+    for seed in range(5):
+        draws = user_draws(few, np.random.default_rng(seed))
+        _, user_of_row = np.unique(few, return_inverse=True)
+        assert matrix.auc(draws) == pytest.approx(rows.auc(draws[user_of_row]), abs=1e-12)
 
 
 def _scores(rng: np.random.Generator, labels: np.ndarray, signal: float, noise: np.ndarray) -> np.ndarray:
@@ -166,6 +185,8 @@ def test_user_weights_draw_whole_users() -> None:
         draws = {user: set(weights[users == user]) for user in ("a", "b", "c")}
         assert all(len(counts) == 1 for counts in draws.values()), "all events of a user share its draw count"
         assert sum(counts.pop() for counts in draws.values()) == 3, "as many draws as users"
+        by_user = user_draws(users, np.random.default_rng(seed))
+        assert [weights[users == user][0] for user in ("a", "b", "c")] == list(by_user), "the same resample"
 
 
 def test_standard_deviations_use_ddof_1() -> None:

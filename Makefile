@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install test demo scaling bench soak lint docs format data clean
+.PHONY: help install test demo scaling bench soak lint docs format data clean deploy-check
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,13 @@ demo: install ## Install, then run the whole distillation loop on the Instacart 
 
 scaling: install ## Install, then the teacher-scaling study's CPU grid on Instacart (runs/scaling)
 	$(BIN)/recdistill study scaling --out runs/scaling
+
+deploy-check: install ## Install podman (apt) and podman-compose, build the deploy kit's images, run its compose stack with traffic and kills (as root; not in CI)
+	@command -v podman >/dev/null && command -v mmdebstrap >/dev/null && command -v runc >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			podman runc mmdebstrap uidmap fuse-overlayfs; }
+	$(BIN)/python -m pip install --quiet podman-compose==1.6.0
+	$(BIN)/python deploy/check/check.py
 
 bench: install ## Install, then run the benchmark suite and write BENCHMARKS.md
 	$(BIN)/python -m benchmarks

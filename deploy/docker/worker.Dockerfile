@@ -1,7 +1,7 @@
 # The distill worker: black-box teacher client, debiasing, student training (batch under torchrun, or the
 # stream with hot standbys), export, gate and promotion.
 # Build from the repository root:  docker build -f deploy/docker/worker.Dockerfile -t recdistill-worker .
-# BASE and the torch wheel: as in student-server.Dockerfile.
+# BASE and the torch wheel: as in student-server.Dockerfile (the same build stage).
 ARG BASE=python:3.11-slim
 
 FROM ${BASE} AS build
@@ -24,9 +24,11 @@ USER 10001
 # The prepared dataset, the registry and the worker state (checkpoints, label store) are volumes; the
 # worker state is shared by the active worker and its standbys.
 VOLUME ["/data", "/registry", "/state"]
+# Metrics on WORKER_METRICS_PORT (9100): workers sharing a host network set their own.
+ENV WORKER_METRICS_PORT=9100
 EXPOSE 9100
 # Alive while its metrics endpoint answers (the active worker and a hot standby alike).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s \
-    CMD ["python3", "-c", "import sys, httpx; sys.exit(httpx.get('http://127.0.0.1:9100/metrics').status_code != 200)"]
+    CMD ["python3", "-c", "import os, sys, httpx; port = os.environ.get('WORKER_METRICS_PORT', '9100'); sys.exit(httpx.get('http://127.0.0.1:' + port + '/metrics').status_code != 200)"]
 ENTRYPOINT ["recdistill", "worker", "run"]
-CMD ["--mode", "stream", "--data", "/data", "--registry", "/registry", "--state-dir", "/state", "--metrics-port", "9100"]
+CMD ["--mode", "stream", "--data", "/data", "--registry", "/registry", "--state-dir", "/state"]

@@ -23,6 +23,7 @@ from recdistill.core.contracts.admin import (
 )
 from recdistill.core.contracts.dataset import DATASET_FORMAT, DatasetManifest
 from recdistill.core.contracts.demo import DEMO_REPORT_FORMAT, DemoDataset, DemoReport
+from recdistill.core.contracts.deploy import DeployCheckReport, ImageBuild, Kill, Traffic
 from recdistill.core.contracts.figures import (
     BucketFigures,
     Interval,
@@ -178,6 +179,26 @@ def test_operator_responses_round_trip_and_are_documented() -> None:
                   HoldbackState(holdback=None)):
         assert msgspec.json.decode(msgspec.json.encode(value), type=type(value)) == value
     assert set(operator_schemas()) >= {"VersionList", "VersionChange", "VersionDeleted", "HoldbackState", "Manifest"}
+
+
+def test_the_deploy_check_report_round_trips_and_an_unknown_format_is_refused(tmp_path: Path) -> None:
+    traffic = Traffic(http=10, grpc=9, grpc_errors=1, versions_seen={"v1": 12, "v2": 6})
+    report = DeployCheckReport(
+        passed=False, failures=["1 of 9 gRPC requests failed"], engine="podman 4.3.1", traffic=traffic,
+        images=[ImageBuild(name="recdistill-student:latest", dockerfile="deploy/docker/student-server.Dockerfile",
+                           build_seconds=12.5, size_mb=2170.0, health_check="student-1: healthy")],
+        first_version="v1", promoted_versions=["v2"], swap_seconds=41.0, replicas_serving={"student-1": "v2"},
+        kills=[Kill(service="student-1", container="recdistill_student-1_1", requests_after=300, errors_after=1,
+                    recovered_seconds=25.3, recovered="ready again")],
+        examples_trained=900, stage_seconds={"images": 30.0}, total_seconds=600.0)
+    path = tmp_path / "report.json"
+    path.write_bytes(report.to_json())
+    again = DeployCheckReport.read(path)
+    assert again == report
+    assert (again.traffic.requests, again.traffic.failed) == (19, 1)
+    path.write_bytes(report.to_json().replace(b'"format": 1', b'"format": 9'))
+    with pytest.raises(DataError, match="format 9 is not supported"):
+        DeployCheckReport.read(path)
 
 
 def test_the_demo_report_round_trips_and_an_unknown_format_is_refused(ml100k: PreparedDataset,

@@ -4,6 +4,7 @@ config and the Dockerfiles are checked for what they must wire together."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -89,22 +90,58 @@ def test_missing_required_values_are_named() -> None:
     assert "adminToken" in done.stderr or "teacher" in done.stderr
 
 
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "deploy" / "compose" / "compose.yaml").read_text())["services"]
+
+
+def _listens(compose: dict) -> dict[str, set[int]]:
+    """service -> the host ports it listens on (every service shares the host's network)."""
+    nginx = (ROOT / "deploy" / "compose" / "nginx.conf").read_text()
+    valkey = compose["valkey"]["command"]
+    ports = {"valkey": {int(valkey[valkey.index("--port") + 1])}, "teacher-cpu": _exposed("teacher"),
+             "lb": {int(p) for p in re.findall(r"listen (\d+)", nginx)}}
+    for name, service in compose.items():
+        env = service.get("environment", {})
+        if "STUDENT_PORT" in env:
+            ports[name] = {int(env["STUDENT_PORT"]), int(env["STUDENT_GRPC_PORT"])}
+        if "WORKER_METRICS_PORT" in env:
+            ports[name] = {int(env["WORKER_METRICS_PORT"])}
+    return ports
+
+
 def test_the_compose_file_wires_valkey_the_teacher_two_replicas_behind_a_balancer_and_the_worker() -> None:
     compose_dir = ROOT / "deploy" / "compose"
-    compose = yaml.safe_load((compose_dir / "compose.yaml").read_text())
-    services = compose["services"]
-    assert {"valkey", "teacher", "student-1", "student-2", "lb", "worker", "worker-standby"} == set(services)
+    services = _compose()
+    assert {"valkey", "teacher", "teacher-cpu", "student-1", "student-2", "lb", "worker", "worker-standby"} == \
+        set(services)
     for name, service in services.items():
+        assert service["network_mode"] == "host", f"{name}: the host network is the one every engine here has"
         for dependency in service.get("depends_on", {}):
             assert dependency in services, (name, dependency)
         build = service.get("build")
         if build:
             assert (compose_dir / build["context"] / build["dockerfile"]).resolve().is_file(), name
+    # The teacher in two profiles of one Dockerfile: the GPU one asks for a GPU, the CPU one runs anywhere; the
+    # workers wait for whichever runs.
+    assert services["teacher"]["profiles"] == ["gpu"]
+    assert services["teacher"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert services["teacher-cpu"]["profiles"] == ["cpu"]
+    assert "deploy" not in services["teacher-cpu"]
+    assert services["teacher"]["build"]["dockerfile"] == services["teacher-cpu"]["build"]["dockerfile"]
+    for worker in ("worker", "worker-standby"):
+        depends = services[worker]["depends_on"]
+        assert depends["teacher"]["required"] is False
+        assert depends["teacher-cpu"]["required"] is False
     for replica in ("student-1", "student-2"):
         env = services[replica]["environment"]
-        assert env["RECDISTILL_SAMPLE_LOG"] == env["RECDISTILL_REGISTRY_STORE"] == "redis://valkey:6379/0"
+        assert env["RECDISTILL_SAMPLE_LOG"] == env["RECDISTILL_REGISTRY_STORE"] == "redis://127.0.0.1:6379/0"
+    # On one network, no two services may listen on one port, and the balancer fronts each replica's own ports.
+    listens = _listens(services)
+    every = [port for ports in listens.values() for port in ports]
+    assert len(every) == len(set(every)), listens
     nginx = (compose_dir / "nginx.conf").read_text()
-    assert set(re.findall(r"server (student-\d):8080", nginx)) == {"student-1", "student-2"}
+    upstream = {int(p) for p in re.findall(r"server 127\.0\.0\.1:(\d+)", nginx)}
+    assert upstream == listens["student-1"] | listens["student-2"]
     assert services["lb"]["volumes"][0].startswith("./nginx.conf:")
 
 
@@ -131,7 +168,8 @@ def test_dockerfiles_copy_what_exists_and_run_real_commands(dockerfile: str) -> 
 
 def _reads(settings: type[BaseSettings]) -> set[str]:
     """The environment variables a settings class reads: its prefix and each field's name, or the names a field
-    declares (`AliasChoices`), and one level into a nested section where the class has a delimiter."""
+    declares (`AliasChoices`), and one level into a nested section (a model or a dataclass) where the class has a
+    delimiter."""
     prefix = settings.model_config.get("env_prefix", "")
     nested = settings.model_config.get("env_nested_delimiter")
     names = set()
@@ -143,6 +181,8 @@ def _reads(settings: type[BaseSettings]) -> set[str]:
             names.add(alias if isinstance(alias, str) else f"{prefix}{name}")
         if nested and isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
             names |= {f"{prefix}{name}{nested}{sub}" for sub in info.annotation.model_fields}
+        if nested and dataclasses.is_dataclass(info.annotation):
+            names |= {f"{prefix}{name}{nested}{sub.name}" for sub in dataclasses.fields(info.annotation)}
     return {name.upper() for name in names}
 
 
@@ -160,34 +200,52 @@ def _exposed(dockerfile: str) -> set[int]:
 
 def test_compose_helm_and_the_dockerfiles_name_the_same_settings_ports_and_commands_the_code_reads() -> None:
     """The compose file and the chart cannot drift from each other or from the code: every environment variable
-    either sets is one the component's settings read, both set the same ones, both run the image's command with
-    the same flags, and the ports they wire are the ones the images expose and the commands listen on."""
-    compose = yaml.safe_load((ROOT / "deploy" / "compose" / "compose.yaml").read_text())["services"]
+    either sets is one the component's settings read, both set the same ones (compose also gives each replica and
+    worker its own ports, as they share the host's network), both run the image's command with the same flags,
+    and the ports they wire are the ones the images expose and the commands listen on."""
+    compose = _compose()
     docs = _render()
     helm = {component: _kind(docs, "Deployment", component)["spec"]["template"]["spec"]["containers"][0]
             for component in ("student", "worker", "teacher")}
+    own_ports = {"student": {"STUDENT_PORT", "STUDENT_GRPC_PORT"}, "worker": {"WORKER_METRICS_PORT"}}
     for component, replica, settings in (("student", "student-1", StudentSettings),
                                          ("worker", "worker", WorkerSettings)):
         in_compose, in_helm = set(compose[replica]["environment"]), {e["name"] for e in helm[component]["env"]}
-        assert in_compose == in_helm, (component, in_compose ^ in_helm)
-        assert in_helm <= _reads(settings), (component, in_helm - _reads(settings))
-    # The student: the chart runs the image's own arguments; its ports are the image's, and the balancer's.
-    student_args = _dockerfile_list("student-server", "CMD")
-    assert helm["student"]["args"] == student_args
+        assert in_compose - own_ports[component] == in_helm - own_ports[component], (component, in_compose ^ in_helm)
+        assert in_compose | in_helm <= _reads(settings), (component, (in_compose | in_helm) - _reads(settings))
+    # The student: the chart runs the image's own arguments; its ports are the image's (the settings' defaults),
+    # and the ones the balancer presents.
+    assert helm["student"]["args"] == _dockerfile_list("student-server", "CMD")
     assert "command" not in compose["student-1"], "compose runs the image's own arguments"
-    ports = {int(student_args[student_args.index(flag) + 1]) for flag in ("--port", "--grpc-port")}
+    defaults = StudentSettings(registry=Path("r"))
+    ports = {defaults.port, defaults.grpc_port}
     assert ports == _exposed("student-server") == {p["containerPort"] for p in helm["student"]["ports"]}
-    nginx = (ROOT / "deploy" / "compose" / "nginx.conf").read_text()
-    assert {int(p) for p in re.findall(r"server student-1:(\d+)", nginx)} == ports
-    assert {int(p) for p in re.findall(r"listen (\d+)", nginx)} == ports
-    # The worker: the same flags in both (their values name each one's paths and hosts), the image's metrics port.
+    assert _listens(compose)["lb"] == ports
+    # The worker: the same flags in both (their values name each one's paths and hosts); its metrics port is the
+    # image's, set by the environment in both.
     flags = {arg for arg in helm["worker"]["args"] if arg.startswith("--")}
     assert flags == {arg for arg in compose["worker"]["command"] if arg.startswith("--")}
-    worker_args = helm["worker"]["args"]
-    assert {int(worker_args[worker_args.index("--metrics-port") + 1])} == _exposed("worker") == \
+    helm_env = {e["name"]: e.get("value") for e in helm["worker"]["env"]}
+    assert {int(helm_env["WORKER_METRICS_PORT"])} == _exposed("worker") == \
         {p["containerPort"] for p in helm["worker"]["ports"]}
-    # The teacher: Triton's ports, which the worker's teacher URL names in both.
+    # The teacher: Triton's ports, which the image's command serves and the worker's teacher URL names in both.
+    teacher_args = _dockerfile_list("teacher", "CMD")
+    assert {int(teacher_args[teacher_args.index(flag) + 1]) for flag in ("--http-port", "--grpc-port",
+                                                                         "--metrics-port")} == _exposed("teacher")
     assert _exposed("teacher") == {p["containerPort"] for p in helm["teacher"]["ports"]}
+    worker_args = helm["worker"]["args"]
     compose_teacher = compose["worker"]["command"][compose["worker"]["command"].index("--teacher-url") + 1]
     helm_teacher = worker_args[worker_args.index("--teacher-url") + 1]
-    assert compose_teacher.rsplit(":", 1)[1] == helm_teacher.rsplit(":", 1)[1] == "8001"
+    assert compose_teacher.rsplit(":", 1)[1] == helm_teacher.rsplit(":", 1)[1] == str(teacher_args[
+        teacher_args.index("--grpc-port") + 1])
+
+
+def test_the_images_run_as_a_non_root_user_with_a_health_check_and_no_build_tools() -> None:
+    for dockerfile in ("student-server", "worker", "teacher"):
+        text = (ROOT / "deploy" / "docker" / f"{dockerfile}.Dockerfile").read_text()
+        final = text[text.rindex("\nFROM "):]  # the run stage
+        assert "COPY --from=build /opt/recdistill /opt/recdistill" in final, dockerfile
+        assert re.search(r"^USER 10001$", final, re.MULTILINE), dockerfile
+        assert re.search(r"^HEALTHCHECK .*\n\s+CMD \[", final, re.MULTILINE), dockerfile
+        assert "pip install" not in final, f"{dockerfile}: the run stage builds nothing"
+        assert "apt-get" not in final, dockerfile

@@ -141,7 +141,7 @@ class Check:
                    service: str | None = None) -> float:
         started = time.monotonic()
         while True:
-            with contextlib.suppress(httpx.HTTPError, redis.RedisError, OSError):
+            with contextlib.suppress(httpx.HTTPError, redis.RedisError, OSError, ValueError, KeyError):
                 if await asyncio.to_thread(condition):
                     return round(time.monotonic() - started, 1)
             if time.monotonic() - started > timeout_s:

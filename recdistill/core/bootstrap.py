@@ -56,7 +56,7 @@ class RankedScores:
 
     def auc(self, draws: np.ndarray | None = None) -> float:
         """The pooled AUC with each user counted `draws[user]` times (users in sorted id order, as
-        `user_draws` gives them); every user once when None."""
+        `Users.draws` gives them); every user once when None."""
         d = np.ones(self.positives.size) if draws is None else np.asarray(draws, dtype=np.float64)
         total = float(d @ self.positives) * float(d @ self.negatives)
         if self.pairs is not None:
@@ -67,17 +67,21 @@ class RankedScores:
         return float((weights[self.positive] * below[self.positive]).sum()) / total
 
 
-def user_draws(user_ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One cluster-bootstrap resample: how many times each user (in sorted id order) is drawn, with
-    replacement, as many draws as users."""
-    users = np.unique(user_ids).size
-    return rng.multinomial(users, np.full(users, 1.0 / users)).astype(np.float64)
+class Users:
+    """The users of a holdout's event rows, found once (sorting ids is slower than a draw), and their
+    cluster-bootstrap resamples: users drawn with replacement, as many draws as users."""
 
+    def __init__(self, user_ids: np.ndarray) -> None:
+        _, self.of_row = np.unique(user_ids, return_inverse=True)  # each row's user, in sorted id order
+        self.count = int(self.of_row.max()) + 1 if self.of_row.size else 0
 
-def user_weights(user_ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The same resample as row weights: each event row counted as often as its user was drawn."""
-    _, inverse = np.unique(user_ids, return_inverse=True)
-    return user_draws(user_ids, rng)[inverse]
+    def draws(self, rng: np.random.Generator) -> np.ndarray:
+        """One resample: how many times each user (in sorted id order) is drawn."""
+        return rng.multinomial(self.count, np.full(self.count, 1.0 / self.count)).astype(np.float64)
+
+    def weights(self, rng: np.random.Generator) -> np.ndarray:
+        """One resample as row weights: each event row counted as often as its user was drawn."""
+        return self.draws(rng)[self.of_row]
 
 
 def non_inferiority(candidate: np.ndarray, reference: np.ndarray, labels: np.ndarray, mask: np.ndarray,
@@ -92,11 +96,11 @@ def non_inferiority(candidate: np.ndarray, reference: np.ndarray, labels: np.nda
     refuse every candidate that is not clearly better; both are reported, with the power at the margin."""
     a, b = (RankedScores.of(scores, labels, mask, user_ids) for scores in (candidate, reference))
     point = a.auc() - b.auc()
-    rng = np.random.default_rng(seed)
+    rng, users = np.random.default_rng(seed), Users(user_ids)
     draws = []
     for _ in range(samples):
-        users = user_draws(user_ids, rng)
-        draws.append(a.auc(users) - b.auc(users))
+        drawn = users.draws(rng)
+        draws.append(a.auc(drawn) - b.auc(drawn))
     low, high = (float(v) for v in np.percentile(draws, [5.0, 95.0]))
     se = float(np.std(draws, ddof=1))
     z = NormalDist()

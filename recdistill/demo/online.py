@@ -12,7 +12,7 @@ import numpy as np
 
 from distill_worker import onnx_scores
 from recdistill.core import metrics
-from recdistill.core.bootstrap import user_weights
+from recdistill.core.bootstrap import Users
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.training import EncodedSplit
@@ -145,7 +145,8 @@ def counterfactual_ab(dataset: PreparedDataset, encoder: Encoder, live: LiveResu
     treatment = np.array([expected_click(version, row) for row, (_, version) in enumerate(served)])
     difference = treatment - control
     rng = np.random.default_rng(0)
-    draws = [float(np.average(difference, weights=user_weights(split.user_ids, rng))) for _ in range(samples)]
+    users = Users(split.user_ids)
+    draws = [float(np.average(difference, weights=users.weights(rng))) for _ in range(samples)]
     low, high = (float(v) for v in np.percentile(draws, [2.5, 97.5]))
     return {"requests": len(served), "users": int(np.unique(split.user_ids).size),
             "control_version": holdback.version, "treatment_versions": sorted({v for _, v in served}),

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from distill_worker import BatchPhase, DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings
-from recdistill.core.bootstrap import RankedScores, user_draws
+from recdistill.core.bootstrap import RankedScores, Users
 from recdistill.core.contracts.figures import Interval
 from recdistill.core.contracts.scaling import ScalingReport, ScalingRow
 from recdistill.core.data.dataset import PreparedDataset
@@ -100,11 +100,11 @@ def auc_interval(runs: list[np.ndarray], test: EncodedSplit, mask: np.ndarray, s
     """Seed-mean AUC of score arrays on the test window, with a 95% interval resampling users and seeds
     (one user resample a draw, shared by the seeds it picks)."""
     ranked = [RankedScores.of(scores, test.labels, mask, test.user_ids) for scores in runs]
-    rng = np.random.default_rng(seed)
+    rng, users = np.random.default_rng(seed), Users(test.user_ids)
     draws = []
     for _ in range(samples):
-        users = user_draws(test.user_ids, rng)
-        draws.append(float(np.mean([ranked[i].auc(users) for i in rng.integers(len(ranked), size=len(ranked))])))
+        drawn = users.draws(rng)
+        draws.append(float(np.mean([ranked[i].auc(drawn) for i in rng.integers(len(ranked), size=len(ranked))])))
     return mean_auc(runs, test, mask), Interval(**interval(draws))
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from recdistill.core.bootstrap import RankedScores as _Ranked
-from recdistill.core.bootstrap import user_draws, user_weights
+from recdistill.core.bootstrap import Users
 
 CONFIDENCE = (2.5, 97.5)
 
@@ -97,8 +97,8 @@ def transferability_figures(labels: np.ndarray, mask: np.ndarray, user_ids: np.n
                        {name: mean(f"control:{name}", picks) for name in controls})
 
     point = figures(None, np.arange(seeds), np.arange(len(teachers)))
-    rng = np.random.default_rng(seed)
-    draws = [figures(user_draws(user_ids, rng), rng.integers(seeds, size=seeds),
+    rng, users = np.random.default_rng(seed), Users(user_ids)
+    draws = [figures(users.draws(rng), rng.integers(seeds, size=seeds),
                      rng.integers(len(teachers), size=len(teachers))) for _ in range(samples)]
     gain_interval = interval([d.gain for d in draws])
     defined = gain_interval["low"] is not None and gain_interval["low"] > 0
@@ -133,12 +133,12 @@ def auc_difference(labels: np.ndarray, mask: np.ndarray, user_ids: np.ndarray, r
     ranked = [(_Ranked.of(a, labels, mask, user_ids), _Ranked.of(b, labels, mask, user_ids))
               for a, b in zip(runs, reference, strict=True)]
     point = float(np.mean([a.auc() - b.auc() for a, b in ranked]))
-    rng = np.random.default_rng(seed)
+    rng, users = np.random.default_rng(seed), Users(user_ids)
     values = []
     for _ in range(samples):
-        users = user_draws(user_ids, rng)
+        drawn = users.draws(rng)
         picks = rng.integers(len(ranked), size=len(ranked))
-        values.append(float(np.mean([ranked[i][0].auc(users) - ranked[i][1].auc(users) for i in picks])))
+        values.append(float(np.mean([ranked[i][0].auc(drawn) - ranked[i][1].auc(drawn) for i in picks])))
     low, high = np.percentile(values, [2.5, 97.5])
     return {"difference": round(point, 4), "low": round(float(low), 4), "high": round(float(high), 4),
             "samples": samples, "resamples": "users, paired seeds"}
@@ -148,10 +148,10 @@ def arm_difference(treatment: np.ndarray, treatment_users: np.ndarray, control: 
                    control_users: np.ndarray, samples: int, seed: int = 0) -> dict[str, Any]:
     """Mean of a per-request metric in the treatment arm minus the control arm's, with a 95% interval that
     resamples users within each arm (an A/B split by user: the arms hold different users)."""
-    rng = np.random.default_rng(seed)
+    rng, treated, controlled = np.random.default_rng(seed), Users(treatment_users), Users(control_users)
     values = []
     for _ in range(samples):
-        t, c = user_weights(treatment_users, rng), user_weights(control_users, rng)
+        t, c = treated.weights(rng), controlled.weights(rng)
         values.append(float(np.average(treatment, weights=t) - np.average(control, weights=c)))
     low, high = np.percentile(values, [2.5, 97.5])
     return {"difference": round(float(treatment.mean() - control.mean()), 4), "low": round(float(low), 4),

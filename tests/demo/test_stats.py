@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from recdistill.core import metrics
-from recdistill.core.bootstrap import RankedScores, user_draws, user_weights
+from recdistill.core.bootstrap import RankedScores, Users
 from recdistill.demo.stats import by_history_length, interval, std, transferability_figures
 
 pytestmark = pytest.mark.unit
@@ -40,9 +40,9 @@ def test_the_pair_matrix_and_the_sorted_candidates_give_the_same_resampled_auc()
     assert rows.pairs is None, "400 users of one event each: the sorted candidates"
     assert matrix.auc() == pytest.approx(rows.auc(), abs=1e-12)
     for seed in range(5):
-        draws = user_draws(few, np.random.default_rng(seed))
-        _, user_of_row = np.unique(few, return_inverse=True)
-        assert matrix.auc(draws) == pytest.approx(rows.auc(draws[user_of_row]), abs=1e-12)
+        users = Users(few)
+        draws = users.draws(np.random.default_rng(seed))
+        assert matrix.auc(draws) == pytest.approx(rows.auc(draws[users.of_row]), abs=1e-12)
 
 
 def _scores(rng: np.random.Generator, labels: np.ndarray, signal: float, noise: np.ndarray) -> np.ndarray:
@@ -178,14 +178,14 @@ def test_a_user_level_bootstrap_is_wider_when_one_user_dominates() -> None:
     assert by_user > 2 * by_event, (by_user, by_event)
 
 
-def test_user_weights_draw_whole_users() -> None:
+def test_a_resample_draws_whole_users() -> None:
     users = np.array(["a", "a", "a", "b", "c", "c"])
     for seed in range(20):
-        weights = user_weights(users, np.random.default_rng(seed))
+        weights = Users(users).weights(np.random.default_rng(seed))
         draws = {user: set(weights[users == user]) for user in ("a", "b", "c")}
         assert all(len(counts) == 1 for counts in draws.values()), "all events of a user share its draw count"
         assert sum(counts.pop() for counts in draws.values()) == 3, "as many draws as users"
-        by_user = user_draws(users, np.random.default_rng(seed))
+        by_user = Users(users).draws(np.random.default_rng(seed))
         assert [weights[users == user][0] for user in ("a", "b", "c")] == list(by_user), "the same resample"
 
 

@@ -102,7 +102,8 @@ class ModelRegistry:
     def list_versions(self) -> list[VersionEntry]:
         state = self.store.read()
         out = []
-        for path in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        present = self.root.iterdir() if self.root.is_dir() else ()  # a scenario nothing was published to yet
+        for path in sorted(p for p in present if p.is_dir() and not p.name.startswith(".")):
             try:
                 manifest = read_manifest(self.root, path.name)
             except ArtifactError:

@@ -81,14 +81,19 @@ class Scenarios:
 
 
 def build_scenarios(settings: StudentSettings, schema: FeatureSchema) -> Scenarios:
-    """A registry per declared scenario (created when missing), each synced to its active version; a version
+    """A registry per declared scenario (created when missing and the registry is writable: replicas commonly
+    mount it read-only, and its writer, the worker, makes it), each synced to its active version; a version
     that cannot be loaded at start leaves that scenario serving nothing (`/readyz` says so), not the server
     down."""
     built = []
     for spec in schema.scenarios:
         place = ScenarioPlace.of(schema, spec.name)
         root = place.registry(settings.registry)
-        root.mkdir(parents=True, exist_ok=True)
+        if not root.is_dir():
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a read-only mount: its writer makes it, and it has no versions until then
+                logger.info("scenario %s: no registry at %s yet (%s)", spec.name, root, exc.strerror)
         store = open_state_store(settings.registry, settings.registry_store, place)
         registry = ModelRegistry(root, Encoder(schema, spec.view), settings.ort_threads, settings.warmup_runs,
                                  settings.max_candidates, store, settings.max_batch_requests,

@@ -189,7 +189,7 @@ def test_the_deploy_check_report_round_trips_and_an_unknown_format_is_refused(tm
                            build_seconds=12.5, size_mb=2170.0, health_check="student-1: healthy")],
         first_version="v1", promoted_versions=["v2"], swap_seconds=41.0, replicas_serving={"student-1": "v2"},
         kills=[Kill(service="student-1", container="recdistill_student-1_1", requests_after=300, errors_after=1,
-                    recovered_seconds=25.3, recovered="ready again")],
+                    recovered_seconds=0.0, recovered="answered by the other", restarted_seconds=4.2)],
         examples_trained=900, stage_seconds={"images": 30.0}, total_seconds=600.0)
     path = tmp_path / "report.json"
     path.write_bytes(report.to_json())

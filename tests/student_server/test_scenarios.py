@@ -65,6 +65,26 @@ async def test_each_scenario_is_served_by_its_own_version_and_view(registry: Pat
 
 
 @pytest.mark.integration
+async def test_a_scenario_registry_that_cannot_be_made_serves_nothing_and_the_server_starts(
+        registry: Path, tmp_path: Path) -> None:
+    """Replicas mount the registry read-only (compose, the chart): a scenario nothing was published to yet has no
+    folder, and the server must not need to make one. Here `scenarios` is a file, so the folder cannot be made."""
+    body = json.loads(EXAMPLE.read_text())
+    shutil.rmtree(registry / "scenarios")
+    (registry / "scenarios").write_text("not a folder")
+    async with run_server(make_settings(registry, tmp_path)) as server, \
+            httpx.AsyncClient(base_url=server.http_url) as client:
+        ranked = await client.post("/v1/rank", json=body)
+        related = await client.post("/v1/scenarios/related/rank", json=body)
+        listed = await client.get("/admin/versions", params={"scenario": "related"}, headers=AUTH)
+        ready = (await client.get("/readyz")).json()
+    assert (ranked.status_code, ranked.json()["model_version"]) == (200, "v1")
+    assert related.status_code == 503, related.text
+    assert (listed.status_code, listed.json()["versions"], listed.json()["active"]) == (200, [], None)
+    assert ready["scenarios"] == {"home": "v1", "related": None}
+
+
+@pytest.mark.integration
 async def test_an_unknown_scenario_is_not_found_by_name(registry: Path, tmp_path: Path) -> None:
     body = json.loads(EXAMPLE.read_text())
     async with run_server(make_settings(registry, tmp_path)) as server, \

@@ -46,14 +46,16 @@ class Traffic(Struct, kw_only=True):
 
 
 class Kill(Struct, frozen=True, kw_only=True):
-    """One `podman kill` and what followed."""
+    """One `podman kill` and what followed. A killed container is a stopped one to the engine (its restart
+    policy leaves it down, as Docker's does), so the check starts it again itself, as an operator would."""
 
     service: str
     container: str
-    requests_after: int  # ranking requests sent in the observation window after the kill
+    requests_after: int  # ranking requests sent from the kill until the killed container served again
     errors_after: int  # of them, how many failed
-    recovered_seconds: float | None  # until what the service did was done again (see `recovered`)
+    recovered_seconds: float | None  # until what the service did was done again by the others (`recovered`)
     recovered: str  # what "done again" means for this service
+    restarted_seconds: float | None  # from `podman start` of the killed container to it serving again
 
 
 class DeployCheckReport(Struct, kw_only=True):

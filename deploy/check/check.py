@@ -133,8 +133,10 @@ class Check:
         return names[0]
 
     def logs(self, service: str) -> str:
+        """A container's last lines, both streams (the servers log to stderr)."""
         with contextlib.suppress(CheckFailed, subprocess.TimeoutExpired):
-            return self.run("podman", "logs", "--tail", "30", self.container(service), capture=True, timeout=30)
+            return subprocess.run(["podman", "logs", "--tail", "30", self.container(service)], env=self.env,
+                                  text=True, timeout=30, stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout
         return ""
 
     async def wait(self, what: str, condition: Callable[[], bool], timeout_s: float,

@@ -1,6 +1,7 @@
-"""The deploy kit, checked offline (no container engine or cluster runs here): the Helm chart is rendered by a
-real helm binary and every manifest is validated against the Kubernetes schemas; the compose file, the nginx
-config and the Dockerfiles are checked for what they must wire together."""
+"""The deploy kit, checked without an engine (`make deploy-check` builds and runs it with podman, outside CI; no
+cluster runs here): the Helm chart is rendered by a real helm binary and every manifest is validated against
+the Kubernetes schemas; the compose file, the nginx config and the Dockerfiles are checked for what they must
+wire together and against the chart and the settings the code reads."""
 
 from __future__ import annotations
 
@@ -241,6 +242,10 @@ def test_compose_helm_and_the_dockerfiles_name_the_same_settings_ports_and_comma
 
 
 def test_the_images_run_as_a_non_root_user_with_a_health_check_and_no_build_tools() -> None:
+    docs = _render()
+    for component in ("student", "worker", "teacher"):  # the chart runs each as the image's user
+        pod = _kind(docs, "Deployment", component)["spec"]["template"]["spec"]
+        assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 10001}, component
     for dockerfile in ("student-server", "worker", "teacher"):
         text = (ROOT / "deploy" / "docker" / f"{dockerfile}.Dockerfile").read_text()
         final = text[text.rindex("\nFROM "):]  # the run stage

@@ -29,6 +29,7 @@ from tests.conftest import RunningTriton
 from tests.student_server.conftest import make_settings, run_server, sampled_records
 
 pytestmark = pytest.mark.e2e
+_HELD_BACK = 40  # requests sent only after the kill
 
 
 def _worker(ml100k: PreparedDataset, triton: RunningTriton, registry: Path, samples: Path, state_dir: Path,
@@ -51,17 +52,22 @@ def _consumed(metrics_port: int) -> float:
                for sample in family.samples if sample.name.endswith("_total"))
 
 
-async def _kill_mid_traffic(worker: subprocess.Popen, metrics_port: int, checkpoint: Path, load: asyncio.Task) -> None:
+async def _kill_mid_traffic(worker: subprocess.Popen, metrics_port: int, checkpoint: Path, load: asyncio.Task,
+                            killed: asyncio.Event) -> None:
     """kill -9 of the worker once it has consumed records and checkpointed, while requests still arrive; then
-    the rest of the traffic."""
+    the rest of the traffic. The traffic holds its last requests back until `killed` is set, so a worker that
+    is slow to start (a loaded CI machine) still meets the kill before the traffic ends."""
     deadline = time.monotonic() + 180
-    while not (_consumed(metrics_port) > 0 and checkpoint.exists()):
-        assert worker.poll() is None, worker.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "the worker never consumed the traffic"
-        await asyncio.sleep(0.1)
-    assert not load.done(), "the kill must land while traffic flows"
-    worker.send_signal(signal.SIGKILL)
-    assert await asyncio.to_thread(worker.wait, 30) == -signal.SIGKILL
+    try:
+        while not (_consumed(metrics_port) > 0 and checkpoint.exists()):
+            assert worker.poll() is None, worker.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the worker never consumed the traffic"
+            await asyncio.sleep(0.1)
+        assert not load.done(), "the kill must land while traffic flows"
+        worker.send_signal(signal.SIGKILL)
+        assert await asyncio.to_thread(worker.wait, 30) == -signal.SIGKILL
+    finally:
+        killed.set()
     await load
 
 
@@ -78,8 +84,12 @@ async def test_kill_9_of_the_stream_worker_under_load_trains_each_request_once(
     try:
         async with run_server(settings) as server, httpx.AsyncClient(base_url=server.http_url) as client:
 
+            killed = asyncio.Event()
+
             async def traffic(chunk: list[int]) -> None:
-                for event in chunk:
+                for index, event in enumerate(chunk):
+                    if index == len(chunk) - _HELD_BACK:
+                        await killed.wait()
                     body = ml100k.to_request(event, "slate", negatives=9)
                     response = await client.post("/v1/rank", json=body)
                     if response.status_code != 200:
@@ -92,7 +102,7 @@ async def test_kill_9_of_the_stream_worker_under_load_trains_each_request_once(
                     await asyncio.sleep(0.02)  # bounded: 240 requests, about 50 per second at most
 
             await _kill_mid_traffic(worker, metrics_port, state_dir / "stream.pt",
-                                    asyncio.create_task(traffic(events)))
+                                    asyncio.create_task(traffic(events)), killed)
         saved = torch.load(state_dir / "stream.pt", map_location="cpu", weights_only=True)
         at_kill = msgspec.to_builtins(StreamCheckpoint.from_torch(saved, "stream.pt").state)
         assert 0 < at_kill["records_consumed"] < len(events), "the kill landed part-way through the traffic"
@@ -137,8 +147,12 @@ async def test_kill_9_of_one_scenarios_trainer_trains_each_request_once_per_scen
     try:
         async with run_server(settings) as server, httpx.AsyncClient(base_url=server.http_url) as client:
 
+            killed = asyncio.Event()
+
             async def traffic() -> None:
                 for index, event in enumerate(events):
+                    if index == len(events) - _HELD_BACK:
+                        await killed.wait()
                     scenario = "related" if index % 2 else "home"
                     route = "/v1/scenarios/related/rank" if scenario == "related" else "/v1/rank"
                     body = ml100k.to_request(event, "slate", negatives=9)
@@ -147,7 +161,8 @@ async def test_kill_9_of_one_scenarios_trainer_trains_each_request_once_per_scen
                         served[scenario].append(response.json()["request_id"])
                     await asyncio.sleep(0.02)  # bounded: 160 requests, about 50 per second at most
 
-            await _kill_mid_traffic(worker, metrics_port, related_state / "stream.pt", asyncio.create_task(traffic()))
+            await _kill_mid_traffic(worker, metrics_port, related_state / "stream.pt", asyncio.create_task(traffic()),
+                                    killed)
         reports = {}
         for scenario in ("related", "home"):  # the restarted one, then the other scenario's, each to the end
             process = _worker(ml100k, triton_teacher, registry, samples, state_dir, free_port(), "--scenario",

@@ -18,6 +18,23 @@ import numpy as np
 from recdistill.core.contracts.worker import NonInferiority
 
 
+class Users:
+    """The users of a holdout's event rows, found once (sorting ids is slower than a draw), and their
+    cluster-bootstrap resamples: users drawn with replacement, as many draws as users."""
+
+    def __init__(self, user_ids: np.ndarray) -> None:
+        _, self.of_row = np.unique(user_ids, return_inverse=True)  # each row's user, in sorted id order
+        self.count = int(self.of_row.max()) + 1 if self.of_row.size else 0
+
+    def draws(self, rng: np.random.Generator) -> np.ndarray:
+        """One resample: how many times each user (in sorted id order) is drawn."""
+        return rng.multinomial(self.count, np.full(self.count, 1.0 / self.count)).astype(np.float64)
+
+    def weights(self, rng: np.random.Generator) -> np.ndarray:
+        """One resample as row weights: each event row counted as often as its user was drawn."""
+        return self.draws(rng)[self.of_row]
+
+
 @dataclass
 class RankedScores:
     """One model's scores [events, candidates] on a holdout, reduced to what a user resample needs."""
@@ -29,13 +46,12 @@ class RankedScores:
     positive: np.ndarray | None  # bool, same order (without `pairs`)
 
     @classmethod
-    def of(cls, scores: np.ndarray, labels: np.ndarray, mask: np.ndarray, user_ids: np.ndarray) -> RankedScores:
+    def of(cls, scores: np.ndarray, labels: np.ndarray, mask: np.ndarray, holdout: Users) -> RankedScores:
         """`mask`: the real candidates (padded slates have others); a label above 0.5 is a positive;
-        `user_ids`: each event row's user. Ties are broken by the candidates' order in the array, as in the
-        stable sort the plain pooled AUC of this holdout uses."""
-        _, user_of_row = np.unique(user_ids, return_inverse=True)
-        users = int(user_of_row.max()) + 1 if user_of_row.size else 0
-        candidate_users = np.broadcast_to(user_of_row.reshape(-1, 1), scores.shape)[mask]
+        `holdout`: the users of the event rows. Ties are broken by the candidates' order in the array, as in
+        the stable sort the plain pooled AUC of this holdout uses."""
+        users = holdout.count
+        candidate_users = np.broadcast_to(holdout.of_row.reshape(-1, 1), scores.shape)[mask]
         order = np.argsort(scores[mask], kind="stable")
         ranked_users, positive = candidate_users[order], labels[mask][order] > 0.5
         positives = np.bincount(ranked_users[positive], minlength=users).astype(np.float64)
@@ -67,23 +83,6 @@ class RankedScores:
         return float((weights[self.positive] * below[self.positive]).sum()) / total
 
 
-class Users:
-    """The users of a holdout's event rows, found once (sorting ids is slower than a draw), and their
-    cluster-bootstrap resamples: users drawn with replacement, as many draws as users."""
-
-    def __init__(self, user_ids: np.ndarray) -> None:
-        _, self.of_row = np.unique(user_ids, return_inverse=True)  # each row's user, in sorted id order
-        self.count = int(self.of_row.max()) + 1 if self.of_row.size else 0
-
-    def draws(self, rng: np.random.Generator) -> np.ndarray:
-        """One resample: how many times each user (in sorted id order) is drawn."""
-        return rng.multinomial(self.count, np.full(self.count, 1.0 / self.count)).astype(np.float64)
-
-    def weights(self, rng: np.random.Generator) -> np.ndarray:
-        """One resample as row weights: each event row counted as often as its user was drawn."""
-        return self.draws(rng)[self.of_row]
-
-
 def non_inferiority(candidate: np.ndarray, reference: np.ndarray, labels: np.ndarray, mask: np.ndarray,
                     user_ids: np.ndarray, margin: float, samples: int, power: float = 0.8,
                     seed: int = 0) -> NonInferiority:
@@ -94,9 +93,10 @@ def non_inferiority(candidate: np.ndarray, reference: np.ndarray, labels: np.nda
     The margin is sized to the holdout: at least `margin`, and at least the loss this holdout refuses with
     `power` ((z_0.95 + z_power) standard errors of the paired difference), so a small holdout does not
     refuse every candidate that is not clearly better; both are reported, with the power at the margin."""
-    a, b = (RankedScores.of(scores, labels, mask, user_ids) for scores in (candidate, reference))
+    users = Users(user_ids)
+    a, b = (RankedScores.of(scores, labels, mask, users) for scores in (candidate, reference))
     point = a.auc() - b.auc()
-    rng, users = np.random.default_rng(seed), Users(user_ids)
+    rng = np.random.default_rng(seed)
     draws = []
     for _ in range(samples):
         drawn = users.draws(rng)

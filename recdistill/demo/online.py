@@ -148,7 +148,7 @@ def counterfactual_ab(dataset: PreparedDataset, encoder: Encoder, live: LiveResu
     users = Users(split.user_ids)
     draws = [float(np.average(difference, weights=users.weights(rng))) for _ in range(samples)]
     low, high = (float(v) for v in np.percentile(draws, [2.5, 97.5]))
-    return {"requests": len(served), "users": int(np.unique(split.user_ids).size),
+    return {"requests": len(served), "users": users.count,
             "control_version": holdback.version, "treatment_versions": sorted({v for _, v in served}),
             "control_expected_click": round(float(control.mean()), 4),
             "treatment_expected_click": round(float(treatment.mean()), 4),

@@ -92,15 +92,17 @@ def _ci(values: dict[str, Any] | None) -> Interval | None:
 
 def mean_auc(runs: list[np.ndarray], test: EncodedSplit, mask: np.ndarray) -> float:
     """Seed-mean AUC of score arrays on the test window."""
-    return round(float(np.mean([RankedScores.of(s, test.labels, mask, test.user_ids).auc() for s in runs])), 6)
+    users = Users(test.user_ids)
+    return round(float(np.mean([RankedScores.of(s, test.labels, mask, users).auc() for s in runs])), 6)
 
 
 def auc_interval(runs: list[np.ndarray], test: EncodedSplit, mask: np.ndarray, samples: int,
                  seed: int = 0) -> tuple[float, Interval]:
     """Seed-mean AUC of score arrays on the test window, with a 95% interval resampling users and seeds
     (one user resample a draw, shared by the seeds it picks)."""
-    ranked = [RankedScores.of(scores, test.labels, mask, test.user_ids) for scores in runs]
-    rng, users = np.random.default_rng(seed), Users(test.user_ids)
+    users = Users(test.user_ids)
+    ranked = [RankedScores.of(scores, test.labels, mask, users) for scores in runs]
+    rng = np.random.default_rng(seed)
     draws = []
     for _ in range(samples):
         drawn = users.draws(rng)

@@ -83,8 +83,10 @@ def transferability_figures(labels: np.ndarray, mask: np.ndarray, user_ids: np.n
         raise ValueError("every variant needs the method's seeds, in the same order (paired): "
                          f"method {seeds}, baseline {len(baseline)}, "
                          + ", ".join(f"{name} {len(runs)}" for name, runs in controls.items()))
+    holdout = Users(user_ids)
+
     def rank(runs: Sequence[np.ndarray]) -> list[_Ranked]:
-        return [_Ranked.of(s, labels, mask, user_ids) for s in runs]
+        return [_Ranked.of(s, labels, mask, holdout) for s in runs]
 
     ranked = {"teacher": rank(teachers), "baseline": rank(baseline), "method": rank(method),
               **{f"control:{name}": rank(runs) for name, runs in controls.items()}}
@@ -97,8 +99,8 @@ def transferability_figures(labels: np.ndarray, mask: np.ndarray, user_ids: np.n
                        {name: mean(f"control:{name}", picks) for name in controls})
 
     point = figures(None, np.arange(seeds), np.arange(len(teachers)))
-    rng, users = np.random.default_rng(seed), Users(user_ids)
-    draws = [figures(users.draws(rng), rng.integers(seeds, size=seeds),
+    rng = np.random.default_rng(seed)
+    draws = [figures(holdout.draws(rng), rng.integers(seeds, size=seeds),
                      rng.integers(len(teachers), size=len(teachers))) for _ in range(samples)]
     gain_interval = interval([d.gain for d in draws])
     defined = gain_interval["low"] is not None and gain_interval["low"] > 0
@@ -130,10 +132,11 @@ def auc_difference(labels: np.ndarray, mask: np.ndarray, user_ids: np.ndarray, r
                    reference: Sequence[np.ndarray], samples: int, seed: int = 0) -> dict[str, Any]:
     """Seed-mean AUC of `runs` minus that of `reference` (paired by seed: runs[i] against reference[i]), on
     the same events, with a 95% interval that resamples users and the seed pairs."""
-    ranked = [(_Ranked.of(a, labels, mask, user_ids), _Ranked.of(b, labels, mask, user_ids))
+    users = Users(user_ids)
+    ranked = [(_Ranked.of(a, labels, mask, users), _Ranked.of(b, labels, mask, users))
               for a, b in zip(runs, reference, strict=True)]
     point = float(np.mean([a.auc() - b.auc() for a, b in ranked]))
-    rng, users = np.random.default_rng(seed), Users(user_ids)
+    rng = np.random.default_rng(seed)
     values = []
     for _ in range(samples):
         drawn = users.draws(rng)

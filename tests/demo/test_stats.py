@@ -20,7 +20,7 @@ def test_weighted_auc_of_a_resample_equals_the_auc_of_the_repeated_rows() -> Non
     scores = rng.random((300, 5)) + labels * 0.3
     mask = np.ones_like(labels, dtype=bool)
     users = rng.integers(0, 40, 300)
-    ranked = RankedScores.of(scores, labels, mask, users)
+    ranked = RankedScores.of(scores, labels, mask, Users(users))
     assert ranked.pairs is not None, "40 users: the per-user pair matrix"
     assert ranked.auc() == pytest.approx(metrics.auc(labels, scores))
     counts = rng.multinomial(40, np.full(40, 1 / 40))
@@ -35,7 +35,7 @@ def test_the_pair_matrix_and_the_sorted_candidates_give_the_same_resampled_auc()
     scores = np.round(rng.random((400, 6)) + labels * 0.2, 1)  # ties, broken by the candidates' order
     mask = rng.random((400, 6)) > 0.2
     few, many = rng.integers(0, 30, 400), np.arange(400)
-    matrix, rows = RankedScores.of(scores, labels, mask, few), RankedScores.of(scores, labels, mask, many)
+    matrix, rows = RankedScores.of(scores, labels, mask, Users(few)), RankedScores.of(scores, labels, mask, Users(many))
     assert matrix.pairs is not None
     assert rows.pairs is None, "400 users of one event each: the sorted candidates"
     assert matrix.auc() == pytest.approx(rows.auc(), abs=1e-12)

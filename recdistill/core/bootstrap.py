@@ -72,9 +72,12 @@ class RankedScores:
 
     def auc(self, draws: np.ndarray | None = None) -> float:
         """The pooled AUC with each user counted `draws[user]` times (users in sorted id order, as
-        `Users.draws` gives them); every user once when None."""
+        `Users.draws` gives them); every user once when None. NaN for a resample without a positive or
+        without a negative (a few users' clicks: their AUC is undefined), as numpy's 0/0."""
         d = np.ones(self.positives.size) if draws is None else np.asarray(draws, dtype=np.float64)
         total = float(d @ self.positives) * float(d @ self.negatives)
+        if total == 0:
+            return float("nan")
         if self.pairs is not None:
             return float(d @ self.pairs @ d) / total
         weights = d[self.users]

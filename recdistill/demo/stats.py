@@ -131,7 +131,8 @@ def transferability_figures(labels: np.ndarray, mask: np.ndarray, user_ids: np.n
 def auc_difference(labels: np.ndarray, mask: np.ndarray, user_ids: np.ndarray, runs: Sequence[np.ndarray],
                    reference: Sequence[np.ndarray], samples: int, seed: int = 0) -> dict[str, Any]:
     """Seed-mean AUC of `runs` minus that of `reference` (paired by seed: runs[i] against reference[i]), on
-    the same events, with a 95% interval that resamples users and the seed pairs."""
+    the same events, with a 95% interval that resamples users and the seed pairs (over the draws where both
+    AUCs are defined; the others are counted in `undefined_draws`)."""
     users = Users(user_ids)
     ranked = [(_Ranked.of(a, labels, mask, users), _Ranked.of(b, labels, mask, users))
               for a, b in zip(runs, reference, strict=True)]
@@ -142,9 +143,10 @@ def auc_difference(labels: np.ndarray, mask: np.ndarray, user_ids: np.ndarray, r
         drawn = users.draws(rng)
         picks = rng.integers(len(ranked), size=len(ranked))
         values.append(float(np.mean([ranked[i][0].auc(drawn) - ranked[i][1].auc(drawn) for i in picks])))
-    low, high = np.percentile(values, [2.5, 97.5])
+    defined = np.isfinite(values)
+    low, high = np.percentile(np.asarray(values)[defined], [2.5, 97.5])
     return {"difference": round(point, 4), "low": round(float(low), 4), "high": round(float(high), 4),
-            "samples": samples, "resamples": "users, paired seeds"}
+            "samples": samples, "resamples": "users, paired seeds", "undefined_draws": int((~defined).sum())}
 
 
 def arm_difference(treatment: np.ndarray, treatment_users: np.ndarray, control: np.ndarray,

@@ -192,3 +192,19 @@ def test_a_resample_draws_whole_users() -> None:
 def test_standard_deviations_use_ddof_1() -> None:
     assert std([1.0, 2.0, 3.0]) == pytest.approx(1.0)
     assert std([1.0]) is None
+
+
+@pytest.mark.parametrize("users", [np.repeat(np.arange(3), 4), np.arange(12)],
+                         ids=["pair matrix", "sorted candidates"])
+def test_a_resample_without_a_positive_has_no_auc_instead_of_an_error(users: np.ndarray) -> None:
+    """A few users' clicks (the exploration slice of a short replay): a resample that draws only users without
+    a click has no AUC (NaN, as the row-weighted AUC gave it), and does not stop the report."""
+    labels = np.zeros((12, 2))
+    labels[0, 0] = 1  # one click, by the first user
+    scores = np.random.default_rng(3).random((12, 2))
+    ranked = RankedScores.of(scores, labels, np.ones_like(labels, dtype=bool), Users(users))
+    assert (ranked.pairs is not None) == (users.size != np.unique(users).size)
+    assert ranked.auc() == pytest.approx(metrics.auc(labels, scores))
+    without_the_clicker = np.ones(ranked.positives.size)
+    without_the_clicker[0] = 0
+    assert np.isnan(ranked.auc(without_the_clicker))

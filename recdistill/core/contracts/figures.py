@@ -157,13 +157,16 @@ class PromotedVersion(Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 
 
 class PairedDifference(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A difference in AUC (treatment - control) with its 95% bootstrap interval and what the draws resampled."""
+    """A difference in AUC (treatment - control) with its 95% bootstrap interval and what the draws resampled.
+    `undefined_draws`: resamples without a positive or a negative (a few users' clicks), where AUC is undefined;
+    the interval is over the others."""
 
     difference: float
     low: float
     high: float
     samples: int
     resamples: str
+    undefined_draws: int = 0
 
 
 class DebiasingRow(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

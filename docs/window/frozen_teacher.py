@@ -36,7 +36,7 @@ from recdistill.demo.scaling import teacher_scores
 from recdistill.demo.stats import auc_difference
 from recdistill.demo.window_study import study_teacher
 
-CURVE_CLOCKS_S = np.array([1, 1, 2, 4, 7, 14, 30]) * np.array([1, *[86_400] * 6])
+CURVE_CLOCKS_S = np.array([1, *(np.array([1, 2, 4, 7, 14, 30]) * 86_400)])  # 1 s, then days
 
 
 def main(study: Path) -> None:
@@ -49,9 +49,8 @@ def main(study: Path) -> None:
     experiment = BatchExperiment(settings)
     test, events = experiment.test, dataset.events
     test_events = np.asarray(test.event_ids)
-    original = events[["hist_len", "timestamp"]].copy()
-    users, times = events["user_id"].to_numpy(), original["timestamp"].to_numpy()
-    lengths = original["hist_len"].to_numpy()
+    users = events["user_id"].to_numpy()
+    times, lengths = events["timestamp"].to_numpy().copy(), events["hist_len"].to_numpy().copy()
 
     def scores(hist_len: np.ndarray | None = None, clock: np.ndarray | None = None) -> np.ndarray:
         """The teacher's scores of the test slates, each test event read with `hist_len` earlier events and

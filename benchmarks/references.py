@@ -1,7 +1,8 @@
 """Reference servers for the student benchmark: a plain FastAPI + pydantic endpoint and Triton
-(PyTriton) around the same ONNX model, and two protocol floors that do no work at all (a bare
-uvicorn ASGI app, a grpc.aio server), each answering with a fixed body of a ranking response's size.
-`python -m benchmarks.references plain|triton|echo-http|echo-grpc --port P [--registry DIR --version V]`."""
+(PyTriton) around the same ONNX model, and protocol floors that do no work at all (a bare uvicorn ASGI
+app, a grpc.aio server, grpcio's sync server), each answering with a fixed body of a ranking response's size.
+`python -m benchmarks.references plain|triton|echo-http|echo-grpc|echo-grpc-sync --port P
+[--registry DIR --version V] [--threads N]`."""
 
 from __future__ import annotations
 
@@ -180,21 +181,42 @@ def serve_echo_grpc(port: int) -> None:
     asyncio.run(serve())
 
 
+def serve_echo_grpc_sync(port: int, threads: int) -> None:
+    """The same echo on grpcio's sync server (a thread pool, no asyncio task a call): whether the floor is
+    grpc.aio's or grpcio's own."""
+    from concurrent import futures
+
+    import grpc
+
+    def rank(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return ECHO_BODY
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads))
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "recdistill.v2.Ranking", {"Rank": grpc.unary_unary_rpc_method_handler(rank)})])
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
 def main() -> None:
     import uvicorn
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["plain", "triton", "echo-http", "echo-grpc"])
+    parser.add_argument("kind", choices=["plain", "triton", "echo-http", "echo-grpc", "echo-grpc-sync"])
     parser.add_argument("--registry", type=Path)
     parser.add_argument("--version")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--http-port", type=int, default=0)
     parser.add_argument("--metrics-port", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=16, help="echo-grpc-sync: the server's thread pool")
     args = parser.parse_args()
     if args.kind == "echo-http":
         serve_echo_http(args.port)
     elif args.kind == "echo-grpc":
         serve_echo_grpc(args.port)
+    elif args.kind == "echo-grpc-sync":
+        serve_echo_grpc_sync(args.port, args.threads)
     elif args.kind == "plain":
         uvicorn.run(plain_app(args.registry, args.version), host="127.0.0.1", port=args.port, log_level="warning")
     else:

@@ -45,6 +45,7 @@ from recdistill.core.contracts.worker import (
     PublishResult,
 )
 from recdistill.core.data.synthetic import synthetic_requests
+from recdistill.core.errors import DataError
 from recdistill.core.evaluation import evaluate
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.training import EncodedSplit, predict
@@ -114,8 +115,12 @@ def gate(onnx_model: bytes, model: torch.nn.Module, probe: dict[str, np.ndarray]
             if version not in loaded:
                 loaded[version] = onnx_scores(registry / version / "model.onnx", holdout)[0]
             references[role] = loaded[version]
-    decisions = {role: msgspec.structs.replace(decision, version=roles[role])
-                 for role, decision in quality_decision(scores, references, holdout, config).items()}
+    try:
+        decisions = {role: msgspec.structs.replace(decision, version=roles[role])
+                     for role, decision in quality_decision(scores, references, holdout, config).items()}
+    except DataError as exc:  # a holdout whose AUC is undefined judges no candidate: refused, with the reason
+        decisions = {}
+        reasons.append(str(exc))
     for role, decision in decisions.items():
         if not decision.non_inferior:
             reasons.append(f"holdout AUC vs the {role} version {decision.version}: {decision.difference:+.4f} "

@@ -16,6 +16,7 @@ from statistics import NormalDist
 import numpy as np
 
 from recdistill.core.contracts.worker import NonInferiority
+from recdistill.core.errors import DataError
 
 
 class Users:
@@ -95,20 +96,27 @@ def non_inferiority(candidate: np.ndarray, reference: np.ndarray, labels: np.nda
 
     The margin is sized to the holdout: at least `margin`, and at least the loss this holdout refuses with
     `power` ((z_0.95 + z_power) standard errors of the paired difference), so a small holdout does not
-    refuse every candidate that is not clearly better; both are reported, with the power at the margin."""
+    refuse every candidate that is not clearly better; both are reported, with the power at the margin.
+    The interval is over the resamples whose AUCs are defined (a thin holdout's few positives can all be
+    drawn away); the others are counted in `undefined_draws`."""
     users = Users(user_ids)
     a, b = (RankedScores.of(scores, labels, mask, users) for scores in (candidate, reference))
     point = a.auc() - b.auc()
+    if not np.isfinite(point):
+        raise DataError("the gate's holdout has no positive or no negative label: its AUC is undefined, so no "
+                        "candidate can be judged on it (hold out a window with both)")
     rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(samples):
-        drawn = users.draws(rng)
-        draws.append(a.auc(drawn) - b.auc(drawn))
-    low, high = (float(v) for v in np.percentile(draws, [5.0, 95.0]))
-    se = float(np.std(draws, ddof=1))
+    draws = np.array([a.auc(drawn) - b.auc(drawn) for drawn in (users.draws(rng) for _ in range(samples))])
+    defined = draws[np.isfinite(draws)]  # a resample that drew no positive (or no negative) has no AUC
+    if defined.size < 2:
+        raise DataError(f"the gate's holdout is too thin to judge a candidate: {samples - defined.size} of "
+                        f"{samples} user resamples drew no positive or no negative label")
+    low, high = (float(v) for v in np.percentile(defined, [5.0, 95.0]))
+    se = float(np.std(defined, ddof=1))
     z = NormalDist()
     sized = max(margin, (z.inv_cdf(0.95) + z.inv_cdf(power)) * se)
     achieved = z.cdf(sized / se - z.inv_cdf(0.95)) if se > 0 else 1.0
     return NonInferiority(difference=round(point, 6), ci90=(round(low, 6), round(high, 6)), se=round(se, 6),
                           margin=round(sized, 6), margin_configured=margin, power_at_margin=round(achieved, 3),
-                          non_inferior=bool(low > -sized), better=bool(low > 0), samples=samples)
+                          non_inferior=bool(low > -sized), better=bool(low > 0), samples=samples,
+                          undefined_draws=samples - defined.size)

@@ -14,8 +14,10 @@ from distill_worker.settings import GateConfig, WorkerSettings
 from distill_worker.student import StudentConfig, StudentModel
 from recdistill.core import metrics
 from recdistill.core.artifact import read_anchor
+from recdistill.core.bootstrap import non_inferiority
 from recdistill.core.contracts.worker import DataWindow
 from recdistill.core.data.dataset import PreparedDataset
+from recdistill.core.errors import DataError
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.training import EncodedSplit
 
@@ -112,3 +114,31 @@ def test_the_gate_never_runs_without_its_anchor(ml100k: PreparedDataset, tmp_pat
     refused = publish_and_promote(settings, model, holdout, DataWindow(), {})
     assert refused.version is None
     assert any(f"anchor version {first} is not in the registry" in r for r in refused.gate.reasons)
+
+
+def _thin_holdout(clicking_users: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Impressions (one candidate an event) of 6 users, 5 each, where only `clicking_users` clicked once:
+    about 9% of user resamples draw none of them when two did."""
+    user_ids = np.repeat(np.arange(6), 5)
+    labels = np.zeros((30, 1))
+    labels[np.arange(clicking_users) * 5, 0] = 1.0
+    return labels, labels >= 0, user_ids
+
+
+def test_a_thin_holdout_judges_over_the_resamples_that_have_an_auc_and_counts_the_others() -> None:
+    """A resample that drew no clicking user has no AUC; it is counted, not let turn the interval into NaN
+    (which refused every candidate, even one scoring exactly as the active version)."""
+    labels, mask, user_ids = _thin_holdout(clicking_users=2)
+    scores = np.random.default_rng(0).random((30, 1))
+    decision = non_inferiority(scores, scores.copy(), labels, mask, user_ids, margin=0.01, samples=400)
+    assert 0 < decision.undefined_draws < 100
+    assert decision.ci90 == (0.0, 0.0)
+    assert decision.non_inferior
+    assert not decision.better
+
+
+def test_a_holdout_without_a_click_is_refused_by_name_not_judged() -> None:
+    labels, mask, user_ids = _thin_holdout(clicking_users=0)
+    scores = np.random.default_rng(0).random((30, 1))
+    with pytest.raises(DataError, match="no positive or no negative"):
+        non_inferiority(scores, scores.copy(), labels, mask, user_ids, margin=0.01, samples=400)

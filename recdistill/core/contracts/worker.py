@@ -101,6 +101,7 @@ class NonInferiority(Struct, frozen=True, kw_only=True):
     samples: int
     resamples: Literal["users"] = "users"
     version: str | None = None  # the reference version (the gate names it)
+    undefined_draws: int = 0  # resamples without a positive or a negative (no AUC): left out of the interval
 
 
 GateRole = Literal["active", "anchor"]

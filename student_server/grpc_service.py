@@ -23,6 +23,18 @@ from student_server.service import RankingService
 logger = logging.getLogger(__name__)
 
 
+def _count(scenario: Any, status: str, started: float) -> None:
+    """One ranking call in the metrics: by its scenario (the declared set's "unknown" when none matched)."""
+    if scenario is None:
+        metrics.count_request("rank", "grpc", status, UNKNOWN)
+        return
+    scenario.children["grpc_latency"].observe(time.perf_counter() - started)
+    if status == "OK":
+        scenario.children["grpc_ok"].inc()
+    else:
+        metrics.count_request("rank", "grpc", status, scenario.name)
+
+
 class RankingServicer:
     """Both versions' methods: `Rank` reads the request with `read` (v2's typed maps or v3's columns) and answers
     with `response` (the version's `RankResponse`); `Feedback` is the same message in both."""
@@ -38,7 +50,7 @@ class RankingServicer:
     async def rank(self, request: Any, context: grpc.aio.ServicerContext, read: Callable[[Any, Any], Any],
                    response: type) -> Any:
         started = time.perf_counter()
-        status, scenario = "OK", None
+        scenario = None
         try:
             service = self.service
             scenario = service.scenarios.get(request.scenario if request.HasField("scenario") else None)
@@ -53,20 +65,13 @@ class RankingServicer:
                               scenario=result.scenario)
             if result.client_request_id is not None and response is ranking_v3_pb2.RankResponse:
                 answer.client_request_id = result.client_request_id
-            return answer
         except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
-            status = grpc_status(exc).name
+            # Counted before the status leaves: `abort` sends it, so a client that saw it finds it counted.
+            _count(scenario, grpc_status(exc).name, started)
             await self._fail(context, exc)
             raise
-        finally:
-            if scenario is None:
-                metrics.count_request("rank", "grpc", status, UNKNOWN)
-            else:
-                scenario.children["grpc_latency"].observe(time.perf_counter() - started)
-                if status == "OK":
-                    scenario.children["grpc_ok"].inc()
-                else:
-                    metrics.count_request("rank", "grpc", status, scenario.name)
+        _count(scenario, "OK", started)
+        return answer
 
     async def feedback(self, request: Any, context: grpc.aio.ServicerContext, response: type) -> Any:
         try:

@@ -12,6 +12,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from typing import Any
 
 import uvicorn
 
@@ -44,10 +45,16 @@ def worker_app() -> RankFastPath:
     return create_app(StudentSettings())
 
 
+def uvicorn_options(settings: StudentSettings) -> dict[str, Any]:
+    """uvicorn's options the settings decide, the same for one process, for workers and in the tests."""
+    return {"host": settings.host, "port": settings.port, "access_log": settings.access_log,
+            "timeout_keep_alive": settings.keep_alive_s, "timeout_graceful_shutdown": 10,
+            "http": CoalescingHttpToolsProtocol}
+
+
 def serve(settings: StudentSettings) -> None:
     if settings.workers <= 1:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                    access_log=settings.access_log, timeout_graceful_shutdown=10, http=CoalescingHttpToolsProtocol,
+        uvicorn.run(create_app(settings), log_level="info", **uvicorn_options(settings),
                     log_config=None)  # uvicorn's records go to the handlers `recdistill` configured
         return
     # Worker processes rebuild the settings from the environment, where pydantic-settings reads a dict or
@@ -60,8 +67,7 @@ def serve(settings: StudentSettings) -> None:
     metrics_dir = tempfile.mkdtemp(prefix="recdistill-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
-        uvicorn.run("student_server.main:worker_app", factory=True, host=settings.host, port=settings.port,
-                    workers=settings.workers, log_level="info", access_log=settings.access_log,
-                    timeout_graceful_shutdown=10, http=CoalescingHttpToolsProtocol)
+        uvicorn.run("student_server.main:worker_app", factory=True, workers=settings.workers, log_level="info",
+                    **uvicorn_options(settings))
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -27,6 +27,10 @@ class StudentSettings(BaseSettings):
     workers: int = 1
     # One log line per request costs a noticeable share of a small request's CPU; /metrics counts them.
     access_log: bool = False
+    # How long an idle HTTP/1.1 connection stays open. Above the idle expiry of the clients and balancers in
+    # front (httpx 5 s, aiohttp 15 s, an AWS ALB 60 s): at uvicorn's 5 s, the same as httpx's, a client could
+    # send on a connection in the instant the server closed it and read a reset instead of an answer.
+    keep_alive_s: float = Field(default=75.0, gt=0)
     admin_token: str | None = Field(default=None, validation_alias=AliasChoices("RECDISTILL_ADMIN_TOKEN",
                                                                                 "STUDENT_ADMIN_TOKEN"))
     max_candidates: int = Field(default=MAX_CANDIDATES, ge=1, le=MAX_CANDIDATES)

@@ -19,7 +19,7 @@ from recdistill.core.contracts.records import InvalidRecordError, SampledRequest
 from recdistill.core.processes import free_port
 from recdistill.core.samplelog import SampleLog
 from student_server.app import create_app
-from student_server.http_protocol import CoalescingHttpToolsProtocol
+from student_server.main import uvicorn_options
 from student_server.settings import StudentSettings
 
 TOKEN = "test-operator-token"
@@ -52,8 +52,7 @@ def _bind(settings: StudentSettings) -> tuple[socket.socket, StudentSettings]:
 @asynccontextmanager
 async def run_server(settings: StudentSettings) -> AsyncIterator[RunningServer]:
     sock, settings = _bind(settings)
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                            lifespan="on", http=CoalescingHttpToolsProtocol)
+    config = uvicorn.Config(create_app(settings), log_level="warning", lifespan="on", **uvicorn_options(settings))
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:

@@ -233,3 +233,26 @@ async def test_a_restarted_server_appends_to_its_own_partition(registry: Path, t
     partitions = sorted(p.name for p in (tmp_path / "samples").iterdir() if p.is_dir())
     assert partitions == ["test-0"]
     assert [r.client_request_id for r in sampled_records(tmp_path / "samples")] == ["run0", "run1"]
+
+
+async def test_an_idle_connection_outlives_a_clients_own_keep_alive_expiry(registry: Path, tmp_path: Path) -> None:
+    """At uvicorn's default 5 s, the same as httpx's expiry, a client could send on a connection in the
+    instant the server closed it and read a reset (a fresh-clone CI run failed on that). The server now
+    keeps an idle connection longer than the clients in front of it do."""
+    settings = make_settings(registry, tmp_path)
+    assert settings.keep_alive_s > httpx.Limits().keepalive_expiry + 5
+    async with run_server(settings) as server:
+        reader, writer = await asyncio.open_connection(settings.host, server.settings.port)
+        request = f"GET /healthz HTTP/1.1\r\nhost: {settings.host}\r\n\r\n".encode()
+        try:
+            for attempt in range(2):
+                if attempt:
+                    await asyncio.sleep(5.5)  # past uvicorn's and httpx's 5 s
+                writer.write(request)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                assert head.startswith(b"HTTP/1.1 200"), head
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                await reader.readexactly(length)
+        finally:
+            writer.close()

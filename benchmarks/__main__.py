@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks import (
@@ -23,6 +26,16 @@ from recdistill.core.data.sources import shipped_schema
 from recdistill.core.errors import DataError
 
 ROOT = Path(__file__).parents[1]
+logger = logging.getLogger("benchmarks")
+
+
+@contextlib.contextmanager
+def _timed(section: str) -> Iterator[None]:
+    """Logs where a long run stands: each section's start and its wall time."""
+    logger.info("section %s: started", section)
+    started = time.perf_counter()
+    yield
+    logger.info("section %s: done in %.0f s", section, time.perf_counter() - started)
 
 
 def main() -> None:
@@ -39,6 +52,7 @@ def main() -> None:
         parser.error("--only writes one section's rows: give it an --out of its own (the repository's "
                      "BENCHMARKS.md holds every section)")
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    args.out.mkdir(parents=True, exist_ok=True)  # found missing only after every section had run
     try:
         dataset = PreparedDataset(args.data)
     except DataError as exc:  # not prepared yet, or by an older version (its schema format)
@@ -53,15 +67,20 @@ def main() -> None:
             channel_bench.run(results, args.quick)
         results.write(args.out / "BENCHMARKS.md", args.out / "BENCHMARKS.json")
         return
-    student_bench.run(results, dataset, args.quick)
-    with tempfile.TemporaryDirectory() as other:  # the second, differently shaped schema
+    with _timed("student"):
+        student_bench.run(results, dataset, args.quick)
+    with _timed("student, other schema"), tempfile.TemporaryDirectory() as other:  # differently shaped schema
         prepare_source("ecommerce", shipped_schema("ecommerce"), Path(other))
         student_bench.run_other_schema(results, PreparedDataset(Path(other)), args.quick)
-    channel_bench.run(results, args.quick)
+    with _timed("channel"):
+        channel_bench.run(results, args.quick)
     for section in (teacher_bench, worker_bench, samplelog_bench):
-        section.run(results, dataset, args.quick)
-    scaleout_bench.run(results, dataset, args.quick, args.demo_report)
-    scenarios_bench.run(results, args.quick)  # last: its worker processes and fsyncs touch no other row
+        with _timed(section.__name__.removeprefix("benchmarks.")):
+            section.run(results, dataset, args.quick)
+    with _timed("scale-out"):
+        scaleout_bench.run(results, dataset, args.quick, args.demo_report)
+    with _timed("scenarios"):
+        scenarios_bench.run(results, args.quick)  # last: its worker processes and fsyncs touch no other row
     results.write(args.out / "BENCHMARKS.md", args.out / "BENCHMARKS.json")
     print((args.out / "BENCHMARKS.md").read_text())  # noqa: T201
 

@@ -237,7 +237,8 @@ async def test_a_restarted_server_appends_to_its_own_partition(registry: Path, t
 
 async def test_an_idle_connection_outlives_a_clients_own_keep_alive_expiry(registry: Path, tmp_path: Path) -> None:
     """At uvicorn's default 5 s, the same as httpx's expiry, a client could send on a connection in the
-    instant the server closed it and read a reset (a fresh-clone CI run failed on that). The server now
+    instant the server closed it and read a reset (the likely cause of an httpx.ReadError on a reused connection
+    in a fresh-clone CI run; not reproduced on an idle machine). The server now
     keeps an idle connection longer than the clients in front of it do."""
     settings = make_settings(registry, tmp_path)
     assert settings.keep_alive_s > httpx.Limits().keepalive_expiry + 5

@@ -1,14 +1,16 @@
 """A student beside a per-user cache of score curves: the cache's score where it holds the candidate, the student's
 own where it does not, combined by a logistic fit on valid. The cache written by the teacher, by its 10-event
-twin, and the repeat counter in its place (which needs no teacher): the next channel's controls, measured offline.
+twin, and the repeat counter in its place (which needs no teacher), and the teacher's cache with the counter
+beside it: the next channel's controls, measured offline.
 
 The cache is `cache_bound.py`'s (each item's score at 7 clocks after the user's previous event, interpolated in
 log time at the request's elapsed time; the user's earlier items and the 1,000 most bought items of the training
 window). The student is the demo's baseline (hard labels only, the 10-event window, the settings `from_data`
 picks on Instacart), seeds 0 and 1; the distilled student beside it for reference. The combination is fitted on
-the students' valid window (3 weights and a bias: the cache's logit where it holds the candidate, a flag for that,
-the student's logit where it does not), never on test; test scored once. Intervals: seed pairs and users
-resampled, 2,000 draws. From the repository root, after `teacher_lr.py` and `cache_bound.py` (about 8 minutes):
+the students' valid window (a logistic fit: a weight for each store's value where it holds the candidate, one for
+that flag, one for the student's logit where no store does, and a bias), never on test; test scored once.
+Intervals: seed pairs and users resampled, 2,000 draws. From the repository root, after `teacher_lr.py` and
+`cache_bound.py` (about 6 minutes):
 
     .venv/bin/python docs/window/cache_student.py runs/teacher-lr
 """
@@ -86,8 +88,14 @@ class Cache:
         return stacked[self.right - 1, rows] * (1 - weight) + stacked[self.right, rows] * weight
 
 
-def features(cached: np.ndarray, held: np.ndarray, student: np.ndarray) -> np.ndarray:
-    return np.stack([np.where(held, cached, 0.0), held.astype(np.float64), np.where(held, 0.0, logit(student))], -1)
+def features(stores: list[tuple[np.ndarray, np.ndarray]], student: np.ndarray) -> np.ndarray:
+    """Each store's value where it holds the candidate and a flag for that, then the student's logit where none
+    holds it."""
+    columns: list[np.ndarray] = []
+    for values, held in stores:
+        columns += [np.where(held, values, 0.0), held.astype(np.float64)]
+    anywhere = np.logical_or.reduce([held for _, held in stores])
+    return np.stack([*columns, np.where(anywhere, 0.0, logit(student))], -1)
 
 
 def fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -140,30 +148,33 @@ def main(out: Path) -> None:
     auc = lambda values: metrics.auc(test.labels[mask], values[mask])  # noqa: E731
     students = {variant: [experiment.run(variant, seed) for seed in SEEDS] for variant in ("baseline", "distilled")}
     baseline = [run.test_scores for run in students["baseline"]]
-    combined: dict[str, list[np.ndarray]] = {writer: [] for writer in writers}
+    beside = {**{writer: (writer,) for writer in writers}, "teacher and repeat counter": ("teacher", "repeat counter")}
+    combined: dict[str, list[np.ndarray]] = {name: [] for name in beside}
     for run in students["baseline"]:
         with torch.no_grad():
             own_valid = predict(lambda inputs: run.model(**inputs), valid)[0]  # noqa: B023 - used at once
         valid_mask = valid.labels >= 0
-        for writer, values in writers.items():
-            x = features(values["valid"], held(writer, "valid"), own_valid)
-            w = fit(x[valid_mask], (valid.labels[valid_mask] > 0).astype(np.float64))
-            combined[writer].append(features(values["test"], held(writer, "test"), run.test_scores) @ w[:-1] + w[-1])
+        for name, stores in beside.items():
+            x = features([(writers[w]["valid"], held(w, "valid")) for w in stores], own_valid)
+            weights = fit(x[valid_mask], (valid.labels[valid_mask] > 0).astype(np.float64))
+            x = features([(writers[w]["test"], held(w, "test")) for w in stores], run.test_scores)
+            combined[name].append(x @ weights[:-1] + weights[-1])
 
     mean = lambda runs: float(np.mean([auc(r) for r in runs]))  # noqa: E731
     gain = mean([teacher_test]) - mean(baseline)
     sys.stdout.write(f"teacher {auc(teacher_test):.4f}; baseline student {mean(baseline):.4f}; distilled "
                      f"{mean([r.test_scores for r in students['distilled']]):.4f}; the teacher's gain {gain:.4f}\n")
-    for writer, runs in combined.items():
+    for name, runs in combined.items():
         d = auc_difference(test.labels, mask, test.user_ids, runs, baseline, 2_000)
-        sys.stdout.write(f"baseline student beside the cache written by the {writer}: {mean(runs):.4f}, minus the "
+        sys.stdout.write(f"baseline student beside the {name}'s store: {mean(runs):.4f}, minus the "
                          f"baseline {d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}], "
                          f"raw transferability {d['difference'] / gain:.2f}\n")
-    for control in ("10-event twin", "repeat counter"):
-        d = auc_difference(test.labels, mask, test.user_ids, combined["teacher"], combined[control], 2_000)
-        sys.stdout.write(f"the teacher's cache minus the {control}'s: {d['difference']:+.4f} [{d['low']:+.4f}, "
-                         f"{d['high']:+.4f}], attributable transferability over it {d['difference'] / gain:.2f} "
-                         f"[{d['low'] / gain:.2f}, {d['high'] / gain:.2f}]\n")
+    for method, control in (("teacher", "10-event twin"), ("teacher", "repeat counter"),
+                            ("teacher and repeat counter", "repeat counter")):
+        d = auc_difference(test.labels, mask, test.user_ids, combined[method], combined[control], 2_000)
+        sys.stdout.write(f"beside the {method}'s store minus beside the {control}'s: {d['difference']:+.4f} "
+                         f"[{d['low']:+.4f}, {d['high']:+.4f}], attributable transferability over it "
+                         f"{d['difference'] / gain:.2f} [{d['low'] / gain:.2f}, {d['high'] / gain:.2f}]\n")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ candidates and a clock in, probabilities out) and read at the user's next reques
 7 clocks after that event (1 s, 1, 2, 4, 7, 14, 30 days), interpolated in log time at the request's elapsed time.
 A store written per user holds some items only: the user's own earlier items, and with them the K most bought
 items of the training window; a test candidate outside it is scored the median of the cached scores (no student
-fills the misses here, so this is a bound on what the cache itself carries, not a student's AUC).
+fills the misses here, so this is a bound on what the cache itself carries, not a student's AUC). The cache is
+`cache_student.py`'s `Cache`.
 
 The teacher is the demo's (`seq-xs` on Instacart as `from_data` picks it, seed 0, as `docs/window/teacher_lr.py`
 trains it with the shipped constant rate); its 10-event twin is trained here alike with `history_limit=10` (about
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cache_student import Cache  # docs/window/cache_student.py: the script's folder is first on sys.path
 
 from recdistill.core import metrics
 from recdistill.core.data.dataset import PreparedDataset
@@ -33,7 +35,6 @@ from recdistill.demo.stats import auc_difference
 from teacher_service.checkpoint import load_checkpoint
 from teacher_service.train import TeacherTrainConfig, train_teacher
 
-CURVE_CLOCKS_S = np.array([1, *(np.array([1, 2, 4, 7, 14, 30]) * 86_400)])  # 1 s, then days
 POPULAR_HELD = (0, 200, 1_000)
 
 
@@ -49,9 +50,6 @@ def main(out: Path) -> None:
                 "10-event twin": (load_checkpoint(short)[0].eval(), 10)}
     test = EncodedSplit.build(dataset, Encoder(dataset.schema, "teacher"), "test", "slate")
     mask = test.labels >= 0
-    events, test_events = dataset.events, np.asarray(test.event_ids)
-    users, lengths = events["user_id"].to_numpy(), events["hist_len"].to_numpy()
-    times = events["timestamp"].to_numpy().copy()
 
     def auc(values: np.ndarray) -> float:
         return metrics.auc(test.labels[mask], values[mask])
@@ -60,48 +58,17 @@ def main(out: Path) -> None:
         d = auc_difference(test.labels, mask, test.user_ids, [values], [reference], 2_000)
         return f"{d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
 
-    def scores(name: str, clock: np.ndarray | None = None) -> np.ndarray:
-        model, limit = teachers[name]
-        if clock is not None:
-            shifted = times.copy()
-            shifted[test_events] = clock
-            events["timestamp"] = shifted
-        try:
-            return teacher_scores(model, dataset, test, limit, None, torch.device("cpu"))
-        finally:
-            events["timestamp"] = times
-
-    counter = repeat_counter_scores(dataset, test_events, test.labels.shape[1])
-    now = {name: scores(name) for name in teachers}
+    counter = repeat_counter_scores(dataset, np.asarray(test.event_ids), test.labels.shape[1])
+    now = {name: teacher_scores(model, dataset, test, limit, None, torch.device("cpu"))
+           for name, (model, limit) in teachers.items()}
     sys.stdout.write(f"at the request: teacher {auc(now['teacher']):.4f}, "
                      f"10-event twin {auc(now['10-event twin']):.4f}, repeat counter {auc(counter):.4f}; "
                      f"teacher minus counter {minus(now['teacher'], counter)}\n")
 
-    by_user = np.lexsort((lengths, users))
-    previous = np.full(len(events), -1)
-    same_user = users[by_user][1:] == users[by_user][:-1]
-    previous[by_user[1:][same_user]] = by_user[:-1][same_user]
-    written = times[np.where(previous[test_events] >= 0, previous[test_events], test_events)]
-    elapsed = np.log(np.maximum(times[test_events] - written, 1))
-    grid = np.log(CURVE_CLOCKS_S)
-    right = np.clip(np.searchsorted(grid, elapsed), 1, len(grid) - 1)
-    weight = np.clip((elapsed - grid[right - 1]) / (grid[right] - grid[right - 1]), 0, 1)[:, None]
-    rows = np.arange(len(test_events))
-    curve = {}
-    for name in teachers:
-        curves = np.stack([scores(name, written + step) for step in CURVE_CLOCKS_S])  # [clock, event, candidate]
-        curve[name] = curves[right - 1, rows] * (1 - weight) + curves[right, rows] * weight
-
-    items, negatives = events["item_id"].to_numpy(), events["slate_negatives"].to_numpy()
-    timeline = {user: items[by_user][users[by_user] == user] for user in np.unique(users[test_events])}
-    popular = dataset.popular_items
+    cache = Cache(dataset, test)
+    curve = {name: cache.curve(model, limit) for name, (model, limit) in teachers.items()}
     for k in POPULAR_HELD:
-        head = {str(item) for item in popular[:k]}
-        held = np.zeros(test.labels.shape, dtype=bool)
-        for row, event in enumerate(test_events):
-            earlier = {str(item) for item in timeline[users[event]][: lengths[event]]} | head
-            candidates = [items[event], *negatives[event]]
-            held[row, : len(candidates)] = [str(c) in earlier for c in candidates]
+        held = cache.holds(k)
         cached = {name: np.where(held, values, np.median(values[held & mask])) for name, values in curve.items()}
         sys.stdout.write(
             f"cache of the user's earlier items + the {k} most bought ({held[:, 0].mean():.0%} of the real items, "
@@ -109,7 +76,6 @@ def main(out: Path) -> None:
             f"{auc(cached['teacher']):.4f}, by the 10-event twin {auc(cached['10-event twin']):.4f}; teacher's "
             f"minus the counter {minus(cached['teacher'], counter)}, minus the twin's "
             f"{minus(cached['teacher'], cached['10-event twin'])}\n")
-
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))

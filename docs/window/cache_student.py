@@ -45,31 +45,39 @@ def logit(p: np.ndarray) -> np.ndarray:
 
 
 class Cache:
-    """Per-user score curves of one writer over a split's slates, and which candidates a store would hold."""
+    """Per-user score curves over a split's slates (written after each user's previous event, read at the
+    request's elapsed time), and which candidates a store per user would hold."""
 
     def __init__(self, dataset: PreparedDataset, split: EncodedSplit) -> None:
         self.dataset, self.split = dataset, split
         events = dataset.events
         self.rows = np.asarray(split.event_ids)
-        users, lengths = events["user_id"].to_numpy(), events["hist_len"].to_numpy()
+        self.users, self.lengths = events["user_id"].to_numpy(), events["hist_len"].to_numpy()
         self.times = events["timestamp"].to_numpy().copy()
-        by_user = np.lexsort((lengths, users))
+        by_user = np.lexsort((self.lengths, self.users))
         previous = np.full(len(events), -1)
-        same_user = users[by_user][1:] == users[by_user][:-1]
+        same_user = self.users[by_user][1:] == self.users[by_user][:-1]
         previous[by_user[1:][same_user]] = by_user[:-1][same_user]
         self.written = self.times[np.where(previous[self.rows] >= 0, previous[self.rows], self.rows)]
         elapsed = np.log(np.maximum(self.times[self.rows] - self.written, 1))
         grid = np.log(CURVE_CLOCKS_S)
         self.right = np.clip(np.searchsorted(grid, elapsed), 1, len(grid) - 1)
         self.weight = np.clip((elapsed - grid[self.right - 1]) / (grid[self.right] - grid[self.right - 1]), 0, 1)
+        items = events["item_id"].to_numpy()
+        self.timeline = {user: items[by_user][self.users[by_user] == user] for user in np.unique(self.users[self.rows])}
+
+    def holds(self, popular: int = POPULAR_HELD) -> np.ndarray:
+        """[events, candidates]: whether the store holds the candidate (the user's earlier items and the
+        `popular` most bought of the training window)."""
+        events = self.dataset.events
         items, negatives = events["item_id"].to_numpy(), events["slate_negatives"].to_numpy()
-        head = {str(item) for item in dataset.popular_items[:POPULAR_HELD]}
-        timeline = {user: items[by_user][users[by_user] == user] for user in np.unique(users[self.rows])}
-        self.held = np.zeros(split.labels.shape, dtype=bool)
+        head = {str(item) for item in self.dataset.popular_items[:popular]}
+        held = np.zeros(self.split.labels.shape, dtype=bool)
         for row, event in enumerate(self.rows):
-            earlier = {str(item) for item in timeline[users[event]][: lengths[event]]} | head
+            earlier = {str(item) for item in self.timeline[self.users[event]][: self.lengths[event]]} | head
             candidates = [items[event], *negatives[event]]
-            self.held[row, : len(candidates)] = [str(c) in earlier for c in candidates]
+            held[row, : len(candidates)] = [str(c) in earlier for c in candidates]
+        return held
 
     def curve(self, model: torch.nn.Module, limit: int | None) -> np.ndarray:
         """The writer's scores of each slate, read from its cache at the request's elapsed time."""
@@ -99,7 +107,7 @@ def features(stores: list[tuple[np.ndarray, np.ndarray]], student: np.ndarray) -
 
 
 def fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """A logistic fit (weights then bias) of labels `y` on features `x` [N, 3]."""
+    """A logistic fit (weights then bias) of labels `y` on features `x` [N, F]."""
     inputs, targets = torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
     weights = torch.zeros(x.shape[1] + 1, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([weights], max_iter=200, line_search_fn="strong_wolfe")
@@ -138,11 +146,11 @@ def main(out: Path) -> None:
         writers["repeat counter"][name] = np.log1p(
             repeat_counter_scores(dataset, cache.rows, cache.split.labels.shape[1]).astype(np.float64))
     holds = {"teacher": "cache", "10-event twin": "cache", "repeat counter": "counter"}
+    held_items = {name: cache.holds() for name, cache in caches.items()}
 
     def held(writer: str, split: str) -> np.ndarray:
         """Where the writer answers: the cache's items, or (the counter) the items the history holds."""
-        cache = caches[split]
-        return cache.held if holds[writer] == "cache" else writers[writer][split] > 0
+        return held_items[split] if holds[writer] == "cache" else writers[writer][split] > 0
 
     mask = test.labels >= 0
     auc = lambda values: metrics.auc(test.labels[mask], values[mask])  # noqa: E731

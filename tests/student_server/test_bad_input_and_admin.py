@@ -285,7 +285,10 @@ async def test_memory_stays_bounded_over_many_swaps(registry: Path, tmp_path: Pa
         alive = [o for o in gc.get_objects() if isinstance(o, Scorer)]
     print(f"RSS growth over the last 60 of 150 swaps: {growth_mb:.1f} MiB; scorers alive: {len(alive)}")
     assert len(alive) <= 2, f"{len(alive)} loaded versions still alive after 150 swaps"
-    assert growth_mb < 20, f"RSS grew {growth_mb:.1f} MiB over the last 60 swaps"
+    # glibc's heap moves in plateaus of about 30 MiB either way here, leak or not (measured over the last 60 swaps:
+    # -30.6, -30.3, +0.2, +0.9, +18.9, and +30.1 in a fresh-clone CI run): the count of live scorers above is the
+    # exact check for a version kept per swap; this bound only catches gross growth beyond that noise.
+    assert growth_mb < 48, f"RSS grew {growth_mb:.1f} MiB over the last 60 swaps"
 
 
 class _Misbehaving(torch.nn.Module):

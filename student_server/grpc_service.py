@@ -17,22 +17,10 @@ from recdistill.core.contracts.rank_grpc import request_from_message
 from recdistill.core.contracts.rank_v3 import request_from_columns
 from student_server import metrics
 from student_server.errors import error_body, grpc_status, http_status
-from student_server.scenarios import UNKNOWN
+from student_server.scenarios import count_rank
 from student_server.service import RankingService
 
 logger = logging.getLogger(__name__)
-
-
-def _count(scenario: Any, status: str, started: float) -> None:
-    """One ranking call in the metrics: by its scenario (the declared set's "unknown" when none matched)."""
-    if scenario is None:
-        metrics.count_request("rank", "grpc", status, UNKNOWN)
-        return
-    scenario.children["grpc_latency"].observe(time.perf_counter() - started)
-    if status == "OK":
-        scenario.children["grpc_ok"].inc()
-    else:
-        metrics.count_request("rank", "grpc", status, scenario.name)
 
 
 class RankingServicer:
@@ -67,10 +55,10 @@ class RankingServicer:
                 answer.client_request_id = result.client_request_id
         except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
             # Counted before the status leaves: `abort` sends it, so a client that saw it finds it counted.
-            _count(scenario, grpc_status(exc).name, started)
+            count_rank(scenario, "grpc", grpc_status(exc).name, time.perf_counter() - started)
             await self._fail(context, exc)
             raise
-        _count(scenario, "OK", started)
+        count_rank(scenario, "grpc", "OK", time.perf_counter() - started)
         return answer
 
     async def feedback(self, request: Any, context: grpc.aio.ServicerContext, response: type) -> Any:

@@ -21,9 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recdistill.core.errors import RecDistillError
 from recdistill.core.features.request import RequestTypes
-from student_server import metrics
 from student_server.errors import ErrorResponse, PayloadTooLargeError, RequestTimeoutError, error_body, http_status
-from student_server.scenarios import UNKNOWN
+from student_server.scenarios import count_rank
 from student_server.service import RankingService
 
 logger = logging.getLogger(__name__)
@@ -89,14 +88,7 @@ class RankEndpoint:
             logger.exception("ranking request failed")
             status = 500
             payload = error_body(exc).to_json()
-        if scenario is None:
-            metrics.count_request("rank", "http", str(status), UNKNOWN)
-        else:
-            scenario.children["http_latency"].observe(time.perf_counter() - started)
-            if status == 200:
-                scenario.children["http_ok"].inc()
-            else:
-                metrics.count_request("rank", "http", str(status), scenario.name)
+        count_rank(scenario, "http", str(status), time.perf_counter() - started)
         headers = [_CONTENT_TYPE, (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})

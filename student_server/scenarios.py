@@ -27,6 +27,7 @@ from student_server.settings import StudentSettings
 
 logger = logging.getLogger(__name__)
 UNKNOWN = "unknown"  # the metrics' scenario label of a request that named no declared scenario
+OK = {"http": "200", "grpc": "OK"}  # each ranking protocol's success status, as the metrics label it
 
 
 @dataclass
@@ -46,7 +47,7 @@ class Scenario:
         return self.registry.encoder
 
     def __post_init__(self) -> None:
-        for protocol, ok in (("http", "200"), ("grpc", "OK")):
+        for protocol, ok in OK.items():
             self.children[f"{protocol}_latency"] = metrics.LATENCY.labels(endpoint="rank", protocol=protocol,
                                                                           scenario=self.name)
             self.children[f"{protocol}_ok"] = metrics.REQUESTS.labels(endpoint="rank", protocol=protocol,
@@ -58,6 +59,20 @@ class Scenario:
         if changed:
             metrics.set_active_version(self.name, self.registry.active.version)  # type: ignore[union-attr]
         return changed
+
+
+def count_rank(scenario: Scenario | None, protocol: str, status: str, seconds: float) -> None:
+    """One ranking request in the metrics: its latency and outcome under its scenario, or only its outcome
+    under UNKNOWN when it named no declared scenario. Callers count before the answer leaves, so a client that
+    saw it finds it counted."""
+    if scenario is None:
+        metrics.count_request("rank", protocol, status, UNKNOWN)
+        return
+    scenario.children[f"{protocol}_latency"].observe(seconds)
+    if status == OK[protocol]:
+        scenario.children[f"{protocol}_ok"].inc()
+    else:
+        metrics.count_request("rank", protocol, status, scenario.name)
 
 
 class Scenarios:

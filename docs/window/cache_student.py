@@ -25,6 +25,7 @@ import torch
 
 from distill_worker import DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings
 from recdistill.core import metrics
+from recdistill.core.contracts.worker import logit
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.data.history_value import repeat_counter_scores
 from recdistill.core.training import EncodedSplit, predict
@@ -37,11 +38,6 @@ from teacher_service.checkpoint import load_checkpoint
 CURVE_CLOCKS_S = np.array([1, *(np.array([1, 2, 4, 7, 14, 30]) * 86_400)])  # 1 s, then days
 POPULAR_HELD = 1_000
 SEEDS = (0, 1)
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
 
 
 class Cache:
@@ -139,33 +135,31 @@ def main(out: Path) -> None:
     twin = load_checkpoint(out / "short-0")[0].eval()  # trained by cache_bound.py
 
     caches = {"valid": Cache(dataset, valid), "test": Cache(dataset, test)}
-    writers: dict[str, dict[str, np.ndarray]] = {"teacher": {}, "10-event twin": {}, "repeat counter": {}}
+    # Each store's values and where it answers, by split: the caches hold the user's earlier items and the most
+    # bought ones; the counter, the items the history holds.
+    stores: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {"teacher": {}, "10-event twin": {},
+                                                                    "repeat counter": {}}
     for name, cache in caches.items():
-        writers["teacher"][name] = logit(cache.curve(teacher, None))
-        writers["10-event twin"][name] = logit(cache.curve(twin, 10))
-        writers["repeat counter"][name] = np.log1p(
-            repeat_counter_scores(dataset, cache.rows, cache.split.labels.shape[1]).astype(np.float64))
-    holds = {"teacher": "cache", "10-event twin": "cache", "repeat counter": "counter"}
-    held_items = {name: cache.holds() for name, cache in caches.items()}
-
-    def held(writer: str, split: str) -> np.ndarray:
-        """Where the writer answers: the cache's items, or (the counter) the items the history holds."""
-        return held_items[split] if holds[writer] == "cache" else writers[writer][split] > 0
+        held = cache.holds()
+        stores["teacher"][name] = logit(cache.curve(teacher, None)), held
+        stores["10-event twin"][name] = logit(cache.curve(twin, 10)), held
+        counts = np.log1p(repeat_counter_scores(dataset, cache.rows, cache.split.labels.shape[1]).astype(np.float64))
+        stores["repeat counter"][name] = counts, counts > 0
 
     mask = test.labels >= 0
     auc = lambda values: metrics.auc(test.labels[mask], values[mask])  # noqa: E731
     students = {variant: [experiment.run(variant, seed) for seed in SEEDS] for variant in ("baseline", "distilled")}
     baseline = [run.test_scores for run in students["baseline"]]
-    beside = {**{writer: (writer,) for writer in writers}, "teacher and repeat counter": ("teacher", "repeat counter")}
+    beside = {**{store: (store,) for store in stores}, "teacher and repeat counter": ("teacher", "repeat counter")}
     combined: dict[str, list[np.ndarray]] = {name: [] for name in beside}
     for run in students["baseline"]:
         with torch.no_grad():
             own_valid = predict(lambda inputs: run.model(**inputs), valid)[0]  # noqa: B023 - used at once
         valid_mask = valid.labels >= 0
-        for name, stores in beside.items():
-            x = features([(writers[w]["valid"], held(w, "valid")) for w in stores], own_valid)
+        for name, names in beside.items():
+            x = features([stores[store]["valid"] for store in names], own_valid)
             weights = fit(x[valid_mask], (valid.labels[valid_mask] > 0).astype(np.float64))
-            x = features([(writers[w]["test"], held(w, "test")) for w in stores], run.test_scores)
+            x = features([stores[store]["test"] for store in names], run.test_scores)
             combined[name].append(x @ weights[:-1] + weights[-1])
 
     mean = lambda runs: float(np.mean([auc(r) for r in runs]))  # noqa: E731

@@ -10,7 +10,10 @@ from recdistill.core import metrics
 def evaluate(task: str, labels: np.ndarray, scores: np.ndarray, mask: np.ndarray,
              user_ids: np.ndarray) -> dict[str, float]:
     """labels, scores, mask: [events, candidates]; user_ids: [events]. Scores are probabilities."""
-    users = np.broadcast_to(np.asarray(user_ids)[:, None], labels.shape)
+    # Users as integer codes in the ids' sorted order (GAUC adds its groups up in that order): sorting ints, not
+    # the object array of ids a split holds, once per candidate.
+    codes = np.unique(np.asarray(user_ids), return_inverse=True)[1].reshape(-1)
+    users = np.broadcast_to(codes[:, None], labels.shape)
     flat_labels, flat_scores, flat_users = labels[mask], scores[mask], users[mask]
     result = {
         "auc": metrics.auc(flat_labels, flat_scores),

@@ -34,6 +34,27 @@ def test_gauc_is_impression_weighted_per_user_auc_over_users_with_both_classes()
     assert metrics.gauc(labels, scores, groups) == pytest.approx(expected_total / expected_weight)
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_gauc_is_the_group_by_group_auc_to_the_last_bit(seed: int) -> None:
+    """One sort for all groups must give what `auc` gives group by group, added in ascending group order: ties
+    (rounded scores), one-class groups, a group with a NaN score (its AUC is NaN: skipped), string ids."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(50, 4_000))
+    groups = np.array([f"user-{g}" for g in rng.integers(0, int(rng.integers(1, 200)), n)], dtype=object)
+    labels = (rng.random(n) < rng.random()).astype(np.float32)
+    scores = np.round(rng.random(n), int(rng.integers(1, 4))).astype(np.float32)
+    scores[rng.integers(0, n)] = np.nan
+    total, weight = 0.0, 0
+    for group in sorted(set(groups)):
+        rows = groups == group
+        value = metrics.auc(labels[rows], scores[rows])
+        if not np.isnan(value):
+            total, weight = total + value * int(rows.sum()), weight + int(rows.sum())
+    expected = total / weight if weight else float("nan")
+    got = metrics.gauc(labels, scores, groups)
+    assert got == expected or (np.isnan(got) and np.isnan(expected))
+
+
 def test_ece_matches_a_direct_computation() -> None:
     rng = np.random.default_rng(3)
     probabilities = rng.random(5_000)

@@ -21,7 +21,7 @@ def demo_command(
     catalogue: str | None = typer.Option(None, help="Item catalogue for your own data: csv:PATH, parquet:PATH or "
                                                     "jsonl:PATH."),
     out: Path | None = typer.Option(None, help="Run directory (default runs/demo, or runs/quick with --quick)."),
-    config_file: Path | None = typer.Option(None, "--config", help="A TOML file whose [demo] table sets the run's "
+    config_file: Path | None = typer.Option(None, "--config", help="A TOML file whose \\[demo] table sets the run's "
                                                                    "settings by name (DemoConfig's fields); an "
                                                                    "unknown key is refused."),
     teacher_size: str | None = typer.Option(None, help="The teacher's size, or candidate sizes (comma-separated, "

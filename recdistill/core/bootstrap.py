@@ -6,7 +6,9 @@ The pooled AUC of a resample only needs, for every pair of users (u, v), how man
 of v) pairs are ordered right: with the draw counts d, AUC = d'Cd / ((d.P)(d.N)), P and N each user's
 positives and negatives. `RankedScores` counts C once per model (one sort), so a draw costs a
 users x users product instead of a pass over every candidate; where users are so many that the matrix
-would cost more than the candidates, it keeps the sorted candidates and weighs them per draw instead."""
+would cost more than the candidates, it keeps the sorted candidates and weighs them per draw instead. Every
+count is a whole number, so every sum is exact in float64: all the resamples of an interval are scored at once
+(`aucs`, one matrix product) and give the same numbers, to the last bit, as one draw at a time."""
 
 from __future__ import annotations
 
@@ -34,6 +36,23 @@ class Users:
     def weights(self, rng: np.random.Generator) -> np.ndarray:
         """One resample as row weights: each event row counted as often as its user was drawn."""
         return self.draws(rng)[self.of_row]
+
+    def resamples(self, rng: np.random.Generator, samples: int, *seeds: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """`samples` resamples, [samples, users], and for each `seeds` count n the n indices drawn with
+        replacement that each resample pairs with it ([samples, n]: which seed pairs, which teachers), drawn from
+        `rng` resample by resample in that order (users, then each pick)."""
+        drawn = np.empty((samples, self.count))
+        picks = [np.empty((samples, n), dtype=np.int64) for n in seeds]
+        for row in range(samples):
+            drawn[row] = self.draws(rng)
+            for pick, n in zip(picks, seeds, strict=True):
+                pick[row] = rng.integers(n, size=n)
+        return drawn, picks
+
+
+def picked_means(aucs: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """Per resample, the mean of the AUCs [resamples, runs] of the runs it picked ([resamples, k])."""
+    return np.take_along_axis(aucs, picks, axis=1).mean(axis=1)
 
 
 @dataclass
@@ -75,16 +94,24 @@ class RankedScores:
         """The pooled AUC with each user counted `draws[user]` times (users in sorted id order, as
         `Users.draws` gives them); every user once when None. NaN for a resample without a positive or
         without a negative (a few users' clicks: their AUC is undefined), as numpy's 0/0."""
-        d = np.ones(self.positives.size) if draws is None else np.asarray(draws, dtype=np.float64)
-        total = float(d @ self.positives) * float(d @ self.negatives)
-        if total == 0:
-            return float("nan")
+        return float(self.aucs(np.ones(self.positives.size) if draws is None else draws)[0])
+
+    def aucs(self, draws: np.ndarray) -> np.ndarray:
+        """`auc` of each resample, rows of `draws` ([resamples, users]; one row may be given as [users]), at once."""
+        d = np.atleast_2d(np.asarray(draws, dtype=np.float64))
+        total = (d @ self.positives) * (d @ self.negatives)
         if self.pairs is not None:
-            return float(d @ self.pairs @ d) / total
-        weights = d[self.users]
-        negative = np.where(self.positive, 0.0, weights)
-        below = np.cumsum(negative) - negative  # weight of negatives scored below each candidate
-        return float((weights[self.positive] * below[self.positive]).sum()) / total
+            ordered = ((d @ self.pairs) * d).sum(axis=1)
+        else:  # the candidates weighed per resample, a block of resamples at a time (about 32 MiB a block)
+            ordered = np.empty(len(d))
+            block = max(1, 2**22 // max(self.users.size, 1))
+            for start in range(0, len(d), block):
+                weights = d[start:start + block][:, self.users]
+                negative = np.where(self.positive, 0.0, weights)
+                below = np.cumsum(negative, axis=1) - negative  # weight of negatives scored below each candidate
+                ordered[start:start + block] = (weights * below)[:, self.positive].sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total == 0, np.nan, ordered / np.where(total == 0, 1.0, total))
 
 
 def non_inferiority(candidate: np.ndarray, reference: np.ndarray, labels: np.ndarray, mask: np.ndarray,
@@ -105,8 +132,8 @@ def non_inferiority(candidate: np.ndarray, reference: np.ndarray, labels: np.nda
     if not np.isfinite(point):
         raise DataError("the gate's holdout has no positive or no negative label: its AUC is undefined, so no "
                         "candidate can be judged on it (hold out a window with both)")
-    rng = np.random.default_rng(seed)
-    draws = np.array([a.auc(drawn) - b.auc(drawn) for drawn in (users.draws(rng) for _ in range(samples))])
+    drawn, _ = users.resamples(np.random.default_rng(seed), samples)
+    draws = a.aucs(drawn) - b.aucs(drawn)
     defined = draws[np.isfinite(draws)]  # a resample that drew no positive (or no negative) has no AUC
     if defined.size < 2:
         raise DataError(f"the gate's holdout is too thin to judge a candidate: {samples - defined.size} of "

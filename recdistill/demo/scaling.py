@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from distill_worker import BatchPhase, DistillConfig, GateConfig, TeacherClientSettings, WorkerSettings
-from recdistill.core.bootstrap import RankedScores, Users
+from recdistill.core.bootstrap import RankedScores, Users, picked_means
 from recdistill.core.contracts.figures import Interval
 from recdistill.core.contracts.scaling import ScalingReport, ScalingRow
 from recdistill.core.data.dataset import PreparedDataset
@@ -102,11 +102,8 @@ def auc_interval(runs: list[np.ndarray], test: EncodedSplit, mask: np.ndarray, s
     (one user resample a draw, shared by the seeds it picks)."""
     users = Users(test.user_ids)
     ranked = [RankedScores.of(scores, test.labels, mask, users) for scores in runs]
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(samples):
-        drawn = users.draws(rng)
-        draws.append(float(np.mean([ranked[i].auc(drawn) for i in rng.integers(len(ranked), size=len(ranked))])))
+    drawn, (picks,) = users.resamples(np.random.default_rng(seed), samples, len(ranked))
+    draws = picked_means(np.stack([r.aucs(drawn) for r in ranked], axis=1), picks)
     return mean_auc(runs, test, mask), Interval(**interval(draws))
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from recdistill.core.bootstrap import RankedScores as _Ranked
-from recdistill.core.bootstrap import Users
+from recdistill.core.bootstrap import Users, picked_means
 
 CONFIDENCE = (2.5, 97.5)
 
@@ -99,9 +99,11 @@ def transferability_figures(labels: np.ndarray, mask: np.ndarray, user_ids: np.n
                        {name: mean(f"control:{name}", picks) for name in controls})
 
     point = figures(None, np.arange(seeds), np.arange(len(teachers)))
-    rng = np.random.default_rng(seed)
-    draws = [figures(holdout.draws(rng), rng.integers(seeds, size=seeds),
-                     rng.integers(len(teachers), size=len(teachers))) for _ in range(samples)]
+    drawn, (picks, teacher_picks) = holdout.resamples(np.random.default_rng(seed), samples, seeds, len(teachers))
+    means = {name: picked_means(np.stack([r.aucs(drawn) for r in runs], axis=1), teacher_picks
+                                if name == "teacher" else picks) for name, runs in ranked.items()}
+    draws = [Figures(float(means["teacher"][i]), float(means["baseline"][i]), float(means["method"][i]),
+                     {name: float(means[f"control:{name}"][i]) for name in controls}) for i in range(samples)]
     gain_interval = interval([d.gain for d in draws])
     defined = gain_interval["low"] is not None and gain_interval["low"] > 0
 
@@ -137,12 +139,8 @@ def auc_difference(labels: np.ndarray, mask: np.ndarray, user_ids: np.ndarray, r
     ranked = [(_Ranked.of(a, labels, mask, users), _Ranked.of(b, labels, mask, users))
               for a, b in zip(runs, reference, strict=True)]
     point = float(np.mean([a.auc() - b.auc() for a, b in ranked]))
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(samples):
-        drawn = users.draws(rng)
-        picks = rng.integers(len(ranked), size=len(ranked))
-        values.append(float(np.mean([ranked[i][0].auc(drawn) - ranked[i][1].auc(drawn) for i in picks])))
+    drawn, (picks,) = users.resamples(np.random.default_rng(seed), samples, len(ranked))
+    values = picked_means(np.stack([a.aucs(drawn) - b.aucs(drawn) for a, b in ranked], axis=1), picks)
     defined = np.isfinite(values)
     low, high = np.percentile(np.asarray(values)[defined], [2.5, 97.5])
     return {"difference": round(point, 4), "low": round(float(low), 4), "high": round(float(high), 4),

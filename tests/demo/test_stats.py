@@ -45,6 +45,36 @@ def test_the_pair_matrix_and_the_sorted_candidates_give_the_same_resampled_auc()
         assert matrix.auc(draws) == pytest.approx(rows.auc(draws[users.of_row]), abs=1e-12)
 
 
+@pytest.mark.parametrize("user_count", [30, 400], ids=["pair matrix", "sorted candidates"])
+def test_all_resamples_at_once_give_each_resamples_own_auc_to_the_last_bit(user_count: int) -> None:
+    """`aucs` scores every resample of an interval in one product: each must be the plain AUC of that resample's
+    repeated rows, exactly (whole-number counts: no rounding anywhere), and a resample without a positive is
+    NaN in its own row only."""
+    rng = np.random.default_rng(4)
+    labels = np.zeros((400, 6))
+    labels[rng.random(400) < 0.9, 0] = 1
+    scores = rng.random((400, 6)) + labels * 0.2  # no ties: the plain AUC and the pair count agree exactly
+    mask = np.ones_like(labels, dtype=bool)
+    ids = rng.integers(0, user_count, 400) if user_count < 400 else np.arange(400)
+    labels[ids == ids.min()] = 0  # the first user (in sorted id order) has no positive
+    users = Users(ids)
+    ranked = RankedScores.of(scores, labels, mask, users)
+    assert (ranked.pairs is not None) == (user_count == 30)
+    drawn, (picks,) = users.resamples(np.random.default_rng(0), 6, 3)
+    replay = np.random.default_rng(0)  # the same stream, drawn one resample at a time
+    for row in range(6):
+        assert np.array_equal(drawn[row], users.draws(replay))
+        assert np.array_equal(picks[row], replay.integers(3, size=3))
+    drawn[5] = 0
+    drawn[5, 0] = users.count  # the user without a positive, drawn every time
+    aucs = ranked.aucs(drawn)
+    for row in range(5):
+        rows = np.concatenate([np.flatnonzero(users.of_row == u) for u in range(users.count) for _ in
+                               range(int(drawn[row, u]))])
+        assert aucs[row] == metrics.auc(labels[rows], scores[rows])
+    assert np.isnan(aucs[5])
+
+
 def _scores(rng: np.random.Generator, labels: np.ndarray, signal: float, noise: np.ndarray) -> np.ndarray:
     return labels * signal + noise + rng.normal(size=labels.shape) * 0.5
 

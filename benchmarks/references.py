@@ -157,6 +157,16 @@ def serve_echo_http(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
 
 
+def _echo_on(server: Any, rank: Any, port: int) -> None:
+    """The echo's method (the ranking path, raw bytes in and out) on a grpcio server (sync or aio), bound to
+    `port` on localhost."""
+    import grpc
+
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "recdistill.v2.Ranking", {"Rank": grpc.unary_unary_rpc_method_handler(rank)})])
+    server.add_insecure_port(f"127.0.0.1:{port}")
+
+
 def serve_echo_grpc(port: int) -> None:
     """Answers the ranking method path with fixed bytes (no (de)serialisation) on grpc.aio + uvloop,
     the stack the student server runs its gRPC on."""
@@ -170,10 +180,7 @@ def serve_echo_grpc(port: int) -> None:
 
     async def serve() -> None:
         server = grpc.aio.server()
-        handler = grpc.method_handlers_generic_handler(
-            "recdistill.v2.Ranking", {"Rank": grpc.unary_unary_rpc_method_handler(rank)})
-        server.add_generic_rpc_handlers([handler])
-        server.add_insecure_port(f"127.0.0.1:{port}")
+        _echo_on(server, rank, port)
         await server.start()
         await server.wait_for_termination()
 
@@ -192,9 +199,7 @@ def serve_echo_grpc_sync(port: int, threads: int) -> None:
         return ECHO_BODY
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads))
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-        "recdistill.v2.Ranking", {"Rank": grpc.unary_unary_rpc_method_handler(rank)})])
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    _echo_on(server, rank, port)
     server.start()
     server.wait_for_termination()
 

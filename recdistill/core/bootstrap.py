@@ -100,13 +100,15 @@ class RankedScores:
         """`auc` of each resample, rows of `draws` ([resamples, users]; one row may be given as [users]), at once."""
         d = np.atleast_2d(np.asarray(draws, dtype=np.float64))
         total = (d @ self.positives) * (d @ self.negatives)
-        if self.pairs is not None:
-            ordered = ((d @ self.pairs) * d).sum(axis=1)
-        else:  # the candidates weighed per resample, a block of resamples at a time (about 32 MiB a block)
-            ordered = np.empty(len(d))
-            block = max(1, 2**22 // max(self.users.size, 1))
-            for start in range(0, len(d), block):
-                weights = d[start:start + block][:, self.users]
+        ordered = np.empty(len(d))  # (positive, negative) pairs ordered right, a block of resamples at a time
+        width = self.pairs.shape[0] if self.pairs is not None else self.users.size  # type: ignore[union-attr]
+        block = max(1, 2**22 // max(width, 1))  # about 32 MiB of float64 a block
+        for start in range(0, len(d), block):
+            part = d[start:start + block]
+            if self.pairs is not None:
+                ordered[start:start + block] = ((part @ self.pairs) * part).sum(axis=1)
+            else:  # the candidates weighed per resample
+                weights = part[:, self.users]
                 negative = np.where(self.positive, 0.0, weights)
                 below = np.cumsum(negative, axis=1) - negative  # weight of negatives scored below each candidate
                 ordered[start:start + block] = (weights * below)[:, self.positive].sum(axis=1)

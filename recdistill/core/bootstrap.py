@@ -112,8 +112,7 @@ class RankedScores:
                 negative = np.where(self.positive, 0.0, weights)
                 below = np.cumsum(negative, axis=1) - negative  # weight of negatives scored below each candidate
                 ordered[start:start + block] = (weights * below)[:, self.positive].sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(total == 0, np.nan, ordered / np.where(total == 0, 1.0, total))
+        return np.where(total == 0, np.nan, ordered / np.where(total == 0, 1.0, total))
 
 
 def non_inferiority(candidate: np.ndarray, reference: np.ndarray, labels: np.ndarray, mask: np.ndarray,

@@ -1,8 +1,9 @@
 """Reference servers for the student benchmark: a plain FastAPI + pydantic endpoint and Triton
 (PyTriton) around the same ONNX model, and protocol floors that do no work at all (a bare uvicorn ASGI
-app, a grpc.aio server, grpcio's sync server), each answering with a fixed body of a ranking response's size.
-`python -m benchmarks.references plain|triton|echo-http|echo-grpc|echo-grpc-sync --port P
-[--registry DIR --version V] [--threads N]`."""
+app, a grpc.aio server, grpcio's sync server), each answering with a fixed body of a ranking response's size, and
+the ranking core alone behind grpc.aio (the least a gRPC front end on grpcio can cost).
+`python -m benchmarks.references plain|triton|echo-http|echo-grpc|echo-grpc-sync|grpc-core --port P
+[--registry DIR --version V] [--threads N] [--request V3_BODY]`."""
 
 from __future__ import annotations
 
@@ -204,17 +205,58 @@ def serve_echo_grpc_sync(port: int, threads: int) -> None:
     server.wait_for_termination()
 
 
+def serve_grpc_core(registry: Path, port: int, request: Path) -> None:
+    """The shipped ranking core (limits, encoder, micro-batcher, ONNX Runtime session, sampling) behind grpc.aio
+    with nothing of a protocol's own: the v3 request in `request` is read once at start, and every call ranks it
+    again and answers fixed bytes. No gRPC front end on grpcio can cost less a request than this."""
+    import asyncio
+    import gc
+    import tempfile
+
+    import grpc
+    import uvloop
+
+    from recdistill.core._proto import ranking_v3_pb2
+    from recdistill.core.contracts.rank_v3 import request_from_columns
+    from student_server.app import build_service
+    from student_server.settings import StudentSettings
+
+    async def serve() -> None:
+        with tempfile.TemporaryDirectory() as samples:
+            service = build_service(StudentSettings(registry=registry, sample_log=samples))
+            message = ranking_v3_pb2.RankRequest.FromString(request.read_bytes())
+            parsed, scenario = request_from_columns(message, service.request_types), service.scenarios.get(None)
+
+            async def rank(payload: bytes, context: grpc.aio.ServicerContext) -> bytes:
+                await service.rank(parsed, scenario)
+                return ECHO_BODY
+
+            server = grpc.aio.server()
+            _echo_on(server, rank, port)
+            gc.collect()
+            gc.freeze()  # as the student server does once loaded
+            await server.start()
+            try:
+                await server.wait_for_termination()
+            finally:
+                service.close()
+
+    uvloop.install()
+    asyncio.run(serve())
+
+
 def main() -> None:
     import uvicorn
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["plain", "triton", "echo-http", "echo-grpc", "echo-grpc-sync"])
+    parser.add_argument("kind", choices=["plain", "triton", "echo-http", "echo-grpc", "echo-grpc-sync", "grpc-core"])
     parser.add_argument("--registry", type=Path)
     parser.add_argument("--version")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--http-port", type=int, default=0)
     parser.add_argument("--metrics-port", type=int, default=0)
     parser.add_argument("--threads", type=int, default=16, help="echo-grpc-sync: the server's thread pool")
+    parser.add_argument("--request", type=Path, help="grpc-core: the v3 ranking request it ranks on every call")
     args = parser.parse_args()
     if args.kind == "echo-http":
         serve_echo_http(args.port)
@@ -222,6 +264,8 @@ def main() -> None:
         serve_echo_grpc(args.port)
     elif args.kind == "echo-grpc-sync":
         serve_echo_grpc_sync(args.port, args.threads)
+    elif args.kind == "grpc-core":
+        serve_grpc_core(args.registry, args.port, args.request)
     elif args.kind == "plain":
         uvicorn.run(plain_app(args.registry, args.version), host="127.0.0.1", port=args.port, log_level="warning")
     else:

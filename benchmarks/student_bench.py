@@ -249,6 +249,10 @@ def run(results: Results, dataset: PreparedDataset, quick: bool) -> None:
         echo_cmd = [sys.executable, "-m", "benchmarks.references", "echo-grpc", "--port", str(echo_port)]
         with child_process(echo_cmd, lambda: _grpc_ready(f"127.0.0.1:{echo_port}"), "echo-grpc") as process:
             load("echo_grpc", process, "grpc", f"127.0.0.1:{echo_port}", bodies.proto)
+        core_cmd = [sys.executable, "-m", "benchmarks.references", "grpc-core", "--port", str(echo_port),
+                    "--registry", str(registry), "--request", str(bodies.columns)]
+        with child_process(core_cmd, lambda: _grpc_ready(f"127.0.0.1:{echo_port}"), "grpc-core") as process:
+            load("grpc_core", process, "grpc", f"127.0.0.1:{echo_port}", bodies.columns)
 
     _rows(results, measured, repeats, raw, swapping, erring, rss_under_load)
     _goal_rows(results, measured, raw, profiles, stages)
@@ -282,6 +286,14 @@ def _rows(results: Results, m: dict[str, dict[str, float]], repeats: int, raw: d
                         m[key]["server_cpu_us"], "us", "HTTP", m["http"]["server_cpu_us"],
                         note=f"goal (v3) <= 1.00x; protocol floors: grpc.aio {m['echo_grpc']['server_cpu_us']:.0f} "
                              f"us, bare uvicorn {m['echo_http']['server_cpu_us']:.0f} us", command=COMMAND))
+    # The least a gRPC front end on grpcio can cost: if it is above HTTP's whole request, so is any v3.
+    results.add(Row(SECTION, "server CPU per request, the ranking core alone behind grpc.aio (no request to read, "
+                    "no response to build) vs HTTP, 1 process", m["grpc_core"]["server_cpu_us"], "us",
+                    "HTTP (the whole request)", m["http"]["server_cpu_us"],
+                    note=f"a lower bound for any gRPC front end on grpcio: the v3 request read once at start, each "
+                         f"call ranks it through the shipped core (limits, encoder, micro-batcher, ONNX Runtime, "
+                         f"sampling) and answers fixed bytes; above 1.00x, v3 at or below HTTP is out of reach on "
+                         f"grpcio; v3 itself {m['grpc_v3']['server_cpu_us']:.0f} us", command=COMMAND))
     for key, label in (("http", "1 process"), ("http2", "2 processes")):
         results.add(Row(SECTION, f"HTTP p99 latency, {label}", m[key]["p99_ms"], "ms", "plain FastAPI p99",
                         m["plain"]["p99_ms"], command=COMMAND))

@@ -27,6 +27,7 @@ def test_quick_bench_writes_every_section(ml100k_dir: Path, tmp_path: Path) -> N
         assert row["command"], row
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
     assert "plain FastAPI" in markdown
+    assert "the ranking core alone behind grpc.aio" in markdown
     assert "history 20,000" in markdown
     assert "64 MiB segment" in markdown
     assert "with the user channel" in markdown

@@ -73,6 +73,13 @@ def test_shipped_schema_files_load_and_their_json_schema_is_current() -> None:
         "regenerate: recdistill data schema --json-schema recdistill/schemas/schema.json"
 
 
+def test_the_example_schema_for_another_grocery_log_loads() -> None:
+    """docs/demo.md runs the Complete Journey log through the own-data path with this file."""
+    spec = load_schema_spec(Path(__file__).parents[2] / "examples" / "completejourney.toml")
+    assert (spec.source.user_id, spec.source.session, spec.views["student"].history_len) == \
+        ("household_id", "basket_id", 10)
+
+
 @pytest.mark.parametrize("unit", ["ms", "us"])
 def test_a_timestamp_unit_that_plainly_does_not_fit_stops_preparation(tmp_path: Path, unit: str) -> None:
     """MovieLens rates in unix seconds: declared finer, every event would fall in the first days of 1970."""

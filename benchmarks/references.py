@@ -218,8 +218,7 @@ def serve_grpc_core(registry: Path, port: int, request: Path) -> None:
 
     from recdistill.core._proto import ranking_v3_pb2
     from recdistill.core.contracts.rank_v3 import request_from_columns
-    from student_server.app import build_service
-    from student_server.settings import StudentSettings
+    from student_server import StudentSettings, build_service
 
     async def serve() -> None:
         with tempfile.TemporaryDirectory() as samples:

@@ -11,5 +11,6 @@ _ROOMS = {
     "student_process": "launcher",
     "serve": "main",
     "StudentSettings": "settings",
+    "build_service": "app",
 }
 __all__, __getattr__ = lazy_face(__name__, _ROOMS)

@@ -233,8 +233,15 @@ def test_quick_demo_runs_the_whole_loop_on_the_ecommerce_schema_over_redis_strea
     assert report["config"]["sample_log"] == "redis"
     assert (out / "valkey" / "appendonlydir").is_dir(), "the sample log went through the Valkey server"
     assert serving["stream"]["records_consumed"] > serving["stream"]["examples_trained"] > 0
+    # Freshness is measured over what the stream published: none when the gate refused every export (a
+    # synthetic log's stream student may not beat the batch one on the gate's holdout).
     freshness = serving["stream"]["freshness_s"]
-    assert 0 < freshness["p50"] <= freshness["p95"]
+    if serving["stream"]["versions_promoted"]:
+        assert 0 < freshness["p50"] <= freshness["p95"]
+        assert 0 < freshness["requests"] <= serving["stream"]["examples_trained"]
+    else:
+        assert freshness is None
+        assert serving["stream"]["exports_refused"] > 0
     assert {row["name"] for row in report["tasks"]["slate"]["stream"]} >= {"batch_only", "stream"}
     # One schema hash pins the prepared data, the teacher, the registry and every version in it.
     schema_hash = json.loads((out / "data" / "manifest.json").read_text())["schema_hash"]

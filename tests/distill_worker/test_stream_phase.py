@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -210,13 +211,19 @@ async def test_batch_then_stream_promotes_twice(
         assert batch.published is not None
         assert batch.published.version is not None
         assert (state_dir / BATCH_STUDENT).exists()
+        replayed_at = time.time()
         await _replay(client, ml100k, ml100k.split("test")[200:230].tolist(), feedback_for=set())
         report, _ = await stream_main(settings, steps=1)
+        took = time.time() - replayed_at
         served = (await client.post("/v1/rank", json=ml100k.to_request(0, "slate") | {"request_id": "x"})).json()
     assert report.examples_trained == 30
     versions = report.versions_promoted
     assert len(versions) == 1
     assert versions[0] != batch.published.version
+    # Freshness: each of the 30 requests, from being served to the version trained on it going live.
+    assert report.freshness_s is not None
+    assert report.freshness_s.requests == 30
+    assert 0 < report.freshness_s.p50 <= report.freshness_s.p95 <= took
     # The streamed version's manifest says what it was trained on: the 30 requests, with the distill settings.
     manifest = read_manifest(registry, versions[0])
     assert manifest.data_window.sampled_requests == 30

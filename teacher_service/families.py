@@ -23,7 +23,7 @@ from recdistill.core.features.schema import FeatureSchema
 from recdistill.core.nn import ModelConfig
 from recdistill.core.training import Batch, EncodedSplit, FitResult, fit
 from teacher_service.model import TEACHER_SIZES, TeacherConfig, TeacherModel
-from teacher_service.sequence import SEQUENCE_SIZES, SequenceConfig, SequenceTeacher
+from teacher_service.sequence import SEQUENCE_SIZES, SequenceConfig, SequenceTeacher, fit_stack
 from teacher_service.sequence_train import check_memory, fit_sequence, training_windows
 
 FamilyName = Literal["attention", "sequence"]
@@ -84,7 +84,11 @@ def _fit_sequence(dataset: PreparedDataset, encoder: Encoder, arch: Any, valid: 
     result = fit_sequence(model, windows, valid, epochs=config.epochs, batch_size=config.windows_per_batch,
                           lr=config.lr, weight_decay=config.weight_decay, patience=config.patience, seed=config.seed,
                           device=device)
-    return model.cpu(), result
+    model = model.cpu()
+    if config.stack_on_valid:
+        result = replace(result, stack=fit_stack(model, valid))
+        logging.getLogger(__name__).info("sequence teacher %s: score stack %s", config.size, result.stack)
+    return model, result
 
 
 FAMILIES: dict[FamilyName, Family] = {

@@ -47,6 +47,8 @@ class TeacherTrainConfig:
     holdout_events: int = 0
     device: Device = "auto"  # where it trains (the sequence family with bf16 autocast on CUDA)
     windows_per_batch: int = 8  # sequence family: user-sequence windows per optimiser step
+    # Sequence family: stack the served logit with the match count, fitted on valid (`sequence.fit_stack`).
+    stack_on_valid: bool = True
 
 
 def train_teacher(data_dir: Path, out_dir: Path, config: TeacherTrainConfig,
@@ -81,7 +83,7 @@ def train_teacher(data_dir: Path, out_dir: Path, config: TeacherTrainConfig,
         data_window=TeacherDataWindow(train_start_ts=int(train_ts.min()), train_end_ts=int(train_ts.max()),
                                       train_events=len(train_ids)),
         train=asdict(config), best_epoch=result.best_epoch, history=result.history, valid=valid_metrics,
-        test=test_metrics, seconds=round(time.perf_counter() - started, 1))
+        test=test_metrics, seconds=round(time.perf_counter() - started, 1), stack=result.stack)
     save_checkpoint(out_dir, model, dataset.schema, manifest)
     logger.info("teacher %s: valid auc %.4f, test auc %.4f (%.0fs)", manifest.teacher_version,
                 valid_metrics["auc"], test_metrics["auc"], manifest.seconds)

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.nn.parallel import DistributedDataParallel
 
 from recdistill.core import distributed
+from recdistill.core.contracts.teacher import ScoreStack
 from recdistill.core.data.dataset import PreparedDataset, Task
 from recdistill.core.data.dense import DenseCandidates
 from recdistill.core.evaluation import evaluate
@@ -154,6 +155,7 @@ class FitResult:
     best_epoch: int
     best_valid_auc: float
     history: list[dict[str, float]]
+    stack: ScoreStack | None = None  # a sequence teacher's score stack, fitted on valid after training
 
 
 class _Objective(torch.nn.Module):

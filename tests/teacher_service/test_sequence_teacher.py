@@ -5,7 +5,9 @@ the machine does not have."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,11 +18,12 @@ from recdistill.cli import app
 from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.errors import DataError
 from recdistill.core.features.encoder import Encoder
+from recdistill.core.metrics import auc
 from teacher_service.checkpoint import load_checkpoint
 from teacher_service.client import score
 from teacher_service.device import resolve_device
 from teacher_service.launcher import teacher_process
-from teacher_service.sequence import SEQUENCE_SIZES, SequenceConfig, SequenceTeacher
+from teacher_service.sequence import SEQUENCE_SIZES, UNSTACKED, SequenceConfig, SequenceTeacher, fit_stack
 from teacher_service.sequence_train import check_memory
 from teacher_service.train import TeacherTrainConfig, train_teacher
 
@@ -89,6 +92,72 @@ def test_one_pass_over_every_position_learns_the_next_item(sequence_teacher: tup
     assert manifest.valid["auc"] > 0.65, manifest.valid
     assert manifest.test["auc"] > 0.6
     assert all(row["tokens_per_s"] > 0 for row in history)
+    # MovieLens slates hold no candidate the user rated before: the match count has nothing to add, so the stack
+    # fitted on valid cannot lift its AUC and the identity is kept.
+    assert manifest.stack is not None
+    assert not manifest.stack.kept
+    assert manifest.stack.weights == UNSTACKED
+
+
+class _Scored(SequenceTeacher):
+    """A sequence teacher whose unstacked score and matches are given as inputs (the stack's fit alone)."""
+
+    def unstacked(self, **x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x["score"], x["matches"]
+
+
+class _Split:
+    """What `fit_stack` reads of a valid split: its batches (inputs, candidate mask, rows) and its labels."""
+
+    def __init__(self, score: np.ndarray, matches: np.ndarray, labels: np.ndarray) -> None:
+        self.inputs = {"score": torch.from_numpy(score), "matches": torch.from_numpy(matches)}
+        self.labels = labels
+
+    def batches(self, batch_size: int) -> Iterator[SimpleNamespace]:
+        for start in range(0, len(self.labels), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(self.labels)))
+            yield SimpleNamespace(inputs={k: v[rows] for k, v in self.inputs.items()}, rows=rows,
+                                  mask=torch.from_numpy(self.labels[rows] >= 0))
+
+
+@pytest.mark.parametrize("signal", ["matches", "score"])
+def test_the_stack_is_fitted_on_valid_and_kept_only_where_it_lifts_valid_auc(
+        ml100k: PreparedDataset, signal: str) -> None:
+    rng = np.random.default_rng(0)
+    score = rng.normal(size=(4_000, 8)).astype(np.float32)
+    matches = rng.poisson(1.0, size=(4_000, 8)).astype(np.int64)
+    truth = np.log1p(matches) * 2 - 1 if signal == "matches" else score
+    labels = (rng.random((4_000, 8)) < 1 / (1 + np.exp(-2 * truth))).astype(np.float32)
+    labels[:, -1] = -1  # padding: never read
+    model = _Scored(ml100k.schema, SequenceConfig(dim=4, layers=1, heads=1))
+    stack = fit_stack(model, _Split(score, matches, labels))
+    mask = labels >= 0
+    with torch.no_grad():
+        served = model.stacked(torch.from_numpy(score), torch.from_numpy(matches)).numpy()
+    assert auc(labels[mask], served[mask]) == pytest.approx(stack.valid_auc_after if stack.kept
+                                                              else stack.valid_auc_before, abs=1e-6)
+    if signal == "matches":  # the count carries the label: the stack is kept and weighs it
+        assert stack.kept
+        assert stack.valid_auc_after > stack.valid_auc_before + 0.2
+        assert stack.weights[1] > 1
+        assert model.stack.tolist() == pytest.approx(stack.weights, abs=1e-5)
+    else:  # the score carries it: a monotone rescaling of it scores the same AUC (a weight on matches at most
+        # noise), and the stack's served scores are what its manifest says
+        assert stack.weights[0] > 1
+        assert abs(stack.weights[1]) < 0.2
+
+
+def test_a_checkpoint_from_before_the_stack_loads_as_the_score_it_served(ml100k: PreparedDataset) -> None:
+    torch.manual_seed(0)
+    model = SequenceTeacher(ml100k.schema, SequenceConfig(dim=8, layers=1, heads=1, dropout=0.0)).eval()
+    before = {k: v for k, v in model.state_dict().items() if k != "stack"}
+    loaded = SequenceTeacher(ml100k.schema, SequenceConfig(dim=8, layers=1, heads=1, dropout=0.0)).eval()
+    loaded.stack.fill_(3.0)
+    loaded.load_state_dict(before)
+    x = _tensors(ml100k, 8)
+    assert loaded.stack.tolist() == list(UNSTACKED)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**x), model(**x))
 
 
 def test_the_sequence_teacher_is_served_by_triton_like_any_teacher(

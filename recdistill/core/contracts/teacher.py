@@ -34,6 +34,17 @@ class TeacherDataWindow(Struct, frozen=True, kw_only=True):
     train_events: int
 
 
+class ScoreStack(Struct, frozen=True, kw_only=True):
+    """The sequence teacher's served logit stacked with the hard search's match count, fitted on the valid
+    window before the gate's holdout: weights of [score, log(1 + matches), matches > 0, 1], and the pooled valid
+    AUC before and after (kept only where it rose; the identity otherwise)."""
+
+    weights: tuple[float, ...]
+    valid_auc_before: float
+    valid_auc_after: float
+    kept: bool
+
+
 class TeacherManifest(Struct, frozen=True, kw_only=True):
     teacher_version: str  # names the weights: labels are keyed by it
     task: Task
@@ -50,6 +61,7 @@ class TeacherManifest(Struct, frozen=True, kw_only=True):
     valid: dict[str, float]  # metrics on the valid window (early stopping read it)
     test: dict[str, float]
     seconds: float
+    stack: ScoreStack | None = None  # the sequence family's (None: not fitted, or another family)
     format: int = TEACHER_MANIFEST_FORMAT
 
     @property

@@ -262,7 +262,9 @@ def _teacher_summary(result: TaskResults, teacher: dict[str, float]) -> dict[str
         "reused": result.teacher_reused,
         "selection_on_valid": result.teacher_selection,
         "train_seconds": manifest.seconds,
-        "per_seed": [{"version": m.teacher_version, "test_auc": round(experiment.metrics(s)["auc"], 6)}
+        # each seed's score stack (the sequence family's, fitted on valid; None for the other family)
+        "per_seed": [{"version": m.teacher_version, "test_auc": round(experiment.metrics(s)["auc"], 6),
+                      "score_stack": msgspec.to_builtins(m.stack)}
                      for m, s in zip(result.teacher_seed_manifests, experiment.teacher_seed_scores, strict=True)]}
 
 

@@ -17,7 +17,7 @@ from recdistill.core.contracts.teacher import TeacherManifest
 from recdistill.core.data.dataset import PreparedDataset
 from teacher_service import TeacherTrainConfig, architecture, family_of, train_teacher
 
-SEQUENCE_ONLY = ("windows_per_batch",)  # training settings only the sequence family reads
+SEQUENCE_ONLY = ("windows_per_batch", "stack_on_valid")  # training settings only the sequence family reads
 
 logger = logging.getLogger(__name__)
 

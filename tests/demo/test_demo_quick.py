@@ -110,6 +110,12 @@ def test_quick_demo_writes_a_complete_report(quick_demo: Path) -> None:
     assert margin["ci95"]["low"] <= margin["auc"] <= margin["ci95"]["high"]
     assert margin["met"] == (margin["auc"] >= 0.02 and margin["ci95"]["low"] > 0)
     assert report["config"]["chosen_from_data"]["repeat_share"] > 0.3, "repeat purchases, read from the data"
+    # On repeat purchases the teacher's score stacked with the match count (fitted on valid) lifts valid AUC.
+    for seed in summary["teacher"]["per_seed"]:
+        stack = seed["score_stack"]
+        assert stack["kept"], stack
+        assert stack["valid_auc_after"] > stack["valid_auc_before"]
+        assert len(stack["weights"]) == 4
     assert {row["name"] for row in report["tasks"]["slate"]["stream"]} >= {"batch_only", "stream"}
     # The baseline, the method and every control that ran went through the same search on valid.
     assert set(summary["tuning"]) == {"baseline", "distilled", "self_distillation", "label_smoothing"}

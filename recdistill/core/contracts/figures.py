@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from msgspec import UNSET, Struct, UnsetType, field
 
+from recdistill.core.contracts.teacher import ScoreStack
 from recdistill.core.contracts.worker import DebiasReport, GateRole, NonInferiority
 
 
@@ -76,6 +77,7 @@ class TeacherChoice(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 class TeacherSeed(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     version: str
     test_auc: float
+    score_stack: ScoreStack | None = None  # the sequence family's, fitted on valid (None: another family)
 
 
 class TeacherFigures(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -52,6 +52,11 @@ def train_command(
     for split, m in (("valid", manifest.valid), ("test", manifest.test)):
         table.add_row(split, *(f"{m[k]:.4f}" for k in ("auc", "gauc", "log_loss", "ece")))
     console.print(table)
+    if manifest.stack is not None:  # the sequence family's score stack, fitted on valid
+        stack = manifest.stack
+        console.print(f"score stack [score, log(1 + matches), matches > 0, 1] = {list(stack.weights)}: valid auc "
+                      f"{stack.valid_auc_before:.4f} -> {stack.valid_auc_after:.4f} "
+                      f"({'kept' if stack.kept else 'not kept: the score alone'})")
 
 
 @app.command("serve")

@@ -35,6 +35,10 @@ def test_one_size_of_each_family_trains_on_the_cpu_it_was_given(ml100k: Prepared
     model, _, _ = load_checkpoint(out)
     assert isinstance(model, type(FAMILIES[family_of(size).name].build(ml100k.schema, manifest["config"])))
     assert all(p.device.type == "cpu" for p in model.parameters())
+    # The sequence family fits its score stack on valid and says so; the other family has none.
+    sequence = family_of(size).name == "sequence"
+    assert (manifest["stack"] is not None) == sequence
+    assert ("score stack" in done.stdout) == sequence, done.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with CUDA accepts --device cuda")

@@ -93,12 +93,13 @@ def test_quick_demo_writes_a_complete_report(quick_demo: Path) -> None:
     assert {"plain_kd", "no_calibration", "no_unexposed_labels", "batch_only", "stream_no_ipw",
             "stream_no_position_tower"} <= names
     # The short-history teacher control is off in --quick (tests/teacher_service covers its serving path).
-    # (The shipped Instacart schema declares no user channel, so its control does not run.)
+    # The shipped Instacart schema declares a user channel: its control (the channel off) runs.
     assert {row["name"] for row in report["controls"]} == {"self_distillation", "label_smoothing",
-                                                           "no_unexposed_labels"}
+                                                           "no_unexposed_labels", "no_user_channel"}
     # The channel: one row per channel control, the student's training window, the no-teacher references on the
     # same slates and the teacher's margin over the better one, with its interval.
-    assert {row["name"] for row in summary["channels"]} == {"self_distillation", "no_unexposed_labels"}
+    assert {row["name"] for row in summary["channels"]} == {"self_distillation", "no_unexposed_labels",
+                                                            "no_user_channel"}
     assert summary["student_window_events"] == report["config"]["student_window_events"] == 10
     references = {row["name"]: row for row in summary["references"]}
     assert set(references) == {"repeat_counter", "hard_label_student"}
@@ -193,7 +194,7 @@ def _check_scenarios(report: dict, out: Path) -> None:
     assert second["seeds"] == len(summary["student_distilled"]["seeds"])
     assert second["gain_auc_ci95"]["low"] <= second["gain_auc"] <= second["gain_auc_ci95"]["high"]
     assert (second["transferability"] is not None) == (second["teacher_gain_auc_ci95"]["low"] > 0)
-    assert second["best_control"] in ("self_distillation", "label_smoothing")
+    assert second["best_control"] in ("self_distillation", "label_smoothing", "no_user_channel")
     assert "## Scenarios" in (out / "report.md").read_text()
     # A share of the replay went to the second scenario's route: its own student served it (no error), and its
     # own stream trainer, over the same sample log, trained on it.

@@ -243,9 +243,8 @@ class SequenceTeacher(nn.Module):
         return self.score(queries, x["cand_item"]) + self.score_matches(queries, counts, since, span), counts
 
     def stacked(self, scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """The served logit: the stack's weights over [score, log(1 + matches), matches > 0, 1]."""
-        w = self.stack
-        return w[0] * scores + w[1] * torch.log1p(counts.float()) + w[2] * (counts > 0) + w[3]
+        """The served logit: the stack's weights over `stack_features`."""
+        return stack_features(scores, counts) @ self.stack.to(scores.dtype)
 
     def logits(self, **x: torch.Tensor) -> torch.Tensor:
         return self.stacked(*self.unstacked(**x))
@@ -258,6 +257,12 @@ class SequenceTeacher(nn.Module):
         """The transformer's parameters (what its size names), without the vocabulary's embeddings."""
         items = self.embed.item.weight.numel() + self.item_bias.weight.numel()
         return sum(p.numel() for p in self.parameters()) - items
+
+
+def stack_features(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """[..., 4]: the score, log(1 + matches), matches > 0, 1 - what the stack weighs, in serving and in its fit."""
+    return torch.stack([scores, torch.log1p(counts.to(scores.dtype)), (counts > 0).to(scores.dtype),
+                        torch.ones_like(scores)], dim=-1)
 
 
 def _unstacked_if_missing(module: nn.Module, state_dict: dict[str, torch.Tensor], prefix: str, *_: object) -> None:
@@ -278,7 +283,7 @@ def fit_stack(model: SequenceTeacher, valid: EncodedSplit, batch_size: int = 1_0
             counts.append(matches[mask].double())
             labels.append(torch.from_numpy(valid.labels[batch.rows, : mask.shape[1]])[mask].double())
     score, matches, label = torch.cat(scores), torch.cat(counts), torch.cat(labels)
-    features = torch.stack([score, torch.log1p(matches), (matches > 0).double(), torch.ones_like(score)], dim=1)
+    features = stack_features(score, matches)
     weights = torch.tensor(UNSTACKED, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([weights], max_iter=200, line_search_fn="strong_wolfe")
 

@@ -86,7 +86,8 @@ def _fit_sequence(dataset: PreparedDataset, encoder: Encoder, arch: Any, valid: 
                           device=device)
     model = model.cpu()
     if config.stack_on_valid:
-        result = replace(result, stack=fit_stack(model, valid))
+        stack, served = fit_stack(model, valid)
+        result = replace(result, stack=stack, valid_predictions=served)
         logging.getLogger(__name__).info("sequence teacher %s: score stack %s", config.size, result.stack)
     return model, result
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -270,19 +271,24 @@ def _unstacked_if_missing(module: nn.Module, state_dict: dict[str, torch.Tensor]
     state_dict.setdefault(prefix + "stack", torch.tensor(UNSTACKED))
 
 
-def fit_stack(model: SequenceTeacher, valid: EncodedSplit, batch_size: int = 1_024) -> ScoreStack:
+def fit_stack(model: SequenceTeacher, valid: EncodedSplit,
+              batch_size: int = 1_024) -> tuple[ScoreStack, tuple[np.ndarray, np.ndarray]]:
     """The stack's weights by a logistic fit (L-BFGS on the log-loss) over `valid`'s candidates, the model's
-    scores and matches held fixed; kept only where they lift the pooled valid AUC (else the identity stays)."""
+    scores and matches held fixed; kept only where they lift the pooled valid AUC (else the identity stays).
+    With it, what the model now serves on `valid` (probabilities [N, C] and the candidate mask, as
+    `training.predict` gives them), so that valid's metrics need no second pass of the model."""
     model.eval()
-    scores, counts, labels = [], [], []
+    rows, width = valid.labels.shape
+    unstacked = (np.zeros((rows, width), np.float32), np.zeros((rows, width), np.int64))
+    mask = np.zeros((rows, width), dtype=bool)
     with torch.no_grad():
         for batch in valid.batches(batch_size):
             score, matches = model.unstacked(**batch.inputs)
-            mask = batch.mask
-            scores.append(score[mask].double())
-            counts.append(matches[mask].double())
-            labels.append(torch.from_numpy(valid.labels[batch.rows, : mask.shape[1]])[mask].double())
-    score, matches, label = torch.cat(scores), torch.cat(counts), torch.cat(labels)
+            unstacked[0][batch.rows, : score.shape[1]] = score.numpy()
+            unstacked[1][batch.rows, : score.shape[1]] = matches.numpy()
+            mask[batch.rows, : score.shape[1]] = batch.mask.numpy()
+    score, matches = (torch.from_numpy(a[mask]).double() for a in unstacked)
+    label = torch.from_numpy(valid.labels[mask]).double()
     features = stack_features(score, matches)
     weights = torch.tensor(UNSTACKED, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([weights], max_iter=200, line_search_fn="strong_wolfe")
@@ -300,5 +306,7 @@ def fit_stack(model: SequenceTeacher, valid: EncodedSplit, batch_size: int = 1_0
     kept = after > before
     if kept:
         model.stack.copy_(fitted.float())
+    with torch.no_grad():
+        served = torch.sigmoid(model.stacked(*map(torch.from_numpy, unstacked))).numpy()
     return ScoreStack(weights=tuple(round(float(w), 6) for w in (fitted if kept else torch.tensor(UNSTACKED))),
-                      valid_auc_before=round(before, 6), valid_auc_after=round(after, 6), kept=kept)
+                      valid_auc_before=round(before, 6), valid_auc_after=round(after, 6), kept=kept), (served, mask)

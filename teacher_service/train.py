@@ -18,6 +18,7 @@ import torch
 
 from recdistill.core.contracts.teacher import TeacherDataWindow, TeacherManifest
 from recdistill.core.data.dataset import PreparedDataset, Task
+from recdistill.core.evaluation import evaluate
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.training import EncodedSplit, evaluate_split
 from teacher_service.checkpoint import save_checkpoint
@@ -71,7 +72,9 @@ def train_teacher(data_dir: Path, out_dir: Path, config: TeacherTrainConfig,
     def score(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(**inputs)
 
-    valid_metrics, test_metrics = evaluate_split(score, valid), evaluate_split(score, test)
+    valid_metrics = (evaluate(valid.task, valid.labels, *result.valid_predictions, valid.user_ids)
+                     if result.valid_predictions is not None else evaluate_split(score, valid))
+    test_metrics = evaluate_split(score, test)
     weights_digest = hashlib.sha256(b"".join(t.numpy().tobytes() for t in model.state_dict().values()))
     train_ts = dataset.events["timestamp"].to_numpy()[train_ids]
     manifest = TeacherManifest(

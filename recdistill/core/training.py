@@ -156,6 +156,8 @@ class FitResult:
     best_valid_auc: float
     history: list[dict[str, float]]
     stack: ScoreStack | None = None  # a sequence teacher's score stack, fitted on valid after training
+    # What the fitted model serves on valid (`predict`'s probabilities and mask), when the fit already scored it.
+    valid_predictions: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class _Objective(torch.nn.Module):

@@ -19,6 +19,7 @@ from recdistill.core.data.dataset import PreparedDataset
 from recdistill.core.errors import DataError
 from recdistill.core.features.encoder import Encoder
 from recdistill.core.metrics import auc
+from recdistill.core.training import EncodedSplit, evaluate_split
 from teacher_service.checkpoint import load_checkpoint
 from teacher_service.client import score
 from teacher_service.device import resolve_device
@@ -99,6 +100,19 @@ def test_one_pass_over_every_position_learns_the_next_item(sequence_teacher: tup
     assert manifest.stack.weights == UNSTACKED
 
 
+def test_the_manifests_valid_metrics_are_what_the_saved_teacher_scores_on_valid(
+        sequence_teacher: tuple[Path, dict], ml100k: PreparedDataset) -> None:
+    """Valid's metrics come from the stack's pass over valid (no second pass): the saved model scores the same."""
+    checkpoint, manifest = sequence_teacher
+    model, _, _ = load_checkpoint(checkpoint)
+    valid = EncodedSplit.build(ml100k, Encoder(ml100k.schema, "teacher"), "valid", "slate", exclude_last=1_000)
+    with torch.inference_mode():
+        again = evaluate_split(lambda inputs: model(**inputs), valid)
+    assert again.keys() == manifest.valid.keys()
+    for key, value in again.items():
+        assert value == pytest.approx(manifest.valid[key], abs=1e-5), key
+
+
 class _Scored(SequenceTeacher):
     """A sequence teacher whose unstacked score and matches are given as inputs (the stack's fit alone)."""
 
@@ -130,10 +144,13 @@ def test_the_stack_is_fitted_on_valid_and_kept_only_where_it_lifts_valid_auc(
     labels = (rng.random((4_000, 8)) < 1 / (1 + np.exp(-2 * truth))).astype(np.float32)
     labels[:, -1] = -1  # padding: never read
     model = _Scored(ml100k.schema, SequenceConfig(dim=4, layers=1, heads=1))
-    stack = fit_stack(model, _Split(score, matches, labels))
+    stack, (probabilities, read) = fit_stack(model, _Split(score, matches, labels))
     mask = labels >= 0
     with torch.no_grad():
         served = model.stacked(torch.from_numpy(score), torch.from_numpy(matches)).numpy()
+    # What it returns for valid's metrics is what the model now serves, on the candidates it read.
+    np.testing.assert_array_equal(read, mask)
+    np.testing.assert_allclose(probabilities, 1 / (1 + np.exp(-served)), rtol=1e-5)
     assert auc(labels[mask], served[mask]) == pytest.approx(stack.valid_auc_after if stack.kept
                                                               else stack.valid_auc_before, abs=1e-6)
     if signal == "matches":  # the count carries the label: the stack is kept and weighs it

@@ -241,8 +241,9 @@ def test_quick_demo_runs_the_whole_loop_on_the_ecommerce_schema_over_redis_strea
     promoted = report["tasks"]["slate"]["promoted_versions"]
     assert [v["phase"] for v in promoted][:1] == ["baseline"]
     assert serving["swaps"] == len(promoted) - 1
-    assert serving["swaps"] >= 1 or (serving["stream"]["exports_refused"] > 0
-                                     and "the gate refused the batch student" in " ".join(finished.stderr.split()))
+    if serving["swaps"] == 0:  # nothing went live: the gate refused the batch student, and the stream published none
+        assert "the gate refused the batch student" in " ".join(finished.stderr.split())
+        assert not serving["stream"]["versions_promoted"]
     assert report["config"]["sample_log"] == "redis"
     assert (out / "valkey" / "appendonlydir").is_dir(), "the sample log went through the Valkey server"
     assert serving["stream"]["records_consumed"] > serving["stream"]["examples_trained"] > 0

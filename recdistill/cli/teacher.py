@@ -32,6 +32,9 @@ def train_command(
     lr: float = typer.Option(2e-3),
     seed: int = typer.Option(0),
     max_train_events: int | None = typer.Option(None, help="Train on the most recent N training events only."),
+    stack: bool = typer.Option(True, "--stack/--no-stack", help="Sequence family: stack the served logit with the "
+                               "candidate's match count in the history, fitted on valid (kept only where valid AUC "
+                               "rises); --no-stack serves the score alone."),
 ) -> None:
     """Train the long-sequence teacher with early stopping on valid AUC and write a checkpoint."""
     from recdistill.core.errors import DataError
@@ -44,7 +47,8 @@ def train_command(
         except DataError as exc:
             raise typer.BadParameter(str(exc), param_hint=hint) from None
     config = TeacherTrainConfig(task=task, size=size, epochs=epochs, batch_size=batch_size, lr=lr,  # type: ignore[arg-type]
-                                seed=seed, max_train_events=max_train_events, device=device)  # type: ignore[arg-type]
+                                seed=seed, max_train_events=max_train_events, device=device,  # type: ignore[arg-type]
+                                stack_on_valid=stack)
     manifest = train_teacher(data, out, config, resolved)  # type: ignore[arg-type]
     table = Table(title=f"{manifest.teacher_version} ({manifest.parameters:,} parameters)")
     for column in ("split", "auc", "gauc", "log_loss", "ece"):

@@ -22,21 +22,23 @@ RECDISTILL = str(Path(sys.executable).parent / "recdistill")
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("size", ["tiny", "seq-3xs"])
+@pytest.mark.parametrize(("size", "flags"), [("tiny", []), ("seq-3xs", []), ("seq-3xs", ["--no-stack"])],
+                         ids=["tiny", "seq-3xs", "seq-3xs-no-stack"])
 def test_one_size_of_each_family_trains_on_the_cpu_it_was_given(ml100k: PreparedDataset, tmp_path: Path,
-                                                                size: str) -> None:
+                                                                size: str, flags: list[str]) -> None:
     out = tmp_path / size
     done = subprocess.run([RECDISTILL, "teacher", "train", "--data", str(ml100k.directory), "--out", str(out),
                            "--task", "slate", "--size", size, "--device", "cpu", "--epochs", "1",
-                           "--max-train-events", "400"], capture_output=True, text=True, timeout=600)
+                           "--max-train-events", "400", *flags], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert (manifest["family"], manifest["train"]["device"]) == (family_of(size).name, "cpu")
     model, _, _ = load_checkpoint(out)
     assert isinstance(model, type(FAMILIES[family_of(size).name].build(ml100k.schema, manifest["config"])))
     assert all(p.device.type == "cpu" for p in model.parameters())
-    # The sequence family fits its score stack on valid and says so; the other family has none.
-    sequence = family_of(size).name == "sequence"
+    # The sequence family fits its score stack on valid and says so, unless told not to; the other family has none.
+    sequence = family_of(size).name == "sequence" and "--no-stack" not in flags
+    assert manifest["train"]["stack_on_valid"] == ("--no-stack" not in flags)
     assert (manifest["stack"] is not None) == sequence
     assert ("score stack" in done.stdout) == sequence, done.stdout
 
